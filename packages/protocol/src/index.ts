@@ -1,0 +1,2 @@
+export { canonicalJson, type JsonValue } from './canonical-json.js';
+export { ID_PREFIXES, type IdPrefix, isId, newId } from './ids.js';

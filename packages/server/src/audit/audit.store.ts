@@ -1,0 +1,202 @@
+import type { Kysely, SelectQueryBuilder, Transaction } from 'kysely';
+import type { Dialect } from '../db/database.js';
+import type { AuditCheckpointsTable, DB } from '../db/schema.js';
+import { type AuditEventRow, GENESIS_HASH, type SignedStatementKind } from './audit.chain.js';
+import type { Outcome } from './audit.types.js';
+
+export interface AuditFilters {
+  action?: string;
+  actorId?: string;
+  targetId?: string;
+  outcome?: Outcome;
+  /** Inclusive lower bound, epoch ms. */
+  since?: number;
+  /** Exclusive upper bound, epoch ms. */
+  until?: number;
+}
+
+export interface ChainHead {
+  chainId: string;
+  seq: number;
+  hash: string;
+}
+
+export type CheckpointRow = AuditCheckpointsTable;
+
+// SQLite allows 32,766 bound parameters per statement; 19 columns x 500 rows stays well inside.
+const INSERT_CHUNK = 500;
+
+function applyFilters<O>(
+  query: SelectQueryBuilder<DB, 'audit_events', O>,
+  filters: AuditFilters,
+): SelectQueryBuilder<DB, 'audit_events', O> {
+  let q = query;
+  if (filters.action !== undefined) q = q.where('action', '=', filters.action);
+  if (filters.actorId !== undefined) q = q.where('actor_id', '=', filters.actorId);
+  if (filters.targetId !== undefined) q = q.where('target_id', '=', filters.targetId);
+  if (filters.outcome !== undefined) q = q.where('outcome', '=', filters.outcome);
+  if (filters.since !== undefined) q = q.where('ts', '>=', filters.since);
+  if (filters.until !== undefined) q = q.where('ts', '<', filters.until);
+  return q;
+}
+
+export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
+  return {
+    /** Runs `work` in a write transaction: IMMEDIATE on SQLite, row locks on the chain heads on PostgreSQL. */
+    transaction<T>(work: (tx: Transaction<DB>) => Promise<T>): Promise<T> {
+      return db.transaction().execute(work);
+    },
+
+    /**
+     * Locks and returns a chain's head inside `tx`. The head row is created first if missing, so two
+     * instances appending the first events of a chain serialize on the same row instead of racing.
+     */
+    async lockHead(tx: Transaction<DB>, chainId: string, now: number): Promise<ChainHead> {
+      await tx
+        .insertInto('audit_chain_heads')
+        .values({ chain_id: chainId, seq: 0, hash: GENESIS_HASH, updated_at: now })
+        .onConflict((oc) => oc.column('chain_id').doNothing())
+        .execute();
+      let query = tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('chain_id', '=', chainId);
+      if (dialect === 'postgres') query = query.forUpdate();
+      const head = await query.executeTakeFirstOrThrow();
+      return { chainId, seq: head.seq, hash: head.hash };
+    },
+
+    async insertEvents(tx: Transaction<DB>, rows: AuditEventRow[]): Promise<void> {
+      for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+        await tx
+          .insertInto('audit_events')
+          .values(rows.slice(i, i + INSERT_CHUNK))
+          .execute();
+      }
+    },
+
+    async setHead(tx: Transaction<DB>, head: ChainHead, now: number): Promise<void> {
+      await tx
+        .updateTable('audit_chain_heads')
+        .set({ seq: head.seq, hash: head.hash, updated_at: now })
+        .where('chain_id', '=', head.chainId)
+        .execute();
+    },
+
+    async heads(): Promise<ChainHead[]> {
+      const rows = await db
+        .selectFrom('audit_chain_heads')
+        .select(['chain_id', 'seq', 'hash'])
+        .orderBy('chain_id')
+        .execute();
+      return rows.map((r) => ({ chainId: r.chain_id, seq: r.seq, hash: r.hash }));
+    },
+
+    async head(chainId: string): Promise<ChainHead | undefined> {
+      const row = await db
+        .selectFrom('audit_chain_heads')
+        .select(['seq', 'hash'])
+        .where('chain_id', '=', chainId)
+        .executeTakeFirst();
+      return row && { chainId, seq: row.seq, hash: row.hash };
+    },
+
+    /** One page of a chain's events, newest first, strictly before `beforeSeq` when given. */
+    async page(
+      chainId: string,
+      filters: AuditFilters,
+      limit: number,
+      beforeSeq?: number,
+    ): Promise<AuditEventRow[]> {
+      let q = applyFilters(
+        db.selectFrom('audit_events').selectAll().where('chain_id', '=', chainId),
+        filters,
+      );
+      if (beforeSeq !== undefined) q = q.where('seq', '<', beforeSeq);
+      return q.orderBy('seq', 'desc').limit(limit).execute();
+    },
+
+    /** Oldest first, strictly after `afterSeq`: the keyset page used by export and verification. */
+    async pageAscending(
+      chainId: string,
+      filters: AuditFilters,
+      limit: number,
+      afterSeq: number,
+    ): Promise<AuditEventRow[]> {
+      return applyFilters(db.selectFrom('audit_events').selectAll().where('chain_id', '=', chainId), filters)
+        .where('seq', '>', afterSeq)
+        .orderBy('seq', 'asc')
+        .limit(limit)
+        .execute();
+    },
+
+    async eventAt(chainId: string, seq: number, tx?: Transaction<DB>): Promise<AuditEventRow | undefined> {
+      return (tx ?? db)
+        .selectFrom('audit_events')
+        .selectAll()
+        .where('chain_id', '=', chainId)
+        .where('seq', '=', seq)
+        .executeTakeFirst();
+    },
+
+    /** The highest sequence number among a chain's events older than `before` (epoch ms). */
+    async lastSeqBefore(chainId: string, before: number): Promise<number | undefined> {
+      const row = await db
+        .selectFrom('audit_events')
+        .select((eb) => eb.fn.max('seq').as('seq'))
+        .where('chain_id', '=', chainId)
+        .where('ts', '<', before)
+        .executeTakeFirst();
+      return row?.seq === null || row?.seq === undefined ? undefined : Number(row.seq);
+    },
+
+    async checkpoints(chainId: string): Promise<CheckpointRow[]> {
+      return db
+        .selectFrom('audit_checkpoints')
+        .selectAll()
+        .where('chain_id', '=', chainId)
+        .orderBy('seq', 'asc')
+        .execute();
+    },
+
+    async latestCheckpointSeq(chainId: string): Promise<number> {
+      const row = await db
+        .selectFrom('audit_checkpoints')
+        .select((eb) => eb.fn.max('seq').as('seq'))
+        .where('chain_id', '=', chainId)
+        .where('kind', '=', 'checkpoint')
+        .executeTakeFirst();
+      return row?.seq === null || row?.seq === undefined ? 0 : Number(row.seq);
+    },
+
+    async insertCheckpoint(row: CheckpointRow, tx?: Transaction<DB>): Promise<void> {
+      await (tx ?? db)
+        .insertInto('audit_checkpoints')
+        .values(row)
+        .onConflict((oc) => oc.columns(['chain_id', 'kind', 'seq']).doNothing())
+        .execute();
+    },
+
+    /** Deletes a chain's events up to and including `throughSeq`, and statements that covered them. */
+    async deleteThrough(tx: Transaction<DB>, chainId: string, throughSeq: number): Promise<number> {
+      const result = await tx
+        .deleteFrom('audit_events')
+        .where('chain_id', '=', chainId)
+        .where('seq', '<=', throughSeq)
+        .executeTakeFirst();
+      await tx
+        .deleteFrom('audit_checkpoints')
+        .where('chain_id', '=', chainId)
+        .where((eb) =>
+          eb.or([
+            eb.and([
+              eb('kind', '=', 'checkpoint' satisfies SignedStatementKind),
+              eb('seq', '<=', throughSeq),
+            ]),
+            eb.and([eb('kind', '=', 'anchor' satisfies SignedStatementKind), eb('seq', '<', throughSeq)]),
+          ]),
+        )
+        .execute();
+      return Number(result.numDeletedRows);
+    },
+  };
+}
+
+export type AuditStore = ReturnType<typeof createAuditStore>;

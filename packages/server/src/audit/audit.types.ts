@@ -1,0 +1,57 @@
+import type { JsonValue } from '@bulwark/protocol';
+
+/** Every audit action Bulwark records, as `domain.verb`. Adding one is adding it here. */
+export const AUDIT_ACTIONS = [
+  'audit.exported',
+  'audit.pruned',
+  'system.started',
+  'system.stopped',
+  'ops.metrics_auth_failed',
+] as const;
+export type AuditAction = (typeof AUDIT_ACTIONS)[number];
+
+export const ACTOR_TYPES = ['user', 'api_key', 'agent', 'system', 'anonymous'] as const;
+export type ActorType = (typeof ACTOR_TYPES)[number];
+
+export const OUTCOMES = ['success', 'failure', 'denied'] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+/** The chain of events that belong to no organization (instance start/stop, unattributed failures). */
+export const INSTANCE_CHAIN = 'instance';
+
+export interface AuditActor {
+  type: ActorType;
+  id?: string | null;
+  display?: string | null;
+}
+
+export interface AuditTarget {
+  type: string;
+  id?: string | null;
+  display?: string | null;
+}
+
+/** Where a request came from; filled from the HTTP request by `auditContextOf`. */
+export interface AuditRequestContext {
+  ip?: string | null;
+  userAgent?: string | null;
+  requestId?: string | null;
+}
+
+export interface AuditInput {
+  /** The organization the event belongs to; absent for instance-level events. */
+  orgId?: string | null;
+  actor: AuditActor;
+  action: AuditAction;
+  target?: AuditTarget | null;
+  outcome: Outcome;
+  context?: AuditRequestContext;
+  details?: { [key: string]: JsonValue };
+}
+
+export interface AuditEventRef {
+  id: string;
+  chainId: string;
+  seq: number;
+  hash: string;
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env node
+import { createWriteStream, existsSync, openSync } from 'node:fs';
+import { userInfo } from 'node:os';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
+import type { AuditFilters } from './audit/audit.store.js';
+import { OUTCOMES, type Outcome } from './audit/audit.types.js';
+import { type Config, describeConfig, loadConfig } from './config.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { createLogger } from './logging.js';
+import { openCore, startServer } from './main.js';
+import { assertPrivateFile } from './secrets/master-key.js';
+import { VERSION } from './version.js';
+
+/** The `bulwark` command (CLI-1). Human output on stdout, progress and errors on stderr, non-zero exit on any failure. */
+
+class CliError extends Error {}
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+function configFrom(command: Command): Config {
+  const { config } = command.optsWithGlobals<{ config?: string }>();
+  return loadConfig(config ? { configFile: config } : {});
+}
+
+/** Commands that read an existing installation must not create an empty database by accident. */
+function requireExistingDatabase(config: Config): void {
+  if (config.database.kind === 'sqlite' && !existsSync(config.database.file)) {
+    throw new CliError(
+      `no database at ${config.database.file}; start the server once or run: bulwark migrate`,
+    );
+  }
+}
+
+/** Quiet logs for one-shot commands: only problems, to stderr, so stdout stays the command's output. */
+const cliLogger = () => createLogger({ level: 'warn', destination: process.stderr, name: 'bulwark-cli' });
+
+function throttled(report: (line: string) => void, everyMs = 1000): (line: string) => void {
+  let last = 0;
+  return (line) => {
+    const now = Date.now();
+    if (now - last >= everyMs) {
+      last = now;
+      report(line);
+    }
+  };
+}
+
+function parseTime(value: string): number {
+  const ms = Date.parse(value);
+  if (Number.isNaN(ms))
+    throw new InvalidArgumentError('expected an ISO-8601 date or time, e.g. 2026-01-31T00:00:00Z');
+  return ms;
+}
+
+async function serve(command: Command): Promise<void> {
+  const config = configFrom(command);
+  const server = await startServer(config);
+  let signalled = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (signalled) return;
+    signalled = true;
+    server.logger.info({ signal }, 'shutting down');
+    const deadline = setTimeout(() => {
+      server.logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown timed out; exiting');
+      server.logger.flush();
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    deadline.unref();
+    server.close().then(
+      () => process.exit(0),
+      (error) => {
+        server.logger.error({ err: error }, 'shutdown failed');
+        server.logger.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+async function migrate(command: Command): Promise<void> {
+  const config = configFrom(command);
+  const database = openDatabase(config);
+  try {
+    const applied = await migrateToLatest(database.db);
+    out(applied.length === 0 ? 'database is up to date' : `applied: ${applied.join(', ')}`);
+  } finally {
+    await database.close();
+  }
+}
+
+function configCheck(command: Command): void {
+  const config = configFrom(command);
+  for (const line of describeConfig(config)) out(line);
+  if (!config.masterKey && existsSync(config.masterKeyFile))
+    assertPrivateFile(config.masterKeyFile, 'master key file');
+  if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
+  out('configuration is valid');
+}
+
+async function auditVerify(options: { org?: string }, command: Command): Promise<void> {
+  const config = configFrom(command);
+  requireExistingDatabase(config);
+  const core = await openCore(config, cliLogger());
+  try {
+    const progress = throttled(err);
+    const chains = options.org ? [options.org] : await core.audit.chains();
+    let broken = 0;
+    let events = 0;
+    for (const chainId of chains) {
+      const result = await core.audit.verify(chainId, (n) => progress(`verifying ${chainId}: ${n} events…`));
+      events += result.events;
+      const from = result.anchorSeq === undefined ? '' : `, from signed anchor at seq ${result.anchorSeq}`;
+      if (result.ok) {
+        out(
+          `ok      ${chainId}: ${result.events} events, ${result.checkpoints} signed checkpoints matched${from}`,
+        );
+      } else {
+        broken++;
+        const b = result.broken!;
+        out(
+          `BROKEN  ${chainId}: first broken link at seq ${b.seq}${b.eventId ? ` (event ${b.eventId})` : ''}: ${b.reason}`,
+        );
+      }
+    }
+    if (broken > 0)
+      throw new CliError(`audit log verification failed: ${broken} of ${chains.length} chains broken`);
+    out(`audit log verified: ${chains.length} chains, ${events} events`);
+  } finally {
+    await core.audit.close();
+    await core.database.close();
+  }
+}
+
+interface ExportOptions {
+  org: string;
+  format: ExportFormat;
+  output?: string;
+  since?: number;
+  until?: number;
+  action?: string;
+  actor?: string;
+  target?: string;
+  outcome?: Outcome;
+}
+
+async function auditExport(options: ExportOptions, command: Command): Promise<void> {
+  const config = configFrom(command);
+  requireExistingDatabase(config);
+  const core = await openCore(config, cliLogger());
+  try {
+    const filters: AuditFilters = {
+      ...(options.action ? { action: options.action } : {}),
+      ...(options.actor ? { actorId: options.actor } : {}),
+      ...(options.target ? { targetId: options.target } : {}),
+      ...(options.outcome ? { outcome: options.outcome } : {}),
+      ...(options.since !== undefined ? { since: options.since } : {}),
+      ...(options.until !== undefined ? { until: options.until } : {}),
+    };
+    // An export holds IPs and identities: the file is private to its owner and never overwrites one.
+    const destination = options.output
+      ? createWriteStream('', { fd: openSync(options.output, 'wx', 0o600) })
+      : process.stdout;
+    const progress = throttled(err);
+    let total = 0;
+    const chunks = await core.audit.openExport({
+      chainId: options.org,
+      filters,
+      format: options.format,
+      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
+      onProgress: (rows) => {
+        total = rows;
+        progress(`exported ${rows} events…`);
+      },
+    });
+    await pipeline(Readable.from(chunks), destination, { end: destination !== process.stdout });
+    err(
+      `exported ${total} events of ${options.org} as ${options.format}${options.output ? ` to ${options.output}` : ''}`,
+    );
+  } finally {
+    await core.audit.close();
+    await core.database.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('bulwark')
+    .description('Bulwark control plane')
+    .version(VERSION)
+    .option('-c, --config <file>', 'configuration file (YAML or JSON); the environment overrides it')
+    .showHelpAfterError();
+
+  program
+    .command('serve')
+    .description('start the control plane (applies pending migrations first)')
+    .action((_options, command: Command) => serve(command));
+
+  program
+    .command('migrate')
+    .description('apply pending database migrations under the migration lock')
+    .action((_options, command: Command) => migrate(command));
+
+  program
+    .command('config')
+    .description('configuration tools')
+    .command('check')
+    .description('validate the configuration and print it, secrets masked')
+    .action((_options, command: Command) => configCheck(command));
+
+  const audit = program.command('audit').description('audit log tools');
+  audit
+    .command('verify')
+    .description('verify the hash chains and signed checkpoints; exits 1 naming the first broken link')
+    .option('--org <id>', 'verify one chain (an organization id, or "instance"); default: all')
+    .action(auditVerify);
+  audit
+    .command('export')
+    .description('stream a chain as NDJSON or CSV (the export itself is audited)')
+    .requiredOption('--org <id>', 'the chain to export: an organization id, or "instance"')
+    .addOption(new Option('--format <format>', 'output format').choices(EXPORT_FORMATS).default('ndjson'))
+    .option('-o, --output <file>', 'write to a new file (mode 0600) instead of stdout')
+    .option('--since <time>', 'events at or after this ISO-8601 time', parseTime)
+    .option('--until <time>', 'events before this ISO-8601 time', parseTime)
+    .option('--action <action>', 'only this action, e.g. audit.exported')
+    .option('--actor <id>', 'only events by this actor id')
+    .option('--target <id>', 'only events on this target id')
+    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(OUTCOMES))
+    .action(auditExport);
+
+  return program;
+}
+
+buildProgram()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    // Configuration, master key and verification failures all carry a message written for an operator.
+    err(`bulwark: ${error instanceof Error ? error.message : String(error)}`);
+    process.exitCode = 1;
+  });

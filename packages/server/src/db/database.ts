@@ -1,0 +1,117 @@
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import {
+  CompiledQuery,
+  type DatabaseConnection,
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  type SqliteDialectConfig,
+  SqliteDriver,
+  sql,
+} from 'kysely';
+import pg from 'pg';
+import type { Config } from '../config.js';
+import type { DB } from './schema.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Database {
+  db: Kysely<DB>;
+  dialect: Dialect;
+  /** Throws when the database does not answer a trivial query. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A deferred `BEGIN` that reads and then writes fails at once with SQLITE_BUSY_SNAPSHOT when another
+ * process (the CLI, a second server) committed in between: the busy timeout does not apply to that
+ * case. `BEGIN IMMEDIATE` takes the write lock up front, waiting up to the busy timeout for it, so
+ * every transaction (migrations and audit appends included) is serialized across processes.
+ */
+class ImmediateTransactionSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
+  }
+}
+
+class ImmediateTransactionSqliteDialect extends SqliteDialect {
+  constructor(private readonly driverConfig: SqliteDialectConfig) {
+    super(driverConfig);
+  }
+  override createDriver(): SqliteDriver {
+    return new ImmediateTransactionSqliteDriver(this.driverConfig);
+  }
+}
+
+export interface SqliteOptions {
+  file: string;
+  busyTimeoutMs: number;
+}
+
+export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  // The file holds password hashes and sealed keys: create it private before SQLite creates it with
+  // the umask's mode. SQLite gives its -wal and -shm files the mode of the database file.
+  closeSync(openSync(file, 'a', 0o600));
+  const connection = new BetterSqlite3(file);
+  connection.pragma('journal_mode = WAL');
+  connection.pragma('foreign_keys = ON');
+  connection.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
+  // FULL: a committed audit event survives power loss, not only a process crash.
+  connection.pragma('synchronous = FULL');
+  const db = new Kysely<DB>({ dialect: new ImmediateTransactionSqliteDialect({ database: connection }) });
+  return {
+    db,
+    dialect: 'sqlite',
+    async ping() {
+      await sql`select 1`.execute(db);
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+const PG_INT8 = 20;
+
+export interface PostgresOptions {
+  url: string;
+  poolMax: number;
+}
+
+export function openPostgres({ url, poolMax }: PostgresOptions): Database {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolMax,
+    application_name: 'bulwark',
+    // BIGINT columns hold epoch milliseconds and sequence numbers, all far below 2^53.
+    types: {
+      getTypeParser: (oid: number, format?: 'text' | 'binary') =>
+        oid === PG_INT8 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format),
+    } as pg.CustomTypesConfig,
+  });
+  // An idle client losing its connection must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    db,
+    dialect: 'postgres',
+    async ping() {
+      await sql`select 1`.execute(db);
+    },
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+export function openDatabase(
+  config: Pick<Config, 'database' | 'databasePoolMax' | 'sqliteBusyTimeoutMs'>,
+): Database {
+  return config.database.kind === 'sqlite'
+    ? openSqlite({ file: config.database.file, busyTimeoutMs: config.sqliteBusyTimeoutMs })
+    : openPostgres({ url: config.database.url, poolMax: config.databasePoolMax });
+}

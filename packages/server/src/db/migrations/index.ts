@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely';
+import * as foundation from './0001-foundation.js';
+
+/**
+ * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
+ * applied migration: add a new one.
+ */
+export const migrations: Record<string, Migration> = {
+  '0001-foundation': foundation,
+};

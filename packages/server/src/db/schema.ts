@@ -1,0 +1,63 @@
+/**
+ * Row types of every table, shared by both dialects. Times are epoch milliseconds (UTC) in BIGINT
+ * columns; JSON is stored as canonical JSON text so both dialects hash and compare the same bytes.
+ */
+
+export interface AuditEventsTable {
+  id: string;
+  /** The organization id, or `instance` for events that belong to no organization. */
+  chain_id: string;
+  seq: number;
+  org_id: string | null;
+  ts: number;
+  actor_type: string;
+  actor_id: string | null;
+  actor_display: string | null;
+  ip: string | null;
+  user_agent: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  target_display: string | null;
+  outcome: string;
+  request_id: string | null;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditChainHeadsTable {
+  chain_id: string;
+  seq: number;
+  hash: string;
+  updated_at: number;
+}
+
+export interface AuditCheckpointsTable {
+  id: string;
+  chain_id: string;
+  /** `checkpoint`: signed statement of the head; `anchor`: signed start of a pruned chain. */
+  kind: string;
+  seq: number;
+  hash: string;
+  ts: number;
+  key_id: string;
+  signature: string;
+}
+
+export interface ServerKeysTable {
+  id: string;
+  purpose: string;
+  algorithm: string;
+  public_key: string;
+  /** PKCS#8 private key sealed by the master keyring; never stored in clear. */
+  private_key_sealed: string;
+  created_at: number;
+}
+
+export interface DB {
+  audit_events: AuditEventsTable;
+  audit_chain_heads: AuditChainHeadsTable;
+  audit_checkpoints: AuditCheckpointsTable;
+  server_keys: ServerKeysTable;
+}

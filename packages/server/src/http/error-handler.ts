@@ -1,0 +1,85 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { AppError, type FieldProblem, RateLimitedError } from '../errors.js';
+
+export interface ErrorBody {
+  error: { code: string; message: string; requestId: string; fields?: FieldProblem[] };
+}
+
+/** Fastify's own client errors, by code, as stable Bulwark codes with messages of our own wording. */
+const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: {
+    status: 413,
+    code: 'payload_too_large',
+    message: 'The request body is larger than this server accepts.',
+  },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
+    status: 415,
+    code: 'unsupported_media_type',
+    message: 'Send the request body as application/json.',
+  },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: {
+    status: 400,
+    code: 'bad_request',
+    message: 'The Content-Length header does not match the body.',
+  },
+  FST_ERR_CTP_EMPTY_JSON_BODY: {
+    status: 400,
+    code: 'invalid_json',
+    message: 'The request body is empty but declared as JSON.',
+  },
+  FST_ERR_CTP_INVALID_JSON_BODY: {
+    status: 400,
+    code: 'invalid_json',
+    message: 'The request body is not valid JSON.',
+  },
+  FST_ERR_BAD_URL: { status: 400, code: 'bad_request', message: 'The URL is malformed.' },
+  FST_ERR_ASYNC_CONSTRAINT: { status: 400, code: 'bad_request', message: 'The request could not be routed.' },
+};
+
+function send(
+  reply: FastifyReply,
+  request: FastifyRequest,
+  status: number,
+  error: Omit<ErrorBody['error'], 'requestId'>,
+) {
+  const body: ErrorBody = { error: { ...error, requestId: request.id } };
+  return reply.code(status).type('application/json; charset=utf-8').send(body);
+}
+
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof AppError) {
+      if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
+      return send(reply, request, error.status, {
+        code: error.code,
+        message: error.message,
+        ...(error.fields ? { fields: error.fields } : {}),
+      });
+    }
+    const known = error.code ? FASTIFY_CLIENT_ERRORS[error.code] : undefined;
+    if (known) return send(reply, request, known.status, { code: known.code, message: known.message });
+    if (error instanceof SyntaxError || error.code === 'FST_ERR_CTP_INVALID_JSON_BODY') {
+      return send(reply, request, 400, {
+        code: 'invalid_json',
+        message: 'The request body is not valid JSON.',
+      });
+    }
+    if (typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500) {
+      // A client error Fastify raised that has no mapping yet: answer it without echoing its text.
+      request.log.warn({ err: error }, 'unmapped client error');
+      return send(reply, request, error.statusCode, {
+        code: 'bad_request',
+        message: 'The request could not be processed.',
+      });
+    }
+    request.log.error({ err: error }, 'request failed');
+    return send(reply, request, 500, {
+      code: 'internal_error',
+      message: 'Something went wrong on the server. The request id identifies it in the logs.',
+    });
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    send(reply, request, 404, { code: 'not_found', message: 'There is no such route.' }),
+  );
+}

@@ -1,0 +1,162 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+
+/**
+ * The route declaration every HTTP route is made from. Nothing registers without one (invariant 1,
+ * default deny): a route states who may call it (a permission, or `public` with the reason it is
+ * safe to be public), the zod schemas of its params, query, body and every response, its rate-limit
+ * class and its operationId. The same declaration drives validation, response filtering, rate
+ * limiting, authorization and the OpenAPI document.
+ */
+
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** `resource:verb`; the catalogue itself arrives with access control. */
+export type Permission = `${string}:${string}`;
+
+export type RouteAccess = { permission: Permission } | { public: string };
+
+/**
+ * Rate-limit classes. `probe` is unlimited on purpose: liveness and readiness probes must keep
+ * answering under a flood, or the orchestrator restarts a healthy server.
+ */
+export const RATE_LIMIT_CLASSES = ['probe', 'read', 'write', 'auth', 'export'] as const;
+export type RateLimitClass = (typeof RATE_LIMIT_CLASSES)[number];
+
+/** A response that is not JSON (Prometheus text, a streamed CSV): sent as the handler returns it. */
+export interface RawResponse {
+  raw: true;
+  contentType: string;
+  description: string;
+}
+
+export function rawResponse(contentType: string, description: string): RawResponse {
+  return { raw: true, contentType, description };
+}
+
+export type ResponseSpec = z.ZodType | RawResponse;
+
+/** Who is calling. Authentication fills this in; until then no principal exists. */
+export interface Principal {
+  type: 'user' | 'api_key';
+  id: string;
+  display: string;
+}
+
+export interface RouteContext<P, Q, B> {
+  params: P;
+  query: Q;
+  body: B;
+  request: FastifyRequest;
+  reply: FastifyReply;
+  /** Set on permission routes; undefined on public ones. */
+  principal: Principal | undefined;
+}
+
+type Infer<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface RouteDefinition<
+  P extends z.ZodType | undefined = z.ZodType | undefined,
+  Q extends z.ZodType | undefined = z.ZodType | undefined,
+  B extends z.ZodType | undefined = z.ZodType | undefined,
+> {
+  method: HttpMethod;
+  url: string;
+  operationId: string;
+  summary: string;
+  tags?: string[];
+  access: RouteAccess;
+  rateLimit: RateLimitClass;
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** Every status the route answers with on success (errors share the one error shape). */
+  response: Record<number, ResponseSpec>;
+  handler: (context: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown> | unknown;
+}
+
+/** Infers the handler's types from the schemas; the result is an ordinary RouteDefinition. */
+export function defineRoute<
+  P extends z.ZodType | undefined = undefined,
+  Q extends z.ZodType | undefined = undefined,
+  B extends z.ZodType | undefined = undefined,
+>(definition: RouteDefinition<P, Q, B>): RouteDefinition {
+  return definition as unknown as RouteDefinition;
+}
+
+export function isRawResponse(spec: ResponseSpec): spec is RawResponse {
+  return (spec as RawResponse).raw === true;
+}
+
+/**
+ * Finds an object schema that would let unknown keys through. Request schemas must be strict
+ * (`z.strictObject`) at every depth, so a misspelt or injected field is a 422, never silently ignored.
+ */
+export function findLooseObject(schema: z.ZodType, path = ''): string | undefined {
+  const def = (schema as unknown as { _zod: { def: Record<string, unknown> } })._zod.def;
+  switch (def.type) {
+    case 'object': {
+      const catchall = def.catchall as z.ZodType | undefined;
+      const strict =
+        catchall !== undefined &&
+        (catchall as unknown as { _zod: { def: { type: string } } })._zod.def.type === 'never';
+      if (!strict) return path || '(root)';
+      for (const [key, child] of Object.entries(def.shape as Record<string, z.ZodType>)) {
+        const found = findLooseObject(child, `${path}.${key}`);
+        if (found) return found;
+      }
+      return undefined;
+    }
+    case 'optional':
+    case 'nullable':
+    case 'default':
+    case 'prefault':
+    case 'readonly':
+    case 'catch':
+    case 'nonoptional':
+      return findLooseObject(def.innerType as z.ZodType, path);
+    case 'array':
+      return findLooseObject(def.element as z.ZodType, `${path}[]`);
+    case 'union':
+      for (const option of def.options as z.ZodType[]) {
+        const found = findLooseObject(option, path);
+        if (found) return found;
+      }
+      return undefined;
+    case 'pipe':
+      return findLooseObject(def.in as z.ZodType, path);
+    default:
+      return undefined;
+  }
+}
+
+/** Problems with a declaration, empty when it is complete. Registration refuses a route with any. */
+export function declarationProblems(route: Partial<RouteDefinition>): string[] {
+  const problems: string[] = [];
+  if (!route.operationId || !/^[a-z][A-Za-z0-9]+$/.test(route.operationId))
+    problems.push('operationId (camelCase) is required');
+  if (!route.summary) problems.push('summary is required');
+  const access = route.access as Partial<{ permission: string; public: string }> | undefined;
+  if (!access || (access.permission === undefined && access.public === undefined)) {
+    problems.push('access must declare a permission or public with a reason');
+  } else if (access.public !== undefined && access.public.trim().length < 10) {
+    problems.push('a public route must say why it is safe to be public');
+  } else if (access.permission !== undefined && !/^[a-z_]+:[a-z_]+$/.test(access.permission)) {
+    problems.push('permission must be resource:verb');
+  }
+  if (!route.rateLimit || !RATE_LIMIT_CLASSES.includes(route.rateLimit))
+    problems.push('rateLimit class is required');
+  if (!route.response || Object.keys(route.response).length === 0)
+    problems.push('at least one response schema is required');
+  for (const part of ['params', 'query', 'body'] as const) {
+    const schema = route[part];
+    if (schema) {
+      const loose = findLooseObject(schema);
+      if (loose) problems.push(`${part} schema lets unknown keys through at ${loose}; use z.strictObject`);
+    }
+  }
+  const urlParams = [...(route.url ?? '').matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]);
+  if (urlParams.length > 0 && !route.params)
+    problems.push('params schema is required for a URL with parameters');
+  return problems;
+}

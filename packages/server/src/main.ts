@@ -1,0 +1,201 @@
+import type { AddressInfo } from 'node:net';
+import { Redis } from 'ioredis';
+import type { DestinationStream, Logger } from 'pino';
+import { createAuditService } from './audit/audit.service.js';
+import { createAuditStore } from './audit/audit.store.js';
+import type { Config } from './config.js';
+import { type Database, openDatabase } from './db/database.js';
+import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
+import { UnauthenticatedError } from './errors.js';
+import { createHttpApp, type RouteGuard } from './http/app.js';
+import { openApiRoute } from './http/openapi.js';
+import type { RouteDefinition } from './http/route.js';
+import { createLogger } from './logging.js';
+import { createMetrics } from './ops/metrics.js';
+import { startMetricsListener } from './ops/metrics-listener.js';
+import { opsRoutes } from './ops/ops.routes.js';
+import { createReadinessCheck } from './ops/readiness.js';
+import { createKeyring } from './secrets/keyring.js';
+import { assertPrivateFile, loadMasterKey } from './secrets/master-key.js';
+import { createServerKeysService } from './secrets/server-keys.service.js';
+import { createServerKeysStore } from './secrets/server-keys.store.js';
+import { VERSION } from './version.js';
+
+/**
+ * The composition root: the only module that knows every other. It builds the services from the
+ * configuration, starts the HTTP listener and background jobs, and owns the shutdown order.
+ */
+
+export interface StartOptions {
+  /** Where JSON logs go; stdout by default. */
+  logDestination?: DestinationStream;
+  clock?: () => number;
+}
+
+export interface RunningServer {
+  url: string;
+  metricsUrl: string | undefined;
+  logger: Logger;
+  /** Stops accepting, finishes in-flight requests, commits the audit log, closes the database. */
+  close(): Promise<void>;
+}
+
+const RETENTION_EVERY_MS = 6 * 3600_000;
+
+/** Until identity arrives there is no credential the server accepts, so every permission route answers 401. */
+const noCredentialAccepted: RouteGuard = async () => {
+  throw new UnauthenticatedError();
+};
+
+export interface CoreServices {
+  database: Database;
+  audit: ReturnType<typeof createAuditService>;
+  serverKeys: ReturnType<typeof createServerKeysService>;
+  metrics: ReturnType<typeof createMetrics>;
+}
+
+/**
+ * Opens the database (migrated) and the services the CLI and the server share. Refuses a master key
+ * that does not open the server's keys: starting with the wrong key would silently fork the audit
+ * signing identity.
+ */
+export async function openCore(
+  config: Config,
+  logger: Logger,
+  clock: () => number = Date.now,
+): Promise<CoreServices> {
+  const master = loadMasterKey({ fromEnv: config.masterKey, file: config.masterKeyFile });
+  if (master.origin === 'generated')
+    logger.warn(
+      { file: config.masterKeyFile },
+      'generated a new master key file; back it up apart from the database',
+    );
+  const keyring = createKeyring({ current: master.key });
+  const database = openDatabase(config);
+  try {
+    const applied = await migrateToLatest(database.db);
+    if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
+    const serverKeys = createServerKeysService({ store: createServerKeysStore(database.db), keyring, clock });
+    await serverKeys.assertIntegrity();
+    await serverKeys.signer('audit-checkpoint');
+    const metrics = createMetrics();
+    const audit = createAuditService({
+      store: createAuditStore(database.db, database.dialect),
+      serverKeys,
+      clock,
+      logger,
+      metrics: metrics.audit,
+      options: { checkpointEvery: config.audit.checkpointEvery, retentionDays: config.audit.retentionDays },
+    });
+    return { database, audit, serverKeys, metrics };
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+}
+
+function every(ms: number, logger: Logger, name: string, job: () => Promise<unknown>): NodeJS.Timeout {
+  let running = false;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = true;
+    job()
+      .catch((error) => logger.error({ err: error, job: name }, 'background job failed'))
+      .finally(() => {
+        running = false;
+      });
+  }, ms);
+  timer.unref();
+  return timer;
+}
+
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const logger = createLogger({
+    level: config.logLevel,
+    ...(options.logDestination ? { destination: options.logDestination } : {}),
+  });
+  if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
+  const core = await openCore(config, logger, options.clock);
+  const { database, audit, metrics } = core;
+
+  const redis = config.redisUrl
+    ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false })
+    : undefined;
+  redis?.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
+  await redis
+    ?.connect()
+    .catch((error) => logger.error({ err: error }, 'redis is not reachable; /readyz reports it'));
+
+  let stopping = false;
+  const readiness = createReadinessCheck({
+    pingDatabase: () => database.ping(),
+    ...(redis ? { pingRedis: async () => void (await redis.ping()) } : {}),
+    migrationsApplied: () => migrationsUpToDate(database.db),
+    stopping: () => stopping,
+  });
+
+  const routes: RouteDefinition[] = [
+    ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
+  ];
+  routes.push(openApiRoute(routes, VERSION));
+  const app = await createHttpApp(
+    { config, logger, metrics: metrics.http, guard: noCredentialAccepted },
+    routes,
+  );
+
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `${config.tls ? 'https' : 'http'}://${host}:${address.port}`;
+  const metricsListener =
+    config.metricsPort === undefined
+      ? undefined
+      : await startMetricsListener(metrics.registry, config.metricsPort);
+
+  const timers = [
+    every(config.audit.checkpointIntervalSeconds * 1000, logger, 'audit-checkpoint', () =>
+      audit.checkpointAll(),
+    ),
+    every(RETENTION_EVERY_MS, logger, 'audit-retention', () => audit.prune()),
+  ];
+  await audit.record({
+    actor: { type: 'system', id: 'server', display: 'bulwark server' },
+    action: 'system.started',
+    outcome: 'success',
+    details: { version: VERSION, database: database.dialect, tls: config.tls !== undefined },
+  });
+  logger.info(
+    { url, metricsUrl: metricsListener?.url, database: database.dialect, version: VERSION },
+    'bulwark is listening',
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = async () => {
+    stopping = true;
+    for (const timer of timers) clearInterval(timer);
+    // Fastify stops accepting, answers requests on open connections with 503, and waits for in-flight ones.
+    await app.close();
+    await metricsListener?.close();
+    await audit.record({
+      actor: { type: 'system', id: 'server', display: 'bulwark server' },
+      action: 'system.stopped',
+      outcome: 'success',
+      details: { version: VERSION },
+    });
+    await audit.close();
+    redis?.disconnect();
+    await database.close();
+    logger.info('bulwark stopped');
+    logger.flush();
+  };
+
+  return {
+    url,
+    metricsUrl: metricsListener?.url,
+    logger,
+    close: () => {
+      closing ??= close();
+      return closing;
+    },
+  };
+}

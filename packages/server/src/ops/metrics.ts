@@ -1,0 +1,59 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * The Prometheus registry (PLAT-4). One registry per server instance (not prom-client's global), so
+ * several servers in one process, as in tests, never share or double-register metrics. Domains that
+ * arrive later (agents online, commands by state) add their instruments here.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'bulwark_' });
+  const registers = [registry];
+
+  const http = {
+    requests: new Counter({
+      name: 'bulwark_http_requests_total',
+      help: 'HTTP requests answered, by route template, method and status code.',
+      labelNames: ['method', 'route', 'status'] as const,
+      registers,
+    }),
+    duration: new Histogram({
+      name: 'bulwark_http_request_duration_seconds',
+      help: 'Time to answer an HTTP request, by route template and method.',
+      labelNames: ['method', 'route'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+    rateLimited: new Counter({
+      name: 'bulwark_rate_limit_rejections_total',
+      help: 'Requests refused with 429 by the rate limiter, by rate-limit class.',
+      labelNames: ['class'] as const,
+      registers,
+    }),
+  };
+
+  const audit = {
+    appended: new Counter({
+      name: 'bulwark_audit_events_appended_total',
+      help: 'Audit events committed to the hash chain.',
+      registers,
+    }),
+    pending: new Gauge({
+      name: 'bulwark_audit_pending_events',
+      help: 'Audit events accepted but not yet committed (the audit lag).',
+      registers,
+    }),
+    commitSeconds: new Histogram({
+      name: 'bulwark_audit_commit_seconds',
+      help: 'Time to commit one batch of audit events.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+  };
+
+  return { registry, http, audit };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
+export type AuditMetrics = Metrics['audit'];
+export type HttpMetrics = Metrics['http'];

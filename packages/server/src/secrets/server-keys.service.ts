@@ -1,0 +1,133 @@
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  sign,
+  verify,
+} from 'node:crypto';
+import { newId } from '@bulwark/protocol';
+import type { Keyring } from './keyring.js';
+import type { ServerKeyRow, ServerKeysStore } from './server-keys.store.js';
+
+/**
+ * The server's Ed25519 signing keys, one per purpose (CRYPTO-1: audit checkpoints, and later command
+ * envelopes and workload tokens, never share a key). Private keys are stored sealed by the master
+ * keyring and bound to their row; public keys are stored in clear so anyone can verify.
+ */
+export type ServerKeyPurpose = 'audit-checkpoint';
+
+export interface Signer {
+  keyId: string;
+  purpose: ServerKeyPurpose;
+  sign(message: string): string;
+}
+
+export class ServerKeyIntegrityError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ServerKeyIntegrityError';
+  }
+}
+
+const sealContext = (row: Pick<ServerKeyRow, 'id' | 'purpose'>) => `server_keys/${row.id}/${row.purpose}`;
+
+export function verifyEd25519(publicKey: KeyObject, message: string, signature: string): boolean {
+  try {
+    return verify(null, Buffer.from(message, 'utf8'), publicKey, Buffer.from(signature, 'base64url'));
+  } catch {
+    return false;
+  }
+}
+
+export function publicKeyFromRow(row: Pick<ServerKeyRow, 'public_key'>): KeyObject {
+  return createPublicKey({ key: Buffer.from(row.public_key, 'base64'), format: 'der', type: 'spki' });
+}
+
+export function createServerKeysService(deps: {
+  store: ServerKeysStore;
+  keyring: Keyring;
+  clock: () => number;
+}) {
+  const { store, keyring, clock } = deps;
+  const signers = new Map<ServerKeyPurpose, Promise<Signer>>();
+
+  function openPrivateKey(row: ServerKeyRow): KeyObject {
+    const der = keyring.open(row.private_key_sealed, sealContext(row));
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  }
+
+  async function loadOrCreate(purpose: ServerKeyPurpose): Promise<Signer> {
+    let row = await store.findByPurpose(purpose);
+    if (!row) {
+      const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+      const id = newId('key', clock());
+      const candidate: ServerKeyRow = {
+        id,
+        purpose,
+        algorithm: 'ed25519',
+        public_key: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
+        private_key_sealed: keyring.seal(
+          privateKey.export({ format: 'der', type: 'pkcs8' }),
+          sealContext({ id, purpose }),
+        ),
+        created_at: clock(),
+      };
+      await store.insertIfAbsent(candidate);
+      row = await store.findByPurpose(purpose);
+      if (!row) throw new ServerKeyIntegrityError(`server key for ${purpose} vanished after creation`);
+    }
+    const privateKey = openPrivateKey(row);
+    const keyId = row.id;
+    return {
+      keyId,
+      purpose,
+      sign: (message) => sign(null, Buffer.from(message, 'utf8'), privateKey).toString('base64url'),
+    };
+  }
+
+  return {
+    /** The signer for a purpose, created on first use; cached for the life of the process. */
+    signer(purpose: ServerKeyPurpose): Promise<Signer> {
+      let signer = signers.get(purpose);
+      if (!signer) {
+        signer = loadOrCreate(purpose);
+        signers.set(purpose, signer);
+        signer.catch(() => signers.delete(purpose));
+      }
+      return signer;
+    },
+
+    async publicKeys(): Promise<Map<string, KeyObject>> {
+      const rows = await store.list();
+      return new Map(rows.map((row) => [row.id, publicKeyFromRow(row)]));
+    },
+
+    /**
+     * Proves each stored public key belongs to its sealed private key. Someone who can write the
+     * database but does not hold the master key cannot swap in a public key of their own to make
+     * forged checkpoints verify.
+     */
+    async assertIntegrity(): Promise<void> {
+      for (const row of await store.list()) {
+        let derived: string;
+        try {
+          derived = createPublicKey(openPrivateKey(row))
+            .export({ format: 'der', type: 'spki' })
+            .toString('base64');
+        } catch (error) {
+          throw new ServerKeyIntegrityError(
+            `server key ${row.id} (${row.purpose}) cannot be opened: ${(error as Error).message}`,
+          );
+        }
+        if (derived !== row.public_key) {
+          throw new ServerKeyIntegrityError(
+            `server key ${row.id} (${row.purpose}): stored public key does not match its private key`,
+          );
+        }
+      }
+    },
+  };
+}
+
+export type ServerKeysService = ReturnType<typeof createServerKeysService>;

@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import { tempDir } from './temp.js';
+
+/**
+ * The databases a store suite runs against: a real SQLite file, and a fresh database on the real
+ * PostgreSQL (created per suite, dropped after) when one answers. `describe.each(testDatabases())`
+ * runs the same tests on both.
+ */
+export interface TestDatabase {
+  dialect: 'sqlite' | 'postgres';
+  /** A `BULWARK_DATABASE_URL` for a fresh, empty database. */
+  create(): Promise<{ url: string; open(): Database; drop(): Promise<void> }>;
+}
+
+export const postgresUrl = (): string | null => inject('postgresUrl');
+export const redisUrl = (): string | null => inject('redisUrl');
+
+const sqlite: TestDatabase = {
+  dialect: 'sqlite',
+  async create() {
+    const dir = await tempDir('db');
+    const file = path.join(dir.path, 'bulwark.db');
+    return {
+      url: `sqlite:${file}`,
+      open: () => openSqlite({ file, busyTimeoutMs: 5000 }),
+      drop: () => dir.remove(),
+    };
+  },
+};
+
+export async function createPostgresDatabase(
+  adminUrl: string,
+): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(`drop database if exists ${name} with (force)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}
+
+const postgres = (adminUrl: string): TestDatabase => ({
+  dialect: 'postgres',
+  async create() {
+    const created = await createPostgresDatabase(adminUrl);
+    return { ...created, open: () => openPostgres({ url: created.url, poolMax: 5 }) };
+  },
+});
+
+/** SQLite always; PostgreSQL when the machine's server answers (CI requires it, see global-setup). */
+export function testDatabases(): TestDatabase[] {
+  const url = postgresUrl();
+  return url ? [sqlite, postgres(url)] : [sqlite];
+}
