@@ -150,6 +150,17 @@ interface ExportOptions {
   outcome?: Outcome;
 }
 
+function openNewPrivateFile(file: string): number {
+  try {
+    return openSync(file, 'wx', 0o600);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EEXIST') {
+      throw new CliError(`${file} already exists; exports never overwrite a file, choose a new name`);
+    }
+    throw error;
+  }
+}
+
 async function auditExport(options: ExportOptions, command: Command): Promise<void> {
   const config = configFrom(command);
   requireExistingDatabase(config);
@@ -165,7 +176,7 @@ async function auditExport(options: ExportOptions, command: Command): Promise<vo
     };
     // An export holds IPs and identities: the file is private to its owner and never overwrites one.
     const destination = options.output
-      ? createWriteStream('', { fd: openSync(options.output, 'wx', 0o600) })
+      ? createWriteStream('', { fd: openNewPrivateFile(options.output) })
       : process.stdout;
     const progress = throttled(err);
     let total = 0;

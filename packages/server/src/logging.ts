@@ -62,9 +62,10 @@ export function createLogger(options: {
       serializers: {
         err: pino.stdSerializers.err,
         // Fastify hands its request here: log what identifies it, never its headers or body.
-        req: (req: { method: string; url: string; ip?: string }) => ({
+        // Anything else logged under `req` is reduced the same way, so its headers never appear.
+        req: (req: { method?: unknown; url?: unknown; ip?: unknown }) => ({
           method: req.method,
-          url: redactUrl(req.url),
+          url: typeof req.url === 'string' ? redactUrl(req.url) : undefined,
           ip: req.ip,
         }),
         res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),

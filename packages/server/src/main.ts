@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import type { DestinationStream, Logger } from 'pino';
 import { createAuditService } from './audit/audit.service.js';
@@ -34,6 +35,7 @@ export interface StartOptions {
 
 export interface RunningServer {
   url: string;
+  app: FastifyInstance;
   metricsUrl: string | undefined;
   logger: Logger;
   /** Stops accepting, finishes in-flight requests, commits the audit log, closes the database. */
@@ -191,6 +193,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   return {
     url,
+    app,
     metricsUrl: metricsListener?.url,
     logger,
     close: () => {

@@ -111,6 +111,19 @@ function registerRoute(
   });
 }
 
+export interface RegisteredRoute {
+  method: string;
+  url: string;
+  declaration: RouteDefinition;
+}
+
+const registeredRoutes = new WeakMap<FastifyInstance, RegisteredRoute[]>();
+
+/** Every route the router holds (HEAD twins of GET routes included), as the declaration guard saw them. */
+export function registeredRoutesOf(app: FastifyInstance): RegisteredRoute[] {
+  return [...(registeredRoutes.get(app) ?? [])];
+}
+
 /** The declaration a registered route was made from; undefined for anything registered around it. */
 export function declarationOf(routeConfig: unknown): RouteDefinition | undefined {
   return (routeConfig as Record<symbol, RouteDefinition> | undefined)?.[DECLARATION];
@@ -142,12 +155,16 @@ export async function createHttpApp(
   }) as unknown as FastifyInstance;
 
   // Default deny: anything that reaches the router without a full declaration stops the server from starting.
+  const registered: RegisteredRoute[] = [];
+  registeredRoutes.set(app, registered);
   app.addHook('onRoute', (routeOptions) => {
-    if (!declarationOf(routeOptions.config)) {
+    const declaration = declarationOf(routeOptions.config);
+    if (!declaration) {
       throw new Error(
         `route ${String(routeOptions.method)} ${routeOptions.url} was registered without a declaration`,
       );
     }
+    registered.push({ method: String(routeOptions.method), url: routeOptions.url ?? '', declaration });
   });
 
   app.addHook('onRequest', async (request, reply) => {
@@ -159,6 +176,8 @@ export async function createHttpApp(
     metrics.duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
 
+  // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
+  app.removeContentTypeParser('text/plain');
   installErrorHandling(app);
   await installSecurityHeaders(app, { hsts: config.tls !== undefined || config.trustedProxies.length > 0 });
 

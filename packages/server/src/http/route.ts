@@ -70,7 +70,10 @@ export interface RouteDefinition<
   params?: P;
   query?: Q;
   body?: B;
-  /** Every status the route answers with on success (errors share the one error shape). */
+  /**
+   * Every status the route answers with on success (errors share the one error shape). Use z.object
+   * here: the response is re-parsed through it and undeclared fields are stripped.
+   */
   response: Record<number, ResponseSpec>;
   handler: (context: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown> | unknown;
 }

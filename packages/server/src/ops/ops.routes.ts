@@ -8,9 +8,9 @@ import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js
 import type { Readiness } from './readiness.js';
 
 const CheckStatus = z.enum(['ok', 'down']);
-const ReadinessView = z.strictObject({
+const ReadinessView = z.object({
   status: z.enum(['ready', 'unavailable']),
-  checks: z.strictObject({
+  checks: z.object({
     database: CheckStatus,
     migrations: CheckStatus,
     accepting: CheckStatus,
@@ -44,7 +44,7 @@ export function opsRoutes(deps: OpsRouteDeps): RouteDefinition[] {
       tags: ['ops'],
       access: { public: 'liveness probe for orchestrators; reveals nothing about the server' },
       rateLimit: 'probe',
-      response: { 200: z.strictObject({ status: z.literal('ok') }) },
+      response: { 200: z.object({ status: z.literal('ok') }) },
       handler: () => ({ status: 'ok' as const }),
     }),
 

@@ -23,6 +23,9 @@ export interface TestServer {
   dataDir: string;
   logs: LogCapture;
   server: RunningServer;
+  /** Shuts the server down and keeps its data directory for inspection. */
+  stop(): Promise<void>;
+  /** Shuts down (if still running) and deletes the data directory. */
   close(): Promise<void>;
 }
 
@@ -41,6 +44,7 @@ export async function startTestServer(env: Record<string, string> = {}): Promise
     dataDir: dir.path,
     logs,
     server,
+    stop: () => server.close(),
     async close() {
       await server.close();
       await dir.remove();

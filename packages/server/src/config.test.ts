@@ -1,0 +1,137 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ConfigError, describeConfig, loadConfig, settingList } from './config.js';
+import { tempDir } from './test-support/temp.js';
+
+const KEY = 'q7XkPz0c4mJ9vN2bR5tY8wA1sD3fG6hL0oI4uE7rT9w=';
+
+function problemsOf(env: Record<string, string>, cwd?: string) {
+  try {
+    loadConfig({ env, ...(cwd ? { cwd } : {}) });
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+describe('configuration', () => {
+  let dir: { path: string; remove(): Promise<void> };
+  beforeEach(async () => {
+    dir = await tempDir('config');
+  });
+  afterEach(() => dir.remove());
+
+  it('defaults to the quick start: 127.0.0.1:8080, SQLite and the key file under ./data', () => {
+    const config = loadConfig({ env: {}, cwd: dir.path });
+    expect(config.host).toBe('127.0.0.1');
+    expect(config.port).toBe(8080);
+    expect(config.database).toEqual({ kind: 'sqlite', file: path.join(dir.path, 'data', 'bulwark.db') });
+    expect(config.masterKeyFile).toBe(path.join(dir.path, 'data', 'master.key'));
+    expect(config.tls).toBeUndefined();
+    expect(config.audit.retentionDays).toBe(365);
+  });
+
+  it('takes the file over the defaults and the environment over the file', () => {
+    const file = path.join(dir.path, 'bulwark.yaml');
+    writeFileSync(file, 'port: 9000\nlogLevel: debug\ntrustedProxies: [10.0.0.0/8, 192.0.2.1]\n');
+    const config = loadConfig({ env: { BULWARK_CONFIG_FILE: file, BULWARK_PORT: '9100' }, cwd: dir.path });
+    expect(config.port).toBe(9100);
+    expect(config.sources.port).toBe('env');
+    expect(config.logLevel).toBe('debug');
+    expect(config.sources.logLevel).toBe('file');
+    expect(config.trustedProxies).toEqual(['10.0.0.0/8', '192.0.2.1']);
+  });
+
+  it('names the setting and the reason for every wrong value at once', () => {
+    const problems = problemsOf({
+      BULWARK_PORT: 'eighty',
+      BULWARK_LOG_LEVEL: 'loud',
+      BULWARK_DATABASE_URL: 'mysql://db',
+      BULWARK_TRUSTED_PROXIES: '10.0.0.0/8,not-an-ip',
+      BULWARK_AUDIT_RETENTION_DAYS: '0',
+    });
+    expect(problems).toEqual([
+      { setting: 'BULWARK_DATABASE_URL', reason: 'must start with sqlite: or postgres://' },
+      { setting: 'BULWARK_PORT', reason: 'must be an integer from 0 to 65535 (got "eighty")' },
+      {
+        setting: 'BULWARK_TRUSTED_PROXIES',
+        reason: '"not-an-ip" is not an IP address or CIDR range (got "10.0.0.0/8,not-an-ip")',
+      },
+      {
+        setting: 'BULWARK_LOG_LEVEL',
+        reason: 'must be one of fatal, error, warn, info, debug, trace, silent (got "loud")',
+      },
+      { setting: 'BULWARK_AUDIT_RETENTION_DAYS', reason: 'must be an integer from 1 to 36500 (got "0")' },
+    ]);
+  });
+
+  it('names unknown keys in the config file', () => {
+    const file = path.join(dir.path, 'bulwark.json');
+    writeFileSync(file, JSON.stringify({ prot: 8080 }));
+    expect(problemsOf({ BULWARK_CONFIG_FILE: file })).toEqual([
+      { setting: `${file}: prot`, reason: 'is not a known setting' },
+    ]);
+  });
+
+  it('refuses a non-loopback bind without TLS or a trusted proxy', () => {
+    const [problem] = problemsOf({ BULWARK_HOST: '0.0.0.0' });
+    expect(problem?.setting).toBe('BULWARK_HOST');
+    expect(problem?.reason).toContain('plain HTTP');
+    expect(() =>
+      loadConfig({ env: { BULWARK_HOST: '0.0.0.0', BULWARK_TRUSTED_PROXIES: '10.0.0.1' } }),
+    ).not.toThrow();
+    expect(() =>
+      loadConfig({
+        env: { BULWARK_HOST: '0.0.0.0', BULWARK_TLS_CERT_FILE: 'c.pem', BULWARK_TLS_KEY_FILE: 'k.pem' },
+      }),
+    ).not.toThrow();
+    expect(problemsOf({ BULWARK_TLS_CERT_FILE: 'c.pem' })).toEqual([
+      {
+        setting: 'BULWARK_TLS_KEY_FILE',
+        reason: 'TLS needs both BULWARK_TLS_CERT_FILE and BULWARK_TLS_KEY_FILE',
+      },
+    ]);
+  });
+
+  it('refuses short, patterned or malformed secrets without echoing them', () => {
+    const problems = problemsOf({
+      BULWARK_MASTER_KEY: Buffer.alloc(32, 7).toString('base64'),
+      BULWARK_METRICS_TOKEN: 'changeme-changeme-changeme-changeme',
+    });
+    expect(problems.map((p) => p.setting)).toEqual(['BULWARK_MASTER_KEY', 'BULWARK_METRICS_TOKEN']);
+    expect(problems[0]!.reason).toContain('not random enough');
+    expect(problems[1]!.reason).toContain('at least 32 random characters');
+    expect(JSON.stringify(problems)).not.toContain('changeme');
+    expect(problemsOf({ BULWARK_MASTER_KEY: 'c2hvcnQ=' })[0]!.reason).toContain('exactly 32 bytes (got 5)');
+  });
+
+  it('config check prints every setting with secrets masked', () => {
+    const token = 'x9Kq2mVb7Lp4Zr8Tw1Ny6Hc3Jd5Fg0Sa';
+    const config = loadConfig({
+      env: {
+        BULWARK_MASTER_KEY: KEY,
+        BULWARK_METRICS_TOKEN: token,
+        BULWARK_DATABASE_URL: 'postgres://bulwark:db-pass-123@db.internal:5432/bulwark',
+        BULWARK_REDIS_URL: 'redis://:redis-pass-456@cache.internal:6379',
+      },
+    });
+    const output = describeConfig(config).join('\n');
+    for (const secret of [KEY, token, 'db-pass-123', 'redis-pass-456']) expect(output).not.toContain(secret);
+    expect(output).toContain('BULWARK_DATABASE_URL=postgres://bulwark:****@db.internal:5432/bulwark  [env]');
+    expect(output).toContain('BULWARK_MASTER_KEY=**** (set)  [env]');
+    expect(output).toContain('BULWARK_PORT=8080  [default]');
+    expect(describeConfig(config)).toHaveLength(settingList.length);
+  });
+
+  it('docs/configuration.md lists every setting with its default', () => {
+    const docs = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+    for (const setting of settingList) {
+      const row = docs.split('\n').find((line) => line.startsWith(`| \`${setting.env}\``));
+      expect(row, `${setting.env} is missing from docs/configuration.md`).toBeDefined();
+      const expectedDefault = setting.defaultText === undefined ? '(not set)' : `\`${setting.defaultText}\``;
+      expect(row, `${setting.env} default`).toContain(`| ${expectedDefault} |`);
+    }
+  });
+});

@@ -1,0 +1,51 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { tempDir } from '../test-support/temp.js';
+import { loadMasterKey, MasterKeyError } from './master-key.js';
+
+describe('master key', () => {
+  let dir: { path: string; remove(): Promise<void> };
+  beforeEach(async () => {
+    dir = await tempDir('master-key');
+  });
+  afterEach(() => dir.remove());
+
+  it('creates a 32-byte key file with mode 0600 on first start and reads the same key after', () => {
+    const file = path.join(dir.path, 'data', 'master.key');
+    const first = loadMasterKey({ fromEnv: undefined, file });
+    expect(first.origin).toBe('generated');
+    expect(first.key).toHaveLength(32);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(path.dirname(file)).mode & 0o777).toBe(0o700);
+    const again = loadMasterKey({ fromEnv: undefined, file });
+    expect(again).toEqual({ key: first.key, origin: 'file' });
+  });
+
+  it('refuses a key file that group or others can read', () => {
+    // Attack: any local user reading a 0644 key file could decrypt every secret in the database.
+    const file = path.join(dir.path, 'master.key');
+    writeFileSync(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    chmodSync(file, 0o644);
+    expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(MasterKeyError);
+    expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(`(mode 0644); run: chmod 600 ${file}`);
+    chmodSync(file, 0o640);
+    expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(MasterKeyError);
+  });
+
+  it('refuses a key file that does not hold 32 bytes', () => {
+    const file = path.join(dir.path, 'master.key');
+    writeFileSync(file, 'c2hvcnQ=\n', { mode: 0o600 });
+    expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(
+      'does not hold 32 base64-encoded bytes',
+    );
+  });
+
+  it('uses BULWARK_MASTER_KEY when given and creates no file', () => {
+    const file = path.join(dir.path, 'master.key');
+    const key = randomBytes(32);
+    expect(loadMasterKey({ fromEnv: key, file })).toEqual({ key, origin: 'env' });
+    expect(() => readFileSync(file)).toThrow();
+  });
+});
