@@ -32,19 +32,39 @@ function encodeTime(ms: number): string {
 }
 
 function encodeRandom(bytes: Buffer): string {
-  // 10 bytes = 80 bits = 16 base32 characters exactly.
-  let bits = 0n;
-  for (const byte of bytes) bits = (bits << 8n) | BigInt(byte);
+  // 10 bytes = 80 bits = 16 base32 characters exactly: take 5 bits at a time from a small accumulator.
   let out = '';
-  for (let i = 0; i < RANDOM_CHARS; i++) {
-    out = CROCKFORD[Number(bits & 31n)] + out;
-    bits >>= 5n;
+  let accumulator = 0;
+  let bits = 0;
+  for (const byte of bytes) {
+    accumulator = ((accumulator << 8) | byte) & 0xfff;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += CROCKFORD[(accumulator >> bits) & 31];
+    }
   }
   return out;
 }
 
+// One CSPRNG call per 1,024 ids instead of one per id (a call costs more than the id itself).
+const RANDOM_BYTES_PER_ID = 10;
+const POOL_BYTES = RANDOM_BYTES_PER_ID * 1024;
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+
+function randomForId(): Buffer {
+  if (poolOffset + RANDOM_BYTES_PER_ID > pool.length) {
+    pool = randomBytes(POOL_BYTES);
+    poolOffset = 0;
+  }
+  const bytes = pool.subarray(poolOffset, poolOffset + RANDOM_BYTES_PER_ID);
+  poolOffset += RANDOM_BYTES_PER_ID;
+  return bytes;
+}
+
 export function newId(prefix: IdPrefix, now: number = Date.now()): string {
-  return `${prefix}_${encodeTime(now)}${encodeRandom(randomBytes(10))}`;
+  return `${prefix}_${encodeTime(now)}${encodeRandom(randomForId())}`;
 }
 
 const ID_BODY = /^[0-9A-HJKMNP-TV-Z]{26}$/;

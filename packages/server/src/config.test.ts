@@ -127,11 +127,16 @@ describe('configuration', () => {
 
   it('docs/configuration.md lists every setting with its default', () => {
     const docs = readFileSync(new URL('../../../docs/configuration.md', import.meta.url), 'utf8');
+    const rows = docs
+      .split('\n')
+      .filter((line) => line.startsWith('| `BULWARK_'))
+      .map((line) => line.split('|').map((cell) => cell.trim()));
     for (const setting of settingList) {
-      const row = docs.split('\n').find((line) => line.startsWith(`| \`${setting.env}\``));
+      const row = rows.find((cells) => cells[1] === `\`${setting.env}\``);
       expect(row, `${setting.env} is missing from docs/configuration.md`).toBeDefined();
       const expectedDefault = setting.defaultText === undefined ? '(not set)' : `\`${setting.defaultText}\``;
-      expect(row, `${setting.env} default`).toContain(`| ${expectedDefault} |`);
+      expect(row?.[3], `${setting.env} default`).toBe(expectedDefault);
     }
+    expect(rows).toHaveLength(settingList.length);
   });
 });

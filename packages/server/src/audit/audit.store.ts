@@ -23,8 +23,26 @@ export interface ChainHead {
 
 export type CheckpointRow = AuditCheckpointsTable;
 
-// SQLite allows 32,766 bound parameters per statement; 19 columns x 500 rows stays well inside.
-const INSERT_CHUNK = 500;
+// Rows per INSERT: at most 256 (x 19 columns, well inside SQLite's 32,766 bound parameters). A batch
+// is cut into chunks of 256 and then powers of two, so only nine statement shapes ever occur and the
+// driver's prepared-statement cache keeps them all.
+const MAX_INSERT_ROWS = 256;
+
+export function insertChunkSizes(rows: number): number[] {
+  const sizes: number[] = [];
+  let rest = rows;
+  while (rest >= MAX_INSERT_ROWS) {
+    sizes.push(MAX_INSERT_ROWS);
+    rest -= MAX_INSERT_ROWS;
+  }
+  for (let size = MAX_INSERT_ROWS / 2; size >= 1; size /= 2) {
+    if (rest >= size) {
+      sizes.push(size);
+      rest -= size;
+    }
+  }
+  return sizes;
+}
 
 function applyFilters<O>(
   query: SelectQueryBuilder<DB, 'audit_events', O>,
@@ -64,11 +82,13 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
     },
 
     async insertEvents(tx: Transaction<DB>, rows: AuditEventRow[]): Promise<void> {
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) {
+      let offset = 0;
+      for (const size of insertChunkSizes(rows.length)) {
         await tx
           .insertInto('audit_events')
-          .values(rows.slice(i, i + INSERT_CHUNK))
+          .values(rows.slice(offset, offset + size))
           .execute();
+        offset += size;
       }
     },
 

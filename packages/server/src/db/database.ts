@@ -1,19 +1,11 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import {
-  CompiledQuery,
-  type DatabaseConnection,
-  Kysely,
-  PostgresDialect,
-  SqliteDialect,
-  type SqliteDialectConfig,
-  SqliteDriver,
-  sql,
-} from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config.js';
 import type { DB } from './schema.js';
+import { BulwarkSqliteDialect } from './sqlite-driver.js';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -23,27 +15,6 @@ export interface Database {
   /** Throws when the database does not answer a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
-}
-
-/**
- * A deferred `BEGIN` that reads and then writes fails at once with SQLITE_BUSY_SNAPSHOT when another
- * process (the CLI, a second server) committed in between: the busy timeout does not apply to that
- * case. `BEGIN IMMEDIATE` takes the write lock up front, waiting up to the busy timeout for it, so
- * every transaction (migrations and audit appends included) is serialized across processes.
- */
-class ImmediateTransactionSqliteDriver extends SqliteDriver {
-  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
-    await connection.executeQuery(CompiledQuery.raw('begin immediate'));
-  }
-}
-
-class ImmediateTransactionSqliteDialect extends SqliteDialect {
-  constructor(private readonly driverConfig: SqliteDialectConfig) {
-    super(driverConfig);
-  }
-  override createDriver(): SqliteDriver {
-    return new ImmediateTransactionSqliteDriver(this.driverConfig);
-  }
 }
 
 export interface SqliteOptions {
@@ -60,9 +31,10 @@ export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
   connection.pragma('journal_mode = WAL');
   connection.pragma('foreign_keys = ON');
   connection.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-  // FULL: a committed audit event survives power loss, not only a process crash.
+  // FULL: an acknowledged audit event survives power loss, not only a process crash. Measured on the
+  // reference machine, NORMAL was no faster (bench/audit-append, BENCHMARKS.md).
   connection.pragma('synchronous = FULL');
-  const db = new Kysely<DB>({ dialect: new ImmediateTransactionSqliteDialect({ database: connection }) });
+  const db = new Kysely<DB>({ dialect: new BulwarkSqliteDialect(connection) });
   return {
     db,
     dialect: 'sqlite',
