@@ -10,7 +10,6 @@ import { randomBytes } from 'node:crypto';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const TIME_CHARS = 10;
-const RANDOM_CHARS = 16;
 
 export const ID_PREFIXES = {
   auditEvent: 'evt',
