@@ -60,6 +60,8 @@ function parseTime(value: string): number {
 async function serve(command: Command): Promise<void> {
   const config = configFrom(command);
   const server = await startServer(config);
+  // The log destination is asynchronous: exit only once its last lines are written.
+  const exit = (code: number) => server.logger.flush(() => process.exit(code));
   let signalled = false;
   const stop = (signal: NodeJS.Signals) => {
     if (signalled) return;
@@ -67,16 +69,14 @@ async function serve(command: Command): Promise<void> {
     server.logger.info({ signal }, 'shutting down');
     const deadline = setTimeout(() => {
       server.logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown timed out; exiting');
-      server.logger.flush();
-      process.exit(1);
+      exit(1);
     }, config.shutdownTimeoutMs);
     deadline.unref();
     server.close().then(
-      () => process.exit(0),
+      () => exit(0),
       (error) => {
         server.logger.error({ err: error }, 'shutdown failed');
-        server.logger.flush();
-        process.exit(1);
+        exit(1);
       },
     );
   };

@@ -31,6 +31,8 @@ describe('bulwark serve', () => {
     expect(statSync(path.join(data, 'bulwark.db')).mode & 0o777).toBe(0o600);
     expect(server.output()).toContain('generated a new master key file');
     expect(await server.stop('SIGTERM')).toBe(0);
+    // The last log line is written before the process exits, not lost in an unflushed buffer.
+    expect(server.output()).toContain('"msg":"bulwark stopped"');
   });
 
   it('refuses to start when the master key file is readable by others', async () => {

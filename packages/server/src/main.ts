@@ -96,19 +96,31 @@ export async function openCore(
   }
 }
 
-function every(ms: number, logger: Logger, name: string, job: () => Promise<unknown>): NodeJS.Timeout {
-  let running = false;
+interface BackgroundJob {
+  /** Stops scheduling and waits for a run in progress, so shutdown never closes the database under it. */
+  stop(): Promise<void>;
+}
+
+function every(ms: number, logger: Logger, name: string, job: () => Promise<unknown>): BackgroundJob {
+  let running: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (running) return;
-    running = true;
-    job()
-      .catch((error) => logger.error({ err: error, job: name }, 'background job failed'))
+    running = job()
+      .then(
+        () => {},
+        (error) => logger.error({ err: error, job: name }, 'background job failed'),
+      )
       .finally(() => {
-        running = false;
+        running = undefined;
       });
   }, ms);
   timer.unref();
-  return timer;
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
 }
 
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
@@ -154,7 +166,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       ? undefined
       : await startMetricsListener(metrics.registry, config.metricsPort);
 
-  const timers = [
+  const jobs = [
     every(config.audit.checkpointIntervalSeconds * 1000, logger, 'audit-checkpoint', () =>
       audit.checkpointAll(),
     ),
@@ -174,7 +186,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let closing: Promise<void> | undefined;
   const close = async () => {
     stopping = true;
-    for (const timer of timers) clearInterval(timer);
+    await Promise.all(jobs.map((job) => job.stop()));
     // Fastify stops accepting, answers requests on open connections with 503, and waits for in-flight ones.
     await app.close();
     await metricsListener?.close();
@@ -188,7 +200,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     redis?.disconnect();
     await database.close();
     logger.info('bulwark stopped');
-    logger.flush();
   };
 
   return {
