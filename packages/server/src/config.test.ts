@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, describeConfig, loadConfig, settingList } from './config.js';
@@ -65,6 +65,34 @@ describe('configuration', () => {
       },
       { setting: 'BULWARK_AUDIT_RETENTION_DAYS', reason: 'must be an integer from 1 to 36500 (got "0")' },
     ]);
+  });
+
+  it('refuses a trusted-proxy range that trusts everyone', () => {
+    // Attack: with 0.0.0.0/0 trusted, any client sets X-Forwarded-For to forge its audited address.
+    expect(problemsOf({ BULWARK_TRUSTED_PROXIES: '10.0.0.1,0.0.0.0/0' })[0]!.reason).toContain(
+      '"0.0.0.0/0" would trust every client',
+    );
+    expect(problemsOf({ BULWARK_TRUSTED_PROXIES: '::/0' })[0]!.reason).toContain('would trust every client');
+  });
+
+  it('refuses a config file holding secrets that others can read', () => {
+    const file = path.join(dir.path, 'bulwark.yaml');
+    writeFileSync(file, `metricsToken: x9Kq2mVb7Lp4Zr8Tw1Ny6Hc3Jd5Fg0Sa\n`, { mode: 0o644 });
+    chmodSync(file, 0o644);
+    expect(problemsOf({ BULWARK_CONFIG_FILE: file })).toEqual([
+      {
+        setting: 'BULWARK_CONFIG_FILE',
+        reason: `${file} holds secrets (metricsToken) but is readable or writable by group or others (mode 0644); run: chmod 600 ${file}`,
+      },
+    ]);
+    chmodSync(file, 0o600);
+    expect(loadConfig({ env: { BULWARK_CONFIG_FILE: file } }).metricsToken).toBe(
+      'x9Kq2mVb7Lp4Zr8Tw1Ny6Hc3Jd5Fg0Sa',
+    );
+    // Without secrets, a world-readable file is fine.
+    writeFileSync(file, 'port: 9000\n');
+    chmodSync(file, 0o644);
+    expect(loadConfig({ env: { BULWARK_CONFIG_FILE: file } }).port).toBe(9000);
   });
 
   it('names unknown keys in the config file', () => {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
@@ -134,6 +134,10 @@ function trustedProxies(raw: unknown): string[] {
   const entries = list(raw);
   const bad = entries.find((entry) => !isAddressOrCidr(entry));
   if (bad !== undefined) fail(`"${bad}" is not an IP address or CIDR range`);
+  // A /0 range trusts every client's X-Forwarded-For: any client could forge its audited address and
+  // dodge per-address rate limits.
+  const everyone = entries.find((entry) => entry.endsWith('/0'));
+  if (everyone !== undefined) fail(`"${everyone}" would trust every client; list the proxies' own addresses`);
   return entries;
 }
 
@@ -418,6 +422,18 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   for (const key of Object.keys(fileValues)) {
     if (!(key in settings) || key === 'configFile') {
       problems.push({ setting: `${configFile}: ${key}`, reason: 'is not a known setting' });
+    }
+  }
+  const secretsInFile = Object.keys(fileValues).filter(
+    (key) => key in settings && (settings[key as SettingKey] as SettingSpec<unknown>).secret === true,
+  );
+  if (configFile && secretsInFile.length > 0) {
+    const mode = statSync(path.resolve(cwd, configFile)).mode & 0o777;
+    if ((mode & 0o077) !== 0) {
+      problems.push({
+        setting: 'BULWARK_CONFIG_FILE',
+        reason: `${configFile} holds secrets (${secretsInFile.join(', ')}) but is readable or writable by group or others (mode ${mode.toString(8).padStart(4, '0')}); run: chmod 600 ${configFile}`,
+      });
     }
   }
 

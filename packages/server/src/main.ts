@@ -79,7 +79,6 @@ export async function openCore(
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
     const serverKeys = createServerKeysService({ store: createServerKeysStore(database.db), keyring, clock });
     await serverKeys.assertIntegrity();
-    await serverKeys.signer('audit-checkpoint');
     const metrics = createMetrics();
     const audit = createAuditService({
       store: createAuditStore(database.db, database.dialect),
@@ -87,8 +86,9 @@ export async function openCore(
       clock,
       logger,
       metrics: metrics.audit,
-      options: { checkpointEvery: config.audit.checkpointEvery, retentionDays: config.audit.retentionDays },
+      options: config.audit,
     });
+    await audit.ensureSigningKey();
     return { database, audit, serverKeys, metrics };
   } catch (error) {
     await database.close();
@@ -131,6 +131,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
   const core = await openCore(config, logger, options.clock);
   const { database, audit, metrics } = core;
+  // Sign what a previous run left unsigned (it may have stopped before its last checkpoint); each
+  // chain is verified from its last signed statement first, and a broken one is reported, not signed.
+  await audit.checkpointAll();
 
   const redis = config.redisUrl
     ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false })

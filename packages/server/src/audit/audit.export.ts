@@ -35,13 +35,16 @@ const CSV_COLUMNS = [
 /**
  * A spreadsheet runs a cell that starts with = + - @ (or a tab/CR that hides one) as a formula, so an
  * attacker who controls a display name could make an auditor's spreadsheet fetch URLs or run DDE.
- * OWASP's remedy: prefix such cells with a single quote, which spreadsheets show as text.
+ * OWASP's remedy: prefix such cells with a single quote, which spreadsheets show as text. A cell that
+ * already starts with a quote gets one too, so removing exactly one leading quote from any cell that
+ * starts with one restores the original (needed to re-hash a CSV export). Cells holding a separator of
+ * any locale (`,` `;` tab) or a line break are quoted, so no locale splits one into a new cell.
  */
 export function csvCell(value: string | number | null): string {
   if (value === null) return '';
   let text = String(value);
-  if (/^[=+\-@\t\r]/.test(text)) text = `'${text}`;
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+  if (/^[=+\-@\t\r']/.test(text)) text = `'${text}`;
+  return /[",;\t\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
 function csvLine(row: AuditEventRow): string {

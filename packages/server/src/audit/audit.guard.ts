@@ -18,29 +18,35 @@ export class AuditDetailsRejectedError extends Error {
 }
 
 /** Keys whose value is a secret by name, compared with case and separators removed. */
-const SECRET_KEYS = new Set([
+const SECRET_KEYS = new Set(['sessionid', 'otp', 'totp', 'code']);
+
+/**
+ * Words that make a key name a secret wherever they appear in it (`newPassword`, `sessionToken`,
+ * `privateKeyPem`), unless the key ends in a suffix that names metadata about the secret instead
+ * (`tokenId`, `secretName`, `passwordChangedAt`).
+ */
+const SECRET_STEMS = [
   'password',
   'passwd',
   'passphrase',
   'secret',
-  'clientsecret',
   'token',
-  'accesstoken',
-  'refreshtoken',
-  'idtoken',
   'apikey',
-  'authorization',
-  'cookie',
   'privatekey',
   'masterkey',
-  'sessionid',
-  'otp',
-  'totp',
-  'totpcode',
-  'recoverycode',
   'credential',
-  'credentials',
-]);
+  'cookie',
+  'authorization',
+  'recoverycode',
+];
+const METADATA_SUFFIXES =
+  /(id|ids|name|names|count|version|prefix|hint|set|configured|present|at|type|kind|length|fingerprint|policy|changed|scope|scopes|label|labels)$/;
+
+function namesASecret(key: string): boolean {
+  const normalized = key.toLowerCase().replace(/[^a-z0-9]/g, '');
+  if (SECRET_KEYS.has(normalized)) return true;
+  return SECRET_STEMS.some((stem) => normalized.includes(stem)) && !METADATA_SUFFIXES.test(normalized);
+}
 
 /** Value shapes of known credentials: ours (prefix + 43 base62 chars + checksum) and common foreign ones. */
 const SECRET_SHAPES: Array<[RegExp, string]> = [
@@ -58,10 +64,6 @@ const SECRET_SHAPES: Array<[RegExp, string]> = [
 
 export const MAX_DETAILS_BYTES = 16 * 1024;
 
-function normalizeKey(key: string): string {
-  return key.toLowerCase().replace(/[^a-z0-9]/g, '');
-}
-
 function inspect(value: JsonValue, path: string): void {
   if (typeof value === 'string') {
     for (const [shape, name] of SECRET_SHAPES) {
@@ -76,7 +78,7 @@ function inspect(value: JsonValue, path: string): void {
   if (value !== null && typeof value === 'object') {
     for (const [key, child] of Object.entries(value)) {
       const childPath = `${path}.${key}`;
-      if (SECRET_KEYS.has(normalizeKey(key)) && child !== null && typeof child !== 'boolean') {
+      if (namesASecret(key) && child !== null && typeof child !== 'boolean') {
         throw new AuditDetailsRejectedError(
           childPath,
           'key names a secret; record whether it was set, not its value',

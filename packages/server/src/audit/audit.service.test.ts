@@ -104,6 +104,10 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       { key: '-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI' },
       { jwt: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl' },
       { dsn: 'postgres://app:s3cret@db.internal/prod' },
+      { newPassword: 'correct horse battery staple' },
+      { user: { sessionToken: 'abc' } },
+      { privateKeyPem: 'MC4CAQAwBQYDK2VwBCIEI' },
+      { code: 123456 },
     ];
     for (const details of attempts) {
       await expect(audit.record(event('org_a', 1, { details }))).rejects.toBeInstanceOf(
@@ -111,7 +115,18 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       );
     }
     // Saying whether a secret was set is fine.
-    await audit.record(event('org_a', 1, { details: { password: null, secret: true, tokenId: 'rtk_01J' } }));
+    await audit.record(
+      event('org_a', 1, {
+        details: {
+          password: null,
+          secret: true,
+          tokenId: 'rtk_01J',
+          secretName: 'db',
+          passwordChangedAt: 1,
+          apiKeyPrefix: 'bwk_3f',
+        },
+      }),
+    );
     const count = await db
       .selectFrom('audit_events')
       .select((eb) => eb.fn.countAll().as('n'))
@@ -122,7 +137,10 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
   it('signs a checkpoint every N events and at close, and verification checks each', async () => {
     const { audit, store } = await openAudit(database, { checkpointEvery: 10 });
-    for (let n = 0; n < 25; n++) await audit.record(event('org_a', n));
+    for (let n = 1; n <= 25; n++) {
+      await audit.record(event('org_a', n));
+      if (n % 10 === 0) await audit.settled();
+    }
     await audit.close();
     const checkpoints = await store.checkpoints('org_a');
     expect(checkpoints.map((c) => [c.kind, c.seq])).toEqual([
@@ -137,8 +155,10 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
   describe('tamper detection (the attacker can write the database but holds neither key)', () => {
     async function seeded() {
       const harness = await openAudit(database, { checkpointEvery: 5 });
-      for (let n = 0; n < 12; n++) await harness.audit.record(event('org_a', n));
-      await harness.audit.flush();
+      for (let n = 0; n < 12; n++) {
+        await harness.audit.record(event('org_a', n));
+        await harness.audit.settled();
+      }
       await harness.audit.checkpointAll();
       return harness;
     }
@@ -205,12 +225,25 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       expect(result.broken).toMatchObject({ seq: 5, reason: expect.stringContaining('signed checkpoint') });
     });
 
-    it('a cut-off tail is caught by the head and by a checkpoint beyond it', async () => {
+    it('a cut-off tail is caught by the head, and by a checkpoint beyond a head moved back', async () => {
       const { audit, db } = await seeded();
+      // Attack: delete the newest events.
       await db.deleteFrom('audit_events').where('seq', '>=', 11).execute();
-      expect((await audit.verify('org_a')).broken?.reason).toContain('checkpoint covers seq 12');
-      await db.deleteFrom('audit_checkpoints').where('seq', '>', 10).execute();
-      expect((await audit.verify('org_a')).broken?.reason).toContain('tail deleted');
+      expect((await audit.verify('org_a')).broken?.reason).toContain(
+        'head records seq 12 but the events end at seq 10',
+      );
+      // And move the head record back to cover the cut.
+      const tenth = await db
+        .selectFrom('audit_events')
+        .select('hash')
+        .where('seq', '=', 10)
+        .executeTakeFirstOrThrow();
+      await db
+        .updateTable('audit_chain_heads')
+        .set({ seq: 10, hash: tenth.hash })
+        .where('chain_id', '=', 'org_a')
+        .execute();
+      expect((await audit.verify('org_a')).broken?.reason).toContain('a signed checkpoint covers seq 12');
     });
 
     it('a forged or altered checkpoint signature is refused', async () => {
@@ -343,7 +376,8 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       for (let n = 0; n < 10; n++) await audit.record(event('org_a', n));
       clock.advance(20 * DAY);
       for (let n = 10; n < 15; n++) await audit.record(event('org_a', n));
-      await audit.flush();
+      await audit.settled();
+      await audit.checkpointAll();
       clock.advance(15 * DAY); // the first 10 are now 35 days old, the next 5 are 15 days old
 
       const [result] = await audit.prune();
@@ -382,6 +416,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       for (let n = 0; n < 6; n++) await audit.record(event('org_a', n));
       clock.advance(40 * DAY);
       await audit.record(event('org_a', 6));
+      await audit.checkpointAll();
       await audit.prune();
       // Attack: delete events 7 and 8 and move the anchor forward over them.
       const kept = await db

@@ -17,7 +17,11 @@ import {
 import { type ChainVerification, verifyChain } from './audit.verify.js';
 
 const MAX_BATCH = 1000;
+/** Events waiting for the writer beyond which new ones are refused: a stalled database must not eat memory. */
+const MAX_PENDING = 50_000;
 const DAY_MS = 86_400_000;
+/** Longest text kept in a display name, user agent or identifier column; longer is cut. */
+const MAX_TEXT = 512;
 const PRUNE_CHUNK = 10_000;
 const EXPORT_PAGE = 1000;
 export const MAX_QUERY_LIMIT = 500;
@@ -37,6 +41,7 @@ interface Pending {
 
 export interface AuditServiceOptions {
   checkpointEvery: number;
+  checkpointIntervalSeconds: number;
   retentionDays: number;
 }
 
@@ -45,6 +50,17 @@ export interface PruneResult {
   throughSeq?: number;
   deleted: number;
   skipped?: string;
+}
+
+/**
+ * Makes a string safe to hash and store identically in both databases: a lone UTF-16 surrogate would
+ * be hashed as written but stored as U+FFFD (breaking the chain forever), and PostgreSQL refuses NUL
+ * in text (failing a whole batch). Both become U+FFFD here, before the hash is computed.
+ */
+export function cleanText(value: string | null | undefined): string | null {
+  if (value === null || value === undefined) return null;
+  const wellFormed = (value as string & { toWellFormed(): string }).toWellFormed();
+  return wellFormed.replaceAll('\u0000', '\uFFFD').slice(0, MAX_TEXT);
 }
 
 function encodeCursor(seq: number): string {
@@ -106,6 +122,29 @@ export function createAuditService(deps: {
     });
   }
 
+  /** Chains with a background checkpoint in flight, and whether another was asked for meanwhile. */
+  const checkpointing = new Map<string, { again: boolean }>();
+
+  function checkpointInBackground(chainId: string): void {
+    const inFlight = checkpointing.get(chainId);
+    if (inFlight) {
+      inFlight.again = true;
+      return;
+    }
+    const state = { again: false };
+    checkpointing.set(chainId, state);
+    const run = async () => {
+      do {
+        state.again = false;
+        await checkpoint(chainId);
+      } while (state.again && !closed);
+    };
+    track(
+      run().finally(() => checkpointing.delete(chainId)),
+      'checkpoint',
+    );
+  }
+
   function checkpointIfDue(refs: AuditEventRef[]): void {
     const firstSeq = new Map<string, number>();
     const lastSeq = new Map<string, number>();
@@ -117,7 +156,7 @@ export function createAuditService(deps: {
       const first = firstSeq.get(chainId)!;
       // Due when this batch crossed a multiple of checkpointEvery.
       if (Math.floor(last / options.checkpointEvery) > Math.floor((first - 1) / options.checkpointEvery)) {
-        track(checkpoint(chainId), 'checkpoint');
+        checkpointInBackground(chainId);
       }
     }
   }
@@ -155,8 +194,14 @@ export function createAuditService(deps: {
   }
 
   function record(input: AuditInput): Promise<AuditEventRef> {
-    if (closed)
+    if (closed) {
       return Promise.reject(new AuditUnavailableError('The audit log is closed (the server is stopping).'));
+    }
+    if (queue.length >= MAX_PENDING) {
+      return Promise.reject(
+        new AuditUnavailableError('The audit log is not keeping up, so this action was not performed.'),
+      );
+    }
     let details: string;
     try {
       details = guardDetails(input.details);
@@ -172,16 +217,16 @@ export function createAuditService(deps: {
       org_id: input.orgId ?? null,
       ts,
       actor_type: input.actor.type,
-      actor_id: input.actor.id ?? null,
-      actor_display: input.actor.display ?? null,
-      ip: context.ip ?? null,
-      user_agent: context.userAgent ?? null,
+      actor_id: cleanText(input.actor.id),
+      actor_display: cleanText(input.actor.display),
+      ip: cleanText(context.ip),
+      user_agent: cleanText(context.userAgent),
       action: input.action,
-      target_type: input.target?.type ?? null,
-      target_id: input.target?.id ?? null,
-      target_display: input.target?.display ?? null,
+      target_type: cleanText(input.target?.type),
+      target_id: cleanText(input.target?.id),
+      target_display: cleanText(input.target?.display),
       outcome: input.outcome,
-      request_id: context.requestId ?? null,
+      request_id: cleanText(context.requestId),
       details,
     };
     return new Promise((resolve, reject) => {
@@ -191,10 +236,38 @@ export function createAuditService(deps: {
     });
   }
 
-  /** Signs a checkpoint of a chain's head unless one already covers it. */
-  async function checkpoint(chainId: string): Promise<void> {
-    const head = await store.head(chainId);
-    if (!head || head.seq === 0 || (await store.latestCheckpointSeq(chainId)) >= head.seq) return;
+  // What the server itself may leave unsigned: a count-triggered checkpoint lost in a crash plus one
+  // batch; under a burst, more, as long as it signed something within two timer periods.
+  const tailRule = () => ({
+    maxUnsignedTail: 2 * options.checkpointEvery + MAX_BATCH,
+    signedRecentlyMs: 2 * options.checkpointIntervalSeconds * 1000,
+    now: clock(),
+  });
+
+  async function verify(chainId: string, onProgress?: (events: number) => void): Promise<ChainVerification> {
+    const keys = await serverKeys.publicKeys('audit-checkpoint');
+    return verifyChain(store, keys, chainId, {
+      ...tailRule(),
+      from: 'start',
+      ...(onProgress ? { onProgress } : {}),
+    });
+  }
+
+  /**
+   * Signs a checkpoint of a chain's head, after checking every event since the last signed statement:
+   * the server key must never vouch for a chain someone rewrote in the database. A chain that does not
+   * verify is left unsigned and reported.
+   */
+  async function checkpoint(chainId: string): Promise<ChainVerification> {
+    const keys = await serverKeys.publicKeys('audit-checkpoint');
+    const check = await verifyChain(store, keys, chainId, { ...tailRule(), from: 'latestSigned' });
+    if (!check.ok) {
+      logger.error({ chainId, broken: check.broken }, 'audit chain does not verify; no checkpoint signed');
+      return check;
+    }
+    if (check.headSeq === 0 || check.signedSeq >= check.headSeq) return check;
+    const head = await store.eventAt(chainId, check.headSeq);
+    if (!head) return check;
     const signer = await serverKeys.signer('audit-checkpoint');
     const ts = clock();
     const statement = signedStatement({
@@ -215,6 +288,7 @@ export function createAuditService(deps: {
       key_id: signer.keyId,
       signature: signer.sign(statement),
     });
+    return { ...check, signedSeq: head.seq };
   }
 
   async function* exportChunks(
@@ -238,17 +312,16 @@ export function createAuditService(deps: {
   }
 
   async function checkpointAll(): Promise<void> {
-    for (const head of await store.heads()) await checkpoint(head.chainId);
+    for (const chainId of await store.chainIds()) await checkpoint(chainId);
   }
 
-  async function verify(chainId: string, onProgress?: (events: number) => void): Promise<ChainVerification> {
-    return verifyChain(store, await serverKeys.publicKeys(), chainId, onProgress);
-  }
-
-  /** Deletes events past retention, anchoring the rest of the chain to a signed statement of the last deleted one. */
+  /**
+   * Deletes the oldest events of a chain once they are past retention, anchoring the rest of the chain
+   * to a signed statement of the last deleted event. Only a contiguous run of old events from the start
+   * is deleted, never past the newest signed checkpoint: a single back-dated event (a clock gone wrong,
+   * or an attacker's edit) cannot pull recent history into the pruned range.
+   */
   async function pruneChain(chainId: string, cutoff: number): Promise<PruneResult> {
-    const last = await store.lastSeqBefore(chainId, cutoff);
-    if (last === undefined) return { chainId, deleted: 0 };
     // Retention must never destroy the evidence of tampering: a broken chain is left for an operator.
     const verification = await verify(chainId);
     if (!verification.ok) {
@@ -258,19 +331,31 @@ export function createAuditService(deps: {
       );
       return { chainId, deleted: 0, skipped: verification.broken?.reason ?? 'chain does not verify' };
     }
+    const from = verification.anchorSeq ?? 0;
+    const firstKept = (await store.firstSeqAtOrAfter(chainId, cutoff)) ?? verification.headSeq + 1;
+    const through = Math.min(firstKept - 1, verification.signedSeq);
+    if (through <= from) return { chainId, deleted: 0 };
+
+    // Recorded before anything is deleted: if the record cannot be written, nothing is pruned.
+    await record({
+      orgId: chainId === INSTANCE_CHAIN ? null : chainId,
+      actor: { type: 'system', id: 'retention', display: 'audit retention' },
+      action: 'audit.pruned',
+      outcome: 'success',
+      details: { throughSeq: through, deleted: through - from, retentionDays: options.retentionDays },
+    });
     const signer = await serverKeys.signer('audit-checkpoint');
-    let from = verification.anchorSeq ?? 0;
     let deleted = 0;
-    while (from < last) {
-      const through = Math.min(last, from + PRUNE_CHUNK);
+    for (let done = from; done < through; ) {
+      const upTo = Math.min(through, done + PRUNE_CHUNK);
       deleted += await store.transaction(async (tx) => {
-        const event = await store.eventAt(chainId, through, tx);
-        if (!event) throw new Error(`audit event ${chainId}#${through} disappeared during pruning`);
+        const event = await store.eventAt(chainId, upTo, tx);
+        if (!event) throw new Error(`audit event ${chainId}#${upTo} disappeared during pruning`);
         const ts = clock();
         const statement = signedStatement({
           kind: 'anchor',
           chainId,
-          seq: through,
+          seq: upTo,
           hash: event.hash,
           ts,
           keyId: signer.keyId,
@@ -280,7 +365,7 @@ export function createAuditService(deps: {
             id: newId('ckp', ts),
             chain_id: chainId,
             kind: 'anchor',
-            seq: through,
+            seq: upTo,
             hash: event.hash,
             ts,
             key_id: signer.keyId,
@@ -288,18 +373,24 @@ export function createAuditService(deps: {
           },
           tx,
         );
-        return store.deleteThrough(tx, chainId, through);
+        return store.deleteThrough(tx, chainId, upTo);
       });
-      from = through;
+      done = upTo;
     }
-    await record({
-      orgId: chainId === INSTANCE_CHAIN ? null : chainId,
-      actor: { type: 'system', id: 'retention', display: 'audit retention' },
-      action: 'audit.pruned',
-      outcome: 'success',
-      details: { throughSeq: last, deleted, retentionDays: options.retentionDays },
-    });
-    return { chainId, throughSeq: last, deleted };
+    return { chainId, throughSeq: through, deleted };
+  }
+
+  /**
+   * Creates the checkpoint signing key only for a log that has never been signed. If checkpoints exist
+   * but their key is gone, a new key would vouch for whatever the database now holds.
+   */
+  async function ensureSigningKey(): Promise<void> {
+    if (!(await serverKeys.exists('audit-checkpoint')) && (await store.hasStatements())) {
+      throw new AuditUnavailableError(
+        'signed audit checkpoints exist but their signing key is missing from the database; refusing to create a new key that would vouch for a possibly rewritten log (restore server_keys from a backup)',
+      );
+    }
+    await serverKeys.signer('audit-checkpoint');
   }
 
   return {
@@ -310,15 +401,21 @@ export function createAuditService(deps: {
       while (draining) await draining;
     },
 
+    /** Resolves when, in addition, the checkpoints those events triggered are signed. */
+    async settled(): Promise<void> {
+      while (draining) await draining;
+      await Promise.allSettled([...background]);
+    },
+
     checkpoint,
     checkpointAll,
     verify,
+    ensureSigningKey,
 
     async verifyAll(onProgress?: (chainId: string, events: number) => void): Promise<ChainVerification[]> {
-      const keys = await serverKeys.publicKeys();
       const results: ChainVerification[] = [];
-      for (const head of await store.heads()) {
-        results.push(await verifyChain(store, keys, head.chainId, (n) => onProgress?.(head.chainId, n)));
+      for (const chainId of await store.chainIds()) {
+        results.push(await verify(chainId, (n) => onProgress?.(chainId, n)));
       }
       return results;
     },
@@ -326,7 +423,7 @@ export function createAuditService(deps: {
     async prune(now: number = clock()): Promise<PruneResult[]> {
       const cutoff = now - options.retentionDays * DAY_MS;
       const results: PruneResult[] = [];
-      for (const head of await store.heads()) results.push(await pruneChain(head.chainId, cutoff));
+      for (const chainId of await store.chainIds()) results.push(await pruneChain(chainId, cutoff));
       return results;
     },
 
@@ -380,10 +477,8 @@ export function createAuditService(deps: {
       }
     },
 
-    /** Chains that exist (organizations and the instance chain). */
-    async chains(): Promise<string[]> {
-      return (await store.heads()).map((h) => h.chainId);
-    },
+    /** Chains that exist (organizations and the instance chain), including any whose head record is gone. */
+    chains: () => store.chainIds(),
   };
 }
 

@@ -100,15 +100,6 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
         .execute();
     },
 
-    async heads(): Promise<ChainHead[]> {
-      const rows = await db
-        .selectFrom('audit_chain_heads')
-        .select(['chain_id', 'seq', 'hash'])
-        .orderBy('chain_id')
-        .execute();
-      return rows.map((r) => ({ chainId: r.chain_id, seq: r.seq, hash: r.hash }));
-    },
-
     async head(chainId: string): Promise<ChainHead | undefined> {
       const row = await db
         .selectFrom('audit_chain_heads')
@@ -156,15 +147,29 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
         .executeTakeFirst();
     },
 
-    /** The highest sequence number among a chain's events older than `before` (epoch ms). */
-    async lastSeqBefore(chainId: string, before: number): Promise<number | undefined> {
+    /** The lowest sequence number among a chain's events at or after `ts` (epoch ms). */
+    async firstSeqAtOrAfter(chainId: string, ts: number): Promise<number | undefined> {
       const row = await db
         .selectFrom('audit_events')
-        .select((eb) => eb.fn.max('seq').as('seq'))
+        .select((eb) => eb.fn.min('seq').as('seq'))
         .where('chain_id', '=', chainId)
-        .where('ts', '<', before)
+        .where('ts', '>=', ts)
         .executeTakeFirst();
       return row?.seq === null || row?.seq === undefined ? undefined : Number(row.seq);
+    },
+
+    /**
+     * Every chain that has left any trace: events, signed statements or a head. Deleting a chain's
+     * head row must not make the chain disappear from verification.
+     */
+    async chainIds(): Promise<string[]> {
+      const rows = await db
+        .selectFrom('audit_chain_heads')
+        .select('chain_id')
+        .union(db.selectFrom('audit_checkpoints').select('chain_id'))
+        .union(db.selectFrom('audit_events').select('chain_id'))
+        .execute();
+      return rows.map((r) => r.chain_id).sort();
     },
 
     async checkpoints(chainId: string): Promise<CheckpointRow[]> {
@@ -176,14 +181,10 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
         .execute();
     },
 
-    async latestCheckpointSeq(chainId: string): Promise<number> {
-      const row = await db
-        .selectFrom('audit_checkpoints')
-        .select((eb) => eb.fn.max('seq').as('seq'))
-        .where('chain_id', '=', chainId)
-        .where('kind', '=', 'checkpoint')
-        .executeTakeFirst();
-      return row?.seq === null || row?.seq === undefined ? 0 : Number(row.seq);
+    async hasStatements(): Promise<boolean> {
+      return (
+        (await db.selectFrom('audit_checkpoints').select('id').limit(1).executeTakeFirst()) !== undefined
+      );
     },
 
     async insertCheckpoint(row: CheckpointRow, tx?: Transaction<DB>): Promise<void> {

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { verifyEd25519 } from '../secrets/server-keys.service.js';
-import { GENESIS_HASH, hashOfRow, signedStatement } from './audit.chain.js';
+import { GENESIS_HASH, hashOfRow, type SignedStatementKind, signedStatement } from './audit.chain.js';
 import type { AuditStore, CheckpointRow } from './audit.store.js';
 
 export interface BrokenLink {
@@ -12,13 +12,37 @@ export interface BrokenLink {
 export interface ChainVerification {
   chainId: string;
   ok: boolean;
-  /** Events checked (after the anchor, when the chain was pruned). */
+  /** Events checked. */
   events: number;
   /** The signed anchor the chain was verified from, when old events were pruned. */
   anchorSeq?: number;
+  /** Signed checkpoints whose hash matched the event at their sequence number. */
   checkpoints: number;
+  /** The newest sequence number covered by a valid signed checkpoint or anchor (0: none). */
+  signedSeq: number;
   headSeq: number;
   broken?: BrokenLink;
+}
+
+export interface VerifyOptions {
+  /**
+   * How many events may follow the newest signed statement. The server signs a checkpoint every
+   * N events, on a timer and at shutdown; a longer unsigned tail means signed checkpoints were
+   * deleted, which is how a rewritten chain would otherwise pass.
+   */
+  maxUnsignedTail: number;
+  /**
+   * A longer tail is accepted while the newest signed statement is at most this old (by its signed
+   * time): the server is alive and signing, it is only behind a burst of appends.
+   */
+  signedRecentlyMs: number;
+  now: number;
+  /**
+   * `start`: walk from genesis (or the newest anchor) and match every checkpoint. `latestSigned`:
+   * walk only from the newest valid signed statement, which is what must hold before signing the next.
+   */
+  from?: 'start' | 'latestSigned';
+  onProgress?: (eventsChecked: number) => void;
 }
 
 const PAGE = 2000;
@@ -27,7 +51,7 @@ function signatureValid(row: CheckpointRow, keys: Map<string, KeyObject>): boole
   const key = keys.get(row.key_id);
   if (!key) return false;
   const statement = signedStatement({
-    kind: row.kind as 'checkpoint' | 'anchor',
+    kind: row.kind as SignedStatementKind,
     chainId: row.chain_id,
     seq: row.seq,
     hash: row.hash,
@@ -38,21 +62,31 @@ function signatureValid(row: CheckpointRow, keys: Map<string, KeyObject>): boole
 }
 
 /**
- * Walks a chain from its genesis (or its newest signed anchor, after pruning) to its head and reports
- * the first broken link: an event whose content no longer matches its hash (edited), whose sequence
- * skips (deleted), whose previous hash is not its predecessor's (reordered or spliced), or that
- * disagrees with a signed checkpoint (the chain was rewritten and re-hashed by someone without the
- * server key). A checkpoint beyond the last event shows the tail was cut off.
+ * Walks a chain up to its head, as read when the walk starts (events appended meanwhile belong to the
+ * next verification), and reports the first broken link: an event whose content no longer matches its
+ * hash (edited), whose sequence skips (deleted), whose previous hash is not its predecessor's
+ * (reordered or spliced), or that disagrees with a signed checkpoint (rewritten and re-hashed by
+ * someone without the server key); a head or checkpoint beyond the last event (tail cut off); and an
+ * unsigned tail longer than the server ever leaves (checkpoints deleted to hide a rewrite).
  */
 export async function verifyChain(
   store: AuditStore,
   publicKeys: Map<string, KeyObject>,
   chainId: string,
-  onProgress?: (eventsChecked: number) => void,
+  options: VerifyOptions,
 ): Promise<ChainVerification> {
+  // Statements first, then the head: any statement the server wrote before the head was read is
+  // covered by that head, so a statement beyond it means the head was moved back.
   const statements = await store.checkpoints(chainId);
   const head = await store.head(chainId);
-  const result: ChainVerification = { chainId, ok: true, events: 0, checkpoints: 0, headSeq: head?.seq ?? 0 };
+  const result: ChainVerification = {
+    chainId,
+    ok: true,
+    events: 0,
+    checkpoints: 0,
+    signedSeq: 0,
+    headSeq: head?.seq ?? 0,
+  };
   const fail = (broken: BrokenLink): ChainVerification => ({ ...result, ok: false, broken });
 
   for (const statement of statements) {
@@ -63,18 +97,54 @@ export async function verifyChain(
       });
     }
   }
-  const anchors = statements.filter((s) => s.kind === 'anchor');
-  const anchor = anchors.at(-1);
-  const checkpoints = new Map(statements.filter((s) => s.kind === 'checkpoint').map((s) => [s.seq, s]));
+  if (!head) {
+    const [first] = await store.pageAscending(chainId, {}, 1, 0);
+    if (first || statements.length > 0) {
+      return fail({
+        seq: first?.seq ?? 0,
+        reason: 'the chain has events or signed statements but its head record is missing',
+      });
+    }
+    return result;
+  }
+  const beyond = statements.find((s) => s.seq > head.seq);
+  if (beyond) {
+    return fail({
+      seq: head.seq + 1,
+      reason: `events after seq ${head.seq} are missing: a signed ${beyond.kind} covers seq ${beyond.seq}`,
+    });
+  }
 
-  let expectedSeq = (anchor?.seq ?? 0) + 1;
-  let prevHash = anchor?.hash ?? GENESIS_HASH;
+  const anchor = statements.filter((s) => s.kind === 'anchor').at(-1);
   if (anchor) result.anchorSeq = anchor.seq;
+  const checkpoints = new Map(statements.filter((s) => s.kind === 'checkpoint').map((s) => [s.seq, s]));
+  result.signedSeq = anchor?.seq ?? 0;
 
-  let afterSeq = anchor?.seq ?? 0;
-  for (;;) {
-    const rows = await store.pageAscending(chainId, {}, PAGE, afterSeq);
+  let start: { seq: number; hash: string } = anchor ?? { seq: 0, hash: GENESIS_HASH };
+  if (options.from === 'latestSigned') {
+    const latest = statements.filter((s) => s.kind === 'checkpoint' && s.seq > start.seq).at(-1);
+    if (latest) {
+      const event = await store.eventAt(chainId, latest.seq);
+      if (!event || event.hash !== latest.hash) {
+        return fail({
+          seq: latest.seq,
+          eventId: event?.id,
+          reason: 'event does not match the signed checkpoint at this seq (chain rewritten)',
+        });
+      }
+      start = latest;
+      result.signedSeq = latest.seq;
+      result.checkpoints++;
+    }
+  }
+
+  let expectedSeq = start.seq + 1;
+  let prevHash = start.hash;
+  while (expectedSeq <= head.seq) {
+    const rows = await store.pageAscending(chainId, {}, PAGE, expectedSeq - 1);
+    if (rows.length === 0) break;
     for (const row of rows) {
+      if (row.seq > head.seq) break;
       if (row.seq !== expectedSeq) {
         return fail({
           seq: expectedSeq,
@@ -108,32 +178,37 @@ export async function verifyChain(
           });
         }
         result.checkpoints++;
+        result.signedSeq = row.seq;
       }
       prevHash = row.hash;
       expectedSeq++;
       result.events++;
     }
+    options.onProgress?.(result.events);
     if (rows.length < PAGE) break;
-    afterSeq = rows.at(-1)!.seq;
-    onProgress?.(result.events);
   }
 
   const lastSeq = expectedSeq - 1;
-  const beyond = [...checkpoints.values()].find((c) => c.seq > lastSeq);
-  if (beyond) {
-    return fail({
-      seq: lastSeq + 1,
-      reason: `events after seq ${lastSeq} are missing: a signed checkpoint covers seq ${beyond.seq}`,
-    });
-  }
-  if (head && head.seq !== lastSeq) {
+  if (lastSeq !== head.seq) {
     return fail({
       seq: lastSeq + 1,
       reason: `the chain head records seq ${head.seq} but the events end at seq ${lastSeq} (tail deleted)`,
     });
   }
-  if (head && head.hash !== prevHash) {
+  if (head.hash !== prevHash) {
     return fail({ seq: lastSeq, reason: 'the chain head hash does not match the last event' });
+  }
+  const unsigned = head.seq - result.signedSeq;
+  const newestSignedTs = Math.max(
+    0,
+    ...statements.filter((st) => st.seq <= result.signedSeq).map((st) => st.ts),
+  );
+  const signedRecently = result.signedSeq > 0 && newestSignedTs >= options.now - options.signedRecentlyMs;
+  if (unsigned > options.maxUnsignedTail && !signedRecently) {
+    return fail({
+      seq: result.signedSeq + 1,
+      reason: `${unsigned} events follow the last signed statement (seq ${result.signedSeq}); the server leaves at most ${options.maxUnsignedTail} unsigned, so signed checkpoints were deleted`,
+    });
   }
   return result;
 }

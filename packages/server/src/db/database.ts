@@ -59,6 +59,10 @@ export function openPostgres({ url, poolMax }: PostgresOptions): Database {
     connectionString: url,
     max: poolMax,
     application_name: 'bulwark',
+    // A transaction stuck on a row lock (say, an audit chain head held by a hung instance) must fail
+    // and release, not stall every writer behind it.
+    lock_timeout: 10_000,
+    idle_in_transaction_session_timeout: 60_000,
     // BIGINT columns hold epoch milliseconds and sequence numbers, all far below 2^53.
     types: {
       getTypeParser: (oid: number, format?: 'text' | 'binary') =>

@@ -303,6 +303,16 @@ describe('route declarations (default deny)', () => {
     await expect(
       serve([{ ...complete, body: z.strictObject({ items: z.array(z.object({ a: z.string() })) }) }]),
     ).rejects.toThrow('at .items[]');
+    await expect(
+      serve([
+        { ...complete, body: z.strictObject({ labels: z.record(z.string(), z.object({ v: z.string() })) }) },
+      ]),
+    ).rejects.toThrow('at .labels{}');
+    await expect(
+      serve([
+        { ...complete, body: z.intersection(z.strictObject({ a: z.string() }), z.object({ b: z.string() })) },
+      ]),
+    ).rejects.toThrow('at (root)');
   });
 
   it('refuses a route registered around the declaration', async () => {

@@ -128,6 +128,20 @@ export function findLooseObject(schema: z.ZodType, path = ''): string | undefine
       return undefined;
     case 'pipe':
       return findLooseObject(def.in as z.ZodType, path);
+    case 'record':
+      return findLooseObject(def.valueType as z.ZodType, `${path}{}`);
+    case 'tuple': {
+      const items = [...(def.items as z.ZodType[]), ...(def.rest ? [def.rest as z.ZodType] : [])];
+      for (const [index, item] of items.entries()) {
+        const found = findLooseObject(item, `${path}[${index}]`);
+        if (found) return found;
+      }
+      return undefined;
+    }
+    case 'intersection':
+      return findLooseObject(def.left as z.ZodType, path) ?? findLooseObject(def.right as z.ZodType, path);
+    case 'lazy':
+      return findLooseObject((def.getter as () => z.ZodType)(), path);
     default:
       return undefined;
   }

@@ -34,7 +34,23 @@ export interface OpsRouteDeps {
   audit: AuditService;
 }
 
+/**
+ * One readiness check at a time, shared by every probe that arrives while it runs: the route is public
+ * and unlimited (probes must always get through), so a flood of probes must not become a flood of
+ * database queries competing with real work.
+ */
+function singleFlight(check: () => Promise<Readiness>): () => Promise<Readiness> {
+  let running: Promise<Readiness> | undefined;
+  return () => {
+    running ??= check().finally(() => {
+      running = undefined;
+    });
+    return running;
+  };
+}
+
 export function opsRoutes(deps: OpsRouteDeps): RouteDefinition[] {
+  const readiness = singleFlight(deps.readiness);
   return [
     defineRoute({
       method: 'GET',
@@ -58,7 +74,7 @@ export function opsRoutes(deps: OpsRouteDeps): RouteDefinition[] {
       rateLimit: 'probe',
       response: { 200: ReadinessView, 503: ReadinessView },
       handler: async ({ reply }) => {
-        const { ready, checks } = await deps.readiness();
+        const { ready, checks } = await readiness();
         reply.code(ready ? 200 : 503);
         return { status: ready ? 'ready' : 'unavailable', checks };
       },

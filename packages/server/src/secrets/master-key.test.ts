@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tempDir } from '../test-support/temp.js';
@@ -32,6 +32,14 @@ describe('master key', () => {
     expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(`(mode 0644); run: chmod 600 ${file}`);
     chmodSync(file, 0o640);
     expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow(MasterKeyError);
+  });
+
+  it('refuses a key file owned by another user, whatever its mode', () => {
+    // Attack: another local account plants its own 0600 key file where the server will look for one.
+    const file = path.join(dir.path, 'master.key');
+    writeFileSync(file, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+    chownSync(file, 65534, 65534);
+    expect(() => loadMasterKey({ fromEnv: undefined, file })).toThrow('is owned by another user (uid 65534)');
   });
 
   it('refuses a key file that does not hold 32 bytes', () => {

@@ -13,7 +13,14 @@ const KEY_BYTES = 32;
 
 /** Refuses a key file that anyone but its owner can read: whoever reads it can decrypt every secret. */
 export function assertPrivateFile(file: string, what: string): void {
-  const mode = statSync(file).mode & 0o777;
+  const stat = statSync(file);
+  // A file planted by another account is not ours to trust, whatever its mode.
+  if (typeof process.getuid === 'function' && stat.uid !== process.getuid()) {
+    throw new MasterKeyError(
+      `${what} ${file} is owned by another user (uid ${stat.uid}); it must belong to the user running Bulwark`,
+    );
+  }
+  const mode = stat.mode & 0o777;
   if ((mode & 0o077) !== 0) {
     throw new MasterKeyError(
       `${what} ${file} is readable or writable by group or others (mode ${mode.toString(8).padStart(4, '0')}); run: chmod 600 ${file}`,

@@ -98,9 +98,14 @@ export function createServerKeysService(deps: {
       return signer;
     },
 
-    async publicKeys(): Promise<Map<string, KeyObject>> {
-      const rows = await store.list();
+    /** Public keys of one purpose by key id: a key made for another purpose never verifies this one's statements. */
+    async publicKeys(purpose: ServerKeyPurpose): Promise<Map<string, KeyObject>> {
+      const rows = (await store.list()).filter((row) => row.purpose === purpose);
       return new Map(rows.map((row) => [row.id, publicKeyFromRow(row)]));
+    },
+
+    async exists(purpose: ServerKeyPurpose): Promise<boolean> {
+      return (await store.findByPurpose(purpose)) !== undefined;
     },
 
     /**

@@ -46,6 +46,7 @@ export async function openAudit(
     options: {
       checkpointEvery: options.checkpointEvery ?? 1000,
       retentionDays: options.retentionDays ?? 365,
+      checkpointIntervalSeconds: 300,
     },
   });
   return { audit, store, serverKeys, masterKey, db: database.db };
