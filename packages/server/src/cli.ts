@@ -88,7 +88,7 @@ async function migrate(command: Command): Promise<void> {
   const config = configFrom(command);
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database.db);
+    const applied = await migrateToLatest(database);
     out(applied.length === 0 ? 'database is up to date' : `applied: ${applied.join(', ')}`);
   } finally {
     await database.close();

@@ -75,7 +75,7 @@ export async function openCore(
   const keyring = createKeyring({ current: master.key });
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database.db);
+    const applied = await migrateToLatest(database);
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
     const serverKeys = createServerKeysService({ store: createServerKeysStore(database.db), keyring, clock });
     await serverKeys.assertIntegrity();

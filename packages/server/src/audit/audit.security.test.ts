@@ -56,23 +56,53 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
     await db.updateTable('audit_chain_heads').set({ hash: prev }).where('chain_id', '=', 'org_a').execute();
   }
 
-  it('a chain rewritten from the start with its checkpoints deleted is caught, and the server will not sign it', async () => {
-    const { audit, db, store } = await openAudit(database, { checkpointEvery: 5 });
+  it('a chain rewritten from the start with its checkpoints deleted is caught, and no checkpoint vouches for it', async () => {
+    const { audit, db, store, masterKey } = await openAudit(database, { checkpointEvery: 5 });
     for (let batch = 0; batch < 3; batch++) {
       await Promise.all(Array.from({ length: 400 }, (_, n) => audit.record(event(batch * 400 + n))));
     }
     await audit.settled();
     await audit.checkpointAll();
+    const original = await store.head('org_a');
     // Attack: rewrite history, then delete the signed checkpoints that would contradict it.
     await rewriteAndRehash(db);
     await db.deleteFrom('audit_checkpoints').where('chain_id', '=', 'org_a').execute();
     const result = await audit.verify('org_a');
     expect(result.ok).toBe(false);
     expect(result.broken?.reason).toContain('1200 events follow the last signed statement (seq 0)');
-    // The next scheduled checkpoint must not put the server's signature on the forgery.
+
+    // The running server may sign again only what it wrote itself (the original head, which contradicts
+    // the forgery); it already signed that head, so it signs nothing and the chain stays broken.
     await audit.checkpointAll();
-    expect(await store.checkpoints('org_a')).toEqual([]);
+    for (const checkpoint of await store.checkpoints('org_a')) expect(checkpoint.hash).toBe(original?.hash);
+    expect((await audit.verify('org_a')).ok).toBe(false);
     await audit.close();
+
+    // A restarted server vouches for nothing it did not verify: it signs nothing new at all.
+    await db.deleteFrom('audit_checkpoints').where('chain_id', '=', 'org_a').execute();
+    const restarted = await openAudit(database, { checkpointEvery: 5, masterKey });
+    await restarted.audit.checkpointAll();
+    expect(await store.checkpoints('org_a')).toEqual([]);
+    expect((await restarted.audit.verify('org_a')).ok).toBe(false);
+    await restarted.audit.close();
+  });
+
+  it('a server that did not write the unsigned tail itself verifies it before signing', async () => {
+    const first = await openAudit(database, { checkpointEvery: 1000 });
+    for (let n = 0; n < 30; n++) await first.audit.record(event(n));
+    await first.audit.settled();
+    // The first server dies without its closing checkpoint: 30 events are unsigned.
+    // Attack while it is down: edit one of them without re-hashing.
+    await first.db.updateTable('audit_events').set({ outcome: 'denied' }).where('seq', '=', 8).execute();
+    const restarted = await openAudit(database, { checkpointEvery: 1000, masterKey: first.masterKey });
+    await restarted.audit.checkpointAll();
+    // The restarted server verified the tail, found the edit, and signed nothing over it.
+    expect(await first.store.checkpoints('org_a')).toEqual([]);
+    expect((await restarted.audit.verify('org_a')).broken).toMatchObject({
+      seq: 8,
+      reason: expect.stringContaining('edited'),
+    });
+    await restarted.audit.close();
   });
 
   it('refuses to mint a new signing key when signed checkpoints exist but their key is gone', async () => {

@@ -101,13 +101,30 @@ export function createAuditService(deps: {
     void tracked.finally(() => background.delete(tracked));
   }
 
+  /**
+   * What lets a checkpoint be signed without reading the chain back. `ownRuns`: per chain, the
+   * contiguous run of events this process appended itself, each batch extending exactly the head the
+   * previous one left (any other writer in between, another instance or someone editing the
+   * database, starts a new run). `verifiedHeads`: per chain, a head this process verified from a
+   * signed statement, or signed. When a run covers everything after a verified head, the run's head
+   * is vouched for by construction; otherwise the tail is verified from the database first.
+   */
+  const ownRuns = new Map<string, { start: number; head: ChainHead }>();
+  const verifiedHeads = new Map<string, ChainHead>();
+  const sameHead = (a: ChainHead | undefined, b: ChainHead) =>
+    a !== undefined && a.seq === b.seq && a.hash === b.hash;
+
   async function writeBatch(batch: Pending[]): Promise<AuditEventRef[]> {
     const now = clock();
-    return store.transaction(async (tx) => {
+    const runStarts = new Map<string, number>();
+    const refs = await store.transaction(async (tx) => {
       // Lock heads in a fixed order so two instances appending to the same chains cannot deadlock.
       const heads = new Map<string, ChainHead>();
       for (const chainId of [...new Set(batch.map((p) => p.chainId))].sort()) {
-        heads.set(chainId, await store.lockHead(tx, chainId, now));
+        const head = await store.lockHead(tx, chainId, now);
+        const run = ownRuns.get(chainId);
+        runStarts.set(chainId, run && sameHead(run.head, head) ? run.start : head.seq + 1);
+        heads.set(chainId, head);
       }
       const rows: AuditEventRow[] = batch.map((pending) => {
         const head = heads.get(pending.chainId)!;
@@ -118,8 +135,13 @@ export function createAuditService(deps: {
       });
       await store.insertEvents(tx, rows);
       for (const head of heads.values()) await store.setHead(tx, head, now);
-      return rows.map((row) => ({ id: row.id, chainId: row.chain_id, seq: row.seq, hash: row.hash }));
+      return {
+        heads,
+        refs: rows.map((row) => ({ id: row.id, chainId: row.chain_id, seq: row.seq, hash: row.hash })),
+      };
     });
+    for (const [chainId, head] of refs.heads) ownRuns.set(chainId, { start: runStarts.get(chainId)!, head });
+    return refs.refs;
   }
 
   /** Chains with a background checkpoint in flight, and whether another was asked for meanwhile. */
@@ -258,16 +280,34 @@ export function createAuditService(deps: {
    * the server key must never vouch for a chain someone rewrote in the database. A chain that does not
    * verify is left unsigned and reported.
    */
-  async function checkpoint(chainId: string): Promise<ChainVerification> {
-    const keys = await serverKeys.publicKeys('audit-checkpoint');
-    const check = await verifyChain(store, keys, chainId, { ...tailRule(), from: 'latestSigned' });
-    if (!check.ok) {
-      logger.error({ chainId, broken: check.broken }, 'audit chain does not verify; no checkpoint signed');
-      return check;
+  /** The newest sequence number this process signed per chain, so an unchanged head is not re-signed. */
+  const signedUpTo = new Map<string, number>();
+
+  async function checkpoint(chainId: string): Promise<void> {
+    const run = ownRuns.get(chainId);
+    const verified = verifiedHeads.get(chainId);
+    let head: ChainHead;
+    if (run && verified && run.start <= verified.seq + 1 && run.head.seq >= verified.seq) {
+      // Everything after the verified head was appended here, in one unbroken run.
+      head = run.head;
+    } else {
+      const keys = await serverKeys.publicKeys('audit-checkpoint');
+      const check = await verifyChain(store, keys, chainId, { ...tailRule(), from: 'latestSigned' });
+      if (!check.ok) {
+        logger.error({ chainId, broken: check.broken }, 'audit chain does not verify; no checkpoint signed');
+        return;
+      }
+      const event = check.headSeq > 0 ? await store.eventAt(chainId, check.headSeq) : undefined;
+      if (!event) return;
+      head = { chainId, seq: event.seq, hash: event.hash };
+      signedUpTo.set(chainId, Math.max(check.signedSeq, signedUpTo.get(chainId) ?? 0));
     }
-    if (check.headSeq === 0 || check.signedSeq >= check.headSeq) return check;
-    const head = await store.eventAt(chainId, check.headSeq);
-    if (!head) return check;
+    verifiedHeads.set(chainId, head);
+    if (head.seq > (signedUpTo.get(chainId) ?? 0)) await signCheckpoint(head);
+  }
+
+  async function signCheckpoint(head: ChainHead): Promise<void> {
+    const { chainId } = head;
     const signer = await serverKeys.signer('audit-checkpoint');
     const ts = clock();
     const statement = signedStatement({
@@ -288,7 +328,7 @@ export function createAuditService(deps: {
       key_id: signer.keyId,
       signature: signer.sign(statement),
     });
-    return { ...check, signedSeq: head.seq };
+    signedUpTo.set(chainId, Math.max(head.seq, signedUpTo.get(chainId) ?? 0));
   }
 
   async function* exportChunks(

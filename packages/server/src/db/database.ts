@@ -28,9 +28,11 @@ export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
   // the umask's mode. SQLite gives its -wal and -shm files the mode of the database file.
   closeSync(openSync(file, 'a', 0o600));
   const connection = new BetterSqlite3(file);
+  // The busy timeout first: switching a new file to WAL takes a lock, and a second process starting at
+  // the same moment must wait for it rather than fail with "database is locked".
+  connection.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
   connection.pragma('journal_mode = WAL');
   connection.pragma('foreign_keys = ON');
-  connection.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
   // FULL: an acknowledged audit event survives power loss, not only a process crash. Measured on the
   // reference machine, NORMAL was no faster (bench/audit-append, BENCHMARKS.md).
   connection.pragma('synchronous = FULL');

@@ -1,4 +1,5 @@
 import { type Kysely, type MigrationResult, Migrator, sql } from 'kysely';
+import type { Database } from './database.js';
 import { migrations } from './migrations/index.js';
 
 export class MigrationFailedError extends Error {
@@ -25,18 +26,36 @@ function createMigrator(db: Kysely<unknown>): Migrator {
   });
 }
 
-/**
- * Applies every pending migration in one transaction under the migration lock (a PostgreSQL advisory
- * lock; on SQLite the immediate transaction's write lock), so instances starting together apply each
- * migration exactly once and a failure leaves the schema as it was.
- */
-export async function migrateToLatest<T>(db: Kysely<T>): Promise<string[]> {
-  const { error, results } = await createMigrator(db as Kysely<unknown>).migrateToLatest();
+async function migrateWith(db: Kysely<unknown>): Promise<string[]> {
+  const { error, results } = await createMigrator(db).migrateToLatest();
   if (error) {
     const failed = results?.find((r: MigrationResult) => r.status === 'Error');
     throw new MigrationFailedError(failed?.migrationName, error);
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/**
+ * Applies every pending migration under a lock, in one transaction, so instances starting together
+ * apply each migration exactly once and a failure leaves the schema as it was. On PostgreSQL, Kysely
+ * takes an advisory lock and a transaction itself. On SQLite it does neither (its lock is a no-op and
+ * it runs migrations outside a transaction, assuming one connection), so two processes would race;
+ * there the whole run happens inside one BEGIN IMMEDIATE transaction, which holds SQLite's write lock.
+ */
+export async function migrateToLatest(database: Pick<Database, 'db' | 'dialect'>): Promise<string[]> {
+  const db = database.db as unknown as Kysely<unknown>;
+  if (database.dialect === 'postgres') return migrateWith(db);
+  return db.connection().execute(async (connection) => {
+    await sql`begin immediate`.execute(connection);
+    try {
+      const applied = await migrateWith(connection);
+      await sql`commit`.execute(connection);
+      return applied;
+    } catch (error) {
+      await sql`rollback`.execute(connection);
+      throw error;
+    }
+  });
 }
 
 export async function pendingMigrations<T>(db: Kysely<T>): Promise<string[]> {

@@ -26,10 +26,15 @@ export function manualClock(start = Date.UTC(2026, 0, 1)) {
 /** The real audit service over a migrated test database, with a fresh master key. */
 export async function openAudit(
   database: Database,
-  options: { checkpointEvery?: number; retentionDays?: number; clock?: () => number } = {},
+  options: {
+    checkpointEvery?: number;
+    retentionDays?: number;
+    clock?: () => number;
+    masterKey?: Buffer;
+  } = {},
 ) {
-  await migrateToLatest(database.db);
-  const masterKey = randomBytes(32);
+  await migrateToLatest(database);
+  const masterKey = options.masterKey ?? randomBytes(32);
   const clock = options.clock ?? Date.now;
   const serverKeys = createServerKeysService({
     store: createServerKeysStore(database.db),
