@@ -1,8 +1,6 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Database } from '../db/database.js';
-import { manualClock, openAudit } from '../test-support/audit.js';
-import { type TestDatabase, testDatabases } from '../test-support/databases.js';
-import { GENESIS_HASH, hashOfRow } from './audit.chain.js';
+import { describe, expect, it } from 'vitest';
+import { countEvents, manualClock, openAudit, rewriteChain } from '../test-support/audit.js';
+import { freshDatabasePerTest, type TestDatabase, testDatabases } from '../test-support/databases.js';
 import { csvCell } from './audit.export.js';
 import type { AuditInput } from './audit.types.js';
 
@@ -22,42 +20,10 @@ const event = (n: number, extra: Partial<AuditInput> = {}): AuditInput => ({
 });
 
 describe.each(testDatabases())('audit log under attack on $dialect', (target: TestDatabase) => {
-  let database: Database;
-  let drop: () => Promise<void>;
-
-  beforeEach(async () => {
-    const created = await target.create();
-    database = created.open();
-    drop = created.drop;
-  });
-  afterEach(async () => {
-    await database.close().catch(() => {});
-    await drop();
-  });
-
-  /** Turns every denial into a success and re-hashes the whole chain so it is self-consistent again. */
-  async function rewriteAndRehash(db: Awaited<ReturnType<typeof openAudit>>['db']) {
-    const rows = await db
-      .selectFrom('audit_events')
-      .selectAll()
-      .where('chain_id', '=', 'org_a')
-      .orderBy('seq')
-      .execute();
-    let prev = GENESIS_HASH;
-    for (const row of rows) {
-      const hash = hashOfRow({ ...row, prev_hash: prev, outcome: 'success' });
-      await db
-        .updateTable('audit_events')
-        .set({ prev_hash: prev, hash, outcome: 'success' })
-        .where('id', '=', row.id)
-        .execute();
-      prev = hash;
-    }
-    await db.updateTable('audit_chain_heads').set({ hash: prev }).where('chain_id', '=', 'org_a').execute();
-  }
+  const database = freshDatabasePerTest(target);
 
   it('a chain rewritten from the start with its checkpoints deleted is caught, and no checkpoint vouches for it', async () => {
-    const { audit, db, store, masterKey } = await openAudit(database, { checkpointEvery: 5 });
+    const { audit, db, store, masterKey } = await openAudit(database(), { checkpointEvery: 5 });
     for (let batch = 0; batch < 3; batch++) {
       await Promise.all(Array.from({ length: 400 }, (_, n) => audit.record(event(batch * 400 + n))));
     }
@@ -65,7 +31,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
     await audit.checkpointAll();
     const original = await store.head('org_a');
     // Attack: rewrite history, then delete the signed checkpoints that would contradict it.
-    await rewriteAndRehash(db);
+    await rewriteChain(db, 'org_a', () => ({ outcome: 'success' }));
     await db.deleteFrom('audit_checkpoints').where('chain_id', '=', 'org_a').execute();
     const result = await audit.verify('org_a');
     expect(result.ok).toBe(false);
@@ -80,7 +46,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
 
     // A restarted server vouches for nothing it did not verify: it signs nothing new at all.
     await db.deleteFrom('audit_checkpoints').where('chain_id', '=', 'org_a').execute();
-    const restarted = await openAudit(database, { checkpointEvery: 5, masterKey });
+    const restarted = await openAudit(database(), { checkpointEvery: 5, masterKey });
     await restarted.audit.checkpointAll();
     expect(await store.checkpoints('org_a')).toEqual([]);
     expect((await restarted.audit.verify('org_a')).ok).toBe(false);
@@ -88,13 +54,13 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
   });
 
   it('a server that did not write the unsigned tail itself verifies it before signing', async () => {
-    const first = await openAudit(database, { checkpointEvery: 1000 });
+    const first = await openAudit(database(), { checkpointEvery: 1000 });
     for (let n = 0; n < 30; n++) await first.audit.record(event(n));
     await first.audit.settled();
     // The first server dies without its closing checkpoint: 30 events are unsigned.
     // Attack while it is down: edit one of them without re-hashing.
     await first.db.updateTable('audit_events').set({ outcome: 'denied' }).where('seq', '=', 8).execute();
-    const restarted = await openAudit(database, { checkpointEvery: 1000, masterKey: first.masterKey });
+    const restarted = await openAudit(database(), { checkpointEvery: 1000, masterKey: first.masterKey });
     await restarted.audit.checkpointAll();
     // The restarted server verified the tail, found the edit, and signed nothing over it.
     expect(await first.store.checkpoints('org_a')).toEqual([]);
@@ -106,7 +72,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
   });
 
   it('refuses to mint a new signing key when signed checkpoints exist but their key is gone', async () => {
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     await audit.record(event(1));
     await audit.close();
     // Attack: delete the server key, so that a fresh one would sign a rewritten log on the next start.
@@ -116,7 +82,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
   });
 
   it('still verifies, and reports, a chain whose head record was deleted', async () => {
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     await audit.record(event(1));
     await audit.record({ ...event(2), orgId: 'org_b' });
     await audit.close();
@@ -130,7 +96,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
 
   it('a back-dated event cannot pull recent history into pruning', async () => {
     const clock = manualClock();
-    const { audit, db } = await openAudit(database, { retentionDays: 30, clock: clock.now });
+    const { audit, db } = await openAudit(database(), { retentionDays: 30, clock: clock.now });
     for (let n = 0; n < 20; n++) await audit.record(event(n));
     await audit.settled();
     await audit.checkpointAll();
@@ -141,18 +107,14 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
     clock.set(Date.UTC(2026, 0, 2));
     const [result] = await audit.prune();
     expect(result).toEqual({ chainId: 'org_a', deleted: 0 });
-    const count = await db
-      .selectFrom('audit_events')
-      .select((eb) => eb.fn.countAll().as('n'))
-      .executeTakeFirstOrThrow();
-    expect(Number(count.n)).toBe(21);
+    expect(await countEvents(db)).toBe(21);
     await audit.close();
   });
 
   it('stores hostile text (a lone surrogate, NUL) so that the chain still verifies', async () => {
     // A lone surrogate would be hashed as written but stored as U+FFFD, breaking the chain for good;
     // NUL makes PostgreSQL refuse the whole batch, failing other callers' events with it.
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     const hostile = event(1, {
       actor: { type: 'user', id: 'usr_x', display: 'Mallory \ud800 the lone surrogate' },
       context: { ip: '192.0.2.1', userAgent: 'curl\u0000/8', requestId: 'req_1' },
@@ -170,7 +132,7 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
   });
 
   it('verifies a chain while it grows without a false alarm', async () => {
-    const { audit } = await openAudit(database, { checkpointEvery: 100 });
+    const { audit } = await openAudit(database(), { checkpointEvery: 100 });
     await Promise.all(Array.from({ length: 200 }, (_, n) => audit.record(event(n))));
     const appending = Promise.all(Array.from({ length: 2000 }, (_, n) => audit.record(event(n))));
     const during = await audit.verify('org_a');

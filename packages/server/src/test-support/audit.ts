@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import type { Kysely } from 'kysely';
 import pino from 'pino';
+import { GENESIS_HASH, hashOfRow } from '../audit/audit.chain.js';
 import { createAuditService } from '../audit/audit.service.js';
 import { createAuditStore } from '../audit/audit.store.js';
 import type { Database } from '../db/database.js';
 import { migrateToLatest } from '../db/migrate.js';
+import type { AuditEventsTable, DB } from '../db/schema.js';
 import { createMetrics } from '../ops/metrics.js';
 import { createKeyring } from '../secrets/keyring.js';
 import { createServerKeysService } from '../secrets/server-keys.service.js';
@@ -55,4 +58,42 @@ export async function openAudit(
     },
   });
   return { audit, store, serverKeys, masterKey, db: database.db };
+}
+
+/** How many audit events the database holds, all chains together. */
+export async function countEvents(db: Kysely<DB>): Promise<number> {
+  const row = await db
+    .selectFrom('audit_events')
+    .select((eb) => eb.fn.countAll().as('n'))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * What an attacker with write access to the database can do without any key: apply `edit` to events
+ * of a chain and recompute every hash from genesis, so the chain is self-consistent again.
+ */
+export async function rewriteChain(
+  db: Kysely<DB>,
+  chainId: string,
+  edit: (row: AuditEventsTable) => Partial<Pick<AuditEventsTable, 'outcome' | 'details' | 'actor_display'>>,
+): Promise<void> {
+  const rows = await db
+    .selectFrom('audit_events')
+    .selectAll()
+    .where('chain_id', '=', chainId)
+    .orderBy('seq')
+    .execute();
+  let prev = GENESIS_HASH;
+  for (const row of rows) {
+    const changes = { ...edit(row), prev_hash: prev };
+    const hash = hashOfRow({ ...row, ...changes });
+    await db
+      .updateTable('audit_events')
+      .set({ ...changes, hash })
+      .where('id', '=', row.id)
+      .execute();
+    prev = hash;
+  }
+  await db.updateTable('audit_chain_heads').set({ hash: prev }).where('chain_id', '=', chainId).execute();
 }

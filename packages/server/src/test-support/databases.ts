@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterEach, beforeEach, inject } from 'vitest';
 import { type Database, openPostgres, openSqlite } from '../db/database.js';
 import { tempDir } from './temp.js';
 
@@ -71,4 +71,26 @@ const postgres = (adminUrl: string): TestDatabase => ({
 export function testDatabases(): TestDatabase[] {
   const url = postgresUrl();
   return url ? [sqlite, postgres(url)] : [sqlite];
+}
+
+/**
+ * Gives each test of the calling suite a fresh, empty database of `target`'s kind, opened, and drops
+ * it after the test. Returns a getter, valid inside tests.
+ */
+export function freshDatabasePerTest(target: TestDatabase): () => Database {
+  let database: Database | undefined;
+  let drop: (() => Promise<void>) | undefined;
+  beforeEach(async () => {
+    const created = await target.create();
+    database = created.open();
+    drop = created.drop;
+  });
+  afterEach(async () => {
+    await database?.close().catch(() => {});
+    await drop?.();
+  });
+  return () => {
+    if (!database) throw new Error('freshDatabasePerTest: use the database inside a test');
+    return database;
+  };
 }
