@@ -50,7 +50,7 @@ function namesASecret(key: string): boolean {
 
 /** Value shapes of known credentials: ours (prefix + 43 base62 chars + checksum) and common foreign ones. */
 const SECRET_SHAPES: Array<[RegExp, string]> = [
-  [/\bbw[a-z]_[A-Za-z0-9]{20,}/, 'a Bulwark token'],
+  [/\bbw[a-z]_[A-Za-z0-9_-]{20,}/, 'a Bulwark token'],
   [/\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\./, 'a JSON Web Token'],
   [/-----BEGIN [A-Z ]*PRIVATE KEY-----/, 'a PEM private key'],
   [/\b(AKIA|ASIA)[0-9A-Z]{16}\b/, 'an AWS access key id'],

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { canonicalJson } from '@bulwark/protocol';
+import { canonicalJson, generateToken } from '@bulwark/protocol';
 import { describe, expect, it } from 'vitest';
 import { BadRequestError } from '../errors.js';
 import { countEvents, manualClock, openAudit, rewriteChain } from '../test-support/audit.js';
@@ -101,6 +101,13 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       await expect(audit.record(event('org_a', 1, { details }))).rejects.toBeInstanceOf(
         AuditDetailsRejectedError,
       );
+    }
+    // Every token Bulwark issues is caught, whatever characters its random body happens to start with.
+    for (let i = 0; i < 300; i++) {
+      const token = generateToken(i % 2 === 0 ? 'bwk' : 'bws');
+      await expect(
+        audit.record(event('org_a', 1, { details: { note: `leaked ${token}` } })),
+      ).rejects.toBeInstanceOf(AuditDetailsRejectedError);
     }
     // Saying whether a secret was set is fine.
     await audit.record(
