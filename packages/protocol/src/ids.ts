@@ -16,6 +16,9 @@ export const ID_PREFIXES = {
   auditCheckpoint: 'ckp',
   serverKey: 'key',
   request: 'req',
+  org: 'org',
+  user: 'usr',
+  session: 'ses',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

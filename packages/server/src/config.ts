@@ -237,6 +237,42 @@ export const settings = {
     defaultText: '<dataDir>/master.key',
     parse: optional(nonEmpty),
   },
+  sessionIdleMinutes: {
+    env: 'BULWARK_SESSION_IDLE_MINUTES',
+    doc: 'A session unused this long ends. Above 30 (NIST SP 800-63B AAL2) is allowed and logged at start as a relaxation.',
+    defaultText: '30',
+    parse: integer(1, 24 * 60),
+  },
+  sessionAbsoluteHours: {
+    env: 'BULWARK_SESSION_ABSOLUTE_HOURS',
+    doc: 'A session ends this long after sign-in, however active. Above 12 (AAL2) is allowed and logged as a relaxation.',
+    defaultText: '12',
+    parse: integer(1, 30 * 24),
+  },
+  bootstrapEmail: {
+    env: 'BULWARK_BOOTSTRAP_EMAIL',
+    doc: 'Email of the first owner, created on first start with an organization.',
+    defaultText: 'admin@bulwark.localhost',
+    parse: optional(nonEmpty),
+  },
+  bootstrapPassword: {
+    env: 'BULWARK_BOOTSTRAP_PASSWORD',
+    doc: "The first owner's password. Unset: a one-time password is generated, printed once, and must be changed at first sign-in.",
+    secret: true,
+    parse: optional(nonEmpty),
+  },
+  bootstrapOrgName: {
+    env: 'BULWARK_BOOTSTRAP_ORG_NAME',
+    doc: 'Name of the organization created on first start.',
+    defaultText: 'Default',
+    parse: nonEmpty,
+  },
+  passwordHashConcurrency: {
+    env: 'BULWARK_PASSWORD_HASH_CONCURRENCY',
+    doc: 'Password hashes computed at once (argon2id, ~19 MiB and tens of ms each); more wait, and beyond 64 waiting sign-ins get 503.',
+    defaultText: 'CPU cores - 1 (at least 1)',
+    parse: optional(integer(1, 64)),
+  },
   logLevel: {
     env: 'BULWARK_LOG_LEVEL',
     doc: 'Log level of the JSON logs on stdout.',
@@ -323,6 +359,9 @@ export interface Config {
   masterKey: Buffer | undefined;
   masterKeyFile: string;
   logLevel: Parsed<'logLevel'>;
+  sessions: { idleMinutes: number; absoluteHours: number };
+  bootstrap: { email: string | undefined; password: string | undefined; orgName: string };
+  passwordHashConcurrency: number | undefined;
   metricsToken: string | undefined;
   metricsPort: number | undefined;
   shutdownTimeoutMs: number;
@@ -355,6 +394,9 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   trustedProxies: [],
   bodyLimitBytes: 1024 * 1024,
   logLevel: 'info',
+  sessionIdleMinutes: 30,
+  sessionAbsoluteHours: 12,
+  bootstrapOrgName: 'Default',
   shutdownTimeoutMs: 10_000,
   auditRetentionDays: 365,
   auditCheckpointEvery: 1000,
@@ -511,6 +553,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     masterKey: values.masterKey,
     masterKeyFile: path.resolve(cwd, values.masterKeyFile ?? path.join(dataDir, 'master.key')),
     logLevel: values.logLevel,
+    sessions: { idleMinutes: values.sessionIdleMinutes, absoluteHours: values.sessionAbsoluteHours },
+    bootstrap: {
+      email: values.bootstrapEmail,
+      password: values.bootstrapPassword,
+      orgName: values.bootstrapOrgName,
+    },
+    passwordHashConcurrency: values.passwordHashConcurrency,
     metricsToken: values.metricsToken,
     metricsPort: values.metricsPort,
     shutdownTimeoutMs: values.shutdownTimeoutMs,
@@ -559,6 +608,13 @@ export function describeConfig(config: Config): string[] {
     masterKey: config.masterKey ? '**** (set)' : '',
     masterKeyFile: config.masterKey ? '(unused: BULWARK_MASTER_KEY is set)' : config.masterKeyFile,
     logLevel: config.logLevel,
+    sessionIdleMinutes: String(config.sessions.idleMinutes),
+    sessionAbsoluteHours: String(config.sessions.absoluteHours),
+    bootstrapEmail: config.bootstrap.email ?? '',
+    bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
+    bootstrapOrgName: config.bootstrap.orgName,
+    passwordHashConcurrency:
+      config.passwordHashConcurrency === undefined ? '' : String(config.passwordHashConcurrency),
     metricsToken: config.metricsToken ? '**** (set)' : '',
     metricsPort: config.metricsPort === undefined ? '' : String(config.metricsPort),
     shutdownTimeoutMs: String(config.shutdownTimeoutMs),

@@ -7,16 +7,25 @@ import { createAuditStore } from './audit/audit.store.js';
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
-import { UnauthenticatedError } from './errors.js';
-import { createHttpApp, type RouteGuard } from './http/app.js';
+import { createHttpApp } from './http/app.js';
 import { openApiRoute } from './http/openapi.js';
 import type { RouteDefinition } from './http/route.js';
+import { authRoutes } from './identity/auth.routes.js';
+import { createAuthService } from './identity/auth.service.js';
+import { bootstrapFirstOwner } from './identity/bootstrap.js';
+import { createCsrf } from './identity/csrf.js';
+import { createPasswordHasher } from './identity/password-hasher.js';
+import { createSessionGuard } from './identity/session-guard.js';
+import { createSessionsService } from './identity/sessions.service.js';
+import { createSessionsStore } from './identity/sessions.store.js';
+import { createUsersStore } from './identity/users.store.js';
 import { createLogger } from './logging.js';
 import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
 import { createReadinessCheck } from './ops/readiness.js';
-import { createKeyring } from './secrets/keyring.js';
+import { createOrgsStore } from './orgs/orgs.store.js';
+import { createKeyring, type Keyring } from './secrets/keyring.js';
 import { assertPrivateFile, loadMasterKey } from './secrets/master-key.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
@@ -31,6 +40,48 @@ export interface StartOptions {
   /** Where JSON logs go; stdout by default. */
   logDestination?: DestinationStream;
   clock?: () => number;
+  /** Where the first owner's one-time password is shown: the terminal (stderr), never the logs. */
+  print?: (line: string) => void;
+}
+
+const printToTerminal = (line: string) => process.stderr.write(`${line}\n`);
+
+/** AAL2 (NIST SP 800-63B) session lifetimes; longer is the operator's choice, said out loud at start. */
+const AAL2_IDLE_MINUTES = 30;
+const AAL2_ABSOLUTE_HOURS = 12;
+
+/** Users, sessions, sign-in and the guard every permission route goes through; the first owner on first start. */
+async function startIdentity(deps: {
+  config: Config;
+  core: CoreServices;
+  logger: Logger;
+  clock: () => number;
+  print: (line: string) => void;
+}) {
+  const { config, core, logger, clock } = deps;
+  const { idleMinutes, absoluteHours } = config.sessions;
+  if (idleMinutes > AAL2_IDLE_MINUTES || absoluteHours > AAL2_ABSOLUTE_HOURS) {
+    logger.warn(
+      { idleMinutes, absoluteHours },
+      'session lifetimes are relaxed beyond NIST SP 800-63B AAL2 (30 min idle, 12 h absolute)',
+    );
+  }
+  const users = createUsersStore(core.database.db);
+  const orgs = createOrgsStore(core.database.db);
+  const hasher = createPasswordHasher(
+    config.passwordHashConcurrency === undefined ? {} : { concurrency: config.passwordHashConcurrency },
+  );
+  const sessions = createSessionsService({
+    store: createSessionsStore(core.database.db),
+    clock,
+    policy: { idleMs: idleMinutes * 60_000, absoluteMs: absoluteHours * 3_600_000 },
+  });
+  const csrf = createCsrf(core.keyring.deriveKey('csrf'));
+  await bootstrapFirstOwner({ config, users, orgs, hasher, audit: core.audit, clock, print: deps.print });
+  return {
+    auth: createAuthService({ users, orgs, sessions, hasher, csrf, audit: core.audit, clock }),
+    guard: createSessionGuard({ sessions, csrf, audit: core.audit }),
+  };
 }
 
 export interface RunningServer {
@@ -44,16 +95,12 @@ export interface RunningServer {
 
 const RETENTION_EVERY_MS = 6 * 3600_000;
 
-/** Until identity arrives there is no credential the server accepts, so every permission route answers 401. */
-const noCredentialAccepted: RouteGuard = async () => {
-  throw new UnauthenticatedError();
-};
-
 export interface CoreServices {
   database: Database;
   audit: ReturnType<typeof createAuditService>;
   serverKeys: ReturnType<typeof createServerKeysService>;
   metrics: ReturnType<typeof createMetrics>;
+  keyring: Keyring;
 }
 
 /**
@@ -89,7 +136,7 @@ export async function openCore(
       options: config.audit,
     });
     await audit.ensureSigningKey();
-    return { database, audit, serverKeys, metrics };
+    return { database, audit, serverKeys, metrics, keyring };
   } catch (error) {
     await database.close();
     throw error;
@@ -129,7 +176,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ...(options.logDestination ? { destination: options.logDestination } : {}),
   });
   if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
-  const core = await openCore(config, logger, options.clock);
+  const clock = options.clock ?? Date.now;
+  const core = await openCore(config, logger, clock);
   const { database, audit, metrics } = core;
   // Sign what a previous run left unsigned (it may have stopped before its last checkpoint); each
   // chain is verified from its last signed statement first, and a broken one is reported, not signed.
@@ -151,14 +199,20 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     stopping: () => stopping,
   });
 
+  const identity = await startIdentity({
+    config,
+    core,
+    logger,
+    clock,
+    print: options.print ?? printToTerminal,
+  });
+
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
+    ...authRoutes(identity.auth),
   ];
   routes.push(openApiRoute(routes, VERSION));
-  const app = await createHttpApp(
-    { config, logger, metrics: metrics.http, guard: noCredentialAccepted },
-    routes,
-  );
+  const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);
 
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address() as AddressInfo;

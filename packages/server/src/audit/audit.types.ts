@@ -7,6 +7,12 @@ export const AUDIT_ACTIONS = [
   'system.started',
   'system.stopped',
   'ops.metrics_auth_failed',
+  'identity.bootstrapped',
+  'auth.login_succeeded',
+  'auth.login_failed',
+  'auth.logout',
+  'auth.password_changed',
+  'auth.csrf_rejected',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

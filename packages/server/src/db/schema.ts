@@ -55,9 +55,55 @@ export interface ServerKeysTable {
   created_at: number;
 }
 
+export interface OrgsTable {
+  id: string;
+  slug: string;
+  name: string;
+  created_at: number;
+}
+
+export type UserStatus = 'active' | 'disabled';
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  display_name: string;
+  password_hash: string | null;
+  status: UserStatus;
+  password_change_required_at: number | null;
+  password_changed_at: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface MembershipsTable {
+  org_id: string;
+  user_id: string;
+  role: string;
+  created_at: number;
+}
+
+export interface SessionsTable {
+  id: string;
+  token_hash: string;
+  user_id: string;
+  created_at: number;
+  last_seen_at: number;
+  expires_at: number;
+  authenticated_at: number;
+  ip: string | null;
+  user_agent: string | null;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
   audit_checkpoints: AuditCheckpointsTable;
   server_keys: ServerKeysTable;
+  orgs: OrgsTable;
+  users: UsersTable;
+  memberships: MembershipsTable;
+  sessions: SessionsTable;
 }

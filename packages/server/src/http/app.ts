@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { newId } from '@bulwark/protocol';
+import cookie from '@fastify/cookie';
 import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -178,6 +179,8 @@ export async function createHttpApp(
 
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
   app.removeContentTypeParser('text/plain');
+  // Cookies are parsed, never signed: the session token carries its own integrity (random + checksum).
+  await app.register(cookie);
   installErrorHandling(app);
   await installSecurityHeaders(app, { hsts: config.tls !== undefined || config.trustedProxies.length > 0 });
 

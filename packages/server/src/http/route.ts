@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import type { LiveSession } from '../identity/sessions.service.js';
 
 /**
  * The route declaration every HTTP route is made from. Nothing registers without one (invariant 1,
@@ -36,11 +37,13 @@ export function rawResponse(contentType: string, description: string): RawRespon
 
 export type ResponseSpec = z.ZodType | RawResponse;
 
-/** Who is calling. Authentication fills this in; until then no principal exists. */
+/** Who is calling, as the guard established it. */
 export interface Principal {
   type: 'user' | 'api_key';
   id: string;
   display: string;
+  /** The browser session the call came with, when it came with one. */
+  session?: LiveSession;
 }
 
 export interface RouteContext<P, Q, B> {

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 
 /**
  * Envelope encryption under the master key: AES-256-GCM with a random 96-bit nonce per message and
@@ -29,6 +29,8 @@ export interface Keyring {
   readonly currentKeyId: string;
   seal(plaintext: Buffer | string, context: string): string;
   open(sealed: string, context: string): Buffer;
+  /** A 256-bit key for one purpose (HKDF-SHA-256 of the master key), so no two uses share a key. */
+  deriveKey(purpose: string): Buffer;
 }
 
 export function createKeyring(keys: { current: Buffer; previous?: Buffer[] }): Keyring {
@@ -41,6 +43,8 @@ export function createKeyring(keys: { current: Buffer; previous?: Buffer[] }): K
 
   return {
     currentKeyId,
+    deriveKey: (purpose) =>
+      Buffer.from(hkdfSync('sha256', keys.current, Buffer.alloc(0), `bulwark/${purpose}`, 32)),
     seal(plaintext, context) {
       const nonce = randomBytes(NONCE_BYTES);
       const cipher = createCipheriv('aes-256-gcm', keys.current, nonce);

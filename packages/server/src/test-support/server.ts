@@ -22,32 +22,50 @@ export interface TestServer {
   config: Config;
   dataDir: string;
   logs: LogCapture;
+  /** Lines the server printed to the terminal (the first owner's one-time password). */
+  printed: string[];
   server: RunningServer;
-  /** Shuts the server down and keeps its data directory for inspection. */
+  /** Shuts the server down and keeps its data directory for inspection or a restart. */
   stop(): Promise<void>;
   /** Shuts down (if still running) and deletes the data directory. */
   close(): Promise<void>;
 }
 
+export interface TestServerOptions {
+  clock?: () => number;
+  /** Start on an existing data directory (a restart) instead of a new one. */
+  dataDir?: string;
+}
+
 /** A real server in this process on a free loopback port, with its own data directory (SQLite unless the env says otherwise). */
-export async function startTestServer(env: Record<string, string> = {}): Promise<TestServer> {
-  const dir = await tempDir('server');
+export async function startTestServer(
+  env: Record<string, string> = {},
+  options: TestServerOptions = {},
+): Promise<TestServer> {
+  const dir = options.dataDir ? { path: options.dataDir, remove: async () => {} } : await tempDir('server');
   const config = loadConfig({
     env: { BULWARK_DATA_DIR: dir.path, BULWARK_PORT: '0', BULWARK_LOG_LEVEL: 'info', ...env },
     cwd: dir.path,
   });
   const logs = new LogCapture();
-  const server = await startServer(config, { logDestination: logs });
+  const printed: string[] = [];
+  const server = await startServer(config, {
+    logDestination: logs,
+    print: (line) => printed.push(line),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
+  const removeData = options.dataDir ? async () => {} : dir.remove;
   return {
     url: server.url,
     config,
     dataDir: dir.path,
     logs,
+    printed,
     server,
     stop: () => server.close(),
     async close() {
       await server.close();
-      await dir.remove();
+      await removeData();
     },
   };
 }

@@ -1,0 +1,108 @@
+import type { FastifyReply } from 'fastify';
+import { z } from 'zod';
+import { auditContextOf } from '../http/request-context.js';
+import { defineRoute, type Principal, type RouteDefinition } from '../http/route.js';
+import type { AuthService } from './auth.service.js';
+import { MAX_LENGTH } from './password-policy.js';
+import { SELF_PERMISSION, SESSION_COOKIE } from './session-guard.js';
+
+const SessionView = z.object({
+  user: z.object({
+    id: z.string(),
+    email: z.string(),
+    displayName: z.string(),
+    passwordChangeRequired: z.boolean(),
+  }),
+  memberships: z.array(z.object({ orgId: z.string(), slug: z.string(), name: z.string(), role: z.string() })),
+  csrfToken: z
+    .string()
+    .describe('Send as X-CSRF-Token on every state-changing request; keep it in memory only'),
+});
+
+// Bounded so an attacker cannot make the server hash megabytes; the policy's own limit is lower.
+const Password = z
+  .string()
+  .min(1)
+  .max(4 * MAX_LENGTH);
+
+function setSessionCookie(reply: FastifyReply, token: string): void {
+  reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
+}
+
+function sessionOf(principal: Principal | undefined) {
+  if (!principal?.session) throw new Error('self-service route reached without a browser session');
+  return principal.session;
+}
+
+export function authRoutes(auth: AuthService): RouteDefinition[] {
+  return [
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/login',
+      operationId: 'login',
+      summary: 'Sign in with email and password; starts a session (cookie) and returns the CSRF token',
+      tags: ['auth'],
+      access: {
+        public: 'signing in is how a caller gets credentials; failures are uniform and rate limited',
+      },
+      rateLimit: 'auth',
+      body: z.strictObject({ email: z.string().trim().min(3).max(254), password: Password }),
+      response: { 200: SessionView },
+      handler: async ({ body, request, reply }) => {
+        const { token, view } = await auth.login(body, auditContextOf(request));
+        setSessionCookie(reply, token);
+        return view;
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/auth/session',
+      operationId: 'getSession',
+      summary: 'The signed-in user, their organizations and the CSRF token for this session',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'read',
+      response: { 200: SessionView },
+      handler: ({ principal }) => auth.view(sessionOf(principal)),
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/logout',
+      operationId: 'logout',
+      summary: 'End this session and tell the browser to forget it',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'write',
+      response: { 200: z.object({ status: z.literal('signed_out') }) },
+      handler: async ({ principal, request, reply }) => {
+        await auth.logout(sessionOf(principal), auditContextOf(request));
+        reply.clearCookie(SESSION_COOKIE, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
+        reply.header('clear-site-data', '"cookies", "storage"');
+        return { status: 'signed_out' as const };
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/password',
+      operationId: 'changePassword',
+      summary: 'Change your password; ends your other sessions and renews this one',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'auth',
+      body: z.strictObject({ currentPassword: Password, newPassword: Password }),
+      response: { 200: SessionView },
+      handler: async ({ principal, body, request, reply }) => {
+        const { token, view } = await auth.changePassword(
+          sessionOf(principal),
+          body,
+          auditContextOf(request),
+        );
+        setSessionCookie(reply, token);
+        return view;
+      },
+    }),
+  ];
+}

@@ -1,0 +1,170 @@
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditRequestContext } from '../audit/audit.types.js';
+import { AppError, ValidationError } from '../errors.js';
+import type { OrgsStore } from '../orgs/orgs.store.js';
+import type { Csrf } from './csrf.js';
+import type { PasswordHasher } from './password-hasher.js';
+import { passwordProblem } from './password-policy.js';
+import type { LiveSession, SessionsService } from './sessions.service.js';
+import type { UsersStore } from './users.store.js';
+
+/**
+ * Sign-in, sign-out and password change (AUTH-1, AUTH-2, AUTH-5). Every failed sign-in looks the same
+ * to the caller, whether the account does not exist, the password is wrong or the account is
+ * disabled: the same status and body, and the same work (an unknown account costs a real argon2
+ * verification), so neither the answer nor its timing tells an attacker which accounts exist.
+ */
+
+export class InvalidCredentialsError extends AppError {
+  constructor() {
+    super(401, 'invalid_credentials', 'The email or password is not correct.');
+  }
+}
+
+export interface SessionView {
+  user: { id: string; email: string; displayName: string; passwordChangeRequired: boolean };
+  memberships: Array<{ orgId: string; slug: string; name: string; role: string }>;
+  csrfToken: string;
+}
+
+export function createAuthService(deps: {
+  users: UsersStore;
+  orgs: OrgsStore;
+  sessions: SessionsService;
+  hasher: PasswordHasher;
+  csrf: Csrf;
+  audit: AuditService;
+  clock: () => number;
+}) {
+  const { users, orgs, sessions, hasher, csrf, audit, clock } = deps;
+
+  async function view(
+    session: Pick<LiveSession, 'id' | 'userId' | 'email' | 'displayName' | 'passwordChangeRequired'>,
+  ): Promise<SessionView> {
+    return {
+      user: {
+        id: session.userId,
+        email: session.email,
+        displayName: session.displayName,
+        passwordChangeRequired: session.passwordChangeRequired,
+      },
+      memberships: await orgs.membershipsOf(session.userId),
+      csrfToken: csrf.tokenFor(session.id),
+    };
+  }
+
+  return {
+    view,
+
+    async login(
+      input: { email: string; password: string },
+      context: AuditRequestContext,
+    ): Promise<{ token: string; view: SessionView }> {
+      const email = input.email.trim().toLowerCase();
+      const user = await users.findByEmail(email);
+      const passwordMatches = user?.password_hash
+        ? await hasher.verify(user.password_hash, input.password)
+        : await hasher.verifyNothing(input.password);
+      if (!user || !passwordMatches || user.status !== 'active') {
+        await audit.record({
+          actor: { type: 'anonymous', display: email },
+          action: 'auth.login_failed',
+          target: user ? { type: 'user', id: user.id, display: user.email } : null,
+          outcome: 'failure',
+          context,
+          details: {
+            reason: !user ? 'unknown_account' : !passwordMatches ? 'wrong_password' : 'account_disabled',
+          },
+        });
+        throw new InvalidCredentialsError();
+      }
+      // A new session, and so a new id, at every sign-in: a session id planted before sign-in is worthless.
+      const { token, sessionId } = await sessions.start(user.id, context);
+      await audit.record({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.login_succeeded',
+        target: { type: 'session', id: sessionId },
+        outcome: 'success',
+        context,
+      });
+      return {
+        token,
+        view: await view({
+          id: sessionId,
+          userId: user.id,
+          email: user.email,
+          displayName: user.display_name,
+          passwordChangeRequired: user.password_change_required_at !== null,
+        }),
+      };
+    },
+
+    async logout(session: LiveSession, context: AuditRequestContext): Promise<void> {
+      await sessions.end(session.id, 'logout');
+      await audit.record({
+        actor: { type: 'user', id: session.userId, display: session.email },
+        action: 'auth.logout',
+        target: { type: 'session', id: session.id },
+        outcome: 'success',
+        context,
+      });
+    },
+
+    /**
+     * Changes the password after re-proving the current one, ends every other session of the user,
+     * and replaces the current session with a new one (a privilege change gets a new id).
+     */
+    async changePassword(
+      session: LiveSession,
+      input: { currentPassword: string; newPassword: string },
+      context: AuditRequestContext,
+    ): Promise<{ token: string; view: SessionView }> {
+      const user = await users.findById(session.userId);
+      if (!user?.password_hash || !(await hasher.verify(user.password_hash, input.currentPassword))) {
+        await audit.record({
+          actor: { type: 'user', id: session.userId, display: session.email },
+          action: 'auth.password_changed',
+          outcome: 'failure',
+          context,
+          details: { reason: 'wrong_current_password' },
+        });
+        throw new ValidationError([
+          { path: 'body.currentPassword', message: 'is not your current password' },
+        ]);
+      }
+      const memberships = await orgs.membershipsOf(user.id);
+      const problem =
+        input.newPassword === input.currentPassword
+          ? { message: 'Choose a password different from the current one.' }
+          : passwordProblem(input.newPassword, {
+              email: user.email,
+              ...(memberships[0] ? { orgName: memberships[0].name, orgSlug: memberships[0].slug } : {}),
+            });
+      if (problem) throw new ValidationError([{ path: 'body.newPassword', message: problem.message }]);
+
+      await users.setPassword(user.id, await hasher.hash(input.newPassword), clock(), false);
+      const ended = await sessions.endAllOf(user.id, 'password changed');
+      const { token, sessionId } = await sessions.start(user.id, context);
+      await audit.record({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.password_changed',
+        target: { type: 'user', id: user.id, display: user.email },
+        outcome: 'success',
+        context,
+        details: { sessionsEnded: ended },
+      });
+      return {
+        token,
+        view: await view({
+          id: sessionId,
+          userId: user.id,
+          email: user.email,
+          displayName: user.display_name,
+          passwordChangeRequired: false,
+        }),
+      };
+    },
+  };
+}
+
+export type AuthService = ReturnType<typeof createAuthService>;

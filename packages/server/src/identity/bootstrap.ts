@@ -1,0 +1,96 @@
+import { randomInt } from 'node:crypto';
+import { newId } from '@bulwark/protocol';
+import type { AuditService } from '../audit/audit.service.js';
+import type { Config } from '../config.js';
+import { ConfigError } from '../config.js';
+import type { OrgsStore } from '../orgs/orgs.store.js';
+import type { PasswordHasher } from './password-hasher.js';
+import { passwordProblem } from './password-policy.js';
+import type { UsersStore } from './users.store.js';
+
+export const DEFAULT_BOOTSTRAP_EMAIL = 'admin@bulwark.localhost';
+
+// No look-alike characters: the one-time password is read off a terminal and typed.
+const ALPHABET = 'abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789';
+
+function oneTimePassword(): string {
+  const groups = Array.from({ length: 4 }, () =>
+    Array.from({ length: 5 }, () => ALPHABET[randomInt(ALPHABET.length)]).join(''),
+  );
+  return groups.join('-'); // ~114 bits
+}
+
+export function slugify(name: string): string {
+  const slug = name
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40);
+  return slug || 'default';
+}
+
+/**
+ * PLAT-1: on the first start of an empty installation, creates an organization and its first owner,
+ * from BULWARK_BOOTSTRAP_EMAIL / _PASSWORD or with a generated one-time password that is printed once
+ * (to the terminal, not the logs) and must be changed at first sign-in. Does nothing once any user
+ * exists, and tolerates a second instance doing the same at the same moment.
+ */
+export async function bootstrapFirstOwner(deps: {
+  config: Pick<Config, 'bootstrap'>;
+  users: UsersStore;
+  orgs: OrgsStore;
+  hasher: PasswordHasher;
+  audit: AuditService;
+  clock: () => number;
+  print: (line: string) => void;
+}): Promise<void> {
+  const { config, users, orgs, hasher, audit, clock, print } = deps;
+  if ((await users.count()) > 0) return;
+
+  const email = (config.bootstrap.email ?? DEFAULT_BOOTSTRAP_EMAIL).toLowerCase();
+  const orgName = config.bootstrap.orgName;
+  const given = config.bootstrap.password;
+  if (given) {
+    const problem = passwordProblem(given, { email, orgName, orgSlug: slugify(orgName) });
+    if (problem) throw new ConfigError([{ setting: 'BULWARK_BOOTSTRAP_PASSWORD', reason: problem.message }]);
+  }
+  const password = given ?? oneTimePassword();
+  const now = clock();
+  const org = { id: newId('org', now), slug: slugify(orgName), name: orgName, created_at: now };
+  const user = {
+    id: newId('usr', now),
+    email,
+    display_name: 'Owner',
+    password_hash: await hasher.hash(password),
+    status: 'active' as const,
+    password_change_required_at: given ? null : now,
+    password_changed_at: now,
+    created_at: now,
+    updated_at: now,
+  };
+  try {
+    await orgs.insertOrg(org);
+    await users.insert(user);
+  } catch (error) {
+    if ((await users.count()) > 0) return; // another instance bootstrapped first
+    throw error;
+  }
+  await orgs.insertMembership({ org_id: org.id, user_id: user.id, role: 'owner', created_at: now });
+  await audit.record({
+    orgId: org.id,
+    actor: { type: 'system', id: 'bootstrap', display: 'first start' },
+    action: 'identity.bootstrapped',
+    target: { type: 'user', id: user.id, display: email },
+    outcome: 'success',
+    details: { org: org.slug, passwordGenerated: !given },
+  });
+  if (!given) {
+    print('');
+    print('  Bulwark created the first owner of organization "' + orgName + '":');
+    print(`    email:     ${email}`);
+    print(`    password:  ${password}`);
+    print('  This one-time password is shown only now; you must change it at first sign-in.');
+    print('');
+  }
+}

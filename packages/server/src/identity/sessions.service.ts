@@ -1,0 +1,90 @@
+import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/protocol';
+import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { SessionsStore } from './sessions.store.js';
+
+/**
+ * Server-side sessions (AUTH-3): the browser holds a 256-bit token, the database only its SHA-256, so
+ * a copy of the database opens no session. A session ends when unused for the idle timeout, at its
+ * absolute lifetime, at logout, or when revoked; it survives a server restart because it lives in the
+ * database, not in memory.
+ */
+
+export interface SessionPolicy {
+  idleMs: number;
+  absoluteMs: number;
+}
+
+export interface LiveSession {
+  id: string;
+  userId: string;
+  email: string;
+  displayName: string;
+  passwordChangeRequired: boolean;
+  authenticatedAt: number;
+}
+
+/** Writing last-seen on every request would turn every read into a write; once a minute is enough. */
+const TOUCH_EVERY_MS = 60_000;
+
+export function createSessionsService(deps: {
+  store: SessionsStore;
+  clock: () => number;
+  policy: SessionPolicy;
+}) {
+  const { store, clock, policy } = deps;
+
+  return {
+    /** Starts a session and returns the token to hand to the browser, once. */
+    async start(userId: string, context: AuditRequestContext): Promise<{ token: string; sessionId: string }> {
+      const now = clock();
+      const token = generateToken('bws');
+      const sessionId = newId('ses', now);
+      await store.insert({
+        id: sessionId,
+        token_hash: tokenHash(token),
+        user_id: userId,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + policy.absoluteMs,
+        authenticated_at: now,
+        ip: context.ip ?? null,
+        user_agent: context.userAgent ?? null,
+        revoked_at: null,
+        revoked_reason: null,
+      });
+      return { token, sessionId };
+    },
+
+    /** The live session a token opens, or undefined; an expired one is ended on the way. */
+    async resolve(token: string): Promise<LiveSession | undefined> {
+      if (!isWellFormedToken(token, 'bws')) return undefined;
+      const row = await store.findLive(tokenHash(token));
+      if (row?.status !== 'active') return undefined;
+      const now = clock();
+      if (now >= row.expires_at) {
+        await store.revoke(row.id, now, 'expired: absolute lifetime');
+        return undefined;
+      }
+      if (now - row.last_seen_at >= policy.idleMs) {
+        await store.revoke(row.id, now, 'expired: idle');
+        return undefined;
+      }
+      if (now - row.last_seen_at >= TOUCH_EVERY_MS) await store.touch(row.id, now);
+      return {
+        id: row.id,
+        userId: row.user_id,
+        email: row.email,
+        displayName: row.display_name,
+        passwordChangeRequired: row.password_change_required_at !== null,
+        authenticatedAt: row.authenticated_at,
+      };
+    },
+
+    end: (sessionId: string, reason: string) => store.revoke(sessionId, clock(), reason),
+
+    endAllOf: (userId: string, reason: string, exceptSessionId?: string) =>
+      store.revokeAllOf(userId, clock(), reason, exceptSessionId),
+  };
+}
+
+export type SessionsService = ReturnType<typeof createSessionsService>;

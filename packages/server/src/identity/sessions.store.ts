@@ -1,0 +1,46 @@
+import type { Kysely } from 'kysely';
+import type { DB, SessionsTable } from '../db/schema.js';
+
+export type SessionRow = SessionsTable;
+
+export function createSessionsStore(db: Kysely<DB>) {
+  return {
+    async insert(row: SessionRow): Promise<void> {
+      await db.insertInto('sessions').values(row).execute();
+    },
+    /** The live session with this token hash, joined with its user. */
+    findLive: (tokenHash: string) =>
+      db
+        .selectFrom('sessions')
+        .innerJoin('users', 'users.id', 'sessions.user_id')
+        .selectAll('sessions')
+        .select(['users.email', 'users.display_name', 'users.status', 'users.password_change_required_at'])
+        .where('sessions.token_hash', '=', tokenHash)
+        .where('sessions.revoked_at', 'is', null)
+        .executeTakeFirst(),
+    async touch(id: string, now: number): Promise<void> {
+      await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
+    },
+    async revoke(id: string, now: number, reason: string): Promise<void> {
+      await db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoked_reason: reason })
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .execute();
+    },
+    /** Ends every live session of a user, except one when given; returns how many ended. */
+    async revokeAllOf(userId: string, now: number, reason: string, exceptId?: string): Promise<number> {
+      let query = db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoked_reason: reason })
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null);
+      if (exceptId) query = query.where('id', '!=', exceptId);
+      const result = await query.executeTakeFirst();
+      return Number(result.numUpdatedRows);
+    },
+  };
+}
+
+export type SessionsStore = ReturnType<typeof createSessionsStore>;
