@@ -6,7 +6,7 @@ import type { Csrf } from './csrf.js';
 import type { PasswordHasher } from './password-hasher.js';
 import { passwordProblem } from './password-policy.js';
 import type { LiveSession, SessionsService } from './sessions.service.js';
-import type { UsersStore } from './users.store.js';
+import type { UserRow, UsersStore } from './users.store.js';
 
 /**
  * Sign-in, sign-out and password change (AUTH-1, AUTH-2, AUTH-5). Every failed sign-in looks the same
@@ -53,6 +53,20 @@ export function createAuthService(deps: {
     };
   }
 
+  /** The answer to an action that started a session: its token (for the cookie) and its view. */
+  async function issued(user: UserRow, started: { token: string; sessionId: string }) {
+    return {
+      token: started.token,
+      view: await view({
+        id: started.sessionId,
+        userId: user.id,
+        email: user.email,
+        displayName: user.display_name,
+        passwordChangeRequired: user.password_change_required_at !== null,
+      }),
+    };
+  }
+
   return {
     view,
 
@@ -79,24 +93,15 @@ export function createAuthService(deps: {
         throw new InvalidCredentialsError();
       }
       // A new session, and so a new id, at every sign-in: a session id planted before sign-in is worthless.
-      const { token, sessionId } = await sessions.start(user.id, context);
+      const started = await sessions.start(user.id, context);
       await audit.record({
         actor: { type: 'user', id: user.id, display: user.email },
         action: 'auth.login_succeeded',
-        target: { type: 'session', id: sessionId },
+        target: { type: 'session', id: started.sessionId },
         outcome: 'success',
         context,
       });
-      return {
-        token,
-        view: await view({
-          id: sessionId,
-          userId: user.id,
-          email: user.email,
-          displayName: user.display_name,
-          passwordChangeRequired: user.password_change_required_at !== null,
-        }),
-      };
+      return issued(user, started);
     },
 
     async logout(session: LiveSession, context: AuditRequestContext): Promise<void> {
@@ -144,7 +149,7 @@ export function createAuthService(deps: {
 
       await users.setPassword(user.id, await hasher.hash(input.newPassword), clock(), false);
       const ended = await sessions.endAllOf(user.id, 'password changed');
-      const { token, sessionId } = await sessions.start(user.id, context);
+      const started = await sessions.start(user.id, context);
       await audit.record({
         actor: { type: 'user', id: user.id, display: user.email },
         action: 'auth.password_changed',
@@ -153,16 +158,7 @@ export function createAuthService(deps: {
         context,
         details: { sessionsEnded: ended },
       });
-      return {
-        token,
-        view: await view({
-          id: sessionId,
-          userId: user.id,
-          email: user.email,
-          displayName: user.display_name,
-          passwordChangeRequired: false,
-        }),
-      };
+      return issued({ ...user, password_change_required_at: null }, started);
     },
   };
 }
