@@ -53,12 +53,6 @@ export class NotFoundError extends AppError {
   }
 }
 
-export class ConflictError extends AppError {
-  constructor(code: string, message: string) {
-    super(409, code, message);
-  }
-}
-
 export class RateLimitedError extends AppError {
   constructor(readonly retryAfterSeconds: number) {
     super(429, 'rate_limited', 'Too many requests; try again later.');

@@ -99,8 +99,3 @@ export function guardDetails(details: { [key: string]: JsonValue } | undefined):
   }
   return text;
 }
-
-/** Whether a string has the shape of a credential; shared with other places that must never hold one. */
-export function looksLikeSecret(value: string): boolean {
-  return SECRET_SHAPES.some(([shape]) => shape.test(value));
-}

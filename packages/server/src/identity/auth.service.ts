@@ -21,6 +21,16 @@ export class InvalidCredentialsError extends AppError {
   }
 }
 
+const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+$/;
+
+/**
+ * What a failed sign-in records as the caller. People type their password into the email field; the
+ * audit log and its exports must not keep it, so only an email-shaped identifier is recorded.
+ */
+function attemptedIdentity(email: string): string {
+  return EMAIL_SHAPE.test(email) ? email : '(not an email address)';
+}
+
 export interface SessionView {
   user: { id: string; email: string; displayName: string; passwordChangeRequired: boolean };
   memberships: Array<{ orgId: string; slug: string; name: string; role: string }>;
@@ -81,7 +91,7 @@ export function createAuthService(deps: {
         : await hasher.verifyNothing(input.password);
       if (!user || !passwordMatches || user.status !== 'active') {
         await audit.record({
-          actor: { type: 'anonymous', display: email },
+          actor: { type: 'anonymous', display: attemptedIdentity(email) },
           action: 'auth.login_failed',
           target: user ? { type: 'user', id: user.id, display: user.email } : null,
           outcome: 'failure',

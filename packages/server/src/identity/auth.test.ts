@@ -169,6 +169,20 @@ describe('sign-in', () => {
     ]);
   });
 
+  it('does not keep a password typed into the email field', async () => {
+    // A common slip: the password goes into the email field. The audit log and its exports must not keep it.
+    server = await startTestServer(BOOTSTRAP);
+    const slip = 'Tr4vel-Quietly-Over-Mountains-Too';
+    expect((await new Browser(server.url).login(slip, slip)).status).toBe(401);
+    await server.stop();
+    const db = database(server);
+    const rows = db.prepare(`select * from audit_events where action = 'auth.login_failed'`).all();
+    db.close();
+    expect(rows).toHaveLength(1);
+    expect(JSON.stringify(rows)).not.toContain(slip);
+    expect(rows[0]).toMatchObject({ actor_display: '(not an email address)' });
+  });
+
   it('takes as long for an unknown account as for a wrong password', async () => {
     // Attack: enumerating accounts by response time (no hash when the account does not exist).
     server = await startTestServer({ ...BOOTSTRAP, BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000' });

@@ -37,7 +37,8 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}) {
   const queueLimit = options.queue ?? 64;
   let active = 0;
   const waiting: Array<() => void> = [];
-  let dummyHash: Promise<string> | undefined;
+  // Made now, not on first use: otherwise the first unknown account would cost two hashes.
+  const dummyHash = hash(`no account has this password ${Math.random()}`, ARGON2_PARAMS);
 
   async function withSlot<T>(work: () => Promise<T>): Promise<T> {
     if (active >= concurrency) {
@@ -68,7 +69,6 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}) {
      */
     async verifyNothing(password: string): Promise<false> {
       await withSlot(async () => {
-        dummyHash ??= hash(`no account has this password ${Math.random()}`, ARGON2_PARAMS);
         await verify(await dummyHash, password).catch(() => false);
       });
       return false;
