@@ -19,6 +19,10 @@ export const ID_PREFIXES = {
   org: 'org',
   user: 'usr',
   session: 'ses',
+  role: 'rol',
+  roleBinding: 'rbd',
+  team: 'tea',
+  invitation: 'inv',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

@@ -10,6 +10,8 @@ import { OUTCOMES, type Outcome } from './audit/audit.types.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
+import { AdminError, createAdminService } from './identity/admin.service.js';
+import { createPasswordHasher } from './identity/password-hasher.js';
 import { createLogger } from './logging.js';
 import { openCore, startServer } from './main.js';
 import { assertPrivateFile } from './secrets/master-key.js';
@@ -200,6 +202,122 @@ async function auditExport(options: ExportOptions, command: Command): Promise<vo
   }
 }
 
+/** Runs an admin operation against the installation's database, with the OS user as the audited actor. */
+async function withAdmin<T>(
+  command: Command,
+  work: (admin: ReturnType<typeof createAdminService>) => Promise<T>,
+): Promise<T> {
+  const config = configFrom(command);
+  requireExistingDatabase(config);
+  const core = await openCore(config, cliLogger());
+  try {
+    const admin = createAdminService({
+      db: core.database.db,
+      hasher: createPasswordHasher({}),
+      audit: core.audit,
+      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
+    });
+    return await work(admin);
+  } catch (error) {
+    if (error instanceof AdminError) throw new CliError(error.message);
+    throw error;
+  } finally {
+    await core.audit.close();
+    await core.database.close();
+  }
+}
+
+function printOneTimePassword(email: string, password: string): void {
+  out(`email:     ${email}`);
+  out(`password:  ${password}`);
+  err('This one-time password is shown only now; it must be changed at first sign-in.');
+}
+
+function adminCommands(program: Command): void {
+  const admin = program
+    .command('admin')
+    .description('local recovery: users, organizations, passwords, sessions');
+  admin
+    .command('create-user')
+    .description(
+      'create a user with a one-time password (printed once), optionally a member of an organization',
+    )
+    .requiredOption('--email <email>', 'email address')
+    .option('--name <name>', 'display name')
+    .option('--org <slug>', 'make the user a member of this organization')
+    .option('--role <role>', 'role in that organization (built-in name or custom role id)', 'viewer')
+    .action((options: { email: string; name?: string; org?: string; role: string }, command: Command) =>
+      withAdmin(command, async (service) => {
+        const { user, password } = await service.createUser({
+          email: options.email,
+          ...(options.name ? { displayName: options.name } : {}),
+          ...(options.org ? { org: options.org, role: options.role } : {}),
+        });
+        printOneTimePassword(user.email, password);
+      }),
+    );
+  admin
+    .command('create-org')
+    .description('create an organization with an existing user as its owner')
+    .requiredOption('--name <name>', 'organization name')
+    .option('--slug <slug>', 'URL name (default: from the name)')
+    .requiredOption('--owner <email>', 'email of the first owner')
+    .action((options: { name: string; slug?: string; owner: string }, command: Command) =>
+      withAdmin(command, async (service) => {
+        const org = await service.createOrg({
+          name: options.name,
+          ownerEmail: options.owner,
+          ...(options.slug ? { slug: options.slug } : {}),
+        });
+        out(`created organization ${org.slug} (${org.id})`);
+      }),
+    );
+  admin
+    .command('reset-password')
+    .description('set a new one-time password (printed once) and end every session of the user')
+    .requiredOption('--email <email>', 'email address')
+    .action((options: { email: string }, command: Command) =>
+      withAdmin(command, async (service) => {
+        const { password, sessionsEnded } = await service.resetPassword(options.email);
+        printOneTimePassword(options.email.toLowerCase(), password);
+        err(`ended ${sessionsEnded} session(s)`);
+      }),
+    );
+  for (const [name, status] of [
+    ['disable-user', 'disabled'],
+    ['enable-user', 'active'],
+  ] as const) {
+    admin
+      .command(name)
+      .description(
+        status === 'disabled'
+          ? 'disable an account and end all its sessions at once'
+          : 're-enable an account',
+      )
+      .requiredOption('--email <email>', 'email address')
+      .action((options: { email: string }, command: Command) =>
+        withAdmin(command, async (service) => {
+          const { sessionsEnded } = await service.setStatus(options.email, status);
+          out(
+            `${options.email.toLowerCase()} is ${status}${sessionsEnded ? `; ended ${sessionsEnded} session(s)` : ''}`,
+          );
+        }),
+      );
+  }
+  admin
+    .command('end-sessions')
+    .description("end a user's sessions, or everyone's with --all")
+    .option('--email <email>', 'the user whose sessions end')
+    .option('--all', 'end every session of every user')
+    .action((options: { email?: string; all?: boolean }, command: Command) =>
+      withAdmin(command, async (service) => {
+        if (!options.email === !options.all) throw new CliError('give exactly one of --email or --all');
+        const ended = await service.endSessions(options.all ? { everyone: true } : { email: options.email! });
+        out(`ended ${ended} session(s)`);
+      }),
+    );
+}
+
 export function buildProgram(): Command {
   const program = new Command('bulwark')
     .description('Bulwark control plane')
@@ -244,6 +362,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(OUTCOMES))
     .action(auditExport);
 
+  adminCommands(program);
   return program;
 }
 

@@ -249,6 +249,30 @@ export const settings = {
     defaultText: '12',
     parse: integer(1, 30 * 24),
   },
+  stepUpMinutes: {
+    env: 'BULWARK_STEP_UP_MINUTES',
+    doc: 'Privileged operations (role changes, session revocation, security settings) need a sign-in or re-authentication this recent.',
+    defaultText: '15',
+    parse: integer(1, 60),
+  },
+  loginAccountFailures: {
+    env: 'BULWARK_LOGIN_ACCOUNT_FAILURES',
+    doc: 'Failed sign-ins for one email within the login window before that email is locked until the window ends.',
+    defaultText: '10',
+    parse: integer(3, 1000),
+  },
+  loginIpFailures: {
+    env: 'BULWARK_LOGIN_IP_FAILURES',
+    doc: 'Failed sign-ins from one client address within the login window before that address is locked.',
+    defaultText: '50',
+    parse: integer(3, 100_000),
+  },
+  loginWindowMinutes: {
+    env: 'BULWARK_LOGIN_WINDOW_MINUTES',
+    doc: 'The window the sign-in failure limits count over. The limits live in Redis when BULWARK_REDIS_URL is set (shared by every instance; sign-in answers 503 while Redis is down), in memory otherwise.',
+    defaultText: '15',
+    parse: integer(1, 24 * 60),
+  },
   bootstrapEmail: {
     env: 'BULWARK_BOOTSTRAP_EMAIL',
     doc: 'Email of the first owner, created on first start with an organization.',
@@ -359,7 +383,8 @@ export interface Config {
   masterKey: Buffer | undefined;
   masterKeyFile: string;
   logLevel: Parsed<'logLevel'>;
-  sessions: { idleMinutes: number; absoluteHours: number };
+  sessions: { idleMinutes: number; absoluteHours: number; stepUpMinutes: number };
+  loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
   bootstrap: { email: string | undefined; password: string | undefined; orgName: string };
   passwordHashConcurrency: number | undefined;
   metricsToken: string | undefined;
@@ -396,6 +421,10 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   logLevel: 'info',
   sessionIdleMinutes: 30,
   sessionAbsoluteHours: 12,
+  stepUpMinutes: 15,
+  loginAccountFailures: 10,
+  loginIpFailures: 50,
+  loginWindowMinutes: 15,
   bootstrapOrgName: 'Default',
   shutdownTimeoutMs: 10_000,
   auditRetentionDays: 365,
@@ -553,7 +582,16 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     masterKey: values.masterKey,
     masterKeyFile: path.resolve(cwd, values.masterKeyFile ?? path.join(dataDir, 'master.key')),
     logLevel: values.logLevel,
-    sessions: { idleMinutes: values.sessionIdleMinutes, absoluteHours: values.sessionAbsoluteHours },
+    sessions: {
+      idleMinutes: values.sessionIdleMinutes,
+      absoluteHours: values.sessionAbsoluteHours,
+      stepUpMinutes: values.stepUpMinutes,
+    },
+    loginLimits: {
+      accountFailures: values.loginAccountFailures,
+      ipFailures: values.loginIpFailures,
+      windowSeconds: values.loginWindowMinutes * 60,
+    },
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -610,6 +648,10 @@ export function describeConfig(config: Config): string[] {
     logLevel: config.logLevel,
     sessionIdleMinutes: String(config.sessions.idleMinutes),
     sessionAbsoluteHours: String(config.sessions.absoluteHours),
+    stepUpMinutes: String(config.sessions.stepUpMinutes),
+    loginAccountFailures: String(config.loginLimits.accountFailures),
+    loginIpFailures: String(config.loginLimits.ipFailures),
+    loginWindowMinutes: String(config.loginLimits.windowSeconds / 60),
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,

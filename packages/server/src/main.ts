@@ -2,8 +2,14 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import type { DestinationStream, Logger } from 'pino';
+import { accessRoutes } from './access/access.routes.js';
+import { createAccessService } from './access/access.service.js';
+import { createAccessStore } from './access/access.store.js';
+import { createRolesService } from './access/roles.service.js';
+import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
+import { createAuditedTransactions } from './audit/audited-transaction.js';
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
@@ -14,6 +20,7 @@ import { authRoutes } from './identity/auth.routes.js';
 import { createAuthService } from './identity/auth.service.js';
 import { bootstrapFirstOwner } from './identity/bootstrap.js';
 import { createCsrf } from './identity/csrf.js';
+import { createLoginLimiter } from './identity/login-limiter.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createSessionGuard } from './identity/session-guard.js';
 import { createSessionsService } from './identity/sessions.service.js';
@@ -24,7 +31,16 @@ import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
 import { createReadinessCheck } from './ops/readiness.js';
+import { accessReviewRoutes } from './orgs/access-review.js';
+import { invitationsRoutes } from './orgs/invitations.routes.js';
+import { createInvitationsService } from './orgs/invitations.service.js';
+import { createInvitationsStore } from './orgs/invitations.store.js';
+import { membersRoutes } from './orgs/members.routes.js';
+import { createMembersService } from './orgs/members.service.js';
 import { createOrgsStore } from './orgs/orgs.store.js';
+import { teamsRoutes } from './orgs/teams.routes.js';
+import { createTeamsService } from './orgs/teams.service.js';
+import { createTeamsStore } from './orgs/teams.store.js';
 import { createKeyring, type Keyring } from './secrets/keyring.js';
 import { assertPrivateFile, loadMasterKey } from './secrets/master-key.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
@@ -50,15 +66,21 @@ const printToTerminal = (line: string) => process.stderr.write(`${line}\n`);
 const AAL2_IDLE_MINUTES = 30;
 const AAL2_ABSOLUTE_HOURS = 12;
 
-/** Users, sessions, sign-in and the guard every permission route goes through; the first owner on first start. */
+/**
+ * Users, sessions, sign-in, organizations and access control: the guard every permission route goes
+ * through and the routes of these domains; the first owner on first start.
+ */
 async function startIdentity(deps: {
   config: Config;
   core: CoreServices;
   logger: Logger;
   clock: () => number;
   print: (line: string) => void;
+  redis: Redis | undefined;
 }) {
   const { config, core, logger, clock } = deps;
+  const { audit } = core;
+  const db = core.database.db;
   const { idleMinutes, absoluteHours } = config.sessions;
   if (idleMinutes > AAL2_IDLE_MINUTES || absoluteHours > AAL2_ABSOLUTE_HOURS) {
     logger.warn(
@@ -66,21 +88,56 @@ async function startIdentity(deps: {
       'session lifetimes are relaxed beyond NIST SP 800-63B AAL2 (30 min idle, 12 h absolute)',
     );
   }
-  const users = createUsersStore(core.database.db);
-  const orgs = createOrgsStore(core.database.db);
+  const users = createUsersStore(db);
+  const orgs = createOrgsStore(db);
   const hasher = createPasswordHasher(
     config.passwordHashConcurrency === undefined ? {} : { concurrency: config.passwordHashConcurrency },
   );
   const sessions = createSessionsService({
-    store: createSessionsStore(core.database.db),
+    store: createSessionsStore(db),
     clock,
     policy: { idleMs: idleMinutes * 60_000, absoluteMs: absoluteHours * 3_600_000 },
   });
   const csrf = createCsrf(core.keyring.deriveKey('csrf'));
-  await bootstrapFirstOwner({ config, users, orgs, hasher, audit: core.audit, clock, print: deps.print });
+  const limiter = createLoginLimiter({
+    limits: config.loginLimits,
+    ...(deps.redis ? { redis: deps.redis } : {}),
+  });
+  await bootstrapFirstOwner({ config, users, orgs, hasher, audit, clock, print: deps.print });
+
+  const transact = createAuditedTransactions(db, audit);
+  const accessStore = createAccessStore(db);
+  const teamsStore = createTeamsStore(db);
+  const access = createAccessService({ store: accessStore, audit });
+  const roles = createRolesService({ store: accessStore, transact, clock });
+  const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, clock });
+  const members = createMembersService({ orgs, teams: teamsStore, sessions, audit, transact });
+  const teams = createTeamsService({ teams: teamsStore, transact, clock });
+  const invitations = createInvitationsService({
+    invitations: createInvitationsStore(db),
+    users,
+    hasher,
+    transact,
+    clock,
+  });
   return {
-    auth: createAuthService({ users, orgs, sessions, hasher, csrf, audit: core.audit, clock }),
-    guard: createSessionGuard({ sessions, csrf, audit: core.audit }),
+    guard: createSessionGuard({
+      sessions,
+      csrf,
+      audit,
+      access,
+      stepUpMs: config.sessions.stepUpMinutes * 60_000,
+      clock,
+    }),
+    routes: [
+      ...authRoutes(auth),
+      ...accessRoutes({ access, roles }),
+      ...membersRoutes(members),
+      ...teamsRoutes(teams),
+      ...invitationsRoutes({ invitations, auth }),
+      ...accessReviewRoutes({ access, roles, members, invitations, audit, clock }),
+      ...auditRoutes(audit),
+    ],
   };
 }
 
@@ -184,7 +241,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   await audit.checkpointAll();
 
   const redis = config.redisUrl
-    ? new Redis(config.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false })
+    ? new Redis(config.redisUrl, {
+        lazyConnect: true,
+        maxRetriesPerRequest: 1,
+        enableOfflineQueue: false,
+        // A Redis that accepts connections but never answers must fail sign-in closed (503), not hang it.
+        commandTimeout: 2000,
+      })
     : undefined;
   redis?.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
   await redis
@@ -205,11 +268,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     logger,
     clock,
     print: options.print ?? printToTerminal,
+    redis,
   });
 
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
-    ...authRoutes(identity.auth),
+    ...identity.routes,
   ];
   routes.push(openApiRoute(routes, VERSION));
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);

@@ -97,6 +97,63 @@ export interface SessionsTable {
   revoked_reason: string | null;
 }
 
+export interface RolesTable {
+  id: string;
+  org_id: string;
+  name: string;
+  description: string;
+  /** Canonical JSON array of catalogue permissions. */
+  permissions: string;
+  /** Canonical JSON array of the roles this one includes (built-in names or role ids). */
+  includes: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export type BindingSubject = 'user' | 'team';
+
+export interface RoleBindingsTable {
+  id: string;
+  org_id: string;
+  /** A built-in role name or a custom role id. */
+  role: string;
+  subject_type: BindingSubject;
+  subject_id: string;
+  /** A label selector (`env=staging`) limiting the grant to matching agents; null: the whole org. */
+  selector: string | null;
+  created_by: string;
+  created_at: number;
+}
+
+export interface TeamsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  description: string;
+  created_at: number;
+}
+
+export interface TeamMembersTable {
+  org_id: string;
+  team_id: string;
+  user_id: string;
+  created_at: number;
+}
+
+export interface InvitationsTable {
+  id: string;
+  org_id: string;
+  email: string;
+  role: string;
+  token_hash: string;
+  invited_by: string;
+  created_at: number;
+  expires_at: number;
+  accepted_at: number | null;
+  accepted_by: string | null;
+  revoked_at: number | null;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
@@ -106,4 +163,9 @@ export interface DB {
   users: UsersTable;
   memberships: MembershipsTable;
   sessions: SessionsTable;
+  roles: RolesTable;
+  role_bindings: RoleBindingsTable;
+  teams: TeamsTable;
+  team_members: TeamMembersTable;
+  invitations: InvitationsTable;
 }

@@ -19,7 +19,10 @@ import {
 import { installSecurityHeaders } from './security-headers.js';
 
 /** Decides who is calling a permission route and whether they hold the permission; throws a 401/403/404 AppError otherwise. */
-export type RouteGuard = (request: FastifyRequest, permission: Permission) => Promise<Principal>;
+export type RouteGuard = (
+  request: FastifyRequest,
+  route: Pick<RouteDefinition, 'url' | 'method'> & { access: { permission: Permission; privileged?: true } },
+) => Promise<Principal>;
 
 export interface HttpAppOptions {
   config: Pick<Config, 'bodyLimitBytes' | 'trustedProxies' | 'tls' | 'rateLimits'>;
@@ -71,7 +74,7 @@ function registerRoute(
     handler: async (request, reply) => {
       await limiter.consume(route.rateLimit, request.ip);
       const principal =
-        'permission' in route.access ? await guard(request, route.access.permission) : undefined;
+        'permission' in route.access ? await guard(request, { ...route, access: route.access }) : undefined;
 
       const fields: FieldProblem[] = [];
       const parse = (part: 'params' | 'query' | 'body', schema: z.ZodType | undefined, input: unknown) => {
@@ -98,7 +101,7 @@ function registerRoute(
       if (!spec)
         throw new Error(`${route.operationId} answered ${reply.statusCode}, which it does not declare`);
       if (isRawResponse(spec)) {
-        reply.type(spec.contentType);
+        if (!reply.hasHeader('content-type')) reply.type(spec.contentType);
         return result;
       }
       // Re-parse through the declared schema: fields the schema does not declare never leave.

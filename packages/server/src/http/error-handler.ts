@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type FieldProblem, RateLimitedError } from '../errors.js';
+import { AppError, type FieldProblem } from '../errors.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; requestId: string; fields?: FieldProblem[] };
@@ -49,7 +49,9 @@ function send(
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof AppError) {
-      if (error instanceof RateLimitedError) reply.header('retry-after', String(error.retryAfterSeconds));
+      // Any refusal that knows when to try again says so (request limits, sign-in lockouts).
+      const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+      if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
       return send(reply, request, error.status, {
         code: error.code,
         message: error.message,

@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import type { AccessSnapshot } from '../access/authorize.js';
 import type { LiveSession } from '../identity/sessions.service.js';
 
 /**
@@ -15,7 +16,11 @@ export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 /** `resource:verb`; the catalogue itself arrives with access control. */
 export type Permission = `${string}:${string}`;
 
-export type RouteAccess = { permission: Permission } | { public: string };
+/**
+ * `privileged` routes (role changes, session revocation, security settings: MFA-5) also need a
+ * sign-in or re-authentication within the step-up window.
+ */
+export type RouteAccess = { permission: Permission; privileged?: true } | { public: string };
 
 /**
  * Rate-limit classes. `probe` is unlimited on purpose: liveness and readiness probes must keep
@@ -37,6 +42,16 @@ export function rawResponse(contentType: string, description: string): RawRespon
 
 export type ResponseSpec = z.ZodType | RawResponse;
 
+/** The organization an `/api/orgs/:org/…` route acts in, and the caller's access there. */
+export interface OrgContext {
+  id: string;
+  slug: string;
+  name: string;
+  /** The caller's membership role (a built-in name or a custom role id). */
+  role: string;
+  access: AccessSnapshot;
+}
+
 /** Who is calling, as the guard established it. */
 export interface Principal {
   type: 'user' | 'api_key';
@@ -44,6 +59,8 @@ export interface Principal {
   display: string;
   /** The browser session the call came with, when it came with one. */
   session?: LiveSession;
+  /** Set on organization routes: the guard has checked membership and the route's permission. */
+  org?: OrgContext;
 }
 
 export interface RouteContext<P, Q, B> {

@@ -2,11 +2,12 @@ import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type Principal, type RouteDefinition } from '../http/route.js';
+import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
 import type { AuthService } from './auth.service.js';
 import { MAX_LENGTH } from './password-policy.js';
 import { SELF_PERMISSION, SESSION_COOKIE } from './session-guard.js';
 
-const SessionView = z.object({
+export const SessionView = z.object({
   user: z.object({
     id: z.string(),
     email: z.string(),
@@ -20,12 +21,12 @@ const SessionView = z.object({
 });
 
 // Bounded so an attacker cannot make the server hash megabytes; the policy's own limit is lower.
-const Password = z
+export const Password = z
   .string()
   .min(1)
   .max(4 * MAX_LENGTH);
 
-function setSessionCookie(reply: FastifyReply, token: string): void {
+export function setSessionCookie(reply: FastifyReply, token: string): void {
   reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
 }
 
@@ -102,6 +103,82 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
         );
         setSessionCookie(reply, token);
         return view;
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/reauth',
+      operationId: 'reauthenticate',
+      summary: 'Re-enter your password before a privileged operation (step-up); renews the session id',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'auth',
+      body: z.strictObject({ password: Password }),
+      response: { 200: SessionView },
+      handler: async ({ principal, body, request, reply }) => {
+        const { token, view } = await auth.reauthenticate(
+          sessionOf(principal),
+          body.password,
+          auditContextOf(request),
+        );
+        setSessionCookie(reply, token);
+        return view;
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/auth/sessions',
+      operationId: 'listMySessions',
+      summary: 'Your signed-in sessions: device, address, last use',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'read',
+      response: {
+        200: z.object({
+          sessions: z.array(
+            z.object({
+              id: z.string(),
+              current: z.boolean(),
+              ip: z.string().nullable(),
+              userAgent: z.string().nullable(),
+              createdAt: Timestamp,
+              lastSeenAt: Timestamp,
+              expiresAt: Timestamp,
+            }),
+          ),
+        }),
+      },
+      handler: async ({ principal }) => {
+        const current = sessionOf(principal);
+        return {
+          sessions: (await auth.listSessions(current.userId)).map((row) => ({
+            id: row.id,
+            current: row.id === current.id,
+            ip: row.ip,
+            userAgent: row.user_agent,
+            createdAt: iso(row.created_at),
+            lastSeenAt: iso(row.last_seen_at),
+            expiresAt: iso(row.expires_at),
+          })),
+        };
+      },
+    }),
+
+    defineRoute({
+      method: 'DELETE',
+      url: '/api/auth/sessions/:session',
+      operationId: 'revokeMySession',
+      summary: 'End one of your sessions (re-authentication first)',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION, privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ session: SessionId }),
+      response: { 200: Done },
+      handler: async ({ principal, params, request }) => {
+        await auth.revokeSession(sessionOf(principal), params.session, auditContextOf(request));
+        return done;
       },
     }),
   ];

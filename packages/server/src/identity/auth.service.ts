@@ -1,8 +1,9 @@
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
-import { AppError, ValidationError } from '../errors.js';
+import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import type { Csrf } from './csrf.js';
+import type { LoginLimiter } from './login-limiter.js';
 import type { PasswordHasher } from './password-hasher.js';
 import { passwordProblem } from './password-policy.js';
 import type { LiveSession, SessionsService } from './sessions.service.js';
@@ -44,9 +45,31 @@ export function createAuthService(deps: {
   hasher: PasswordHasher;
   csrf: Csrf;
   audit: AuditService;
+  limiter: LoginLimiter;
   clock: () => number;
+  /** How the progressive delay waits; a real timer in production. */
+  wait?: (ms: number) => Promise<void>;
 }) {
-  const { users, orgs, sessions, hasher, csrf, audit, clock } = deps;
+  const { users, orgs, sessions, hasher, csrf, audit, limiter, clock } = deps;
+  const wait = deps.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+
+  /**
+   * Counts a failed password proof against the account and the address (AUTH-6) and audits every
+   * lockout that began with it, once.
+   */
+  async function countFailure(email: string, context: AuditRequestContext, userId?: string) {
+    const { lockouts } = await limiter.recordFailure(email, context.ip ?? 'unknown');
+    for (const lockout of lockouts) {
+      await audit.record({
+        actor: { type: 'anonymous', display: lockout.scope === 'account' ? attemptedIdentity(email) : null },
+        action: 'auth.locked_out',
+        target: userId ? { type: 'user', id: userId, display: email } : null,
+        outcome: 'denied',
+        context,
+        details: { scope: lockout.scope, retryAfterSeconds: lockout.retryAfterSeconds },
+      });
+    }
+  }
 
   async function view(
     session: Pick<LiveSession, 'id' | 'userId' | 'email' | 'displayName' | 'passwordChangeRequired'>,
@@ -85,6 +108,11 @@ export function createAuthService(deps: {
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
       const email = input.email.trim().toLowerCase();
+      const ip = context.ip ?? 'unknown';
+      // Locked accounts and addresses are refused before any hashing; the answer is the same whether
+      // or not the account exists, because the key is whatever was typed.
+      const { delayMs } = await limiter.check(email, ip);
+      if (delayMs > 0) await wait(delayMs);
       const user = await users.findByEmail(email);
       const passwordMatches = user?.password_hash
         ? await hasher.verify(user.password_hash, input.password)
@@ -100,8 +128,10 @@ export function createAuthService(deps: {
             reason: !user ? 'unknown_account' : !passwordMatches ? 'wrong_password' : 'account_disabled',
           },
         });
+        await countFailure(email, context, user?.id);
         throw new InvalidCredentialsError();
       }
+      await limiter.recordSuccess(email);
       // A new session, and so a new id, at every sign-in: a session id planted before sign-in is worthless.
       const started = await sessions.start(user.id, context);
       await audit.record({
@@ -112,6 +142,78 @@ export function createAuthService(deps: {
         context,
       });
       return issued(user, started);
+    },
+
+    /** Signs a user in without a password proof of its own (they just created their account from an invitation). */
+    async signIn(user: UserRow, context: AuditRequestContext, via: string) {
+      const started = await sessions.start(user.id, context);
+      await audit.record({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.login_succeeded',
+        target: { type: 'session', id: started.sessionId },
+        outcome: 'success',
+        context,
+        details: { via },
+      });
+      return issued(user, started);
+    },
+
+    /**
+     * Re-proves the password for step-up (MFA-5). The session is replaced by a new one (a new id at a
+     * privilege change) that keeps the old one's absolute end. Failures count like sign-in failures.
+     */
+    async reauthenticate(
+      session: LiveSession,
+      password: string,
+      context: AuditRequestContext,
+    ): Promise<{ token: string; view: SessionView }> {
+      await limiter.check(session.email, context.ip ?? 'unknown');
+      const user = await users.findById(session.userId);
+      const open = await sessions.openSessionOf(session.userId, session.id);
+      if (!user?.password_hash || !open || !(await hasher.verify(user.password_hash, password))) {
+        await audit.record({
+          actor: { type: 'user', id: session.userId, display: session.email },
+          action: 'auth.reauthenticated',
+          target: { type: 'session', id: session.id },
+          outcome: 'failure',
+          context,
+          details: { reason: 'wrong_password' },
+        });
+        await countFailure(session.email, context, session.userId);
+        throw new ValidationError([{ path: 'body.password', message: 'is not your password' }]);
+      }
+      await sessions.end(session.id, 'replaced at re-authentication');
+      const started = await sessions.start(user.id, context, open.expires_at);
+      await audit.record({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.reauthenticated',
+        target: { type: 'session', id: started.sessionId },
+        outcome: 'success',
+        context,
+        details: { replaced: session.id },
+      });
+      return issued(user, started);
+    },
+
+    listSessions: (userId: string) => sessions.listOf(userId),
+
+    /** Ends one of the caller's own sessions (AUTH-7); another user's session id is simply not found. */
+    async revokeSession(
+      session: LiveSession,
+      sessionId: string,
+      context: AuditRequestContext,
+    ): Promise<void> {
+      const target = await sessions.openSessionOf(session.userId, sessionId);
+      if (!target) throw new NotFoundError('No such session.');
+      await sessions.end(sessionId, 'revoked by its user');
+      await audit.record({
+        actor: { type: 'user', id: session.userId, display: session.email },
+        action: 'auth.session_revoked',
+        target: { type: 'session', id: sessionId },
+        outcome: 'success',
+        context,
+        details: { current: sessionId === session.id },
+      });
     },
 
     async logout(session: LiveSession, context: AuditRequestContext): Promise<void> {
@@ -134,6 +236,8 @@ export function createAuthService(deps: {
       input: { currentPassword: string; newPassword: string },
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
+      // A stolen session must not become a way to guess the password without limits.
+      await limiter.check(session.email, context.ip ?? 'unknown');
       const user = await users.findById(session.userId);
       if (!user?.password_hash || !(await hasher.verify(user.password_hash, input.currentPassword))) {
         await audit.record({
@@ -143,6 +247,7 @@ export function createAuthService(deps: {
           context,
           details: { reason: 'wrong_current_password' },
         });
+        await countFailure(session.email, context, session.userId);
         throw new ValidationError([
           { path: 'body.currentPassword', message: 'is not your current password' },
         ]);

@@ -13,7 +13,8 @@ export const DEFAULT_BOOTSTRAP_EMAIL = 'admin@bulwark.localhost';
 // No look-alike characters: the one-time password is read off a terminal and typed.
 const ALPHABET = 'abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789';
 
-function oneTimePassword(): string {
+/** A generated password for a new or reset account, shown once and to be changed at first sign-in. */
+export function oneTimePassword(): string {
   const groups = Array.from({ length: 4 }, () =>
     Array.from({ length: 5 }, () => ALPHABET[randomInt(ALPHABET.length)]).join(''),
   );

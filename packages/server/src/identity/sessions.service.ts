@@ -34,8 +34,15 @@ export function createSessionsService(deps: {
   const { store, clock, policy } = deps;
 
   return {
-    /** Starts a session and returns the token to hand to the browser, once. */
-    async start(userId: string, context: AuditRequestContext): Promise<{ token: string; sessionId: string }> {
+    /**
+     * Starts a session and returns the token to hand to the browser, once. `expiresAt` carries a
+     * replaced session's absolute end over, so re-authenticating never extends a session's lifetime.
+     */
+    async start(
+      userId: string,
+      context: AuditRequestContext,
+      expiresAt?: number,
+    ): Promise<{ token: string; sessionId: string }> {
       const now = clock();
       const token = generateToken('bws');
       const sessionId = newId('ses', now);
@@ -45,7 +52,7 @@ export function createSessionsService(deps: {
         user_id: userId,
         created_at: now,
         last_seen_at: now,
-        expires_at: now + policy.absoluteMs,
+        expires_at: expiresAt ?? now + policy.absoluteMs,
         authenticated_at: now,
         ip: context.ip ?? null,
         user_agent: context.userAgent ?? null,
@@ -81,6 +88,19 @@ export function createSessionsService(deps: {
     },
 
     end: (sessionId: string, reason: string) => store.revoke(sessionId, clock(), reason),
+
+    /** The user's live sessions (AUTH-7), newest use first. */
+    async listOf(userId: string) {
+      const now = clock();
+      return (await store.listOpen(userId)).filter(
+        (row) => now < row.expires_at && now - row.last_seen_at < policy.idleMs,
+      );
+    },
+
+    /** The absolute end of one of the user's open sessions, or undefined when it is not theirs or has ended. */
+    async openSessionOf(userId: string, sessionId: string) {
+      return store.findOpenOf(userId, sessionId);
+    },
 
     endAllOf: (userId: string, reason: string, exceptSessionId?: string) =>
       store.revokeAllOf(userId, clock(), reason, exceptSessionId),

@@ -18,6 +18,23 @@ export function createSessionsStore(db: Kysely<DB>) {
         .where('sessions.token_hash', '=', tokenHash)
         .where('sessions.revoked_at', 'is', null)
         .executeTakeFirst(),
+    /** A user's sessions that have not been ended (the service filters out the idle and expired). */
+    listOpen: (userId: string) =>
+      db
+        .selectFrom('sessions')
+        .select(['id', 'created_at', 'last_seen_at', 'expires_at', 'authenticated_at', 'ip', 'user_agent'])
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .orderBy('last_seen_at', 'desc')
+        .execute(),
+    findOpenOf: (userId: string, id: string) =>
+      db
+        .selectFrom('sessions')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('id', '=', id)
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst(),
     async touch(id: string, now: number): Promise<void> {
       await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
     },
@@ -28,6 +45,15 @@ export function createSessionsStore(db: Kysely<DB>) {
         .where('id', '=', id)
         .where('revoked_at', 'is', null)
         .execute();
+    },
+    /** Ends every live session of every user (an instance administrator's emergency stop). */
+    async revokeEveryone(now: number, reason: string): Promise<number> {
+      const result = await db
+        .updateTable('sessions')
+        .set({ revoked_at: now, revoked_reason: reason })
+        .where('revoked_at', 'is', null)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows);
     },
     /** Ends every live session of a user, except one when given; returns how many ended. */
     async revokeAllOf(userId: string, now: number, reason: string, exceptId?: string): Promise<number> {

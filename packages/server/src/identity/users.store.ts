@@ -18,6 +18,9 @@ export function createUsersStore(db: Kysely<DB>) {
     async insert(row: UserRow): Promise<void> {
       await db.insertInto('users').values(row).execute();
     },
+    async setStatus(id: string, status: UserRow['status'], now: number): Promise<void> {
+      await db.updateTable('users').set({ status, updated_at: now }).where('id', '=', id).execute();
+    },
     async setPassword(id: string, passwordHash: string, now: number, changeRequired: boolean): Promise<void> {
       await db
         .updateTable('users')

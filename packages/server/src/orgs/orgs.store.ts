@@ -1,11 +1,14 @@
 import type { Kysely } from 'kysely';
 import type { DB, MembershipsTable, OrgsTable } from '../db/schema.js';
 
+/** Organizations and memberships; every member query names its organization. */
 export function createOrgsStore(db: Kysely<DB>) {
   return {
     async insertOrg(row: OrgsTable): Promise<void> {
       await db.insertInto('orgs').values(row).execute();
     },
+    findOrgBySlug: (slug: string) =>
+      db.selectFrom('orgs').selectAll().where('slug', '=', slug).executeTakeFirst(),
     async insertMembership(row: MembershipsTable): Promise<void> {
       await db.insertInto('memberships').values(row).execute();
     },
@@ -18,6 +21,57 @@ export function createOrgsStore(db: Kysely<DB>) {
         .where('memberships.user_id', '=', userId)
         .orderBy('orgs.slug')
         .execute(),
+    listMembers: (orgId: string) =>
+      db
+        .selectFrom('memberships')
+        .innerJoin('users', 'users.id', 'memberships.user_id')
+        .select([
+          'users.id',
+          'users.email',
+          'users.display_name',
+          'users.status',
+          'memberships.role',
+          'memberships.created_at',
+        ])
+        .where('memberships.org_id', '=', orgId)
+        .orderBy('users.email')
+        .execute(),
+    findMember: (orgId: string, userId: string) =>
+      db
+        .selectFrom('memberships')
+        .innerJoin('users', 'users.id', 'memberships.user_id')
+        .select(['users.id', 'users.email', 'users.display_name', 'users.status', 'memberships.role'])
+        .where('memberships.org_id', '=', orgId)
+        .where('memberships.user_id', '=', userId)
+        .executeTakeFirst(),
+    async setRole(orgId: string, userId: string, role: string): Promise<void> {
+      await db
+        .updateTable('memberships')
+        .set({ role })
+        .where('org_id', '=', orgId)
+        .where('user_id', '=', userId)
+        .execute();
+    },
+    async countOwners(orgId: string): Promise<number> {
+      const row = await db
+        .selectFrom('memberships')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('org_id', '=', orgId)
+        .where('role', '=', 'owner')
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    /** Removes a member and everything that gave them access here: team places and direct bindings. */
+    async removeMember(orgId: string, userId: string): Promise<void> {
+      await db.deleteFrom('team_members').where('org_id', '=', orgId).where('user_id', '=', userId).execute();
+      await db
+        .deleteFrom('role_bindings')
+        .where('org_id', '=', orgId)
+        .where('subject_type', '=', 'user')
+        .where('subject_id', '=', userId)
+        .execute();
+      await db.deleteFrom('memberships').where('org_id', '=', orgId).where('user_id', '=', userId).execute();
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely';
 import * as foundation from './0001-foundation.js';
 import * as identity from './0002-identity.js';
+import * as access from './0003-access.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -9,4 +10,5 @@ import * as identity from './0002-identity.js';
 export const migrations: Record<string, Migration> = {
   '0001-foundation': foundation,
   '0002-identity': identity,
+  '0003-access': access,
 };

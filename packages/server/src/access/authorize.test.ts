@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type AccessSnapshot,
+  type CustomRole,
+  decide,
+  orgWidePermissions,
+  rolePermissions,
+} from './authorize.js';
+import { parseLabels, parseSelector, selectorMatches } from './label-selector.js';
+import { BUILT_IN_ROLES, PERMISSION_NAMES } from './permissions.js';
+
+const roles = (...list: CustomRole[]) => new Map(list.map((role) => [role.id, role]));
+
+function snapshot(grants: AccessSnapshot['grants'], customRoles = roles()): AccessSnapshot {
+  return { orgId: 'org_1', userId: 'usr_1', grants, customRoles };
+}
+
+describe('built-in roles (ACC-2)', () => {
+  it('give security configuration, backups and ending sessions to owners only', () => {
+    for (const permission of [
+      'security_configuration:manage',
+      'backups:manage',
+      'members:end_sessions',
+    ] as const) {
+      expect(BUILT_IN_ROLES.owner.permissions).toContain(permission);
+      for (const role of ['admin', 'operator', 'viewer', 'auditor'] as const)
+        expect(BUILT_IN_ROLES[role].permissions).not.toContain(permission);
+    }
+  });
+
+  it('keep auditors and viewers read-only', () => {
+    const writes = PERMISSION_NAMES.filter((p) => !/:(read|export)$/.test(p));
+    for (const role of ['viewer', 'auditor'] as const)
+      expect(BUILT_IN_ROLES[role].permissions.filter((p) => writes.includes(p))).toEqual([]);
+  });
+});
+
+describe('decide (ACC-4)', () => {
+  it('denies by default and says why', () => {
+    const decision = decide(
+      snapshot([{ role: 'viewer', via: 'membership', selector: null }]),
+      'commands:create',
+      {
+        kind: 'org',
+      },
+    );
+    expect(decision).toMatchObject({ allowed: false, matched: [] });
+    expect(decision.reason).toContain('no role');
+  });
+
+  it('refuses a permission that is not in the catalogue even to an owner', () => {
+    const owner = snapshot([{ role: 'owner', via: 'membership', selector: null }]);
+    expect(decide(owner, 'everything:all', { kind: 'org' }).allowed).toBe(false);
+  });
+
+  it('applies a label-scoped binding only to agent permissions on matching agents', () => {
+    const access = snapshot([
+      { role: 'viewer', via: 'membership', selector: null },
+      { role: 'operator', via: 'binding rbd_1', selector: 'env=staging' },
+    ]);
+    expect(decide(access, 'commands:create', { kind: 'agent', labels: { env: 'staging' } })).toMatchObject({
+      allowed: true,
+      matched: [{ roleName: 'operator', selector: 'env=staging' }],
+    });
+    expect(decide(access, 'commands:create', { kind: 'agent', labels: { env: 'production' } }).allowed).toBe(
+      false,
+    );
+    expect(decide(access, 'commands:create', { kind: 'org' }).allowed).toBe(false);
+    expect(decide(access, 'commands:create', { kind: 'any' }).allowed).toBe(true);
+    // operator holds agents:register, but it is not an agent-scoped permission: a selector never grants it.
+    expect(decide(access, 'agents:register', { kind: 'any' }).allowed).toBe(false);
+    expect(orgWidePermissions(access).has('commands:create')).toBe(false);
+  });
+
+  it('resolves nested roles, and a cycle (however it got there) adds nothing and never loops', () => {
+    const a: CustomRole = { id: 'rol_a', name: 'a', permissions: ['audit:read'], includes: ['rol_b'] };
+    const b: CustomRole = {
+      id: 'rol_b',
+      name: 'b',
+      permissions: ['teams:manage'],
+      includes: ['rol_a', 'viewer'],
+    };
+    const held = rolePermissions('rol_a', roles(a, b));
+    expect(held.has('audit:read')).toBe(true);
+    expect(held.has('teams:manage')).toBe(true);
+    expect(held.has('agents:read')).toBe(true);
+    expect(held.has('members:manage')).toBe(false);
+  });
+
+  it('ignores unknown permissions stored in a custom role', () => {
+    const odd: CustomRole = { id: 'rol_x', name: 'x', permissions: ['root:all', 'audit:read'], includes: [] };
+    expect([...rolePermissions('rol_x', roles(odd))]).toEqual(['audit:read']);
+  });
+});
+
+describe('label selectors', () => {
+  it('match equality, inequality, presence and absence, all terms at once', () => {
+    const selector = parseSelector('env=staging, tier!=db, region, !canary');
+    if ('problem' in selector) throw new Error(selector.problem);
+    expect(selector.text).toBe('env=staging,tier!=db,region,!canary');
+    expect(selectorMatches(selector, { env: 'staging', tier: 'web', region: 'eu' })).toBe(true);
+    expect(selectorMatches(selector, { env: 'staging', region: 'eu' })).toBe(true);
+    expect(selectorMatches(selector, { env: 'staging', tier: 'db', region: 'eu' })).toBe(false);
+    expect(selectorMatches(selector, { env: 'staging', region: 'eu', canary: 'yes' })).toBe(false);
+    expect(selectorMatches(selector, { env: 'prod', region: 'eu' })).toBe(false);
+  });
+
+  it('refuses empty and malformed selectors and labels', () => {
+    for (const text of ['', ' ', 'env=', '=x', 'env=a b', 'a,,b', 'env==='])
+      expect(parseSelector(text)).toHaveProperty('problem');
+    expect(parseLabels('env=staging,team=db')).toEqual({ env: 'staging', team: 'db' });
+    expect(parseLabels('env')).toHaveProperty('problem');
+  });
+});

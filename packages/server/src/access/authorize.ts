@@ -1,0 +1,148 @@
+import { type Labels, parseSelector, type Selector, selectorMatches } from './label-selector.js';
+import {
+  AGENT_SCOPED_PERMISSIONS,
+  BUILT_IN_ROLES,
+  type CataloguePermission,
+  isBuiltInRole,
+  isCataloguePermission,
+} from './permissions.js';
+
+/**
+ * The one decision point (ACC-4). Routes, the agent gateway and the console's capability hints all
+ * ask `decide`; nothing else reads roles. It is pure: the caller loads an {@link AccessSnapshot} of
+ * one user in one organization for each request, so a role lost is a permission lost on the very next
+ * request (AUTH-5) — there is no permission cache to go stale.
+ *
+ * Default deny: a permission is allowed only when a grant holds it. A grant is the member's role in
+ * the organization (org-wide), or a role binding to the user or to one of their teams, org-wide or
+ * scoped by a label selector. A scoped grant confers only agent-scoped permissions, and only on
+ * agents whose labels match.
+ */
+
+export interface CustomRole {
+  id: string;
+  name: string;
+  permissions: string[];
+  includes: string[];
+}
+
+export interface Grant {
+  /** A built-in role name or a custom role id. */
+  role: string;
+  /** Where the grant comes from, in words an operator reads: `membership`, `binding rbd_… (team sre)`. */
+  via: string;
+  selector: string | null;
+}
+
+export interface AccessSnapshot {
+  orgId: string;
+  userId: string;
+  grants: Grant[];
+  /** The organization's custom roles, by id. */
+  customRoles: ReadonlyMap<string, CustomRole>;
+}
+
+/** What a permission is asked about: the organization as a whole, or one agent (its labels). */
+export type AccessResource = { kind: 'org' } | { kind: 'agent'; labels: Labels } | { kind: 'any' };
+
+export interface Decision {
+  allowed: boolean;
+  permission: string;
+  /** The grants that allowed it; empty when denied. */
+  matched: Array<{ role: string; roleName: string; via: string; selector: string | null }>;
+  reason: string;
+}
+
+/** The permissions a role holds, nested roles included; a cycle or an unknown reference adds nothing. */
+export function rolePermissions(
+  role: string,
+  customRoles: ReadonlyMap<string, CustomRole>,
+  seen: Set<string> = new Set(),
+): Set<CataloguePermission> {
+  const out = new Set<CataloguePermission>();
+  if (seen.has(role)) return out;
+  seen.add(role);
+  if (isBuiltInRole(role)) {
+    for (const permission of BUILT_IN_ROLES[role].permissions) out.add(permission);
+    return out;
+  }
+  const custom = customRoles.get(role);
+  if (!custom) return out;
+  for (const permission of custom.permissions) if (isCataloguePermission(permission)) out.add(permission);
+  for (const included of custom.includes)
+    for (const permission of rolePermissions(included, customRoles, seen)) out.add(permission);
+  return out;
+}
+
+export function roleName(role: string, customRoles: ReadonlyMap<string, CustomRole>): string {
+  return isBuiltInRole(role) ? role : (customRoles.get(role)?.name ?? role);
+}
+
+const selectorCache = new Map<string, Selector | undefined>();
+
+function compiledSelector(text: string): Selector | undefined {
+  let selector = selectorCache.get(text);
+  if (selector === undefined && !selectorCache.has(text)) {
+    const parsed = parseSelector(text);
+    selector = 'problem' in parsed ? undefined : parsed;
+    if (selectorCache.size > 10_000) selectorCache.clear();
+    selectorCache.set(text, selector);
+  }
+  return selector;
+}
+
+function grantApplies(grant: Grant, permission: CataloguePermission, resource: AccessResource): boolean {
+  if (grant.selector === null) return true;
+  if (!AGENT_SCOPED_PERMISSIONS.has(permission)) return false;
+  if (resource.kind === 'any') return true;
+  if (resource.kind !== 'agent') return false;
+  const selector = compiledSelector(grant.selector);
+  return selector !== undefined && selectorMatches(selector, resource.labels);
+}
+
+/**
+ * Decides whether the snapshot's user holds `permission` on `resource`. `any` asks whether they hold
+ * it on at least something (an org-wide grant, or a scoped one) — the question a list route asks
+ * before it filters, and the console asks to decide whether to show a control.
+ */
+export function decide(snapshot: AccessSnapshot, permission: string, resource: AccessResource): Decision {
+  if (!isCataloguePermission(permission)) {
+    return { allowed: false, permission, matched: [], reason: `${permission} is not a known permission` };
+  }
+  const matched = snapshot.grants
+    .filter(
+      (grant) =>
+        rolePermissions(grant.role, snapshot.customRoles).has(permission) &&
+        grantApplies(grant, permission, resource),
+    )
+    .map((grant) => ({ ...grant, roleName: roleName(grant.role, snapshot.customRoles) }));
+  if (matched.length > 0) {
+    const first = matched[0]!;
+    return {
+      allowed: true,
+      permission,
+      matched,
+      reason: `allowed: role ${first.roleName} (${first.via}${first.selector ? `, on agents matching ${first.selector}` : ''}) holds ${permission}`,
+    };
+  }
+  const scopedOnly = snapshot.grants.some(
+    (grant) => grant.selector !== null && rolePermissions(grant.role, snapshot.customRoles).has(permission),
+  );
+  return {
+    allowed: false,
+    permission,
+    matched: [],
+    reason: scopedOnly
+      ? `denied: ${permission} is granted only on agents matching a selector, and this ${resource.kind === 'agent' ? 'agent does not match' : 'request is not about one agent'}`
+      : `denied: no role of this member in the organization holds ${permission}`,
+  };
+}
+
+/** Every permission held org-wide: what bounds what this member may hand to others (ACC-5). */
+export function orgWidePermissions(snapshot: AccessSnapshot): Set<CataloguePermission> {
+  const out = new Set<CataloguePermission>();
+  for (const grant of snapshot.grants)
+    if (grant.selector === null)
+      for (const permission of rolePermissions(grant.role, snapshot.customRoles)) out.add(permission);
+  return out;
+}

@@ -1,0 +1,26 @@
+import type { FastifyRequest } from 'fastify';
+import type { AuditActor, AuditRequestContext } from '../audit/audit.types.js';
+import { auditContextOf } from '../http/request-context.js';
+import type { OrgContext, Principal } from '../http/route.js';
+
+/** Who is acting, in which organization, from where: what an org-scoped service needs to decide and to audit. */
+export interface Caller {
+  userId: string;
+  actor: AuditActor;
+  org: OrgContext;
+  context: AuditRequestContext;
+}
+
+export function actorOf(principal: Pick<Principal, 'type' | 'id' | 'display'>): AuditActor {
+  return { type: principal.type, id: principal.id, display: principal.display };
+}
+
+export function callerOf(principal: Principal | undefined, request: FastifyRequest): Caller {
+  if (!principal?.org) throw new Error('an organization route was reached without an organization context');
+  return {
+    userId: principal.id,
+    actor: actorOf(principal),
+    org: principal.org,
+    context: auditContextOf(request),
+  };
+}

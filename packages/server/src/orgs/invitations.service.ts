@@ -1,0 +1,256 @@
+import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/protocol';
+import { assertCanGrant } from '../access/access.service.js';
+import { createAccessStore } from '../access/access.store.js';
+import type { Caller } from '../access/caller.js';
+import { isBuiltInRole } from '../access/permissions.js';
+import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import { DeniedError, type Transact } from '../audit/audited-transaction.js';
+import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import type { PasswordHasher } from '../identity/password-hasher.js';
+import { passwordProblem } from '../identity/password-policy.js';
+import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
+import { createInvitationsStore, type InvitationRow, type InvitationsStore } from './invitations.store.js';
+import { createOrgsStore } from './orgs.store.js';
+
+/**
+ * Invitations (ACC-5): a `bwi_` token shown once to the inviter (to send as a link), stored only as
+ * its SHA-256, valid 7 days, usable once. The role it grants is bounded by the inviter's own
+ * permissions when it is created. Accepting either creates the invitee's account (the token proves
+ * they read the invited mailbox) or, for an existing account, needs that account signed in.
+ */
+
+export const INVITATION_LIFETIME_MS = 7 * 86_400_000;
+
+export class InvitationInvalidError extends AppError {
+  constructor() {
+    // One answer for unknown, used, revoked and expired tokens: the token holder learns nothing more.
+    super(
+      404,
+      'invitation_invalid',
+      'This invitation is not valid: it may have expired, been used or been revoked.',
+    );
+  }
+}
+
+export type InvitationStatus = 'pending' | 'expired' | 'accepted' | 'revoked';
+
+export function invitationStatus(row: InvitationRow, now: number): InvitationStatus {
+  if (row.accepted_at !== null) return 'accepted';
+  if (row.revoked_at !== null) return 'revoked';
+  return row.expires_at <= now ? 'expired' : 'pending';
+}
+
+export function createInvitationsService(deps: {
+  invitations: InvitationsStore;
+  users: UsersStore;
+  hasher: PasswordHasher;
+  transact: Transact;
+  clock: () => number;
+}) {
+  const { invitations, users, hasher, transact, clock } = deps;
+
+  function acceptedEvents(
+    row: InvitationRow,
+    user: { id: string; email: string },
+    context: AuditRequestContext,
+    newAccount: boolean,
+  ): AuditInput[] {
+    const actor: AuditActor = { type: 'user', id: user.id, display: user.email };
+    return [
+      {
+        orgId: row.org_id,
+        actor,
+        action: 'invitation.accepted',
+        target: { type: 'invitation', id: row.id },
+        outcome: 'success',
+        context,
+        details: { role: row.role, newAccount },
+      },
+      {
+        orgId: row.org_id,
+        actor,
+        action: 'member.joined',
+        target: { type: 'user', id: user.id, display: user.email },
+        outcome: 'success',
+        context,
+        details: { role: row.role, invitedBy: row.invited_by },
+      },
+    ];
+  }
+
+  /** Within the accepting transaction: single use is the guarded update, not the earlier lookup. */
+  async function join(
+    trx: Parameters<Parameters<Transact>[0]>[0],
+    row: InvitationRow,
+    userId: string,
+    now: number,
+  ) {
+    const orgs = createOrgsStore(trx);
+    if (await orgs.findMember(row.org_id, userId))
+      throw new AppError(409, 'already_member', 'You are already a member of this organization.');
+    if (!(await createInvitationsStore(trx).consume(row.id, userId, now))) throw new InvitationInvalidError();
+    const roles = await createAccessStore(trx).customRoles(row.org_id);
+    if (!isBuiltInRole(row.role) && !roles.has(row.role))
+      throw new AppError(
+        409,
+        'role_gone',
+        'The role this invitation grants no longer exists; ask for a new one.',
+      );
+    await orgs.insertMembership({ org_id: row.org_id, user_id: userId, role: row.role, created_at: now });
+  }
+
+  async function usable(token: string) {
+    if (!isWellFormedToken(token, 'bwi')) throw new InvitationInvalidError();
+    const row = await invitations.findUsable(tokenHash(token), clock());
+    if (!row) throw new InvitationInvalidError();
+    return row;
+  }
+
+  return {
+    async list(orgId: string) {
+      const now = clock();
+      return (await invitations.listOpen(orgId)).map((row) => ({
+        ...row,
+        status: invitationStatus(row, now),
+      }));
+    },
+
+    create(
+      caller: Caller,
+      input: { email: string; role: string },
+    ): Promise<{ invitation: InvitationRow; token: string }> {
+      const email = input.email.trim().toLowerCase();
+      return transact(async (trx, events) => {
+        const now = clock();
+        assertCanGrant(caller, 'invite', input.role, await createAccessStore(trx).customRoles(caller.org.id));
+        const existing = await createUsersStore(trx).findByEmail(email);
+        if (existing && (await createOrgsStore(trx).findMember(caller.org.id, existing.id)))
+          throw new AppError(409, 'already_member', 'This person is already a member.');
+        const store = createInvitationsStore(trx);
+        if (await store.findPendingFor(caller.org.id, email, now))
+          throw new AppError(
+            409,
+            'invitation_pending',
+            'This person already has a pending invitation; revoke it first.',
+          );
+        const token = generateToken('bwi');
+        const invitation: InvitationRow = {
+          id: newId('inv', now),
+          org_id: caller.org.id,
+          email,
+          role: input.role,
+          token_hash: tokenHash(token),
+          invited_by: caller.userId,
+          created_at: now,
+          expires_at: now + INVITATION_LIFETIME_MS,
+          accepted_at: null,
+          accepted_by: null,
+          revoked_at: null,
+        };
+        await store.insert(invitation);
+        events.push({
+          orgId: caller.org.id,
+          actor: caller.actor,
+          action: 'invitation.created',
+          target: { type: 'invitation', id: invitation.id, display: email },
+          outcome: 'success',
+          context: caller.context,
+          details: { role: input.role, expiresAt: invitation.expires_at },
+        });
+        return { invitation, token };
+      });
+    },
+
+    revoke(caller: Caller, invitationId: string): Promise<void> {
+      return transact(async (trx, events) => {
+        const store = createInvitationsStore(trx);
+        const row = await store.find(caller.org.id, invitationId);
+        if (!row) throw new NotFoundError('No such invitation.');
+        if (!(await store.revoke(caller.org.id, invitationId, clock())))
+          throw new AppError(409, 'invitation_closed', 'This invitation was already accepted or revoked.');
+        events.push({
+          orgId: caller.org.id,
+          actor: caller.actor,
+          action: 'invitation.revoked',
+          target: { type: 'invitation', id: row.id, display: row.email },
+          outcome: 'success',
+          context: caller.context,
+        });
+      });
+    },
+
+    /** Accepts with a new account for the invited email; the caller signs the new user in. */
+    async acceptWithNewAccount(
+      input: { token: string; displayName: string; password: string },
+      context: AuditRequestContext,
+    ): Promise<UserRow> {
+      const row = await usable(input.token);
+      if (await users.findByEmail(row.email))
+        throw new AppError(409, 'sign_in_to_accept', 'An account with this email exists; sign in to accept.');
+      const problem = passwordProblem(input.password, {
+        email: row.email,
+        orgName: row.org_name,
+        orgSlug: row.org_slug,
+      });
+      if (problem) throw new ValidationError([{ path: 'body.password', message: problem.message }]);
+      const passwordHash = await hasher.hash(input.password);
+      return transact(async (trx, events) => {
+        const now = clock();
+        const user: UserRow = {
+          id: newId('usr', now),
+          email: row.email,
+          display_name: input.displayName,
+          password_hash: passwordHash,
+          status: 'active',
+          password_change_required_at: null,
+          password_changed_at: now,
+          created_at: now,
+          updated_at: now,
+        };
+        const store = createUsersStore(trx);
+        if (await store.findByEmail(row.email))
+          throw new AppError(
+            409,
+            'sign_in_to_accept',
+            'An account with this email exists; sign in to accept.',
+          );
+        await store.insert(user);
+        await join(trx, row, user.id, now);
+        events.push(...acceptedEvents(row, user, context, true));
+        return user;
+      });
+    },
+
+    /** Accepts for the signed-in user, whose email must be the invited one. */
+    async acceptAsUser(
+      input: { token: string },
+      user: { id: string; email: string },
+      context: AuditRequestContext,
+    ): Promise<{ orgId: string; slug: string; role: string }> {
+      const row = await usable(input.token);
+      return transact(async (trx, events) => {
+        if (row.email !== user.email.toLowerCase()) {
+          throw new DeniedError(
+            403,
+            'invitation_for_someone_else',
+            'This invitation was sent to another email address.',
+            {
+              orgId: row.org_id,
+              actor: { type: 'user', id: user.id, display: user.email },
+              action: 'access.denied',
+              target: { type: 'invitation', id: row.id },
+              outcome: 'denied',
+              context,
+              details: { reason: 'invitation_for_someone_else' },
+            },
+          );
+        }
+        await join(trx, row, user.id, clock());
+        events.push(...acceptedEvents(row, user, context, false));
+        return { orgId: row.org_id, slug: row.org_slug, role: row.role };
+      });
+    },
+  };
+}
+
+export type InvitationsService = ReturnType<typeof createInvitationsService>;

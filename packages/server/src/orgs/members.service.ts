@@ -1,0 +1,128 @@
+import { assertCanGrant } from '../access/access.service.js';
+import { createAccessStore } from '../access/access.store.js';
+import type { Caller } from '../access/caller.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditInput } from '../audit/audit.types.js';
+import { DeniedError, type Transact } from '../audit/audited-transaction.js';
+import { AppError, NotFoundError } from '../errors.js';
+import type { SessionsService } from '../identity/sessions.service.js';
+import { createOrgsStore, type OrgsStore } from './orgs.store.js';
+import type { TeamsStore } from './teams.store.js';
+
+/**
+ * Members of an organization: list, role change, removal, ending their sessions (ACC-5, AUTH-7).
+ * Nobody changes their own role; a role is changed only by someone who holds every permission of
+ * both the old and the new role; the last owner is never demoted or removed.
+ */
+
+export class LastOwnerError extends AppError {
+  constructor() {
+    super(409, 'last_owner', 'An organization keeps at least one owner; make someone else owner first.');
+  }
+}
+
+export function createMembersService(deps: {
+  orgs: OrgsStore;
+  teams: TeamsStore;
+  sessions: SessionsService;
+  audit: AuditService;
+  transact: Transact;
+}) {
+  const { orgs, teams, sessions, audit, transact } = deps;
+
+  const event = (
+    caller: Caller,
+    action: AuditInput['action'],
+    member: { id: string; email: string },
+    details = {},
+  ) =>
+    ({
+      orgId: caller.org.id,
+      actor: caller.actor,
+      action,
+      target: { type: 'user', id: member.id, display: member.email },
+      outcome: 'success',
+      context: caller.context,
+      details,
+    }) satisfies AuditInput;
+
+  return {
+    async list(orgId: string) {
+      const [members, teamMembers, teamRows] = await Promise.all([
+        orgs.listMembers(orgId),
+        teams.members(orgId),
+        teams.list(orgId),
+      ]);
+      const teamName = new Map(teamRows.map((team) => [team.id, team.name]));
+      return members.map((member) => ({
+        ...member,
+        teams: teamMembers
+          .filter((row) => row.id === member.id)
+          .map((row) => ({ id: row.team_id, name: teamName.get(row.team_id) ?? '' })),
+      }));
+    },
+
+    changeRole(caller: Caller, userId: string, role: string) {
+      return transact(async (trx, events) => {
+        if (userId === caller.userId) {
+          throw new DeniedError(403, 'cannot_change_own_role', 'Nobody can change their own role.', {
+            ...event(
+              caller,
+              'access.denied',
+              { id: userId, email: caller.actor.display ?? '' },
+              {
+                reason: 'cannot_change_own_role',
+                requestedRole: role,
+              },
+            ),
+            outcome: 'denied',
+          });
+        }
+        const store = createOrgsStore(trx);
+        await createAccessStore(trx).lockOrg(caller.org.id);
+        const member = await store.findMember(caller.org.id, userId);
+        if (!member) throw new NotFoundError('No such member.');
+        const roles = await createAccessStore(trx).customRoles(caller.org.id);
+        assertCanGrant(caller, 'change role', member.role, roles);
+        assertCanGrant(caller, 'change role', role, roles);
+        if (member.role === 'owner' && role !== 'owner' && (await store.countOwners(caller.org.id)) <= 1)
+          throw new LastOwnerError();
+        await store.setRole(caller.org.id, userId, role);
+        events.push(event(caller, 'member.role_changed', member, { from: member.role, to: role }));
+        return { ...member, role };
+      });
+    },
+
+    remove(caller: Caller, userId: string) {
+      return transact(async (trx, events) => {
+        const store = createOrgsStore(trx);
+        await createAccessStore(trx).lockOrg(caller.org.id);
+        const member = await store.findMember(caller.org.id, userId);
+        if (!member) throw new NotFoundError('No such member.');
+        // Leaving is always allowed; removing someone else needs reach over their role.
+        if (userId !== caller.userId)
+          assertCanGrant(
+            caller,
+            'remove member',
+            member.role,
+            await createAccessStore(trx).customRoles(caller.org.id),
+          );
+        if (member.role === 'owner' && (await store.countOwners(caller.org.id)) <= 1)
+          throw new LastOwnerError();
+        await store.removeMember(caller.org.id, userId);
+        events.push(event(caller, 'member.removed', member, { role: member.role }));
+      });
+    },
+
+    /** Ends every session of a member at once (AUTH-7); they must sign in again. */
+    async endSessions(caller: Caller, userId: string): Promise<number> {
+      const member = await orgs.findMember(caller.org.id, userId);
+      if (!member) throw new NotFoundError('No such member.');
+      const ended = await sessions.endAllOf(userId, `ended by ${caller.actor.display ?? caller.userId}`);
+      await audit.record(event(caller, 'member.sessions_ended', member, { sessionsEnded: ended }));
+      return ended;
+    },
+  };
+}
+
+export type MembersService = ReturnType<typeof createMembersService>;

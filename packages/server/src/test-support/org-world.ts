@@ -1,0 +1,92 @@
+import { expect } from 'vitest';
+import { manualClock } from './audit.js';
+import { runCli } from './processes.js';
+import { startTestServer, type TestServer } from './server.js';
+import { SessionClient } from './session-client.js';
+
+/**
+ * A running server with an organization (`acme`) and its owner signed in, plus helpers that add
+ * members the way people do: the owner invites, the invitee accepts and creates their account.
+ */
+
+export const OWNER = { email: 'owner@acme.test', password: 'Tr4vel-Quietly-Over-Mountains' };
+export const MEMBER_PASSWORD = 'Quiet-Harbor-Lantern-93';
+
+export interface Member {
+  id: string;
+  email: string;
+  client: SessionClient;
+}
+
+export interface OrgWorld {
+  server: TestServer;
+  clock: ReturnType<typeof manualClock>;
+  owner: Member;
+  slug: string;
+  /** Invites `email` with `role` as `inviter` (the owner by default) and returns the token. */
+  invite(email: string, role: string, inviter?: SessionClient): Promise<string>;
+  /** Invites and accepts: a new member, signed in. */
+  join(email: string, role: string): Promise<Member>;
+  signIn(email: string, password?: string): Promise<Member>;
+  /** Runs `bulwark admin …` against this server's data (a real process). */
+  admin(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  close(): Promise<void>;
+}
+
+export async function startOrgWorld(env: Record<string, string> = {}): Promise<OrgWorld> {
+  const clock = manualClock(Date.UTC(2026, 10, 22, 9));
+  const server = await startTestServer(
+    {
+      BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
+      BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
+      BULWARK_BOOTSTRAP_ORG_NAME: 'Acme',
+      BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000',
+      BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '10000',
+      BULWARK_RATE_LIMIT_READ_PER_MINUTE: '10000',
+      ...env,
+    },
+    { clock: clock.now },
+  );
+
+  async function signIn(email: string, password = MEMBER_PASSWORD): Promise<Member> {
+    const client = new SessionClient(server.url);
+    const response = await client.login(email, password);
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { user: { id: string } };
+    return { id: body.user.id, email, client };
+  }
+
+  const owner = await signIn(OWNER.email, OWNER.password);
+
+  async function invite(email: string, role: string, inviter = owner.client): Promise<string> {
+    const created = await inviter.json<{ token: string }>('POST', '/api/orgs/acme/invitations', {
+      email,
+      role,
+    });
+    expect(created.status).toBe(201);
+    return created.body.token;
+  }
+
+  return {
+    server,
+    clock,
+    owner,
+    slug: 'acme',
+    invite,
+    async join(email, role) {
+      const token = await invite(email, role);
+      const client = new SessionClient(server.url);
+      const accepted = await client.json<{ user: { id: string } }>('POST', '/api/invitations/accept', {
+        token,
+        displayName: email.split('@')[0],
+        password: MEMBER_PASSWORD,
+      });
+      expect(accepted.status).toBe(200);
+      return { id: accepted.body.user.id, email, client };
+    },
+    signIn,
+    admin: (...args) =>
+      runCli(['admin', ...args], { cwd: server.dataDir, env: { BULWARK_DATA_DIR: server.dataDir } }),
+    close: () => server.close(),
+  };
+}

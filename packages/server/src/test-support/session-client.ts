@@ -1,0 +1,58 @@
+import { SESSION_COOKIE } from '../identity/session-guard.js';
+
+/** Keeps the session cookie and CSRF token the way the console does; sends same-origin headers. */
+export class SessionClient {
+  cookie: string | undefined;
+  csrf: string | undefined;
+  constructor(readonly base: string) {}
+
+  private absorb(response: Response): void {
+    for (const header of response.headers.getSetCookie()) {
+      const [pair = ''] = header.split(';');
+      const [name, value] = pair.split('=');
+      if (name === SESSION_COOKIE) this.cookie = value || undefined;
+    }
+  }
+
+  async send(
+    method: string,
+    route: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Response> {
+    const response = await fetch(`${this.base}${route}`, {
+      method,
+      headers: {
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        ...(this.cookie ? { cookie: `${SESSION_COOKIE}=${this.cookie}` } : {}),
+        ...(this.csrf ? { 'x-csrf-token': this.csrf } : {}),
+        origin: this.base,
+        'sec-fetch-site': 'same-origin',
+        ...headers,
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    this.absorb(response);
+    const csrf =
+      response.ok && response.headers.get('content-type')?.includes('json')
+        ? ((await response.clone().json()) as { csrfToken?: unknown }).csrfToken
+        : undefined;
+    if (typeof csrf === 'string') this.csrf = csrf;
+    return response;
+  }
+
+  /** Sends and returns the status and the parsed JSON body. */
+  async json<T = Record<string, unknown>>(
+    method: string,
+    route: string,
+    body?: unknown,
+  ): Promise<{ status: number; body: T }> {
+    const response = await this.send(method, route, body);
+    const text = await response.text();
+    return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
+  }
+
+  login(email: string, password: string): Promise<Response> {
+    return this.send('POST', '/api/auth/login', { email, password });
+  }
+}
