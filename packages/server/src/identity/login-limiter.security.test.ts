@@ -11,10 +11,10 @@
 // - Learning whether an account exists from the lock: unknown emails are counted and refused alike.
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { redisUrl } from '../test-support/databases.js';
+import { deadPort } from '../test-support/ports.js';
 import {
   createLoginLimiter,
   DEFAULT_LOGIN_LIMITS,
@@ -22,15 +22,6 @@ import {
   type LoginLimiter,
   TooManyAttemptsError,
 } from './login-limiter.js';
-
-/** A loopback port nothing listens on: bound, then released. */
-async function deadPort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {

@@ -1,9 +1,9 @@
-import { createServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { openSqlite } from '../db/database.js';
 import { registeredRoutesOf } from '../http/app.js';
 import { declarationProblems } from '../http/route.js';
 import { redisUrl } from '../test-support/databases.js';
+import { deadPort } from '../test-support/ports.js';
 import { startTestServer, type TestServer } from '../test-support/server.js';
 
 const METRICS_TOKEN = 'mT4k9Qz2Xw7Lp3Vn8Rb6Yc1Hd5Jf0Gs2';
@@ -13,15 +13,6 @@ afterEach(async () => {
   await server?.close();
   server = undefined;
 });
-
-/** A loopback port nothing listens on: bound, then released. */
-async function deadPort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as { port: number };
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 describe('the composed server', () => {
   it('registers no route without a complete declaration', async () => {

@@ -33,10 +33,15 @@ export class SessionClient {
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     this.absorb(response);
-    const csrf =
-      response.ok && response.headers.get('content-type')?.includes('json')
-        ? ((await response.clone().json()) as { csrfToken?: unknown }).csrfToken
-        : undefined;
+    let csrf: unknown;
+    if (
+      response.ok &&
+      method !== 'HEAD' &&
+      response.headers.get('content-type')?.startsWith('application/json')
+    ) {
+      const text = await response.clone().text();
+      csrf = text.startsWith('{') ? (JSON.parse(text) as { csrfToken?: unknown }).csrfToken : undefined;
+    }
     if (typeof csrf === 'string') this.csrf = csrf;
     return response;
   }

@@ -1,0 +1,16 @@
+import { Session as Inspector } from 'node:inspector/promises';
+import { writeFileSync } from 'node:fs';
+import { addMember, measure, OWNER, send, signIn, startBulwark, statusCount } from './http-support.js';
+const bulwark = await startBulwark({ BULWARK_RATE_LIMIT_READ_PER_MINUTE: '1000000', BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '10000', BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000', ...(process.env.LOGLEVEL ? { BULWARK_LOG_LEVEL: process.env.LOGLEVEL } : {}) });
+const owner = await signIn(bulwark.url, OWNER.email, OWNER.password);
+for (let i = 0; i < 20; i++) await addMember(bulwark.url, owner, 'default', `m${i}@bench.test`);
+const s = await signIn(bulwark.url, OWNER.email, OWNER.password);
+const url = process.env.TARGET === 'health' ? `${bulwark.url}/healthz` : `${bulwark.url}/api/orgs/default/members`;
+await measure({ url, headers: { cookie: s.cookie }, connections: 10, duration: 3 });
+const ins = new Inspector(); ins.connect();
+await ins.post('Profiler.enable'); await ins.post('Profiler.start');
+const m = await measure({ url, headers: { cookie: s.cookie }, connections: 10, duration: 8 });
+const { profile } = await ins.post('Profiler.stop');
+writeFileSync('/tmp/benchprof/bulwark.cpuprofile', JSON.stringify(profile));
+console.log(statusCount(m.result, 200) / m.result.duration, m.serverLoopBusy, m.result.latency.p50, m.result.latency.p99);
+await bulwark.close();

@@ -1,0 +1,210 @@
+import path from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MEMBER_PASSWORD, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { SessionClient } from '../test-support/session-client.js';
+import { registeredRoutesOf } from './app.js';
+
+/**
+ * Walks over every registered route, so a route added later is covered without anyone remembering to.
+ *
+ * Attack 1 (ACC-1): a member of one organization reaches into another by putting the other's slug or
+ * ids in the URL, the query or the body — reading its members, revoking its invitations, deleting its
+ * teams. Every such request must answer 404, exactly as for something that does not exist.
+ *
+ * Attack 2 (AUTH-4): a cross-site page makes the browser send GET requests (images, links, prefetch)
+ * that carry the session cookie but no CSRF token. That is only safe if no GET or HEAD changes state.
+ */
+
+interface Fixtures {
+  slug: string;
+  ids: Record<string, string>;
+}
+
+let world: OrgWorld;
+let acme: Fixtures;
+let beta: Fixtures;
+let boss: Member;
+
+/** Builds a member, a team, a role, a binding and a pending invitation in an organization. */
+async function populate(owner: SessionClient, slug: string, prefix: string): Promise<Fixtures> {
+  const invited = await owner.json<{ token: string }>('POST', `/api/orgs/${slug}/invitations`, {
+    email: `${prefix}-member@example.test`,
+    role: 'viewer',
+  });
+  const member = new SessionClient(owner.base);
+  const joined = await member.json<{ user: { id: string } }>('POST', '/api/invitations/accept', {
+    token: invited.body.token,
+    displayName: 'Member',
+    password: MEMBER_PASSWORD,
+  });
+  const team = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/teams`, {
+    name: `${prefix}-team`,
+  });
+  const role = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/roles`, {
+    name: `${prefix}-role`,
+    permissions: ['audit:read'],
+  });
+  const binding = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/role-bindings`, {
+    role: role.body.id,
+    subject: { type: 'team', id: team.body.id },
+  });
+  await owner.json('POST', `/api/orgs/${slug}/invitations`, {
+    email: `${prefix}-pending@example.test`,
+    role: 'viewer',
+  });
+  const invitations = await owner.json<{ invitations: Array<{ id: string }> }>(
+    'GET',
+    `/api/orgs/${slug}/invitations`,
+  );
+  const sessions = await member.json<{ sessions: Array<{ id: string }> }>('GET', '/api/auth/sessions');
+  const ids = {
+    user: joined.body.user.id,
+    team: team.body.id,
+    role: role.body.id,
+    binding: binding.body.id,
+    invitation: invitations.body.invitations[0]!.id,
+    session: sessions.body.sessions[0]!.id,
+  };
+  for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
+  return { slug, ids };
+}
+
+/** A valid body for each operation that takes one, with ids taken from `fixtures`. */
+function bodyFor(operationId: string, fixtures: Fixtures): unknown {
+  const bodies: Record<string, unknown> = {
+    login: { email: 'nobody@example.test', password: 'whatever-it-is' },
+    changePassword: { currentPassword: 'x', newPassword: 'y' },
+    reauthenticate: { password: 'x' },
+    createRole: { name: 'walk-role', permissions: [] },
+    updateRole: { description: 'changed by the walk' },
+    createRoleBinding: { role: 'viewer', subject: { type: 'user', id: fixtures.ids.user } },
+    changeMemberRole: { role: 'viewer' },
+    createTeam: { name: 'walk-team' },
+    updateTeam: { description: 'changed by the walk' },
+    createInvitation: { email: 'walk@example.test', role: 'viewer' },
+    acceptInvitationWithNewAccount: { token: 'bwi_x', displayName: 'x', password: 'y' },
+    acceptInvitation: { token: 'bwi_x' },
+  };
+  return bodies[operationId];
+}
+
+const queryFor = (operationId: string, fixtures: Fixtures) =>
+  operationId === 'explainAccess' ? `?permission=audit:read&user=${fixtures.ids.user}` : '';
+
+function urlFor(template: string, fixtures: Fixtures, org: string): string {
+  return template.replace(/:([A-Za-z]+)/g, (_, name: string) => {
+    if (name === 'org') return org;
+    const id = fixtures.ids[name];
+    if (!id) throw new Error(`the walk has no fixture for :${name} in ${template}; add one to populate()`);
+    return id;
+  });
+}
+
+beforeAll(async () => {
+  world = await startOrgWorld();
+  acme = await populate(world.owner.client, 'acme', 'acme');
+
+  // Another organization, with its own owner, whom the acme owner knows nothing about.
+  const created = await world.admin('create-user', '--email', 'boss@beta.test');
+  expect(created.code, created.stderr).toBe(0);
+  const oneTime = /password:\s+(\S+)/.exec(created.stdout)![1]!;
+  const bossClient = new SessionClient(world.server.url);
+  await bossClient.login('boss@beta.test', oneTime);
+  await bossClient.json('POST', '/api/auth/password', {
+    currentPassword: oneTime,
+    newPassword: MEMBER_PASSWORD,
+  });
+  const org = await world.admin('create-org', '--name', 'Beta', '--owner', 'boss@beta.test');
+  expect(org.code, org.stderr).toBe(0);
+  boss = { id: '', email: 'boss@beta.test', client: bossClient };
+  beta = await populate(bossClient, 'beta', 'beta');
+}, 60_000);
+
+afterAll(async () => {
+  await world?.close();
+});
+
+function routes() {
+  return registeredRoutesOf(world.server.server.app).filter((route) => route.method !== 'HEAD');
+}
+
+describe('cross-organization isolation (ACC-1)', () => {
+  it('answers 404 to a member of another organization on every route that takes an id', async () => {
+    const attacker = world.owner.client;
+    const checked: string[] = [];
+    for (const { method, url, declaration } of routes()) {
+      const idsOutsideUrl = ['explainAccess', 'createRoleBinding'].includes(declaration.operationId);
+      const idsInUrl = url.replace(':org', '').includes(':');
+      const attempts = new Set<string>();
+      // The other organization's slug, with its ids.
+      if (url.includes(':org')) attempts.add(urlFor(url, beta, beta.slug));
+      // The attacker's own organization, with the other organization's ids.
+      if (idsInUrl || idsOutsideUrl) attempts.add(urlFor(url, beta, acme.slug));
+      for (const target of attempts) {
+        const response = await attacker.json(
+          method,
+          `${target}${queryFor(declaration.operationId, beta)}`,
+          bodyFor(declaration.operationId, beta),
+        );
+        expect(response.status, `${method} ${target}`).toBe(404);
+        checked.push(`${method} ${target}`);
+      }
+    }
+    expect(checked.length).toBeGreaterThanOrEqual(25);
+
+    // And nothing of the other organization was touched.
+    const members = await boss.client.json<{ members: unknown[] }>('GET', '/api/orgs/beta/members');
+    expect(members.body.members).toHaveLength(2);
+    const teams = await boss.client.json<{ teams: Array<{ description: string }> }>(
+      'GET',
+      '/api/orgs/beta/teams',
+    );
+    expect(teams.body.teams).toEqual([expect.objectContaining({ description: '' })]);
+    const invitations = await boss.client.json<{ invitations: Array<{ status: string }> }>(
+      'GET',
+      '/api/orgs/beta/invitations',
+    );
+    expect(invitations.body.invitations.map((i) => i.status)).toEqual(['pending']);
+    expect(
+      (await new SessionClient(world.server.url).login('beta-member@example.test', MEMBER_PASSWORD)).status,
+    ).toBe(200);
+  });
+});
+
+describe('no GET or HEAD changes state (AUTH-4)', () => {
+  /** Every table but the audit log: reads are audited on purpose (exports), and that is not state. */
+  function snapshot(): string {
+    const db = new BetterSqlite3(path.join(world.server.dataDir, 'bulwark.db'), { readonly: true });
+    try {
+      const tables = db
+        .prepare(
+          "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' and name not like 'audit_%' order by name",
+        )
+        .all() as Array<{ name: string }>;
+      return JSON.stringify(
+        tables.map(({ name }) => [name, db.prepare(`select * from "${name}" order by rowid`).all()]),
+      );
+    } finally {
+      db.close();
+    }
+  }
+
+  it('leaves every table as it was after each GET and HEAD route', async () => {
+    let before = snapshot();
+    const walked: string[] = [];
+    for (const { method, url, declaration } of registeredRoutesOf(world.server.server.app)) {
+      if (method !== 'GET' && method !== 'HEAD') continue;
+      const target = `${urlFor(url, acme, acme.slug)}${queryFor(declaration.operationId, acme)}`;
+      const response = await world.owner.client.send(method, target);
+      await response.arrayBuffer();
+      expect(response.status, `${method} ${target}`).toBeLessThan(500);
+      const after = snapshot();
+      expect(after, `${method} ${target} changed state`).toBe(before);
+      before = after;
+      walked.push(`${method} ${target}`);
+    }
+    expect(walked.filter((w) => w.startsWith('HEAD')).length).toBeGreaterThan(5);
+    expect(walked.length).toBeGreaterThanOrEqual(30);
+  });
+});
