@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { BACKENDS, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 
 /**
  * Attack: privilege escalation inside an organization. A member who may manage some access tries to
@@ -111,9 +111,9 @@ describe('no self-elevation (ACC-5)', () => {
   });
 });
 
-describe('the last owner (ACC-5)', () => {
+describe.each(BACKENDS)('the last owner (ACC-5) on %s', (backend) => {
   it('is never removed or demoted, even by two owners demoting each other at once', async () => {
-    world = await startOrgWorld();
+    world = await startOrgWorld({}, backend);
     const leave = await world.owner.client.json('DELETE', `/api/orgs/acme/members/${world.owner.id}`);
     expect(leave).toMatchObject({ status: 409, body: { error: { code: 'last_owner' } } });
 

@@ -1,5 +1,6 @@
 import { expect } from 'vitest';
 import { manualClock } from './audit.js';
+import { createPostgresDatabase, postgresUrl } from './databases.js';
 import { runCli } from './processes.js';
 import { startTestServer, type TestServer } from './server.js';
 import { SessionClient } from './session-client.js';
@@ -30,11 +31,23 @@ export interface OrgWorld {
   signIn(email: string, password?: string): Promise<Member>;
   /** Runs `bulwark admin …` against this server's data (a real process). */
   admin(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** Runs any `bulwark` command against this server's data (a real process). */
+  cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>;
   close(): Promise<void>;
 }
 
-export async function startOrgWorld(env: Record<string, string> = {}): Promise<OrgWorld> {
+export type Backend = 'sqlite' | 'postgresql';
+
+/** The backends every organization flow runs on; PostgreSQL only where the machine has it. */
+export const BACKENDS: Backend[] = postgresUrl() ? ['sqlite', 'postgresql'] : ['sqlite'];
+
+export async function startOrgWorld(
+  env: Record<string, string> = {},
+  backend: Backend = 'sqlite',
+): Promise<OrgWorld> {
   const clock = manualClock(Date.UTC(2026, 10, 22, 9));
+  const postgres = backend === 'postgresql' ? await createPostgresDatabase(postgresUrl()!) : undefined;
+  if (postgres) env = { BULWARK_DATABASE_URL: postgres.url, ...env };
   const server = await startTestServer(
     {
       BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
@@ -57,6 +70,11 @@ export async function startOrgWorld(env: Record<string, string> = {}): Promise<O
   }
 
   const owner = await signIn(OWNER.email, OWNER.password);
+  const cli = (...args: string[]) =>
+    runCli(args, {
+      cwd: server.dataDir,
+      env: { BULWARK_DATA_DIR: server.dataDir, ...(postgres ? { BULWARK_DATABASE_URL: postgres.url } : {}) },
+    });
 
   async function invite(email: string, role: string, inviter = owner.client): Promise<string> {
     const created = await inviter.json<{ token: string }>('POST', '/api/orgs/acme/invitations', {
@@ -85,8 +103,11 @@ export async function startOrgWorld(env: Record<string, string> = {}): Promise<O
       return { id: accepted.body.user.id, email, client };
     },
     signIn,
-    admin: (...args) =>
-      runCli(['admin', ...args], { cwd: server.dataDir, env: { BULWARK_DATA_DIR: server.dataDir } }),
-    close: () => server.close(),
+    admin: (...args) => cli('admin', ...args),
+    cli,
+    async close() {
+      await server.close();
+      await postgres?.drop();
+    },
   };
 }
