@@ -100,6 +100,19 @@ export function createAuthService(deps: {
     };
   }
 
+  async function signIn(user: UserRow, context: AuditRequestContext, via: 'password' | 'invitation') {
+    const started = await sessions.start(user.id, context);
+    await audit.record({
+      actor: { type: 'user', id: user.id, display: user.email },
+      action: 'auth.login_succeeded',
+      target: { type: 'session', id: started.sessionId },
+      outcome: 'success',
+      context,
+      details: { via },
+    });
+    return issued(user, started);
+  }
+
   return {
     view,
 
@@ -133,30 +146,11 @@ export function createAuthService(deps: {
       }
       await limiter.recordSuccess(email);
       // A new session, and so a new id, at every sign-in: a session id planted before sign-in is worthless.
-      const started = await sessions.start(user.id, context);
-      await audit.record({
-        actor: { type: 'user', id: user.id, display: user.email },
-        action: 'auth.login_succeeded',
-        target: { type: 'session', id: started.sessionId },
-        outcome: 'success',
-        context,
-      });
-      return issued(user, started);
+      return signIn(user, context, 'password');
     },
 
-    /** Signs a user in without a password proof of its own (they just created their account from an invitation). */
-    async signIn(user: UserRow, context: AuditRequestContext, via: string) {
-      const started = await sessions.start(user.id, context);
-      await audit.record({
-        actor: { type: 'user', id: user.id, display: user.email },
-        action: 'auth.login_succeeded',
-        target: { type: 'session', id: started.sessionId },
-        outcome: 'success',
-        context,
-        details: { via },
-      });
-      return issued(user, started);
-    },
+    /** Signs in a user who just created their account from an invitation (the token was their proof). */
+    signIn,
 
     /**
      * Re-proves the password for step-up (MFA-5). The session is replaced by a new one (a new id at a

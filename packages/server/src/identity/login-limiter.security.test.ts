@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { redisUrl } from '../test-support/databases.js';
 import { deadPort } from '../test-support/ports.js';
+import { keysUnder } from '../test-support/redis.js';
 import {
   createLoginLimiter,
   DEFAULT_LOGIN_LIMITS,
@@ -55,17 +56,6 @@ async function connected(url: string, extra: { retryStrategy?: () => null } = {}
   const redis = client(url, extra);
   await redis.connect();
   return redis;
-}
-
-async function keysUnder(redis: Redis, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    keys.push(...batch);
-    cursor = next;
-  } while (cursor !== '0');
-  return keys;
 }
 
 function freshPrefix(): string {

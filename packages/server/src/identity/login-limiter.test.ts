@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { redisUrl } from '../test-support/databases.js';
+import { keysUnder } from '../test-support/redis.js';
 import {
   addressKey,
   createLoginLimiter,
@@ -14,18 +15,6 @@ import {
 } from './login-limiter.js';
 
 const WINDOW = DEFAULT_LOGIN_LIMITS.windowSeconds;
-
-/** Keys written under `prefix`, found with SCAN so a large shared Redis is never blocked by KEYS. */
-async function keysUnder(client: Redis, prefix: string): Promise<string[]> {
-  const found: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    found.push(...keys);
-    cursor = next;
-  } while (cursor !== '0');
-  return found;
-}
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
   try {
