@@ -57,7 +57,12 @@ try {
     ),
   );
   for (let i = 0; i < MEMBERS; i++) {
-    const userId = await addMember(bulwark.url, owner, slug, `member${String(i).padStart(2, '0')}@bench.test`);
+    const userId = await addMember(
+      bulwark.url,
+      owner,
+      slug,
+      `member${String(i).padStart(2, '0')}@bench.test`,
+    );
     const team = teams[i % teams.length]!;
     await send(bulwark.url, owner, 'PUT', `/api/orgs/${slug}/teams/${team.id}/members/${userId}`);
   }
@@ -105,7 +110,10 @@ try {
           `${fmt(statusCount(result, 200) / result.duration)} req/s, p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, server loop ${Math.round(serverLoopBusy * 100)}% busy`,
       )
       .join('; ');
-    return { rate: requests / seconds, text: `${label}${fmt(requests / seconds).padStart(7)} req/s  (runs: ${perRun})` };
+    return {
+      rate: requests / seconds,
+      text: `${label}${fmt(requests / seconds).padStart(7)} req/s  (runs: ${perRun})`,
+    };
   };
   const bareLine = line('bare Fastify hello-world:   ', 'bare');
   const bulwarkLine = line('Bulwark GET members:        ', 'bulwark');

@@ -90,7 +90,8 @@ export async function signIn(url: string, email: string, password: string): Prom
     body: JSON.stringify({ email, password }),
   });
   const body = (await response.json()) as { csrfToken?: unknown };
-  if (response.status !== 200) throw new Error(`sign-in answered ${response.status}: ${JSON.stringify(body)}`);
+  if (response.status !== 200)
+    throw new Error(`sign-in answered ${response.status}: ${JSON.stringify(body)}`);
   return sessionFrom(response, body);
 }
 
@@ -155,4 +156,5 @@ export const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 export const median = (values: number[]): number =>
   [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-export const machine = (): string => `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`;
+export const machine = (): string =>
+  `${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}`;
