@@ -73,7 +73,9 @@ export function newId(prefix: IdPrefix, now: number = Date.now()): string {
   return `${prefix}_${encodeTime(now)}${encodeRandom(randomForId())}`;
 }
 
-const ID_BODY = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+/** The body of an id after its prefix: 10 time and 16 random Crockford base32 characters. */
+export const ID_BODY_PATTERN = '[0-9A-HJKMNP-TV-Z]{26}';
+const ID_BODY = new RegExp(`^${ID_BODY_PATTERN}$`);
 
 export function isId(value: string, prefix: IdPrefix): boolean {
   return value.startsWith(`${prefix}_`) && ID_BODY.test(value.slice(prefix.length + 1));

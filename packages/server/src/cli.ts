@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
-import type { AuditFilters } from './audit/audit.store.js';
+import { auditFilters } from './audit/audit.store.js';
 import { OUTCOMES, type Outcome } from './audit/audit.types.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
@@ -168,14 +168,7 @@ async function auditExport(options: ExportOptions, command: Command): Promise<vo
   requireExistingDatabase(config);
   const core = await openCore(config, cliLogger());
   try {
-    const filters: AuditFilters = {
-      ...(options.action ? { action: options.action } : {}),
-      ...(options.actor ? { actorId: options.actor } : {}),
-      ...(options.target ? { targetId: options.target } : {}),
-      ...(options.outcome ? { outcome: options.outcome } : {}),
-      ...(options.since !== undefined ? { since: options.since } : {}),
-      ...(options.until !== undefined ? { until: options.until } : {}),
-    };
+    const filters = auditFilters(options);
     // An export holds IPs and identities: the file is private to its owner and never overwrites one.
     const destination = options.output
       ? createWriteStream('', { fd: openNewPrivateFile(options.output) })

@@ -13,7 +13,7 @@ import {
   roleName,
   rolePermissions,
 } from './authorize.js';
-import type { Caller } from './caller.js';
+import { type Caller, callerEvent } from './caller.js';
 import type { Labels } from './label-selector.js';
 import { AGENT_SCOPED_PERMISSIONS, type CataloguePermission, isBuiltInRole } from './permissions.js';
 
@@ -30,15 +30,13 @@ export function exceedsYourPermissions(caller: Caller, operation: string, role: 
     403,
     'exceeds_your_permissions',
     `You cannot grant permissions you do not hold yourself: ${missing.join(', ')}.`,
-    {
-      orgId: caller.org.id,
-      actor: caller.actor,
-      action: 'access.denied',
-      target: { type: 'role', id: role },
-      outcome: 'denied',
-      context: caller.context,
-      details: { reason: 'exceeds_your_permissions', operation, missing },
-    },
+    callerEvent(
+      caller,
+      'access.denied',
+      { type: 'role', id: role },
+      { reason: 'exceeds_your_permissions', operation, missing },
+      'denied',
+    ),
   );
 }
 

@@ -167,14 +167,6 @@ export function createAccessStore(db: Kysely<DB>) {
     async deleteBinding(orgId: string, bindingId: string): Promise<void> {
       await db.deleteFrom('role_bindings').where('org_id', '=', orgId).where('id', '=', bindingId).execute();
     },
-    async deleteBindingsOf(orgId: string, subjectType: BindingSubject, subjectId: string): Promise<void> {
-      await db
-        .deleteFrom('role_bindings')
-        .where('org_id', '=', orgId)
-        .where('subject_type', '=', subjectType)
-        .where('subject_id', '=', subjectId)
-        .execute();
-    },
     /** Roles bound to a team, for the rule that adding someone to a team must not grant more than the adder holds. */
     teamRoles: async (orgId: string, teamId: string) =>
       (

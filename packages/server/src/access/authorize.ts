@@ -53,21 +53,23 @@ export interface Decision {
   reason: string;
 }
 
+/** Built-in roles never change: their permission sets are made once, not on every request. */
+const BUILT_IN_SETS: ReadonlyMap<string, ReadonlySet<CataloguePermission>> = new Map(
+  Object.entries(BUILT_IN_ROLES).map(([name, role]) => [name, new Set(role.permissions)]),
+);
+
 /** The permissions a role holds, nested roles included; a cycle or an unknown reference adds nothing. */
 export function rolePermissions(
   role: string,
   customRoles: ReadonlyMap<string, CustomRole>,
   seen: Set<string> = new Set(),
-): Set<CataloguePermission> {
-  const out = new Set<CataloguePermission>();
-  if (seen.has(role)) return out;
-  seen.add(role);
-  if (isBuiltInRole(role)) {
-    for (const permission of BUILT_IN_ROLES[role].permissions) out.add(permission);
-    return out;
-  }
+): ReadonlySet<CataloguePermission> {
+  const builtIn = BUILT_IN_SETS.get(role);
+  if (builtIn) return builtIn;
   const custom = customRoles.get(role);
-  if (!custom) return out;
+  if (!custom || seen.has(role)) return new Set();
+  seen.add(role);
+  const out = new Set<CataloguePermission>();
   for (const permission of custom.permissions) if (isCataloguePermission(permission)) out.add(permission);
   for (const included of custom.includes)
     for (const permission of rolePermissions(included, customRoles, seen)) out.add(permission);

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify';
-import type { AuditActor, AuditRequestContext } from '../audit/audit.types.js';
+import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { auditContextOf } from '../http/request-context.js';
 import type { OrgContext, Principal } from '../http/route.js';
 
@@ -22,5 +22,24 @@ export function callerOf(principal: Principal | undefined, request: FastifyReque
     actor: actorOf(principal),
     org: principal.org,
     context: auditContextOf(request),
+  };
+}
+
+/** An audit event of something the caller did in their organization. */
+export function callerEvent(
+  caller: Caller,
+  action: AuditInput['action'],
+  target: AuditInput['target'],
+  details: AuditInput['details'] = {},
+  outcome: AuditInput['outcome'] = 'success',
+): AuditInput {
+  return {
+    orgId: caller.org.id,
+    actor: caller.actor,
+    action,
+    target,
+    outcome,
+    context: caller.context,
+    details,
   };
 }

@@ -1,11 +1,10 @@
 import { canonicalJson, newId } from '@bulwark/protocol';
-import type { AuditInput } from '../audit/audit.types.js';
 import type { Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import { assertCanGrant } from './access.service.js';
 import { type AccessStore, createAccessStore, type RoleBindingRow, type RoleRow } from './access.store.js';
 import { type CustomRole, rolePermissions } from './authorize.js';
-import type { Caller } from './caller.js';
+import { type Caller, callerEvent } from './caller.js';
 import { parseSelector } from './label-selector.js';
 import {
   BUILT_IN_ROLE_NAMES,
@@ -85,23 +84,6 @@ function checkName(name: string, roleId: string, roles: RoleMap): void {
     throw new AppError(409, 'role_exists', 'A role with this name exists.');
 }
 
-function event(
-  caller: Caller,
-  action: AuditInput['action'],
-  target: AuditInput['target'],
-  details = {},
-): AuditInput {
-  return {
-    orgId: caller.org.id,
-    actor: caller.actor,
-    action,
-    target,
-    outcome: 'success',
-    context: caller.context,
-    details,
-  };
-}
-
 export function createRolesService(deps: { store: AccessStore; transact: Transact; clock: () => number }) {
   const { store, transact, clock } = deps;
 
@@ -148,7 +130,7 @@ export function createRolesService(deps: { store: AccessStore; transact: Transac
         };
         await tx.insertRole(row);
         events.push(
-          event(
+          callerEvent(
             caller,
             'role.created',
             { type: 'role', id: role.id, display: role.name },
@@ -200,7 +182,7 @@ export function createRolesService(deps: { store: AccessStore; transact: Transac
           clock(),
         );
         events.push(
-          event(
+          callerEvent(
             caller,
             'role.updated',
             { type: 'role', id: roleId, display: role.name },
@@ -228,7 +210,7 @@ export function createRolesService(deps: { store: AccessStore; transact: Transac
           );
         assertCanGrant(caller, 'delete role', roleId, await tx.customRoles(caller.org.id));
         await tx.deleteRole(caller.org.id, roleId);
-        events.push(event(caller, 'role.deleted', { type: 'role', id: roleId, display: role.name }));
+        events.push(callerEvent(caller, 'role.deleted', { type: 'role', id: roleId, display: role.name }));
       });
     },
 
@@ -263,7 +245,7 @@ export function createRolesService(deps: { store: AccessStore; transact: Transac
         };
         await tx.insertBinding(row);
         events.push(
-          event(
+          callerEvent(
             caller,
             'role_binding.created',
             { type: 'role_binding', id: row.id },
@@ -288,7 +270,7 @@ export function createRolesService(deps: { store: AccessStore; transact: Transac
         assertCanGrant(caller, 'unbind role', binding.role, await tx.customRoles(caller.org.id));
         await tx.deleteBinding(caller.org.id, bindingId);
         events.push(
-          event(
+          callerEvent(
             caller,
             'role_binding.deleted',
             { type: 'role_binding', id: bindingId },

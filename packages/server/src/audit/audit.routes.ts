@@ -6,7 +6,7 @@ import { iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { AuditEventRow } from './audit.chain.js';
 import { EXPORT_FORMATS } from './audit.export.js';
 import { type AuditService, MAX_QUERY_LIMIT } from './audit.service.js';
-import type { AuditFilters } from './audit.store.js';
+import { type AuditFilters, auditFilters } from './audit.store.js';
 import { AUDIT_ACTIONS, OUTCOMES } from './audit.types.js';
 
 const OrgParams = z.strictObject({ org: OrgSlug });
@@ -28,14 +28,11 @@ function filtersOf(query: {
   since?: string | undefined;
   until?: string | undefined;
 }): AuditFilters {
-  return {
-    ...(query.action ? { action: query.action } : {}),
-    ...(query.actor ? { actorId: query.actor } : {}),
-    ...(query.target ? { targetId: query.target } : {}),
-    ...(query.outcome ? { outcome: query.outcome } : {}),
-    ...(query.since ? { since: Date.parse(query.since) } : {}),
-    ...(query.until ? { until: Date.parse(query.until) } : {}),
-  };
+  return auditFilters({
+    ...query,
+    since: query.since === undefined ? undefined : Date.parse(query.since),
+    until: query.until === undefined ? undefined : Date.parse(query.until),
+  });
 }
 
 const EventView = z.object({

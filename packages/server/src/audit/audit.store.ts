@@ -15,6 +15,25 @@ export interface AuditFilters {
   until?: number;
 }
 
+/** Filters from optional criteria (a CLI's options, a route's query), leaving out those not given. */
+export function auditFilters(criteria: {
+  action?: string | undefined;
+  actor?: string | undefined;
+  target?: string | undefined;
+  outcome?: Outcome | undefined;
+  since?: number | undefined;
+  until?: number | undefined;
+}): AuditFilters {
+  return {
+    ...(criteria.action ? { action: criteria.action } : {}),
+    ...(criteria.actor ? { actorId: criteria.actor } : {}),
+    ...(criteria.target ? { targetId: criteria.target } : {}),
+    ...(criteria.outcome ? { outcome: criteria.outcome } : {}),
+    ...(criteria.since !== undefined ? { since: criteria.since } : {}),
+    ...(criteria.until !== undefined ? { until: criteria.until } : {}),
+  };
+}
+
 export interface ChainHead {
   chainId: string;
   seq: number;

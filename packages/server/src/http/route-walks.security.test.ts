@@ -153,6 +153,16 @@ describe('cross-organization isolation (ACC-1)', () => {
     }
     expect(checked.length).toBeGreaterThanOrEqual(25);
 
+    // Each probe of the other organization's slug is on record, with who made it and from where.
+    const db = new BetterSqlite3(path.join(world.server.dataDir, 'bulwark.db'), { readonly: true });
+    const probes = db
+      .prepare(
+        "select count(*) as n from audit_events where chain_id = 'instance' and action = 'access.denied' and actor_id = ? and ip = '127.0.0.1' and details like '%not a member of organization%beta%'",
+      )
+      .get(world.owner.id) as { n: number };
+    db.close();
+    expect(probes.n).toBe(checked.filter((attempt) => attempt.includes('/api/orgs/beta')).length);
+
     // And nothing of the other organization was touched.
     const members = await boss.client.json<{ members: unknown[] }>('GET', '/api/orgs/beta/members');
     expect(members.body.members).toHaveLength(2);

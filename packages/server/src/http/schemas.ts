@@ -1,17 +1,21 @@
-import type { IdPrefix } from '@bulwark/protocol';
+import { ID_BODY_PATTERN, type IdPrefix } from '@bulwark/protocol';
 import { z } from 'zod';
+import { BUILT_IN_ROLE_NAMES } from '../access/permissions.js';
 
 /** Request pieces many routes share: identifiers are checked for shape before any query runs. */
 
+export const SLUG_SHAPE = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
+export const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+$/;
+
 export const OrgSlug = z
   .string()
-  .regex(/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/, 'is not an organization slug')
+  .regex(SLUG_SHAPE, 'is not an organization slug')
   .describe('Organization slug');
 
 export function idOf(prefix: IdPrefix) {
   return z
     .string()
-    .regex(new RegExp(`^${prefix}_[0-9A-HJKMNP-TV-Z]{26}$`), `is not a ${prefix}_ identifier`)
+    .regex(new RegExp(`^${prefix}_${ID_BODY_PATTERN}$`), `is not a ${prefix}_ identifier`)
     .describe(`${prefix}_ identifier`);
 }
 
@@ -25,7 +29,7 @@ export const SessionId = idOf('ses');
 /** A built-in role name or a custom role id. */
 export const RoleRef = z
   .string()
-  .regex(/^(owner|admin|operator|viewer|auditor|rol_[0-9A-HJKMNP-TV-Z]{26})$/, 'is not a role')
+  .regex(new RegExp(`^(${BUILT_IN_ROLE_NAMES.join('|')}|rol_${ID_BODY_PATTERN})$`), 'is not a role')
   .describe('Built-in role name or custom role id');
 
 export const Email = z
@@ -34,7 +38,7 @@ export const Email = z
   .toLowerCase()
   .min(3)
   .max(254)
-  .regex(/^[^\s@]+@[^\s@]+$/, 'is not an email address');
+  .regex(EMAIL_SHAPE, 'is not an email address');
 
 /** Names people choose (teams, roles): printable, trimmed, bounded. */
 export const DisplayText = (max: number) =>

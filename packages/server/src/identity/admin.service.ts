@@ -5,6 +5,7 @@ import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
+import { EMAIL_SHAPE, SLUG_SHAPE } from '../http/schemas.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import { oneTimePassword, slugify } from './bootstrap.js';
 import type { PasswordHasher } from './password-hasher.js';
@@ -63,7 +64,7 @@ export function createAdminService(deps: {
   return {
     async createUser(input: { email: string; displayName?: string; org?: string; role?: string }) {
       const email = input.email.trim().toLowerCase();
-      if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new AdminError(`${input.email} is not an email address`);
+      if (!EMAIL_SHAPE.test(email)) throw new AdminError(`${input.email} is not an email address`);
       if (await users.findByEmail(email)) throw new AdminError(`a user with email ${email} exists`);
       const org = input.org ? await orgBySlug(input.org) : undefined;
       const role = input.role ?? 'viewer';
@@ -99,8 +100,7 @@ export function createAdminService(deps: {
     async createOrg(input: { name: string; slug?: string; ownerEmail: string }) {
       const owner = await userByEmail(input.ownerEmail);
       const slug = input.slug ?? slugify(input.name);
-      if (!/^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/.test(slug))
-        throw new AdminError(`${slug} is not a valid slug`);
+      if (!SLUG_SHAPE.test(slug)) throw new AdminError(`${slug} is not a valid slug`);
       if (await orgs.findOrgBySlug(slug)) throw new AdminError(`an organization with slug ${slug} exists`);
       const now = clock();
       const org = { id: newId('org', now), slug, name: input.name, created_at: now };

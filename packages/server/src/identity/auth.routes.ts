@@ -30,7 +30,8 @@ export function setSessionCookie(reply: FastifyReply, token: string): void {
   reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
 }
 
-function sessionOf(principal: Principal | undefined) {
+/** The browser session of a self-service route's caller (the guard guarantees one). */
+export function sessionOf(principal: Principal | undefined) {
   if (!principal?.session) throw new Error('self-service route reached without a browser session');
   return principal.session;
 }

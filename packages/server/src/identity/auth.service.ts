@@ -1,6 +1,7 @@
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import { EMAIL_SHAPE } from '../http/schemas.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
@@ -21,8 +22,6 @@ export class InvalidCredentialsError extends AppError {
     super(401, 'invalid_credentials', 'The email or password is not correct.');
   }
 }
-
-const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+$/;
 
 /**
  * What a failed sign-in records as the caller. People type their password into the email field; the

@@ -16,6 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { redisUrl } from '../test-support/databases.js';
 import { deadPort } from '../test-support/ports.js';
 import { keysUnder } from '../test-support/redis.js';
+import { rejection } from '../test-support/rejection.js';
 import {
   createLoginLimiter,
   DEFAULT_LOGIN_LIMITS,
@@ -23,15 +24,6 @@ import {
   type LoginLimiter,
   TooManyAttemptsError,
 } from './login-limiter.js';
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 

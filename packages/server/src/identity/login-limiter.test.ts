@@ -3,6 +3,7 @@ import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { redisUrl } from '../test-support/databases.js';
 import { keysUnder } from '../test-support/redis.js';
+import { rejection } from '../test-support/rejection.js';
 import {
   addressKey,
   createLoginLimiter,
@@ -15,15 +16,6 @@ import {
 } from './login-limiter.js';
 
 const WINDOW = DEFAULT_LOGIN_LIMITS.windowSeconds;
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe('progressiveDelayMs', () => {
   it('is free for the first 3 failures, then doubles from 250 ms up to 4 s', () => {

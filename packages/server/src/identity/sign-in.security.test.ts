@@ -67,6 +67,19 @@ describe('sign-in limits', () => {
     expect(JSON.parse((events[0] as { details: string }).details)).toMatchObject({ scope: 'account' });
   });
 
+  it('counts failed re-authentications too, so a stolen session cannot guess the password', async () => {
+    const server = await start({});
+    const thief = new SessionClient(server.url);
+    expect((await thief.login(OWNER.email, OWNER.password)).status).toBe(200);
+    for (let i = 0; i < 3; i++)
+      expect((await thief.json('POST', '/api/auth/reauth', { password: `guess-${i}` })).status).toBe(422);
+    const locked = await thief.json<{ error?: { code: string } }>('POST', '/api/auth/reauth', {
+      password: OWNER.password,
+    });
+    expect(locked).toMatchObject({ status: 429, body: { error: { code: 'too_many_attempts' } } });
+    expect(lockoutEvents(server)).toHaveLength(1);
+  });
+
   it('locks an address that sprays many accounts', async () => {
     const server = await start({ BULWARK_LOGIN_IP_FAILURES: '5' });
     for (let i = 0; i < 5; i++)

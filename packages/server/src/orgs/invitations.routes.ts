@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { callerOf } from '../access/caller.js';
-import { UnauthenticatedError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import {
@@ -14,7 +13,7 @@ import {
   RoleRef,
   Timestamp,
 } from '../http/schemas.js';
-import { Password, SessionView, setSessionCookie } from '../identity/auth.routes.js';
+import { Password, SessionView, sessionOf, setSessionCookie } from '../identity/auth.routes.js';
 import type { AuthService } from '../identity/auth.service.js';
 import { SELF_PERMISSION } from '../identity/session-guard.js';
 import type { InvitationsService } from './invitations.service.js';
@@ -148,10 +147,10 @@ export function invitationsRoutes(deps: {
       body: z.strictObject({ token: InvitationToken }),
       response: { 200: z.object({ orgId: z.string(), slug: z.string(), role: z.string() }) },
       handler: ({ body, principal, request }) => {
-        if (!principal?.session) throw new UnauthenticatedError();
+        const session = sessionOf(principal);
         return invitations.acceptAsUser(
           body,
-          { id: principal.id, email: principal.session.email },
+          { id: session.userId, email: session.email },
           auditContextOf(request),
         );
       },

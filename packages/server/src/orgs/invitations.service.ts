@@ -1,7 +1,7 @@
 import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/protocol';
 import { assertCanGrant } from '../access/access.service.js';
 import { createAccessStore } from '../access/access.store.js';
-import type { Caller } from '../access/caller.js';
+import { type Caller, callerEvent } from '../access/caller.js';
 import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
@@ -148,15 +148,17 @@ export function createInvitationsService(deps: {
           revoked_at: null,
         };
         await store.insert(invitation);
-        events.push({
-          orgId: caller.org.id,
-          actor: caller.actor,
-          action: 'invitation.created',
-          target: { type: 'invitation', id: invitation.id, display: email },
-          outcome: 'success',
-          context: caller.context,
-          details: { role: input.role, expiresAt: invitation.expires_at },
-        });
+        events.push(
+          callerEvent(
+            caller,
+            'invitation.created',
+            { type: 'invitation', id: invitation.id, display: email },
+            {
+              role: input.role,
+              expiresAt: invitation.expires_at,
+            },
+          ),
+        );
         return { invitation, token };
       });
     },
@@ -168,14 +170,9 @@ export function createInvitationsService(deps: {
         if (!row) throw new NotFoundError('No such invitation.');
         if (!(await store.revoke(caller.org.id, invitationId, clock())))
           throw new AppError(409, 'invitation_closed', 'This invitation was already accepted or revoked.');
-        events.push({
-          orgId: caller.org.id,
-          actor: caller.actor,
-          action: 'invitation.revoked',
-          target: { type: 'invitation', id: row.id, display: row.email },
-          outcome: 'success',
-          context: caller.context,
-        });
+        events.push(
+          callerEvent(caller, 'invitation.revoked', { type: 'invitation', id: row.id, display: row.email }),
+        );
       });
     },
 

@@ -1,8 +1,7 @@
 import { assertCanGrant } from '../access/access.service.js';
 import { createAccessStore } from '../access/access.store.js';
-import type { Caller } from '../access/caller.js';
+import { type Caller, callerEvent } from '../access/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { AuditInput } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import type { SessionsService } from '../identity/sessions.service.js';
@@ -21,6 +20,8 @@ export class LastOwnerError extends AppError {
   }
 }
 
+const userTarget = (x: { id: string; email: string }) => ({ type: 'user', id: x.id, display: x.email });
+
 export function createMembersService(deps: {
   orgs: OrgsStore;
   teams: TeamsStore;
@@ -29,22 +30,6 @@ export function createMembersService(deps: {
   transact: Transact;
 }) {
   const { orgs, teams, sessions, audit, transact } = deps;
-
-  const event = (
-    caller: Caller,
-    action: AuditInput['action'],
-    member: { id: string; email: string },
-    details = {},
-  ) =>
-    ({
-      orgId: caller.org.id,
-      actor: caller.actor,
-      action,
-      target: { type: 'user', id: member.id, display: member.email },
-      outcome: 'success',
-      context: caller.context,
-      details,
-    }) satisfies AuditInput;
 
   return {
     async list(orgId: string) {
@@ -65,18 +50,18 @@ export function createMembersService(deps: {
     changeRole(caller: Caller, userId: string, role: string) {
       return transact(async (trx, events) => {
         if (userId === caller.userId) {
-          throw new DeniedError(403, 'cannot_change_own_role', 'Nobody can change their own role.', {
-            ...event(
+          throw new DeniedError(
+            403,
+            'cannot_change_own_role',
+            'Nobody can change their own role.',
+            callerEvent(
               caller,
               'access.denied',
-              { id: userId, email: caller.actor.display ?? '' },
-              {
-                reason: 'cannot_change_own_role',
-                requestedRole: role,
-              },
+              userTarget({ id: userId, email: caller.actor.display ?? '' }),
+              { reason: 'cannot_change_own_role', requestedRole: role },
+              'denied',
             ),
-            outcome: 'denied',
-          });
+          );
         }
         const store = createOrgsStore(trx);
         await createAccessStore(trx).lockOrg(caller.org.id);
@@ -88,7 +73,9 @@ export function createMembersService(deps: {
         if (member.role === 'owner' && role !== 'owner' && (await store.countOwners(caller.org.id)) <= 1)
           throw new LastOwnerError();
         await store.setRole(caller.org.id, userId, role);
-        events.push(event(caller, 'member.role_changed', member, { from: member.role, to: role }));
+        events.push(
+          callerEvent(caller, 'member.role_changed', userTarget(member), { from: member.role, to: role }),
+        );
         return { ...member, role };
       });
     },
@@ -110,7 +97,7 @@ export function createMembersService(deps: {
         if (member.role === 'owner' && (await store.countOwners(caller.org.id)) <= 1)
           throw new LastOwnerError();
         await store.removeMember(caller.org.id, userId);
-        events.push(event(caller, 'member.removed', member, { role: member.role }));
+        events.push(callerEvent(caller, 'member.removed', userTarget(member), { role: member.role }));
       });
     },
 
@@ -119,7 +106,9 @@ export function createMembersService(deps: {
       const member = await orgs.findMember(caller.org.id, userId);
       if (!member) throw new NotFoundError('No such member.');
       const ended = await sessions.endAllOf(userId, `ended by ${caller.actor.display ?? caller.userId}`);
-      await audit.record(event(caller, 'member.sessions_ended', member, { sessionsEnded: ended }));
+      await audit.record(
+        callerEvent(caller, 'member.sessions_ended', userTarget(member), { sessionsEnded: ended }),
+      );
       return ended;
     },
   };

@@ -1,8 +1,7 @@
 import { newId } from '@bulwark/protocol';
 import { assertCanGrant } from '../access/access.service.js';
 import { createAccessStore } from '../access/access.store.js';
-import type { Caller } from '../access/caller.js';
-import type { AuditInput } from '../audit/audit.types.js';
+import { type Caller, callerEvent } from '../access/caller.js';
 import type { Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import { createOrgsStore } from './orgs.store.js';
@@ -13,24 +12,10 @@ import { createTeamsStore, type TeamRow, type TeamsStore } from './teams.store.j
  * them the team's roles, so it is bounded like any grant: the caller must hold every permission the
  * team's roles carry.
  */
+const teamTarget = (x: { id: string; name: string }) => ({ type: 'team', id: x.id, display: x.name });
+
 export function createTeamsService(deps: { teams: TeamsStore; transact: Transact; clock: () => number }) {
   const { teams, transact, clock } = deps;
-
-  const event = (
-    caller: Caller,
-    action: AuditInput['action'],
-    team: { id: string; name: string },
-    details = {},
-  ) =>
-    ({
-      orgId: caller.org.id,
-      actor: caller.actor,
-      action,
-      target: { type: 'team', id: team.id, display: team.name },
-      outcome: 'success',
-      context: caller.context,
-      details,
-    }) satisfies AuditInput;
 
   async function assertReachOverTeam(
     caller: Caller,
@@ -62,7 +47,7 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         const now = clock();
         const row: TeamRow = { id: newId('tea', now), org_id: caller.org.id, ...input, created_at: now };
         await store.insert(row);
-        events.push(event(caller, 'team.created', row));
+        events.push(callerEvent(caller, 'team.created', teamTarget(row)));
         return row;
       });
     },
@@ -78,7 +63,7 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         }
         await store.update(caller.org.id, teamId, input);
         const updated = { ...team, ...input };
-        events.push(event(caller, 'team.updated', updated, { from: team.name }));
+        events.push(callerEvent(caller, 'team.updated', teamTarget(updated), { from: team.name }));
         return updated;
       });
     },
@@ -90,7 +75,7 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         if (!team) throw new NotFoundError('No such team.');
         await assertReachOverTeam(caller, trx, teamId, 'delete team');
         await store.delete(caller.org.id, teamId);
-        events.push(event(caller, 'team.deleted', team));
+        events.push(callerEvent(caller, 'team.deleted', teamTarget(team)));
       });
     },
 
@@ -103,7 +88,9 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         if (!member) throw new NotFoundError('No such member.');
         await assertReachOverTeam(caller, trx, teamId, 'add team member');
         if (await store.addMember(caller.org.id, teamId, userId, clock()))
-          events.push(event(caller, 'team.member_added', team, { userId, email: member.email }));
+          events.push(
+            callerEvent(caller, 'team.member_added', teamTarget(team), { userId, email: member.email }),
+          );
       });
     },
 
@@ -115,7 +102,7 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         await assertReachOverTeam(caller, trx, teamId, 'remove team member');
         if (!(await store.removeMember(caller.org.id, teamId, userId)))
           throw new NotFoundError('No such team member.');
-        events.push(event(caller, 'team.member_removed', team, { userId }));
+        events.push(callerEvent(caller, 'team.member_removed', teamTarget(team), { userId }));
       });
     },
   };
