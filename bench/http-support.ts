@@ -23,6 +23,8 @@ export const SESSION_COOKIE = '__Host-bulwark_session';
 
 export interface BenchServer {
   url: string;
+  /** The server's SQLite file, for measurements that read it directly. */
+  databaseFile: string;
   /** JSON log lines the server wrote (discarded, counted: they cost what they cost in production). */
   logLines(): number;
   close(): Promise<void>;
@@ -56,6 +58,7 @@ export async function startBulwark(env: Record<string, string>): Promise<BenchSe
     });
     return {
       url: server.url,
+      databaseFile: config.database.kind === 'sqlite' ? config.database.file : '',
       logLines: () => lines,
       async close() {
         await server.close();

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Secret tokens (API keys, registration tokens, session ids, invitations): a prefix that says what a
@@ -25,7 +25,7 @@ const CHECKSUM_CHARS = 6;
 
 function checksum(prefix: string, body: string): string {
   // Covers the prefix too, so a body moved under another prefix does not check out.
-  return createHash('sha256').update(`${prefix}_${body}`).digest('base64url').slice(0, CHECKSUM_CHARS);
+  return hash('sha256', `${prefix}_${body}`, 'base64url').slice(0, CHECKSUM_CHARS);
 }
 
 export function generateToken(prefix: TokenPrefix): string {
@@ -46,5 +46,7 @@ export function isWellFormedToken(value: string, prefix: TokenPrefix): boolean {
 
 /** What is stored instead of the token: its SHA-256, hex. */
 export function tokenHash(token: string): string {
-  return createHash('sha256').update(token).digest('hex');
+  // One-shot `hash` (Node >= 20.12): these run on every authenticated request, and building a Hash
+  // object costs more than hashing 60 bytes.
+  return hash('sha256', token, 'hex');
 }

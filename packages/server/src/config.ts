@@ -299,7 +299,7 @@ export const settings = {
   },
   logLevel: {
     env: 'BULWARK_LOG_LEVEL',
-    doc: 'Log level of the JSON logs on stdout.',
+    doc: 'Log level of the JSON logs on stdout. `info` writes one access line per request (method, URL with secret query values masked, client address, status, time); `debug` adds a line as each request arrives.',
     defaultText: 'info',
     parse: oneOf('fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'),
   },

@@ -49,11 +49,42 @@ describe('log redaction', () => {
     await server.stop();
 
     const output = server.logs.text;
-    expect(output).toContain('"msg":"incoming request"');
+    expect(output).toContain('"msg":"incoming request"'); // at debug and below
+    expect(output).toContain('"msg":"request completed"');
     expect(output).toContain(`/healthz?token=${encodeURIComponent(REDACTED)}`);
     for (const [kind, secret] of Object.entries(SECRETS)) {
       expect(output, `${kind} reached the log`).not.toContain(secret);
     }
+  });
+
+  it('writes one access line per request at info, with what identifies the request and nothing else', async () => {
+    server = await startTestServer({ BULWARK_LOG_LEVEL: 'info' });
+    const response = await fetch(`${server.url}/api/auth/session?token=${SECRETS.query}`, {
+      headers: { cookie: `__Host-bulwark_session=${SECRETS.cookie}`, 'x-csrf-token': SECRETS.csrf },
+    });
+    expect(response.status).toBe(401);
+    await server.stop();
+
+    const lines = server.logs
+      .entries()
+      .filter((entry) => entry.requestId === response.headers.get('x-request-id'));
+    expect(lines).toEqual([
+      expect.objectContaining({
+        level: 30,
+        msg: 'request completed',
+        req: {
+          method: 'GET',
+          url: `/api/auth/session?token=${encodeURIComponent(REDACTED)}`,
+          ip: '127.0.0.1',
+        },
+        res: { statusCode: 401 },
+        responseTime: expect.any(Number),
+      }),
+    ]);
+    expect(Object.keys(lines[0]!).sort()).toEqual(
+      ['level', 'msg', 'name', 'pid', 'req', 'requestId', 'res', 'responseTime', 'time'].sort(),
+    );
+    for (const secret of Object.values(SECRETS)) expect(server.logs.text).not.toContain(secret);
   });
 
   it('censors secret fields wherever code logs them', () => {

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { BindingSubject, DB, RoleBindingsTable, RolesTable } from '../db/schema.js';
 import type { CustomRole, Grant } from './authorize.js';
 
@@ -21,52 +22,57 @@ export function createAccessStore(db: Kysely<DB>) {
     return new Map(rows.map((row) => [row.id, customRoleOf(row)]));
   }
 
+  // The two reads of every request in an organization (the guard loads the caller's access each time).
+  const orgWithMembership = compiledOnce(db, (args: { slug: string; userId: string }) =>
+    db
+      .selectFrom('orgs')
+      .leftJoin('memberships', (join) =>
+        join.onRef('memberships.org_id', '=', 'orgs.id').on('memberships.user_id', '=', args.userId),
+      )
+      .select(['orgs.id', 'orgs.slug', 'orgs.name', 'memberships.role'])
+      .where('orgs.slug', '=', args.slug),
+  );
+  const bindingGrants = compiledOnce(db, (args: { orgId: string; userId: string }) =>
+    db
+      .selectFrom('role_bindings')
+      .leftJoin('teams', 'teams.id', 'role_bindings.subject_id')
+      .select([
+        'role_bindings.id',
+        'role_bindings.role',
+        'role_bindings.selector',
+        'role_bindings.subject_type',
+        'teams.name as team_name',
+      ])
+      .where('role_bindings.org_id', '=', args.orgId)
+      .where((eb) =>
+        eb.or([
+          eb.and([
+            eb('role_bindings.subject_type', '=', 'user'),
+            eb('role_bindings.subject_id', '=', args.userId),
+          ]),
+          eb.and([
+            eb('role_bindings.subject_type', '=', 'team'),
+            eb(
+              'role_bindings.subject_id',
+              'in',
+              eb
+                .selectFrom('team_members')
+                .select('team_id')
+                .where('team_members.org_id', '=', args.orgId)
+                .where('team_members.user_id', '=', args.userId),
+            ),
+          ]),
+        ]),
+      ),
+  );
+
   return {
     /** The organization a slug names, with the caller's membership role in it (undefined: not a member). */
-    orgWithMembership: (slug: string, userId: string) =>
-      db
-        .selectFrom('orgs')
-        .leftJoin('memberships', (join) =>
-          join.onRef('memberships.org_id', '=', 'orgs.id').on('memberships.user_id', '=', userId),
-        )
-        .select(['orgs.id', 'orgs.slug', 'orgs.name', 'memberships.role'])
-        .where('orgs.slug', '=', slug)
-        .executeTakeFirst(),
+    orgWithMembership: (slug: string, userId: string) => orgWithMembership.first({ slug, userId }),
 
     /** The role bindings that reach a user, directly or through their teams. */
     async bindingGrantsOf(orgId: string, userId: string): Promise<Grant[]> {
-      const rows = await db
-        .selectFrom('role_bindings')
-        .leftJoin('teams', 'teams.id', 'role_bindings.subject_id')
-        .select([
-          'role_bindings.id',
-          'role_bindings.role',
-          'role_bindings.selector',
-          'role_bindings.subject_type',
-          'teams.name as team_name',
-        ])
-        .where('role_bindings.org_id', '=', orgId)
-        .where((eb) =>
-          eb.or([
-            eb.and([
-              eb('role_bindings.subject_type', '=', 'user'),
-              eb('role_bindings.subject_id', '=', userId),
-            ]),
-            eb.and([
-              eb('role_bindings.subject_type', '=', 'team'),
-              eb(
-                'role_bindings.subject_id',
-                'in',
-                eb
-                  .selectFrom('team_members')
-                  .select('team_id')
-                  .where('team_members.org_id', '=', orgId)
-                  .where('team_members.user_id', '=', userId),
-              ),
-            ]),
-          ]),
-        )
-        .execute();
+      const rows = await bindingGrants.all({ orgId, userId });
       return rows.map((row) => ({
         role: row.role,
         selector: row.selector,

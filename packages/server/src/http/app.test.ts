@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ForbiddenError, UnauthenticatedError } from '../errors.js';
+import { ForbiddenError, ServiceUnavailableError, UnauthenticatedError } from '../errors.js';
 import { createMetrics } from '../ops/metrics.js';
 import { LogCapture } from '../test-support/server.js';
 import { createHttpApp, type HttpAppOptions, type RouteGuard } from './app.js';
@@ -260,6 +260,47 @@ describe('HTTP core', () => {
     expect(((await limited.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
     // Another class is counted apart.
     expect((await fetch(`${base}/api/things/thg_1`)).status).toBe(200);
+  });
+
+  it('refuses a rate-limited or unadmitted request before reading its body', async () => {
+    // Attack: a flood of requests with large or malformed bodies. A caller who is refused anyway must
+    // not get the server to parse what they send: the refusal comes first, and the handler never runs.
+    let open = true;
+    let handled = 0;
+    const admitted = defineRoute({
+      method: 'POST',
+      url: '/api/admitted',
+      operationId: 'admitted',
+      summary: 'refused while closed',
+      access: { public: 'a test route exercising admission' },
+      rateLimit: 'write',
+      admit: () => {
+        if (!open) throw new ServiceUnavailableError('test_busy', 'Closed for the test.');
+      },
+      body: z.strictObject({ n: z.number() }),
+      response: { 200: z.strictObject({ ok: z.boolean() }) },
+      handler: () => {
+        handled++;
+        return { ok: true };
+      },
+    });
+    const { base } = await serve([admitted], {
+      rateLimits: { read: 1000, write: 3, auth: 1000, export: 1000 },
+    });
+    const codeOf = async (response: Response) =>
+      ((await response.json()) as { error: { code: string } }).error.code;
+
+    expect((await fetch(`${base}/api/admitted`, json({ n: 1 }))).status).toBe(200);
+    open = false;
+    const closed = await fetch(`${base}/api/admitted`, json('{"n": not json'));
+    expect([closed.status, await codeOf(closed)]).toEqual([503, 'test_busy']);
+    expect(handled).toBe(1);
+
+    open = true;
+    expect((await fetch(`${base}/api/admitted`, json({ n: 3 }))).status).toBe(200);
+    const limited = await fetch(`${base}/api/admitted`, json('{"n": not json'));
+    expect([limited.status, await codeOf(limited)]).toEqual([429, 'rate_limited']);
+    expect(handled).toBe(2);
   });
 
   it('believes X-Forwarded-For only from a configured proxy', async () => {

@@ -1,12 +1,13 @@
 import { readFileSync } from 'node:fs';
 import { newId } from '@bulwark/protocol';
 import cookie from '@fastify/cookie';
-import Fastify, { type FastifyInstance, type FastifyRequest, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import { type FieldProblem, ValidationError } from '../errors.js';
 import type { HttpMetrics } from '../ops/metrics.js';
+import { AccessLog } from './access-log.js';
 import { installErrorHandling } from './error-handler.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
 import {
@@ -16,7 +17,7 @@ import {
   type Principal,
   type RouteDefinition,
 } from './route.js';
-import { installSecurityHeaders } from './security-headers.js';
+import { securityHeaders } from './security-headers.js';
 
 /** Decides who is calling a permission route and whether they hold the permission; throws a 401/403/404 AppError otherwise. */
 export type RouteGuard = (
@@ -71,8 +72,12 @@ function registerRoute(
     method: route.method,
     url: route.url,
     config: { [DECLARATION]: route },
-    handler: async (request, reply) => {
+    // Before the body is read: a limited or refused caller does not get us to parse what they send.
+    onRequest: async (request) => {
       await limiter.consume(route.rateLimit, request.ip);
+      route.admit?.();
+    },
+    handler: async (request, reply) => {
       const principal =
         'permission' in route.access ? await guard(request, { ...route, access: route.access }) : undefined;
 
@@ -141,7 +146,7 @@ export async function createHttpApp(
   const app = Fastify({
     loggerInstance: logger,
     genReqId: () => newId('req'),
-    logController: new LogController({ requestIdLogLabel: 'requestId' }),
+    logController: new AccessLog(logger),
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustedProxies.length > 0 ? config.trustedProxies : false,
     onProtoPoisoning: 'error',
@@ -171,13 +176,18 @@ export async function createHttpApp(
     registered.push({ method: String(routeOptions.method), url: routeOptions.url ?? '', declaration });
   });
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback-style hooks: these run on every request, and an async hook costs a promise each time.
+  const headers = securityHeaders({ hsts: config.tls !== undefined || config.trustedProxies.length > 0 });
+  app.addHook('onRequest', (request, reply, next) => {
+    reply.headers(headers);
     reply.header('x-request-id', request.id);
+    next();
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, next) => {
     const route = request.routeOptions.url ?? 'unmatched';
     metrics.requests.inc({ method: request.method, route, status: String(reply.statusCode) });
     metrics.duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    next();
   });
 
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
@@ -185,7 +195,6 @@ export async function createHttpApp(
   // Cookies are parsed, never signed: the session token carries its own integrity (random + checksum).
   await app.register(cookie);
   installErrorHandling(app);
-  await installSecurityHeaders(app, { hsts: config.tls !== undefined || config.trustedProxies.length > 0 });
 
   const limiter = createRateLimiter(config.rateLimits, metrics);
   for (const route of routes) registerRoute(app, route, guard, limiter);

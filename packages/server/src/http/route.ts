@@ -87,6 +87,12 @@ export interface RouteDefinition<
   tags?: string[];
   access: RouteAccess;
   rateLimit: RateLimitClass;
+  /**
+   * Runs before the request body is read, right after the rate limit: throws an AppError to refuse
+   * a request that would be refused anyway (sign-in while password hashing is at capacity), so that a
+   * flood of them costs as little as possible.
+   */
+  admit?: () => void;
   params?: P;
   query?: Q;
   body?: B;

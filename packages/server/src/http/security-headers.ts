@@ -1,5 +1,6 @@
-import helmet from '@fastify/helmet';
-import type { FastifyInstance } from 'fastify';
+import { IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
+import helmet, { type HelmetOptions } from 'helmet';
 
 /**
  * NET-2 response headers on every response, errors and 404s included. The CSP allows no inline script
@@ -7,12 +8,8 @@ import type { FastifyInstance } from 'fastify';
  * the trusted proxy in front of it) speaks TLS, since browsers ignore it over plain HTTP anyway.
  * CORS is deliberately absent: no cross-origin caller is served by default.
  */
-export async function installSecurityHeaders(
-  app: FastifyInstance,
-  options: { hsts: boolean },
-): Promise<void> {
-  await app.register(helmet, {
-    global: true,
+function helmetOptions(hsts: boolean): HelmetOptions {
+  return {
     contentSecurityPolicy: {
       useDefaults: false,
       directives: {
@@ -28,15 +25,28 @@ export async function installSecurityHeaders(
         'frame-ancestors': ["'none'"],
       },
     },
-    strictTransportSecurity: options.hsts ? { maxAge: 63_072_000, includeSubDomains: true } : false,
+    strictTransportSecurity: hsts ? { maxAge: 63_072_000, includeSubDomains: true } : false,
     referrerPolicy: { policy: 'no-referrer' },
     crossOriginOpenerPolicy: { policy: 'same-origin' },
     crossOriginResourcePolicy: { policy: 'same-origin' },
     crossOriginEmbedderPolicy: false,
     xFrameOptions: { action: 'deny' },
+  };
+}
+
+/**
+ * Helmet decides the headers; they depend on nothing in the request (no nonces, no per-route
+ * policy), so helmet runs once, against a response that is never sent, and every response gets a
+ * copy of what it set. Running helmet per request re-parsed the whole policy each time.
+ */
+export function securityHeaders(options: { hsts: boolean }): OutgoingHttpHeaders {
+  const response = new ServerResponse(new IncomingMessage(new Socket()));
+  helmet(helmetOptions(options.hsts))(response.req, response, (error?: unknown) => {
+    if (error) throw error;
   });
-  app.addHook('onRequest', async (_request, reply) => {
+  return {
+    ...response.getHeaders(),
     // API answers carry credentials-derived data; no cache, shared or private, may keep them.
-    reply.header('cache-control', 'no-store');
-  });
+    'cache-control': 'no-store',
+  };
 }

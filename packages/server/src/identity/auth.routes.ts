@@ -48,6 +48,7 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
         public: 'signing in is how a caller gets credentials; failures are uniform and rate limited',
       },
       rateLimit: 'auth',
+      admit: () => auth.assertCanVerifyPasswords(),
       body: z.strictObject({ email: z.string().trim().min(3).max(254), password: Password }),
       response: { 200: SessionView },
       handler: async ({ body, request, reply }) => {
@@ -115,6 +116,7 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       tags: ['auth'],
       access: { permission: SELF_PERMISSION },
       rateLimit: 'auth',
+      admit: () => auth.assertCanVerifyPasswords(),
       body: z.strictObject({ password: Password }),
       response: { 200: SessionView },
       handler: async ({ principal, body, request, reply }) => {

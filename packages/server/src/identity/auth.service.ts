@@ -115,10 +115,14 @@ export function createAuthService(deps: {
   return {
     view,
 
+    /** Refuses (503 `auth_busy`) when password hashing is at capacity, before a sign-in does any work. */
+    assertCanVerifyPasswords: () => hasher.assertCapacity(),
+
     async login(
       input: { email: string; password: string },
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
+      hasher.assertCapacity();
       const email = input.email.trim().toLowerCase();
       const ip = context.ip ?? 'unknown';
       // Locked accounts and addresses are refused before any hashing; the answer is the same whether
@@ -160,6 +164,7 @@ export function createAuthService(deps: {
       password: string,
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
+      hasher.assertCapacity();
       await limiter.check(session.email, context.ip ?? 'unknown');
       const user = await users.findById(session.userId);
       const open = await sessions.openSessionOf(session.userId, session.id);

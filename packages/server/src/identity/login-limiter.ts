@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { Redis } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterRes } from 'rate-limiter-flexible';
@@ -59,7 +59,7 @@ export function progressiveDelayMs(accountFailures: number): number {
  * never holds an email address, and normalized so that case or stray spaces give no fresh counter.
  */
 function accountKey(account: string): string {
-  return createHash('sha256').update(account.trim().toLowerCase(), 'utf8').digest('hex');
+  return hash('sha256', account.trim().toLowerCase(), 'hex');
 }
 
 /**

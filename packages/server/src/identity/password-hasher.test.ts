@@ -26,6 +26,17 @@ describe('password hasher', () => {
     expect(hasher.load()).toMatchObject({ active: 0, waiting: 0 });
   });
 
+  it('tells a sign-in up front when its hash would be refused, so it can stop before any other work', async () => {
+    const hasher = createPasswordHasher({ concurrency: 1, queue: 1 });
+    expect(() => hasher.assertCapacity()).not.toThrow();
+    const running = hasher.verifyNothing('first'); // takes the slot
+    expect(() => hasher.assertCapacity()).not.toThrow(); // one may still wait
+    const queued = hasher.verifyNothing('second');
+    expect(() => hasher.assertCapacity()).toThrow(HashingBusyError);
+    await Promise.all([running, queued]);
+    expect(() => hasher.assertCapacity()).not.toThrow();
+  });
+
   it('does real argon2 work for an unknown account', async () => {
     const hasher = createPasswordHasher({ concurrency: 1 });
     const stored = await hasher.hash('x');

@@ -25,6 +25,21 @@ export class HashingBusyError extends ServiceUnavailableError {
   }
 }
 
+/**
+ * The refusal is expected under a flood and says nothing a stack trace would add, while capturing one
+ * is a large part of what each refusal costs: the cheaper the refusal, the more of the event loop a
+ * flood leaves to everyone else (bench/login-flood).
+ */
+function busy(): HashingBusyError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new HashingBusyError();
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}
+
 export interface PasswordHasherOptions {
   /** Hashes running at once; default: all cores but one, at least one. */
   concurrency?: number;
@@ -40,9 +55,11 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}) {
   // Made now, not on first use: otherwise the first unknown account would cost two hashes.
   const dummyHash = hash(`no account has this password ${Math.random()}`, ARGON2_PARAMS);
 
+  const full = () => active >= concurrency && waiting.length >= queueLimit;
+
   async function withSlot<T>(work: () => Promise<T>): Promise<T> {
     if (active >= concurrency) {
-      if (waiting.length >= queueLimit) throw new HashingBusyError();
+      if (full()) throw busy();
       await new Promise<void>((resolve) => waiting.push(resolve));
     } else {
       active++;
@@ -72,6 +89,15 @@ export function createPasswordHasher(options: PasswordHasherOptions = {}) {
         await verify(await dummyHash, password).catch(() => false);
       });
       return false;
+    },
+
+    /**
+     * Refuses at once when a hash would be refused now: a sign-in checks this before any other work,
+     * so a flood beyond the pool's bound costs as little as possible. Hashing later can still be
+     * refused, if the queue fills in between.
+     */
+    assertCapacity(): void {
+      if (full()) throw busy();
     },
 
     /** Hashes running and waiting now, for metrics and readiness. */

@@ -1,23 +1,27 @@
 import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, SessionsTable } from '../db/schema.js';
 
 export type SessionRow = SessionsTable;
 
 export function createSessionsStore(db: Kysely<DB>) {
+  // Every authenticated request runs this one.
+  const liveSession = compiledOnce(db, (args: { tokenHash: string }) =>
+    db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .selectAll('sessions')
+      .select(['users.email', 'users.display_name', 'users.status', 'users.password_change_required_at'])
+      .where('sessions.token_hash', '=', args.tokenHash)
+      .where('sessions.revoked_at', 'is', null),
+  );
+
   return {
     async insert(row: SessionRow): Promise<void> {
       await db.insertInto('sessions').values(row).execute();
     },
     /** The live session with this token hash, joined with its user. */
-    findLive: (tokenHash: string) =>
-      db
-        .selectFrom('sessions')
-        .innerJoin('users', 'users.id', 'sessions.user_id')
-        .selectAll('sessions')
-        .select(['users.email', 'users.display_name', 'users.status', 'users.password_change_required_at'])
-        .where('sessions.token_hash', '=', tokenHash)
-        .where('sessions.revoked_at', 'is', null)
-        .executeTakeFirst(),
+    findLive: (tokenHash: string) => liveSession.first({ tokenHash }),
     /** A user's sessions that have not been ended (the service filters out the idle and expired). */
     listOpen: (userId: string) =>
       db

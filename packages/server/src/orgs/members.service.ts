@@ -33,18 +33,17 @@ export function createMembersService(deps: {
 
   return {
     async list(orgId: string) {
-      const [members, teamMembers, teamRows] = await Promise.all([
+      const [members, memberTeams] = await Promise.all([
         orgs.listMembers(orgId),
-        teams.members(orgId),
-        teams.list(orgId),
+        teams.teamsOfMembers(orgId),
       ]);
-      const teamName = new Map(teamRows.map((team) => [team.id, team.name]));
-      return members.map((member) => ({
-        ...member,
-        teams: teamMembers
-          .filter((row) => row.id === member.id)
-          .map((row) => ({ id: row.team_id, name: teamName.get(row.team_id) ?? '' })),
-      }));
+      const teamsOf = new Map<string, Array<{ id: string; name: string }>>();
+      for (const row of memberTeams) {
+        const list = teamsOf.get(row.user_id) ?? [];
+        list.push({ id: row.id, name: row.name });
+        teamsOf.set(row.user_id, list);
+      }
+      return members.map((member) => ({ ...member, teams: teamsOf.get(member.id) ?? [] }));
     },
 
     changeRole(caller: Caller, userId: string, role: string) {

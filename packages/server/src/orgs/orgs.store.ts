@@ -1,8 +1,26 @@
 import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, MembershipsTable, OrgsTable } from '../db/schema.js';
 
 /** Organizations and memberships; every member query names its organization. */
 export function createOrgsStore(db: Kysely<DB>) {
+  // The members list is the console's most frequent organization read.
+  const members = compiledOnce(db, (args: { orgId: string }) =>
+    db
+      .selectFrom('memberships')
+      .innerJoin('users', 'users.id', 'memberships.user_id')
+      .select([
+        'users.id',
+        'users.email',
+        'users.display_name',
+        'users.status',
+        'memberships.role',
+        'memberships.created_at',
+      ])
+      .where('memberships.org_id', '=', args.orgId)
+      .orderBy('users.email'),
+  );
+
   return {
     async insertOrg(row: OrgsTable): Promise<void> {
       await db.insertInto('orgs').values(row).execute();
@@ -21,21 +39,7 @@ export function createOrgsStore(db: Kysely<DB>) {
         .where('memberships.user_id', '=', userId)
         .orderBy('orgs.slug')
         .execute(),
-    listMembers: (orgId: string) =>
-      db
-        .selectFrom('memberships')
-        .innerJoin('users', 'users.id', 'memberships.user_id')
-        .select([
-          'users.id',
-          'users.email',
-          'users.display_name',
-          'users.status',
-          'memberships.role',
-          'memberships.created_at',
-        ])
-        .where('memberships.org_id', '=', orgId)
-        .orderBy('users.email')
-        .execute(),
+    listMembers: (orgId: string) => members.all({ orgId }),
     findMember: (orgId: string, userId: string) =>
       db
         .selectFrom('memberships')

@@ -1,13 +1,25 @@
 import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, TeamsTable } from '../db/schema.js';
 
 export type TeamRow = TeamsTable;
 
 /** Teams and their members (ACC-6); every query names its organization. */
 export function createTeamsStore(db: Kysely<DB>) {
+  const teamsOfMembers = compiledOnce(db, (args: { orgId: string }) =>
+    db
+      .selectFrom('team_members')
+      .innerJoin('teams', 'teams.id', 'team_members.team_id')
+      .select(['team_members.user_id', 'teams.id', 'teams.name'])
+      .where('team_members.org_id', '=', args.orgId)
+      .orderBy('teams.name'),
+  );
+
   return {
     list: (orgId: string) =>
       db.selectFrom('teams').selectAll().where('org_id', '=', orgId).orderBy('name').execute(),
+    /** Which teams each member of the organization is in, teams in name order, for the members list. */
+    teamsOfMembers: (orgId: string) => teamsOfMembers.all({ orgId }),
     /** Every team member of the organization, for list views. */
     members: (orgId: string) =>
       db
