@@ -23,6 +23,9 @@ export const ID_PREFIXES = {
   roleBinding: 'rbd',
   team: 'tea',
   invitation: 'inv',
+  agent: 'agt',
+  registrationToken: 'rgt',
+  service: 'svc',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

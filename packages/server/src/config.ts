@@ -273,6 +273,18 @@ export const settings = {
     defaultText: '15',
     parse: integer(1, 24 * 60),
   },
+  agentHeartbeatSeconds: {
+    env: 'BULWARK_AGENT_HEARTBEAT_SECONDS',
+    doc: 'How often connected agents send a heartbeat; an agent that misses three is closed and shown offline.',
+    defaultText: '15',
+    parse: integer(1, 300),
+  },
+  agentConnectsPerMinute: {
+    env: 'BULWARK_AGENT_CONNECTS_PER_MINUTE',
+    doc: 'Agent connection attempts accepted per client address per minute; beyond it the upgrade is answered 429. Raise it when many agents share one address (NAT, a proxy).',
+    defaultText: '120',
+    parse: integer(1, 1_000_000),
+  },
   bootstrapEmail: {
     env: 'BULWARK_BOOTSTRAP_EMAIL',
     doc: 'Email of the first owner, created on first start with an organization.',
@@ -385,6 +397,7 @@ export interface Config {
   logLevel: Parsed<'logLevel'>;
   sessions: { idleMinutes: number; absoluteHours: number; stepUpMinutes: number };
   loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
+  agents: { heartbeatSeconds: number; connectsPerMinute: number };
   bootstrap: { email: string | undefined; password: string | undefined; orgName: string };
   passwordHashConcurrency: number | undefined;
   metricsToken: string | undefined;
@@ -425,6 +438,8 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   loginAccountFailures: 10,
   loginIpFailures: 50,
   loginWindowMinutes: 15,
+  agentHeartbeatSeconds: 15,
+  agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
   shutdownTimeoutMs: 10_000,
   auditRetentionDays: 365,
@@ -592,6 +607,10 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       ipFailures: values.loginIpFailures,
       windowSeconds: values.loginWindowMinutes * 60,
     },
+    agents: {
+      heartbeatSeconds: values.agentHeartbeatSeconds,
+      connectsPerMinute: values.agentConnectsPerMinute,
+    },
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -652,6 +671,8 @@ export function describeConfig(config: Config): string[] {
     loginAccountFailures: String(config.loginLimits.accountFailures),
     loginIpFailures: String(config.loginLimits.ipFailures),
     loginWindowMinutes: String(config.loginLimits.windowSeconds / 60),
+    agentHeartbeatSeconds: String(config.agents.heartbeatSeconds),
+    agentConnectsPerMinute: String(config.agents.connectsPerMinute),
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,

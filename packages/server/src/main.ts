@@ -6,6 +6,12 @@ import { accessRoutes } from './access/access.routes.js';
 import { createAccessService } from './access/access.service.js';
 import { createAccessStore } from './access/access.store.js';
 import { createRolesService } from './access/roles.service.js';
+import { agentsRoutes } from './agents/agents.routes.js';
+import { createAgentsService } from './agents/agents.service.js';
+import { createAgentsStore } from './agents/agents.store.js';
+import { createAgentGateway } from './agents/gateway.js';
+import { createRegistrationTokensService } from './agents/registration-tokens.service.js';
+import { createRegistrationTokensStore } from './agents/registration-tokens.store.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
@@ -121,6 +127,8 @@ async function startIdentity(deps: {
     clock,
   });
   return {
+    access,
+    transact,
     guard: createSessionGuard({
       sessions,
       csrf,
@@ -271,13 +279,39 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     redis,
   });
 
+  const agentsStore = createAgentsStore(database.db);
+  const registrationTokens = createRegistrationTokensStore(database.db);
+  const gateway = createAgentGateway({
+    agents: agentsStore,
+    serverKeys: core.serverKeys,
+    audit,
+    logger,
+    clock,
+    options: { ...config.agents, tls: config.tls !== undefined, trustedProxies: config.trustedProxies },
+  });
+  const agents = createAgentsService({
+    agents: agentsStore,
+    tokens: registrationTokens,
+    serverKeys: core.serverKeys,
+    audit,
+    transact: identity.transact,
+    clock,
+  });
+  const tokens = createRegistrationTokensService({
+    tokens: registrationTokens,
+    transact: identity.transact,
+    clock,
+  });
+
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
+    ...agentsRoutes({ agents, tokens, access: identity.access, gateway }),
   ];
   routes.push(openApiRoute(routes, VERSION));
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);
 
+  gateway.attach(app.server);
   await app.listen({ host: config.host, port: config.port });
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
@@ -308,6 +342,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const close = async () => {
     stopping = true;
     await Promise.all(jobs.map((job) => job.stop()));
+    // Agent connections first: they are not HTTP requests, and the listener would wait for them.
+    await gateway.close();
     // Fastify stops accepting, answers requests on open connections with 503, and waits for in-flight ones.
     await app.close();
     await metricsListener?.close();

@@ -1,3 +1,5 @@
+import { LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN } from '@bulwark/protocol';
+
 /**
  * Label selectors (ACC-3), the small Kubernetes-like language that scopes a role binding to agents:
  * comma-separated terms, all of which must hold — `env=staging`, `tier!=db`, `region` (the label is
@@ -18,8 +20,8 @@ export interface Selector {
   terms: Term[];
 }
 
-const KEY = /^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$/i;
-const VALUE = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/i;
+const KEY = LABEL_KEY_PATTERN;
+const VALUE = LABEL_VALUE_PATTERN;
 export const MAX_SELECTOR_TERMS = 16;
 
 function parseTerm(raw: string): Term | string {

@@ -40,6 +40,19 @@ export const AUDIT_ACTIONS = [
   'user.disabled',
   'user.enabled',
   'user.sessions_ended',
+  'agent.registration_token_created',
+  'agent.registration_token_revoked',
+  'agent.registered',
+  'agent.registration_refused',
+  'agent.connected',
+  'agent.disconnected',
+  'agent.connection_refused',
+  'agent.updated',
+  'agent.disabled',
+  'agent.enabled',
+  'agent.revoked',
+  'service.reported',
+  'service.report_refused',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -154,6 +154,58 @@ export interface InvitationsTable {
   revoked_at: number | null;
 }
 
+export interface RegistrationTokensTable {
+  id: string;
+  org_id: string;
+  token_hash: string;
+  description: string;
+  /** JSON object of the labels every agent registered with this token starts with. */
+  labels: string;
+  uses_allowed: number;
+  uses: number;
+  created_by: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+export type AgentStatus = 'active' | 'disabled' | 'revoked';
+
+export interface AgentsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  hostname: string;
+  /** JSON object. */
+  labels: string;
+  signing_key: string;
+  encryption_key: string;
+  status: AgentStatus;
+  registration_token_id: string;
+  created_at: number;
+  updated_at: number;
+  last_seen_at: number | null;
+}
+
+export type HealthStatus = 'up' | 'degraded' | 'down' | 'unknown';
+
+export interface ServicesTable {
+  id: string;
+  org_id: string;
+  agent_id: string;
+  name: string;
+  kind: string;
+  version: string;
+  health_status: HealthStatus;
+  health_message: string;
+  /** JSON array of {key, configured, value?}: secret-looking values are never stored. */
+  config: string;
+  /** JSON array of action declarations. */
+  actions: string;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
@@ -168,4 +220,7 @@ export interface DB {
   teams: TeamsTable;
   team_members: TeamMembersTable;
   invitations: InvitationsTable;
+  registration_tokens: RegistrationTokensTable;
+  agents: AgentsTable;
+  services: ServicesTable;
 }

@@ -1,6 +1,7 @@
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { registerAgent } from '../test-support/agents.js';
 import { MEMBER_PASSWORD, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { registeredRoutesOf } from './app.js';
@@ -58,6 +59,12 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     `/api/orgs/${slug}/invitations`,
   );
   const sessions = await member.json<{ sessions: Array<{ id: string }> }>('GET', '/api/auth/sessions');
+  const registration = await owner.json<{ id: string; token: string }>(
+    'POST',
+    `/api/orgs/${slug}/agent-registration-tokens`,
+    { uses: 2 },
+  );
+  const agent = await registerAgent(owner.base, registration.body.token, `${prefix}-agent`);
   const ids = {
     user: joined.body.user.id,
     team: team.body.id,
@@ -65,6 +72,8 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     binding: binding.body.id,
     invitation: invitations.body.invitations[0]!.id,
     session: sessions.body.sessions[0]!.id,
+    token: registration.body.id,
+    agent: agent.agentId,
   };
   for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
   return { slug, ids };
@@ -85,6 +94,14 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     createInvitation: { email: 'walk@example.test', role: 'viewer' },
     acceptInvitationWithNewAccount: { token: 'bwi_x', displayName: 'x', password: 'y' },
     acceptInvitation: { token: 'bwi_x' },
+    registerAgent: {
+      token: 'bwr_x',
+      name: 'walk',
+      signingKey: 'A'.repeat(43),
+      encryptionKey: 'A'.repeat(43),
+    },
+    createRegistrationToken: {},
+    updateAgent: { name: 'walk-renamed' },
   };
   return bodies[operationId];
 }

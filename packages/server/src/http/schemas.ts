@@ -25,6 +25,8 @@ export const RoleId = idOf('rol');
 export const BindingId = idOf('rbd');
 export const InvitationId = idOf('inv');
 export const SessionId = idOf('ses');
+export const AgentId = idOf('agt');
+export const RegistrationTokenId = idOf('rgt');
 
 /** A built-in role name or a custom role id. */
 export const RoleRef = z

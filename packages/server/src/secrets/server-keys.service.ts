@@ -15,11 +15,15 @@ import type { ServerKeyRow, ServerKeysStore } from './server-keys.store.js';
  * envelopes and workload tokens, never share a key). Private keys are stored sealed by the master
  * keyring and bound to their row; public keys are stored in clear so anyone can verify.
  */
-export type ServerKeyPurpose = 'audit-checkpoint';
+export type ServerKeyPurpose =
+  | 'audit-checkpoint'
+  /** Proves the server to its agents at every connection and signs their commands (AGT-6, CMD-7). */
+  | 'agent-channel';
 
 export interface Signer {
   keyId: string;
   purpose: ServerKeyPurpose;
+  publicKey: KeyObject;
   sign(message: string): string;
 }
 
@@ -82,6 +86,7 @@ export function createServerKeysService(deps: {
     return {
       keyId,
       purpose,
+      publicKey: publicKeyFromRow(row),
       sign: (message) => sign(null, Buffer.from(message, 'utf8'), privateKey).toString('base64url'),
     };
   }

@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import * as foundation from './0001-foundation.js';
 import * as identity from './0002-identity.js';
 import * as access from './0003-access.js';
+import * as agents from './0004-agents.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -11,4 +12,5 @@ export const migrations: Record<string, Migration> = {
   '0001-foundation': foundation,
   '0002-identity': identity,
   '0003-access': access,
+  '0004-agents': agents,
 };

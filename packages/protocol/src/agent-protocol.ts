@@ -1,0 +1,192 @@
+import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { z } from 'zod';
+import { canonicalJson } from './canonical-json.js';
+import { ID_BODY_PATTERN } from './ids.js';
+
+/**
+ * The agent protocol, version 1 (AGT-2, AGT-3, AGT-5), shared by the server and the agent.
+ *
+ * Registration is one HTTPS request carrying the registration token and the agent's two public keys;
+ * the answer carries the agent id and the server's public signing key, which the agent pins (AGT-6).
+ *
+ * Every connection then proves both ends before anything else travels:
+ *   agent → `hello`      {agentId, agentNonce}
+ *   server → `challenge` {serverNonce, serverSignature over (agentId, agentNonce, serverNonce)}
+ *   agent → `proof`      {signature over (agentId, agentNonce, serverNonce)}
+ *   server → `welcome`   {heartbeatSeconds, agent}
+ * Both nonces are fresh 256-bit values, so neither signature can be replayed on another connection,
+ * and the two signed statements carry different purposes, so one side's signature can never be
+ * reflected as the other's. Nothing secret travels and nothing usable by an attacker is stored.
+ */
+
+export const AGENT_PROTOCOL_VERSION = 1;
+export const AGENT_CONNECT_PATH = '/agent/v1/connect';
+export const AGENT_REGISTER_PATH = '/api/agent/v1/register';
+/** The largest message either end accepts; a report of many services fits many times over. */
+export const MAX_AGENT_MESSAGE_BYTES = 1024 * 1024;
+
+/** A raw 32-byte key or nonce, base64url without padding. */
+const Base64Url32 = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes, base64url');
+/** A raw 64-byte Ed25519 signature, base64url without padding. */
+const Signature = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'must be 64 bytes, base64url');
+export const AgentIdShape = z.string().regex(new RegExp(`^agt_${ID_BODY_PATTERN}$`), 'must be an agent id');
+/** Agent and service names: what an operator reads in the console and types in a selector. */
+export const AgentName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,62}$/, 'lower-case letters, digits, dots, dashes and underscores');
+/** Label keys and values, as agents carry them and selectors match them (ACC-3). */
+export const LABEL_KEY_PATTERN = /^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$/i;
+export const LABEL_VALUE_PATTERN = /^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$/i;
+export const LabelKey = z.string().regex(LABEL_KEY_PATTERN, 'must be a label key');
+export const LabelValue = z.string().regex(LABEL_VALUE_PATTERN, 'must be a label value');
+export const Labels = z.record(LabelKey, LabelValue).refine((labels) => Object.keys(labels).length <= 32, {
+  message: 'at most 32 labels',
+});
+
+// --- Registration (HTTPS) ----------------------------------------------------------------------
+
+export const RegisterRequest = z.strictObject({
+  token: z.string().min(1).max(128),
+  name: AgentName,
+  hostname: z.string().min(1).max(253).optional(),
+  /** Ed25519 public key: proves the agent's identity on every connection. */
+  signingKey: Base64Url32,
+  /** X25519 public key: secrets for the agent's commands are sealed to it. */
+  encryptionKey: Base64Url32,
+});
+export type RegisterRequest = z.infer<typeof RegisterRequest>;
+
+export const RegisterResponse = z.object({
+  agentId: AgentIdShape,
+  org: z.object({ id: z.string(), slug: z.string() }),
+  name: z.string(),
+  labels: Labels,
+  /** The server's Ed25519 public key for the agent channel; the agent pins it. */
+  serverSigningKey: Base64Url32,
+});
+export type RegisterResponse = z.infer<typeof RegisterResponse>;
+
+// --- Service reports (AGT-5) ---------------------------------------------------------------------
+
+export const HEALTH_STATUSES = ['up', 'degraded', 'down', 'unknown'] as const;
+export const RISKS = ['low', 'medium', 'high', 'critical'] as const;
+
+export const ConfigItem = z.strictObject({
+  key: z.string().min(1).max(128),
+  /** Absent: not configured. A value marked secret, or that looks like one, is never stored. */
+  value: z.string().max(2048).optional(),
+  secret: z.boolean().optional(),
+});
+
+export const ActionDeclaration = z.strictObject({
+  name: AgentName,
+  description: z.string().max(500),
+  /** JSON Schema (draft 2020-12) of the action's parameters; checked for validity when reported. */
+  params: z.record(z.string(), z.unknown()),
+  risk: z.enum(RISKS),
+  timeoutSeconds: z.number().int().min(1).max(86_400),
+  /** Names of the secrets the action may receive. */
+  secrets: z.array(z.string().min(1).max(128)).max(32).default([]),
+});
+export type ActionDeclaration = z.infer<typeof ActionDeclaration>;
+
+export const ServiceReport = z.strictObject({
+  name: AgentName,
+  kind: z.string().min(1).max(64),
+  version: z.string().max(64).default(''),
+  health: z.strictObject({
+    status: z.enum(HEALTH_STATUSES),
+    message: z.string().max(500).default(''),
+  }),
+  config: z.array(ConfigItem).max(200).default([]),
+  actions: z.array(ActionDeclaration).max(100).default([]),
+});
+export type ServiceReport = z.infer<typeof ServiceReport>;
+
+// --- Messages on the connection ------------------------------------------------------------------
+
+const message = <T extends string, S extends z.ZodRawShape>(type: T, shape: S) =>
+  z.strictObject({ v: z.literal(AGENT_PROTOCOL_VERSION), type: z.literal(type), ...shape });
+
+export const HelloMessage = message('hello', {
+  agentId: AgentIdShape,
+  agentNonce: Base64Url32,
+  agentVersion: z.string().max(64),
+});
+export const ProofMessage = message('proof', { signature: Signature });
+export const HeartbeatMessage = message('heartbeat', {});
+export const ReportMessage = message('report', {
+  services: z.array(ServiceReport).max(200),
+});
+
+/** Everything an agent may send; anything else closes the connection. */
+export const AgentMessage = z.discriminatedUnion('type', [
+  HelloMessage,
+  ProofMessage,
+  HeartbeatMessage,
+  ReportMessage,
+]);
+export type AgentMessage = z.infer<typeof AgentMessage>;
+
+export const ChallengeMessage = message('challenge', {
+  serverNonce: Base64Url32,
+  serverSignature: Signature,
+});
+export const WelcomeMessage = message('welcome', {
+  heartbeatSeconds: z.number().int().min(1).max(300),
+  agent: z.object({ id: AgentIdShape, name: z.string(), labels: Labels }),
+});
+export const ReportResultMessage = message('report_result', {
+  accepted: z.array(z.string()),
+  refused: z.array(z.object({ service: z.string(), problems: z.array(z.string()) })),
+});
+export const RefusedMessage = message('refused', { code: z.string(), message: z.string() });
+
+/** Everything the server may send. */
+export const ServerMessage = z.discriminatedUnion('type', [
+  ChallengeMessage,
+  WelcomeMessage,
+  ReportResultMessage,
+  RefusedMessage,
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+// --- The handshake's signed statements -------------------------------------------------------------
+
+export interface HandshakeNonces {
+  agentId: string;
+  agentNonce: string;
+  serverNonce: string;
+}
+
+/** What the server signs to prove it holds the key the agent pinned. */
+export const serverProofStatement = (n: HandshakeNonces) =>
+  canonicalJson({ purpose: 'bulwark/agent-handshake/server/v1', ...n });
+
+/** What the agent signs to prove it holds its registered key. */
+export const agentProofStatement = (n: HandshakeNonces) =>
+  canonicalJson({ purpose: 'bulwark/agent-handshake/agent/v1', ...n });
+
+/** An Ed25519 public key from its raw base64url form (as registration carries it). */
+export function ed25519PublicKey(raw: string): KeyObject {
+  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw }, format: 'jwk' });
+}
+
+/** The raw base64url form of an Ed25519 or X25519 public key. */
+export function rawPublicKey(key: KeyObject): string {
+  const { x } = key.export({ format: 'jwk' });
+  if (typeof x !== 'string') throw new Error('not an OKP public key');
+  return x;
+}
+
+export function signStatement(privateKey: KeyObject, statement: string): string {
+  return sign(null, Buffer.from(statement, 'utf8'), privateKey).toString('base64url');
+}
+
+export function verifyStatement(publicKey: KeyObject, statement: string, signature: string): boolean {
+  try {
+    return verify(null, Buffer.from(statement, 'utf8'), publicKey, Buffer.from(signature, 'base64url'));
+  } catch {
+    return false;
+  }
+}

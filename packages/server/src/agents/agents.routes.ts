@@ -1,0 +1,267 @@
+import { AGENT_REGISTER_PATH, AgentName, Labels, RegisterRequest, RegisterResponse } from '@bulwark/protocol';
+import { z } from 'zod';
+import type { AccessService } from '../access/access.service.js';
+import { decide } from '../access/authorize.js';
+import { callerOf } from '../access/caller.js';
+import { parseSelector, selectorMatches } from '../access/label-selector.js';
+import { ValidationError } from '../errors.js';
+import { auditContextOf } from '../http/request-context.js';
+import { defineRoute, type RouteDefinition } from '../http/route.js';
+import { AgentId, Description, iso, OrgSlug, RegistrationTokenId, Timestamp } from '../http/schemas.js';
+import { type AgentsService, parseLabels } from './agents.service.js';
+import type { AgentRow } from './agents.store.js';
+import type { AgentGateway } from './gateway.js';
+import {
+  DEFAULT_TOKEN_MINUTES,
+  MAX_TOKEN_MINUTES,
+  MAX_TOKEN_USES,
+  type RegistrationTokensService,
+} from './registration-tokens.service.js';
+
+const RegistrationTokenView = z.object({
+  id: z.string(),
+  description: z.string(),
+  labels: Labels,
+  status: z.enum(['active', 'used', 'expired', 'revoked']),
+  uses: z.number(),
+  usesAllowed: z.number(),
+  createdBy: z.string(),
+  createdAt: Timestamp,
+  expiresAt: Timestamp,
+});
+
+const AgentView = z.object({
+  id: z.string(),
+  name: z.string(),
+  hostname: z.string(),
+  labels: Labels,
+  status: z.enum(['online', 'offline', 'disabled', 'revoked']),
+  lastSeenAt: Timestamp.nullable(),
+  createdAt: Timestamp,
+});
+
+const PAGE_MAX = 200;
+
+export function agentsRoutes(deps: {
+  agents: AgentsService;
+  tokens: RegistrationTokensService;
+  access: AccessService;
+  gateway: AgentGateway;
+}): RouteDefinition[] {
+  const { agents, tokens, access, gateway } = deps;
+  const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
+
+  const agentView = (row: AgentRow) => {
+    const heartbeat = gateway.lastHeartbeat(row.id);
+    const lastSeen = heartbeat ?? row.last_seen_at;
+    return {
+      id: row.id,
+      name: row.name,
+      hostname: row.hostname,
+      labels: parseLabels(row.labels),
+      status:
+        row.status !== 'active'
+          ? row.status
+          : heartbeat !== undefined
+            ? ('online' as const)
+            : ('offline' as const),
+      lastSeenAt: lastSeen === null ? null : iso(lastSeen),
+      createdAt: iso(row.created_at),
+    };
+  };
+
+  const lifecycle = (verb: 'disable' | 'enable' | 'revoke', summary: string) =>
+    defineRoute({
+      method: 'POST',
+      url: `/api/orgs/:org/agents/:agent/${verb}`,
+      operationId: `${verb}Agent`,
+      summary,
+      tags: ['agents'],
+      access:
+        verb === 'revoke'
+          ? { permission: 'agents:manage', privileged: true }
+          : { permission: 'agents:manage' },
+      rateLimit: 'write',
+      params: OrgAgent,
+      response: { 200: AgentView },
+      handler: async ({ principal, request, params }) => {
+        const caller = callerOf(principal, request);
+        const row = await agents.get(caller.org.id, params.agent);
+        await access.authorize(caller, 'agents:manage', { kind: 'agent', labels: parseLabels(row.labels) });
+        const updated = await agents[verb](caller, params.agent);
+        if (verb !== 'enable')
+          gateway.disconnect(params.agent, verb === 'revoke' ? 'agent_revoked' : 'agent_disabled');
+        return agentView(updated);
+      },
+    });
+
+  return [
+    defineRoute({
+      method: 'POST',
+      url: AGENT_REGISTER_PATH,
+      operationId: 'registerAgent',
+      summary:
+        'An agent registers with a registration token and its public keys; answers its id and the server key to pin',
+      tags: ['agents'],
+      access: {
+        public: 'the registration token in the body is the credential; refusals are uniform and audited',
+      },
+      rateLimit: 'auth',
+      body: RegisterRequest,
+      response: { 201: RegisterResponse },
+      handler: ({ body, request }) => agents.register(body, auditContextOf(request)),
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/agent-registration-tokens',
+      operationId: 'listRegistrationTokens',
+      summary: 'Registration tokens of the organization (never the tokens themselves)',
+      tags: ['agents'],
+      access: { permission: 'agents:register' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: z.object({ tokens: z.array(RegistrationTokenView) }) },
+      handler: async ({ principal }) => ({
+        tokens: (await tokens.list(principal!.org!.id)).map((row) => ({
+          id: row.id,
+          description: row.description,
+          labels: parseLabels(row.labels),
+          status: row.status,
+          uses: row.uses,
+          usesAllowed: row.uses_allowed,
+          createdBy: row.created_by,
+          createdAt: iso(row.created_at),
+          expiresAt: iso(row.expires_at),
+        })),
+      }),
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/agent-registration-tokens',
+      operationId: 'createRegistrationToken',
+      summary: `Create a registration token, shown once; ${DEFAULT_TOKEN_MINUTES} minutes and one use unless asked otherwise`,
+      tags: ['agents'],
+      access: { permission: 'agents:register' },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: z.strictObject({
+        description: Description.default(''),
+        labels: Labels.default({}),
+        expiresInMinutes: z.number().int().min(1).max(MAX_TOKEN_MINUTES).default(DEFAULT_TOKEN_MINUTES),
+        uses: z.number().int().min(1).max(MAX_TOKEN_USES).default(1),
+      }),
+      response: {
+        201: z.object({ id: z.string(), token: z.string(), expiresAt: Timestamp, labels: Labels }),
+      },
+      handler: async ({ principal, request, body }) => {
+        const { row, token } = await tokens.create(callerOf(principal, request), body);
+        return { id: row.id, token, expiresAt: iso(row.expires_at), labels: parseLabels(row.labels) };
+      },
+    }),
+
+    defineRoute({
+      method: 'DELETE',
+      url: '/api/orgs/:org/agent-registration-tokens/:token',
+      operationId: 'revokeRegistrationToken',
+      summary: 'Revoke a registration token: no further registrations; agents already registered stay',
+      tags: ['agents'],
+      access: { permission: 'agents:register' },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug, token: RegistrationTokenId }),
+      response: { 200: z.object({ status: z.literal('done') }) },
+      handler: async ({ principal, request, params }) => {
+        await tokens.revoke(callerOf(principal, request), params.token);
+        return { status: 'done' as const };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/agents',
+      operationId: 'listAgents',
+      summary: 'Agents you may see, with status and last seen; filter by label selector; paged by id',
+      tags: ['agents'],
+      access: { permission: 'agents:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      query: z.strictObject({
+        selector: z.string().max(1000).optional(),
+        after: AgentId.optional(),
+        limit: z.coerce.number().int().min(1).max(PAGE_MAX).default(50),
+      }),
+      response: { 200: z.object({ agents: z.array(AgentView), next: z.string().nullable() }) },
+      handler: async ({ principal, query }) => {
+        const org = principal!.org!;
+        const selector = query.selector === undefined ? undefined : parseSelector(query.selector);
+        if (selector && 'problem' in selector)
+          throw new ValidationError([{ path: 'query.selector', message: selector.problem }]);
+        const visible: AgentRow[] = [];
+        let after = query.after;
+        // Scan pages until the page is full: a scoped role or a selector may hide many agents.
+        for (;;) {
+          const rows = await agents.page(org.id, PAGE_MAX, after);
+          for (const row of rows) {
+            const labels = parseLabels(row.labels);
+            if (selector && !selectorMatches(selector, labels)) continue;
+            if (!decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed) continue;
+            visible.push(row);
+            if (visible.length === query.limit) break;
+          }
+          if (visible.length === query.limit || rows.length < PAGE_MAX) break;
+          after = rows.at(-1)!.id;
+        }
+        const full = visible.length === query.limit;
+        return { agents: visible.map(agentView), next: full ? visible.at(-1)!.id : null };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/agents/:agent',
+      operationId: 'getAgent',
+      summary: 'One agent with status and last seen',
+      tags: ['agents'],
+      access: { permission: 'agents:read' },
+      rateLimit: 'read',
+      params: OrgAgent,
+      response: { 200: AgentView },
+      handler: async ({ principal, request, params }) => {
+        const caller = callerOf(principal, request);
+        const row = await agents.get(caller.org.id, params.agent);
+        await access.authorize(caller, 'agents:read', { kind: 'agent', labels: parseLabels(row.labels) });
+        return agentView(row);
+      },
+    }),
+
+    defineRoute({
+      method: 'PATCH',
+      url: '/api/orgs/:org/agents/:agent',
+      operationId: 'updateAgent',
+      summary: 'Rename an agent or replace its labels (within your own label scope, before and after)',
+      tags: ['agents'],
+      access: { permission: 'agents:manage' },
+      rateLimit: 'write',
+      params: OrgAgent,
+      body: z.strictObject({ name: AgentName.optional(), labels: Labels.optional() }),
+      response: { 200: AgentView },
+      handler: async ({ principal, request, params, body }) => {
+        const caller = callerOf(principal, request);
+        const row = await agents.get(caller.org.id, params.agent);
+        await access.authorize(caller, 'agents:manage', { kind: 'agent', labels: parseLabels(row.labels) });
+        // Relabelling must not move an agent out of, or into, a scope the caller does not manage.
+        if (body.labels)
+          await access.authorize(caller, 'agents:manage', { kind: 'agent', labels: body.labels });
+        return agentView(await agents.update(caller, params.agent, body));
+      },
+    }),
+
+    lifecycle(
+      'disable',
+      'Disable an agent: its connection ends and new ones are refused until it is enabled',
+    ),
+    lifecycle('enable', 'Enable a disabled agent'),
+    lifecycle('revoke', 'Revoke an agent for good: its connection ends and it can never connect again'),
+  ];
+}

@@ -1,0 +1,76 @@
+import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
+import type { AgentStatus, AgentsTable, DB } from '../db/schema.js';
+
+export type AgentRow = AgentsTable;
+
+/** Agents (AGT-2, AGT-4). Org-scoped, except the gateway's lookup of the id an agent claims. */
+export function createAgentsStore(db: Kysely<DB>) {
+  // Every agent connection runs it; a reconnect storm of a whole fleet runs it thousands of times.
+  const forConnection = compiledOnce(db, (args: { id: string }) =>
+    db
+      .selectFrom('agents')
+      .innerJoin('orgs', 'orgs.id', 'agents.org_id')
+      .selectAll('agents')
+      .select('orgs.slug as org_slug')
+      .where('agents.id', '=', args.id),
+  );
+
+  return {
+    async insert(row: AgentRow): Promise<void> {
+      await db.insertInto('agents').values(row).execute();
+    },
+    find: (orgId: string, id: string) =>
+      db.selectFrom('agents').selectAll().where('org_id', '=', orgId).where('id', '=', id).executeTakeFirst(),
+    /** The agent an incoming connection claims to be, whatever its organization or state. */
+    findForConnection: (id: string) => forConnection.first({ id }),
+    signingKeyInUse: async (signingKey: string) =>
+      (await db
+        .selectFrom('agents')
+        .select('id')
+        .where('signing_key', '=', signingKey)
+        .executeTakeFirst()) !== undefined,
+    /** One page in id order (ids sort by creation time), after `after` when given. */
+    page: (orgId: string, limit: number, after?: string) => {
+      let query = db.selectFrom('agents').selectAll().where('org_id', '=', orgId);
+      if (after) query = query.where('id', '>', after);
+      return query.orderBy('id').limit(limit).execute();
+    },
+    /** Moves an agent between states; a revoked agent never moves again. */
+    async setStatus(orgId: string, id: string, status: AgentStatus, now: number): Promise<boolean> {
+      const result = await db
+        .updateTable('agents')
+        .set({ status, updated_at: now })
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .where('status', '!=', 'revoked')
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+    async update(
+      orgId: string,
+      id: string,
+      changes: Partial<Pick<AgentRow, 'name' | 'labels'>>,
+      now: number,
+    ) {
+      const result = await db
+        .updateTable('agents')
+        .set({ ...changes, updated_at: now })
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .where('status', '!=', 'revoked')
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+    /** Last-seen times of connected agents, in one transaction per flush rather than a write per heartbeat. */
+    async touch(seen: ReadonlyMap<string, number>): Promise<void> {
+      await db.transaction().execute(async (trx) => {
+        for (const [id, at] of seen) {
+          await trx.updateTable('agents').set({ last_seen_at: at }).where('id', '=', id).execute();
+        }
+      });
+    },
+  };
+}
+
+export type AgentsStore = ReturnType<typeof createAgentsStore>;

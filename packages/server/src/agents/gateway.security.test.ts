@@ -1,0 +1,269 @@
+import { randomBytes } from 'node:crypto';
+import {
+  AGENT_CONNECT_PATH,
+  agentProofStatement,
+  ed25519PublicKey,
+  ServerMessage,
+  serverProofStatement,
+  signStatement,
+  verifyStatement,
+} from '@bulwark/protocol';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { type AgentKeys, agentKeys, registerAgent } from '../test-support/agents.js';
+import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+
+/**
+ * The agent gateway and registration against attackers, over the real HTTP API and real WebSockets.
+ * The client here plays the attacker (or, for contrast, an honest agent) by hand, message by message.
+ *
+ * Attacks: connecting as an agent without its private key (a bad signature, an unknown agent id);
+ * replaying a proof captured from an earlier connection; a disabled or revoked agent coming back;
+ * registering with an expired, revoked or already used token, or two registrations racing on one
+ * single-use token; taking over an existing agent by registering its key again.
+ */
+
+let world: OrgWorld;
+const slug = 'acme';
+
+beforeAll(async () => {
+  world = await startOrgWorld();
+});
+afterAll(() => world.close());
+
+async function newToken(body: Record<string, unknown> = {}) {
+  const { status, body: created } = await world.owner.client.json<{ id: string; token: string }>(
+    'POST',
+    `/api/orgs/${slug}/agent-registration-tokens`,
+    body,
+  );
+  expect(status).toBe(201);
+  return created;
+}
+
+async function auditOf(action: string) {
+  const page = await world.owner.client.json<{
+    events: Array<{ details: Record<string, unknown>; target: { id: string } | null }>;
+  }>('GET', `/api/orgs/${slug}/audit/events?limit=500&action=${action}`);
+  return page.body.events;
+}
+
+/** A WebSocket to the gateway whose server messages can be awaited one by one. */
+async function open(): Promise<{
+  socket: WebSocket;
+  next(): Promise<ServerMessage>;
+  closed: Promise<number>;
+}> {
+  const socket = new WebSocket(`${world.server.url.replace('http', 'ws')}${AGENT_CONNECT_PATH}`);
+  const inbox: ServerMessage[] = [];
+  const waiting: Array<(message: ServerMessage) => void> = [];
+  socket.on('message', (data) => {
+    const message = ServerMessage.parse(JSON.parse(data.toString()));
+    const waiter = waiting.shift();
+    if (waiter) waiter(message);
+    else inbox.push(message);
+  });
+  const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  return {
+    socket,
+    next: () => {
+      const queued = inbox.shift();
+      return queued ? Promise.resolve(queued) : new Promise((resolve) => waiting.push(resolve));
+    },
+    closed,
+  };
+}
+
+/** The honest handshake, or one signed with `signWith` instead of the agent's own key. */
+async function handshake(agentId: string, keys: AgentKeys, signWith = keys.signing.privateKey) {
+  const connection = await open();
+  const agentNonce = randomBytes(32).toString('base64url');
+  connection.socket.send(JSON.stringify({ v: 1, type: 'hello', agentId, agentNonce, agentVersion: 'test' }));
+  const challenge = await connection.next();
+  if (challenge.type !== 'challenge') throw new Error(`expected a challenge, got ${challenge.type}`);
+  const nonces = { agentId, agentNonce, serverNonce: challenge.serverNonce };
+  const proof = { v: 1, type: 'proof', signature: signStatement(signWith, agentProofStatement(nonces)) };
+  connection.socket.send(JSON.stringify(proof));
+  return { ...connection, nonces, challenge, proof, answer: await connection.next() };
+}
+
+describe('agent registration (AGT-1, AGT-2)', () => {
+  it('registers with a token, pins the server key that then signs every challenge, and lists the agent online', async () => {
+    const { token } = await newToken({ labels: { env: 'prod' } });
+    const agent = await registerAgent(world.server.url, token, 'web-1');
+    expect(agent.labels).toEqual({ env: 'prod' });
+    const connection = await handshake(agent.agentId, agent.keys);
+    expect(connection.answer).toMatchObject({
+      type: 'welcome',
+      agent: { id: agent.agentId, labels: { env: 'prod' } },
+    });
+    // The challenge was signed by the key the agent pinned at registration (AGT-6).
+    expect(
+      verifyStatement(
+        ed25519PublicKey(agent.serverSigningKey),
+        serverProofStatement(connection.nonces),
+        connection.challenge.type === 'challenge' ? connection.challenge.serverSignature : '',
+      ),
+    ).toBe(true);
+    const listed = await world.owner.client.json<{ agents: Array<{ id: string; status: string }> }>(
+      'GET',
+      `/api/orgs/${slug}/agents?selector=env%3Dprod`,
+    );
+    expect(listed.body.agents).toContainEqual(
+      expect.objectContaining({ id: agent.agentId, status: 'online' }),
+    );
+    connection.socket.close();
+    await connection.closed;
+  });
+
+  it('lets exactly one of two racing registrations use a single-use token', async () => {
+    const { token } = await newToken();
+    const outcomes = await Promise.allSettled([
+      registerAgent(world.server.url, token, 'race-a'),
+      registerAgent(world.server.url, token, 'race-b'),
+    ]);
+    expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    const refused = outcomes.find((o) => o.status === 'rejected') as PromiseRejectedResult;
+    expect(String(refused.reason)).toContain('401');
+    expect(String(refused.reason)).toContain('registration_token_invalid');
+  });
+
+  it('refuses a used, revoked or expired token alike, and audits why', async () => {
+    const used = await newToken();
+    await registerAgent(world.server.url, used.token, 'first');
+    await expect(registerAgent(world.server.url, used.token, 'second')).rejects.toThrow(
+      /401.*registration_token_invalid/,
+    );
+
+    const revoked = await newToken();
+    await world.owner.client.json('DELETE', `/api/orgs/${slug}/agent-registration-tokens/${revoked.id}`);
+    await expect(registerAgent(world.server.url, revoked.token, 'late')).rejects.toThrow(
+      /401.*registration_token_invalid/,
+    );
+
+    const expiring = await newToken({ expiresInMinutes: 5 });
+    world.clock.advance(5 * 60_000);
+    await expect(registerAgent(world.server.url, expiring.token, 'slow')).rejects.toThrow(
+      /401.*registration_token_invalid/,
+    );
+
+    const reasons = (await auditOf('agent.registration_refused')).map((e) => [
+      e.details.registrationTokenId,
+      e.details.reason,
+    ]);
+    expect(reasons).toEqual(
+      expect.arrayContaining([
+        [used.id, 'token_used'],
+        [revoked.id, 'token_revoked'],
+        [expiring.id, 'token_expired'],
+      ]),
+    );
+  });
+
+  it('never lets a registration take over an existing agent: the same key is refused, a new registration is a new id', async () => {
+    const { token } = await newToken({ uses: 3 });
+    const original = await registerAgent(world.server.url, token, 'db-1');
+    await expect(registerAgent(world.server.url, token, 'db-1', original.keys)).rejects.toThrow(
+      /409.*signing_key_in_use/,
+    );
+    const again = await registerAgent(world.server.url, token, 'db-1');
+    expect(again.agentId).not.toBe(original.agentId);
+    // The original still answers only to its own key.
+    const impostor = await handshake(original.agentId, again.keys, again.keys.signing.privateKey);
+    expect(impostor.answer).toMatchObject({ type: 'refused', code: 'authentication_failed' });
+  });
+});
+
+describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
+  it('refuses a proof signed with another key, and an agent id that does not exist, the same way; both audited', async () => {
+    const { token } = await newToken();
+    const agent = await registerAgent(world.server.url, token, 'victim');
+    const attacker = agentKeys();
+    const forged = await handshake(agent.agentId, agent.keys, attacker.signing.privateKey);
+    expect(forged.answer).toMatchObject({ type: 'refused', code: 'authentication_failed' });
+    expect(await forged.closed).toBe(4401);
+
+    const unknown = await handshake('agt_01J00000000000000000000000', attacker);
+    expect(unknown.answer).toEqual(forged.answer);
+
+    const refused = await auditOf('agent.connection_refused');
+    expect(refused).toContainEqual(
+      expect.objectContaining({
+        target: expect.objectContaining({ id: agent.agentId }),
+        details: { reason: 'bad_signature' },
+      }),
+    );
+  });
+
+  it('refuses a proof replayed from an earlier connection', async () => {
+    const { token } = await newToken();
+    const agent = await registerAgent(world.server.url, token, 'replayed');
+    const honest = await handshake(agent.agentId, agent.keys);
+    expect(honest.answer.type).toBe('welcome');
+    honest.socket.close();
+    await honest.closed;
+
+    // The attacker recorded the hello and the proof, and plays them back on a new connection.
+    const replay = await open();
+    replay.socket.send(
+      JSON.stringify({
+        v: 1,
+        type: 'hello',
+        agentId: agent.agentId,
+        agentNonce: honest.nonces.agentNonce,
+        agentVersion: 'test',
+      }),
+    );
+    const challenge = await replay.next();
+    expect(challenge.type).toBe('challenge');
+    replay.socket.send(JSON.stringify(honest.proof));
+    expect(await replay.next()).toMatchObject({ type: 'refused', code: 'authentication_failed' });
+  });
+
+  it('refuses anything but the handshake before the agent has proved itself', async () => {
+    const connection = await open();
+    connection.socket.send(JSON.stringify({ v: 1, type: 'heartbeat' }));
+    expect(await connection.next()).toMatchObject({ type: 'refused', code: 'handshake_expected' });
+    const garbage = await open();
+    garbage.socket.send('{"v":1,"type":"hello","agentId":"agt_x"');
+    expect(await garbage.next()).toMatchObject({ type: 'refused', code: 'invalid_message' });
+  });
+
+  it('closes a disabled agent and refuses it until enabled; a revoked agent never comes back', async () => {
+    const { token } = await newToken();
+    const agent = await registerAgent(world.server.url, token, 'worker');
+    const live = await handshake(agent.agentId, agent.keys);
+    expect(live.answer.type).toBe('welcome');
+
+    await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/disable`);
+    expect(await live.next()).toMatchObject({ type: 'refused', code: 'agent_disabled' });
+    await live.closed;
+    expect((await handshake(agent.agentId, agent.keys)).answer).toMatchObject({
+      type: 'refused',
+      code: 'agent_disabled',
+    });
+
+    await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/enable`);
+    const back = await handshake(agent.agentId, agent.keys);
+    expect(back.answer.type).toBe('welcome');
+
+    const revoked = await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/revoke`);
+    expect(revoked.status).toBe(200);
+    expect(await back.next()).toMatchObject({ type: 'refused', code: 'agent_revoked' });
+    expect((await handshake(agent.agentId, agent.keys)).answer).toMatchObject({
+      type: 'refused',
+      code: 'agent_revoked',
+    });
+    const enable = await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/enable`);
+    expect(enable.status).toBe(409);
+
+    const reasons = (await auditOf('agent.connection_refused'))
+      .filter((e) => e.target?.id === agent.agentId)
+      .map((e) => e.details.reason);
+    expect(reasons).toEqual(expect.arrayContaining(['agent_disabled', 'agent_revoked']));
+  });
+});

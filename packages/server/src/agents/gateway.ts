@@ -1,0 +1,341 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import { isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+import {
+  AGENT_CONNECT_PATH,
+  AGENT_PROTOCOL_VERSION,
+  AgentMessage,
+  agentProofStatement,
+  ed25519PublicKey,
+  type HandshakeNonces,
+  MAX_AGENT_MESSAGE_BYTES,
+  type ServerMessage,
+  serverProofStatement,
+  verifyStatement,
+} from '@bulwark/protocol';
+import type { Logger } from 'pino';
+import { RateLimiterMemory } from 'rate-limiter-flexible';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { ServerKeysService } from '../secrets/server-keys.service.js';
+import { parseLabels } from './agents.service.js';
+import type { AgentRow, AgentsStore } from './agents.store.js';
+
+/**
+ * The agent gateway (AGT-2, AGT-3, AGT-4): agents connect out to `/agent/v1/connect` and never listen
+ * themselves. Every connection starts with the mutual proof of agent-protocol.ts; until the agent's
+ * proof verifies, the only messages accepted are `hello` and `proof`, and the connection closes after
+ * HANDSHAKE_MS. Refusals are audited; the refusal given to an unknown agent or a bad signature is the
+ * same, and an agent's state (disabled, revoked) is told only to the holder of its key.
+ *
+ * Liveness is kept in memory on the instance holding the connection; an agent that misses three
+ * heartbeats is closed and offline. Last-seen times reach the database in batches.
+ */
+
+const HANDSHAKE_MS = 10_000;
+const MISSED_HEARTBEATS = 3;
+const LAST_SEEN_FLUSH_MS = 30_000;
+/** WebSocket close codes: 1008 policy violation, 4000+ application-defined. */
+const CLOSE_POLICY = 1008;
+const CLOSE_REFUSED = 4401;
+const CLOSE_REPLACED = 4409;
+const CLOSE_OFFLINE = 4408;
+
+export interface GatewayOptions {
+  heartbeatSeconds: number;
+  connectsPerMinute: number;
+  /** Whether this server terminates TLS itself; otherwise only loopback peers may connect (AGT-3). */
+  tls: boolean;
+  /** Proxies whose X-Forwarded-Proto/For are believed (they terminate TLS in front of us). */
+  trustedProxies: string[];
+}
+
+interface Connection {
+  socket: WebSocket;
+  agent: AgentRow & { org_slug: string };
+  lastHeartbeat: number;
+  context: AuditRequestContext;
+}
+
+const isLoopback = (address: string | undefined) =>
+  address !== undefined &&
+  (address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.'));
+
+function send(socket: WebSocket, message: ServerMessage): void {
+  if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));
+}
+
+function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+export function createAgentGateway(deps: {
+  agents: AgentsStore;
+  serverKeys: ServerKeysService;
+  audit: AuditService;
+  logger: Logger;
+  clock: () => number;
+  options: GatewayOptions;
+}) {
+  const { agents, serverKeys, audit, logger, clock, options } = deps;
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_AGENT_MESSAGE_BYTES,
+    perMessageDeflate: false,
+  });
+  const connections = new Map<string, Connection>();
+  const seen = new Map<string, number>();
+  // Disconnections are audited as sockets close; shutdown waits for them before the audit log closes.
+  const pendingAudits = new Set<Promise<unknown>>();
+  const connectLimiter = new RateLimiterMemory({ points: options.connectsPerMinute, duration: 60 });
+  const trusted = new Set(options.trustedProxies);
+
+  function clientAddress(request: IncomingMessage): string {
+    const peer = request.socket.remoteAddress ?? '';
+    const forwarded = request.headers['x-forwarded-for'];
+    if (trusted.has(peer) && typeof forwarded === 'string') {
+      const last = forwarded.split(',').at(-1)?.trim() ?? '';
+      if (isIP(last)) return last;
+    }
+    return peer;
+  }
+
+  /** Plain ws:// is for loopback only; anything else must arrive over TLS, here or at a trusted proxy. */
+  function transportAllowed(request: IncomingMessage): boolean {
+    if (options.tls) return true;
+    const peer = request.socket.remoteAddress;
+    if (trusted.has(peer ?? ''))
+      return request.headers['x-forwarded-proto'] === 'https' || isLoopback(clientAddress(request));
+    return isLoopback(peer);
+  }
+
+  const refusedEvent = (
+    context: AuditRequestContext,
+    reason: string,
+    agent?: Pick<AgentRow, 'id' | 'name' | 'org_id'>,
+  ) =>
+    audit.record({
+      orgId: agent?.org_id ?? null,
+      actor: agent
+        ? { type: 'agent', id: agent.id, display: agent.name }
+        : { type: 'anonymous', display: 'agent connection' },
+      action: 'agent.connection_refused',
+      target: agent ? { type: 'agent', id: agent.id, display: agent.name } : null,
+      outcome: 'denied',
+      context,
+      details: { reason },
+    });
+
+  function refuse(socket: WebSocket, code: string, message: string): void {
+    send(socket, { v: AGENT_PROTOCOL_VERSION, type: 'refused', code, message });
+    socket.close(CLOSE_REFUSED, code);
+  }
+
+  async function welcome(
+    socket: WebSocket,
+    agent: AgentRow & { org_slug: string },
+    context: AuditRequestContext,
+  ) {
+    const previous = connections.get(agent.id);
+    if (previous) previous.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
+    const now = clock();
+    connections.set(agent.id, { socket, agent, lastHeartbeat: now, context });
+    seen.set(agent.id, now);
+    send(socket, {
+      v: AGENT_PROTOCOL_VERSION,
+      type: 'welcome',
+      heartbeatSeconds: options.heartbeatSeconds,
+      agent: { id: agent.id, name: agent.name, labels: parseLabels(agent.labels) },
+    });
+    await audit.record({
+      orgId: agent.org_id,
+      actor: { type: 'agent', id: agent.id, display: agent.name },
+      action: 'agent.connected',
+      target: { type: 'agent', id: agent.id, display: agent.name },
+      outcome: 'success',
+      context,
+      details: {},
+    });
+  }
+
+  function onConnection(socket: WebSocket, context: AuditRequestContext): void {
+    let nonces: HandshakeNonces | undefined;
+    let authenticated: (AgentRow & { org_slug: string }) | undefined;
+    const handshakeTimer = setTimeout(() => {
+      if (!authenticated) socket.close(CLOSE_POLICY, 'handshake timed out');
+    }, HANDSHAKE_MS);
+    handshakeTimer.unref();
+
+    // Messages are handled one at a time, in order: a proof never overtakes its hello.
+    let queue = Promise.resolve();
+    socket.on('message', (data, isBinary) => {
+      queue = queue
+        .then(() => handle(data.toString(), isBinary))
+        .catch((error: unknown) => {
+          logger.error({ err: error }, 'agent message handling failed');
+          socket.close(1011, 'internal error');
+        });
+    });
+    socket.on('close', () => {
+      clearTimeout(handshakeTimer);
+      const current = authenticated && connections.get(authenticated.id);
+      if (current?.socket !== socket || !authenticated) return;
+      connections.delete(authenticated.id);
+      seen.set(authenticated.id, current.lastHeartbeat);
+      const recorded = audit
+        .record({
+          orgId: authenticated.org_id,
+          actor: { type: 'agent', id: authenticated.id, display: authenticated.name },
+          action: 'agent.disconnected',
+          target: { type: 'agent', id: authenticated.id, display: authenticated.name },
+          outcome: 'success',
+          context,
+          details: {},
+        })
+        .catch((error: unknown) => logger.error({ err: error }, 'could not audit an agent disconnection'))
+        .finally(() => pendingAudits.delete(recorded));
+      pendingAudits.add(recorded);
+    });
+
+    async function handle(text: string, isBinary: boolean): Promise<void> {
+      let parsed: unknown;
+      try {
+        parsed = isBinary ? undefined : JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      const result = AgentMessage.safeParse(parsed);
+      if (!result.success) {
+        refuse(socket, 'invalid_message', 'The message does not follow the agent protocol.');
+        return;
+      }
+      const message = result.data;
+      if (!authenticated) {
+        if (message.type === 'hello' && !nonces) {
+          nonces = {
+            agentId: message.agentId,
+            agentNonce: message.agentNonce,
+            serverNonce: randomBytes(32).toString('base64url'),
+          };
+          const signer = await serverKeys.signer('agent-channel');
+          send(socket, {
+            v: AGENT_PROTOCOL_VERSION,
+            type: 'challenge',
+            serverNonce: nonces.serverNonce,
+            serverSignature: signer.sign(serverProofStatement(nonces)),
+          });
+          return;
+        }
+        if (message.type === 'proof' && nonces) {
+          const agent = await agents.findForConnection(nonces.agentId);
+          const valid =
+            agent !== undefined &&
+            verifyStatement(
+              ed25519PublicKey(agent.signing_key),
+              agentProofStatement(nonces),
+              message.signature,
+            );
+          if (!agent || !valid) {
+            await refusedEvent(context, agent ? 'bad_signature' : 'unknown_agent', agent);
+            refuse(socket, 'authentication_failed', 'The agent could not prove its identity.');
+            return;
+          }
+          if (agent.status !== 'active') {
+            await refusedEvent(context, `agent_${agent.status}`, agent);
+            refuse(socket, `agent_${agent.status}`, `This agent is ${agent.status}.`);
+            return;
+          }
+          authenticated = agent;
+          clearTimeout(handshakeTimer);
+          await welcome(socket, agent, context);
+          return;
+        }
+        refuse(socket, 'handshake_expected', 'Prove the agent identity first.');
+        return;
+      }
+      const connection = connections.get(authenticated.id);
+      if (connection?.socket !== socket) return;
+      if (message.type === 'heartbeat') {
+        connection.lastHeartbeat = clock();
+        seen.set(authenticated.id, connection.lastHeartbeat);
+        return;
+      }
+      if (message.type === 'report') {
+        // Service reports are stored by the services module (AGT-5), wired in a later change.
+        return;
+      }
+      refuse(socket, 'unexpected_message', `A ${message.type} message is not expected now.`);
+    }
+  }
+
+  async function onUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://gateway');
+    if (url.pathname !== AGENT_CONNECT_PATH) return refuseUpgrade(socket, 404, 'Not Found');
+    const ip = clientAddress(request);
+    const context: AuditRequestContext = { ip, userAgent: request.headers['user-agent'] ?? null };
+    if (!transportAllowed(request)) {
+      await refusedEvent(context, 'plain_transport');
+      return refuseUpgrade(socket, 403, 'Forbidden');
+    }
+    try {
+      await connectLimiter.consume(ip);
+    } catch {
+      return refuseUpgrade(socket, 429, 'Too Many Requests');
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, context));
+  }
+
+  /** Closes connections whose agents missed their heartbeats: they are offline (AGT-4). */
+  const sweeper = setInterval(() => {
+    const deadline = clock() - MISSED_HEARTBEATS * options.heartbeatSeconds * 1000;
+    for (const connection of connections.values()) {
+      if (connection.lastHeartbeat < deadline) connection.socket.close(CLOSE_OFFLINE, 'missed heartbeats');
+    }
+  }, options.heartbeatSeconds * 1000);
+  sweeper.unref();
+
+  async function flushLastSeen(): Promise<void> {
+    if (seen.size === 0) return;
+    const batch = new Map(seen);
+    seen.clear();
+    await agents.touch(batch);
+  }
+  const flusher = setInterval(() => {
+    flushLastSeen().catch((error: unknown) =>
+      logger.error({ err: error }, 'could not record agents last seen'),
+    );
+  }, LAST_SEEN_FLUSH_MS);
+  flusher.unref();
+
+  return {
+    attach(server: Server): void {
+      server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+        onUpgrade(request, socket, head).catch((error: unknown) => {
+          logger.error({ err: error }, 'agent connection upgrade failed');
+          socket.destroy();
+        });
+      });
+    },
+    isOnline: (agentId: string) => connections.has(agentId),
+    lastHeartbeat: (agentId: string) => connections.get(agentId)?.lastHeartbeat,
+    onlineCount: () => connections.size,
+    /** Ends an agent's live connection, e.g. when it is disabled or revoked. */
+    disconnect(agentId: string, code: string): void {
+      const connection = connections.get(agentId);
+      if (connection) refuse(connection.socket, code, `This agent is ${code.replace('agent_', '')}.`);
+    },
+    async close(): Promise<void> {
+      clearInterval(sweeper);
+      clearInterval(flusher);
+      for (const connection of connections.values()) connection.socket.close(1001, 'server shutting down');
+      for (const client of wss.clients) client.terminate();
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await Promise.all(pendingAudits);
+      await flushLastSeen();
+    },
+  };
+}
+
+export type AgentGateway = ReturnType<typeof createAgentGateway>;
