@@ -12,6 +12,8 @@ import { createAgentsStore } from './agents/agents.store.js';
 import { createAgentGateway } from './agents/gateway.js';
 import { createRegistrationTokensService } from './agents/registration-tokens.service.js';
 import { createRegistrationTokensStore } from './agents/registration-tokens.store.js';
+import { createServicesService } from './agents/services.service.js';
+import { createServicesStore } from './agents/services.store.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
@@ -281,8 +283,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   const agentsStore = createAgentsStore(database.db);
   const registrationTokens = createRegistrationTokensStore(database.db);
+  const services = createServicesService({ services: createServicesStore(database.db), audit, clock });
   const gateway = createAgentGateway({
     agents: agentsStore,
+    services,
     serverKeys: core.serverKeys,
     audit,
     logger,
@@ -306,7 +310,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
-    ...agentsRoutes({ agents, tokens, access: identity.access, gateway }),
+    ...agentsRoutes({ agents, tokens, services, access: identity.access, gateway }),
   ];
   routes.push(openApiRoute(routes, VERSION));
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);

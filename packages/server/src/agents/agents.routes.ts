@@ -1,4 +1,12 @@
-import { AGENT_REGISTER_PATH, AgentName, Labels, RegisterRequest, RegisterResponse } from '@bulwark/protocol';
+import {
+  AGENT_REGISTER_PATH,
+  AgentName,
+  HEALTH_STATUSES,
+  Labels,
+  RegisterRequest,
+  RegisterResponse,
+  RISKS,
+} from '@bulwark/protocol';
 import { z } from 'zod';
 import type { AccessService } from '../access/access.service.js';
 import { decide } from '../access/authorize.js';
@@ -17,6 +25,7 @@ import {
   MAX_TOKEN_USES,
   type RegistrationTokensService,
 } from './registration-tokens.service.js';
+import type { ServicesService } from './services.service.js';
 
 const RegistrationTokenView = z.object({
   id: z.string(),
@@ -40,15 +49,37 @@ const AgentView = z.object({
   createdAt: Timestamp,
 });
 
+const ServiceView = z.object({
+  id: z.string(),
+  name: z.string(),
+  agent: z.object({ id: z.string(), name: z.string() }),
+  kind: z.string(),
+  version: z.string(),
+  health: z.object({ status: z.enum(HEALTH_STATUSES), message: z.string() }),
+  config: z.array(z.object({ key: z.string(), configured: z.boolean(), value: z.string().optional() })),
+  actions: z.array(
+    z.object({
+      name: z.string(),
+      description: z.string(),
+      params: z.record(z.string(), z.unknown()),
+      risk: z.enum(RISKS),
+      timeoutSeconds: z.number(),
+      secrets: z.array(z.string()),
+    }),
+  ),
+  updatedAt: Timestamp,
+});
+
 const PAGE_MAX = 200;
 
 export function agentsRoutes(deps: {
   agents: AgentsService;
+  services: ServicesService;
   tokens: RegistrationTokensService;
   access: AccessService;
   gateway: AgentGateway;
 }): RouteDefinition[] {
-  const { agents, tokens, access, gateway } = deps;
+  const { agents, tokens, services, access, gateway } = deps;
   const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
 
   const agentView = (row: AgentRow) => {
@@ -254,6 +285,40 @@ export function agentsRoutes(deps: {
         if (body.labels)
           await access.authorize(caller, 'agents:manage', { kind: 'agent', labels: body.labels });
         return agentView(await agents.update(caller, params.agent, body));
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/services',
+      operationId: 'listServices',
+      summary:
+        'Services reported by the agents you may see, with health, configuration (never secret values) and actions',
+      tags: ['agents'],
+      access: { permission: 'services:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      query: z.strictObject({ agent: AgentId.optional() }),
+      response: { 200: z.object({ services: z.array(ServiceView) }) },
+      handler: async ({ principal, query }) => {
+        const org = principal!.org!;
+        const visible = (labels: string) =>
+          decide(org.access, 'services:read', { kind: 'agent', labels: parseLabels(labels) }).allowed;
+        return {
+          services: (await services.list(org.id, query.agent))
+            .filter((row) => visible(row.agent_labels))
+            .map((row) => ({
+              id: row.id,
+              name: row.name,
+              agent: { id: row.agent_id, name: row.agent_name },
+              kind: row.kind,
+              version: row.version,
+              health: { status: row.health_status, message: row.health_message },
+              config: JSON.parse(row.config) as unknown[],
+              actions: JSON.parse(row.actions) as unknown[],
+              updatedAt: iso(row.updated_at),
+            })),
+        };
       },
     }),
 

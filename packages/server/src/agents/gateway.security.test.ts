@@ -1,16 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import {
-  AGENT_CONNECT_PATH,
-  agentProofStatement,
-  ed25519PublicKey,
-  ServerMessage,
-  serverProofStatement,
-  signStatement,
-  verifyStatement,
-} from '@bulwark/protocol';
+import { ed25519PublicKey, serverProofStatement, verifyStatement } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WebSocket } from 'ws';
-import { type AgentKeys, agentKeys, registerAgent } from '../test-support/agents.js';
+import { agentKeys, handshake, openAgentSocket, registerAgent } from '../test-support/agents.js';
 import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 
 /**
@@ -48,55 +38,12 @@ async function auditOf(action: string) {
   return page.body.events;
 }
 
-/** A WebSocket to the gateway whose server messages can be awaited one by one. */
-async function open(): Promise<{
-  socket: WebSocket;
-  next(): Promise<ServerMessage>;
-  closed: Promise<number>;
-}> {
-  const socket = new WebSocket(`${world.server.url.replace('http', 'ws')}${AGENT_CONNECT_PATH}`);
-  const inbox: ServerMessage[] = [];
-  const waiting: Array<(message: ServerMessage) => void> = [];
-  socket.on('message', (data) => {
-    const message = ServerMessage.parse(JSON.parse(data.toString()));
-    const waiter = waiting.shift();
-    if (waiter) waiter(message);
-    else inbox.push(message);
-  });
-  const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
-  await new Promise((resolve, reject) => {
-    socket.once('open', resolve);
-    socket.once('error', reject);
-  });
-  return {
-    socket,
-    next: () => {
-      const queued = inbox.shift();
-      return queued ? Promise.resolve(queued) : new Promise((resolve) => waiting.push(resolve));
-    },
-    closed,
-  };
-}
-
-/** The honest handshake, or one signed with `signWith` instead of the agent's own key. */
-async function handshake(agentId: string, keys: AgentKeys, signWith = keys.signing.privateKey) {
-  const connection = await open();
-  const agentNonce = randomBytes(32).toString('base64url');
-  connection.socket.send(JSON.stringify({ v: 1, type: 'hello', agentId, agentNonce, agentVersion: 'test' }));
-  const challenge = await connection.next();
-  if (challenge.type !== 'challenge') throw new Error(`expected a challenge, got ${challenge.type}`);
-  const nonces = { agentId, agentNonce, serverNonce: challenge.serverNonce };
-  const proof = { v: 1, type: 'proof', signature: signStatement(signWith, agentProofStatement(nonces)) };
-  connection.socket.send(JSON.stringify(proof));
-  return { ...connection, nonces, challenge, proof, answer: await connection.next() };
-}
-
 describe('agent registration (AGT-1, AGT-2)', () => {
   it('registers with a token, pins the server key that then signs every challenge, and lists the agent online', async () => {
     const { token } = await newToken({ labels: { env: 'prod' } });
     const agent = await registerAgent(world.server.url, token, 'web-1');
     expect(agent.labels).toEqual({ env: 'prod' });
-    const connection = await handshake(agent.agentId, agent.keys);
+    const connection = await handshake(world.server.url, agent.agentId, agent.keys);
     expect(connection.answer).toMatchObject({
       type: 'welcome',
       agent: { id: agent.agentId, labels: { env: 'prod' } },
@@ -173,7 +120,12 @@ describe('agent registration (AGT-1, AGT-2)', () => {
     const again = await registerAgent(world.server.url, token, 'db-1');
     expect(again.agentId).not.toBe(original.agentId);
     // The original still answers only to its own key.
-    const impostor = await handshake(original.agentId, again.keys, again.keys.signing.privateKey);
+    const impostor = await handshake(
+      world.server.url,
+      original.agentId,
+      again.keys,
+      again.keys.signing.privateKey,
+    );
     expect(impostor.answer).toMatchObject({ type: 'refused', code: 'authentication_failed' });
   });
 });
@@ -183,11 +135,11 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
     const { token } = await newToken();
     const agent = await registerAgent(world.server.url, token, 'victim');
     const attacker = agentKeys();
-    const forged = await handshake(agent.agentId, agent.keys, attacker.signing.privateKey);
+    const forged = await handshake(world.server.url, agent.agentId, agent.keys, attacker.signing.privateKey);
     expect(forged.answer).toMatchObject({ type: 'refused', code: 'authentication_failed' });
     expect(await forged.closed).toBe(4401);
 
-    const unknown = await handshake('agt_01J00000000000000000000000', attacker);
+    const unknown = await handshake(world.server.url, 'agt_01J00000000000000000000000', attacker);
     expect(unknown.answer).toEqual(forged.answer);
 
     const refused = await auditOf('agent.connection_refused');
@@ -202,13 +154,13 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
   it('refuses a proof replayed from an earlier connection', async () => {
     const { token } = await newToken();
     const agent = await registerAgent(world.server.url, token, 'replayed');
-    const honest = await handshake(agent.agentId, agent.keys);
+    const honest = await handshake(world.server.url, agent.agentId, agent.keys);
     expect(honest.answer.type).toBe('welcome');
     honest.socket.close();
     await honest.closed;
 
     // The attacker recorded the hello and the proof, and plays them back on a new connection.
-    const replay = await open();
+    const replay = await openAgentSocket(world.server.url);
     replay.socket.send(
       JSON.stringify({
         v: 1,
@@ -225,10 +177,10 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
   });
 
   it('refuses anything but the handshake before the agent has proved itself', async () => {
-    const connection = await open();
+    const connection = await openAgentSocket(world.server.url);
     connection.socket.send(JSON.stringify({ v: 1, type: 'heartbeat' }));
     expect(await connection.next()).toMatchObject({ type: 'refused', code: 'handshake_expected' });
-    const garbage = await open();
+    const garbage = await openAgentSocket(world.server.url);
     garbage.socket.send('{"v":1,"type":"hello","agentId":"agt_x"');
     expect(await garbage.next()).toMatchObject({ type: 'refused', code: 'invalid_message' });
   });
@@ -236,25 +188,25 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
   it('closes a disabled agent and refuses it until enabled; a revoked agent never comes back', async () => {
     const { token } = await newToken();
     const agent = await registerAgent(world.server.url, token, 'worker');
-    const live = await handshake(agent.agentId, agent.keys);
+    const live = await handshake(world.server.url, agent.agentId, agent.keys);
     expect(live.answer.type).toBe('welcome');
 
     await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/disable`);
     expect(await live.next()).toMatchObject({ type: 'refused', code: 'agent_disabled' });
     await live.closed;
-    expect((await handshake(agent.agentId, agent.keys)).answer).toMatchObject({
+    expect((await handshake(world.server.url, agent.agentId, agent.keys)).answer).toMatchObject({
       type: 'refused',
       code: 'agent_disabled',
     });
 
     await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/enable`);
-    const back = await handshake(agent.agentId, agent.keys);
+    const back = await handshake(world.server.url, agent.agentId, agent.keys);
     expect(back.answer.type).toBe('welcome');
 
     const revoked = await world.owner.client.json('POST', `/api/orgs/${slug}/agents/${agent.agentId}/revoke`);
     expect(revoked.status).toBe(200);
     expect(await back.next()).toMatchObject({ type: 'refused', code: 'agent_revoked' });
-    expect((await handshake(agent.agentId, agent.keys)).answer).toMatchObject({
+    expect((await handshake(world.server.url, agent.agentId, agent.keys)).answer).toMatchObject({
       type: 'refused',
       code: 'agent_revoked',
     });

@@ -22,6 +22,7 @@ import type { AuditRequestContext } from '../audit/audit.types.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { parseLabels } from './agents.service.js';
 import type { AgentRow, AgentsStore } from './agents.store.js';
+import type { ServicesService } from './services.service.js';
 
 /**
  * The agent gateway (AGT-2, AGT-3, AGT-4): agents connect out to `/agent/v1/connect` and never listen
@@ -73,13 +74,14 @@ function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
 
 export function createAgentGateway(deps: {
   agents: AgentsStore;
+  services: ServicesService;
   serverKeys: ServerKeysService;
   audit: AuditService;
   logger: Logger;
   clock: () => number;
   options: GatewayOptions;
 }) {
-  const { agents, serverKeys, audit, logger, clock, options } = deps;
+  const { agents, services, serverKeys, audit, logger, clock, options } = deps;
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_AGENT_MESSAGE_BYTES,
@@ -263,7 +265,8 @@ export function createAgentGateway(deps: {
         return;
       }
       if (message.type === 'report') {
-        // Service reports are stored by the services module (AGT-5), wired in a later change.
+        const result = await services.applyReport(authenticated, message.services, context);
+        send(socket, { v: AGENT_PROTOCOL_VERSION, type: 'report_result', ...result });
         return;
       }
       refuse(socket, 'unexpected_message', `A ${message.type} message is not expected now.`);

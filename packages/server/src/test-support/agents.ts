@@ -1,5 +1,14 @@
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { AGENT_REGISTER_PATH, RegisterResponse, rawPublicKey } from '@bulwark/protocol';
+import { generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import {
+  AGENT_CONNECT_PATH,
+  AGENT_REGISTER_PATH,
+  agentProofStatement,
+  RegisterResponse,
+  rawPublicKey,
+  ServerMessage,
+  signStatement,
+} from '@bulwark/protocol';
+import { WebSocket } from 'ws';
 
 /** An agent's two key pairs, as `bulwark-agent register` makes them. */
 export interface AgentKeys {
@@ -32,4 +41,52 @@ export async function registerAgent(
   if (response.status !== 201)
     throw new Error(`registration answered ${response.status}: ${JSON.stringify(body)}`);
   return { ...RegisterResponse.parse(body), keys };
+}
+
+/** A WebSocket to the gateway whose server messages can be awaited one by one. */
+export async function openAgentSocket(base: string): Promise<{
+  socket: WebSocket;
+  next(): Promise<ServerMessage>;
+  closed: Promise<number>;
+}> {
+  const socket = new WebSocket(`${base.replace('http', 'ws')}${AGENT_CONNECT_PATH}`);
+  const inbox: ServerMessage[] = [];
+  const waiting: Array<(message: ServerMessage) => void> = [];
+  socket.on('message', (data) => {
+    const message = ServerMessage.parse(JSON.parse(data.toString()));
+    const waiter = waiting.shift();
+    if (waiter) waiter(message);
+    else inbox.push(message);
+  });
+  const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => {
+    socket.once('open', resolve);
+    socket.once('error', reject);
+  });
+  return {
+    socket,
+    next: () => {
+      const queued = inbox.shift();
+      return queued ? Promise.resolve(queued) : new Promise((resolve) => waiting.push(resolve));
+    },
+    closed,
+  };
+}
+
+/** The honest handshake, or one signed with `signWith` instead of the agent's own key. */
+export async function handshake(
+  base: string,
+  agentId: string,
+  keys: AgentKeys,
+  signWith = keys.signing.privateKey,
+) {
+  const connection = await openAgentSocket(base);
+  const agentNonce = randomBytes(32).toString('base64url');
+  connection.socket.send(JSON.stringify({ v: 1, type: 'hello', agentId, agentNonce, agentVersion: 'test' }));
+  const challenge = await connection.next();
+  if (challenge.type !== 'challenge') throw new Error(`expected a challenge, got ${challenge.type}`);
+  const nonces = { agentId, agentNonce, serverNonce: challenge.serverNonce };
+  const proof = { v: 1, type: 'proof', signature: signStatement(signWith, agentProofStatement(nonces)) };
+  connection.socket.send(JSON.stringify(proof));
+  return { ...connection, nonces, challenge, proof, answer: await connection.next() };
 }
