@@ -25,8 +25,18 @@ export const AGENT_REGISTER_PATH = '/api/agent/v1/register';
 /** The largest message either end accepts; a report of many services fits many times over. */
 export const MAX_AGENT_MESSAGE_BYTES = 1024 * 1024;
 
-/** A raw 32-byte key or nonce, base64url without padding. */
-const Base64Url32 = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes, base64url');
+/**
+ * A raw 32-byte key or nonce, base64url without padding, in its one canonical spelling: 43 characters
+ * carry 2 spare bits, so four spellings would decode to the same key, and a key's uniqueness is
+ * checked on its text.
+ */
+const Base64Url32 = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes, base64url')
+  .refine(
+    (text) => Buffer.from(text, 'base64url').toString('base64url') === text,
+    'must be canonical base64url',
+  );
 /** A raw 64-byte Ed25519 signature, base64url without padding. */
 const Signature = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'must be 64 bytes, base64url');
 export const AgentIdShape = z.string().regex(new RegExp(`^agt_${ID_BODY_PATTERN}$`), 'must be an agent id');

@@ -1,0 +1,93 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeStateFile } from './state.js';
+import { AGENT_CLI, agentStateFor, tempDir } from './test-support/agent-state.js';
+import { startFakeServer } from './test-support/fake-server.js';
+
+// The built CLI as operators run it: `npm run build` first.
+
+let dir: Awaited<ReturnType<typeof tempDir>>;
+beforeAll(async () => {
+  dir = await tempDir();
+});
+afterAll(async () => {
+  await dir.remove();
+});
+
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [AGENT_CLI, ...args], {
+    cwd: dir.path,
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+describe('bulwark-agent', () => {
+  it('prints help for the program and each command', async () => {
+    const help = await cli(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toMatch(/register .*\n.*run .*\n.*status/s);
+    const register = await cli(['register', '--help']);
+    expect(register.stdout).toMatch(
+      /--server <url>.*--token <token>.*--ca-file <file>.*--fingerprint <sha256>/s,
+    );
+  });
+
+  it('exits non-zero with a clear message on bad input', async () => {
+    const missing = await cli(['register', '--server', 'https://bulwark.example.com']);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/required option '--token <token>' not specified/);
+    const unknown = await cli(['frobnicate']);
+    expect(unknown.code).not.toBe(0);
+    const noConfig = await cli(['run', '--config', 'missing.yaml']);
+    expect(noConfig.code).toBe(1);
+    expect(noConfig.stderr).toMatch(/^bulwark-agent: cannot read config .*missing\.yaml: ENOENT/);
+    await writeFile(
+      path.join(dir.path, 'bad.yaml'),
+      'services:\n  - { name: web, kind: nginx, health: { status: sideways } }\n',
+    );
+    const badConfig = await cli(['status', '--config', 'bad.yaml']);
+    expect(badConfig.code).toBe(1);
+    expect(badConfig.stderr).toMatch(/bad\.yaml is invalid:\n +services\.0\.health\.status: /);
+    await writeFile(path.join(dir.path, 'empty.yaml'), '');
+    const noState = await cli(['status', '--config', 'empty.yaml']);
+    expect(noState.code).toBe(1);
+    expect(noState.stderr).toMatch(/no state file at .*bulwark-agent\.state\.json; register the agent first/);
+  });
+
+  it('status exits 2 when the handshake fails', async () => {
+    const server = await startFakeServer();
+    const state = agentStateFor(server, { serverSigningKey: 'A'.repeat(43) });
+    await writeStateFile(path.join(dir.path, 'impostor', 'state.json'), state);
+    await writeFile(path.join(dir.path, 'impostor', 'agent.yaml'), 'stateFile: state.json\n');
+    const result = await cli(['status', '--config', 'impostor/agent.yaml']);
+    await server.close();
+    expect(result.code).toBe(2);
+    expect(result.stdout).toMatch(
+      /handshake: +FAILED: server signature does not verify against the pinned key/,
+    );
+  });
+
+  it('run exits 3 when the agent is revoked', async () => {
+    const server = await startFakeServer({ refuse: { code: 'agent_revoked', message: 'revoked by alice' } });
+    await writeStateFile(path.join(dir.path, 'revoked', 'state.json'), agentStateFor(server));
+    await writeFile(path.join(dir.path, 'revoked', 'agent.yaml'), 'stateFile: state.json\n');
+    const result = await cli(['run', '--config', 'revoked/agent.yaml']);
+    await server.close();
+    expect(result.code).toBe(3);
+    expect(result.stderr).toMatch(/this agent was revoked by the server \(revoked by alice\)/);
+  });
+});

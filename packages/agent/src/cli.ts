@@ -1,0 +1,181 @@
+#!/usr/bin/env node
+import { hostname } from 'node:os';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ConfigError, loadConfig } from './config.js';
+import { checkHandshake, startAgent } from './connection.js';
+import { createLogger } from './log.js';
+import { InsecureServerError, printable } from './net.js';
+import { RegisterError, register } from './register.js';
+import { DEFAULT_STATE_FILE, describeState, loadStateFile, StateFileError } from './state.js';
+import { AGENT_VERSION } from './version.js';
+
+/**
+ * `bulwark-agent` (CLI-1): register, run, status. Human output on stdout, errors on stderr, and a
+ * non-zero exit on any failure. `run` logs JSON lines to stdout for the supervisor.
+ *
+ * Exit codes: 0 ok (or stopped by SIGTERM/SIGINT); 1 bad input, unreadable/unsafe state or config;
+ * 2 `status` could not complete a handshake; 3 the server revoked this agent (restarting will not help).
+ */
+
+const EXIT_FAILURE = 1;
+const EXIT_HANDSHAKE_FAILED = 2;
+const EXIT_REVOKED = 3;
+
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+/** Errors whose message is written for an operator; anything else is a bug and says so. */
+const OPERATOR_ERRORS = [
+  StateFileError,
+  ConfigError,
+  RegisterError,
+  InsecureServerError,
+  InvalidArgumentError,
+];
+
+function notEmpty(what: string) {
+  return (value: string) => {
+    if (value.trim() === '') throw new InvalidArgumentError(`${what} must not be empty`);
+    return value;
+  };
+}
+
+async function registerCommand(options: {
+  server: string;
+  token: string;
+  name?: string;
+  state: string;
+  caFile?: string;
+  fingerprint?: string;
+  hostname?: string;
+}): Promise<void> {
+  const name = options.name ?? hostname().toLowerCase().split('.')[0] ?? '';
+  const state = await register({
+    server: options.server,
+    token: options.token,
+    name,
+    stateFile: options.state,
+    ...(options.hostname ? { hostname: options.hostname } : {}),
+    ...(options.caFile ? { caFile: options.caFile } : {}),
+    ...(options.fingerprint ? { fingerprint256: options.fingerprint } : {}),
+  });
+  const shown = describeState(state);
+  out(`registered agent ${shown.agentId} (${shown.name}) in org ${shown.org}`);
+  out(`state file: ${options.state} (mode 0600; keep it private, it holds the agent's keys)`);
+  out(`pinned server key: ${shown.serverKey}`);
+}
+
+async function runCommand(options: { config: string }): Promise<void> {
+  const config = loadConfig(options.config);
+  const state = await loadStateFile(config.stateFile);
+  const logger = createLogger();
+  const agent = startAgent({
+    state,
+    services: config.services,
+    ...(config.tls ? { tls: config.tls } : {}),
+    logger,
+  });
+  const stop = () => {
+    void agent.stop();
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  const outcome = await agent.done;
+  process.off('SIGTERM', stop);
+  process.off('SIGINT', stop);
+  if (outcome.kind === 'revoked') {
+    err(`bulwark-agent: this agent was revoked by the server (${outcome.message}); register a new one`);
+    process.exitCode = EXIT_REVOKED;
+  }
+}
+
+async function statusCommand(options: { config: string; timeout: number }): Promise<void> {
+  const config = loadConfig(options.config);
+  const state = await loadStateFile(config.stateFile);
+  const shown = describeState(state);
+  out(`agent:      ${shown.agentId}`);
+  out(`name:       ${shown.name}`);
+  out(`org:        ${shown.org}`);
+  out(`server:     ${shown.server}`);
+  out(`server key: ${shown.serverKey} (pinned)`);
+  out(`state file: ${config.stateFile}`);
+  // Handshake problems are reported on the line below; its log lines would only repeat them.
+  const quiet = createLogger({ level: 'error', write: () => {} });
+  const check = await checkHandshake({
+    state,
+    ...(config.tls ? { tls: config.tls } : {}),
+    logger: quiet,
+    timeoutMs: options.timeout * 1000,
+  });
+  if (check.ok) {
+    out(`handshake:  ok (heartbeat every ${check.welcome.heartbeatSeconds} s)`);
+  } else {
+    out(`handshake:  FAILED: ${printable(check.reason)}`);
+    process.exitCode = EXIT_HANDSHAKE_FAILED;
+  }
+}
+
+function positiveSeconds(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 300)
+    throw new InvalidArgumentError('expected whole seconds, 1 to 300');
+  return n;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('bulwark-agent')
+    .description(
+      'The Bulwark agent: connects outbound to a Bulwark server and reports the services it looks after',
+    )
+    .version(AGENT_VERSION)
+    .showHelpAfterError()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+
+  program
+    .command('register')
+    .description(
+      'register this host with a server using a one-time registration token; writes the state file',
+    )
+    .requiredOption(
+      '--server <url>',
+      'the server URL, e.g. https://bulwark.example.com',
+      notEmpty('--server'),
+    )
+    // The environment variable keeps the token out of `ps` and shell history.
+    .addOption(
+      new Option('--token <token>', 'a registration token (bwr_…) from the console')
+        .env('BULWARK_REGISTRATION_TOKEN')
+        .argParser(notEmpty('--token'))
+        .makeOptionMandatory(),
+    )
+    .option('--name <name>', "the agent's name (default: this host's short name)")
+    .option('--state <file>', 'where to write the state file', DEFAULT_STATE_FILE)
+    .option('--hostname <hostname>', 'hostname reported to the server (default: this host)')
+    .option('--ca-file <file>', 'PEM CA bundle to trust for the server instead of the system CAs')
+    .option('--fingerprint <sha256>', "pin the server certificate's SHA-256 fingerprint")
+    .action(registerCommand);
+
+  program
+    .command('run')
+    .description('connect to the server and stay connected (stop with SIGTERM or SIGINT)')
+    .requiredOption('-c, --config <file>', 'the agent.yaml configuration file')
+    .action(runCommand);
+
+  program
+    .command('status')
+    .description("show this agent's identity and whether a handshake with the server succeeds now")
+    .requiredOption('-c, --config <file>', 'the agent.yaml configuration file')
+    .option('--timeout <seconds>', 'how long to wait for the handshake', positiveSeconds, 10)
+    .action(statusCommand);
+
+  return program;
+}
+
+buildProgram()
+  .parseAsync(process.argv)
+  .catch((error: unknown) => {
+    const known = OPERATOR_ERRORS.some((type) => error instanceof type);
+    const message = error instanceof Error ? error.message : String(error);
+    err(`bulwark-agent: ${known ? message : `unexpected error: ${message}`}`);
+    process.exitCode = EXIT_FAILURE;
+  });
