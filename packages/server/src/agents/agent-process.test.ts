@@ -1,0 +1,191 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type ServerProcess, startServerProcess } from '../test-support/processes.js';
+import { SessionClient } from '../test-support/session-client.js';
+import { tempDir } from '../test-support/temp.js';
+
+/**
+ * The real agent against the real server, both as processes: `bulwark-agent register`, then `run`,
+ * online with its services reported; the server is killed (SIGKILL, no goodbye), started again on the
+ * same data and port, and the agent comes back online by itself (AGT-3 reconnect, AGT-4 status).
+ */
+
+const AGENT_CLI = fileURLToPath(new URL('../../../agent/dist/cli.js', import.meta.url));
+const OWNER = { email: 'owner@agents.test', password: 'Quiet-Harbor-Lantern-93' };
+
+let dir: { path: string; remove(): Promise<void> };
+const children: ChildProcess[] = [];
+const servers: ServerProcess[] = [];
+
+beforeEach(async () => {
+  dir = await tempDir('agent-process');
+});
+afterEach(async () => {
+  for (const child of children)
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  for (const server of servers) await server.stop('SIGKILL');
+  await dir.remove();
+});
+
+function serverEnv(port: string): Record<string, string> {
+  return {
+    BULWARK_DATA_DIR: path.join(dir.path, 'server'),
+    BULWARK_PORT: port,
+    BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
+    BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
+    BULWARK_AGENT_HEARTBEAT_SECONDS: '2',
+  };
+}
+
+async function startServer(port = '0'): Promise<ServerProcess> {
+  const server = await startServerProcess({ cwd: dir.path, env: serverEnv(port) });
+  servers.push(server);
+  return server;
+}
+
+async function runAgentCli(args: string[], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [AGENT_CLI, ...args], {
+    cwd: dir.path,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk;
+  });
+  child.stderr.on('data', (chunk) => {
+    stderr += chunk;
+  });
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** Runs the real agent and lets the test wait for its JSON log lines, in order. */
+function runAgent(config: string) {
+  const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', config], {
+    cwd: dir.path,
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  const lines: Array<Record<string, unknown>> = [];
+  let output = '';
+  let consumed = 0;
+  const listeners = new Set<() => void>();
+  child.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString();
+    const complete = output.split('\n');
+    output = complete.pop() ?? '';
+    for (const line of complete)
+      if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
+    for (const listener of listeners) listener();
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    /** The next log line (after those already awaited) whose message is `msg`. */
+    next(msg: string): Promise<Record<string, unknown>> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const index = lines.findIndex((line, i) => i >= consumed && line.msg === msg);
+          if (index === -1) return false;
+          consumed = index + 1;
+          listeners.delete(check);
+          resolve(lines[index]!);
+          return true;
+        };
+        if (check()) return;
+        listeners.add(check);
+        child.once('exit', (code) =>
+          reject(new Error(`the agent exited (${code}) before "${msg}":\n${stderr}`)),
+        );
+      });
+    },
+  };
+}
+
+describe('the real agent process', () => {
+  it('registers, comes online with its services, and comes back by itself after the server is killed and restarted', async () => {
+    let server = await startServer();
+    const owner = new SessionClient(server.url);
+    expect((await owner.login(OWNER.email, OWNER.password)).status).toBe(200);
+    const created = await owner.json<{ token: string }>(
+      'POST',
+      '/api/orgs/default/agent-registration-tokens',
+      {
+        labels: { env: 'test' },
+      },
+    );
+    expect(created.status).toBe(201);
+
+    const state = path.join(dir.path, 'agent', 'state.json');
+    // The token from the environment, not argv: a token on a command line is visible to every user in `ps`.
+    const registered = await runAgentCli(
+      ['register', '--server', server.url, '--name', 'web-1', '--state', state],
+      {
+        BULWARK_REGISTRATION_TOKEN: created.body.token,
+      },
+    );
+    expect(registered.code, registered.stderr).toBe(0);
+    expect(statSync(state).mode & 0o777).toBe(0o600);
+    expect(registered.stdout + registered.stderr).not.toContain(created.body.token);
+
+    const config = path.join(dir.path, 'agent', 'agent.yaml');
+    writeFileSync(
+      config,
+      [
+        'stateFile: state.json',
+        'services:',
+        '  - name: web',
+        '    kind: nginx',
+        '    version: "1.27"',
+        '    health: { status: up }',
+      ].join('\n'),
+    );
+    const agent = runAgent(config);
+    const online = await agent.next('online');
+    const agentId = online.agentId as string;
+    await agent.next('report accepted');
+
+    const status = async () =>
+      (await owner.json<{ status: string }>('GET', `/api/orgs/default/agents/${agentId}`)).body.status;
+    expect(await status()).toBe('online');
+    const services = await owner.json<{ services: Array<{ name: string; agent: { id: string } }> }>(
+      'GET',
+      '/api/orgs/default/services',
+    );
+    expect(services.body.services).toContainEqual(
+      expect.objectContaining({ name: 'web', agent: expect.objectContaining({ id: agentId }) }),
+    );
+
+    // The server dies without closing anything; a new one starts on the same data and port.
+    const port = new URL(server.url).port;
+    await server.stop('SIGKILL');
+    await agent.next('disconnected; will reconnect');
+    server = await startServer(port);
+    await agent.next('online');
+
+    const again = new SessionClient(server.url);
+    expect((await again.login(OWNER.email, OWNER.password)).status).toBe(200);
+    expect(
+      (await again.json<{ status: string }>('GET', `/api/orgs/default/agents/${agentId}`)).body.status,
+    ).toBe('online');
+
+    agent.child.kill('SIGTERM');
+    const [code] = (await once(agent.child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    const everything = JSON.stringify(agent.lines);
+    expect(everything).not.toMatch(/PRIVATE KEY|"d":/);
+  }, 90_000);
+});
