@@ -38,30 +38,45 @@ export function sanitizeConfig(items: ServiceReport['config']): StoredConfigItem
   });
 }
 
+// Compiling a schema is how its validity is known (unresolvable or remote references, unknown
+// keywords in strict mode). One instance, each schema removed again right after: one report's `$id`s
+// never meet another's.
+const ajv = new Ajv2020({ strict: true, allErrors: true });
+// A fleet reports the same catalogues over and over: each distinct schema is judged once.
+const verdicts = new Map<string, string | null>();
+const VERDICTS_KEPT = 1000;
+
+function schemaProblem(params: Record<string, unknown>): string | null {
+  const key = JSON.stringify(params);
+  const known = verdicts.get(key);
+  if (known !== undefined) return known;
+  let problem: string | null = null;
+  if (params.type !== 'object') problem = 'params must be a JSON Schema of type "object"';
+  else if (!ajv.validateSchema(params))
+    problem = `params is not a valid JSON Schema: ${ajv.errorsText(ajv.errors)}`;
+  else {
+    try {
+      ajv.compile(params);
+    } catch (error) {
+      problem = `params cannot be used: ${(error as Error).message}`;
+    } finally {
+      ajv.removeSchema(params);
+      if (typeof params.$id === 'string') ajv.removeSchema(params.$id);
+    }
+  }
+  if (verdicts.size >= VERDICTS_KEPT) verdicts.delete(verdicts.keys().next().value!);
+  verdicts.set(key, problem);
+  return problem;
+}
+
 export function actionProblems(actions: ActionDeclaration[]): string[] {
-  // Compiling a schema is how its validity is known (unresolvable or remote references, unknown
-  // keywords in strict mode). A fresh instance each time: one report's `$id`s never meet another's.
-  const ajv = new Ajv2020({ strict: true, allErrors: true });
   const problems: string[] = [];
   const seen = new Set<string>();
   for (const action of actions) {
     if (seen.has(action.name)) problems.push(`action ${action.name} is declared twice`);
     seen.add(action.name);
-    if (action.params.type !== 'object') {
-      problems.push(`action ${action.name}: params must be a JSON Schema of type "object"`);
-      continue;
-    }
-    if (!ajv.validateSchema(action.params)) {
-      problems.push(
-        `action ${action.name}: params is not a valid JSON Schema: ${ajv.errorsText(ajv.errors)}`,
-      );
-      continue;
-    }
-    try {
-      ajv.compile(action.params);
-    } catch (error) {
-      problems.push(`action ${action.name}: params cannot be used: ${(error as Error).message}`);
-    }
+    const problem = schemaProblem(action.params);
+    if (problem) problems.push(`action ${action.name}: ${problem}`);
   }
   return problems;
 }
