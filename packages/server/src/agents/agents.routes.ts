@@ -17,7 +17,7 @@ import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { AgentId, Description, iso, OrgSlug, RegistrationTokenId, Timestamp } from '../http/schemas.js';
 import { type AgentsService, parseLabels } from './agents.service.js';
-import type { AgentRow } from './agents.store.js';
+import type { AgentListRow } from './agents.store.js';
 import type { AgentGateway } from './gateway.js';
 import {
   DEFAULT_TOKEN_MINUTES,
@@ -71,6 +71,8 @@ const ServiceView = z.object({
 });
 
 const PAGE_MAX = 200;
+/** The most agents one list request looks at, whatever it finds visible among them. */
+const SCAN_MAX = 5000;
 
 export function agentsRoutes(deps: {
   agents: AgentsService;
@@ -82,7 +84,7 @@ export function agentsRoutes(deps: {
   const { agents, tokens, services, access, gateway } = deps;
   const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
 
-  const agentView = (row: AgentRow) => {
+  const agentView = (row: AgentListRow) => {
     const heartbeat = gateway.lastHeartbeat(row.id);
     const lastSeen = heartbeat ?? row.last_seen_at;
     return {
@@ -228,23 +230,27 @@ export function agentsRoutes(deps: {
         const selector = query.selector === undefined ? undefined : parseSelector(query.selector);
         if (selector && 'problem' in selector)
           throw new ValidationError([{ path: 'query.selector', message: selector.problem }]);
-        const visible: AgentRow[] = [];
+        const visible: AgentListRow[] = [];
         let after = query.after;
-        // Scan pages until the page is full: a scoped role or a selector may hide many agents.
-        for (;;) {
-          const rows = await agents.page(org.id, PAGE_MAX, after);
+        let scanned = 0;
+        let exhausted = false;
+        // A scoped role or a selector may hide agents: read on until the page is full, the fleet ends,
+        // or SCAN_MAX agents were looked at (then `next` resumes the scan where it stopped).
+        while (visible.length < query.limit && !exhausted && scanned < SCAN_MAX) {
+          const rows = await agents.page(org.id, query.limit, after);
+          exhausted = rows.length < query.limit;
           for (const row of rows) {
+            scanned++;
+            after = row.id;
             const labels = parseLabels(row.labels);
             if (selector && !selectorMatches(selector, labels)) continue;
             if (!decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed) continue;
             visible.push(row);
             if (visible.length === query.limit) break;
           }
-          if (visible.length === query.limit || rows.length < PAGE_MAX) break;
-          after = rows.at(-1)!.id;
         }
-        const full = visible.length === query.limit;
-        return { agents: visible.map(agentView), next: full ? visible.at(-1)!.id : null };
+        const more = visible.length === query.limit || (!exhausted && scanned >= SCAN_MAX);
+        return { agents: visible.map(agentView), next: more ? (after ?? null) : null };
       },
     }),
 

@@ -52,6 +52,26 @@ describe('agents within a label scope', () => {
     expect((await keeper.client.json('GET', `/api/orgs/acme/agents/${agents.prod}`)).status).toBe(403);
   });
 
+  it('pages by id with a cursor, skipping what the caller may not see', async () => {
+    const page = (client: typeof keeper.client, query: string) =>
+      client.json<{ agents: Array<{ id: string }>; next: string | null }>(
+        'GET',
+        `/api/orgs/acme/agents?${query}`,
+      );
+    const all = [agents.staging, agents.prod].sort();
+    const first = await page(world.owner.client, 'limit=1');
+    expect([first.body.agents.map((a) => a.id), first.body.next]).toEqual([[all[0]], all[0]]);
+    const second = await page(world.owner.client, `limit=1&after=${first.body.next}`);
+    expect(second.body.agents.map((a) => a.id)).toEqual([all[1]]);
+    const third = await page(world.owner.client, `limit=1&after=${second.body.next}`);
+    expect(third.body).toEqual({ agents: [], next: null });
+    // The keeper sees one agent whichever way the fleet is paged.
+    const scoped = await page(keeper.client, 'limit=1');
+    expect(scoped.body.agents.map((a) => a.id)).toEqual([agents.staging]);
+    const rest = await page(keeper.client, `limit=1&after=${scoped.body.next}`);
+    expect(rest.body.agents).toEqual([]);
+  });
+
   it('renames and relabels within scope, audited with before and after', async () => {
     const renamed = await keeper.client.json<{ name: string }>(
       'PATCH',

@@ -3,6 +3,10 @@ import { compiledOnce } from '../db/compiled-once.js';
 import type { AgentStatus, AgentsTable, DB } from '../db/schema.js';
 
 export type AgentRow = AgentsTable;
+export type AgentListRow = Pick<
+  AgentRow,
+  'id' | 'name' | 'hostname' | 'labels' | 'status' | 'created_at' | 'last_seen_at'
+>;
 
 /** Agents (AGT-2, AGT-4). Org-scoped, except the gateway's lookup of the id an agent claims. */
 export function createAgentsStore(db: Kysely<DB>) {
@@ -14,6 +18,22 @@ export function createAgentsStore(db: Kysely<DB>) {
       .selectAll('agents')
       .select('orgs.slug as org_slug')
       .where('agents.id', '=', args.id),
+  );
+
+  // The console's agent list: the index (org_id, id) serves each page without sorting the fleet,
+  // and only the listed columns are read.
+  const listed = ['id', 'name', 'hostname', 'labels', 'status', 'created_at', 'last_seen_at'] as const;
+  const firstPage = compiledOnce(db, (args: { orgId: string; limit: number }) =>
+    db.selectFrom('agents').select(listed).where('org_id', '=', args.orgId).orderBy('id').limit(args.limit),
+  );
+  const nextPage = compiledOnce(db, (args: { orgId: string; limit: number; after: string }) =>
+    db
+      .selectFrom('agents')
+      .select(listed)
+      .where('org_id', '=', args.orgId)
+      .where('id', '>', args.after)
+      .orderBy('id')
+      .limit(args.limit),
   );
 
   return {
@@ -30,12 +50,9 @@ export function createAgentsStore(db: Kysely<DB>) {
         .select('id')
         .where('signing_key', '=', signingKey)
         .executeTakeFirst()) !== undefined,
-    /** One page in id order (ids sort by creation time), after `after` when given. */
-    page: (orgId: string, limit: number, after?: string) => {
-      let query = db.selectFrom('agents').selectAll().where('org_id', '=', orgId);
-      if (after) query = query.where('id', '>', after);
-      return query.orderBy('id').limit(limit).execute();
-    },
+    /** Up to `limit` agents in id order (ids sort by creation time), after `after` when given. */
+    page: (orgId: string, limit: number, after?: string) =>
+      after === undefined ? firstPage.all({ orgId, limit }) : nextPage.all({ orgId, limit, after }),
     /** Moves an agent between states; a revoked agent never moves again. */
     async setStatus(orgId: string, id: string, status: AgentStatus, now: number): Promise<boolean> {
       const result = await db

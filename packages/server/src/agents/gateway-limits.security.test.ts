@@ -59,10 +59,13 @@ describe('gateway limits', () => {
     );
   });
 
-  it('closes a connection that sends a message over the size cap, before parsing it', async () => {
+  it('closes a connection that sends a message over the size cap, before parsing it, and keeps serving', async () => {
     const connection = await openAgentSocket(world.server.url);
     connection.socket.send('x'.repeat(MAX_AGENT_MESSAGE_BYTES + 1));
     expect(await connection.closed).toBe(1009);
+    // The server took it in its stride (an unhandled socket error would have ended the process).
+    expect((await fetch(`${world.server.url}/healthz`)).status).toBe(200);
+    expect(world.server.logs.text).toContain('agent connection error');
   });
 
   it('answers 404 to an upgrade on any other path', async () => {

@@ -170,6 +170,9 @@ export function createAgentGateway(deps: {
     }, HANDSHAKE_MS);
     handshakeTimer.unref();
 
+    // A protocol violation (an oversized frame, bad UTF-8) is an 'error' on the socket, which ws then
+    // closes; unhandled, that event would throw and take the whole server down with it.
+    socket.on('error', (error) => logger.warn({ err: error, ip: context.ip }, 'agent connection error'));
     // Messages are handled one at a time, in order: a proof never overtakes its hello.
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
