@@ -1,8 +1,8 @@
 /**
- * The floor under bench/api-read: the database reads of one `GET /api/orgs/:org/members`, run through
- * the server's own store functions on the server's own SQLite file, with nothing around them. The
- * guard's reads (session, organization and membership, role bindings) and the list's (members, their
- * teams), in the order a request runs them.
+ * The floor under bench/api-read: the database reads of one list request, run through the server's
+ * own store functions on the server's own SQLite file, with nothing around them. The guard's reads
+ * (session, organization and membership, role bindings), then the list's: members and their teams,
+ * or the first page of agents.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -11,6 +11,7 @@ type SessionsModule = typeof import('../packages/server/src/identity/sessions.st
 type AccessModule = typeof import('../packages/server/src/access/access.store.js');
 type OrgsModule = typeof import('../packages/server/src/orgs/orgs.store.js');
 type TeamsModule = typeof import('../packages/server/src/orgs/teams.store.js');
+type AgentsModule = typeof import('../packages/server/src/agents/agents.store.js');
 type TokensModule = typeof import('../packages/protocol/src/tokens.js');
 const server = new URL('../packages/server/dist/', import.meta.url);
 const load = <T>(file: string) => import(new URL(file, server).href) as Promise<T>;
@@ -19,11 +20,12 @@ const { createSessionsStore } = await load<SessionsModule>('identity/sessions.st
 const { createAccessStore } = await load<AccessModule>('access/access.store.js');
 const { createOrgsStore } = await load<OrgsModule>('orgs/orgs.store.js');
 const { createTeamsStore } = await load<TeamsModule>('orgs/teams.store.js');
+const { createAgentsStore } = await load<AgentsModule>('agents/agents.store.js');
 const { tokenHash } = (await import(
   new URL('../packages/protocol/dist/tokens.js', import.meta.url).href
 )) as TokensModule;
 
-export interface MembersRead {
+export interface ListRead {
   databaseFile: string;
   sessionToken: string;
   userId: string;
@@ -33,8 +35,10 @@ export interface MembersRead {
 const WARMUP = 2_000;
 const ROUNDS = 20_000;
 
-export async function membersReadFloor(
-  read: MembersRead,
+/** `members`: the members list (members, their teams); `agents`: the first page of agents (50). */
+export async function listReadFloor(
+  read: ListRead,
+  list: 'members' | 'agents',
 ): Promise<{ queries: number; microseconds: number }> {
   const database = openSqlite({ file: read.databaseFile, busyTimeoutMs: 5_000 });
   try {
@@ -42,17 +46,22 @@ export async function membersReadFloor(
     const access = createAccessStore(database.db);
     const orgs = createOrgsStore(database.db);
     const teams = createTeamsStore(database.db);
+    const agents = createAgentsStore(database.db);
     const once = async () => {
       const session = await sessions.findLive(tokenHash(read.sessionToken));
       const org = await access.orgWithMembership(read.slug, read.userId);
       if (!session || !org?.role) throw new Error('the floor measurement found no session or membership');
       await access.bindingGrantsOf(org.id, read.userId);
-      await Promise.all([orgs.listMembers(org.id), teams.teamsOfMembers(org.id)]);
+      if (list === 'members') await Promise.all([orgs.listMembers(org.id), teams.teamsOfMembers(org.id)]);
+      else await agents.page(org.id, 50);
     };
     for (let i = 0; i < WARMUP; i++) await once();
     const started = performance.now();
     for (let i = 0; i < ROUNDS; i++) await once();
-    return { queries: 5, microseconds: ((performance.now() - started) * 1000) / ROUNDS };
+    return {
+      queries: list === 'members' ? 5 : 4,
+      microseconds: ((performance.now() - started) * 1000) / ROUNDS,
+    };
   } finally {
     await database.close();
   }

@@ -84,7 +84,8 @@ async function register(url: string, tokens: string[], count: number): Promise<v
 let reportTimer: NodeJS.Timeout | undefined;
 /** Progress at most every 100 ms: 10,000 changes must not become 10,000 IPC messages. */
 function progress(): void {
-  reportTimer ??= setTimeout(() => {
+  if (reportTimer) return;
+  reportTimer = setTimeout(() => {
     reportTimer = undefined;
     report({ type: 'online', count: online, failures });
   }, 100);

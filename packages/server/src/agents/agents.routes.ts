@@ -236,6 +236,8 @@ export function agentsRoutes(deps: {
         let exhausted = false;
         // A scoped role or a selector may hide agents: read on until the page is full, the fleet ends,
         // or SCAN_MAX agents were looked at (then `next` resumes the scan where it stopped).
+        // Granted on the whole organization, agents:read covers every agent: no decision per row.
+        const everyAgent = decide(org.access, 'agents:read', { kind: 'org' }).allowed;
         while (visible.length < query.limit && !exhausted && scanned < SCAN_MAX) {
           const rows = await agents.page(org.id, query.limit, after);
           exhausted = rows.length < query.limit;
@@ -244,7 +246,7 @@ export function agentsRoutes(deps: {
             after = row.id;
             const labels = parseLabels(row.labels);
             if (selector && !selectorMatches(selector, labels)) continue;
-            if (!decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed) continue;
+            if (!everyAgent && !decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed) continue;
             visible.push(row);
             if (visible.length === query.limit) break;
           }
