@@ -246,7 +246,8 @@ export function agentsRoutes(deps: {
             after = row.id;
             const labels = parseLabels(row.labels);
             if (selector && !selectorMatches(selector, labels)) continue;
-            if (!everyAgent && !decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed) continue;
+            if (!everyAgent && !decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed)
+              continue;
             visible.push(row);
             if (visible.length === query.limit) break;
           }

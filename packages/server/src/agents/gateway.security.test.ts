@@ -67,6 +67,26 @@ describe('agent registration (AGT-1, AGT-2)', () => {
     await connection.closed;
   });
 
+  it('makes tokens valid for an hour unless asked otherwise, thirty days at most, shown only when created', async () => {
+    const created = await world.owner.client.json<{ id: string; token: string; expiresAt: string }>(
+      'POST',
+      `/api/orgs/${slug}/agent-registration-tokens`,
+      {},
+    );
+    expect(Date.parse(created.body.expiresAt) - world.clock.now()).toBe(60 * 60_000);
+    const tooLong = await world.owner.client.json('POST', `/api/orgs/${slug}/agent-registration-tokens`, {
+      expiresInMinutes: 30 * 24 * 60 + 1,
+    });
+    expect(tooLong.status).toBe(422);
+    const listed = await world.owner.client.json<{ tokens: Array<Record<string, unknown>> }>(
+      'GET',
+      `/api/orgs/${slug}/agent-registration-tokens`,
+    );
+    const shown = listed.body.tokens.find((t) => t.id === created.body.id);
+    expect(shown).toMatchObject({ status: 'active', uses: 0, usesAllowed: 1 });
+    expect(JSON.stringify(listed.body)).not.toContain(created.body.token);
+  });
+
   it('lets exactly one of two racing registrations use a single-use token', async () => {
     const { token } = await newToken();
     const outcomes = await Promise.allSettled([
@@ -174,6 +194,8 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
     expect(challenge.type).toBe('challenge');
     replay.socket.send(JSON.stringify(honest.proof));
     expect(await replay.next()).toMatchObject({ type: 'refused', code: 'authentication_failed' });
+    const refused = (await auditOf('agent.connection_refused')).filter((e) => e.target?.id === agent.agentId);
+    expect(refused.map((e) => e.details.reason)).toEqual(['bad_signature']);
   });
 
   it('refuses anything but the handshake before the agent has proved itself', async () => {
@@ -217,5 +239,9 @@ describe('agent connections (AGT-2, AGT-3, AGT-4)', () => {
       .filter((e) => e.target?.id === agent.agentId)
       .map((e) => e.details.reason);
     expect(reasons).toEqual(expect.arrayContaining(['agent_disabled', 'agent_revoked']));
+    for (const action of ['agent.disabled', 'agent.enabled', 'agent.revoked']) {
+      const events = (await auditOf(action)).filter((e) => e.target?.id === agent.agentId);
+      expect(events, action).toHaveLength(1);
+    }
   });
 });
