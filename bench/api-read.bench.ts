@@ -29,6 +29,7 @@ import {
   machine,
   measure,
   OWNER,
+  registrationTokens,
   type Session,
   send,
   signIn,
@@ -122,20 +123,7 @@ async function registerFleet(owner: Session, count: number): Promise<void> {
     stdio: 'inherit',
   });
   try {
-    const tokens: string[] = [];
-    for (let i = 0; i < Math.ceil(count / 1000); i++) {
-      const created = await send<{ token: string }>(
-        bulwark.url,
-        owner,
-        'POST',
-        '/api/orgs/default/agent-registration-tokens',
-        {
-          uses: 1000,
-          labels: { fleet: 'bench' },
-        },
-      );
-      tokens.push(created.token);
-    }
+    const tokens = await registrationTokens(bulwark.url, owner, count);
     simulator.send({ cmd: 'register', url: bulwark.url, tokens, count } satisfies SimulatorCommand);
     const [report] = (await once(simulator, 'message')) as [SimulatorReport];
     if (report.type !== 'registered')

@@ -25,7 +25,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { SimulatorCommand, SimulatorReport } from './fleet.simulator.js';
-import { fmt, machine, OWNER, send, signIn } from './http-support.js';
+import { fmt, machine, OWNER, registrationTokens, signIn } from './http-support.js';
 
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 10_000);
 const STEADY_SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
@@ -148,21 +148,7 @@ try {
   // 2. Bulwark: register the fleet, then connect it.
   bulwark = await startBulwark(dataDir, '0');
   const owner = await signIn(bulwark.url, OWNER.email, OWNER.password);
-  const tokens: string[] = [];
-  for (let i = 0; i < Math.ceil(AGENTS / 1000); i++) {
-    const created = await send<{ token: string }>(
-      bulwark.url,
-      owner,
-      'POST',
-      '/api/orgs/default/agent-registration-tokens',
-      {
-        uses: 1000,
-        expiresInMinutes: 120,
-        labels: { fleet: 'bench', shard: String(i) },
-      },
-    );
-    tokens.push(created.token);
-  }
+  const tokens = await registrationTokens(bulwark.url, owner, AGENTS);
   command({ cmd: 'register', url: bulwark.url, tokens, count: AGENTS });
   const registered = await until((r) => r.type === 'registered');
   if (registered.type === 'registered') {

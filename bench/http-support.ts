@@ -138,6 +138,26 @@ export async function addMember(url: string, owner: Session, slug: string, email
   return body.user.id;
 }
 
+/** Enough registration tokens (1,000 uses each) for `agents` agents in the default organization. */
+export async function registrationTokens(url: string, owner: Session, agents: number): Promise<string[]> {
+  const tokens: string[] = [];
+  for (let i = 0; i < Math.ceil(agents / 1000); i++) {
+    const created = await send<{ token: string }>(
+      url,
+      owner,
+      'POST',
+      '/api/orgs/default/agent-registration-tokens',
+      {
+        uses: 1000,
+        expiresInMinutes: 120,
+        labels: { fleet: 'bench' },
+      },
+    );
+    tokens.push(created.token);
+  }
+  return tokens;
+}
+
 export interface Measured {
   result: autocannon.Result;
   /** Share of the wall time the server's event loop (this thread) was busy during the run. */

@@ -4,7 +4,7 @@ import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ServerProcess, startServerProcess } from '../test-support/processes.js';
+import { runScript, type ServerProcess, startServerProcess } from '../test-support/processes.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { tempDir } from '../test-support/temp.js';
 
@@ -45,25 +45,6 @@ async function startServer(port = '0'): Promise<ServerProcess> {
   const server = await startServerProcess({ cwd: dir.path, env: serverEnv(port) });
   servers.push(server);
   return server;
-}
-
-async function runAgentCli(args: string[], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [AGENT_CLI, ...args], {
-    cwd: dir.path,
-    env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk;
-  });
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk;
-  });
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
 }
 
 /** Runs the real agent and lets the test wait for its JSON log lines, in order. */
@@ -131,10 +112,12 @@ describe('the real agent process', () => {
 
     const state = path.join(dir.path, 'agent', 'state.json');
     // The token from the environment, not argv: a token on a command line is visible to every user in `ps`.
-    const registered = await runAgentCli(
+    const registered = await runScript(
+      AGENT_CLI,
       ['register', '--server', server.url, '--name', 'web-1', '--state', state],
       {
-        BULWARK_REGISTRATION_TOKEN: created.body.token,
+        cwd: dir.path,
+        env: { BULWARK_REGISTRATION_TOKEN: created.body.token },
       },
     );
     expect(registered.code, registered.stderr).toBe(0);

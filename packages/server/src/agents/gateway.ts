@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { AuditService } from '../audit/audit.service.js';
-import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { parseLabels } from './agents.service.js';
 import type { AgentRow, AgentsStore } from './agents.store.js';
@@ -66,6 +66,16 @@ const isLoopback = (address: string | undefined) =>
 
 function send(socket: WebSocket, message: ServerMessage): void {
   if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));
+}
+
+/** An agent's own connection coming or going, in its organization's chain. */
+function connectionEvent(
+  agent: Pick<AgentRow, 'id' | 'name' | 'org_id'>,
+  action: 'agent.connected' | 'agent.disconnected',
+  context: AuditRequestContext,
+): AuditInput {
+  const self = { type: 'agent' as const, id: agent.id, display: agent.name };
+  return { orgId: agent.org_id, actor: self, action, target: self, outcome: 'success', context, details: {} };
 }
 
 function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
@@ -151,15 +161,7 @@ export function createAgentGateway(deps: {
       heartbeatSeconds: options.heartbeatSeconds,
       agent: { id: agent.id, name: agent.name, labels: parseLabels(agent.labels) },
     });
-    await audit.record({
-      orgId: agent.org_id,
-      actor: { type: 'agent', id: agent.id, display: agent.name },
-      action: 'agent.connected',
-      target: { type: 'agent', id: agent.id, display: agent.name },
-      outcome: 'success',
-      context,
-      details: {},
-    });
+    await audit.record(connectionEvent(agent, 'agent.connected', context));
   }
 
   function onConnection(socket: WebSocket, context: AuditRequestContext): void {
@@ -190,15 +192,7 @@ export function createAgentGateway(deps: {
       connections.delete(authenticated.id);
       seen.set(authenticated.id, current.lastHeartbeat);
       const recorded = audit
-        .record({
-          orgId: authenticated.org_id,
-          actor: { type: 'agent', id: authenticated.id, display: authenticated.name },
-          action: 'agent.disconnected',
-          target: { type: 'agent', id: authenticated.id, display: authenticated.name },
-          outcome: 'success',
-          context,
-          details: {},
-        })
+        .record(connectionEvent(authenticated, 'agent.disconnected', context))
         .catch((error: unknown) => logger.error({ err: error }, 'could not audit an agent disconnection'))
         .finally(() => pendingAudits.delete(recorded));
       pendingAudits.add(recorded);

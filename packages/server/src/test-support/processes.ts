@@ -11,11 +11,17 @@ export interface CliResult {
   stderr: string;
 }
 
-export async function runCli(
+/** Runs the built `bulwark` CLI to completion. */
+export const runCli = (args: string[], options: { cwd: string; env?: Record<string, string> }) =>
+  runScript(CLI, args, options);
+
+/** Runs a Node script (a built CLI) to completion, with only PATH and `env` in its environment. */
+export async function runScript(
+  script: string,
   args: string[],
   options: { cwd: string; env?: Record<string, string> },
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI, ...args], {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
