@@ -94,10 +94,10 @@ describe('agents within a label scope', () => {
   });
 
   it('refuses moving an agent out of scope or touching one outside it, and changes nothing', async () => {
-    const escape = await keeper.client.json('PATCH', `/api/orgs/acme/agents/${agents.staging}`, {
+    const outOfScope = await keeper.client.json('PATCH', `/api/orgs/acme/agents/${agents.staging}`, {
       labels: { env: 'prod' },
     });
-    expect(escape.status).toBe(403);
+    expect(outOfScope.status).toBe(403);
     const reach = await keeper.client.json('PATCH', `/api/orgs/acme/agents/${agents.prod}`, {
       labels: { env: 'staging' },
     });
