@@ -129,12 +129,92 @@ export const ReportMessage = message('report', {
   services: z.array(ServiceReport).max(200),
 });
 
+// --- Commands (CMD-4 to CMD-7) ----------------------------------------------------------------------
+
+export const CommandIdShape = z
+  .string()
+  .regex(new RegExp(`^cmd_${ID_BODY_PATTERN}$`), 'must be a command id');
+export const COMMAND_OUTCOMES = ['succeeded', 'failed', 'timed_out', 'cancelled'] as const;
+export type CommandOutcome = (typeof COMMAND_OUTCOMES)[number];
+/** Output chunks are at most this large; the agent splits longer output. */
+export const MAX_OUTPUT_CHUNK_CHARS = 16 * 1024;
+
+/**
+ * What the server signs for each command (CMD-7). The agent runs a command only when the signature
+ * verifies against the key it pinned, the command names this agent, it has not expired, and its id
+ * is not in the agent's journal (CMD-6).
+ */
+export const CommandEnvelope = z.strictObject({
+  v: z.literal(AGENT_PROTOCOL_VERSION),
+  commandId: CommandIdShape,
+  agentId: AgentIdShape,
+  orgId: z.string().min(1).max(64),
+  service: AgentName,
+  action: AgentName,
+  params: z.record(z.string(), z.unknown()),
+  requestedBy: z.string().min(1).max(64),
+  approvedBy: z.array(z.string().min(1).max(64)).max(16),
+  issuedAt: z.number().int().nonnegative(),
+  /** The agent refuses to start the command after this instant (delivery timeout). */
+  expiresAt: z.number().int().nonnegative(),
+  timeoutSeconds: z.number().int().min(1).max(86_400),
+  nonce: Base64Url32,
+});
+export type CommandEnvelope = z.infer<typeof CommandEnvelope>;
+
+/** The statement the server signs and the agent verifies for a command. */
+export const commandStatement = (envelope: CommandEnvelope) =>
+  canonicalJson({ purpose: 'bulwark/command/v1', ...envelope });
+
+/** The agent started the command (it is journaled first: it will never start it again). */
+export const CommandStartedMessage = message('command_started', { commandId: CommandIdShape });
+/** A piece of the command's output, in order per command; secret values already masked on the host. */
+export const CommandOutputMessage = message('command_output', {
+  commandId: CommandIdShape,
+  seq: z.number().int().nonnegative(),
+  stream: z.enum(['stdout', 'stderr']),
+  data: z.string().max(MAX_OUTPUT_CHUNK_CHARS),
+});
+export const CommandFinishedMessage = message('command_finished', {
+  commandId: CommandIdShape,
+  outcome: z.enum(COMMAND_OUTCOMES),
+  exitCode: z.number().int().nullable(),
+  message: z.string().max(500),
+});
+/** The agent would not run it: bad signature, another agent's, expired, replayed, unknown action, invalid params. */
+export const CommandRefusedMessage = message('command_refused', {
+  commandId: CommandIdShape,
+  reason: z.enum(['bad_signature', 'wrong_agent', 'expired', 'replayed', 'unknown_action', 'invalid_params']),
+  message: z.string().max(500),
+});
+/**
+ * Sent after `welcome`: what the journal says of commands whose final state the server has not yet
+ * acknowledged, so a restart on either side is reconciled from the facts (CMD-6). `interrupted`: the
+ * agent stopped while the command ran; the command did not finish.
+ */
+export const CommandStatesMessage = message('command_states', {
+  commands: z
+    .array(
+      z.strictObject({
+        commandId: CommandIdShape,
+        state: z.enum([...COMMAND_OUTCOMES, 'running', 'interrupted']),
+        exitCode: z.number().int().nullable(),
+      }),
+    )
+    .max(1000),
+});
+
 /** Everything an agent may send; anything else closes the connection. */
 export const AgentMessage = z.discriminatedUnion('type', [
   HelloMessage,
   ProofMessage,
   HeartbeatMessage,
   ReportMessage,
+  CommandStartedMessage,
+  CommandOutputMessage,
+  CommandFinishedMessage,
+  CommandRefusedMessage,
+  CommandStatesMessage,
 ]);
 export type AgentMessage = z.infer<typeof AgentMessage>;
 
@@ -152,12 +232,24 @@ export const ReportResultMessage = message('report_result', {
 });
 export const RefusedMessage = message('refused', { code: z.string(), message: z.string() });
 
+export const CommandMessage = message('command', {
+  envelope: CommandEnvelope,
+  /** Ed25519 over commandStatement(envelope), by the server's agent-channel key. */
+  signature: Signature,
+});
+export const CancelMessage = message('cancel', { commandId: CommandIdShape });
+/** The server has recorded these final states; the agent may forget them. */
+export const CommandAckMessage = message('command_ack', { commandIds: z.array(CommandIdShape).max(1000) });
+
 /** Everything the server may send. */
 export const ServerMessage = z.discriminatedUnion('type', [
   ChallengeMessage,
   WelcomeMessage,
   ReportResultMessage,
   RefusedMessage,
+  CommandMessage,
+  CancelMessage,
+  CommandAckMessage,
 ]);
 export type ServerMessage = z.infer<typeof ServerMessage>;
 

@@ -26,6 +26,7 @@ export const ID_PREFIXES = {
   agent: 'agt',
   registrationToken: 'rgt',
   service: 'svc',
+  command: 'cmd',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

@@ -18,6 +18,9 @@ import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
 import { createAuditedTransactions } from './audit/audited-transaction.js';
+import { commandsRoutes } from './commands/commands.routes.js';
+import { createCommandsService } from './commands/commands.service.js';
+import { createCommandsStore } from './commands/commands.store.js';
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
@@ -161,6 +164,8 @@ export interface RunningServer {
 }
 
 const RETENTION_EVERY_MS = 6 * 3600_000;
+/** Approval and delivery deadlines are checked this often (an indexed query that usually finds nothing). */
+const COMMAND_DEADLINES_EVERY_MS = 1000;
 
 export interface CoreServices {
   database: Database;
@@ -283,7 +288,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   const agentsStore = createAgentsStore(database.db);
   const registrationTokens = createRegistrationTokensStore(database.db);
-  const services = createServicesService({ services: createServicesStore(database.db), audit, clock });
+  const servicesStore = createServicesStore(database.db);
+  const services = createServicesService({ services: servicesStore, audit, clock });
   const gateway = createAgentGateway({
     agents: agentsStore,
     services,
@@ -307,9 +313,23 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
   });
 
+  const commandsService = createCommandsService({
+    commands: createCommandsStore(database.db),
+    agents: agentsStore,
+    services: servicesStore,
+    access: identity.access,
+    gateway,
+    serverKeys: core.serverKeys,
+    audit,
+    clock,
+    stepUpMs: config.sessions.stepUpMinutes * 60_000,
+  });
+  gateway.attachCommands(commandsService.handlers);
+
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
+    ...commandsRoutes({ commands: commandsService, agents: agentsStore, access: identity.access }),
     ...agentsRoutes({ agents, tokens, services, access: identity.access, gateway }),
   ];
   routes.push(openApiRoute(routes, VERSION));
@@ -330,6 +350,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       audit.checkpointAll(),
     ),
     every(RETENTION_EVERY_MS, logger, 'audit-retention', () => audit.prune()),
+    every(COMMAND_DEADLINES_EVERY_MS, logger, 'command-deadlines', () => commandsService.expireOverdue()),
   ];
   await audit.record({
     actor: { type: 'system', id: 'server', display: 'bulwark server' },

@@ -53,6 +53,16 @@ export interface GatewayOptions {
   trustedProxies: string[];
 }
 
+export type AgentCommandMessage = Extract<
+  AgentMessage,
+  { type: 'command_started' | 'command_output' | 'command_finished' | 'command_refused' | 'command_states' }
+>;
+
+export interface CommandHandlers {
+  welcomed(agent: AgentRow): Promise<void>;
+  message(agent: AgentRow, message: AgentCommandMessage): Promise<void>;
+}
+
 interface Connection {
   socket: WebSocket;
   agent: AgentRow & { org_slug: string };
@@ -103,6 +113,7 @@ export function createAgentGateway(deps: {
   const pendingAudits = new Set<Promise<unknown>>();
   const connectLimiter = new RateLimiterMemory({ points: options.connectsPerMinute, duration: 60 });
   const trusted = new Set(options.trustedProxies);
+  let commandHandlers: CommandHandlers | undefined;
 
   function clientAddress(request: IncomingMessage): string {
     const peer = request.socket.remoteAddress ?? '';
@@ -162,6 +173,7 @@ export function createAgentGateway(deps: {
       agent: { id: agent.id, name: agent.name, labels: parseLabels(agent.labels) },
     });
     await audit.record(connectionEvent(agent, 'agent.connected', context));
+    await commandHandlers?.welcomed(agent);
   }
 
   function onConnection(socket: WebSocket, context: AuditRequestContext): void {
@@ -266,7 +278,11 @@ export function createAgentGateway(deps: {
         send(socket, { v: AGENT_PROTOCOL_VERSION, type: 'report_result', ...result });
         return;
       }
-      refuse(socket, 'unexpected_message', `A ${message.type} message is not expected now.`);
+      if (message.type === 'hello' || message.type === 'proof') {
+        refuse(socket, 'unexpected_message', `A ${message.type} message is not expected now.`);
+        return;
+      }
+      await commandHandlers?.message(authenticated, message);
     }
   }
 
@@ -317,6 +333,17 @@ export function createAgentGateway(deps: {
           socket.destroy();
         });
       });
+    },
+    /** The commands module: told when an agent is welcomed, and given the agent's command messages. */
+    attachCommands(handlers: CommandHandlers): void {
+      commandHandlers = handlers;
+    },
+    /** Sends to the agent if it is connected to this instance; false otherwise. */
+    send(agentId: string, message: ServerMessage): boolean {
+      const connection = connections.get(agentId);
+      if (!connection || connection.socket.readyState !== connection.socket.OPEN) return false;
+      send(connection.socket, message);
+      return true;
     },
     isOnline: (agentId: string) => connections.has(agentId),
     lastHeartbeat: (agentId: string) => connections.get(agentId)?.lastHeartbeat,

@@ -53,6 +53,18 @@ export const AUDIT_ACTIONS = [
   'agent.revoked',
   'service.reported',
   'service.report_refused',
+  'command.created',
+  'command.approved',
+  'command.rejected',
+  'command.dispatched',
+  'command.started',
+  'command.succeeded',
+  'command.failed',
+  'command.timed_out',
+  'command.cancelled',
+  'command.cancel_requested',
+  'command.expired',
+  'command.refused_by_agent',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -206,6 +206,65 @@ export interface ServicesTable {
   updated_at: number;
 }
 
+export type CommandStatus =
+  | 'awaiting_approval'
+  | 'queued'
+  | 'dispatched'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'timed_out'
+  | 'cancelled'
+  | 'rejected'
+  | 'expired';
+
+export interface CommandsTable {
+  id: string;
+  org_id: string;
+  agent_id: string;
+  service: string;
+  action: string;
+  /** JSON object. */
+  params: string;
+  reason: string;
+  risk: 'low' | 'medium' | 'high' | 'critical';
+  required_approvals: number;
+  requested_by: string;
+  status: CommandStatus;
+  idempotency_key: string | null;
+  request_hash: string;
+  nonce: string;
+  timeout_seconds: number;
+  created_at: number;
+  updated_at: number;
+  approval_expires_at: number | null;
+  expires_at: number;
+  dispatched_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  exit_code: number | null;
+  message: string;
+  output_bytes: number;
+  output_truncated: number;
+  final_acked: number;
+}
+
+export interface CommandApprovalsTable {
+  command_id: string;
+  user_id: string;
+  decision: 'approved' | 'rejected';
+  comment: string;
+  created_at: number;
+}
+
+export interface CommandOutputTable {
+  command_id: string;
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  data: string;
+  created_at: number;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
@@ -223,4 +282,7 @@ export interface DB {
   registration_tokens: RegistrationTokensTable;
   agents: AgentsTable;
   services: ServicesTable;
+  commands: CommandsTable;
+  command_approvals: CommandApprovalsTable;
+  command_output: CommandOutputTable;
 }

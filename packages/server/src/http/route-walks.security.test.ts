@@ -1,7 +1,7 @@
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerAgent } from '../test-support/agents.js';
+import { handshake, registerAgent } from '../test-support/agents.js';
 import { MEMBER_PASSWORD, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { registeredRoutesOf } from './app.js';
@@ -65,6 +65,41 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     { uses: 2 },
   );
   const agent = await registerAgent(owner.base, registration.body.token, `${prefix}-agent`);
+  // The agent reports a service with one action, then goes away; a command for it is cancelled
+  // before delivery, so that it is final (its event stream ends at once).
+  const connection = await handshake(owner.base, agent.agentId, agent.keys);
+  connection.socket.send(
+    JSON.stringify({
+      v: 1,
+      type: 'report',
+      services: [
+        {
+          name: 'app',
+          kind: 'node',
+          health: { status: 'up' },
+          actions: [
+            {
+              name: 'ping',
+              description: 'ping',
+              params: { type: 'object', additionalProperties: false },
+              risk: 'low',
+              timeoutSeconds: 10,
+              secrets: [],
+            },
+          ],
+        },
+      ],
+    }),
+  );
+  await connection.next();
+  connection.socket.close();
+  await connection.closed;
+  const command = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/commands`, {
+    agent: agent.agentId,
+    service: 'app',
+    action: 'ping',
+  });
+  await owner.json('POST', `/api/orgs/${slug}/commands/${command.body.id}/cancel`);
   const ids = {
     user: joined.body.user.id,
     team: team.body.id,
@@ -74,6 +109,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     session: sessions.body.sessions[0]!.id,
     token: registration.body.id,
     agent: agent.agentId,
+    command: command.body.id,
   };
   for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
   return { slug, ids };
@@ -102,6 +138,9 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     },
     createRegistrationToken: {},
     updateAgent: { name: 'walk-renamed' },
+    createCommand: { agent: fixtures.ids.agent, service: 'app', action: 'ping' },
+    approveCommand: {},
+    rejectCommand: {},
   };
   return bodies[operationId];
 }

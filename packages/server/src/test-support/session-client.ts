@@ -51,8 +51,9 @@ export class SessionClient {
     method: string,
     route: string,
     body?: unknown,
+    headers: Record<string, string> = {},
   ): Promise<{ status: number; body: T }> {
-    const response = await this.send(method, route, body);
+    const response = await this.send(method, route, body, headers);
     const text = await response.text();
     return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
   }

@@ -3,6 +3,7 @@ import * as foundation from './0001-foundation.js';
 import * as identity from './0002-identity.js';
 import * as access from './0003-access.js';
 import * as agents from './0004-agents.js';
+import * as commands from './0005-commands.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -13,4 +14,5 @@ export const migrations: Record<string, Migration> = {
   '0002-identity': identity,
   '0003-access': access,
   '0004-agents': agents,
+  '0005-commands': commands,
 };

@@ -1,0 +1,345 @@
+import { on } from 'node:events';
+import { Readable } from 'node:stream';
+import { AgentName } from '@bulwark/protocol';
+import type { FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { AccessService } from '../access/access.service.js';
+import { decide } from '../access/authorize.js';
+import { callerOf } from '../access/caller.js';
+import { parseLabels } from '../agents/agents.service.js';
+import type { AgentsStore } from '../agents/agents.store.js';
+import { NotFoundError, ValidationError } from '../errors.js';
+import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
+import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
+import type { CommandsService, LiveOutput, Requester } from './commands.service.js';
+import type { CommandRow } from './commands.store.js';
+import { TERMINAL_STATUSES } from './commands.store.js';
+
+const CommandId = idOf('cmd');
+const STATUSES = [
+  'awaiting_approval',
+  'queued',
+  'dispatched',
+  'running',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'rejected',
+  'expired',
+] as const;
+
+const CommandView = z.object({
+  id: z.string(),
+  agentId: z.string(),
+  service: z.string(),
+  action: z.string(),
+  params: z.record(z.string(), z.unknown()),
+  reason: z.string(),
+  risk: z.enum(['low', 'medium', 'high', 'critical']),
+  status: z.enum(STATUSES),
+  requestedBy: z.string(),
+  requiredApprovals: z.number(),
+  approvals: z.array(
+    z.object({
+      userId: z.string(),
+      decision: z.enum(['approved', 'rejected']),
+      comment: z.string(),
+      at: Timestamp,
+    }),
+  ),
+  exitCode: z.number().nullable(),
+  message: z.string(),
+  outputBytes: z.number(),
+  outputTruncated: z.boolean(),
+  createdAt: Timestamp,
+  approvalExpiresAt: Timestamp.nullable(),
+  expiresAt: Timestamp,
+  startedAt: Timestamp.nullable(),
+  finishedAt: Timestamp.nullable(),
+});
+
+const Comment = z.strictObject({ comment: z.string().max(500).default('') });
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
+
+function requesterOf(principal: Principal | undefined, request: FastifyRequest): Requester {
+  return { ...callerOf(principal, request), authenticatedAt: principal?.session?.authenticatedAt ?? 0 };
+}
+
+export function commandsRoutes(deps: {
+  commands: CommandsService;
+  agents: AgentsStore;
+  access: AccessService;
+}): RouteDefinition[] {
+  const { commands, agents, access } = deps;
+  const OrgCommand = z.strictObject({ org: OrgSlug, command: CommandId });
+
+  async function view(row: CommandRow) {
+    const decisions = await commands.decisions(row.id);
+    return {
+      id: row.id,
+      agentId: row.agent_id,
+      service: row.service,
+      action: row.action,
+      params: JSON.parse(row.params) as Record<string, unknown>,
+      reason: row.reason,
+      risk: row.risk,
+      status: row.status,
+      requestedBy: row.requested_by,
+      requiredApprovals: row.required_approvals,
+      approvals: decisions.map((d) => ({
+        userId: d.user_id,
+        decision: d.decision,
+        comment: d.comment,
+        at: iso(d.created_at),
+      })),
+      exitCode: row.exit_code,
+      message: row.message,
+      outputBytes: row.output_bytes,
+      outputTruncated: row.output_truncated === 1,
+      createdAt: iso(row.created_at),
+      approvalExpiresAt: row.approval_expires_at === null ? null : iso(row.approval_expires_at),
+      expiresAt: iso(row.expires_at),
+      startedAt: row.started_at === null ? null : iso(row.started_at),
+      finishedAt: row.finished_at === null ? null : iso(row.finished_at),
+    };
+  }
+
+  /** The command, if the caller may read commands on its agent; 404 otherwise (as for a missing one). */
+  async function readable(principal: Principal | undefined, request: FastifyRequest, id: string) {
+    const caller = callerOf(principal, request);
+    const row = await commands.find(caller.org.id, id);
+    if (!row) throw new NotFoundError('No such command.');
+    const agent = await agents.find(caller.org.id, row.agent_id);
+    await access.authorize(caller, 'commands:read', {
+      kind: 'agent',
+      labels: parseLabels(agent?.labels ?? '{}'),
+    });
+    return row;
+  }
+
+  const decision = (verb: 'approve' | 'reject') =>
+    defineRoute({
+      method: 'POST',
+      url: `/api/orgs/:org/commands/:command/${verb}`,
+      operationId: `${verb}Command`,
+      summary:
+        verb === 'approve'
+          ? "Approve someone else's command (critical ones need a recent sign-in)"
+          : "Reject someone else's command",
+      tags: ['commands'],
+      access: { permission: 'approvals:decide' },
+      rateLimit: 'write',
+      params: OrgCommand,
+      body: Comment,
+      response: { 200: CommandView },
+      handler: async ({ principal, request, params, body }) =>
+        view(await commands[verb](requesterOf(principal, request), params.command, body.comment)),
+    });
+
+  return [
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/commands',
+      operationId: 'createCommand',
+      summary:
+        'Run an action on an agent: parameters checked against its schema; medium risk and up must be confirmed, high needs one approval, critical two and a recent sign-in',
+      tags: ['commands'],
+      access: { permission: 'commands:create' },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: z.strictObject({
+        agent: AgentId,
+        service: AgentName,
+        action: AgentName,
+        params: z.record(z.string(), z.unknown()).default({}),
+        reason: z.string().max(500).default(''),
+        confirm: z.boolean().default(false),
+      }),
+      response: { 201: CommandView },
+      handler: async ({ principal, request, body }) => {
+        const key = request.headers['idempotency-key'];
+        if (key !== undefined && (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)))
+          throw new ValidationError([
+            { path: 'headers.idempotency-key', message: 'must be 8 to 128 letters, digits or ._:-' },
+          ]);
+        const row = await commands.create(
+          requesterOf(principal, request),
+          {
+            agentId: body.agent,
+            service: body.service,
+            action: body.action,
+            params: body.params,
+            reason: body.reason,
+            confirm: body.confirm,
+          },
+          key,
+        );
+        return view(row);
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/commands',
+      operationId: 'listCommands',
+      summary: 'Commands on the agents you may see, newest first',
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      query: z.strictObject({
+        status: z.enum(STATUSES).optional(),
+        agent: AgentId.optional(),
+        before: CommandId.optional(),
+        limit: z.coerce.number().int().min(1).max(200).default(50),
+      }),
+      response: { 200: z.object({ commands: z.array(CommandView), next: z.string().nullable() }) },
+      handler: async ({ principal, request, query }) => {
+        const caller = callerOf(principal, request);
+        const rows = await commands.page(caller.org.id, query.limit, {
+          ...(query.status ? { status: query.status } : {}),
+          ...(query.agent ? { agentId: query.agent } : {}),
+          ...(query.before ? { before: query.before } : {}),
+        });
+        const visible: CommandRow[] = [];
+        for (const row of rows) {
+          const agent = await agents.find(caller.org.id, row.agent_id);
+          const labels = parseLabels(agent?.labels ?? '{}');
+          if (decide(caller.org.access, 'commands:read', { kind: 'agent', labels }).allowed)
+            visible.push(row);
+        }
+        return {
+          commands: await Promise.all(visible.map(view)),
+          next: rows.length === query.limit ? rows.at(-1)!.id : null,
+        };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/commands/:command',
+      operationId: 'getCommand',
+      summary: 'One command, with its approvals and outcome',
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'read',
+      params: OrgCommand,
+      response: { 200: CommandView },
+      handler: async ({ principal, request, params }) =>
+        view(await readable(principal, request, params.command)),
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/commands/:command/output',
+      operationId: 'getCommandOutput',
+      summary: 'The stored output of a command (up to 1 MiB), in order',
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'read',
+      params: OrgCommand,
+      query: z.strictObject({ after: z.coerce.number().int().min(-1).default(-1) }),
+      response: {
+        200: z.object({
+          chunks: z.array(
+            z.object({ seq: z.number(), stream: z.enum(['stdout', 'stderr']), data: z.string() }),
+          ),
+          truncated: z.boolean(),
+        }),
+      },
+      handler: async ({ principal, request, params, query }) => {
+        const row = await readable(principal, request, params.command);
+        const chunks = await commands.output(row.id, query.after);
+        return {
+          chunks: chunks.map((c) => ({ seq: c.seq, stream: c.stream, data: c.data })),
+          truncated: row.output_truncated === 1,
+        };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/commands/:command/events',
+      operationId: 'streamCommand',
+      summary:
+        'Server-sent events: the stored output, then live output and status changes until the command ends',
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'read',
+      params: OrgCommand,
+      response: {
+        200: rawResponse('text/event-stream', 'events `output` {seq, stream, data} and `status` {status}'),
+      },
+      handler: async ({ principal, request, reply, params }) => {
+        const row = await readable(principal, request, params.command);
+        const stop = new AbortController();
+        request.raw.on('close', () => stop.abort());
+        // Subscribed before the stored output is read, so nothing falls between the two.
+        const events = on(commands.live, row.id, { signal: stop.signal });
+        async function* stream() {
+          const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+          let lastSeq = -1;
+          for (const chunk of await commands.output(row.id)) {
+            lastSeq = chunk.seq;
+            yield event('output', { seq: chunk.seq, stream: chunk.stream, data: chunk.data });
+          }
+          const current = (await commands.find(row.org_id, row.id)) ?? row;
+          yield event('status', { status: current.status });
+          if (TERMINAL_STATUSES.includes(current.status)) return;
+          try {
+            for await (const [update] of events as AsyncIterable<[LiveOutput]>) {
+              if (update.kind === 'output') {
+                if (update.seq <= lastSeq) continue;
+                lastSeq = update.seq;
+                yield event('output', { seq: update.seq, stream: update.stream, data: update.data });
+              } else {
+                yield event('status', { status: update.status });
+                if (TERMINAL_STATUSES.includes(update.status)) return;
+              }
+            }
+          } catch (error) {
+            if (!stop.signal.aborted) throw error;
+          } finally {
+            stop.abort();
+          }
+        }
+        reply.type('text/event-stream').header('x-accel-buffering', 'no');
+        return Readable.from(stream());
+      },
+    }),
+
+    decision('approve'),
+    decision('reject'),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/commands/:command/cancel',
+      operationId: 'cancelCommand',
+      summary:
+        'Cancel a command: at once if it has not reached its agent, otherwise the agent stops its process group',
+      tags: ['commands'],
+      access: { permission: 'commands:cancel' },
+      rateLimit: 'write',
+      params: OrgCommand,
+      response: { 200: CommandView },
+      handler: async ({ principal, request, params }) =>
+        view(await commands.cancel(callerOf(principal, request), params.command)),
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/approvals',
+      operationId: 'listApprovals',
+      summary: 'Commands waiting for an approval you could give (never your own)',
+      tags: ['commands'],
+      access: { permission: 'approvals:decide' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: z.object({ commands: z.array(CommandView) }) },
+      handler: async ({ principal, request }) => ({
+        commands: await Promise.all((await commands.inbox(callerOf(principal, request))).map(view)),
+      }),
+    }),
+  ];
+}

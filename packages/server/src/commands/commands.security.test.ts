@@ -1,0 +1,380 @@
+import {
+  CommandEnvelope,
+  commandStatement,
+  ed25519PublicKey,
+  type ServerMessage,
+  verifyStatement,
+} from '@bulwark/protocol';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { handshake, registerAgent } from '../test-support/agents.js';
+import { type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+
+/**
+ * Commands over the real API and a real agent connection (the agent side played by hand).
+ *
+ * Attacks: running an action the agent never declared, or with parameters its schema forbids, or
+ * with a credential pasted into a parameter (stored in the command row and the audit log); skipping
+ * the confirmation, the approvals or the step-up a risk demands; approving one's own command; an
+ * agent reporting on, or finishing, another agent's command; rewriting a finished command; replaying
+ * a request to run a command twice; output large enough to fill the database.
+ */
+
+let world: OrgWorld;
+let approver: Member;
+let second: Member;
+type Connection = Awaited<ReturnType<typeof handshake>>;
+const agent = { id: '', serverKey: '', connection: undefined as unknown as Connection };
+const other = { id: '', connection: undefined as unknown as Connection };
+
+const action = (name: string, risk: string) => ({
+  name,
+  description: `${risk} action`,
+  params: {
+    type: 'object',
+    properties: {
+      unit: { type: 'string', enum: ['web', 'worker'] },
+      note: { type: 'string', maxLength: 200 },
+    },
+    required: ['unit'],
+    additionalProperties: false,
+  },
+  risk,
+  timeoutSeconds: 60,
+  secrets: [],
+});
+
+async function connected(name: string) {
+  const { body } = await world.owner.client.json<{ token: string }>(
+    'POST',
+    '/api/orgs/acme/agent-registration-tokens',
+    {},
+  );
+  const registered = await registerAgent(world.server.url, body.token, name);
+  const connection = await handshake(world.server.url, registered.agentId, registered.keys);
+  expect(connection.answer.type).toBe('welcome');
+  connection.socket.send(
+    JSON.stringify({
+      v: 1,
+      type: 'report',
+      services: [
+        {
+          name: 'app',
+          kind: 'node',
+          health: { status: 'up' },
+          actions: ['low', 'medium', 'high', 'critical'].map((risk) => action(`restart-${risk}`, risk)),
+        },
+      ],
+    }),
+  );
+  expect((await connection.next()).type).toBe('report_result');
+  return { registered, connection };
+}
+
+/** The next message of a type, skipping others. */
+async function nextOf<T extends ServerMessage['type']>(connection: Connection, type: T) {
+  for (;;) {
+    const message = await connection.next();
+    if (message.type === type) return message as Extract<ServerMessage, { type: T }>;
+  }
+}
+
+const send = (connection: Connection, message: Record<string, unknown>) =>
+  connection.socket.send(JSON.stringify({ v: 1, ...message }));
+
+type View = { id: string; status: string; message: string; exitCode: number | null; approvals: unknown[] };
+const create = (
+  client: Member['client'],
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+) =>
+  client.json<View & { error: { code: string; fields?: Array<{ path: string }> } }>(
+    'POST',
+    '/api/orgs/acme/commands',
+    { agent: agent.id, service: 'app', ...body },
+    headers,
+  );
+const get = async (id: string) =>
+  (await world.owner.client.json<View>('GET', `/api/orgs/acme/commands/${id}`)).body;
+
+beforeAll(async () => {
+  world = await startOrgWorld();
+  approver = await world.join('approver@example.test', 'operator');
+  second = await world.join('second@example.test', 'operator');
+  const first = await connected('web-1');
+  agent.id = first.registered.agentId;
+  agent.serverKey = first.registered.serverSigningKey;
+  agent.connection = first.connection;
+  const b = await connected('web-2');
+  other.id = b.registered.agentId;
+  other.connection = b.connection;
+});
+afterAll(() => world.close());
+
+describe('creating commands (CMD-1, CMD-2, CMD-9)', () => {
+  it('refuses an undeclared action, parameters outside the schema, and a credential in a parameter', async () => {
+    expect((await create(world.owner.client, { action: 'rm-rf', params: {} })).status).toBe(404);
+    const invalid = await create(world.owner.client, {
+      action: 'restart-low',
+      params: { unit: 'db; rm -rf /', extra: 1 },
+    });
+    expect(invalid.status).toBe(422);
+    expect(invalid.body.error.fields?.map((f) => f.path).sort()).toEqual(['body.params', 'body.params.unit']);
+    const leaked = await create(world.owner.client, {
+      action: 'restart-low',
+      params: { unit: 'web', note: 'token ghp_abcdefghijklmnopqrstuvwxyz0123456789' },
+    });
+    expect(leaked.status).toBe(422);
+    expect(JSON.stringify(leaked.body)).not.toContain('ghp_');
+  });
+
+  it('signs and delivers a low-risk command, follows it to success, and stores its output', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    expect(created.status).toBe(201);
+    const delivered = await nextOf(agent.connection, 'command');
+    const envelope = CommandEnvelope.parse(delivered.envelope);
+    expect(envelope).toMatchObject({
+      commandId: created.body.id,
+      agentId: agent.id,
+      action: 'restart-low',
+      params: { unit: 'web' },
+    });
+    expect(
+      verifyStatement(ed25519PublicKey(agent.serverKey), commandStatement(envelope), delivered.signature),
+    ).toBe(true);
+    expect((await get(created.body.id)).status).toBe('dispatched');
+
+    send(agent.connection, { type: 'command_started', commandId: envelope.commandId });
+    send(agent.connection, {
+      type: 'command_output',
+      commandId: envelope.commandId,
+      seq: 0,
+      stream: 'stdout',
+      data: 'restarting web\n',
+    });
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: envelope.commandId,
+      outcome: 'succeeded',
+      exitCode: 0,
+      message: '',
+    });
+    expect(await nextOf(agent.connection, 'command_ack')).toMatchObject({ commandIds: [envelope.commandId] });
+    expect(await get(created.body.id)).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    const output = await world.owner.client.json<{ chunks: Array<{ data: string }> }>(
+      'GET',
+      `/api/orgs/acme/commands/${created.body.id}/output`,
+    );
+    expect(output.body.chunks.map((c) => c.data).join('')).toBe('restarting web\n');
+
+    // Terminal states are final: a later report changes nothing.
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: envelope.commandId,
+      outcome: 'failed',
+      exitCode: 1,
+      message: 'late',
+    });
+    await nextOf(agent.connection, 'command_ack');
+    expect(await get(created.body.id)).toMatchObject({ status: 'succeeded', exitCode: 0 });
+  });
+
+  it('answers a retried request with the same Idempotency-Key with the same command, and refuses the key for another', async () => {
+    const headers = { 'idempotency-key': 'retry-abc-123' };
+    const first = await create(
+      world.owner.client,
+      { action: 'restart-low', params: { unit: 'worker' } },
+      headers,
+    );
+    const again = await create(
+      world.owner.client,
+      { action: 'restart-low', params: { unit: 'worker' } },
+      headers,
+    );
+    expect(again.body.id).toBe(first.body.id);
+    await nextOf(agent.connection, 'command'); // delivered once
+    const different = await create(
+      world.owner.client,
+      { action: 'restart-low', params: { unit: 'web' } },
+      headers,
+    );
+    expect([different.status, different.body.error.code]).toEqual([409, 'idempotency_key_reused']);
+  });
+});
+
+describe('risk policy (CMD-3)', () => {
+  it('needs an explicit confirmation for a medium-risk action', async () => {
+    const unconfirmed = await create(world.owner.client, {
+      action: 'restart-medium',
+      params: { unit: 'web' },
+    });
+    expect(unconfirmed.status).toBe(422);
+    const confirmed = await create(world.owner.client, {
+      action: 'restart-medium',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    expect(confirmed.body.status).toBe('dispatched');
+    await nextOf(agent.connection, 'command');
+  });
+
+  it('holds a high-risk action for one approval, never the requester’s own', async () => {
+    const created = await create(world.owner.client, {
+      action: 'restart-high',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    expect(created.body.status).toBe('awaiting_approval');
+    const own = await world.owner.client.json<{ error: { code: string } }>(
+      'POST',
+      `/api/orgs/acme/commands/${created.body.id}/approve`,
+      {},
+    );
+    expect([own.status, own.body.error.code]).toEqual([403, 'own_command']);
+    const inbox = await approver.client.json<{ commands: Array<{ id: string }> }>(
+      'GET',
+      '/api/orgs/acme/approvals',
+    );
+    expect(inbox.body.commands.map((c) => c.id)).toContain(created.body.id);
+    const approved = await approver.client.json<View>(
+      'POST',
+      `/api/orgs/acme/commands/${created.body.id}/approve`,
+      { comment: 'ok' },
+    );
+    expect(approved.body.status).toBe('dispatched');
+    const delivered = await nextOf(agent.connection, 'command');
+    expect(delivered.envelope.approvedBy).toEqual([approver.id]);
+  });
+
+  it('ends a rejected command for good', async () => {
+    const created = await create(world.owner.client, {
+      action: 'restart-high',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    const rejected = await approver.client.json<View>(
+      'POST',
+      `/api/orgs/acme/commands/${created.body.id}/reject`,
+      { comment: 'not now' },
+    );
+    expect(rejected.body.status).toBe('rejected');
+    const late = await second.client.json('POST', `/api/orgs/acme/commands/${created.body.id}/approve`, {});
+    expect(late.status).toBe(409);
+  });
+
+  it('holds a critical action for two approvers, each with a recent sign-in', async () => {
+    const created = await create(world.owner.client, {
+      action: 'restart-critical',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    expect(created.body.status).toBe('awaiting_approval');
+    await approver.client.json('POST', `/api/orgs/acme/commands/${created.body.id}/approve`, {});
+    expect((await get(created.body.id)).status).toBe('awaiting_approval');
+    world.clock.advance(16 * 60_000); // past the step-up window of everyone's sign-in
+    const stale = await second.client.json<{ error: { code: string } }>(
+      'POST',
+      `/api/orgs/acme/commands/${created.body.id}/approve`,
+      {},
+    );
+    expect([stale.status, stale.body.error.code]).toEqual([403, 'step_up_required']);
+    const requester = await create(world.owner.client, {
+      action: 'restart-critical',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    expect(requester.body.error.code).toBe('step_up_required');
+    await second.client.json('POST', '/api/auth/reauth', { password: 'Quiet-Harbor-Lantern-93' });
+    const approved = await second.client.json<View>(
+      'POST',
+      `/api/orgs/acme/commands/${created.body.id}/approve`,
+      {},
+    );
+    expect(approved.body.status).toBe('dispatched');
+    await nextOf(agent.connection, 'command');
+  });
+
+  it('expires an approval request nobody answered within the hour', async () => {
+    const created = await create(world.owner.client, {
+      action: 'restart-high',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    // In steps, with a request between them, so that the sessions themselves stay within their idle limit.
+    for (const minutes of [20, 20, 21]) {
+      world.clock.advance(minutes * 60_000);
+      expect((await get(created.body.id)).status).not.toBe(undefined);
+    }
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('expired'), {
+      timeout: 10_000,
+      interval: 100,
+    });
+  });
+});
+
+describe('what an agent may report (CMD-4)', () => {
+  it('ignores another agent finishing, or writing output into, a command it was never sent', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    await nextOf(agent.connection, 'command');
+    send(other.connection, {
+      type: 'command_output',
+      commandId: created.body.id,
+      seq: 0,
+      stream: 'stdout',
+      data: 'forged',
+    });
+    send(other.connection, {
+      type: 'command_finished',
+      commandId: created.body.id,
+      outcome: 'succeeded',
+      exitCode: 0,
+      message: 'forged',
+    });
+    send(other.connection, {
+      type: 'command_states',
+      commands: [{ commandId: created.body.id, state: 'succeeded', exitCode: 0 }],
+    });
+    // The real agent's next report is handled after the forged ones (one connection each, in order per connection).
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('running'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    const output = await world.owner.client.json<{ chunks: unknown[] }>(
+      'GET',
+      `/api/orgs/acme/commands/${created.body.id}/output`,
+    );
+    expect(output.body.chunks).toEqual([]);
+    expect((await get(created.body.id)).message).toBe('');
+  });
+
+  it('stores at most 1 MiB of output per command, then a truncation marker', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'worker' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    const chunk = 'x'.repeat(16 * 1024);
+    for (let seq = 0; seq < 70; seq++)
+      send(agent.connection, {
+        type: 'command_output',
+        commandId: created.body.id,
+        seq,
+        stream: 'stdout',
+        data: chunk,
+      });
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: created.body.id,
+      outcome: 'succeeded',
+      exitCode: 0,
+      message: '',
+    });
+    await nextOf(agent.connection, 'command_ack');
+    const output = await world.owner.client.json<{ chunks: Array<{ data: string }>; truncated: boolean }>(
+      'GET',
+      `/api/orgs/acme/commands/${created.body.id}/output`,
+    );
+    const stored = output.body.chunks.map((c) => c.data).join('');
+    expect(output.body.truncated).toBe(true);
+    expect(Buffer.byteLength(stored)).toBeLessThanOrEqual(1024 * 1024 + 100);
+    expect(stored.endsWith('[output truncated: the server keeps the first 1 MiB]\n')).toBe(true);
+  });
+});

@@ -1,0 +1,484 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import {
+  type ActionDeclaration,
+  AGENT_PROTOCOL_VERSION,
+  type CommandEnvelope,
+  type CommandOutcome,
+  canonicalJson,
+  commandStatement,
+  newId,
+} from '@bulwark/protocol';
+import type { AccessService } from '../access/access.service.js';
+import { decide } from '../access/authorize.js';
+import { type Caller, callerEvent } from '../access/caller.js';
+import { parseLabels } from '../agents/agents.service.js';
+import type { AgentRow, AgentsStore } from '../agents/agents.store.js';
+import type { AgentCommandMessage, AgentGateway } from '../agents/gateway.js';
+import type { ServicesStore } from '../agents/services.store.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditInput } from '../audit/audit.types.js';
+import type { CommandStatus } from '../db/schema.js';
+import { AppError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
+import { StepUpRequiredError } from '../identity/session-guard.js';
+import type { ServerKeysService } from '../secrets/server-keys.service.js';
+import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
+import { paramProblems } from './params-validator.js';
+import { APPROVAL_TTL_MS, DELIVERY_TTL_MS, RISK_POLICY } from './policy.js';
+
+/**
+ * Commands (CMD-2 to CMD-7, CMD-9): an operator asks an agent to run one of the actions its service
+ * declared. The request is checked (the action exists, the parameters match its schema, the caller
+ * holds commands:create on the agent's labels), held for confirmation and approvals as its risk
+ * demands, signed by the server, delivered to the agent over its connection, and followed to its end
+ * from what the agent reports. Every transition is a guarded update and is audited; terminal states
+ * never change. An agent can only ever report on commands that name it.
+ */
+
+/** Stored output per command; beyond it, one truncation marker (CMD-5). */
+export const MAX_STORED_OUTPUT_BYTES = 1024 * 1024;
+const TRUNCATION_MARKER = '\n[output truncated: the server keeps the first 1 MiB]\n';
+
+export interface CreateCommand {
+  agentId: string;
+  service: string;
+  action: string;
+  params: Record<string, unknown>;
+  reason: string;
+  confirm: boolean;
+}
+
+export interface Requester extends Caller {
+  /** When the requester last proved a credential (sign-in or re-authentication). */
+  authenticatedAt: number;
+}
+
+export class CommandStateError extends AppError {
+  constructor(status: CommandStatus, wanted: string) {
+    super(409, 'command_state', `The command is ${status.replace('_', ' ')}; it cannot be ${wanted} now.`);
+  }
+}
+
+export type LiveOutput =
+  | { kind: 'output'; seq: number; stream: 'stdout' | 'stderr'; data: string }
+  | { kind: 'status'; status: CommandStatus };
+
+export function createCommandsService(deps: {
+  commands: CommandsStore;
+  agents: AgentsStore;
+  services: ServicesStore;
+  access: AccessService;
+  gateway: AgentGateway;
+  serverKeys: ServerKeysService;
+  audit: AuditService;
+  clock: () => number;
+  stepUpMs: number;
+}) {
+  const { commands, agents, services, access, gateway, serverKeys, audit, clock, stepUpMs } = deps;
+  const live = new EventEmitter();
+  live.setMaxListeners(0);
+
+  const target = (row: Pick<CommandRow, 'id' | 'service' | 'action'>) => ({
+    type: 'command',
+    id: row.id,
+    display: `${row.service}/${row.action}`,
+  });
+  const agentActor = (agent: Pick<AgentRow, 'id' | 'name'>) => ({
+    type: 'agent' as const,
+    id: agent.id,
+    display: agent.name,
+  });
+
+  function agentEvent(
+    agent: AgentRow,
+    row: CommandRow,
+    action: AuditInput['action'],
+    details: AuditInput['details'],
+    outcome: AuditInput['outcome'] = 'success',
+  ): AuditInput {
+    return { orgId: row.org_id, actor: agentActor(agent), action, target: target(row), outcome, details };
+  }
+
+  async function move(
+    row: CommandRow,
+    from: readonly CommandStatus[],
+    to: CommandStatus,
+    changes: Partial<CommandRow> = {},
+  ) {
+    const moved = await commands.transition(row.id, from, to, { ...changes, updated_at: clock() });
+    if (moved) live.emit(row.id, { kind: 'status', status: to } satisfies LiveOutput);
+    return moved;
+  }
+
+  async function loadAgentAndAction(
+    orgId: string,
+    input: Pick<CreateCommand, 'agentId' | 'service' | 'action'>,
+  ) {
+    const agent = await agents.find(orgId, input.agentId);
+    if (!agent) throw new NotFoundError('No such agent.');
+    const service = (await services.ofAgent(agent.id)).find((s) => s.name === input.service);
+    const declared =
+      service && (JSON.parse(service.actions) as ActionDeclaration[]).find((a) => a.name === input.action);
+    // Deny by default (CMD-1): only an action the agent declared for that service can run.
+    if (!declared) throw new NotFoundError('This agent declares no such service and action.');
+    return { agent, declared };
+  }
+
+  /** Signs and sends a queued command if its agent is connected here; it stays queued otherwise. */
+  async function dispatch(row: CommandRow): Promise<void> {
+    const now = clock();
+    if (row.status !== 'queued' || row.expires_at <= now) return;
+    const approvals = (await commands.decisions(row.id)).filter((d) => d.decision === 'approved');
+    const envelope: CommandEnvelope = {
+      v: AGENT_PROTOCOL_VERSION,
+      commandId: row.id,
+      agentId: row.agent_id,
+      orgId: row.org_id,
+      service: row.service,
+      action: row.action,
+      params: JSON.parse(row.params) as Record<string, unknown>,
+      requestedBy: row.requested_by,
+      approvedBy: approvals.map((d) => d.user_id),
+      issuedAt: now,
+      expiresAt: row.expires_at,
+      timeoutSeconds: row.timeout_seconds,
+      nonce: row.nonce,
+    };
+    const signer = await serverKeys.signer('agent-channel');
+    const sent = gateway.send(row.agent_id, {
+      v: AGENT_PROTOCOL_VERSION,
+      type: 'command',
+      envelope,
+      signature: signer.sign(commandStatement(envelope)),
+    });
+    if (sent && (await move(row, ['queued'], 'dispatched', { dispatched_at: now }))) {
+      await audit.record({
+        orgId: row.org_id,
+        actor: { type: 'system', id: 'dispatcher', display: 'command dispatcher' },
+        action: 'command.dispatched',
+        target: target(row),
+        outcome: 'success',
+        details: { agentId: row.agent_id },
+      });
+    }
+  }
+
+  function assertStepUp(who: Requester, risk: CommandRow['risk']) {
+    if (RISK_POLICY[risk].stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
+  }
+
+  async function decided(caller: Requester, id: string, verb: 'approve' | 'reject', comment: string) {
+    const row = await commands.find(caller.org.id, id);
+    if (!row) throw new NotFoundError('No such command.');
+    const agent = await agents.find(caller.org.id, row.agent_id);
+    await access.authorize(caller, 'approvals:decide', {
+      kind: 'agent',
+      labels: parseLabels(agent?.labels ?? '{}'),
+    });
+    if (row.requested_by === caller.userId) {
+      await audit.record(
+        callerEvent(
+          caller,
+          'access.denied',
+          target(row),
+          { reason: 'own_command', operation: verb },
+          'denied',
+        ),
+      );
+      throw new AppError(403, 'own_command', 'Someone other than the requester must decide on a command.');
+    }
+    if (row.status !== 'awaiting_approval') throw new CommandStateError(row.status, `${verb}d`);
+    assertStepUp(caller, row.risk);
+    const now = clock();
+    const recorded = await commands.insertDecision({
+      command_id: row.id,
+      user_id: caller.userId,
+      decision: verb === 'approve' ? 'approved' : 'rejected',
+      comment,
+      created_at: now,
+    });
+    if (!recorded) throw new AppError(409, 'already_decided', 'You have already decided on this command.');
+    return row;
+  }
+
+  return {
+    live,
+
+    async create(caller: Requester, input: CreateCommand, idempotencyKey?: string): Promise<CommandRow> {
+      const requestHash = createHash('sha256').update(canonicalJson(input)).digest('hex');
+      if (idempotencyKey) {
+        const earlier = await commands.findByIdempotencyKey(caller.org.id, caller.userId, idempotencyKey);
+        if (earlier) {
+          if (earlier.request_hash !== requestHash)
+            throw new AppError(
+              409,
+              'idempotency_key_reused',
+              'This Idempotency-Key was used for a different command.',
+            );
+          return earlier;
+        }
+      }
+      const { agent, declared } = await loadAgentAndAction(caller.org.id, input);
+      await access.authorize(caller, 'commands:create', { kind: 'agent', labels: parseLabels(agent.labels) });
+      if (agent.status !== 'active')
+        throw new AppError(409, 'agent_unavailable', `The agent is ${agent.status}; it cannot run commands.`);
+      const problems = paramProblems(declared.params, input.params);
+      if (problems.length > 0) throw new ValidationError(problems, 'The parameters do not match the action.');
+      const policy = RISK_POLICY[declared.risk];
+      if (policy.confirmation && !input.confirm)
+        throw new ValidationError(
+          [{ path: 'body.confirm', message: `a ${declared.risk}-risk action must be confirmed` }],
+          'Confirm the command to run it.',
+        );
+      assertStepUp(caller, declared.risk);
+
+      const now = clock();
+      const row: CommandRow = {
+        id: newId('cmd', now),
+        org_id: caller.org.id,
+        agent_id: agent.id,
+        service: input.service,
+        action: input.action,
+        params: JSON.stringify(input.params),
+        reason: input.reason,
+        risk: declared.risk,
+        required_approvals: policy.approvals,
+        requested_by: caller.userId,
+        status: policy.approvals > 0 ? 'awaiting_approval' : 'queued',
+        idempotency_key: idempotencyKey ?? null,
+        request_hash: requestHash,
+        nonce: randomBytes(32).toString('base64url'),
+        timeout_seconds: declared.timeoutSeconds,
+        created_at: now,
+        updated_at: now,
+        approval_expires_at: policy.approvals > 0 ? now + APPROVAL_TTL_MS : null,
+        expires_at: now + (policy.approvals > 0 ? APPROVAL_TTL_MS : 0) + DELIVERY_TTL_MS,
+        dispatched_at: null,
+        started_at: null,
+        finished_at: null,
+        exit_code: null,
+        message: '',
+        output_bytes: 0,
+        output_truncated: 0,
+        final_acked: 0,
+      };
+      await commands.insert(row);
+      await audit.record(
+        callerEvent(caller, 'command.created', target(row), {
+          agentId: agent.id,
+          risk: row.risk,
+          status: row.status,
+          requiredApprovals: row.required_approvals,
+          paramNames: Object.keys(input.params),
+          reason: input.reason,
+        }),
+      );
+      await dispatch(row);
+      return (await commands.find(caller.org.id, row.id)) ?? row;
+    },
+
+    async approve(caller: Requester, id: string, comment: string): Promise<CommandRow> {
+      const row = await decided(caller, id, 'approve', comment);
+      await audit.record(callerEvent(caller, 'command.approved', target(row), { comment }));
+      const approvals = (await commands.decisions(row.id)).filter((d) => d.decision === 'approved').length;
+      if (approvals >= row.required_approvals) {
+        // Delivery time starts now: an approval an hour in does not leave the agent only minutes.
+        const expires = clock() + DELIVERY_TTL_MS;
+        if (await move(row, ['awaiting_approval'], 'queued', { expires_at: expires })) {
+          await dispatch({ ...row, status: 'queued', expires_at: expires });
+        }
+      }
+      return (await commands.find(caller.org.id, row.id)) ?? row;
+    },
+
+    async reject(caller: Requester, id: string, comment: string): Promise<CommandRow> {
+      const row = await decided(caller, id, 'reject', comment);
+      await move(row, ['awaiting_approval'], 'rejected', {
+        finished_at: clock(),
+        message: `rejected: ${comment}`.slice(0, 500),
+      });
+      await audit.record(callerEvent(caller, 'command.rejected', target(row), { comment }));
+      return (await commands.find(caller.org.id, row.id)) ?? row;
+    },
+
+    async cancel(caller: Caller, id: string): Promise<CommandRow> {
+      const row = await commands.find(caller.org.id, id);
+      if (!row) throw new NotFoundError('No such command.');
+      const agent = await agents.find(caller.org.id, row.agent_id);
+      await access.authorize(caller, 'commands:cancel', {
+        kind: 'agent',
+        labels: parseLabels(agent?.labels ?? '{}'),
+      });
+      if (TERMINAL_STATUSES.includes(row.status)) throw new CommandStateError(row.status, 'cancelled');
+      if (row.status === 'awaiting_approval' || row.status === 'queued') {
+        await move(row, ['awaiting_approval', 'queued'], 'cancelled', {
+          finished_at: clock(),
+          message: 'cancelled before it ran',
+        });
+      } else {
+        // Dispatched or running: the agent stops the process group and reports `cancelled` itself.
+        gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id });
+      }
+      await audit.record(
+        callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status }),
+      );
+      return (await commands.find(caller.org.id, row.id)) ?? row;
+    },
+
+    find: (orgId: string, id: string) => commands.find(orgId, id),
+    decisions: (id: string) => commands.decisions(id),
+    output: (id: string, afterSeq?: number) => commands.output(id, afterSeq),
+    page: (orgId: string, limit: number, filters: Parameters<CommandsStore['page']>[2]) =>
+      commands.page(orgId, limit, filters),
+
+    /** Commands the caller could approve now: awaiting approval, not their own, within their scope. */
+    async inbox(caller: Caller) {
+      const rows = await commands.awaitingApproval(caller.org.id);
+      const visible: CommandRow[] = [];
+      for (const row of rows) {
+        if (row.requested_by === caller.userId) continue;
+        const agent = await agents.find(caller.org.id, row.agent_id);
+        const labels = parseLabels(agent?.labels ?? '{}');
+        if (decide(caller.org.access, 'approvals:decide', { kind: 'agent', labels }).allowed)
+          visible.push(row);
+      }
+      return visible;
+    },
+
+    /** Sweeps deadlines: approvals and deliveries that ran out become `expired` (CMD-4, CMD-5). */
+    async expireOverdue(): Promise<number> {
+      let expired = 0;
+      for (const row of await commands.overdue(clock())) {
+        const reason = row.status === 'awaiting_approval' ? 'approval_timeout' : 'delivery_timeout';
+        if (
+          await move(row, ['awaiting_approval', 'queued', 'dispatched'], 'expired', {
+            finished_at: clock(),
+            message: reason,
+          })
+        ) {
+          expired++;
+          await audit.record({
+            orgId: row.org_id,
+            actor: { type: 'system', id: 'scheduler', display: 'command deadlines' },
+            action: 'command.expired',
+            target: target(row),
+            outcome: 'failure',
+            details: { reason, from: row.status },
+          });
+        }
+      }
+      return expired;
+    },
+
+    /** The gateway's side: deliver what waited for an agent, and follow what the agent reports. */
+    handlers: {
+      async welcomed(agent: AgentRow): Promise<void> {
+        for (const row of await commands.deliverable(agent.id, clock())) await dispatch(row);
+      },
+
+      async message(agent: AgentRow, message: AgentCommandMessage): Promise<void> {
+        const now = clock();
+        if (message.type === 'command_states') {
+          const acked: string[] = [];
+          for (const state of message.commands) {
+            const row = await commands.findForAgent(agent.id, state.commandId);
+            if (!row) continue;
+            if (state.state === 'running') {
+              if (await move(row, ['queued', 'dispatched'], 'running', { started_at: now }))
+                await audit.record(agentEvent(agent, row, 'command.started', { reconciled: true }));
+              continue;
+            }
+            const outcome: CommandOutcome = state.state === 'interrupted' ? 'failed' : state.state;
+            const text =
+              state.state === 'interrupted' ? 'interrupted: the agent stopped while the command ran' : '';
+            if (
+              await move(row, ['queued', 'dispatched', 'running'], outcome, {
+                finished_at: now,
+                exit_code: state.exitCode,
+                message: text,
+              })
+            )
+              await audit.record(
+                agentEvent(
+                  agent,
+                  row,
+                  `command.${outcome}` as AuditInput['action'],
+                  { exitCode: state.exitCode, reconciled: true, interrupted: state.state === 'interrupted' },
+                  outcome === 'succeeded' ? 'success' : 'failure',
+                ),
+              );
+            acked.push(row.id);
+          }
+          if (acked.length > 0)
+            gateway.send(agent.id, { v: AGENT_PROTOCOL_VERSION, type: 'command_ack', commandIds: acked });
+          return;
+        }
+        // An agent reports only on its own commands: anything else is ignored (and never reveals existence).
+        const row = await commands.findForAgent(agent.id, message.commandId);
+        if (!row) return;
+        if (message.type === 'command_started') {
+          if (await move(row, ['queued', 'dispatched'], 'running', { started_at: now }))
+            await audit.record(agentEvent(agent, row, 'command.started', {}));
+        } else if (message.type === 'command_output') {
+          await storeOutput(row, message);
+        } else if (message.type === 'command_finished') {
+          if (
+            await move(row, ['dispatched', 'running'], message.outcome, {
+              finished_at: now,
+              exit_code: message.exitCode,
+              message: message.message,
+            })
+          ) {
+            await audit.record(
+              agentEvent(
+                agent,
+                row,
+                `command.${message.outcome}` as AuditInput['action'],
+                { exitCode: message.exitCode },
+                message.outcome === 'succeeded' ? 'success' : 'failure',
+              ),
+            );
+          }
+          gateway.send(agent.id, { v: AGENT_PROTOCOL_VERSION, type: 'command_ack', commandIds: [row.id] });
+        } else if (message.type === 'command_refused') {
+          if (
+            await move(row, ['queued', 'dispatched'], 'failed', {
+              finished_at: now,
+              message: `refused by the agent: ${message.reason}`,
+            })
+          ) {
+            await audit.record(
+              agentEvent(agent, row, 'command.refused_by_agent', { reason: message.reason }, 'failure'),
+            );
+          }
+        }
+      },
+    },
+  };
+
+  async function storeOutput(
+    row: CommandRow,
+    message: Extract<AgentCommandMessage, { type: 'command_output' }>,
+  ) {
+    if (row.status !== 'running' && row.status !== 'dispatched') return;
+    const bytes = Buffer.byteLength(message.data);
+    const fits = row.output_bytes + bytes <= MAX_STORED_OUTPUT_BYTES;
+    if (!row.output_truncated) {
+      const data = fits ? message.data : TRUNCATION_MARKER;
+      await commands.appendOutput(
+        { command_id: row.id, seq: message.seq, stream: message.stream, data, created_at: clock() },
+        fits ? bytes : 0,
+        !fits,
+      );
+    }
+    // Subscribers see everything live; only storage is capped.
+    live.emit(row.id, {
+      kind: 'output',
+      seq: message.seq,
+      stream: message.stream,
+      data: message.data,
+    } satisfies LiveOutput);
+  }
+}
+
+export type CommandsService = ReturnType<typeof createCommandsService>;

@@ -1,0 +1,159 @@
+import type { Kysely } from 'kysely';
+import type {
+  CommandApprovalsTable,
+  CommandOutputTable,
+  CommandStatus,
+  CommandsTable,
+  DB,
+} from '../db/schema.js';
+
+export type CommandRow = CommandsTable;
+export type CommandApprovalRow = CommandApprovalsTable;
+export type CommandOutputRow = CommandOutputTable;
+
+export const TERMINAL_STATUSES: readonly CommandStatus[] = [
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'rejected',
+  'expired',
+];
+
+/** Commands, approvals and output (CMD-4). Every change of status is a guarded update. */
+export function createCommandsStore(db: Kysely<DB>) {
+  return {
+    async insert(row: CommandRow): Promise<void> {
+      await db.insertInto('commands').values(row).execute();
+    },
+    find: (orgId: string, id: string) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .executeTakeFirst(),
+    /** A command as its agent may see it: only the agent it names. */
+    findForAgent: (agentId: string, id: string) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('agent_id', '=', agentId)
+        .where('id', '=', id)
+        .executeTakeFirst(),
+    findByIdempotencyKey: (orgId: string, requestedBy: string, key: string) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('requested_by', '=', requestedBy)
+        .where('idempotency_key', '=', key)
+        .executeTakeFirst(),
+    /**
+     * Moves a command from one of `from` to `to`, with `changes`; false when it was no longer in
+     * any of `from` (another transition won). Terminal states are never in `from`, so never left.
+     */
+    async transition(
+      id: string,
+      from: readonly CommandStatus[],
+      to: CommandStatus,
+      changes: Partial<Omit<CommandRow, 'id' | 'status'>> = {},
+    ): Promise<boolean> {
+      const result = await db
+        .updateTable('commands')
+        .set({ ...changes, status: to })
+        .where('id', '=', id)
+        .where(
+          'status',
+          'in',
+          from.filter((status) => !TERMINAL_STATUSES.includes(status)),
+        )
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+    /** Commands waiting for this agent, oldest first, still deliverable. */
+    deliverable: (agentId: string, now: number) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('agent_id', '=', agentId)
+        .where('status', '=', 'queued')
+        .where('expires_at', '>', now)
+        .orderBy('id')
+        .limit(100)
+        .execute(),
+    /** Commands past a deadline: approvals past theirs, deliveries past theirs. */
+    overdue: (now: number) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where((eb) =>
+          eb.or([
+            eb.and([eb('status', '=', 'awaiting_approval'), eb('approval_expires_at', '<=', now)]),
+            eb.and([eb('status', 'in', ['queued', 'dispatched']), eb('expires_at', '<=', now)]),
+          ]),
+        )
+        .limit(500)
+        .execute(),
+    page: (
+      orgId: string,
+      limit: number,
+      filters: { status?: CommandStatus; agentId?: string; before?: string },
+    ) => {
+      let query = db.selectFrom('commands').selectAll().where('org_id', '=', orgId);
+      if (filters.status) query = query.where('status', '=', filters.status);
+      if (filters.agentId) query = query.where('agent_id', '=', filters.agentId);
+      if (filters.before) query = query.where('id', '<', filters.before);
+      return query.orderBy('id', 'desc').limit(limit).execute();
+    },
+    awaitingApproval: (orgId: string) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('status', '=', 'awaiting_approval')
+        .orderBy('id')
+        .limit(500)
+        .execute(),
+
+    async insertDecision(row: CommandApprovalRow): Promise<boolean> {
+      const result = await db
+        .insertInto('command_approvals')
+        .values(row)
+        .onConflict((oc) => oc.columns(['command_id', 'user_id']).doNothing())
+        .executeTakeFirst();
+      return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+    },
+    decisions: (commandId: string) =>
+      db
+        .selectFrom('command_approvals')
+        .selectAll()
+        .where('command_id', '=', commandId)
+        .orderBy('created_at')
+        .execute(),
+
+    async appendOutput(row: CommandOutputRow, bytes: number, truncated: boolean): Promise<void> {
+      await db
+        .insertInto('command_output')
+        .values(row)
+        .onConflict((oc) => oc.doNothing())
+        .execute();
+      await db
+        .updateTable('commands')
+        .set((eb) => ({ output_bytes: eb('output_bytes', '+', bytes), output_truncated: truncated ? 1 : 0 }))
+        .where('id', '=', row.command_id)
+        .execute();
+    },
+    output: (commandId: string, afterSeq = -1) =>
+      db
+        .selectFrom('command_output')
+        .selectAll()
+        .where('command_id', '=', commandId)
+        .where('seq', '>', afterSeq)
+        .orderBy('seq')
+        .limit(5000)
+        .execute(),
+  };
+}
+
+export type CommandsStore = ReturnType<typeof createCommandsStore>;
