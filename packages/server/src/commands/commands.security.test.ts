@@ -271,6 +271,7 @@ describe('risk policy (CMD-3)', () => {
     await approver.client.json('POST', `/api/orgs/acme/commands/${created.body.id}/approve`, {});
     expect((await get(created.body.id)).status).toBe('awaiting_approval');
     world.clock.advance(16 * 60_000); // past the step-up window of everyone's sign-in
+    for (const connection of [agent.connection, other.connection]) send(connection, { type: 'heartbeat' });
     const stale = await second.client.json<{ error: { code: string } }>(
       'POST',
       `/api/orgs/acme/commands/${created.body.id}/approve`,
@@ -302,6 +303,8 @@ describe('risk policy (CMD-3)', () => {
     // In steps, with a request between them, so that the sessions themselves stay within their idle limit.
     for (const minutes of [20, 20, 21]) {
       world.clock.advance(minutes * 60_000);
+      // The agents stay alive in the server's eyes too (it closes agents silent for three heartbeats).
+      for (const connection of [agent.connection, other.connection]) send(connection, { type: 'heartbeat' });
       expect((await get(created.body.id)).status).not.toBe(undefined);
     }
     await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('expired'), {
@@ -376,5 +379,109 @@ describe('what an agent may report (CMD-4)', () => {
     expect(output.body.truncated).toBe(true);
     expect(Buffer.byteLength(stored)).toBeLessThanOrEqual(1024 * 1024 + 100);
     expect(stored.endsWith('[output truncated: the server keeps the first 1 MiB]\n')).toBe(true);
+  });
+});
+
+describe('following and cancelling (CMD-4, CMD-5)', () => {
+  it('streams stored output, then live output and status, as server-sent events until the command ends', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    send(agent.connection, {
+      type: 'command_output',
+      commandId: created.body.id,
+      seq: 0,
+      stream: 'stdout',
+      data: 'before\n',
+    });
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('running'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+
+    const response = await world.owner.client.send(
+      'GET',
+      `/api/orgs/acme/commands/${created.body.id}/events`,
+    );
+    expect(response.headers.get('content-type')).toContain('text/event-stream');
+    const reader = response.body!.getReader();
+    let text = '';
+    const until = async (needle: string) => {
+      while (!text.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the stream ended before "${needle}": ${text}`);
+        text += new TextDecoder().decode(value);
+      }
+    };
+    await until('"status":"running"');
+    send(agent.connection, {
+      type: 'command_output',
+      commandId: created.body.id,
+      seq: 1,
+      stream: 'stderr',
+      data: 'live\n',
+    });
+    await until('live');
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: created.body.id,
+      outcome: 'failed',
+      exitCode: 3,
+      message: 'exit 3',
+    });
+    await until('"status":"failed"');
+    expect((await reader.read()).done).toBe(true);
+    const events = text
+      .split('\n\n')
+      .filter(Boolean)
+      .map((block) => block.split('\n')[0]);
+    expect(events).toEqual(['event: output', 'event: status', 'event: output', 'event: status']);
+  });
+
+  it('cancels a queued command at once, and asks the agent to stop a running one', async () => {
+    const high = await create(world.owner.client, {
+      action: 'restart-high',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    const cancelled = await world.owner.client.json<View>(
+      'POST',
+      `/api/orgs/acme/commands/${high.body.id}/cancel`,
+    );
+    expect(cancelled.body.status).toBe('cancelled');
+
+    const running = await create(world.owner.client, { action: 'restart-low', params: { unit: 'worker' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: running.body.id });
+    await vi.waitFor(async () => expect((await get(running.body.id)).status).toBe('running'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    await world.owner.client.json('POST', `/api/orgs/acme/commands/${running.body.id}/cancel`);
+    expect(await nextOf(agent.connection, 'cancel')).toMatchObject({ commandId: running.body.id });
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: running.body.id,
+      outcome: 'cancelled',
+      exitCode: null,
+      message: 'SIGTERM',
+    });
+    await nextOf(agent.connection, 'command_ack');
+    expect((await get(running.body.id)).status).toBe('cancelled');
+  });
+
+  it('reconciles from the agent journal after a restart: interrupted is failed, never guessed as success', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    send(agent.connection, {
+      type: 'command_states',
+      commands: [{ commandId: created.body.id, state: 'interrupted', exitCode: null }],
+    });
+    expect(await nextOf(agent.connection, 'command_ack')).toMatchObject({ commandIds: [created.body.id] });
+    expect(await get(created.body.id)).toMatchObject({
+      status: 'failed',
+      message: 'interrupted: the agent stopped while the command ran',
+    });
   });
 });
