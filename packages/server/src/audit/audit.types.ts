@@ -65,6 +65,7 @@ export const AUDIT_ACTIONS = [
   'command.cancel_requested',
   'command.expired',
   'command.refused_by_agent',
+  'command.policy_changed',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -14,6 +14,7 @@ import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { CommandsService, LiveOutput, Requester } from './commands.service.js';
 import type { CommandRow } from './commands.store.js';
 import { TERMINAL_STATUSES } from './commands.store.js';
+import { MAX_APPROVALS } from './policy.js';
 
 const CommandId = idOf('cmd');
 const STATUSES = [
@@ -57,6 +58,20 @@ const CommandView = z.object({
   expiresAt: Timestamp,
   startedAt: Timestamp.nullable(),
   finishedAt: Timestamp.nullable(),
+});
+
+const RiskRule = z.object({ confirmation: z.boolean(), approvals: z.number(), stepUp: z.boolean() });
+const CommandPolicy = z.object({ low: RiskRule, medium: RiskRule, high: RiskRule, critical: RiskRule });
+const RiskRuleInput = z.strictObject({
+  confirmation: z.boolean(),
+  approvals: z.number().int().min(0).max(MAX_APPROVALS),
+  stepUp: z.boolean(),
+});
+const CommandPolicyInput = z.strictObject({
+  low: RiskRuleInput,
+  medium: RiskRuleInput,
+  high: RiskRuleInput,
+  critical: RiskRuleInput,
 });
 
 const Comment = z.strictObject({ comment: z.string().max(500).default('') });
@@ -307,6 +322,33 @@ export function commandsRoutes(deps: {
         reply.type('text/event-stream').header('x-accel-buffering', 'no');
         return Readable.from(stream());
       },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/command-policy',
+      operationId: 'getCommandPolicy',
+      summary: 'What each risk asks before a command runs: confirmation, approvals, step-up',
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: CommandPolicy },
+      handler: ({ principal }) => commands.policyOf(principal!.org!.id),
+    }),
+
+    defineRoute({
+      method: 'PUT',
+      url: '/api/orgs/:org/command-policy',
+      operationId: 'setCommandPolicy',
+      summary: 'Tighten what each risk asks before a command runs; loosening the built-in policy is refused',
+      tags: ['commands'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: CommandPolicyInput,
+      response: { 200: CommandPolicy },
+      handler: ({ principal, request, body }) => commands.setPolicy(callerOf(principal, request), body),
     }),
 
     decision('approve'),

@@ -7,7 +7,13 @@ import {
 } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { handshake, registerAgent } from '../test-support/agents.js';
-import { type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import {
+  MEMBER_PASSWORD,
+  type Member,
+  type OrgWorld,
+  OWNER,
+  startOrgWorld,
+} from '../test-support/org-world.js';
 
 /**
  * Commands over the real API and a real agent connection (the agent side played by hand).
@@ -284,7 +290,7 @@ describe('risk policy (CMD-3)', () => {
       confirm: true,
     });
     expect(requester.body.error.code).toBe('step_up_required');
-    await second.client.json('POST', '/api/auth/reauth', { password: 'Quiet-Harbor-Lantern-93' });
+    await second.client.json('POST', '/api/auth/reauth', { password: MEMBER_PASSWORD });
     const approved = await second.client.json<View>(
       'POST',
       `/api/orgs/acme/commands/${created.body.id}/approve`,
@@ -483,5 +489,59 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       status: 'failed',
       message: 'interrupted: the agent stopped while the command ran',
     });
+  });
+});
+
+describe('organization policy (CMD-3)', () => {
+  const rule = (confirmation: boolean, approvals: number, stepUp: boolean) => ({
+    confirmation,
+    approvals,
+    stepUp,
+  });
+  const builtIn = {
+    low: rule(false, 0, false),
+    medium: rule(true, 0, false),
+    high: rule(true, 1, false),
+    critical: rule(true, 2, true),
+  };
+
+  it('may be tightened by an owner, never loosened, and applies to new commands', async () => {
+    await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password });
+    const looser = await world.owner.client.json<{ error: { code: string } }>(
+      'PUT',
+      '/api/orgs/acme/command-policy',
+      {
+        ...builtIn,
+        critical: rule(true, 1, false),
+      },
+    );
+    expect(looser.status).toBe(422);
+    // An operator cannot change it at all (security configuration is the owner's).
+    const operator = await world.signIn(approver.email);
+    const byOperator = await operator.client.json('PUT', '/api/orgs/acme/command-policy', builtIn);
+    expect(byOperator.status).toBe(403);
+
+    const tighter = await world.owner.client.json('PUT', '/api/orgs/acme/command-policy', {
+      ...builtIn,
+      low: rule(true, 0, false),
+      medium: rule(true, 1, false),
+    });
+    expect(tighter.status).toBe(200);
+    const unconfirmedLow = await create(world.owner.client, {
+      action: 'restart-low',
+      params: { unit: 'web' },
+    });
+    expect(unconfirmedLow.status).toBe(422);
+    const medium = await create(world.owner.client, {
+      action: 'restart-medium',
+      params: { unit: 'web' },
+      confirm: true,
+    });
+    expect(medium.body.status).toBe('awaiting_approval');
+    const changed = await world.owner.client.json<{ events: unknown[] }>(
+      'GET',
+      '/api/orgs/acme/audit/events?action=command.policy_changed',
+    );
+    expect(changed.body.events).toHaveLength(1);
   });
 });

@@ -24,7 +24,7 @@ import { StepUpRequiredError } from '../identity/session-guard.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
 import { paramProblems } from './params-validator.js';
-import { APPROVAL_TTL_MS, DELIVERY_TTL_MS, RISK_POLICY } from './policy.js';
+import { APPROVAL_TTL_MS, DELIVERY_TTL_MS, looseningsOf, type OrgPolicy, RISK_POLICY } from './policy.js';
 
 /**
  * Commands (CMD-2 to CMD-7, CMD-9): an operator asks an agent to run one of the actions its service
@@ -163,8 +163,15 @@ export function createCommandsService(deps: {
     }
   }
 
-  function assertStepUp(who: Requester, risk: CommandRow['risk']) {
-    if (RISK_POLICY[risk].stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
+  /** The organization's policy: the built-in one, or stricter where the organization said so. */
+  async function policyOf(orgId: string): Promise<OrgPolicy> {
+    const row = await commands.policyOf(orgId);
+    return row ? (JSON.parse(row.policy) as OrgPolicy) : RISK_POLICY;
+  }
+
+  async function assertStepUp(who: Requester, risk: CommandRow['risk']) {
+    const policy = await policyOf(who.org.id);
+    if (policy[risk].stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
   }
 
   async function decided(caller: Requester, id: string, verb: 'approve' | 'reject', comment: string) {
@@ -188,7 +195,7 @@ export function createCommandsService(deps: {
       throw new AppError(403, 'own_command', 'Someone other than the requester must decide on a command.');
     }
     if (row.status !== 'awaiting_approval') throw new CommandStateError(row.status, `${verb}d`);
-    assertStepUp(caller, row.risk);
+    await assertStepUp(caller, row.risk);
     const now = clock();
     const recorded = await commands.insertDecision({
       command_id: row.id,
@@ -224,13 +231,13 @@ export function createCommandsService(deps: {
         throw new AppError(409, 'agent_unavailable', `The agent is ${agent.status}; it cannot run commands.`);
       const problems = paramProblems(declared.params, input.params);
       if (problems.length > 0) throw new ValidationError(problems, 'The parameters do not match the action.');
-      const policy = RISK_POLICY[declared.risk];
+      const policy = (await policyOf(caller.org.id))[declared.risk];
       if (policy.confirmation && !input.confirm)
         throw new ValidationError(
           [{ path: 'body.confirm', message: `a ${declared.risk}-risk action must be confirmed` }],
           'Confirm the command to run it.',
         );
-      assertStepUp(caller, declared.risk);
+      await assertStepUp(caller, declared.risk);
 
       const now = clock();
       const row: CommandRow = {
@@ -323,6 +330,32 @@ export function createCommandsService(deps: {
         callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status }),
       );
       return (await commands.find(caller.org.id, row.id)) ?? row;
+    },
+
+    policyOf,
+
+    /** Sets the organization's policy; refused (422) where it would loosen the built-in one (CMD-3). */
+    async setPolicy(caller: Caller, policy: OrgPolicy): Promise<OrgPolicy> {
+      const problems = looseningsOf(policy);
+      if (problems.length > 0)
+        throw new ValidationError(
+          problems.map((message) => ({ path: `body.${message.split(':')[0]}`, message })),
+          'An organization may tighten the command policy, never loosen it.',
+        );
+      const before = await policyOf(caller.org.id);
+      await commands.setPolicy(caller.org.id, JSON.stringify(policy), caller.userId, clock());
+      await audit.record(
+        callerEvent(
+          caller,
+          'command.policy_changed',
+          { type: 'org', id: caller.org.id, display: caller.org.slug },
+          {
+            before: before as unknown as Record<string, never>,
+            after: policy as unknown as Record<string, never>,
+          },
+        ),
+      );
+      return policy;
     },
 
     find: (orgId: string, id: string) => commands.find(orgId, id),

@@ -144,6 +144,17 @@ export function createCommandsStore(db: Kysely<DB>) {
         .where('id', '=', row.command_id)
         .execute();
     },
+    policyOf: (orgId: string) =>
+      db.selectFrom('command_policies').selectAll().where('org_id', '=', orgId).executeTakeFirst(),
+    async setPolicy(orgId: string, policy: string, updatedBy: string, now: number): Promise<void> {
+      await db
+        .insertInto('command_policies')
+        .values({ org_id: orgId, policy, updated_by: updatedBy, updated_at: now })
+        .onConflict((oc) =>
+          oc.column('org_id').doUpdateSet({ policy, updated_by: updatedBy, updated_at: now }),
+        )
+        .execute();
+    },
     output: (commandId: string, afterSeq = -1) =>
       db
         .selectFrom('command_output')

@@ -16,11 +16,8 @@ export type Risk = (typeof RISKS)[number];
 export const APPROVAL_TTL_MS = 60 * 60_000;
 export const DELIVERY_TTL_MS = 10 * 60_000;
 
-export interface RiskPolicy {
-  confirmation: boolean;
-  approvals: number;
-  stepUp: boolean;
-}
+// A type, not an interface: it is written into audit details as plain JSON.
+export type RiskPolicy = { confirmation: boolean; approvals: number; stepUp: boolean };
 
 export const RISK_POLICY: Record<Risk, RiskPolicy> = {
   low: { confirmation: false, approvals: 0, stepUp: false },
@@ -28,3 +25,20 @@ export const RISK_POLICY: Record<Risk, RiskPolicy> = {
   high: { confirmation: true, approvals: 1, stepUp: false },
   critical: { confirmation: true, approvals: 2, stepUp: true },
 };
+
+export type OrgPolicy = Record<Risk, RiskPolicy>;
+export const MAX_APPROVALS = 5;
+
+/** Where `proposed` would loosen the built-in policy; empty when it only keeps or tightens it. */
+export function looseningsOf(proposed: OrgPolicy): string[] {
+  const problems: string[] = [];
+  for (const risk of Object.keys(RISK_POLICY) as Risk[]) {
+    const floor = RISK_POLICY[risk];
+    const wanted = proposed[risk];
+    if (floor.confirmation && !wanted.confirmation)
+      problems.push(`${risk}: confirmation cannot be turned off`);
+    if (wanted.approvals < floor.approvals) problems.push(`${risk}: at least ${floor.approvals} approval(s)`);
+    if (floor.stepUp && !wanted.stepUp) problems.push(`${risk}: step-up cannot be turned off`);
+  }
+  return problems;
+}

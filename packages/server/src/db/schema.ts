@@ -265,6 +265,14 @@ export interface CommandOutputTable {
   created_at: number;
 }
 
+export interface CommandPoliciesTable {
+  org_id: string;
+  /** JSON: the policy of each risk, never looser than the built-in one. */
+  policy: string;
+  updated_by: string;
+  updated_at: number;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
   audit_chain_heads: AuditChainHeadsTable;
@@ -285,4 +293,5 @@ export interface DB {
   commands: CommandsTable;
   command_approvals: CommandApprovalsTable;
   command_output: CommandOutputTable;
+  command_policies: CommandPoliciesTable;
 }

@@ -4,6 +4,7 @@ import * as identity from './0002-identity.js';
 import * as access from './0003-access.js';
 import * as agents from './0004-agents.js';
 import * as commands from './0005-commands.js';
+import * as commandPolicy from './0006-command-policy.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -15,4 +16,5 @@ export const migrations: Record<string, Migration> = {
   '0003-access': access,
   '0004-agents': agents,
   '0005-commands': commands,
+  '0006-command-policy': commandPolicy,
 };
