@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ConfigError, loadConfig } from './config.js';
 import { checkHandshake, startAgent } from './connection.js';
+import { JournalError, journalFileFor, openJournal } from './journal.js';
 import { createLogger } from './log.js';
 import { InsecureServerError, printable } from './net.js';
 import { RegisterError, register } from './register.js';
@@ -31,6 +32,7 @@ const OPERATOR_ERRORS = [
   RegisterError,
   InsecureServerError,
   InvalidArgumentError,
+  JournalError,
 ];
 
 function notEmpty(what: string) {
@@ -69,9 +71,14 @@ async function runCommand(options: { config: string }): Promise<void> {
   const config = loadConfig(options.config);
   const state = await loadStateFile(config.stateFile);
   const logger = createLogger();
+  // Opening the journal kills and records as interrupted whatever a previous run left running (CMD-6).
+  const journal = await openJournal(journalFileFor(config.stateFile), { logger });
   const agent = startAgent({
     state,
     services: config.services,
+    actions: config.actions,
+    allowedRoots: config.allowedRoots,
+    journal,
     ...(config.tls ? { tls: config.tls } : {}),
     logger,
   });
@@ -80,7 +87,7 @@ async function runCommand(options: { config: string }): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
-  const outcome = await agent.done;
+  const outcome = await agent.done.finally(() => journal.close());
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);
   if (outcome.kind === 'revoked') {

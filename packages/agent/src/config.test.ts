@@ -98,3 +98,87 @@ services:
     expect(problems('a: 1\na: 2')).toMatch(/invalid YAML/);
   });
 });
+
+describe('exec actions (EXEC-1)', () => {
+  const withExec = (argv: string[], param: Record<string, unknown>, required = ['unit'], extra = '') =>
+    JSON.stringify({
+      ...(extra ? JSON.parse(extra) : {}),
+      services: [
+        {
+          name: 'web',
+          kind: 'nginx',
+          health: { status: 'up' },
+          actions: [
+            {
+              name: 'restart',
+              description: 'x',
+              risk: 'low',
+              timeoutSeconds: 5,
+              params: { type: 'object', required, properties: { unit: param } },
+              exec: { argv },
+            },
+          ],
+        },
+      ],
+    });
+  const bounded = { type: 'string', pattern: '^[a-z-]+$', maxLength: 32 };
+
+  it('accepts whole-argument placeholders of bounded string params and keeps exec off the report', () => {
+    const config = parseConfig(withExec(['/bin/systemctl', 'restart', '{{unit}}'], bounded), FILE);
+    const action = config.actions.get(`web\u0000restart`);
+    expect(action?.exec).toEqual({
+      argv: ['/bin/systemctl', 'restart', '{{unit}}'],
+      env: {},
+      workingDirectory: '/',
+      outputLimitBytes: 1024 * 1024,
+    });
+    expect(config.services[0]?.actions[0]).not.toHaveProperty('exec');
+    expect(
+      parseConfig(withExec(['systemctl', '{{unit}}'], { type: 'string', enum: ['a', 'b'] }), FILE).actions
+        .size,
+    ).toBe(1);
+  });
+
+  it('refuses partial and double placeholders, precisely', () => {
+    expect(problems(withExec(['/bin/systemctl', '--unit={{unit}}'], bounded))).toMatch(
+      /services\.0\.actions\.0\.exec\.argv\.1: "--unit=\{\{unit\}\}": a placeholder must be a whole argument/,
+    );
+    expect(problems(withExec(['/bin/echo', '{{unit}}{{unit}}'], bounded))).toMatch(
+      /exec\.argv\.1: .*whole argument/,
+    );
+    expect(problems(withExec(['{{unit}}'], bounded))).toMatch(/exec\.argv\.0: the program must be literal/);
+    expect(problems(withExec(['bin/run'], bounded))).toMatch(/exec\.argv\.0: .*not a relative path/);
+  });
+
+  it('refuses placeholders of undeclared, unbounded, non-string or optional params', () => {
+    expect(problems(withExec(['/bin/echo', '{{other}}'], bounded))).toMatch(
+      /\{\{other\}\} names no parameter/,
+    );
+    expect(problems(withExec(['/bin/echo', '{{unit}}'], { type: 'string', maxLength: 5 }))).toMatch(
+      /must be bounded by an enum of strings, or by a pattern and a maxLength/,
+    );
+    expect(problems(withExec(['/bin/echo', '{{unit}}'], { type: 'string', pattern: '^a$' }))).toMatch(
+      /must be bounded/,
+    );
+    expect(problems(withExec(['/bin/echo', '{{unit}}'], { type: 'integer', maximum: 3 }))).toMatch(
+      /must be declared type: "string"/,
+    );
+    expect(problems(withExec(['/bin/echo', '{{unit}}'], bounded, []))).toMatch(
+      /must be listed in params\.required/,
+    );
+  });
+
+  it('refuses a params schema Ajv (2020, strict) does not accept', () => {
+    expect(problems(withExec(['/bin/echo', '{{unit}}'], { ...bounded, colour: 'red' }))).toMatch(
+      /services\.0\.actions\.0\.params: params (is not a valid JSON Schema|cannot be used): .*colour/,
+    );
+  });
+
+  it('resolves allowedRoots against the config file', () => {
+    expect(parseConfig('allowedRoots: [srv, /opt/app]', FILE).allowedRoots).toEqual([
+      '/etc/bulwark-agent/srv',
+      '/opt/app',
+    ]);
+    expect(parseConfig('', FILE).allowedRoots).toEqual([]);
+  });
+});

@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import {
+  ActionDeclaration,
   AGENT_PROTOCOL_VERSION,
   MAX_AGENT_MESSAGE_BYTES,
   ReportMessage,
   ServiceReport,
 } from '@bulwark/protocol';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { Fingerprint256, type TlsPin } from './net.js';
@@ -29,10 +31,53 @@ import { DEFAULT_STATE_FILE } from './state.js';
  *     config: [{ key: max_connections, value: "200" }, { key: password, secret: true, value: "…" }]
  *     actions:
  *       - { name: restart, description: Restart the service, params: {}, risk: medium, timeoutSeconds: 120 }
+ *       - name: vacuum
+ *         description: VACUUM one table
+ *         params:
+ *           type: object
+ *           required: [table]
+ *           properties: { table: { type: string, pattern: "^[a-z_]{1,63}$", maxLength: 63 } }
+ *         risk: low
+ *         timeoutSeconds: 600
+ *         exec:                                       # EXEC-1: what the agent runs for this action
+ *           argv: [/usr/bin/vacuumdb, --table, "{{table}}", billing]   # never a shell
+ *           env: { PGHOST: /run/postgresql }          # added to the scrubbed environment (EXEC-2)
+ *           workingDirectory: /srv/billing            # must be inside allowedRoots; default /
+ *           outputLimitBytes: 65536                   # default and maximum 1 MiB
+ * allowedRoots: [/srv]                                # where exec actions may run; default: none
  * ```
+ *
+ * Exec actions (EXEC-1): `argv[0]` is literal text, an absolute path or a bare name looked up in the
+ * scrubbed PATH. Every other element is literal text or exactly one `{{param}}`, which becomes exactly
+ * one argument; a placeholder inside other text (`--table={{table}}`) is refused, because it invites
+ * reading the argument as a template when it is only ever one string. Each placeholder must name a
+ * required string parameter whose schema bounds it: an `enum`, or a `pattern` with a `maxLength`
+ * (the agent matches the pattern against the WHOLE value, anchored or not). Actions without `exec`
+ * are declarations only: this daemon refuses to run them (an embedded agent's SDK runs those).
  */
 
 export class ConfigError extends Error {}
+
+/** The most output a command may forward; the server stores at most this much (CMD-5). */
+export const MAX_OUTPUT_LIMIT_BYTES = 1024 * 1024;
+
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+
+const ExecSchema = z.strictObject({
+  /** The program and its arguments; `{{param}}` elements are replaced by one parameter each. */
+  argv: z.array(z.string().max(4096)).min(1).max(256),
+  /** Variables added to the scrubbed environment. */
+  env: z.record(EnvName, z.string().max(32_768)).default({}),
+  /** Where the command runs: inside one of `allowedRoots` (checked again through realpath at each run). */
+  workingDirectory: z.string().min(1).optional(),
+  /** Output beyond this many bytes is not forwarded (the process is not stopped). */
+  outputLimitBytes: z.number().int().min(1).max(MAX_OUTPUT_LIMIT_BYTES).default(MAX_OUTPUT_LIMIT_BYTES),
+});
+
+const ActionConfigSchema = ActionDeclaration.extend({ exec: ExecSchema.optional() });
+const ServiceConfigSchema = ServiceReport.extend({
+  actions: z.array(ActionConfigSchema).max(100).default([]),
+});
 
 const ConfigSchema = z.strictObject({
   /** The state file written by `bulwark-agent register`. */
@@ -41,9 +86,11 @@ const ConfigSchema = z.strictObject({
   tls: z
     .strictObject({ caFile: z.string().min(1).optional(), fingerprint256: Fingerprint256.optional() })
     .optional(),
+  /** Directories exec actions may run in (EXEC-2). None by default: then only the default `/`. */
+  allowedRoots: z.array(z.string().min(1)).max(64).default([]),
   /** The services this agent looks after, reported after every connect (AGT-5). */
   services: z
-    .array(ServiceReport)
+    .array(ServiceConfigSchema)
     .max(200)
     .default([])
     .superRefine((services, ctx) => {
@@ -72,13 +119,155 @@ const ConfigSchema = z.strictObject({
     }),
 });
 
+export interface ExecSpec {
+  argv: string[];
+  env: Record<string, string>;
+  /** Absolute; `/` when the action does not say. */
+  workingDirectory: string;
+  outputLimitBytes: number;
+}
+
+/** An action this daemon can run: its declaration, its exec spec and its compiled params schema. */
+export interface RunnableAction {
+  service: string;
+  declaration: ActionDeclaration;
+  exec: ExecSpec;
+  /** Ajv 2020 (strict) validator of the params schema. */
+  validate: ValidateFunction;
+  /** For each placeholder parameter with a `pattern`: the pattern matched against the whole value. */
+  wholeMatch: Map<string, RegExp>;
+}
+
+/** Actions are looked up by service and action name. */
+export type ActionCatalog = Map<string, RunnableAction>;
+export const actionKey = (service: string, action: string) => `${service}\u0000${action}`;
+
 export interface AgentConfig {
   /** The config file, absolute. */
   file: string;
   /** The state file, absolute. */
   stateFile: string;
   tls?: TlsPin;
+  /** What the report carries: the declarations, without `exec` (it stays on the host). */
   services: ServiceReport[];
+  /** The actions with `exec`, which this daemon runs. */
+  actions: ActionCatalog;
+  /** Absolute, as written (realpath is taken at each run). */
+  allowedRoots: string[];
+}
+
+/** The default working directory of an exec action: owned by root, holds nothing of the agent's. */
+export const DEFAULT_WORKING_DIRECTORY = '/';
+
+const PLACEHOLDER = /^\{\{([A-Za-z_][A-Za-z0-9_]{0,63})\}\}$/;
+
+/** `inside` is `root` or below it (both absolute and normalized). */
+export function isInside(root: string, inside: string): boolean {
+  const relative = path.relative(root, inside);
+  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative));
+}
+
+type Problem = { where: (string | number)[]; message: string };
+
+/** EXEC-1: the argv template and the parameters it substitutes; returns the problems found. */
+function execProblems(
+  action: z.infer<typeof ActionConfigSchema>,
+  exec: z.infer<typeof ExecSchema>,
+  allowedRoots: string[],
+  dir: string,
+): { problems: Problem[]; wholeMatch: Map<string, RegExp>; workingDirectory: string } {
+  const problems: Problem[] = [];
+  const wholeMatch = new Map<string, RegExp>();
+  const params = action.params as {
+    type?: unknown;
+    properties?: Record<string, Record<string, unknown>>;
+    required?: unknown;
+  };
+  const program = exec.argv[0] ?? '';
+  if (program === '' || program.includes('{{') || program.includes('}}')) {
+    problems.push({ where: ['argv', 0], message: 'the program must be literal text, not a placeholder' });
+  } else if (!path.isAbsolute(program) && program.includes('/')) {
+    problems.push({
+      where: ['argv', 0],
+      message: 'the program must be an absolute path or a bare name looked up in PATH, not a relative path',
+    });
+  }
+  exec.argv.forEach((element, index) => {
+    if (index === 0 || (!element.includes('{{') && !element.includes('}}'))) return;
+    const match = PLACEHOLDER.exec(element);
+    if (!match) {
+      problems.push({
+        where: ['argv', index],
+        message:
+          `"${element}": a placeholder must be a whole argument, exactly "{{name}}" (no other text, ` +
+          'one placeholder per element); write the option and the value as two elements',
+      });
+      return;
+    }
+    const name = match[1]!;
+    const property = params.properties?.[name];
+    const where = ['argv', index];
+    if (typeof property !== 'object' || property === null) {
+      problems.push({ where, message: `{{${name}}} names no parameter declared in params.properties` });
+      return;
+    }
+    if (property.type !== 'string') {
+      problems.push({ where, message: `{{${name}}}: the parameter must be declared type: "string"` });
+      return;
+    }
+    if (!Array.isArray(params.required) || !params.required.includes(name)) {
+      problems.push({ where, message: `{{${name}}}: the parameter must be listed in params.required` });
+    }
+    const hasEnum =
+      Array.isArray(property.enum) &&
+      property.enum.length > 0 &&
+      property.enum.every((v) => typeof v === 'string');
+    const hasPattern = typeof property.pattern === 'string';
+    const hasMaxLength = typeof property.maxLength === 'number';
+    if (!hasEnum && !(hasPattern && hasMaxLength)) {
+      problems.push({
+        where,
+        message: `{{${name}}}: the parameter must be bounded by an enum of strings, or by a pattern and a maxLength`,
+      });
+    }
+    if (hasPattern) {
+      try {
+        wholeMatch.set(name, new RegExp(`^(?:${property.pattern as string})$`, 'u'));
+      } catch {
+        problems.push({ where, message: `{{${name}}}: the pattern is not a valid regular expression` });
+      }
+    }
+  });
+  let workingDirectory = DEFAULT_WORKING_DIRECTORY;
+  if (exec.workingDirectory !== undefined) {
+    workingDirectory = path.resolve(dir, exec.workingDirectory);
+    if (exec.workingDirectory.split(/[\\/]/).includes('..')) {
+      problems.push({ where: ['workingDirectory'], message: 'must not contain ".."' });
+    } else if (!allowedRoots.some((root) => isInside(root, workingDirectory))) {
+      problems.push({
+        where: ['workingDirectory'],
+        message:
+          allowedRoots.length === 0
+            ? 'no allowedRoots are configured: an action may only run in the default working directory /'
+            : `${workingDirectory} is not inside any of allowedRoots (${allowedRoots.join(', ')})`,
+      });
+    }
+  }
+  return { problems, wholeMatch, workingDirectory };
+}
+
+function compileParams(params: Record<string, unknown>): { validate?: ValidateFunction; problem?: string } {
+  if (params.type !== 'object') return { problem: 'params must be a JSON Schema of type "object"' };
+  // One instance per action: an `$id` in one schema never meets another's.
+  const ajv = new Ajv2020({ strict: true, allErrors: true });
+  if (!ajv.validateSchema(params)) {
+    return { problem: `params is not a valid JSON Schema: ${ajv.errorsText(ajv.errors)}` };
+  }
+  try {
+    return { validate: ajv.compile(params) };
+  } catch (error) {
+    return { problem: `params cannot be used: ${(error as Error).message}` };
+  }
 }
 
 const SETTINGS_NOT_ALLOWED: Record<string, string> = {
@@ -122,10 +311,42 @@ export function parseConfig(text: string, file: string): AgentConfig {
     throw new ConfigError(`${file} is invalid:\n${problems.join('\n')}`);
   }
   const dir = path.dirname(file);
+  const allowedRoots = parsed.data.allowedRoots.map((root) => path.resolve(dir, root));
+  const actions: ActionCatalog = new Map();
+  const problems: string[] = [];
+  parsed.data.services.forEach((service, s) => {
+    service.actions.forEach((action, a) => {
+      if (!action.exec) return;
+      const at = (where: (string | number)[]) => ['services', s, 'actions', a, ...where].join('.');
+      const compiled = compileParams(action.params);
+      if (compiled.problem) problems.push(`  ${at(['params'])}: ${compiled.problem}`);
+      const checked = execProblems(action, action.exec, allowedRoots, dir);
+      for (const problem of checked.problems) {
+        problems.push(`  ${at(['exec', ...problem.where])}: ${problem.message}`);
+      }
+      if (compiled.validate && checked.problems.length === 0) {
+        const { exec, ...declaration } = action;
+        actions.set(actionKey(service.name, action.name), {
+          service: service.name,
+          declaration,
+          exec: { ...exec, workingDirectory: checked.workingDirectory },
+          validate: compiled.validate,
+          wholeMatch: checked.wholeMatch,
+        });
+      }
+    });
+  });
+  if (problems.length > 0) throw new ConfigError(`${file} is invalid:\n${problems.join('\n')}`);
   const config: AgentConfig = {
     file,
     stateFile: path.resolve(dir, parsed.data.stateFile),
-    services: parsed.data.services,
+    // `exec` stays on the host: the server has no use for it, and its strict schema refuses it.
+    services: parsed.data.services.map((service) => ({
+      ...service,
+      actions: service.actions.map(({ exec: _exec, ...declaration }) => declaration),
+    })),
+    actions,
+    allowedRoots,
   };
   if (parsed.data.tls) {
     const tls: TlsPin = {};

@@ -17,6 +17,9 @@ import {
 } from '@bulwark/protocol';
 import WebSocket, { type RawData } from 'ws';
 import { type Backoff, createBackoff } from './backoff.js';
+import { createCommandRunner } from './commands.js';
+import type { ActionCatalog } from './config.js';
+import type { CommandJournal } from './journal.js';
 import type { Logger } from './log.js';
 import { fingerprintMatches, printable, type TlsPin, tlsClientOptions, websocketUrl } from './net.js';
 import type { AgentState } from './state.js';
@@ -49,10 +52,14 @@ interface SessionOptions {
   signal: AbortSignal;
   agentVersion: string;
   handshakeTimeoutMs: number;
-  /** Called once the server has welcomed the agent; `send` writes to this connection. */
-  onWelcome(welcome: Welcome, session: { send(message: AgentMessage): void; end(): void }): void;
+  /** Called once the server has welcomed the agent; `send` writes to this connection (false: it is closed). */
+  onWelcome(welcome: Welcome, session: { send(message: AgentMessage): boolean; end(): void }): void;
   onReportResult?(result: { accepted: string[]; refused: { service: string; problems: string[] }[] }): void;
+  /** Command traffic, only once welcomed. */
+  onCommandMessage?(message: CommandTraffic): void;
 }
+
+type CommandTraffic = Extract<ServerMessage, { type: 'command' | 'cancel' | 'command_ack' }>;
 
 /** Close codes the agent uses (RFC 6455 §7.4.1). */
 const CLOSE_NORMAL = 1000;
@@ -115,8 +122,10 @@ function runSession(options: SessionOptions): Promise<SessionEnd> {
       logger.warn('protocol violation by the server; closing', { reason: what });
       end({ kind: 'closed', welcomed, reason: what }, CLOSE_PROTOCOL_ERROR, 'protocol violation');
     };
-    const send = (message: AgentMessage) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+    const send = (message: AgentMessage): boolean => {
+      if (ws.readyState !== WebSocket.OPEN || ending) return false;
+      ws.send(JSON.stringify(message));
+      return true;
     };
     const onAbort = () => end({ kind: 'stopped', welcomed }, CLOSE_GOING_AWAY, 'agent stopping');
     signal.addEventListener('abort', onAbort, { once: true });
@@ -224,6 +233,13 @@ function runSession(options: SessionOptions): Promise<SessionEnd> {
           if (phase !== 'online') return violation(`unexpected report_result in phase ${phase}`);
           options.onReportResult?.(message);
           return;
+        case 'command':
+        case 'cancel':
+        case 'command_ack':
+          // Nothing before the server has proved the pinned key and welcomed the agent.
+          if (phase !== 'online') return violation(`unexpected ${message.type} in phase ${phase}`);
+          options.onCommandMessage?.(message);
+          return;
       }
     });
 
@@ -247,6 +263,14 @@ export interface AgentRunOptions {
   state: AgentState;
   /** The services reported after each welcome. */
   services: ServiceReport[];
+  /** The exec actions this agent runs (agent.yaml); none by default. */
+  actions?: ActionCatalog;
+  /** Where exec actions may run (agent.yaml `allowedRoots`). */
+  allowedRoots?: string[];
+  /** The command journal (CMD-6), opened (and recovered) by the caller; without one no command runs. */
+  journal?: CommandJournal;
+  /** SIGTERM → SIGKILL grace when a command times out, is cancelled or the agent stops; 5 s. */
+  killGraceMs?: number;
   /** Overrides the TLS pin recorded in the state file. */
   tls?: TlsPin;
   logger: Logger;
@@ -281,6 +305,14 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
   const controller = new AbortController();
   const signal = controller.signal;
   const services = options.services.map(redactSecrets);
+  const commands = createCommandRunner({
+    state: options.state,
+    ...(options.journal ? { journal: options.journal } : {}),
+    actions: options.actions ?? new Map(),
+    allowedRoots: options.allowedRoots ?? [],
+    logger,
+    ...(options.killGraceMs !== undefined ? { killGraceMs: options.killGraceMs } : {}),
+  });
 
   const loop = async (): Promise<RunOutcome> => {
     while (!signal.aborted) {
@@ -297,6 +329,15 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
           logger.info('online', { heartbeatSeconds: welcome.heartbeatSeconds, name: welcome.agent.name });
           options.onStatus?.('online');
           session.send({ v: AGENT_PROTOCOL_VERSION, type: 'report', services });
+          commands.online(session.send);
+        },
+        onCommandMessage(message) {
+          if (message.type === 'command') void commands.command(message);
+          else if (message.type === 'cancel') commands.cancel(message.commandId);
+          else
+            commands.acknowledge(message.commandIds).catch((error: unknown) => {
+              logger.error('could not journal an acknowledgement', { error });
+            });
         },
         onReportResult(result) {
           const fields = { accepted: result.accepted, refused: result.refused };
@@ -304,6 +345,7 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
           else logger.info('report accepted', fields);
         },
       });
+      commands.offline();
       if (ended.welcomed) options.onStatus?.('offline');
       if (ended.kind === 'stopped') break;
       if (ended.kind === 'refused') {
@@ -312,6 +354,7 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
             code: ended.code,
             reason: ended.message,
           });
+          await commands.shutdown();
           return { kind: 'revoked', message: printable(ended.message) };
         }
         logger.warn('the server refused the connection', {
@@ -331,6 +374,8 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
         // Aborted by stop(): the loop condition ends it.
       }
     }
+    // Running commands are stopped (and journaled interrupted), not left to run unsupervised.
+    await commands.shutdown();
     logger.info('stopped');
     return { kind: 'stopped' };
   };

@@ -4,7 +4,17 @@
  */
 export { AGENT_PROTOCOL_VERSION } from '@bulwark/protocol';
 export { type Backoff, type BackoffOptions, createBackoff } from './backoff.js';
-export { type AgentConfig, ConfigError, loadConfig, parseConfig } from './config.js';
+export { type CommandRunner, createCommandRunner } from './commands.js';
+export {
+  type ActionCatalog,
+  type AgentConfig,
+  ConfigError,
+  type ExecSpec,
+  loadConfig,
+  parseConfig,
+  type RunnableAction,
+} from './config.js';
+export { type ConfinedFs, ConfinedPathError, createConfinedFs } from './confined-fs.js';
 export {
   type AgentRunner,
   type AgentRunOptions,
@@ -14,6 +24,14 @@ export {
   redactSecrets,
   startAgent,
 } from './connection.js';
+export {
+  ENV_ALLOW_LIST,
+  type Execution,
+  type ExecutionRequest,
+  type ExecutionResult,
+  execute,
+} from './executor.js';
+export { type CommandJournal, JournalError, journalFileFor, openJournal } from './journal.js';
 export { createLogger, type Logger, type LogLevel } from './log.js';
 export { InsecureServerError, isLoopbackHost, type TlsPin } from './net.js';
 export { RegisterError, type RegisterOptions, register } from './register.js';
@@ -25,4 +43,5 @@ export {
   StateFileError,
   writeStateFile,
 } from './state.js';
+export { type RefusalReason, type Verdict, verifyCommand } from './verify-command.js';
 export { AGENT_VERSION } from './version.js';

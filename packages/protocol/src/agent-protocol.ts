@@ -136,6 +136,8 @@ export const CommandIdShape = z
   .regex(new RegExp(`^cmd_${ID_BODY_PATTERN}$`), 'must be a command id');
 export const COMMAND_OUTCOMES = ['succeeded', 'failed', 'timed_out', 'cancelled'] as const;
 export type CommandOutcome = (typeof COMMAND_OUTCOMES)[number];
+/** The longest a signed command may stay deliverable (the server gives 10 minutes after approval). */
+export const MAX_DELIVERY_WINDOW_MS = 24 * 3600_000;
 /** Output chunks are at most this large; the agent splits longer output. */
 export const MAX_OUTPUT_CHUNK_CHARS = 16 * 1024;
 
@@ -144,22 +146,27 @@ export const MAX_OUTPUT_CHUNK_CHARS = 16 * 1024;
  * verifies against the key it pinned, the command names this agent, it has not expired, and its id
  * is not in the agent's journal (CMD-6).
  */
-export const CommandEnvelope = z.strictObject({
-  v: z.literal(AGENT_PROTOCOL_VERSION),
-  commandId: CommandIdShape,
-  agentId: AgentIdShape,
-  orgId: z.string().min(1).max(64),
-  service: AgentName,
-  action: AgentName,
-  params: z.record(z.string(), z.unknown()),
-  requestedBy: z.string().min(1).max(64),
-  approvedBy: z.array(z.string().min(1).max(64)).max(16),
-  issuedAt: z.number().int().nonnegative(),
-  /** The agent refuses to start the command after this instant (delivery timeout). */
-  expiresAt: z.number().int().nonnegative(),
-  timeoutSeconds: z.number().int().min(1).max(86_400),
-  nonce: Base64Url32,
-});
+export const CommandEnvelope = z
+  .strictObject({
+    v: z.literal(AGENT_PROTOCOL_VERSION),
+    commandId: CommandIdShape,
+    agentId: AgentIdShape,
+    orgId: z.string().min(1).max(64),
+    service: AgentName,
+    action: AgentName,
+    params: z.record(z.string(), z.unknown()),
+    requestedBy: z.string().min(1).max(64),
+    approvedBy: z.array(z.string().min(1).max(64)).max(16),
+    issuedAt: z.number().int().nonnegative(),
+    /** The agent refuses to start the command after this instant (delivery timeout). */
+    expiresAt: z.number().int().nonnegative(),
+    timeoutSeconds: z.number().int().min(1).max(86_400),
+    nonce: Base64Url32,
+  })
+  .refine((envelope) => envelope.expiresAt - envelope.issuedAt <= MAX_DELIVERY_WINDOW_MS, {
+    // The agent keeps every id it has seen until its expiry has long passed: the window is bounded.
+    message: 'a command cannot stay deliverable for more than a day',
+  });
 export type CommandEnvelope = z.infer<typeof CommandEnvelope>;
 
 /** The statement the server signs and the agent verifies for a command. */

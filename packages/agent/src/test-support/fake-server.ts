@@ -9,7 +9,10 @@ import {
   AGENT_REGISTER_PATH,
   AgentMessage,
   agentProofStatement,
+  type CommandEnvelope,
+  commandStatement,
   ed25519PublicKey,
+  newId,
   RegisterRequest,
   rawPublicKey,
   serverProofStatement,
@@ -55,6 +58,15 @@ export interface FakeServer {
   agents: Map<string, string>;
   /** Resolves with the next message of this type (one already received counts if `since` is before it). */
   next(type: AgentMessage['type'], since?: number): Promise<ReceivedMessage>;
+  /** Resolves with the first message (from `since`) that `match` accepts. */
+  waitFor(match: (message: AgentMessage) => boolean, since?: number): Promise<ReceivedMessage>;
+  /** A `command` message for this envelope (defaults filled in), signed by the pinned key or `signWith`. */
+  command(
+    envelope: Partial<CommandEnvelope>,
+    signWith?: KeyObject,
+  ): { v: 1; type: 'command'; envelope: CommandEnvelope; signature: string };
+  /** Sends a message to the newest open connection. */
+  send(message: object): void;
   close(): Promise<void>;
 }
 
@@ -68,6 +80,7 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
   const events = new EventEmitter();
   const agents = new Map<string, string>();
   const sockets = new Set<WebSocket>();
+  let newest: WebSocket | undefined;
   let connections = 0;
 
   const handler: RequestListener = (req, res) => {
@@ -110,6 +123,7 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
   wss.on('connection', (ws: WebSocket) => {
     const connection = ++connections;
     sockets.add(ws);
+    newest = ws;
     ws.on('close', () => sockets.delete(ws));
     events.emit('connection', connection, ws);
     let nonces: { agentId: string; agentNonce: string; serverNonce: string } | undefined;
@@ -184,6 +198,41 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
         };
         events.on('message', listener);
       });
+    },
+    waitFor(match, since = received.length) {
+      const already = received.slice(since).find((entry) => match(entry.message));
+      if (already) return Promise.resolve(already);
+      return new Promise((resolve) => {
+        const listener = (entry: ReceivedMessage) => {
+          if (!match(entry.message)) return;
+          events.off('message', listener);
+          resolve(entry);
+        };
+        events.on('message', listener);
+      });
+    },
+    command(overrides, key = honest.privateKey) {
+      const now = Date.now();
+      const envelope: CommandEnvelope = {
+        v: AGENT_PROTOCOL_VERSION,
+        commandId: newId('cmd'),
+        agentId: TEST_AGENT_ID,
+        orgId: 'org_01JB0000000000000000000000',
+        service: 'app',
+        action: 'run',
+        params: {},
+        requestedBy: 'usr_alice',
+        approvedBy: [],
+        issuedAt: now,
+        expiresAt: now + 10 * 60_000,
+        timeoutSeconds: 60,
+        nonce: randomBytes(32).toString('base64url'),
+        ...overrides,
+      };
+      return { v: 1, type: 'command', envelope, signature: signStatement(key, commandStatement(envelope)) };
+    },
+    send(message) {
+      newest?.send(JSON.stringify(message));
     },
     async close() {
       for (const ws of sockets) ws.terminate();

@@ -493,7 +493,9 @@ export function createCommandsService(deps: {
     row: CommandRow,
     message: Extract<AgentCommandMessage, { type: 'command_output' }>,
   ) {
-    if (row.status !== 'running' && row.status !== 'dispatched') return;
+    // Output buffered by an agent while it was offline may arrive after the final state it also
+    // reported; anything the command produced is kept, as long as the command was ever delivered.
+    if (row.dispatched_at === null && row.started_at === null) return;
     const bytes = Buffer.byteLength(message.data);
     const fits = row.output_bytes + bytes <= MAX_STORED_OUTPUT_BYTES;
     if (!row.output_truncated) {

@@ -1,0 +1,111 @@
+import type { KeyObject } from 'node:crypto';
+import { type CommandEnvelope, commandStatement, verifyStatement } from '@bulwark/protocol';
+import { type ActionCatalog, actionKey, type RunnableAction } from './config.js';
+
+/**
+ * What the agent checks before it runs anything (CMD-2, CMD-6, CMD-7, EXEC-1), in this order, each
+ * refusal naming the first check that failed:
+ *
+ * 1. `bad_signature`: the server's Ed25519 signature over commandStatement(envelope) does not verify
+ *    against the key pinned at registration. Nothing else in the message is trusted before this.
+ * 2. `wrong_agent`: the envelope names another agent (a command lifted from another agent's channel).
+ * 3. `expired`: now is past `expiresAt` (a delayed or stored command, the delivery timeout).
+ * 4. `replayed`: the id is in the journal: it ran, or started, here before (CMD-6).
+ * 5. `unknown_action`: no such service or action in agent.yaml, or an action without `exec`.
+ * 6. `invalid_params`: the params fail the action's JSON Schema (Ajv, draft 2020-12, strict), or a
+ *    substituted parameter does not match its pattern as a whole.
+ */
+
+export type RefusalReason =
+  | 'bad_signature'
+  | 'wrong_agent'
+  | 'expired'
+  | 'replayed'
+  | 'unknown_action'
+  | 'invalid_params';
+
+export type Verdict =
+  | { ok: true; action: RunnableAction; argv: string[] }
+  | { ok: false; reason: RefusalReason; message: string };
+
+export interface VerifyContext {
+  agentId: string;
+  /** The server key pinned in the state file. */
+  serverKey: KeyObject;
+  journal: { has(commandId: string): boolean };
+  actions: ActionCatalog;
+  now: number;
+}
+
+const MAX_MESSAGE = 500;
+const clip = (text: string) => (text.length > MAX_MESSAGE ? `${text.slice(0, MAX_MESSAGE - 1)}…` : text);
+
+export function verifyCommand(
+  command: { envelope: CommandEnvelope; signature: string },
+  context: VerifyContext,
+): Verdict {
+  const { envelope } = command;
+  if (!verifyStatement(context.serverKey, commandStatement(envelope), command.signature)) {
+    return {
+      ok: false,
+      reason: 'bad_signature',
+      message: 'the signature does not verify against the pinned server key',
+    };
+  }
+  if (envelope.agentId !== context.agentId) {
+    return { ok: false, reason: 'wrong_agent', message: 'the command is addressed to another agent' };
+  }
+  if (context.now > envelope.expiresAt) {
+    return {
+      ok: false,
+      reason: 'expired',
+      message: `the command expired at ${new Date(envelope.expiresAt).toISOString()}`,
+    };
+  }
+  if (context.journal.has(envelope.commandId)) {
+    return { ok: false, reason: 'replayed', message: 'this command id was already run by this agent' };
+  }
+  const action = context.actions.get(actionKey(envelope.service, envelope.action));
+  if (!action) {
+    return {
+      ok: false,
+      reason: 'unknown_action',
+      message: clip(
+        `no action ${envelope.service}/${envelope.action} with exec in this agent's configuration`,
+      ),
+    };
+  }
+  if (!action.validate(envelope.params)) {
+    const problems = (action.validate.errors ?? []).map(
+      (error) => `${error.instancePath || '(params)'} ${error.message ?? 'is invalid'}`,
+    );
+    return { ok: false, reason: 'invalid_params', message: clip(`invalid params: ${problems.join('; ')}`) };
+  }
+  const argv: string[] = [];
+  for (const element of action.exec.argv) {
+    const name = /^\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}$/.exec(element)?.[1];
+    if (name === undefined) {
+      argv.push(element);
+      continue;
+    }
+    const value = envelope.params[name];
+    // The config guarantees a required string parameter; checked again rather than trusted.
+    if (typeof value !== 'string') {
+      return {
+        ok: false,
+        reason: 'invalid_params',
+        message: clip(`invalid params: /${name} must be a string`),
+      };
+    }
+    const whole = action.wholeMatch.get(name);
+    if (whole && !whole.test(value)) {
+      return {
+        ok: false,
+        reason: 'invalid_params',
+        message: clip(`invalid params: /${name} must match the whole pattern`),
+      };
+    }
+    argv.push(value);
+  }
+  return { ok: true, action, argv };
+}
