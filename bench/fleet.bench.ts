@@ -17,14 +17,20 @@
  * Goals: 10,000 agents under 1 GiB RSS; per-connection memory <= 2.5x bare ws; steady state under 15%
  * of one core; all back online within 60 s of the restart.
  */
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import type { SimulatorCommand, SimulatorReport } from './fleet.simulator.js';
+import {
+  onlineCount,
+  type ServerProcess,
+  startServerProcess,
+  startSimulator,
+  stopProcess,
+} from './fleet-support.js';
 import { fmt, machine, OWNER, registrationTokens, signIn } from './http-support.js';
 
 const AGENTS = Number(process.env.BENCH_AGENTS ?? 10_000);
@@ -33,7 +39,6 @@ const SETTLE_SECONDS = 5; // after the last connection, before memory is read: i
 const GOALS = { rssBytes: 1024 ** 3, perConnectionRatio: 2.5, cpuShare: 0.15, storm: 60 };
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
-const CLI = here('../packages/server/dist/cli.js');
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
 function rssBytes(pid: number): number {
@@ -52,80 +57,13 @@ function cpuSeconds(pid: number): number {
 const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(0)} MiB`;
 const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
 
-// --- the simulator -----------------------------------------------------------------------------
-
-const simulator = fork(here('./fleet.simulator.ts'), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
-let latest: SimulatorReport = { type: 'online', count: 0, failures: 0 };
-const waiters = new Set<() => void>();
-simulator.on('message', (message: SimulatorReport) => {
-  if (message.type === 'error') {
-    process.stderr.write(`simulator: ${message.message}\n`);
-    process.exit(1);
-  }
-  latest = message;
-  for (const waiter of waiters) waiter();
-});
-const command = (message: SimulatorCommand) => simulator.send(message);
-function until(predicate: (report: SimulatorReport) => boolean): Promise<SimulatorReport> {
-  return new Promise((resolve) => {
-    const check = () => {
-      if (!predicate(latest)) return;
-      waiters.delete(check);
-      resolve(latest);
-    };
-    waiters.add(check);
-    check();
-  });
-}
-const onlineCount = (report: SimulatorReport) => (report.type === 'online' ? report.count : -1);
-
-// --- the servers -----------------------------------------------------------------------------
-
-interface Served {
-  child: ChildProcess;
-  url: string;
-}
-
-async function startBulwark(dataDir: string, port: string): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      BULWARK_DATA_DIR: dataDir,
-      BULWARK_PORT: port,
-      BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
-      BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
-      // Every simulated agent comes from 127.0.0.1: the per-address limits would otherwise see one client.
-      BULWARK_AGENT_CONNECTS_PER_MINUTE: '1000000',
-      BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000000',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  child.stderr.resume();
-  const url = await new Promise<string>((resolve, reject) => {
-    let pending = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      pending += chunk.toString();
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.includes('bulwark is listening')) continue;
-        resolve((JSON.parse(line) as { url: string }).url);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`bulwark exited with ${code} before listening`)));
-  });
-  return { child, url };
-}
-
-async function stop(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill(signal);
-  await once(child, 'exit');
-}
+const simulator = startSimulator();
+const command = simulator.send;
+const until = simulator.until;
 
 const dataDir = mkdtempSync(path.join(tmpdir(), 'bulwark-fleet-'));
 const lines: string[] = [];
-let bulwark: Served | undefined;
+let bulwark: ServerProcess | undefined;
 try {
   // 1. The baseline: a bare ws server and the same number of idle connections.
   const bare = fork(here('./fleet.bare-ws.ts'), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
@@ -146,7 +84,7 @@ try {
   );
 
   // 2. Bulwark: register the fleet, then connect it.
-  bulwark = await startBulwark(dataDir, '0');
+  bulwark = await startServerProcess(dataDir, '0');
   const owner = await signIn(bulwark.url, OWNER.email, OWNER.password);
   const tokens = await registrationTokens(bulwark.url, owner, AGENTS);
   command({ cmd: 'register', url: bulwark.url, tokens, count: AGENTS });
@@ -159,12 +97,12 @@ try {
   // A fresh server process for the memory figures, as the baseline is: the garbage of 10,000
   // registrations would otherwise leave room in the heap that the connections then seem not to need.
   const registeredPort = new URL(bulwark.url).port;
-  await stop(bulwark.child, 'SIGTERM');
-  bulwark = await startBulwark(dataDir, registeredPort);
+  await stopProcess(bulwark.child, 'SIGTERM');
+  bulwark = await startServerProcess(dataDir, registeredPort);
   await sleep(SETTLE_SECONDS * 1000);
   const before = rssBytes(bulwark.child.pid!);
   const connectStarted = performance.now();
-  latest = { type: 'online', count: 0, failures: 0 };
+  simulator.reset();
   command({ cmd: 'connect', url: bulwark.url, mode: 'bulwark', count: AGENTS });
   await until((r) => onlineCount(r) === AGENTS);
   const connectSeconds = (performance.now() - connectStarted) / 1000;
@@ -180,8 +118,8 @@ try {
   await sleep(STEADY_SECONDS * 1000);
   const cpuShare = (cpuSeconds(bulwark.child.pid!) - cpuBefore) / STEADY_SECONDS;
   const steadyRss = rssBytes(bulwark.child.pid!);
-  if (onlineCount(latest) !== AGENTS)
-    throw new Error(`agents dropped during the steady state: ${JSON.stringify(latest)}`);
+  if (onlineCount(simulator.latest()) !== AGENTS)
+    throw new Error(`agents dropped during the steady state: ${JSON.stringify(simulator.latest())}`);
   lines.push(
     `steady state over ${STEADY_SECONDS} s: ${(cpuShare * 100).toFixed(1)}% of one core, RSS ${mib(steadyRss)}`,
   );
@@ -189,16 +127,19 @@ try {
   // 4. The reconnect storm.
   const port = new URL(bulwark.url).port;
   const killed = performance.now();
-  await stop(bulwark.child, 'SIGKILL');
+  await stopProcess(bulwark.child, 'SIGKILL');
   await until((r) => onlineCount(r) === 0);
   const restarted = performance.now();
-  bulwark = await startBulwark(dataDir, port);
+  bulwark = await startServerProcess(dataDir, port);
   const listening = performance.now();
   await until((r) => onlineCount(r) === AGENTS);
   const allBack = performance.now();
   const stormSeconds = (allBack - listening) / 1000;
   lines.push(
-    `reconnect storm: SIGKILL with ${fmt(AGENTS)} online; restarted in ${((listening - restarted) / 1000).toFixed(1)} s; all online again ${stormSeconds.toFixed(1)} s after it listened (${((allBack - killed) / 1000).toFixed(1)} s after the kill); failed attempts ${latest.type === 'online' ? fmt(latest.failures) : '?'}`,
+    `reconnect storm: SIGKILL with ${fmt(AGENTS)} online; restarted in ${((listening - restarted) / 1000).toFixed(1)} s; all online again ${stormSeconds.toFixed(1)} s after it listened (${((allBack - killed) / 1000).toFixed(1)} s after the kill); failed attempts ${(() => {
+      const last = simulator.latest();
+      return last.type === 'online' ? fmt(last.failures) : '?';
+    })()}`,
   );
 
   const ratio = perConnection / barePerConnection;
@@ -209,16 +150,16 @@ try {
       `${fmt(AGENTS)} agents in one simulator process over loopback; heartbeat every 15 s (the default)`,
       ...lines,
       `goal RSS under 1 GiB with ${fmt(AGENTS)} agents:      ${mib(Math.max(after, steadyRss))}  ${verdict(Math.max(after, steadyRss) < GOALS.rssBytes)}`,
-      `goal per-connection memory <= 2.5x bare ws:  ${ratio.toFixed(2)}x  ${verdict(ratio <= GOALS.perConnectionRatio)}`,
+      perConnection > 0 && barePerConnection > 0
+        ? `goal per-connection memory <= 2.5x bare ws:  ${ratio.toFixed(2)}x  ${verdict(ratio <= GOALS.perConnectionRatio)}`
+        : 'goal per-connection memory <= 2.5x bare ws:  not measurable (growth within the noise at this fleet size)',
       `goal steady state under 15% of one core:     ${(cpuShare * 100).toFixed(1)}%  ${verdict(cpuShare < GOALS.cpuShare)}`,
       `goal all back online within 60 s:            ${stormSeconds.toFixed(1)} s  ${verdict(stormSeconds <= GOALS.storm)}`,
       '',
     ].join('\n'),
   );
 } finally {
-  command({ cmd: 'disconnect' });
-  simulator.disconnect();
-  simulator.kill();
-  if (bulwark) await stop(bulwark.child, 'SIGTERM');
+  simulator.stop();
+  if (bulwark) await stopProcess(bulwark.child, 'SIGTERM');
   rmSync(dataDir, { recursive: true, force: true });
 }

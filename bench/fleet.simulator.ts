@@ -143,6 +143,38 @@ function runAgent(url: string, agent: SimulatedAgent, first: () => void): void {
         }
         const signature = protocol.signStatement(agent.signingKey, protocol.agentProofStatement(nonces));
         socket.send(JSON.stringify({ v: 1, type: 'proof', signature }));
+      } else if (message.type === 'command') {
+        // A trivial action: checked as the agent checks it (signature, target, expiry), then started
+        // and finished at once, so that what is measured is the control plane's path.
+        const { envelope } = message;
+        const valid =
+          envelope.agentId === agent.id &&
+          envelope.expiresAt > Date.now() &&
+          protocol.verifyStatement(agent.serverKey, protocol.commandStatement(envelope), message.signature);
+        const commandId = envelope.commandId;
+        if (!valid) {
+          socket.send(
+            JSON.stringify({
+              v: 1,
+              type: 'command_refused',
+              commandId,
+              reason: 'bad_signature',
+              message: '',
+            }),
+          );
+          return;
+        }
+        socket.send(JSON.stringify({ v: 1, type: 'command_started', commandId }));
+        socket.send(
+          JSON.stringify({
+            v: 1,
+            type: 'command_finished',
+            commandId,
+            outcome: 'succeeded',
+            exitCode: 0,
+            message: '',
+          }),
+        );
       } else if (message.type === 'welcome') {
         isOnline = true;
         online++;
