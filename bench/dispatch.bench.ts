@@ -42,6 +42,7 @@ const RATE = 100;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const STEADY_AGENTS = 10;
 const FANOUT_AGENTS = 1000;
+const IN_FLIGHT = Number(process.env.BENCH_IN_FLIGHT ?? 50);
 const GOALS = { runningP99Ms: 25, fanoutMs: 2000 };
 
 interface CommandView {
@@ -171,7 +172,7 @@ try {
   const fanoutIds: string[] = [];
   const queue = [...agents];
   await Promise.all(
-    Array.from({ length: 20 }, async () => {
+    Array.from({ length: IN_FLIGHT }, async () => {
       for (let agent = queue.shift(); agent; agent = queue.shift())
         fanoutIds.push((await create(server!.url, owner, agent)).id);
     }),
@@ -189,7 +190,7 @@ try {
       `bare ws echo round trip:    ${spread(bare)}  (${fmt(bare.length)} trips at the same rate)`,
       `Bulwark create -> running:  ${spread(toRunning)}`,
       `Bulwark create -> succeeded: ${spread(toDone)}  (${fmt(steady.length)} commands, ${failed} not succeeded)`,
-      `fan-out: ${fmt(FANOUT_AGENTS)} commands (one per agent, 20 requests in flight): all running ${fmt(fanoutMs)} ms after the first request`,
+      `fan-out: ${fmt(FANOUT_AGENTS)} commands (one per agent, ${IN_FLIGHT} requests in flight): all running ${fmt(fanoutMs)} ms after the first request`,
       `goal p99 create -> running < ${GOALS.runningP99Ms} ms: ${p99} ms  ${verdict(p99 < GOALS.runningP99Ms)}`,
       `goal ${fmt(FANOUT_AGENTS)} agents all running within 2 s: ${fmt(fanoutMs)} ms  ${verdict(fanoutMs <= GOALS.fanoutMs)}`,
       '',

@@ -22,7 +22,10 @@ export interface ServerProcess {
  * connections, sign-in/registration and writes are raised so that they never see one client.
  */
 export async function startServerProcess(dataDir: string, port: string): Promise<ServerProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+  // BENCH_SERVER_PROFILE=<dir>: a CPU profile of the server process, written when it exits.
+  const profile = process.env.BENCH_SERVER_PROFILE;
+  const flags = profile ? ['--cpu-prof', `--cpu-prof-dir=${profile}`] : [];
+  const child = spawn(process.execPath, [...flags, CLI, 'serve'], {
     env: {
       PATH: process.env.PATH ?? '',
       BULWARK_DATA_DIR: dataDir,

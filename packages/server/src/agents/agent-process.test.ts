@@ -172,3 +172,77 @@ describe('the real agent process', () => {
     expect(everything).not.toMatch(/PRIVATE KEY|"d":/);
   }, 90_000);
 });
+
+describe('a command end to end', () => {
+  it('runs a declared action on the real agent and brings back its exit code and output', async () => {
+    const server = await startServer();
+    const owner = new SessionClient(server.url);
+    expect((await owner.login(OWNER.email, OWNER.password)).status).toBe(200);
+    const created = await owner.json<{ token: string }>(
+      'POST',
+      '/api/orgs/default/agent-registration-tokens',
+      {},
+    );
+    const state = path.join(dir.path, 'agent', 'state.json');
+    const registered = await runScript(
+      AGENT_CLI,
+      ['register', '--server', server.url, '--name', 'app-1', '--state', state],
+      {
+        cwd: dir.path,
+        env: { BULWARK_REGISTRATION_TOKEN: created.body.token },
+      },
+    );
+    expect(registered.code, registered.stderr).toBe(0);
+    const config = path.join(dir.path, 'agent', 'agent.yaml');
+    writeFileSync(
+      config,
+      [
+        'stateFile: state.json',
+        'services:',
+        '  - name: greeter',
+        '    kind: shell',
+        '    health: { status: up }',
+        '    actions:',
+        '      - name: greet',
+        '        description: Say hello',
+        '        risk: low',
+        '        timeoutSeconds: 30',
+        '        params:',
+        '          type: object',
+        '          properties: { name: { type: string, pattern: "^[a-z]+$", maxLength: 20 } }',
+        '          required: [name]',
+        '          additionalProperties: false',
+        '        exec:',
+        '          argv: [echo, hello, "{{name}}"]',
+      ].join('\n'),
+    );
+    const agent = runAgent(config);
+    const agentId = (await agent.next('online')).agentId as string;
+    await agent.next('report accepted');
+
+    const command = await owner.json<{ id: string; status: string }>('POST', '/api/orgs/default/commands', {
+      agent: agentId,
+      service: 'greeter',
+      action: 'greet',
+      params: { name: 'world' },
+    });
+    expect(command.status).toBe(201);
+    // Followed through the live event stream until it ends.
+    const events = await owner.send('GET', `/api/orgs/default/commands/${command.body.id}/events`);
+    const text = await events.text();
+    expect(text).toContain('"status":"succeeded"');
+    const final = await owner.json<{ status: string; exitCode: number }>(
+      'GET',
+      `/api/orgs/default/commands/${command.body.id}`,
+    );
+    expect(final.body).toMatchObject({ status: 'succeeded', exitCode: 0 });
+    const output = await owner.json<{ chunks: Array<{ data: string }> }>(
+      'GET',
+      `/api/orgs/default/commands/${command.body.id}/output`,
+    );
+    expect(output.body.chunks.map((c) => c.data).join('')).toBe('hello world\n');
+
+    agent.child.kill('SIGTERM');
+    await once(agent.child, 'exit');
+  }, 60_000);
+});
