@@ -3,6 +3,7 @@
  * serve` from the build), and the fleet simulator (fleet.simulator.ts) driven over IPC.
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import type { SimulatorCommand, SimulatorReport } from './fleet.simulator.js';
@@ -10,6 +11,21 @@ import { OWNER } from './http-support.js';
 
 const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
 const CLI = here('../packages/server/dist/cli.js');
+
+/** Only for reading the benchmark's own server's metrics. */
+const METRICS_TOKEN = randomBytes(32).toString('hex');
+
+/** The server's agent handshake outcomes so far, from its Prometheus metrics. */
+export async function handshakeOutcomes(url: string): Promise<Record<string, number>> {
+  const text = await (
+    await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+  ).text();
+  const outcomes: Record<string, number> = {};
+  for (const match of text.matchAll(/^bulwark_agent_handshakes_total\{outcome="(\w+)"\} (\d+)/gm)) {
+    outcomes[match[1]!] = Number(match[2]);
+  }
+  return outcomes;
+}
 
 export interface ServerProcess {
   child: ChildProcess;
@@ -36,6 +52,7 @@ export async function startServerProcess(dataDir: string, port: string): Promise
       BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000000',
       BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '1000000',
       BULWARK_RATE_LIMIT_READ_PER_MINUTE: '1000000',
+      BULWARK_METRICS_TOKEN: METRICS_TOKEN,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -25,6 +25,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import {
+  handshakeOutcomes,
   onlineCount,
   type ServerProcess,
   startServerProcess,
@@ -134,9 +135,10 @@ try {
   const listening = performance.now();
   await until((r) => onlineCount(r) === AGENTS);
   const allBack = performance.now();
+  const outcomes = await handshakeOutcomes(bulwark.url);
   const stormSeconds = (allBack - listening) / 1000;
   lines.push(
-    `reconnect storm: SIGKILL with ${fmt(AGENTS)} online; restarted in ${((listening - restarted) / 1000).toFixed(1)} s; all online again ${stormSeconds.toFixed(1)} s after it listened (${((allBack - killed) / 1000).toFixed(1)} s after the kill); failed attempts ${(() => {
+    `reconnect storm: SIGKILL with ${fmt(AGENTS)} online; restarted in ${((listening - restarted) / 1000).toFixed(1)} s; all online again ${stormSeconds.toFixed(1)} s after it listened (${((allBack - killed) / 1000).toFixed(1)} s after the kill); handshakes on the new server: ${JSON.stringify(outcomes)}; failed attempts ${(() => {
       const last = simulator.latest();
       return last.type === 'online' ? fmt(last.failures) : '?';
     })()}`,

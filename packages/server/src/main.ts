@@ -297,6 +297,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     audit,
     logger,
     clock,
+    metrics: metrics.agents,
     options: { ...config.agents, tls: config.tls !== undefined, trustedProxies: config.trustedProxies },
   });
   const agents = createAgentsService({

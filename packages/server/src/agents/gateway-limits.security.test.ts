@@ -1,5 +1,5 @@
 import { AGENT_CONNECT_PATH, MAX_AGENT_MESSAGE_BYTES } from '@bulwark/protocol';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import { openAgentSocket } from '../test-support/agents.js';
 import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
@@ -13,11 +13,13 @@ import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
  */
 
 let world: OrgWorld;
+const METRICS_TOKEN = 'f3a9c1e7b2d4086a5e9f1c3b7d2a4e6f8091b3c5';
 
 beforeAll(async () => {
   world = await startOrgWorld({
     BULWARK_TRUSTED_PROXIES: '127.0.0.1',
     BULWARK_AGENT_CONNECTS_PER_MINUTE: '5',
+    BULWARK_METRICS_TOKEN: METRICS_TOKEN,
   });
 });
 afterAll(() => world.close());
@@ -75,5 +77,27 @@ describe('gateway limits', () => {
       socket.on('error', () => {});
     });
     expect(status).toBe(404);
+  });
+
+  it('counts handshakes by how they ended, for operators to see a storm or an attack', async () => {
+    const connection = await openAgentSocket(world.server.url);
+    connection.socket.send(JSON.stringify({ v: 1, type: 'heartbeat' })); // before any proof: refused
+    await connection.closed;
+    const metrics = async () =>
+      (
+        await fetch(`${world.server.url}/metrics`, { headers: { authorization: `Bearer ${METRICS_TOKEN}` } })
+      ).text();
+    const count = (text: string, outcome: string) =>
+      Number(
+        new RegExp(`^bulwark_agent_handshakes_total\\{outcome="${outcome}"\\} (\\d+)`, 'm').exec(text)?.[1] ??
+          0,
+      );
+    // The server counts when its side of the socket has closed, a moment after the client's.
+    await vi.waitFor(async () => {
+      const text = await metrics();
+      expect(count(text, 'refused')).toBeGreaterThanOrEqual(1);
+      expect(count(text, 'closed')).toBeGreaterThanOrEqual(1); // the oversized message of the test above
+      expect(text).toMatch(/^bulwark_agents_connected 0$/m);
+    });
   });
 });

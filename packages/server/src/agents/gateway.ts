@@ -19,6 +19,7 @@ import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import type { AgentMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { parseLabels } from './agents.service.js';
 import type { AgentRow, AgentsStore } from './agents.store.js';
@@ -99,9 +100,10 @@ export function createAgentGateway(deps: {
   audit: AuditService;
   logger: Logger;
   clock: () => number;
+  metrics: AgentMetrics;
   options: GatewayOptions;
 }) {
-  const { agents, services, serverKeys, audit, logger, clock, options } = deps;
+  const { agents, services, serverKeys, audit, logger, clock, metrics, options } = deps;
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_AGENT_MESSAGE_BYTES,
@@ -114,6 +116,7 @@ export function createAgentGateway(deps: {
   const connectLimiter = new RateLimiterMemory({ points: options.connectsPerMinute, duration: 60 });
   const trusted = new Set(options.trustedProxies);
   let commandHandlers: CommandHandlers | undefined;
+  const refusedSockets = new WeakSet<WebSocket>();
 
   function clientAddress(request: IncomingMessage): string {
     const peer = request.socket.remoteAddress ?? '';
@@ -152,6 +155,7 @@ export function createAgentGateway(deps: {
     });
 
   function refuse(socket: WebSocket, code: string, message: string): void {
+    refusedSockets.add(socket);
     send(socket, { v: AGENT_PROTOCOL_VERSION, type: 'refused', code, message });
     socket.close(CLOSE_REFUSED, code);
   }
@@ -163,6 +167,7 @@ export function createAgentGateway(deps: {
   ) {
     const previous = connections.get(agent.id);
     if (previous) previous.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
+    else metrics.connected.inc();
     const now = clock();
     connections.set(agent.id, { socket, agent, lastHeartbeat: now, context });
     seen.set(agent.id, now);
@@ -179,8 +184,16 @@ export function createAgentGateway(deps: {
   function onConnection(socket: WebSocket, context: AuditRequestContext): void {
     let nonces: HandshakeNonces | undefined;
     let authenticated: (AgentRow & { org_slug: string }) | undefined;
+    // How the handshake ended, counted once: a welcome or the deadline when they happen; a refusal,
+    // or the agent gone first, when the socket closes.
+    let handshakeOutcome: 'welcome' | 'timeout' | undefined;
+    const upgradedAt = performance.now();
     const handshakeTimer = setTimeout(() => {
-      if (!authenticated) socket.close(CLOSE_POLICY, 'handshake timed out');
+      if (authenticated) return;
+      handshakeOutcome = 'timeout';
+      metrics.handshakes.inc({ outcome: 'timeout' });
+      logger.info({ ip: context.ip, agentId: nonces?.agentId }, 'agent handshake timed out');
+      socket.close(CLOSE_POLICY, 'handshake timed out');
     }, HANDSHAKE_MS);
     handshakeTimer.unref();
 
@@ -199,6 +212,9 @@ export function createAgentGateway(deps: {
     });
     socket.on('close', () => {
       clearTimeout(handshakeTimer);
+      if (!handshakeOutcome)
+        metrics.handshakes.inc({ outcome: refusedSockets.has(socket) ? 'refused' : 'closed' });
+      if (authenticated && connections.get(authenticated.id)?.socket === socket) metrics.connected.dec();
       const current = authenticated && connections.get(authenticated.id);
       if (current?.socket !== socket || !authenticated) return;
       connections.delete(authenticated.id);
@@ -259,7 +275,10 @@ export function createAgentGateway(deps: {
             return;
           }
           authenticated = agent;
+          handshakeOutcome = 'welcome';
+          metrics.handshakes.inc({ outcome: 'welcome' });
           clearTimeout(handshakeTimer);
+          metrics.handshakeSeconds.observe((performance.now() - upgradedAt) / 1000);
           await welcome(socket, agent, context);
           return;
         }

@@ -2,8 +2,8 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 
 /**
  * The Prometheus registry (PLAT-4). One registry per server instance (not prom-client's global), so
- * several servers in one process, as in tests, never share or double-register metrics. Domains that
- * arrive later (agents online, commands by state) add their instruments here.
+ * several servers in one process, as in tests, never share or double-register metrics. Each domain
+ * adds its instruments here.
  */
 export function createMetrics() {
   const registry = new Registry();
@@ -51,9 +51,30 @@ export function createMetrics() {
     }),
   };
 
-  return { registry, http, audit };
+  const agents = {
+    connected: new Gauge({
+      name: 'bulwark_agents_connected',
+      help: 'Agents connected to this instance and past the handshake.',
+      registers,
+    }),
+    handshakes: new Counter({
+      name: 'bulwark_agent_handshakes_total',
+      help: 'Agent connections by how their handshake ended: welcome, refused, timeout (no proof in time) or closed (gone first).',
+      labelNames: ['outcome'] as const,
+      registers,
+    }),
+    handshakeSeconds: new Histogram({
+      name: 'bulwark_agent_handshake_seconds',
+      help: 'Time from the WebSocket upgrade to the welcome of an agent.',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+  };
+
+  return { registry, http, audit, agents };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
 export type AuditMetrics = Metrics['audit'];
 export type HttpMetrics = Metrics['http'];
+export type AgentMetrics = Metrics['agents'];
