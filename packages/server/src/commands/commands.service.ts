@@ -19,7 +19,7 @@ import type { ServicesStore } from '../agents/services.store.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput } from '../audit/audit.types.js';
 import type { CommandStatus } from '../db/schema.js';
-import { AppError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
+import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import { StepUpRequiredError } from '../identity/session-guard.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
