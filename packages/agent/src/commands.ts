@@ -4,16 +4,17 @@ import {
   type CommandEnvelope,
   ed25519PublicKey,
 } from '@bulwark/protocol';
-import type { ActionCatalog, RunnableAction } from './config.js';
+import { type ActionCatalog, MAX_OUTPUT_LIMIT_BYTES } from './config.js';
 import { type Execution, type ExecutionResult, execute } from './executor.js';
+import { invokeHandler } from './handler.js';
 import type { CommandJournal } from './journal.js';
 import type { Logger } from './log.js';
 import type { AgentState } from './state.js';
-import { type RefusalReason, verifyCommand } from './verify-command.js';
+import { type RefusalReason, type Verdict, verifyCommand } from './verify-command.js';
 
 /**
- * The agent side of commands: verify (verify-command.ts), journal (journal.ts), run (executor.ts),
- * report. Commands keep running across reconnects. While the agent is offline, output is buffered
+ * The agent side of commands: verify (verify-command.ts), journal (journal.ts), run (executor.ts for
+ * exec actions, handler.ts for the SDK actions of an embedded agent), report. Commands keep running across reconnects. While the agent is offline, output is buffered
  * (bounded: beyond the bound, output is dropped and said so in the log); started and finished
  * messages are not, because `command_states`, sent after each `welcome`, reports every command the
  * server has not acknowledged from the journal, which is the truth on disk.
@@ -32,9 +33,10 @@ export interface CommandRunnerOptions {
   /** Without a journal the agent runs nothing: at most once cannot be promised without one. */
   journal?: CommandJournal;
   actions: ActionCatalog;
+  /** Where exec actions may run, and what the file helpers of SDK handlers reach (EXEC-3). */
   allowedRoots: string[];
   logger: Logger;
-  /** SIGTERM → SIGKILL grace for timeout and cancel; 5 s by default. */
+  /** SIGTERM → SIGKILL grace for timeout and cancel (for a handler: how long it has to stop); 5 s. */
   killGraceMs?: number;
   now?: () => number;
 }
@@ -82,8 +84,7 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
 
   const run = async (
     envelope: CommandEnvelope,
-    argv: string[],
-    action: RunnableAction,
+    verdict: Extract<Verdict, { ok: true }>,
     slot: { execution?: Execution; cancelled?: boolean },
   ) => {
     const { commandId } = envelope;
@@ -106,25 +107,41 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
     deliver({ v: AGENT_PROTOCOL_VERSION, type: 'command_started', commandId });
     log.info('command started', { requestedBy: envelope.requestedBy, approvedBy: envelope.approvedBy });
     let seq = 0;
-    const execution = execute({
-      argv,
-      env: action.exec.env,
-      // Sealed secrets are not in the protocol yet; when they are, they are opened here.
-      secrets: {},
-      workingDirectory: action.exec.workingDirectory,
-      allowedRoots,
-      timeoutMs: envelope.timeoutSeconds * 1000,
-      outputLimitBytes: action.exec.outputLimitBytes,
-      ...(options.killGraceMs !== undefined ? { killGraceMs: options.killGraceMs } : {}),
-      onSpawn(pgid) {
-        journal!.spawned(commandId, pgid).catch((error: unknown) => {
-          log.error('could not journal the process group', { error });
-        });
-      },
-      onOutput(stream, data) {
-        deliver({ v: AGENT_PROTOCOL_VERSION, type: 'command_output', commandId, seq: seq++, stream, data });
-      },
-    });
+    const onOutput = (stream: 'stdout' | 'stderr', data: string) => {
+      deliver({ v: AGENT_PROTOCOL_VERSION, type: 'command_output', commandId, seq: seq++, stream, data });
+    };
+    // Sealed secrets are not in the protocol yet; when they are, they are opened here.
+    const secrets: Record<string, string> = {};
+    const timeoutMs = envelope.timeoutSeconds * 1000;
+    const execution =
+      verdict.kind === 'handler'
+        ? invokeHandler({
+            handler: verdict.action.handler,
+            params: verdict.params,
+            secrets,
+            roots: allowedRoots,
+            timeoutMs,
+            outputLimitBytes: MAX_OUTPUT_LIMIT_BYTES,
+            ...(options.killGraceMs !== undefined ? { graceMs: options.killGraceMs } : {}),
+            onOutput,
+            log,
+          })
+        : execute({
+            argv: verdict.argv,
+            env: verdict.action.exec.env,
+            secrets,
+            workingDirectory: verdict.action.exec.workingDirectory,
+            allowedRoots,
+            timeoutMs,
+            outputLimitBytes: verdict.action.exec.outputLimitBytes,
+            ...(options.killGraceMs !== undefined ? { killGraceMs: options.killGraceMs } : {}),
+            onSpawn(pgid) {
+              journal!.spawned(commandId, pgid).catch((error: unknown) => {
+                log.error('could not journal the process group', { error });
+              });
+            },
+            onOutput,
+          });
     slot.execution = execution;
     if (slot.cancelled) execution.abort('cancel');
     if (stopping) execution.abort('shutdown');
@@ -185,7 +202,7 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
         done: Promise.resolve(),
       };
       running.set(envelope.commandId, slot);
-      slot.done = run(envelope, verdict.argv, verdict.action, slot)
+      slot.done = run(envelope, verdict, slot)
         .catch((error: unknown) =>
           logger.error('command failed unexpectedly', { commandId: envelope.commandId, error }),
         )

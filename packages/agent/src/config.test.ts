@@ -126,7 +126,7 @@ describe('exec actions (EXEC-1)', () => {
   it('accepts whole-argument placeholders of bounded string params and keeps exec off the report', () => {
     const config = parseConfig(withExec(['/bin/systemctl', 'restart', '{{unit}}'], bounded), FILE);
     const action = config.actions.get(`web\u0000restart`);
-    expect(action?.exec).toEqual({
+    expect(action?.kind === 'exec' ? action.exec : undefined).toEqual({
       argv: ['/bin/systemctl', 'restart', '{{unit}}'],
       env: {},
       workingDirectory: '/',

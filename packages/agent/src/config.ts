@@ -10,6 +10,7 @@ import {
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
+import type { ActionHandler } from './handler.js';
 import { Fingerprint256, type TlsPin } from './net.js';
 import { DEFAULT_STATE_FILE } from './state.js';
 
@@ -127,16 +128,31 @@ export interface ExecSpec {
   outputLimitBytes: number;
 }
 
-/** An action this daemon can run: its declaration, its exec spec and its compiled params schema. */
-export interface RunnableAction {
+interface RunnableBase {
   service: string;
   declaration: ActionDeclaration;
-  exec: ExecSpec;
   /** Ajv 2020 (strict) validator of the params schema. */
   validate: ValidateFunction;
+}
+
+/** An action this daemon runs as a process (agent.yaml `exec`). */
+export interface ExecAction extends RunnableBase {
+  kind: 'exec';
+  exec: ExecSpec;
   /** For each placeholder parameter with a `pattern`: the pattern matched against the whole value. */
   wholeMatch: Map<string, RegExp>;
 }
+
+/** An action an embedded agent runs in-process (the SDK, sdk.ts): its handler, after a second check. */
+export interface HandlerAction extends RunnableBase {
+  kind: 'handler';
+  /** The SDK's own check of the params (zod), after the JSON Schema: its output reaches the handler. */
+  parse(params: Record<string, unknown>): { ok: true; value: unknown } | { ok: false; problems: string[] };
+  handler: ActionHandler;
+}
+
+/** An action the agent can run: its declaration, how it runs, and its compiled params schema. */
+export type RunnableAction = ExecAction | HandlerAction;
 
 /** Actions are looked up by service and action name. */
 export type ActionCatalog = Map<string, RunnableAction>;
@@ -256,7 +272,11 @@ function execProblems(
   return { problems, wholeMatch, workingDirectory };
 }
 
-function compileParams(params: Record<string, unknown>): { validate?: ValidateFunction; problem?: string } {
+/** Compiles an action's params schema as the server does (Ajv, draft 2020-12, strict). */
+export function compileParams(params: Record<string, unknown>): {
+  validate?: ValidateFunction;
+  problem?: string;
+} {
   if (params.type !== 'object') return { problem: 'params must be a JSON Schema of type "object"' };
   // One instance per action: an `$id` in one schema never meets another's.
   const ajv = new Ajv2020({ strict: true, allErrors: true });
@@ -327,6 +347,7 @@ export function parseConfig(text: string, file: string): AgentConfig {
       if (compiled.validate && checked.problems.length === 0) {
         const { exec, ...declaration } = action;
         actions.set(actionKey(service.name, action.name), {
+          kind: 'exec',
           service: service.name,
           declaration,
           exec: { ...exec, workingDirectory: checked.workingDirectory },

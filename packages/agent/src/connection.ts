@@ -261,8 +261,11 @@ export type RunOutcome = { kind: 'stopped' } | { kind: 'revoked'; message: strin
 
 export interface AgentRunOptions {
   state: AgentState;
-  /** The services reported after each welcome. */
-  services: ServiceReport[];
+  /**
+   * The services reported after each welcome; a function is asked before each connection (an
+   * embedded agent's live health), and must not reject.
+   */
+  services: ServiceReport[] | (() => Promise<ServiceReport[]>);
   /** The exec actions this agent runs (agent.yaml); none by default. */
   actions?: ActionCatalog;
   /** Where exec actions may run (agent.yaml `allowedRoots`). */
@@ -304,7 +307,9 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
   const backoff = options.backoff ?? createBackoff();
   const controller = new AbortController();
   const signal = controller.signal;
-  const services = options.services.map(redactSecrets);
+  const fixed = Array.isArray(options.services) ? options.services.map(redactSecrets) : undefined;
+  const current = async () =>
+    fixed ?? (await (options.services as () => Promise<ServiceReport[]>)()).map(redactSecrets);
   const commands = createCommandRunner({
     state: options.state,
     ...(options.journal ? { journal: options.journal } : {}),
@@ -316,6 +321,8 @@ export function startAgent(options: AgentRunOptions): AgentRunner {
 
   const loop = async (): Promise<RunOutcome> => {
     while (!signal.aborted) {
+      // Asked before dialing, so the report goes out at once after `welcome`, before command_states.
+      const services = await current();
       logger.info('connecting', { server: options.state.server });
       const ended = await runSession({
         state: options.state,

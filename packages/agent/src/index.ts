@@ -1,6 +1,7 @@
 /**
- * @bulwark/agent: the agent daemon (`bulwark-agent`) and the pieces an embedded agent or a test
- * drives directly: register, load the state, connect.
+ * @bulwark/agent: the agent daemon (`bulwark-agent`), the SDK for embedding an agent in a Node
+ * service (`action`, `defineService`, `startEmbeddedAgent`), and the pieces an embedded agent or a
+ * test drives directly: register, load the state, connect.
  */
 export { AGENT_PROTOCOL_VERSION } from '@bulwark/protocol';
 export { type Backoff, type BackoffOptions, createBackoff } from './backoff.js';
@@ -9,7 +10,9 @@ export {
   type ActionCatalog,
   type AgentConfig,
   ConfigError,
+  type ExecAction,
   type ExecSpec,
+  type HandlerAction,
   loadConfig,
   parseConfig,
   type RunnableAction,
@@ -31,10 +34,33 @@ export {
   type ExecutionResult,
   execute,
 } from './executor.js';
+export {
+  type ActionContext,
+  type ActionHandler,
+  type ActionLogger,
+  invokeHandler,
+} from './handler.js';
 export { type CommandJournal, JournalError, journalFileFor, openJournal } from './journal.js';
 export { createLogger, type Logger, type LogLevel } from './log.js';
 export { InsecureServerError, isLoopbackHost, type TlsPin } from './net.js';
 export { RegisterError, type RegisterOptions, register } from './register.js';
+export {
+  type ActionDefinition,
+  action,
+  type ConfigItem,
+  defineService,
+  type EmbeddedAgent,
+  type EmbeddedAgentOptions,
+  type Health,
+  type HealthStatus,
+  paramsJsonSchema,
+  type Risk,
+  type SdkAction,
+  SdkDefinitionError,
+  type SdkService,
+  type ServiceDefinition,
+  startEmbeddedAgent,
+} from './sdk.js';
 export {
   type AgentState,
   DEFAULT_STATE_FILE,

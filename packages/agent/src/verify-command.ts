@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { type CommandEnvelope, commandStatement, verifyStatement } from '@bulwark/protocol';
-import { type ActionCatalog, actionKey, type RunnableAction } from './config.js';
+import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } from './config.js';
 
 /**
  * What the agent checks before it runs anything (CMD-2, CMD-6, CMD-7, EXEC-1), in this order, each
@@ -11,9 +11,11 @@ import { type ActionCatalog, actionKey, type RunnableAction } from './config.js'
  * 2. `wrong_agent`: the envelope names another agent (a command lifted from another agent's channel).
  * 3. `expired`: now is past `expiresAt` (a delayed or stored command, the delivery timeout).
  * 4. `replayed`: the id is in the journal: it ran, or started, here before (CMD-6).
- * 5. `unknown_action`: no such service or action in agent.yaml, or an action without `exec`.
+ * 5. `unknown_action`: no such service or action in agent.yaml, or an action without `exec` (for an
+ *    embedded agent: no such SDK action).
  * 6. `invalid_params`: the params fail the action's JSON Schema (Ajv, draft 2020-12, strict), or a
- *    substituted parameter does not match its pattern as a whole.
+ *    substituted parameter does not match its pattern as a whole, or (SDK actions) the action's own
+ *    zod schema refuses them.
  */
 
 export type RefusalReason =
@@ -25,7 +27,8 @@ export type RefusalReason =
   | 'invalid_params';
 
 export type Verdict =
-  | { ok: true; action: RunnableAction; argv: string[] }
+  | { ok: true; kind: 'exec'; action: ExecAction; argv: string[] }
+  | { ok: true; kind: 'handler'; action: HandlerAction; params: unknown }
   | { ok: false; reason: RefusalReason; message: string };
 
 export interface VerifyContext {
@@ -71,7 +74,8 @@ export function verifyCommand(
       ok: false,
       reason: 'unknown_action',
       message: clip(
-        `no action ${envelope.service}/${envelope.action} with exec in this agent's configuration`,
+        `no action ${envelope.service}/${envelope.action} this agent can run ` +
+          '(an agent.yaml action with exec, or an SDK action)',
       ),
     };
   }
@@ -80,6 +84,17 @@ export function verifyCommand(
       (error) => `${error.instancePath || '(params)'} ${error.message ?? 'is invalid'}`,
     );
     return { ok: false, reason: 'invalid_params', message: clip(`invalid params: ${problems.join('; ')}`) };
+  }
+  if (action.kind === 'handler') {
+    const parsed = action.parse(envelope.params);
+    if (!parsed.ok) {
+      return {
+        ok: false,
+        reason: 'invalid_params',
+        message: clip(`invalid params: ${parsed.problems.join('; ')}`),
+      };
+    }
+    return { ok: true, kind: 'handler', action, params: parsed.value };
   }
   const argv: string[] = [];
   for (const element of action.exec.argv) {
@@ -107,5 +122,5 @@ export function verifyCommand(
     }
     argv.push(value);
   }
-  return { ok: true, action, argv };
+  return { ok: true, kind: 'exec', action, argv };
 }
