@@ -115,6 +115,8 @@ function runAgent(url: string, agent: SimulatedAgent, first: () => void): void {
   const connect = () => {
     if (stopping) return;
     const socket = new WebSocket(`${url.replace('http', 'ws')}${protocol.AGENT_CONNECT_PATH}`, {
+      // As bulwark-agent run does: a connection that is not upgraded in time is abandoned and retried.
+      handshakeTimeout: 30_000,
       maxPayload: protocol.MAX_AGENT_MESSAGE_BYTES,
       perMessageDeflate: false,
     });

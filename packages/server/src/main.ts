@@ -164,6 +164,7 @@ export interface RunningServer {
 }
 
 const RETENTION_EVERY_MS = 6 * 3600_000;
+const LISTEN_BACKLOG = 4096;
 /** Approval and delivery deadlines are checked this often (an indexed query that usually finds nothing). */
 const COMMAND_DEADLINES_EVERY_MS = 1000;
 
@@ -337,7 +338,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);
 
   gateway.attach(app.server);
-  await app.listen({ host: config.host, port: config.port });
+  // A fleet reconnecting after a restart arrives all at once. With Node's default backlog (511) the
+  // kernel drops the connections that do not fit, and a client retries a dropped connection only
+  // after 1, 3, 7, 15, 31 s...: a few agents of a large fleet came back a minute late (bench/fleet).
+  // The kernel caps this at net.core.somaxconn.
+  await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
   const address = app.server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${config.tls ? 'https' : 'http'}://${host}:${address.port}`;

@@ -91,6 +91,8 @@ describe('service reports (AGT-5)', () => {
         name: 'cfg',
         config: [
           { key: 'region', value: 'eu-west-1' },
+          { key: 'data_root', value: '/var/lib/example-service/data' },
+          { key: 'upstream', value: 'https://billing.internal.example:8443/api' },
           { key: 'signing_value', value: SECRETS.marked, secret: true },
           { key: 'DB_PASSWORD', value: SECRETS.byKey },
           { key: 'DATABASE_URL', value: SECRETS.byShape },
@@ -103,6 +105,8 @@ describe('service reports (AGT-5)', () => {
     const stored = (await servicesListed()).find((s) => s.name === 'cfg');
     expect(stored?.config).toEqual([
       { key: 'region', configured: true, value: 'eu-west-1' },
+      { key: 'data_root', configured: true, value: '/var/lib/example-service/data' },
+      { key: 'upstream', configured: true, value: 'https://billing.internal.example:8443/api' },
       { key: 'signing_value', configured: true },
       { key: 'DB_PASSWORD', configured: true },
       { key: 'DATABASE_URL', configured: true },

@@ -74,5 +74,9 @@ function entropy(value: string): number {
 export function valueLooksSecret(value: string): boolean {
   if (credentialShapeOf(value) !== undefined) return true;
   const compact = value.trim();
+  // Paths and URLs (a URL with a password is a credential shape above) are what configuration is
+  // mostly made of; generated secrets mix letters and digits.
+  if (compact.startsWith('/') || compact.startsWith('./') || compact.includes('://')) return false;
+  if (!/[A-Za-z]/.test(compact) || !/[0-9]/.test(compact)) return false;
   return compact.length >= 24 && !/\s/.test(compact) && entropy(compact) >= 3.5;
 }
