@@ -6,7 +6,7 @@ import {
   verifyStatement,
 } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { handshake, registerAgent } from '../test-support/agents.js';
+import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import {
   MEMBER_PASSWORD,
   type Member,
@@ -58,21 +58,11 @@ async function connected(name: string) {
   const registered = await registerAgent(world.server.url, body.token, name);
   const connection = await handshake(world.server.url, registered.agentId, registered.keys);
   expect(connection.answer.type).toBe('welcome');
-  connection.socket.send(
-    JSON.stringify({
-      v: 1,
-      type: 'report',
-      services: [
-        {
-          name: 'app',
-          kind: 'node',
-          health: { status: 'up' },
-          actions: ['low', 'medium', 'high', 'critical'].map((risk) => action(`restart-${risk}`, risk)),
-        },
-      ],
-    }),
+  const answer = await reportApp(
+    connection,
+    ['low', 'medium', 'high', 'critical'].map((risk) => action(`restart-${risk}`, risk)),
   );
-  expect((await connection.next()).type).toBe('report_result');
+  expect(answer.type).toBe('report_result');
   return { registered, connection };
 }
 

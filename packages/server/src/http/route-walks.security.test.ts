@@ -1,7 +1,7 @@
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { handshake, registerAgent } from '../test-support/agents.js';
+import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { MEMBER_PASSWORD, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { registeredRoutesOf } from './app.js';
@@ -68,30 +68,16 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
   // The agent reports a service with one action, then goes away; a command for it is cancelled
   // before delivery, so that it is final (its event stream ends at once).
   const connection = await handshake(owner.base, agent.agentId, agent.keys);
-  connection.socket.send(
-    JSON.stringify({
-      v: 1,
-      type: 'report',
-      services: [
-        {
-          name: 'app',
-          kind: 'node',
-          health: { status: 'up' },
-          actions: [
-            {
-              name: 'ping',
-              description: 'ping',
-              params: { type: 'object', additionalProperties: false },
-              risk: 'low',
-              timeoutSeconds: 10,
-              secrets: [],
-            },
-          ],
-        },
-      ],
-    }),
-  );
-  await connection.next();
+  await reportApp(connection, [
+    {
+      name: 'ping',
+      description: 'ping',
+      params: { type: 'object', additionalProperties: false },
+      risk: 'low',
+      timeoutSeconds: 10,
+      secrets: [],
+    },
+  ]);
   connection.socket.close();
   await connection.closed;
   const command = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/commands`, {

@@ -92,3 +92,15 @@ export async function handshake(
   connection.socket.send(JSON.stringify(proof));
   return { ...connection, nonces, challenge, proof, answer: await connection.next() };
 }
+
+/** Reports one service `app` with `actions`, as an agent does after its welcome; returns the server's answer. */
+export async function reportApp(connection: Awaited<ReturnType<typeof handshake>>, actions: unknown[]) {
+  connection.socket.send(
+    JSON.stringify({
+      v: 1,
+      type: 'report',
+      services: [{ name: 'app', kind: 'node', health: { status: 'up' }, actions }],
+    }),
+  );
+  return connection.next();
+}
