@@ -189,7 +189,12 @@ export function agentsRoutes(deps: {
         201: z.object({ id: z.string(), token: z.string(), expiresAt: Timestamp, labels: Labels }),
       },
       handler: async ({ principal, request, body }) => {
-        const { row, token } = await tokens.create(callerOf(principal, request), body);
+        const caller = callerOf(principal, request);
+        // Preset labels place every agent registered with the token in a scope: only someone who
+        // manages agents with those labels may choose them (agents:register alone does not).
+        if (Object.keys(body.labels).length > 0)
+          await access.authorize(caller, 'agents:manage', { kind: 'agent', labels: body.labels });
+        const { row, token } = await tokens.create(caller, body);
         return { id: row.id, token, expiresAt: iso(row.expires_at), labels: parseLabels(row.labels) };
       },
     }),

@@ -136,4 +136,20 @@ describe('agents within a label scope', () => {
     );
     expect([revoke.status, revoke.body.error.code]).toEqual([403, 'step_up_required']);
   });
+
+  it('lets only someone who manages a scope preset its labels on a registration token', async () => {
+    // Attack: an operator (agents:register, not agents:manage) registers a host of their own as prod.
+    const operator = await world.join('registrar@example.test', 'operator');
+    const labelled = await operator.client.json('POST', '/api/orgs/acme/agent-registration-tokens', {
+      labels: { env: 'prod' },
+    });
+    expect(labelled.status).toBe(403);
+    const plain = await operator.client.json('POST', '/api/orgs/acme/agent-registration-tokens', {});
+    expect(plain.status).toBe(201);
+    // The keeper manages staging agents, and may preset staging only.
+    const keeperToken = await keeper.client.json('POST', '/api/orgs/acme/agent-registration-tokens', {
+      labels: { env: 'staging' },
+    });
+    expect(keeperToken.status).toBe(403); // no agents:register at all
+  });
 });

@@ -6,7 +6,7 @@ import {
   verifyStatement,
 } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
+import { type AgentKeys, handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import {
   MEMBER_PASSWORD,
   type Member,
@@ -29,7 +29,12 @@ let world: OrgWorld;
 let approver: Member;
 let second: Member;
 type Connection = Awaited<ReturnType<typeof handshake>>;
-const agent = { id: '', serverKey: '', connection: undefined as unknown as Connection };
+const agent = {
+  id: '',
+  serverKey: '',
+  keys: undefined as unknown as AgentKeys,
+  connection: undefined as unknown as Connection,
+};
 const other = { id: '', connection: undefined as unknown as Connection };
 
 const action = (name: string, risk: string) => ({
@@ -100,6 +105,7 @@ beforeAll(async () => {
   agent.id = first.registered.agentId;
   agent.serverKey = first.registered.serverSigningKey;
   agent.connection = first.connection;
+  agent.keys = first.registered.keys;
   const b = await connected('web-2');
   other.id = b.registered.agentId;
   other.connection = b.connection;
@@ -121,6 +127,12 @@ describe('creating commands (CMD-1, CMD-2, CMD-9)', () => {
     });
     expect(leaked.status).toBe(422);
     expect(JSON.stringify(leaked.body)).not.toContain('ghp_');
+    // Deeper in the parameters too (the schema here would refuse them anyway; the check comes first).
+    const nested = await create(world.owner.client, {
+      action: 'restart-low',
+      params: { unit: 'web', note: 'ok', extra: [{ key: 'AKIAABCDEFGHIJKLMNOP' }] },
+    });
+    expect(nested.body.error.fields?.map((f) => f.path)).toContain('body.params.extra[0].key');
   });
 
   it('signs and delivers a low-risk command, follows it to success, and stores its output', async () => {
@@ -464,6 +476,25 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
     });
     await nextOf(agent.connection, 'command_ack');
     expect((await get(running.body.id)).status).toBe('cancelled');
+  });
+
+  it('refuses to cancel a delivered command while its agent is away, instead of pretending', async () => {
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    expect(created.body.status).toBe('dispatched');
+    await nextOf(agent.connection, 'command');
+    agent.connection.socket.close();
+    await agent.connection.closed;
+    await vi.waitFor(async () => {
+      const response = await world.owner.client.json<{ error: { code: string } }>(
+        'POST',
+        `/api/orgs/acme/commands/${created.body.id}/cancel`,
+      );
+      expect([response.status, response.body.error.code]).toEqual([409, 'agent_unavailable']);
+    });
+    expect((await get(created.body.id)).status).toBe('dispatched');
+    // Back online for the tests that follow.
+    agent.connection = await handshake(world.server.url, agent.id, agent.keys);
+    expect(agent.connection.answer.type).toBe('welcome');
   });
 
   it('reconciles from the agent journal after a restart: interrupted is failed, never guessed as success', async () => {

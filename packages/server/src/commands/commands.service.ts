@@ -163,13 +163,13 @@ export function createCommandsService(deps: {
   /** Signs and sends a queued command if its agent is connected here; it stays queued otherwise. */
   async function dispatch(row: CommandRow): Promise<void> {
     const now = clock();
-    if (row.status !== 'queued' || row.expires_at <= now) return;
-    if (
-      (await sendEnvelope(row, now)) &&
-      (await move(row, ['queued'], 'dispatched', { dispatched_at: now }))
-    ) {
-      await audit.record(dispatchedEvent(row));
-    }
+    if (row.status !== 'queued' || row.expires_at <= now || !gateway.isOnline(row.agent_id)) return;
+    // Claimed before it is sent: a command on the wire is never still `queued`, so a cancel or an
+    // expiry cannot end it as "never ran", and a second dispatch (an approval racing the agent's
+    // welcome) finds it taken and sends nothing.
+    if (!(await move(row, ['queued'], 'dispatched', { dispatched_at: now }))) return;
+    if (await sendEnvelope(row, now)) await audit.record(dispatchedEvent(row));
+    else await move(row, ['dispatched'], 'queued', { dispatched_at: null });
   }
 
   /** The organization's policy: the built-in one, or stricter where the organization said so. */
@@ -204,6 +204,8 @@ export function createCommandsService(deps: {
       throw new AppError(403, 'own_command', 'Someone other than the requester must decide on a command.');
     }
     if (row.status !== 'awaiting_approval') throw new CommandStateError(row.status, `${verb}d`);
+    if (row.approval_expires_at !== null && row.approval_expires_at <= clock())
+      throw new CommandStateError('expired', `${verb}d`);
     await assertStepUp(caller, row.risk);
     const now = clock();
     const recorded = await commands.insertDecision({
@@ -234,8 +236,15 @@ export function createCommandsService(deps: {
           return earlier;
         }
       }
+      // Authorized on the agent before its services are looked at: outside the caller's scope, which
+      // actions an agent declares is not for them to learn.
+      const scoped = await agents.find(caller.org.id, input.agentId);
+      if (!scoped) throw new NotFoundError('No such agent.');
+      await access.authorize(caller, 'commands:create', {
+        kind: 'agent',
+        labels: parseLabels(scoped.labels),
+      });
       const { agent, declared } = await loadAgentAndAction(caller.org.id, input);
-      await access.authorize(caller, 'commands:create', { kind: 'agent', labels: parseLabels(agent.labels) });
       if (agent.status !== 'active')
         throw new AppError(409, 'agent_unavailable', `The agent is ${agent.status}; it cannot run commands.`);
       const problems = paramProblems(declared.params, input.params);
@@ -282,7 +291,23 @@ export function createCommandsService(deps: {
       // sent at once: one write fewer on the way to the agent (each write is a durable commit).
       const deliverNow = row.status === 'queued' && gateway.isOnline(agent.id);
       if (deliverNow) Object.assign(row, { status: 'dispatched', dispatched_at: now });
-      await commands.insert(row);
+      try {
+        await commands.insert(row);
+      } catch (error) {
+        // Two requests with the same Idempotency-Key at once: the unique index let one in; answer
+        // the other with it, as a retry after the fact would be.
+        const winner = idempotencyKey
+          ? await commands.findByIdempotencyKey(caller.org.id, caller.userId, idempotencyKey)
+          : undefined;
+        if (!winner) throw error;
+        if (winner.request_hash !== requestHash)
+          throw new AppError(
+            409,
+            'idempotency_key_reused',
+            'This Idempotency-Key was used for a different command.',
+          );
+        return winner;
+      }
       await audit.record(
         callerEvent(caller, 'command.created', target(row), {
           agentId: agent.id,
@@ -316,10 +341,16 @@ export function createCommandsService(deps: {
 
     async reject(caller: Requester, id: string, comment: string): Promise<CommandRow> {
       const row = await decided(caller, id, 'reject', comment);
-      await move(row, ['awaiting_approval'], 'rejected', {
+      const rejected = await move(row, ['awaiting_approval'], 'rejected', {
         finished_at: clock(),
         message: `rejected: ${comment}`.slice(0, 500),
       });
+      // The last approval may have won the race: then the command goes ahead, and says so.
+      if (!rejected)
+        throw new CommandStateError(
+          (await commands.find(caller.org.id, row.id))?.status ?? row.status,
+          'rejected',
+        );
       await audit.record(callerEvent(caller, 'command.rejected', target(row), { comment }));
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
@@ -340,7 +371,12 @@ export function createCommandsService(deps: {
         });
       } else {
         // Dispatched or running: the agent stops the process group and reports `cancelled` itself.
-        gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id });
+        if (!gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id }))
+          throw new AppError(
+            409,
+            'agent_unavailable',
+            'The agent running this command is not connected; cancel again once it is back.',
+          );
       }
       await audit.record(
         callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status }),
@@ -490,6 +526,9 @@ export function createCommandsService(deps: {
           }
           gateway.send(agent.id, { v: AGENT_PROTOCOL_VERSION, type: 'command_ack', commandIds: [row.id] });
         } else if (message.type === 'command_refused') {
+          // `replayed` means the agent already has this command: it is running or has run, and its
+          // own reports say how it ends. Only other refusals end it here.
+          if (message.reason === 'replayed') return;
           if (
             await move(row, ['queued', 'dispatched'], 'failed', {
               finished_at: now,

@@ -19,7 +19,12 @@ function validatorFor(schema: Record<string, unknown>): ValidateFunction {
     // A schema with an $id would clash with an earlier one of the same $id: compile each apart.
     const { $id: _ignored, ...anonymous } = schema;
     validate = ajv.compile(anonymous);
-    if (validators.size >= KEPT) validators.delete(validators.keys().next().value!);
+    if (validators.size >= KEPT) {
+      const [oldest, evicted] = validators.entries().next().value!;
+      validators.delete(oldest);
+      // Ajv keeps every compiled schema of its own; dropping ours alone would not free it.
+      ajv.removeSchema(evicted.schema as object);
+    }
     validators.set(key, validate);
   }
   return validate;
@@ -38,10 +43,16 @@ export function paramProblems(
       }));
   // Command rows and audit details never hold a secret (CMD, AUD-2): a credential belongs in the
   // secrets store, and reaches the command sealed, never as a parameter.
-  for (const [name, value] of Object.entries(params)) {
-    const shape = typeof value === 'string' ? credentialShapeOf(value) : undefined;
-    if (shape)
-      problems.push({ path: `body.params.${name}`, message: `looks like ${shape}; use a secret instead` });
-  }
+  const inspect = (value: unknown, path: string): void => {
+    if (typeof value === 'string') {
+      const shape = credentialShapeOf(value);
+      if (shape) problems.push({ path, message: `looks like ${shape}; use a secret instead` });
+    } else if (Array.isArray(value)) {
+      value.forEach((item, index) => inspect(item, `${path}[${index}]`));
+    } else if (value !== null && typeof value === 'object') {
+      for (const [key, child] of Object.entries(value)) inspect(child, `${path}.${key}`);
+    }
+  };
+  inspect(params, 'body.params');
   return problems;
 }
