@@ -48,7 +48,7 @@ export function paramProblems(
       const shape = credentialShapeOf(value);
       if (shape) problems.push({ path, message: `looks like ${shape}; use a secret instead` });
     } else if (Array.isArray(value)) {
-      value.forEach((item, index) => inspect(item, `${path}[${index}]`));
+      for (const [index, item] of value.entries()) inspect(item, `${path}[${index}]`);
     } else if (value !== null && typeof value === 'object') {
       for (const [key, child] of Object.entries(value)) inspect(child, `${path}.${key}`);
     }
