@@ -1,4 +1,3 @@
-import { on } from 'node:events';
 import { Readable } from 'node:stream';
 import { AgentName } from '@bulwark/protocol';
 import type { FastifyRequest } from 'fastify';
@@ -11,9 +10,10 @@ import type { AgentsStore } from '../agents/agents.store.js';
 import { NotFoundError, ValidationError } from '../errors.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
-import type { CommandsService, LiveOutput, Requester } from './commands.service.js';
+import type { CommandsService, Requester } from './commands.service.js';
 import type { CommandRow } from './commands.store.js';
 import { TERMINAL_STATUSES } from './commands.store.js';
+import { subscribeLive } from './live-updates.js';
 import { MAX_APPROVALS } from './policy.js';
 
 const CommandId = idOf('cmd');
@@ -73,6 +73,9 @@ const CommandPolicyInput = z.strictObject({
   high: RiskRuleInput,
   critical: RiskRuleInput,
 });
+
+/** Live updates one event-stream reader may fall behind by before it is dropped. */
+const MAX_QUEUED_UPDATES = 1000;
 
 const Comment = z.strictObject({ comment: z.string().max(500).default('') });
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
@@ -284,14 +287,17 @@ export function commandsRoutes(deps: {
       rateLimit: 'read',
       params: OrgCommand,
       response: {
-        200: rawResponse('text/event-stream', 'events `output` {seq, stream, data} and `status` {status}'),
+        200: rawResponse(
+          'text/event-stream',
+          'events `output` {seq, stream, data}, `status` {status}, and `overflow` if the reader fell behind',
+        ),
       },
       handler: async ({ principal, request, reply, params }) => {
         const row = await readable(principal, request, params.command);
         const stop = new AbortController();
         request.raw.on('close', () => stop.abort());
         // Subscribed before the stored output is read, so nothing falls between the two.
-        const events = on(commands.live, row.id, { signal: stop.signal });
+        const updates = subscribeLive(commands.live, row.id, MAX_QUEUED_UPDATES);
         async function* stream() {
           const event = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
           let lastSeq = -1;
@@ -303,7 +309,13 @@ export function commandsRoutes(deps: {
           yield event('status', { status: current.status });
           if (TERMINAL_STATUSES.includes(current.status)) return;
           try {
-            for await (const [update] of events as AsyncIterable<[LiveOutput]>) {
+            for await (const update of updates(stop.signal)) {
+              if (update === 'overflow') {
+                yield event('overflow', {
+                  message: 'This stream fell behind; read the stored output instead.',
+                });
+                return;
+              }
               if (update.kind === 'output') {
                 if (update.seq <= lastSeq) continue;
                 lastSeq = update.seq;
@@ -313,8 +325,6 @@ export function commandsRoutes(deps: {
                 if (TERMINAL_STATUSES.includes(update.status)) return;
               }
             }
-          } catch (error) {
-            if (!stop.signal.aborted) throw error;
           } finally {
             stop.abort();
           }
