@@ -332,7 +332,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
     ...commandsRoutes({ commands: commandsService, agents: agentsStore, access: identity.access }),
-    ...agentsRoutes({ agents, tokens, services, access: identity.access, gateway }),
+    ...agentsRoutes({
+      agents,
+      tokens,
+      services,
+      access: identity.access,
+      gateway,
+      onRevoked: (caller, agentId) => commandsService.endForRevokedAgent(caller, agentId),
+    }),
   ];
   routes.push(openApiRoute(routes, VERSION));
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);

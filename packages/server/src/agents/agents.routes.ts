@@ -10,7 +10,7 @@ import {
 import { z } from 'zod';
 import type { AccessService } from '../access/access.service.js';
 import { decide } from '../access/authorize.js';
-import { callerOf } from '../access/caller.js';
+import { type Caller, callerOf } from '../access/caller.js';
 import { parseSelector, selectorMatches } from '../access/label-selector.js';
 import { ValidationError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
@@ -80,8 +80,10 @@ export function agentsRoutes(deps: {
   tokens: RegistrationTokensService;
   access: AccessService;
   gateway: AgentGateway;
+  /** What else ends with an agent's revocation (its commands in flight). */
+  onRevoked?: (caller: Caller, agentId: string) => Promise<unknown>;
 }): RouteDefinition[] {
-  const { agents, tokens, services, access, gateway } = deps;
+  const { agents, tokens, services, access, gateway, onRevoked } = deps;
   const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
 
   const agentView = (row: AgentListRow) => {
@@ -124,6 +126,7 @@ export function agentsRoutes(deps: {
         const updated = await agents[verb](caller, params.agent);
         if (verb !== 'enable')
           gateway.disconnect(params.agent, verb === 'revoke' ? 'agent_revoked' : 'agent_disabled');
+        if (verb === 'revoke') await onRevoked?.(caller, params.agent);
         return agentView(updated);
       },
     });

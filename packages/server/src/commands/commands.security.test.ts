@@ -513,6 +513,31 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
   });
 });
 
+describe('revocation (AGT-4, CMD-4)', () => {
+  it('ends the commands a revoked agent had in flight as failed, saying why, since it can never report', async () => {
+    const sent = await world.owner.client.json<View>('POST', '/api/orgs/acme/commands', {
+      agent: other.id,
+      service: 'app',
+      action: 'restart-low',
+      params: { unit: 'web' },
+    });
+    await nextOf(other.connection, 'command');
+    send(other.connection, { type: 'command_started', commandId: sent.body.id });
+    await vi.waitFor(async () => expect((await get(sent.body.id)).status).toBe('running'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password });
+    expect((await world.owner.client.json('POST', `/api/orgs/acme/agents/${other.id}/revoke`)).status).toBe(
+      200,
+    );
+    expect(await get(sent.body.id)).toMatchObject({
+      status: 'failed',
+      message: 'the agent was revoked; it can never report how this command ended',
+    });
+  });
+});
+
 describe('organization policy (CMD-3)', () => {
   const rule = (confirmation: boolean, approvals: number, stepUp: boolean) => ({
     confirmation,

@@ -430,6 +430,31 @@ export function createCommandsService(deps: {
       return visible;
     },
 
+    /**
+     * A revoked agent can never connect again, so nothing it was sent can ever be reported: its
+     * commands in flight end as failed, saying why (a fact, not a guess about how they went).
+     */
+    async endForRevokedAgent(caller: Caller, agentId: string): Promise<number> {
+      let ended = 0;
+      const from: CommandStatus[] = ['awaiting_approval', 'queued', 'dispatched', 'running'];
+      const message = 'the agent was revoked; it can never report how this command ended';
+      for (const row of await commands.inFlightOf(agentId)) {
+        if (await move(row, from, 'failed', { finished_at: clock(), message })) {
+          ended++;
+          await audit.record(
+            callerEvent(
+              caller,
+              'command.failed',
+              target(row),
+              { reason: 'agent_revoked', from: row.status },
+              'failure',
+            ),
+          );
+        }
+      }
+      return ended;
+    },
+
     /** Sweeps deadlines: approvals and deliveries that ran out become `expired` (CMD-4, CMD-5). */
     async expireOverdue(): Promise<number> {
       let expired = 0;

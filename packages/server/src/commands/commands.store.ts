@@ -95,6 +95,14 @@ export function createCommandsStore(db: Kysely<DB>) {
         )
         .limit(500)
         .execute(),
+    /** Commands of an agent that have not ended. */
+    inFlightOf: (agentId: string) =>
+      db
+        .selectFrom('commands')
+        .selectAll()
+        .where('agent_id', '=', agentId)
+        .where('status', 'in', ['awaiting_approval', 'queued', 'dispatched', 'running'])
+        .execute(),
     page: (
       orgId: string,
       limit: number,
