@@ -100,8 +100,9 @@ export function createAgentsService(deps: {
       const signer = await serverKeys.signer('agent-channel');
       const row = await transact(async (trx, events) => {
         const now = clock();
-        const refused = (reason: string) =>
-          new DeniedError(401, 'registration_token_invalid', new RegistrationRefusedError().message, {
+        // A refusal inside the transaction: rolled back, then audited in the token's organization.
+        const refused = (status: number, code: string, message: string, reason: string) =>
+          new DeniedError(status, code, message, {
             orgId: token.org_id,
             actor: { type: 'anonymous', display: 'registration token holder' },
             action: 'agent.registration_refused',
@@ -110,21 +111,20 @@ export function createAgentsService(deps: {
             details: { reason, registrationTokenId: token.id },
           });
         // The guarded update decides a race between two registrations holding a single-use token.
-        if (!(await createRegistrationTokensStore(trx).consume(token.id, now))) throw refused('token_used');
+        if (!(await createRegistrationTokensStore(trx).consume(token.id, now)))
+          throw refused(
+            401,
+            'registration_token_invalid',
+            new RegistrationRefusedError().message,
+            'token_used',
+          );
         const store = createAgentsStore(trx);
         if (await store.signingKeyInUse(input.signingKey))
-          throw new DeniedError(
+          throw refused(
             409,
             'signing_key_in_use',
             'This key belongs to another agent; generate new keys to register.',
-            {
-              orgId: token.org_id,
-              actor: { type: 'anonymous', display: 'registration token holder' },
-              action: 'agent.registration_refused',
-              outcome: 'denied',
-              context,
-              details: { reason: 'signing_key_in_use', registrationTokenId: token.id },
-            },
+            'signing_key_in_use',
           );
         const agent: AgentRow = {
           id: newId('agt', now),

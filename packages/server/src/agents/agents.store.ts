@@ -44,6 +44,17 @@ export function createAgentsStore(db: Kysely<DB>) {
       db.selectFrom('agents').selectAll().where('org_id', '=', orgId).where('id', '=', id).executeTakeFirst(),
     /** The agent an incoming connection claims to be, whatever its organization or state. */
     findForConnection: (id: string) => forConnection.first({ id }),
+    /** The labels of these agents of the organization, in one query (for lists that check each). */
+    async labelsOf(orgId: string, ids: readonly string[]): Promise<Map<string, string>> {
+      if (ids.length === 0) return new Map();
+      const rows = await db
+        .selectFrom('agents')
+        .select(['id', 'labels'])
+        .where('org_id', '=', orgId)
+        .where('id', 'in', [...new Set(ids)])
+        .execute();
+      return new Map(rows.map((row) => [row.id, row.labels]));
+    },
     signingKeyInUse: async (signingKey: string) =>
       (await db
         .selectFrom('agents')

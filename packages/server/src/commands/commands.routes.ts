@@ -11,7 +11,7 @@ import { NotFoundError, ValidationError } from '../errors.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { CommandsService, Requester } from './commands.service.js';
-import type { CommandRow } from './commands.store.js';
+import type { CommandApprovalRow, CommandRow } from './commands.store.js';
 import { TERMINAL_STATUSES } from './commands.store.js';
 import { subscribeLive } from './live-updates.js';
 import { MAX_APPROVALS } from './policy.js';
@@ -92,8 +92,17 @@ export function commandsRoutes(deps: {
   const { commands, agents, access } = deps;
   const OrgCommand = z.strictObject({ org: OrgSlug, command: CommandId });
 
+  /** Many commands at once: their decisions in one query. */
+  async function views(rows: CommandRow[]) {
+    const decisions = await commands.decisionsOf(rows.map((row) => row.id));
+    return rows.map((row) => viewOf(row, decisions.get(row.id) ?? []));
+  }
+
   async function view(row: CommandRow) {
-    const decisions = await commands.decisions(row.id);
+    return viewOf(row, await commands.decisions(row.id));
+  }
+
+  function viewOf(row: CommandRow, decisions: CommandApprovalRow[]) {
     return {
       id: row.id,
       agentId: row.agent_id,
@@ -220,15 +229,19 @@ export function commandsRoutes(deps: {
           ...(query.agent ? { agentId: query.agent } : {}),
           ...(query.before ? { before: query.before } : {}),
         });
-        const visible: CommandRow[] = [];
-        for (const row of rows) {
-          const agent = await agents.find(caller.org.id, row.agent_id);
-          const labels = parseLabels(agent?.labels ?? '{}');
-          if (decide(caller.org.access, 'commands:read', { kind: 'agent', labels }).allowed)
-            visible.push(row);
-        }
+        const labels = await agents.labelsOf(
+          caller.org.id,
+          rows.map((row) => row.agent_id),
+        );
+        const visible = rows.filter(
+          (row) =>
+            decide(caller.org.access, 'commands:read', {
+              kind: 'agent',
+              labels: parseLabels(labels.get(row.agent_id) ?? '{}'),
+            }).allowed,
+        );
         return {
-          commands: await Promise.all(visible.map(view)),
+          commands: await views(visible),
           next: rows.length === query.limit ? rows.at(-1)!.id : null,
         };
       },
@@ -390,7 +403,7 @@ export function commandsRoutes(deps: {
       params: z.strictObject({ org: OrgSlug }),
       response: { 200: z.object({ commands: z.array(CommandView) }) },
       handler: async ({ principal, request }) => ({
-        commands: await Promise.all((await commands.inbox(callerOf(principal, request))).map(view)),
+        commands: await views(await commands.inbox(callerOf(principal, request))),
       }),
     }),
   ];

@@ -251,6 +251,12 @@ describe('risk policy (CMD-3)', () => {
     expect(approved.body.status).toBe('dispatched');
     const delivered = await nextOf(agent.connection, 'command');
     expect(delivered.envelope.approvedBy).toEqual([approver.id]);
+    const listed = await world.owner.client.json<{
+      commands: Array<View & { approvals: Array<{ userId: string }> }>;
+    }>('GET', '/api/orgs/acme/commands?limit=200');
+    expect(
+      listed.body.commands.find((c) => c.id === created.body.id)?.approvals.map((a) => a.userId),
+    ).toEqual([approver.id]);
   });
 
   it('ends a rejected command for good', async () => {

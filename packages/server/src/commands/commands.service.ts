@@ -110,18 +110,13 @@ export function createCommandsService(deps: {
     return moved;
   }
 
-  async function loadAgentAndAction(
-    orgId: string,
-    input: Pick<CreateCommand, 'agentId' | 'service' | 'action'>,
-  ) {
-    const agent = await agents.find(orgId, input.agentId);
-    if (!agent) throw new NotFoundError('No such agent.');
+  async function declaredAction(agent: AgentRow, input: Pick<CreateCommand, 'service' | 'action'>) {
     const service = (await services.ofAgent(agent.id)).find((s) => s.name === input.service);
     const declared =
       service && (JSON.parse(service.actions) as ActionDeclaration[]).find((a) => a.name === input.action);
     // Deny by default (CMD-1): only an action the agent declared for that service can run.
     if (!declared) throw new NotFoundError('This agent declares no such service and action.');
-    return { agent, declared };
+    return declared;
   }
 
   /** Signs the command and sends it to its agent, if the agent is connected here. */
@@ -238,13 +233,13 @@ export function createCommandsService(deps: {
       }
       // Authorized on the agent before its services are looked at: outside the caller's scope, which
       // actions an agent declares is not for them to learn.
-      const scoped = await agents.find(caller.org.id, input.agentId);
-      if (!scoped) throw new NotFoundError('No such agent.');
+      const agent = await agents.find(caller.org.id, input.agentId);
+      if (!agent) throw new NotFoundError('No such agent.');
       await access.authorize(caller, 'commands:create', {
         kind: 'agent',
-        labels: parseLabels(scoped.labels),
+        labels: parseLabels(agent.labels),
       });
-      const { agent, declared } = await loadAgentAndAction(caller.org.id, input);
+      const declared = await declaredAction(agent, input);
       if (agent.status !== 'active')
         throw new AppError(409, 'agent_unavailable', `The agent is ${agent.status}; it cannot run commands.`);
       const problems = paramProblems(declared.params, input.params);
@@ -412,22 +407,27 @@ export function createCommandsService(deps: {
 
     find: (orgId: string, id: string) => commands.find(orgId, id),
     decisions: (id: string) => commands.decisions(id),
+    decisionsOf: (ids: readonly string[]) => commands.decisionsOf(ids),
     output: (id: string, afterSeq?: number) => commands.output(id, afterSeq),
     page: (orgId: string, limit: number, filters: Parameters<CommandsStore['page']>[2]) =>
       commands.page(orgId, limit, filters),
 
     /** Commands the caller could approve now: awaiting approval, not their own, within their scope. */
     async inbox(caller: Caller) {
-      const rows = await commands.awaitingApproval(caller.org.id);
-      const visible: CommandRow[] = [];
-      for (const row of rows) {
-        if (row.requested_by === caller.userId) continue;
-        const agent = await agents.find(caller.org.id, row.agent_id);
-        const labels = parseLabels(agent?.labels ?? '{}');
-        if (decide(caller.org.access, 'approvals:decide', { kind: 'agent', labels }).allowed)
-          visible.push(row);
-      }
-      return visible;
+      const rows = (await commands.awaitingApproval(caller.org.id)).filter(
+        (row) => row.requested_by !== caller.userId,
+      );
+      const labels = await agents.labelsOf(
+        caller.org.id,
+        rows.map((row) => row.agent_id),
+      );
+      return rows.filter(
+        (row) =>
+          decide(caller.org.access, 'approvals:decide', {
+            kind: 'agent',
+            labels: parseLabels(labels.get(row.agent_id) ?? '{}'),
+          }).allowed,
+      );
     },
 
     /**

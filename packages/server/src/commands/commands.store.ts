@@ -140,6 +140,20 @@ export function createCommandsStore(db: Kysely<DB>) {
         .orderBy('created_at')
         .execute(),
 
+    /** The decisions on these commands, in one query, by command. */
+    async decisionsOf(commandIds: readonly string[]): Promise<Map<string, CommandApprovalRow[]>> {
+      const byCommand = new Map<string, CommandApprovalRow[]>();
+      if (commandIds.length === 0) return byCommand;
+      const rows = await db
+        .selectFrom('command_approvals')
+        .selectAll()
+        .where('command_id', 'in', [...commandIds])
+        .orderBy('created_at')
+        .execute();
+      for (const row of rows) byCommand.set(row.command_id, [...(byCommand.get(row.command_id) ?? []), row]);
+      return byCommand;
+    },
+
     async appendOutput(row: CommandOutputRow, bytes: number, truncated: boolean): Promise<void> {
       await db
         .insertInto('command_output')
