@@ -252,7 +252,7 @@ describe('risk policy (CMD-3)', () => {
     const delivered = await nextOf(agent.connection, 'command');
     expect(delivered.envelope.approvedBy).toEqual([approver.id]);
     const listed = await world.owner.client.json<{
-      commands: Array<View & { approvals: Array<{ userId: string }> }>;
+      commands: Array<{ id: string; approvals: Array<{ userId: string }> }>;
     }>('GET', '/api/orgs/acme/commands?limit=200');
     expect(
       listed.body.commands.find((c) => c.id === created.body.id)?.approvals.map((a) => a.userId),
