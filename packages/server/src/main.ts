@@ -23,6 +23,7 @@ import { createCommandsService } from './commands/commands.service.js';
 import { createCommandsStore } from './commands/commands.store.js';
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
+import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
 import { createHttpApp } from './http/app.js';
 import { openApiRoute } from './http/openapi.js';
@@ -170,6 +171,8 @@ const COMMAND_DEADLINES_EVERY_MS = 1000;
 
 export interface CoreServices {
   database: Database;
+  /** The one group commit of the database: audit appends and command writes share its commits. */
+  groupCommit: GroupCommit;
   audit: ReturnType<typeof createAuditService>;
   serverKeys: ReturnType<typeof createServerKeysService>;
   metrics: ReturnType<typeof createMetrics>;
@@ -200,8 +203,9 @@ export async function openCore(
     const serverKeys = createServerKeysService({ store: createServerKeysStore(database.db), keyring, clock });
     await serverKeys.assertIntegrity();
     const metrics = createMetrics();
+    const groupCommit = createGroupCommit(database.db);
     const audit = createAuditService({
-      store: createAuditStore(database.db, database.dialect),
+      store: createAuditStore(database.db, database.dialect, groupCommit),
       serverKeys,
       clock,
       logger,
@@ -209,7 +213,7 @@ export async function openCore(
       options: config.audit,
     });
     await audit.ensureSigningKey();
-    return { database, audit, serverKeys, metrics, keyring };
+    return { database, groupCommit, audit, serverKeys, metrics, keyring };
   } catch (error) {
     await database.close();
     throw error;
@@ -316,7 +320,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   });
 
   const commandsService = createCommandsService({
-    commands: createCommandsStore(database.db),
+    commands: createCommandsStore(database.db, core.groupCommit),
     agents: agentsStore,
     services: servicesStore,
     access: identity.access,

@@ -36,12 +36,16 @@ export function createAgentsStore(db: Kysely<DB>) {
       .limit(args.limit),
   );
 
+  // Every command's creation, approval and cancel reads its agent.
+  const byId = compiledOnce(db, (args: { orgId: string; id: string }) =>
+    db.selectFrom('agents').selectAll().where('org_id', '=', args.orgId).where('id', '=', args.id),
+  );
+
   return {
     async insert(row: AgentRow): Promise<void> {
       await db.insertInto('agents').values(row).execute();
     },
-    find: (orgId: string, id: string) =>
-      db.selectFrom('agents').selectAll().where('org_id', '=', orgId).where('id', '=', id).executeTakeFirst(),
+    find: (orgId: string, id: string) => byId.first({ orgId, id }),
     /** The agent an incoming connection claims to be, whatever its organization or state. */
     findForConnection: (id: string) => forConnection.first({ id }),
     /** The labels of these agents of the organization, in one query (for lists that check each). */

@@ -1,13 +1,17 @@
 import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, ServicesTable } from '../db/schema.js';
 
 export type ServiceRow = ServicesTable;
 
 /** Services reported by agents (AGT-5); each row belongs to the one agent that reported it. */
 export function createServicesStore(db: Kysely<DB>) {
+  // Every command's creation looks up the action its agent declared.
+  const ofAgent = compiledOnce(db, (args: { agentId: string }) =>
+    db.selectFrom('services').selectAll().where('agent_id', '=', args.agentId),
+  );
   return {
-    ofAgent: (agentId: string) =>
-      db.selectFrom('services').selectAll().where('agent_id', '=', agentId).execute(),
+    ofAgent: (agentId: string) => ofAgent.all({ agentId }),
     async insert(row: ServiceRow): Promise<void> {
       await db.insertInto('services').values(row).execute();
     },

@@ -117,7 +117,7 @@ export function createAuditService(deps: {
   async function writeBatch(batch: Pending[]): Promise<AuditEventRef[]> {
     const now = clock();
     const runStarts = new Map<string, number>();
-    const refs = await store.transaction(async (tx) => {
+    const refs = await store.groupedTransaction(async (tx) => {
       // Lock heads in a fixed order so two instances appending to the same chains cannot deadlock.
       const heads = new Map<string, ChainHead>();
       for (const chainId of [...new Set(batch.map((p) => p.chainId))].sort()) {

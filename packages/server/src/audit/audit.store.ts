@@ -1,5 +1,6 @@
 import type { Kysely, SelectQueryBuilder, Transaction } from 'kysely';
 import type { Dialect } from '../db/database.js';
+import { createGroupCommit } from '../db/group-commit.js';
 import type { AuditCheckpointsTable, DB } from '../db/schema.js';
 import { type AuditEventRow, GENESIS_HASH, type SignedStatementKind } from './audit.chain.js';
 import type { Outcome } from './audit.types.js';
@@ -77,11 +78,19 @@ function applyFilters<O>(
   return q;
 }
 
-export function createAuditStore(db: Kysely<DB>, dialect: Dialect) {
+/**
+ * `groupCommit`: the database's group commit, shared with the other hot writers, so that a batch of
+ * audit events and the command transitions it records are made durable by one commit, not two.
+ */
+export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit = createGroupCommit(db)) {
   return {
     /** Runs `work` in a write transaction: IMMEDIATE on SQLite, row locks on the chain heads on PostgreSQL. */
     transaction<T>(work: (tx: Transaction<DB>) => Promise<T>): Promise<T> {
       return db.transaction().execute(work);
+    },
+    /** {@link transaction}, committed together with the other writes of the same turn. */
+    groupedTransaction<T>(work: (tx: Transaction<DB>) => Promise<T>): Promise<T> {
+      return groupCommit(work);
     },
 
     /**

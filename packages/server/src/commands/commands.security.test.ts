@@ -364,6 +364,37 @@ describe('what an agent may report (CMD-4)', () => {
     expect((await get(created.body.id)).message).toBe('');
   });
 
+  it('times out a run whose agent never reports its end, and then ignores a late report', async () => {
+    // An agent that started a command and then went silent about it (stuck, or lying to keep it
+    // "running" forever) cannot hold the command open: the server ends it after the action's timeout
+    // and a grace, and the late claim of success changes nothing.
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('running'));
+    // The action's timeout is 60 s; the grace after it two minutes. In steps, with heartbeats.
+    for (const seconds of [60, 60, 61]) {
+      world.clock.advance(seconds * 1000);
+      for (const connection of [agent.connection, other.connection]) send(connection, { type: 'heartbeat' });
+      expect((await get(created.body.id)).status).not.toBe(undefined);
+    }
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('timed_out'), {
+      timeout: 10_000,
+      interval: 100,
+    });
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: created.body.id,
+      outcome: 'succeeded',
+      exitCode: 0,
+      message: '',
+    });
+    await nextOf(agent.connection, 'command_ack');
+    const final = await get(created.body.id);
+    expect(final.status).toBe('timed_out');
+    expect(final.message).toContain('reported no end');
+  });
+
   it('stores at most 1 MiB of output per command, then a truncation marker', async () => {
     const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'worker' } });
     await nextOf(agent.connection, 'command');

@@ -24,7 +24,14 @@ import { StepUpRequiredError } from '../identity/session-guard.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
 import { paramProblems } from './params-validator.js';
-import { APPROVAL_TTL_MS, DELIVERY_TTL_MS, looseningsOf, type OrgPolicy, RISK_POLICY } from './policy.js';
+import {
+  APPROVAL_TTL_MS,
+  DELIVERY_TTL_MS,
+  EXECUTION_GRACE_MS,
+  looseningsOf,
+  type OrgPolicy,
+  RISK_POLICY,
+} from './policy.js';
 
 /**
  * Commands (CMD-2 to CMD-7, CMD-9): an operator asks an agent to run one of the actions its service
@@ -121,7 +128,10 @@ export function createCommandsService(deps: {
 
   /** Signs the command and sends it to its agent, if the agent is connected here. */
   async function sendEnvelope(row: CommandRow, now: number): Promise<boolean> {
-    const approvals = (await commands.decisions(row.id)).filter((d) => d.decision === 'approved');
+    const approvals =
+      row.required_approvals === 0
+        ? []
+        : (await commands.decisions(row.id)).filter((d) => d.decision === 'approved');
     const envelope: CommandEnvelope = {
       v: AGENT_PROTOCOL_VERSION,
       commandId: row.id,
@@ -173,9 +183,8 @@ export function createCommandsService(deps: {
     return row ? (JSON.parse(row.policy) as OrgPolicy) : RISK_POLICY;
   }
 
-  async function assertStepUp(who: Requester, risk: CommandRow['risk']) {
-    const policy = await policyOf(who.org.id);
-    if (policy[risk].stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
+  function assertStepUp(who: Requester, rule: OrgPolicy[CommandRow['risk']]) {
+    if (rule.stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
   }
 
   async function decided(caller: Requester, id: string, verb: 'approve' | 'reject', comment: string) {
@@ -201,7 +210,7 @@ export function createCommandsService(deps: {
     if (row.status !== 'awaiting_approval') throw new CommandStateError(row.status, `${verb}d`);
     if (row.approval_expires_at !== null && row.approval_expires_at <= clock())
       throw new CommandStateError('expired', `${verb}d`);
-    await assertStepUp(caller, row.risk);
+    assertStepUp(caller, (await policyOf(caller.org.id))[row.risk]);
     const now = clock();
     const recorded = await commands.insertDecision({
       command_id: row.id,
@@ -250,7 +259,7 @@ export function createCommandsService(deps: {
           [{ path: 'body.confirm', message: `a ${declared.risk}-risk action must be confirmed` }],
           'Confirm the command to run it.',
         );
-      await assertStepUp(caller, declared.risk);
+      assertStepUp(caller, policy);
 
       const now = clock();
       const row: CommandRow = {
@@ -455,29 +464,38 @@ export function createCommandsService(deps: {
       return ended;
     },
 
-    /** Sweeps deadlines: approvals and deliveries that ran out become `expired` (CMD-4, CMD-5). */
+    /**
+     * Sweeps deadlines (CMD-4, CMD-5): approvals and deliveries that ran out become `expired`; a run
+     * its agent never reported the end of, well past the action's timeout, becomes `timed_out`.
+     */
     async expireOverdue(): Promise<number> {
-      let expired = 0;
-      for (const row of await commands.overdue(clock())) {
-        const reason = row.status === 'awaiting_approval' ? 'approval_timeout' : 'delivery_timeout';
+      let ended = 0;
+      for (const row of await commands.overdue(clock(), EXECUTION_GRACE_MS)) {
+        const running = row.status === 'running';
+        const reason = running
+          ? 'execution_timeout'
+          : row.status === 'awaiting_approval'
+            ? 'approval_timeout'
+            : 'delivery_timeout';
+        const message = running ? 'timed out: the agent reported no end within the action timeout' : reason;
         if (
-          await move(row, ['awaiting_approval', 'queued', 'dispatched'], 'expired', {
+          await move(row, [row.status], running ? 'timed_out' : 'expired', {
             finished_at: clock(),
-            message: reason,
+            message,
           })
         ) {
-          expired++;
+          ended++;
           await audit.record({
             orgId: row.org_id,
             actor: { type: 'system', id: 'scheduler', display: 'command deadlines' },
-            action: 'command.expired',
+            action: running ? 'command.timed_out' : 'command.expired',
             target: target(row),
             outcome: 'failure',
             details: { reason, from: row.status },
           });
         }
       }
-      return expired;
+      return ended;
     },
 
     /** The gateway's side: deliver what waited for an agent, and follow what the agent reports. */

@@ -1,4 +1,6 @@
 import type { Kysely } from 'kysely';
+import { compiledOnce } from '../db/compiled-once.js';
+import type { GroupCommit } from '../db/group-commit.js';
 import type {
   CommandApprovalsTable,
   CommandOutputTable,
@@ -20,27 +22,29 @@ export const TERMINAL_STATUSES: readonly CommandStatus[] = [
   'expired',
 ];
 
-/** Commands, approvals and output (CMD-4). Every change of status is a guarded update. */
-export function createCommandsStore(db: Kysely<DB>) {
+/**
+ * Commands, approvals and output (CMD-4). Every change of status is a guarded update. A command's
+ * row, its transitions and its output are the hot path of dispatch: they are group-committed.
+ */
+export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
+  // Read on every request about a command and on every report an agent makes.
+  const byId = compiledOnce(db, (args: { orgId: string; id: string }) =>
+    db.selectFrom('commands').selectAll().where('org_id', '=', args.orgId).where('id', '=', args.id),
+  );
+  const byIdForAgent = compiledOnce(db, (args: { agentId: string; id: string }) =>
+    db.selectFrom('commands').selectAll().where('agent_id', '=', args.agentId).where('id', '=', args.id),
+  );
+  const policy = compiledOnce(db, (args: { orgId: string }) =>
+    db.selectFrom('command_policies').selectAll().where('org_id', '=', args.orgId),
+  );
+
   return {
     async insert(row: CommandRow): Promise<void> {
-      await db.insertInto('commands').values(row).execute();
+      await groupCommit((trx) => trx.insertInto('commands').values(row).execute());
     },
-    find: (orgId: string, id: string) =>
-      db
-        .selectFrom('commands')
-        .selectAll()
-        .where('org_id', '=', orgId)
-        .where('id', '=', id)
-        .executeTakeFirst(),
+    find: (orgId: string, id: string) => byId.first({ orgId, id }),
     /** A command as its agent may see it: only the agent it names. */
-    findForAgent: (agentId: string, id: string) =>
-      db
-        .selectFrom('commands')
-        .selectAll()
-        .where('agent_id', '=', agentId)
-        .where('id', '=', id)
-        .executeTakeFirst(),
+    findForAgent: (agentId: string, id: string) => byIdForAgent.first({ agentId, id }),
     findByIdempotencyKey: (orgId: string, requestedBy: string, key: string) =>
       db
         .selectFrom('commands')
@@ -59,16 +63,18 @@ export function createCommandsStore(db: Kysely<DB>) {
       to: CommandStatus,
       changes: Partial<Omit<CommandRow, 'id' | 'status'>> = {},
     ): Promise<boolean> {
-      const result = await db
-        .updateTable('commands')
-        .set({ ...changes, status: to })
-        .where('id', '=', id)
-        .where(
-          'status',
-          'in',
-          from.filter((status) => !TERMINAL_STATUSES.includes(status)),
-        )
-        .executeTakeFirst();
+      const result = await groupCommit((trx) =>
+        trx
+          .updateTable('commands')
+          .set({ ...changes, status: to })
+          .where('id', '=', id)
+          .where(
+            'status',
+            'in',
+            from.filter((status) => !TERMINAL_STATUSES.includes(status)),
+          )
+          .executeTakeFirst(),
+      );
       return Number(result.numUpdatedRows) === 1;
     },
     /** Commands waiting for this agent, oldest first, still deliverable. */
@@ -82,8 +88,11 @@ export function createCommandsStore(db: Kysely<DB>) {
         .orderBy('id')
         .limit(100)
         .execute(),
-    /** Commands past a deadline: approvals past theirs, deliveries past theirs. */
-    overdue: (now: number) =>
+    /**
+     * Commands past a deadline: approvals past theirs, deliveries past theirs, and runs past their
+     * action's timeout by more than `executionGraceMs`.
+     */
+    overdue: (now: number, executionGraceMs: number) =>
       db
         .selectFrom('commands')
         .selectAll()
@@ -91,6 +100,10 @@ export function createCommandsStore(db: Kysely<DB>) {
           eb.or([
             eb.and([eb('status', '=', 'awaiting_approval'), eb('approval_expires_at', '<=', now)]),
             eb.and([eb('status', 'in', ['queued', 'dispatched']), eb('expires_at', '<=', now)]),
+            eb.and([
+              eb('status', '=', 'running'),
+              eb(eb('started_at', '+', eb('timeout_seconds', '*', 1000)), '<=', now - executionGraceMs),
+            ]),
           ]),
         )
         .limit(500)
@@ -155,19 +168,25 @@ export function createCommandsStore(db: Kysely<DB>) {
     },
 
     async appendOutput(row: CommandOutputRow, bytes: number, truncated: boolean): Promise<void> {
-      await db
-        .insertInto('command_output')
-        .values(row)
-        .onConflict((oc) => oc.doNothing())
-        .execute();
-      await db
-        .updateTable('commands')
-        .set((eb) => ({ output_bytes: eb('output_bytes', '+', bytes), output_truncated: truncated ? 1 : 0 }))
-        .where('id', '=', row.command_id)
-        .execute();
+      await groupCommit(async (trx) => {
+        const stored = await trx
+          .insertInto('command_output')
+          .values(row)
+          .onConflict((oc) => oc.doNothing())
+          .executeTakeFirst();
+        // A chunk the agent sent again (after a reconnect) is stored, and counted, once.
+        if (Number(stored.numInsertedOrUpdatedRows ?? 0n) !== 1) return;
+        await trx
+          .updateTable('commands')
+          .set((eb) => ({
+            output_bytes: eb('output_bytes', '+', bytes),
+            output_truncated: truncated ? 1 : 0,
+          }))
+          .where('id', '=', row.command_id)
+          .execute();
+      });
     },
-    policyOf: (orgId: string) =>
-      db.selectFrom('command_policies').selectAll().where('org_id', '=', orgId).executeTakeFirst(),
+    policyOf: (orgId: string) => policy.first({ orgId }),
     async setPolicy(orgId: string, policy: string, updatedBy: string, now: number): Promise<void> {
       await db
         .insertInto('command_policies')

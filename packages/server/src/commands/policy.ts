@@ -8,13 +8,20 @@ import type { RISKS } from '@bulwark/protocol';
  * - critical: confirmation, two approvals, and a recent sign-in (step-up) for the requester and each
  *   approver.
  * The requester never counts as an approver. Approval requests expire after an hour; a queued command
- * that no agent picked up expires after ten minutes (delivery timeout, CMD-5).
+ * that no agent picked up expires after ten minutes (delivery timeout, CMD-5); a running command times
+ * out on the server too, when its agent never reports the end (execution timeout).
  */
 
 export type Risk = (typeof RISKS)[number];
 
 export const APPROVAL_TTL_MS = 60 * 60_000;
 export const DELIVERY_TTL_MS = 10 * 60_000;
+/**
+ * A running command whose agent reported no end this long after the action's timeout is ended by
+ * the server as timed out (the agent kills it at the timeout; this covers an agent that never comes
+ * back to say so). Room for the agent's SIGTERM-then-SIGKILL grace and a reconnect.
+ */
+export const EXECUTION_GRACE_MS = 2 * 60_000;
 
 // A type, not an interface: it is written into audit details as plain JSON.
 export type RiskPolicy = { confirmation: boolean; approvals: number; stepUp: boolean };

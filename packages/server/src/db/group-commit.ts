@@ -1,0 +1,71 @@
+import type { Kysely, Transaction } from 'kysely';
+import type { DB } from './schema.js';
+
+/** Writes per transaction at most: a batch holds the database, and everyone waits for its commit. */
+const MAX_BATCH = 500;
+
+type Write<T> = (trx: Transaction<DB>) => Promise<T>;
+
+interface Pending {
+  write: Write<unknown>;
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit for small, independent writes on a hot path (a command's transitions, its output).
+ *
+ * Every commit is a durable flush: on SQLite one fsync, during which better-sqlite3 holds the event
+ * loop. Writes queued in the same turn of the event loop, and those queued while a batch commits,
+ * are committed together in one transaction; each caller's promise settles only once its write has
+ * committed, so nothing is acknowledged early. Writes must be independent of one another and have no
+ * effect outside the database: when a batch fails, each of its writes is retried in a transaction of
+ * its own, so a bad write fails alone and the others commit as they would have.
+ */
+export function createGroupCommit(db: Kysely<DB>) {
+  const queue: Pending[] = [];
+  let draining = false;
+
+  async function commitAlone(pending: Pending): Promise<void> {
+    try {
+      pending.resolve(await db.transaction().execute(pending.write));
+    } catch (error) {
+      pending.reject(error);
+    }
+  }
+
+  async function commit(batch: Pending[]): Promise<void> {
+    if (batch.length === 1) return commitAlone(batch[0]!);
+    let results: unknown[];
+    try {
+      results = await db.transaction().execute(async (trx) => {
+        const done: unknown[] = [];
+        for (const pending of batch) done.push(await pending.write(trx));
+        return done;
+      });
+    } catch {
+      for (const pending of batch) await commitAlone(pending);
+      return;
+    }
+    for (const [i, pending] of batch.entries()) pending.resolve(results[i]);
+  }
+
+  async function drain(): Promise<void> {
+    // Let every write issued in this turn of the event loop join the first batch.
+    await new Promise((resolve) => setImmediate(resolve));
+    while (queue.length > 0) await commit(queue.splice(0, MAX_BATCH));
+    draining = false;
+  }
+
+  return function enqueue<T>(write: Write<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      queue.push({ write, resolve: resolve as (value: unknown) => void, reject });
+      if (!draining) {
+        draining = true;
+        void drain();
+      }
+    });
+  };
+}
+
+export type GroupCommit = ReturnType<typeof createGroupCommit>;
