@@ -9,7 +9,7 @@ export default defineConfig({
     },
   },
   test: {
-    include: ['packages/*/src/**/*.test.ts'],
+    include: ['packages/*/src/**/*.test.ts', 'packages/console/e2e/**/*.test.ts'],
     globalSetup: ['./packages/server/src/test-support/global-setup.ts'],
     pool: 'forks',
     maxWorkers: 2,

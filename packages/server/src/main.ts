@@ -26,6 +26,8 @@ import { type Database, openDatabase } from './db/database.js';
 import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
 import { createHttpApp } from './http/app.js';
+import { consoleRoutes } from './http/console.routes.js';
+import { BUILT_CONSOLE_DIR, createConsoleFiles } from './http/console-files.js';
 import { openApiRoute } from './http/openapi.js';
 import type { RouteDefinition } from './http/route.js';
 import { authRoutes } from './identity/auth.routes.js';
@@ -346,6 +348,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }),
   ];
   routes.push(openApiRoute(routes, VERSION));
+  // After the OpenAPI document: the console's files are not part of the API.
+  routes.push(...consoleRoutes(createConsoleFiles(BUILT_CONSOLE_DIR)));
   const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);
 
   gateway.attach(app.server);

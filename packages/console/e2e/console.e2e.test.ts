@@ -1,0 +1,217 @@
+import { readFile } from 'node:fs/promises';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld } from './support.js';
+
+/**
+ * The console in a real browser against a real server and a real agent (UI-1, UI-2): the flows an
+ * operator goes through, in order, each step through the screens only. The whole run must see zero
+ * CSP violations and zero console errors.
+ */
+
+const required = process.env.BULWARK_TEST_REQUIRE_SERVICES === '1';
+if (required && !hasChromium) throw new Error('CI needs /usr/bin/chromium for the console tests');
+
+const OWNER_PASSWORD = 'Tr4il-Harbor-Quartz-81!';
+const OPERATOR = { email: 'operator@example.test', name: 'Olu Operator', password: 'Vq7-coastal-Lantern-92' };
+const NODE = process.execPath;
+
+let world: ConsoleWorld;
+let owner: Page;
+let operator: Page;
+let org = '';
+
+const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 20_000, interval: 200 });
+
+describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, () => {
+  beforeAll(async () => {
+    world = await startConsoleWorld();
+    owner = (await world.newPage()).page;
+  }, 120_000);
+  afterAll(async () => {
+    await world?.close();
+  });
+
+  it('signs the first owner in with the printed password and forces a new one first', async () => {
+    await owner.goto('/');
+    await owner.waitForURL('**/login');
+    await world.screenshot(owner, 'login');
+    await signIn(owner, world.ownerEmail, 'not-the-password');
+    await owner.getByRole('alert').waitFor();
+    expect(await owner.getByRole('alert').textContent()).toMatch(/email or password/i);
+
+    await signIn(owner, world.ownerEmail, world.firstPassword);
+    await owner.waitForURL('**/change-password');
+    await owner.getByLabel('Current password').fill(world.firstPassword);
+    await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
+    await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
+    await owner.getByRole('button', { name: 'Change password' }).click();
+    await owner.waitForURL(/\/orgs\/[^/]+$/);
+    org = new URL(owner.url()).pathname.split('/')[2]!;
+    await owner.getByRole('heading', { level: 1 }).waitFor();
+    await world.screenshot(owner, 'dashboard');
+  });
+
+  it('invites a member with a bounded role, who accepts in another browser', async () => {
+    await owner.goto(`/orgs/${org}/invitations`);
+    await owner.getByRole('button', { name: 'Invite someone' }).click();
+    await owner.getByLabel('Email').fill(OPERATOR.email);
+    await owner.getByLabel('Role').selectOption('operator');
+    await owner.getByRole('button', { name: 'Create invitation' }).click();
+    const link = await owner.getByLabel('Invitation link').inputValue();
+    expect(link).toContain('/invitations/accept');
+    await world.screenshot(owner, 'invitation-created');
+    await owner.getByRole('button', { name: 'Done' }).click();
+
+    operator = (await world.newPage()).page;
+    await operator.goto(link);
+    await operator.getByLabel('Display name').fill(OPERATOR.name);
+    await operator.getByLabel('Password', { exact: true }).fill(OPERATOR.password);
+    await operator.getByLabel('Password again').fill(OPERATOR.password);
+    await operator.getByRole('button', { name: 'Create account and join' }).click();
+    await operator.waitForURL(`**/orgs/${org}`);
+    // The operator role does not invite people: that section is not offered.
+    await operator.getByRole('navigation', { name: 'Sections' }).waitFor();
+    expect(await operator.getByRole('link', { name: 'Invitations' }).count()).toBe(0);
+    expect(await operator.getByRole('link', { name: 'Approvals' }).count()).toBe(1);
+  });
+
+  it('creates a registration token shown once, registers a real agent with it, and shows it online', async () => {
+    await owner.goto(`/orgs/${org}/agents`);
+    await owner.getByRole('button', { name: 'New registration token' }).click();
+    await owner.getByRole('button', { name: 'Create token' }).click();
+    const install = await owner.getByLabel('Install command').inputValue();
+    const token = /bwr_\S+/.exec(install)?.[0];
+    expect(install).toContain(`--server ${world.server.url}`);
+    await world.screenshot(owner, 'registration-token');
+    await owner.getByRole('button', { name: 'Done' }).click();
+
+    await world.startAgent(token!, 'web-1', [
+      {
+        name: 'hello',
+        description: 'Says hello',
+        risk: 'low',
+        params: {
+          type: 'object',
+          properties: { greeting: { type: 'string', enum: ['hello', 'hi'] } },
+          required: ['greeting'],
+          additionalProperties: false,
+        },
+        argv: [NODE, '-e', 'console.log(process.argv[1] + " from web")', '{{greeting}}'],
+      },
+      {
+        name: 'restart',
+        description: 'Restarts the web service',
+        risk: 'high',
+        params: { type: 'object', properties: {}, additionalProperties: false },
+        argv: [NODE, '-e', 'console.log("restarted")'],
+      },
+    ]);
+    const row = owner.getByRole('row', { name: /web-1/ });
+    await waitUntil(async () => {
+      await owner.getByRole('button', { name: 'Refresh' }).first().click();
+      expect(await row.textContent()).toContain('online');
+    });
+    await world.screenshot(owner, 'agents');
+  });
+
+  it('runs a low-risk action from a generated form, confirmed by name, and shows its output live', async () => {
+    await owner.goto(`/orgs/${org}/services`);
+    await owner.getByRole('link', { name: 'Run hello on web (web-1)' }).click();
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    // Inline validation: the required parameter is refused before anything is sent.
+    expect(await owner.getByLabel('greeting').getAttribute('aria-invalid')).toBe('true');
+    await owner.getByLabel('greeting').selectOption('hello');
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    const dialog = owner.getByRole('dialog', { name: 'Run hello?' });
+    const summary = await dialog.textContent();
+    for (const named of ['web-1', 'web', 'hello', '"greeting":"hello"']) expect(summary).toContain(named);
+    await world.screenshot(owner, 'run-action-confirm');
+    await dialog.getByRole('button', { name: 'Run hello' }).click();
+    await owner.waitForURL(/\/commands\/cmd_/);
+    await waitUntil(async () =>
+      expect(await owner.getByLabel('Command output').textContent()).toContain('hello from web'),
+    );
+    await waitUntil(async () =>
+      expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
+    );
+    await world.screenshot(owner, 'command-detail');
+  });
+
+  it('holds a high-risk action for another person’s approval; the requester cannot approve it', async () => {
+    await owner.goto(`/orgs/${org}/services`);
+    await owner.getByRole('link', { name: 'Run restart on web (web-1)' }).click();
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    const dialog = owner.getByRole('dialog', { name: 'Run restart?' });
+    expect(await dialog.textContent()).toContain('1 approval by someone other than you');
+    await dialog.getByRole('button', { name: 'Run restart' }).click();
+    await owner.waitForURL(/\/commands\/cmd_/);
+    const commandUrl = owner.url();
+    await waitUntil(async () =>
+      expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('awaiting approval'),
+    );
+    // The requester tries to approve their own command: the server refuses, and the console says so.
+    await owner.getByRole('button', { name: 'Approve' }).click();
+    await owner.getByRole('alert').waitFor();
+    expect(await owner.getByRole('alert').textContent()).toContain('Someone other than the requester');
+
+    await operator.goto(`/orgs/${org}/approvals`);
+    const card = operator.getByRole('article', { name: 'web/restart' });
+    await card.getByLabel('Comment').fill('change window open');
+    await world.screenshot(operator, 'approvals');
+    await card.getByRole('button', { name: 'Approve' }).click();
+
+    await owner.goto(commandUrl);
+    await waitUntil(async () =>
+      expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
+    );
+    expect(await owner.getByLabel('Command output').textContent()).toContain('restarted');
+    expect(await owner.getByRole('heading', { name: /Approvals/ }).textContent()).toContain('1 of 1');
+  });
+
+  it('filters the audit log, verifies its chain and exports what the filter selects', async () => {
+    await owner.goto(`/orgs/${org}/audit`);
+    await owner.getByText(/Chain verified/).waitFor();
+    await owner.getByLabel('Action').fill('command.created');
+    await owner.getByRole('button', { name: 'Apply filters' }).click();
+    await waitUntil(async () => {
+      const actions = await owner.locator('table[aria-label="Audit events"] tbody td code').allTextContents();
+      expect(actions.length).toBe(2);
+      expect(new Set(actions)).toEqual(new Set(['command.created']));
+    });
+    await world.screenshot(owner, 'audit');
+    const [download] = await Promise.all([
+      owner.waitForEvent('download'),
+      owner.getByRole('button', { name: 'Export CSV' }).click(),
+    ]);
+    const csv = await readFile((await download.path())!, 'utf8');
+    const lines = csv.trim().split('\n');
+    expect(lines).toHaveLength(3); // a header and the two commands
+    expect(lines.slice(1).every((line) => line.includes('command.created'))).toBe(true);
+  });
+
+  it('works at phone width: the sections fold behind a menu and nothing overflows sideways', async () => {
+    const { page } = await world.newPage({ width: 390, height: 844 });
+    await signIn(page, OPERATOR.email, OPERATOR.password);
+    await page.waitForURL(`**/orgs/${org}`);
+    const sections = page.getByRole('navigation', { name: 'Sections' });
+    expect(await sections.isVisible()).toBe(false);
+    await page.getByRole('button', { name: 'Menu' }).click();
+    await sections.getByRole('link', { name: 'Agents' }).click();
+    await page.getByRole('heading', { name: 'Agents' }).waitFor();
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
+    await world.screenshot(page, 'agents-phone');
+  });
+
+  it('saw no CSP violation and no console error on any page of the run', () => {
+    expect(world.problems).toEqual([]);
+    // The only refusals the browser logged: "not signed in" when a signed-out page checked the
+    // session, the deliberate wrong password, and the requester approving their own command.
+    const expected = new Set(['401 /api/auth/session', '401 /api/auth/login']);
+    const unexpected = world.refusals.filter(
+      (r) => !expected.has(r) && !/^403 \/api\/orgs\/[^/]+\/commands\/cmd_\w+\/approve$/.test(r),
+    );
+    expect(unexpected).toEqual([]);
+    expect(world.refusals.filter((r) => r === '401 /api/auth/login')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,173 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import {
+  runScript,
+  type ServerProcess,
+  startServerProcess,
+} from '../../server/src/test-support/processes.js';
+
+/**
+ * The console end to end: the real server process (serving the built console), real agents (the
+ * `bulwark-agent` CLI), and Debian's Chromium driven by playwright-core. Never a downloaded browser.
+ */
+
+export const CHROMIUM = '/usr/bin/chromium';
+export const hasChromium = existsSync(CHROMIUM);
+const AGENT_CLI = fileURLToPath(new URL('../../agent/dist/cli.js', import.meta.url));
+const OUTPUT = path.join(
+  process.env.BULWARK_TEST_OUTPUT ?? path.join(tmpdir(), 'bulwark-test-output'),
+  'console',
+);
+
+export interface ConsoleWorld {
+  server: ServerProcess;
+  ownerEmail: string;
+  /** The one-time password the server printed at first start. */
+  firstPassword: string;
+  dir: string;
+  browser: Browser;
+  /** Console errors, script errors and CSP violations seen on any page of any context. */
+  problems: string[];
+  /**
+   * 4xx answers the browser logged as network errors, by path. Expected ones are the API saying no
+   * (the anonymous session check, a wrong password); the test says which it expects.
+   */
+  refusals: string[];
+  newPage(viewport?: { width: number; height: number }): Promise<{ context: BrowserContext; page: Page }>;
+  startAgent(token: string, name: string, actions: AgentAction[]): Promise<ChildProcess>;
+  screenshot(page: Page, name: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface AgentAction {
+  name: string;
+  description: string;
+  risk: 'low' | 'medium' | 'high' | 'critical';
+  params: Record<string, unknown>;
+  /** The program and arguments, run without a shell; `{{param}}` placeholders are whole arguments. */
+  argv: string[];
+}
+
+export async function startConsoleWorld(): Promise<ConsoleWorld> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'bulwark-console-'));
+  const ownerEmail = 'owner@example.test';
+  const server = await startServerProcess({
+    cwd: dir,
+    env: {
+      BULWARK_DATA_DIR: path.join(dir, 'data'),
+      BULWARK_BOOTSTRAP_EMAIL: ownerEmail,
+      // Every browser context and agent comes from 127.0.0.1: one client as far as the limits see.
+      BULWARK_RATE_LIMIT_READ_PER_MINUTE: '100000',
+      BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '100000',
+      BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '10000',
+    },
+  });
+  const firstPassword = /password:\s+(\S+)/.exec(server.output())?.[1];
+  if (!firstPassword) throw new Error(`the server printed no one-time password:\n${server.output()}`);
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const problems: string[] = [];
+  const refusals: string[] = [];
+  const agents: ChildProcess[] = [];
+  await mkdir(OUTPUT, { recursive: true });
+
+  return {
+    server,
+    ownerEmail,
+    firstPassword,
+    dir,
+    browser,
+    problems,
+    refusals,
+    async newPage(viewport = { width: 1280, height: 800 }) {
+      const context = await browser.newContext({ viewport, baseURL: server.url });
+      const page = await context.newPage();
+      // A CSP violation is reported on the console as an error; so is any script error.
+      page.on('console', (message) => {
+        if (message.type() !== 'error') return;
+        const refused = /^Failed to load resource: the server responded with a status of (4\d\d)/.exec(
+          message.text(),
+        );
+        if (refused) refusals.push(`${refused[1]} ${new URL(message.location().url).pathname}`);
+        else problems.push(`${page.url()}: ${message.text()}`);
+      });
+      page.on('pageerror', (error) => problems.push(`${page.url()}: ${error.message}`));
+      return { context, page };
+    },
+    async startAgent(token, name, actions) {
+      const home = path.join(dir, `agent-${name}`);
+      await mkdir(home, { recursive: true });
+      const state = path.join(home, 'state.json');
+      const registered = await runScript(
+        AGENT_CLI,
+        ['register', '--server', server.url, '--name', name, '--state', state],
+        { cwd: home, env: { BULWARK_REGISTRATION_TOKEN: token } },
+      );
+      if (registered.code !== 0) throw new Error(`agent registration failed: ${registered.stderr}`);
+      const config = {
+        stateFile: state,
+        services: [
+          {
+            name: 'web',
+            kind: 'http',
+            version: '1.4.2',
+            health: { status: 'up' },
+            config: [{ key: 'listen', value: ':8080' }],
+            actions: actions.map(({ argv, ...declared }) => ({
+              ...declared,
+              timeoutSeconds: 30,
+              exec: { argv },
+            })),
+          },
+        ],
+      };
+      await writeFile(path.join(home, 'agent.yaml'), JSON.stringify(config));
+      const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', path.join(home, 'agent.yaml')], {
+        cwd: home,
+        env: { PATH: process.env.PATH ?? '', HOME: home },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stdout?.resume();
+      child.stderr?.resume();
+      agents.push(child);
+      return child;
+    },
+    async screenshot(page, name) {
+      await page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });
+    },
+    async close() {
+      for (const agent of agents) {
+        if (agent.exitCode === null && agent.signalCode === null) {
+          agent.kill('SIGTERM');
+          await once(agent, 'exit');
+        }
+      }
+      await browser.close();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Signs in through the login screen. */
+export async function signIn(page: Page, email: string, password: string): Promise<void> {
+  await page.goto('/login');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+}

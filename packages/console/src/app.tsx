@@ -1,0 +1,162 @@
+import { lazy, type ReactNode, Suspense, useEffect, useRef, useState } from 'react';
+import { BrowserRouter, Navigate, Route, Routes, useLocation } from 'react-router';
+import { api, setStepUpPrompt } from './api';
+import { OrgLayout, PlainLayout } from './components/layout';
+import { ErrorNote, Field, Loading, Modal } from './components/ui';
+import { LoginPage } from './pages/login';
+import { SessionProvider, useSession } from './session';
+import type { SessionView } from './types';
+
+// Every screen but sign-in is its own chunk: the first load carries only what the login page needs.
+const ChangePasswordPage = lazy(() => import('./pages/change-password'));
+const DashboardPage = lazy(() => import('./pages/dashboard'));
+const AgentsPage = lazy(() => import('./pages/agents'));
+const ServicesPage = lazy(() => import('./pages/services'));
+const RunActionPage = lazy(() => import('./pages/run-action'));
+const CommandsPage = lazy(() => import('./pages/commands'));
+const CommandPage = lazy(() => import('./pages/command'));
+const ApprovalsPage = lazy(() => import('./pages/approvals'));
+const AuditPage = lazy(() => import('./pages/audit'));
+const MembersPage = lazy(() => import('./pages/members'));
+const InvitationsPage = lazy(() => import('./pages/invitations'));
+const AcceptInvitationPage = lazy(() => import('./pages/accept-invitation'));
+const TeamsPage = lazy(() => import('./pages/teams'));
+const RolesPage = lazy(() => import('./pages/roles'));
+const ProfilePage = lazy(() => import('./pages/profile'));
+
+/**
+ * The re-authentication the server asks for before privileged work (step-up): shown over whatever
+ * screen asked, and the request is sent again once the password is re-proved.
+ */
+function StepUpHost() {
+  const { adopt } = useSession();
+  const [pending, setPending] = useState<((done: boolean) => void) | undefined>();
+  const [password, setPassword] = useState('');
+  const [error, setError] = useState<unknown>();
+  const pendingRef = useRef(pending);
+  pendingRef.current = pending;
+  useEffect(() => {
+    setStepUpPrompt(
+      () =>
+        new Promise<boolean>((resolve) => {
+          setPassword('');
+          setError(undefined);
+          setPending(() => resolve);
+        }),
+    );
+    return () => setStepUpPrompt(undefined);
+  }, []);
+  if (!pending) return null;
+  const finish = (done: boolean) => {
+    pending(done);
+    setPending(undefined);
+  };
+  return (
+    <Modal title="Confirm it is you" onClose={() => finish(false)}>
+      <form
+        onSubmit={async (event) => {
+          event.preventDefault();
+          try {
+            adopt(await api<SessionView>('POST', '/api/auth/reauth', { password }));
+            finish(true);
+          } catch (failure) {
+            setError(failure);
+          }
+        }}
+      >
+        <p>This action needs a recent sign-in. Enter your password to continue.</p>
+        <Field label="Password">
+          {(id) => (
+            <input
+              id={id}
+              type="password"
+              autoComplete="current-password"
+              value={password}
+              onChange={(event) => setPassword(event.target.value)}
+              required
+            />
+          )}
+        </Field>
+        <ErrorNote error={error} />
+        <div className="actions">
+          <button type="button" onClick={() => finish(false)}>
+            Cancel
+          </button>
+          <button type="submit" className="primary">
+            Confirm
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+/** Sends anyone not signed in to sign in, and a forced password change before anything else. */
+function Gate({ children }: { children: ReactNode }) {
+  const { state } = useSession();
+  const location = useLocation();
+  if (state.status === 'loading') return <Loading what="your session" />;
+  if (state.status === 'anonymous')
+    return <Navigate to="/login" replace state={{ from: location.pathname + location.search }} />;
+  if (state.view.user.passwordChangeRequired && location.pathname !== '/change-password')
+    return <Navigate to="/change-password" replace />;
+  return children;
+}
+
+function Home() {
+  const { state } = useSession();
+  if (state.status !== 'signed-in') return null;
+  const first = state.view.memberships[0];
+  if (!first)
+    return <p className="notice">You are not a member of any organization yet. Ask for an invitation.</p>;
+  return <Navigate to={`/orgs/${first.slug}`} replace />;
+}
+
+export function App() {
+  return (
+    <SessionProvider>
+      <BrowserRouter>
+        <StepUpHost />
+        <Suspense fallback={<Loading what="the screen" />}>
+          <Routes>
+            <Route path="/login" element={<LoginPage />} />
+            <Route path="/invitations/accept" element={<AcceptInvitationPage />} />
+            <Route
+              element={
+                <Gate>
+                  <PlainLayout />
+                </Gate>
+              }
+            >
+              <Route path="/" element={<Home />} />
+              <Route path="/change-password" element={<ChangePasswordPage />} />
+              <Route path="/profile" element={<ProfilePage />} />
+            </Route>
+            <Route
+              path="/orgs/:org"
+              element={
+                <Gate>
+                  <OrgLayout />
+                </Gate>
+              }
+            >
+              <Route index element={<DashboardPage />} />
+              <Route path="agents" element={<AgentsPage />} />
+              <Route path="services" element={<ServicesPage />} />
+              <Route path="services/:agent/:service/:action" element={<RunActionPage />} />
+              <Route path="commands" element={<CommandsPage />} />
+              <Route path="commands/:command" element={<CommandPage />} />
+              <Route path="approvals" element={<ApprovalsPage />} />
+              <Route path="audit" element={<AuditPage />} />
+              <Route path="members" element={<MembersPage />} />
+              <Route path="invitations" element={<InvitationsPage />} />
+              <Route path="teams" element={<TeamsPage />} />
+              <Route path="roles" element={<RolesPage />} />
+            </Route>
+            <Route path="*" element={<p className="notice">There is no such page.</p>} />
+          </Routes>
+        </Suspense>
+      </BrowserRouter>
+    </SessionProvider>
+  );
+}

@@ -1,0 +1,180 @@
+import { useEffect, useRef, useState } from 'react';
+import { useParams } from 'react-router';
+import { api, orgPath } from '../api';
+import { Decide } from '../components/decide';
+import { ConfirmDialog, ErrorNote, Loading, RiskBadge, StatusBadge, useLoad, When } from '../components/ui';
+import { useAccess } from '../session';
+import { type CommandView, TERMINAL } from '../types';
+
+interface Chunk {
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  data: string;
+}
+
+/**
+ * The command's output and status, live: the server's event stream sends what is stored, then what
+ * arrives, until the command ends. The stream is same-origin and carries the session cookie.
+ */
+function useLiveOutput(org: string, id: string, onStatus: () => void) {
+  const [chunks, setChunks] = useState<Chunk[]>([]);
+  const [notice, setNotice] = useState<string | undefined>();
+  const statusRef = useRef(onStatus);
+  statusRef.current = onStatus;
+  useEffect(() => {
+    setChunks([]);
+    const source = new EventSource(orgPath(org, `/commands/${id}/events`));
+    source.addEventListener('output', (event) => {
+      const chunk = JSON.parse((event as MessageEvent<string>).data) as Chunk;
+      setChunks((all) => (all.some((c) => c.seq === chunk.seq) ? all : [...all, chunk]));
+    });
+    source.addEventListener('status', (event) => {
+      const { status } = JSON.parse((event as MessageEvent<string>).data) as {
+        status: CommandView['status'];
+      };
+      statusRef.current();
+      if (TERMINAL.includes(status)) source.close();
+    });
+    source.addEventListener('overflow', () => {
+      setNotice('The live view fell behind; reload the page to read the stored output.');
+      source.close();
+    });
+    source.onerror = () => {
+      // The stream ends when the command does; an error before that is worth saying.
+      if (source.readyState === EventSource.CLOSED) setNotice('The live view stopped. Reload to resume it.');
+    };
+    return () => source.close();
+  }, [org, id]);
+  return { chunks, notice };
+}
+
+export default function CommandPage() {
+  const { org = '', command: id = '' } = useParams();
+  const access = useAccess();
+  const [cancelling, setCancelling] = useState(false);
+  const {
+    data: command,
+    error,
+    reload,
+  } = useLoad(() => api<CommandView>('GET', orgPath(org, `/commands/${id}`)), [org, id]);
+  const { chunks, notice } = useLiveOutput(org, id, reload);
+  if (error) return <ErrorNote error={error} />;
+  if (!command) return <Loading what="the command" />;
+  const ended = TERMINAL.includes(command.status);
+  return (
+    <section>
+      <div className="toolbar">
+        <h1>
+          {command.service}/{command.action} <RiskBadge risk={command.risk} />
+        </h1>
+        <StatusBadge status={command.status} />
+        {!ended && access.can('commands:cancel') && (
+          <button type="button" className="danger" onClick={() => setCancelling(true)}>
+            Cancel command
+          </button>
+        )}
+      </div>
+      <dl className="summary">
+        <div>
+          <dt>Command</dt>
+          <dd>
+            <code>{command.id}</code>
+          </dd>
+        </div>
+        <div>
+          <dt>Agent</dt>
+          <dd>
+            <code>{command.agentId}</code>
+          </dd>
+        </div>
+        <div>
+          <dt>Parameters</dt>
+          <dd>
+            <code>{JSON.stringify(command.params)}</code>
+          </dd>
+        </div>
+        {command.reason && (
+          <div>
+            <dt>Reason</dt>
+            <dd>{command.reason}</dd>
+          </div>
+        )}
+        <div>
+          <dt>Created</dt>
+          <dd>
+            <When at={command.createdAt} />
+          </dd>
+        </div>
+        <div>
+          <dt>Started</dt>
+          <dd>
+            <When at={command.startedAt} />
+          </dd>
+        </div>
+        <div>
+          <dt>Finished</dt>
+          <dd>
+            <When at={command.finishedAt} />
+            {command.exitCode !== null && ` · exit code ${command.exitCode}`}
+          </dd>
+        </div>
+        {command.message && (
+          <div>
+            <dt>Message</dt>
+            <dd>{command.message}</dd>
+          </div>
+        )}
+      </dl>
+      {command.requiredApprovals > 0 && (
+        <section aria-labelledby="approvals-heading">
+          <h2 id="approvals-heading">
+            Approvals ({command.approvals.filter((a) => a.decision === 'approved').length} of{' '}
+            {command.requiredApprovals})
+          </h2>
+          {command.approvals.length === 0 && <p className="muted">No decision yet.</p>}
+          <ul>
+            {command.approvals.map((a) => (
+              <li key={a.userId}>
+                <StatusBadge status={a.decision} /> by <code>{a.userId}</code> <When at={a.at} />
+                {a.comment && ` — ${a.comment}`}
+              </li>
+            ))}
+          </ul>
+          {command.status === 'awaiting_approval' && access.can('approvals:decide') && (
+            <Decide org={org} command={command} onDone={reload} />
+          )}
+        </section>
+      )}
+      <h2>Output</h2>
+      {notice && <p className="notice">{notice}</p>}
+      <pre className="output" role="log" aria-label="Command output">
+        {chunks.length === 0 ? (
+          <span className="muted">{ended ? 'No output.' : 'Waiting for output…'}</span>
+        ) : (
+          chunks
+            .sort((a, b) => a.seq - b.seq)
+            .map((chunk) => (
+              <span key={chunk.seq} className={chunk.stream}>
+                {chunk.data}
+              </span>
+            ))
+        )}
+      </pre>
+      {command.outputTruncated && <p className="muted">The server keeps the first 1 MiB of output.</p>}
+      {cancelling && (
+        <ConfirmDialog
+          title="Cancel this command?"
+          confirmLabel="Cancel command"
+          danger
+          onConfirm={async () => {
+            await api('POST', orgPath(org, `/commands/${command.id}/cancel`));
+            reload();
+          }}
+          onClose={() => setCancelling(false)}
+        >
+          <p>If it is running, the agent stops its processes; what it already did is not undone.</p>
+        </ConfirmDialog>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,294 @@
+import { useState } from 'react';
+import { useParams } from 'react-router';
+import { api, orgPath } from '../api';
+import { ConfirmDialog, ErrorNote, Field, Loading, Modal, useLoad } from '../components/ui';
+import { useAccess } from '../session';
+import type { MemberView } from './members';
+
+export interface TeamView {
+  id: string;
+  name: string;
+  description: string;
+  createdAt: string;
+  members: Array<{ id: string; email: string }>;
+}
+
+type Pending =
+  | { kind: 'create' }
+  | { kind: 'edit' | 'delete' | 'add'; team: TeamView }
+  | { kind: 'remove'; team: TeamView; member: { id: string; email: string } };
+
+function TeamDialog(props: { org: string; team?: TeamView; onSaved: () => void; onClose: () => void }) {
+  const [name, setName] = useState(props.team?.name ?? '');
+  const [description, setDescription] = useState(props.team?.description ?? '');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  return (
+    <Modal title={props.team ? `Edit team ${props.team.name}` : 'New team'} onClose={props.onClose}>
+      <form
+        onSubmit={async (event) => {
+          event.preventDefault();
+          setBusy(true);
+          setError(undefined);
+          try {
+            if (props.team)
+              await api('PATCH', orgPath(props.org, `/teams/${encodeURIComponent(props.team.id)}`), {
+                name,
+                description,
+              });
+            else await api('POST', orgPath(props.org, '/teams'), { name, description });
+            props.onSaved();
+            props.onClose();
+          } catch (failure) {
+            setError(failure);
+            setBusy(false);
+          }
+        }}
+      >
+        <Field label="Name">
+          {(id) => (
+            <input id={id} maxLength={64} value={name} onChange={(e) => setName(e.target.value)} required />
+          )}
+        </Field>
+        <Field label="Description">
+          {(id) => (
+            <textarea
+              id={id}
+              rows={2}
+              maxLength={500}
+              value={description}
+              onChange={(e) => setDescription(e.target.value)}
+            />
+          )}
+        </Field>
+        <ErrorNote error={error} />
+        <div className="actions">
+          <button type="button" onClick={props.onClose} disabled={busy}>
+            Cancel
+          </button>
+          <button type="submit" className="primary" disabled={busy}>
+            {props.team ? 'Save team' : 'Create team'}
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+function AddMemberDialog(props: {
+  org: string;
+  team: TeamView;
+  candidates: MemberView[];
+  onAdded: () => void;
+  onClose: () => void;
+}) {
+  const [user, setUser] = useState(props.candidates[0]?.id ?? '');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  return (
+    <Modal title={`Add a member to ${props.team.name}`} onClose={props.onClose}>
+      <form
+        onSubmit={async (event) => {
+          event.preventDefault();
+          setBusy(true);
+          setError(undefined);
+          try {
+            const path = `/teams/${encodeURIComponent(props.team.id)}/members/${encodeURIComponent(user)}`;
+            await api('PUT', orgPath(props.org, path));
+            props.onAdded();
+            props.onClose();
+          } catch (failure) {
+            setError(failure);
+            setBusy(false);
+          }
+        }}
+      >
+        {props.candidates.length === 0 ? (
+          <p className="muted">Every member of the organization is already in this team.</p>
+        ) : (
+          <Field label="Member" hint="You must hold every permission the team's roles grant.">
+            {(id, describedBy) => (
+              <select
+                id={id}
+                aria-describedby={describedBy}
+                value={user}
+                onChange={(e) => setUser(e.target.value)}
+              >
+                {props.candidates.map((m) => (
+                  <option key={m.id} value={m.id}>
+                    {m.displayName ? `${m.displayName} (${m.email})` : m.email}
+                  </option>
+                ))}
+              </select>
+            )}
+          </Field>
+        )}
+        <ErrorNote error={error} />
+        <div className="actions">
+          <button type="button" onClick={props.onClose} disabled={busy}>
+            Cancel
+          </button>
+          <button type="submit" className="primary" disabled={busy || !user}>
+            Add member
+          </button>
+        </div>
+      </form>
+    </Modal>
+  );
+}
+
+export default function TeamsPage() {
+  const { org = '' } = useParams();
+  const access = useAccess();
+  const canManage = access.can('teams:manage');
+  // Adding someone means choosing among the organization's members, which needs members:read.
+  const canAdd = canManage && access.can('members:read');
+  const teams = useLoad(() => api<{ teams: TeamView[] }>('GET', orgPath(org, '/teams')), [org]);
+  const members = useLoad(
+    () =>
+      canAdd
+        ? api<{ members: MemberView[] }>('GET', orgPath(org, '/members'))
+        : Promise.resolve({ members: [] as MemberView[] }),
+    [org, canAdd],
+  );
+  const [pending, setPending] = useState<Pending | undefined>();
+  const close = () => setPending(undefined);
+  const teamPath = (team: TeamView) => orgPath(org, `/teams/${encodeURIComponent(team.id)}`);
+
+  return (
+    <section>
+      <div className="toolbar">
+        <h1>Teams</h1>
+        {canManage && (
+          <button type="button" className="primary" onClick={() => setPending({ kind: 'create' })}>
+            New team
+          </button>
+        )}
+      </div>
+      <ErrorNote error={teams.error ?? members.error} />
+      {!teams.data && !teams.error && <Loading what="teams" />}
+      {teams.data &&
+        (teams.data.teams.length === 0 ? (
+          <p className="muted">No teams yet.</p>
+        ) : (
+          <div className="table-wrap">
+            <table aria-label="Teams">
+              <thead>
+                <tr>
+                  <th scope="col">Team</th>
+                  <th scope="col">Members</th>
+                  {canManage && <th scope="col">Actions</th>}
+                </tr>
+              </thead>
+              <tbody>
+                {teams.data.teams.map((team) => (
+                  <tr key={team.id}>
+                    <td>
+                      <strong>{team.name}</strong>
+                      {team.description && <p className="muted">{team.description}</p>}
+                    </td>
+                    <td>
+                      {team.members.length === 0 ? (
+                        <span className="muted">none</span>
+                      ) : (
+                        <ul>
+                          {team.members.map((member) => (
+                            <li key={member.id}>
+                              {member.email}{' '}
+                              {canManage && (
+                                <button
+                                  type="button"
+                                  onClick={() => setPending({ kind: 'remove', team, member })}
+                                >
+                                  Remove
+                                  <span className="visually-hidden">
+                                    {' '}
+                                    {member.email} from {team.name}
+                                  </span>
+                                </button>
+                              )}
+                            </li>
+                          ))}
+                        </ul>
+                      )}
+                    </td>
+                    {canManage && (
+                      <td>
+                        <div className="actions">
+                          {canAdd && members.data && (
+                            <button type="button" onClick={() => setPending({ kind: 'add', team })}>
+                              Add member<span className="visually-hidden"> to {team.name}</span>
+                            </button>
+                          )}
+                          <button type="button" onClick={() => setPending({ kind: 'edit', team })}>
+                            Edit<span className="visually-hidden"> {team.name}</span>
+                          </button>
+                          <button
+                            type="button"
+                            className="danger"
+                            onClick={() => setPending({ kind: 'delete', team })}
+                          >
+                            Delete<span className="visually-hidden"> {team.name}</span>
+                          </button>
+                        </div>
+                      </td>
+                    )}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        ))}
+
+      {pending?.kind === 'create' && <TeamDialog org={org} onSaved={teams.reload} onClose={close} />}
+      {pending?.kind === 'edit' && (
+        <TeamDialog org={org} team={pending.team} onSaved={teams.reload} onClose={close} />
+      )}
+      {pending?.kind === 'add' && (
+        <AddMemberDialog
+          org={org}
+          team={pending.team}
+          candidates={(members.data?.members ?? []).filter(
+            (m) => !pending.team.members.some((t) => t.id === m.id),
+          )}
+          onAdded={teams.reload}
+          onClose={close}
+        />
+      )}
+      {pending?.kind === 'delete' && (
+        <ConfirmDialog
+          title="Delete team"
+          confirmLabel="Delete team"
+          danger
+          onClose={close}
+          onConfirm={async () => {
+            await api('DELETE', teamPath(pending.team));
+            teams.reload();
+          }}
+        >
+          <p>
+            Delete the team <strong>{pending.team.name}</strong>? The role bindings made to it are deleted
+            too, so its members lose what the team granted them.
+          </p>
+        </ConfirmDialog>
+      )}
+      {pending?.kind === 'remove' && (
+        <ConfirmDialog
+          title="Remove from team"
+          confirmLabel="Remove from team"
+          danger
+          onClose={close}
+          onConfirm={async () => {
+            await api('DELETE', `${teamPath(pending.team)}/members/${encodeURIComponent(pending.member.id)}`);
+            teams.reload();
+          }}
+        >
+          <p>
+            Remove <strong>{pending.member.email}</strong> from <strong>{pending.team.name}</strong>? They
+            lose what the team's roles granted them.
+          </p>
+        </ConfirmDialog>
+      )}
+    </section>
+  );
+}

@@ -1,0 +1,114 @@
+import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useState } from 'react';
+import { ApiError, api, orgPath, setCsrfToken, setSignedOutHandler } from './api';
+import type { MyAccess, SessionView } from './types';
+
+type SessionState =
+  | { status: 'loading' }
+  | { status: 'anonymous'; notice?: string }
+  | { status: 'signed-in'; view: SessionView };
+
+interface SessionApi {
+  state: SessionState;
+  /** Takes the session the server answered with (sign-in, password change, re-authentication). */
+  adopt(view: SessionView): void;
+  login(email: string, password: string): Promise<void>;
+  logout(): Promise<void>;
+}
+
+const SessionContext = createContext<SessionApi | undefined>(undefined);
+
+export function SessionProvider({ children }: { children: ReactNode }) {
+  const [state, setState] = useState<SessionState>({ status: 'loading' });
+
+  const adopt = useCallback((view: SessionView) => {
+    setCsrfToken(view.csrfToken);
+    setState({ status: 'signed-in', view });
+  }, []);
+
+  useEffect(() => {
+    setSignedOutHandler(() => {
+      setCsrfToken(undefined);
+      setState({ status: 'anonymous', notice: 'Your session has ended. Sign in again.' });
+    });
+    api<SessionView>('GET', '/api/auth/session').then(adopt, (error: unknown) => {
+      if (!(error instanceof ApiError) || error.status !== 401) console.warn('session check failed', error);
+      setState({ status: 'anonymous' });
+    });
+    return () => setSignedOutHandler(undefined);
+  }, [adopt]);
+
+  const value = useMemo<SessionApi>(
+    () => ({
+      state,
+      adopt,
+      async login(email, password) {
+        adopt(await api<SessionView>('POST', '/api/auth/login', { email, password }));
+      },
+      async logout() {
+        await api('POST', '/api/auth/logout').catch(() => undefined);
+        setCsrfToken(undefined);
+        setState({ status: 'anonymous' });
+      },
+    }),
+    [state, adopt],
+  );
+  return <SessionContext.Provider value={value}>{children}</SessionContext.Provider>;
+}
+
+export function useSession(): SessionApi {
+  const session = useContext(SessionContext);
+  if (!session) throw new Error('useSession outside SessionProvider');
+  return session;
+}
+
+/** The signed-in session; only for screens behind the sign-in gate. */
+export function useSignedIn(): SessionView {
+  const { state } = useSession();
+  if (state.status !== 'signed-in') throw new Error('useSignedIn on a screen that is not signed in');
+  return state.view;
+}
+
+/**
+ * What the caller may do in an organization, from the server's decision point (`access/me`). Controls
+ * are shown or disabled from it; the server still decides every request. A permission held only
+ * within a label scope counts as "may": whether a given agent is in scope is the server's answer.
+ */
+export interface OrgAccess {
+  slug: string;
+  name: string;
+  role: string;
+  can(permission: string): boolean;
+}
+
+const AccessContext = createContext<OrgAccess | undefined>(undefined);
+
+export function AccessProvider({ org, children }: { org: string; children: ReactNode }) {
+  const [access, setAccess] = useState<MyAccess | undefined>();
+  const [failure, setFailure] = useState<string | undefined>();
+  useEffect(() => {
+    setAccess(undefined);
+    setFailure(undefined);
+    api<MyAccess>('GET', orgPath(org, '/access/me')).then(setAccess, (error: unknown) =>
+      setFailure(error instanceof ApiError ? error.message : 'The organization could not be loaded.'),
+    );
+  }, [org]);
+  const value = useMemo<OrgAccess | undefined>(() => {
+    if (!access) return undefined;
+    const held = new Set([...access.permissions, ...access.scoped.flatMap((s) => s.permissions)]);
+    return { slug: access.org.slug, name: access.org.name, role: access.role, can: (p) => held.has(p) };
+  }, [access]);
+  if (failure)
+    return (
+      <p className="notice error" role="alert">
+        {failure}
+      </p>
+    );
+  if (!value) return <p className="muted">Loading…</p>;
+  return <AccessContext.Provider value={value}>{children}</AccessContext.Provider>;
+}
+
+export function useAccess(): OrgAccess {
+  const access = useContext(AccessContext);
+  if (!access) throw new Error('useAccess outside AccessProvider');
+  return access;
+}
