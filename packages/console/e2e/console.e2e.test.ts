@@ -198,7 +198,8 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     expect(await sections.isVisible()).toBe(false);
     await page.getByRole('button', { name: 'Menu' }).click();
     await sections.getByRole('link', { name: 'Agents' }).click();
-    await page.getByRole('heading', { name: 'Agents' }).waitFor();
+    await page.getByRole('row', { name: /web-1/ }).waitFor();
+    await page.getByRole('table', { name: 'Registration tokens' }).waitFor();
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     await world.screenshot(page, 'agents-phone');
   });
