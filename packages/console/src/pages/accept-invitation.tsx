@@ -1,17 +1,18 @@
 import { useState } from 'react';
 import { Link, useLocation, useNavigate } from 'react-router';
 import { api } from '../api';
+import { NewPasswordFields, useNewPassword } from '../components/new-password';
 import { ErrorNote, Field, Loading } from '../components/ui';
 import { useSession } from '../session';
 import type { SessionView } from '../types';
 
-/** The token from `?token=…` or from the fragment (`#…`), where the server's own links put it. */
-function tokenOf(location: { search: string; hash: string }): string {
-  const query = new URLSearchParams(location.search).get('token');
-  if (query) return query;
-  const fragment = location.hash.replace(/^#/, '');
+/**
+ * The token, from the fragment where the server's links put it (a fragment is never sent to the
+ * server, so it never reaches a log).
+ */
+function tokenOf(location: { hash: string }): string {
   try {
-    return new URLSearchParams(fragment).get('token') ?? decodeURIComponent(fragment);
+    return decodeURIComponent(location.hash.replace(/^#/, ''));
   } catch {
     return ''; // a mangled link: answered as "no invitation in it"
   }
@@ -64,11 +65,10 @@ function AcceptWithNewAccount({ token, from }: { token: string; from: string }) 
   const { adopt } = useSession();
   const navigate = useNavigate();
   const [displayName, setDisplayName] = useState('');
-  const [password, setPassword] = useState('');
-  const [again, setAgain] = useState('');
+  const newPassword = useNewPassword();
+  const { password, mismatch } = newPassword;
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>();
-  const mismatch = again.length > 0 && again !== password ? 'The two passwords differ.' : undefined;
   return (
     <form
       onSubmit={async (event) => {
@@ -98,35 +98,7 @@ function AcceptWithNewAccount({ token, from }: { token: string; from: string }) 
           />
         )}
       </Field>
-      <Field label="Password" hint="8 to 256 characters; common or easily guessed passwords are refused.">
-        {(id, describedBy) => (
-          <input
-            id={id}
-            type="password"
-            autoComplete="new-password"
-            minLength={8}
-            maxLength={256}
-            aria-describedby={describedBy}
-            value={password}
-            onChange={(e) => setPassword(e.target.value)}
-            required
-          />
-        )}
-      </Field>
-      <Field label="Password again" error={mismatch}>
-        {(id, describedBy) => (
-          <input
-            id={id}
-            type="password"
-            autoComplete="new-password"
-            aria-describedby={describedBy}
-            aria-invalid={mismatch ? true : undefined}
-            value={again}
-            onChange={(e) => setAgain(e.target.value)}
-            required
-          />
-        )}
-      </Field>
+      <NewPasswordFields label="Password" state={newPassword} />
       <ErrorNote error={error} />
       <button type="submit" className="primary" disabled={busy || Boolean(mismatch)}>
         {busy ? 'Creating your account…' : 'Create account and join'}

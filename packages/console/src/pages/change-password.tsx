@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { useNavigate } from 'react-router';
 import { api } from '../api';
+import { NewPasswordFields, useNewPassword } from '../components/new-password';
 import { ErrorNote, Field } from '../components/ui';
 import { useSession, useSignedIn } from '../session';
 import type { SessionView } from '../types';
@@ -9,11 +10,10 @@ import type { SessionView } from '../types';
 export function PasswordForm({ onChanged }: { onChanged: () => void }) {
   const { adopt } = useSession();
   const [current, setCurrent] = useState('');
-  const [next, setNext] = useState('');
-  const [again, setAgain] = useState('');
+  const newPassword = useNewPassword();
+  const { password: next, mismatch } = newPassword;
   const [error, setError] = useState<unknown>();
   const [busy, setBusy] = useState(false);
-  const mismatch = again.length > 0 && again !== next ? 'The two new passwords differ.' : undefined;
   return (
     <form
       onSubmit={async (event) => {
@@ -48,35 +48,7 @@ export function PasswordForm({ onChanged }: { onChanged: () => void }) {
           />
         )}
       </Field>
-      <Field label="New password" hint="8 to 256 characters; common or easily guessed passwords are refused.">
-        {(id, describedBy) => (
-          <input
-            id={id}
-            type="password"
-            autoComplete="new-password"
-            minLength={8}
-            maxLength={256}
-            aria-describedby={describedBy}
-            value={next}
-            onChange={(e) => setNext(e.target.value)}
-            required
-          />
-        )}
-      </Field>
-      <Field label="New password again" error={mismatch}>
-        {(id, describedBy) => (
-          <input
-            id={id}
-            type="password"
-            autoComplete="new-password"
-            aria-describedby={describedBy}
-            aria-invalid={mismatch ? true : undefined}
-            value={again}
-            onChange={(e) => setAgain(e.target.value)}
-            required
-          />
-        )}
-      </Field>
+      <NewPasswordFields label="New password" state={newPassword} />
       <ErrorNote error={error} />
       <button type="submit" className="primary" disabled={busy || Boolean(mismatch)}>
         Change password

@@ -27,15 +27,8 @@ interface InvitationView {
 
 interface Created {
   invitation: InvitationView;
-  token: string;
   acceptPath: string;
 }
-
-/**
- * The link the invitee opens. The token goes in the fragment, as the server's own `acceptPath` does,
- * so it never reaches a server log; the path is the console's route for accepting.
- */
-const acceptLink = (token: string) => `${location.origin}/invitations/accept#${encodeURIComponent(token)}`;
 
 function InviteDialog(props: { org: string; roles: RoleView[]; onCreated: () => void; onClose: () => void }) {
   const [email, setEmail] = useState('');
@@ -47,7 +40,8 @@ function InviteDialog(props: { org: string; roles: RoleView[]; onCreated: () => 
   const [created, setCreated] = useState<Created | undefined>();
 
   if (created) {
-    const link = acceptLink(created.token);
+    // The server's path carries the token in the fragment: it never reaches a server log.
+    const link = `${location.origin}${created.acceptPath}`;
     return (
       <Modal title="Invitation created" onClose={props.onClose}>
         <p className="notice">

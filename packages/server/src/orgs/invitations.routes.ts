@@ -94,7 +94,7 @@ export function invitationsRoutes(deps: {
           invitation: invitationView({ ...invitation, status: 'pending' }),
           token,
           // In the fragment, so the token never reaches a server log or a Referer header.
-          acceptPath: `/accept-invitation#${token}`,
+          acceptPath: `/invitations/accept#${token}`,
         };
       },
     }),
