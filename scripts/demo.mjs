@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 /**
  * `npm run demo`: a Bulwark server and the example service (with its embedded agent) on this
- * machine, ready to be driven with curl.
+ * machine, ready to be driven from the web console.
  *
  * 1. A fresh data directory (./demo-data, mode 0700; refused if it exists, unless --reset).
  * 2. `bulwark serve` (the built CLI) on 127.0.0.1 with a demo owner and a generated password.
- * 3. Sign in over the HTTP API and create a one-time registration token.
+ * 3. Sign in over the HTTP API, invite two operators (so that high and critical actions, which need
+ *    someone other than the requester to approve, can be tried alone) and create a one-time
+ *    registration token.
  * 4. The example service (examples/example-service) registers its embedded agent with the token
  *    and comes online with its service and four actions.
- * 5. Prints the URL, the owner's credentials, the agent id and curl lines; Ctrl-C stops everything.
+ * 5. Prints the console's URL, the three accounts, what to try, and the same first steps with curl;
+ *    Ctrl-C stops everything.
  *
  * Environment: BULWARK_DEMO_DIR (default ./demo-data), BULWARK_DEMO_PORT (default 8080; 0 picks a
  * free port). Needs `npm run build` first.
@@ -23,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SERVER_CLI = path.join(ROOT, 'packages/server/dist/cli.js');
+const CONSOLE_PAGE = path.join(ROOT, 'packages/console/dist/index.html');
 const AGENT_SDK = path.join(ROOT, 'packages/agent/dist/sdk.js');
 const EXAMPLE = path.join(ROOT, 'examples/example-service/service.ts');
 const OWNER_EMAIL = 'demo@bulwark.localhost';
@@ -45,7 +49,7 @@ const dataDir = path.resolve(process.env.BULWARK_DEMO_DIR ?? 'demo-data');
 const port = process.env.BULWARK_DEMO_PORT ?? '8080';
 if (!/^\d{1,5}$/.test(port) || Number(port) > 65_535)
   fail(`BULWARK_DEMO_PORT must be a port number, not "${port}"`);
-for (const built of [SERVER_CLI, AGENT_SDK]) {
+for (const built of [SERVER_CLI, AGENT_SDK, CONSOLE_PAGE]) {
   if (!existsSync(built)) fail(`${path.relative(ROOT, built)} is missing: run \`npm run build\` first`);
 }
 if (existsSync(dataDir)) {
@@ -57,7 +61,14 @@ await mkdir(dataDir, { mode: 0o700 });
 await writeFile(path.join(dataDir, '.gitignore'), '*\n');
 
 // Random, printed once; long enough that any password policy accepts it.
-const password = `Bw${randomBytes(18).toString('base64url')}`;
+const generatePassword = () => `Bw${randomBytes(18).toString('base64url')}`;
+const password = generatePassword();
+/** Two more people, so that an approval can come from someone other than the requester. */
+const APPROVERS = ['ana', 'ben'].map((name) => ({
+  name,
+  email: `${name}@bulwark.localhost`,
+  password: generatePassword(),
+}));
 const children = [];
 let stopping = false;
 
@@ -193,6 +204,18 @@ try {
     labels: { env: 'demo' },
     expiresInMinutes: 10,
   });
+  for (const approver of APPROVERS) {
+    const invitation = await api('POST', `/api/orgs/${ORG}/invitations`, {
+      email: approver.email,
+      role: 'operator',
+    });
+    // Accepted with a client of its own: accepting signs the new member in.
+    await client(serverUrl)('POST', '/api/invitations/accept', {
+      token: invitation.token,
+      displayName: `${approver.name[0].toUpperCase()}${approver.name.slice(1)} (demo approver)`,
+      password: approver.password,
+    });
+  }
 
   const example = start('example-service', ['--import', 'tsx', EXAMPLE], {
     BULWARK_SERVER: serverUrl,
@@ -217,9 +240,11 @@ try {
   say();
   say('Bulwark demo is ready.');
   say();
-  say(`  server:    ${serverUrl}`);
-  say(`  email:     ${OWNER_EMAIL}`);
+  say(`  console:   ${serverUrl}/   open it in a browser and sign in`);
+  say(`  email:     ${OWNER_EMAIL}   (the owner)`);
   say(`  password:  ${password}   (generated for this demo; shown only now)`);
+  for (const approver of APPROVERS)
+    say(`  approver:  ${approver.email}  ${approver.password}   (an operator, for approvals)`);
   say(`  agent id:  ${agent.id}   (the example service's embedded agent)`);
   say(
     `  service:   ${SERVICE}   actions: status (low), restart (medium), rotate-logs (high), drop-cache (critical)`,
@@ -227,8 +252,14 @@ try {
   say(`  processes: server pid ${children[0].child.pid}, example service pid ${example.child.pid}`);
   say(`  logs:      ${path.join(dataDir, 'server.log')}, ${example.log}`);
   say();
-  say('  The web console does not exist yet (it comes with the console issue); use the HTTP API:');
+  say('  Try, in the console, signed in as the owner:');
+  say('  - Services: run `status` and watch its output arrive live on the command page;');
+  say('  - run `restart`: a medium-risk action asks you to confirm first;');
+  say('  - run `rotate-logs`: it waits for an approval. Sign in as an approver in a private window,');
+  say('    open Approvals and approve it; the command then runs. `drop-cache` needs both approvers;');
+  say('  - Audit log: every step above, hash-chained; verify the chain and export it.');
   say();
+  say('  The same first steps over the HTTP API, with curl:');
   say('  # 1. sign in (keeps the session cookie in a jar, the CSRF token in $CSRF)');
   say(
     `  CSRF=$(curl -sS -c '${jar}' -H 'content-type: application/json' -d '${login}' ${serverUrl}/api/auth/login | sed -n 's/.*"csrfToken":"\\([^"]*\\)".*/\\1/p')`,

@@ -1,21 +1,19 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { type ChildProcess, spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { tempDir } from './test-support/agent-state.js';
 import { isAlive, untilDead } from './test-support/command-agent.js';
+import { bannerField as field, runDemo as runDemoIn } from './test-support/demo.js';
 
 /**
  * `npm run demo` (scripts/demo.mjs) as a user runs it: the real server process and the example
- * service with its embedded agent (the SDK), real HTTP, real WebSocket. The curl lines it prints are
- * run as printed; the low-risk action succeeds; SIGINT stops everything and nothing is left running.
- * Needs `npm run build` first, and curl.
+ * service with its embedded agent (the SDK), real HTTP, real WebSocket. The printed URL serves the
+ * console; the printed approvers can sign in; the curl lines it prints are run as printed; the
+ * low-risk action succeeds; SIGINT stops everything and nothing is left running. Needs
+ * `npm run build` first, and curl. (packages/console/e2e/demo.e2e.test.ts walks the console itself.)
  */
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-const DEMO = path.join(ROOT, 'scripts', 'demo.mjs');
 const hasCurl = spawnSync('curl', ['--version']).status === 0;
 
 let dir: Awaited<ReturnType<typeof tempDir>>;
@@ -34,46 +32,11 @@ afterEach(async () => {
   await dir.remove();
 });
 
-function runDemo(dataDir: string, args: string[] = []) {
-  const child = spawn(process.execPath, [DEMO, ...args], {
-    cwd: dir.path,
-    env: {
-      PATH: process.env.PATH ?? '',
-      HOME: dir.path,
-      BULWARK_DEMO_DIR: dataDir,
-      BULWARK_DEMO_PORT: '0',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString();
-  });
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
-  return {
-    child,
-    exited,
-    stdout: () => stdout,
-    stderr: () => stderr,
-    async ready(): Promise<string> {
-      const deadline = Date.now() + 60_000;
-      while (!stdout.includes('Bulwark demo ready.')) {
-        if (child.exitCode !== null) throw new Error(`the demo exited early:\n${stdout}\n${stderr}`);
-        if (Date.now() > deadline) throw new Error(`the demo was not ready in time:\n${stdout}\n${stderr}`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      return stdout;
-    },
-  };
-}
-
-const field = (text: string, name: string) =>
-  new RegExp(`^\\s+${name}:\\s+(\\S+)`, 'm').exec(text)?.[1] ?? '';
+const runDemo = (dataDir: string, args: string[] = []) => {
+  const demo = runDemoIn(dir.path, dataDir, args);
+  started.push(demo.child);
+  return demo;
+};
 
 describe('npm run demo', () => {
   it.skipIf(!hasCurl)(
@@ -83,7 +46,7 @@ describe('npm run demo', () => {
       const demo = runDemo(dataDir);
       const text = await demo.ready();
       expect(statSync(dataDir).mode & 0o777).toBe(0o700);
-      const url = field(text, 'server');
+      const url = field(text, 'console').replace(/\/$/, '');
       const email = field(text, 'email');
       const password = field(text, 'password');
       const agentId = field(text, 'agent id');
@@ -94,6 +57,23 @@ describe('npm run demo', () => {
       const examplePid = Number(processes?.[2]);
       pids.push(serverPid, examplePid);
       expect(isAlive(serverPid) && isAlive(examplePid)).toBe(true);
+
+      // The printed URL is the console's page, which loads its script from the same server.
+      const page = await fetch(`${url}/`);
+      expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+      const script = /<script type="module" crossorigin src="([^"]+)"/.exec(await page.text())?.[1];
+      expect((await fetch(`${url}${script}`)).status).toBe(200);
+      // Both approvers are members who can sign in with the printed passwords.
+      const approvers = [...text.matchAll(/^\s+approver:\s+(\S+)\s+(\S+)/gm)];
+      expect(approvers).toHaveLength(2);
+      for (const [, approverEmail, approverPassword] of approvers) {
+        const signIn = await fetch(`${url}/api/auth/login`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email: approverEmail, password: approverPassword }),
+        });
+        expect(signIn.status).toBe(200);
+      }
 
       // The three curl lines, exactly as printed, in one shell (the first sets $CSRF for the third).
       const lines = text

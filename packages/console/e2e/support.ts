@@ -70,17 +70,7 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
   });
   const firstPassword = /password:\s+(\S+)/.exec(server.output())?.[1];
   if (!firstPassword) throw new Error(`the server printed no one-time password:\n${server.output()}`);
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launchChromium();
   const problems: string[] = [];
   const refusals: string[] = [];
   const agents: ChildProcess[] = [];
@@ -97,16 +87,7 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
     async newPage(viewport = { width: 1280, height: 800 }) {
       const context = await browser.newContext({ viewport, baseURL: server.url });
       const page = await context.newPage();
-      // A CSP violation is reported on the console as an error; so is any script error.
-      page.on('console', (message) => {
-        if (message.type() !== 'error') return;
-        const refused = /^Failed to load resource: the server responded with a status of (4\d\d)/.exec(
-          message.text(),
-        );
-        if (refused) refusals.push(`${refused[1]} ${new URL(message.location().url).pathname}`);
-        else problems.push(`${page.url()}: ${message.text()}`);
-      });
-      page.on('pageerror', (error) => problems.push(`${page.url()}: ${error.message}`));
+      watchPage(page, problems, refusals);
       return { context, page };
     },
     async startAgent(token, name, actions) {
@@ -162,6 +143,37 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+export function launchChromium(): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * Records what the page logs as errors: a CSP violation is reported on the console as an error, so
+ * is any script error (into `problems`); a 4xx answer is logged as a failed resource load (into
+ * `refusals`, as `status path`).
+ */
+export function watchPage(page: Page, problems: string[], refusals: string[]): void {
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return;
+    const refused = /^Failed to load resource: the server responded with a status of (4\d\d)/.exec(
+      message.text(),
+    );
+    if (refused) refusals.push(`${refused[1]} ${new URL(message.location().url).pathname}`);
+    else problems.push(`${page.url()}: ${message.text()}`);
+  });
+  page.on('pageerror', (error) => problems.push(`${page.url()}: ${error.message}`));
 }
 
 /** Signs in through the login screen. */

@@ -1,0 +1,109 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { bannerField, type DemoRun, runDemo } from '../../agent/src/test-support/demo.js';
+import { hasChromium, launchChromium, watchPage } from './support.js';
+
+/**
+ * `npm run demo` as a newcomer meets it (issue 5, line 8): they open the printed URL in a browser,
+ * sign in with the printed owner account, and drive the example service's actions through the
+ * console; a high-risk one waits until one of the printed approvers approves it in another browser.
+ */
+
+const required = process.env.BULWARK_TEST_REQUIRE_SERVICES === '1';
+if (required && !hasChromium) throw new Error('CI needs /usr/bin/chromium for the console tests');
+
+const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 30_000, interval: 200 });
+
+let scratch = '';
+let demo: DemoRun;
+let banner = '';
+let browser: Browser;
+const problems: string[] = [];
+const refusals: string[] = [];
+
+async function openConsole(): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  watchPage(page, problems, refusals);
+  return page;
+}
+
+async function signInAt(page: Page, email: string, password: string): Promise<void> {
+  await page.goto(bannerField(banner, 'console'));
+  await page.waitForURL('**/login');
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL('**/orgs/default');
+}
+
+const commandStatus = (page: Page) => page.locator('.toolbar .badge').last();
+
+describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000 }, () => {
+  beforeAll(async () => {
+    scratch = await mkdtemp(path.join(tmpdir(), 'bulwark-demo-'));
+    demo = runDemo(scratch, path.join(scratch, 'demo-data'));
+    banner = await demo.ready();
+    browser = await launchChromium();
+  }, 120_000);
+  afterAll(async () => {
+    await browser?.close();
+    if (demo && demo.child.exitCode === null && demo.child.signalCode === null) {
+      demo.child.kill('SIGINT');
+      await demo.exited;
+    }
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it('shows the example service and runs its actions, a high-risk one once an approver approves it', async () => {
+    const owner = await openConsole();
+    await signInAt(owner, bannerField(banner, 'email'), bannerField(banner, 'password'));
+
+    await owner.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Services' }).click();
+    for (const action of ['status', 'restart', 'rotate-logs', 'drop-cache'])
+      await owner.getByRole('link', { name: new RegExp(`^Run ${action} on example `) }).waitFor();
+
+    // The low-risk action: its output arrives on the command page.
+    await owner.getByRole('link', { name: /^Run status on example / }).click();
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Run status?' })
+      .getByRole('button', { name: 'Run status' })
+      .click();
+    await owner.waitForURL(/\/commands\/cmd_/);
+    await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('succeeded'));
+    expect(await owner.getByLabel('Command output').textContent()).toMatch(/uptime: \d+ s/);
+
+    // The high-risk action waits for someone else.
+    await owner.goto(bannerField(banner, 'console').replace(/\/$/, '/orgs/default/services'));
+    await owner.getByRole('link', { name: /^Run rotate-logs on example / }).click();
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    const confirm = owner.getByRole('dialog', { name: 'Run rotate-logs?' });
+    expect(await confirm.textContent()).toContain('1 approval by someone other than you');
+    await confirm.getByRole('button', { name: 'Run rotate-logs' }).click();
+    await owner.waitForURL(/\/commands\/cmd_/);
+    await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('awaiting approval'));
+
+    const [, approverEmail, approverPassword] = /^\s+approver:\s+(\S+)\s+(\S+)/m.exec(banner) ?? [];
+    const approver = await openConsole();
+    await signInAt(approver, approverEmail!, approverPassword!);
+    await approver
+      .getByRole('navigation', { name: 'Sections' })
+      .getByRole('link', { name: 'Approvals' })
+      .click();
+    const card = approver.getByRole('article', { name: 'example/rotate-logs' });
+    await card.getByLabel('Comment').fill('fine by me');
+    await card.getByRole('button', { name: 'Approve' }).click();
+
+    await owner.reload();
+    await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('succeeded'));
+    expect(await owner.getByLabel('Command output').textContent()).toContain('rotated; keeping 3');
+
+    // A newcomer's first session logs nothing but the signed-out session check.
+    expect(problems).toEqual([]);
+    expect(refusals.filter((refusal) => refusal !== '401 /api/auth/session')).toEqual([]);
+  });
+});
