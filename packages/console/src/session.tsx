@@ -1,6 +1,6 @@
 import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useState } from 'react';
 import { ApiError, api, orgPath, setCsrfToken, setSignedOutHandler } from './api';
-import type { MyAccess, SessionView } from './types';
+import type { MyAccess, SessionView, SignInStatus } from './types';
 
 type SessionState =
   | { status: 'loading' }
@@ -30,10 +30,14 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       setCsrfToken(undefined);
       setState({ status: 'anonymous', notice: 'Your session has ended. Sign in again.' });
     });
-    api<SessionView>('GET', '/api/auth/session').then(adopt, (error: unknown) => {
-      if (!(error instanceof ApiError) || error.status !== 401) console.warn('session check failed', error);
-      setState({ status: 'anonymous' });
-    });
+    // The status route answers "not signed in" with a 200: a signed-out visit logs no failed request.
+    api<SignInStatus>('GET', '/api/auth/status').then(
+      (status) => (status.signedIn ? adopt(status.session) : setState({ status: 'anonymous' })),
+      (error: unknown) => {
+        console.warn('session check failed', error);
+        setState({ status: 'anonymous' });
+      },
+    );
     return () => setSignedOutHandler(undefined);
   }, [adopt]);
 

@@ -13,6 +13,9 @@ export interface SessionView {
   csrfToken: string;
 }
 
+/** GET /api/auth/status: whether this browser holds a live session. */
+export type SignInStatus = { signedIn: false } | { signedIn: true; session: SessionView };
+
 export interface MyAccess {
   org: { id: string; slug: string; name: string };
   role: string;

@@ -5,7 +5,7 @@ import { defineRoute, type Principal, type RouteDefinition } from '../http/route
 import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
 import type { AuthService } from './auth.service.js';
 import { MAX_LENGTH } from './password-policy.js';
-import { SELF_PERMISSION, SESSION_COOKIE } from './session-guard.js';
+import { SELF_PERMISSION, SESSION_COOKIE, sessionCookieOf } from './session-guard.js';
 
 export const SessionView = z.object({
   user: z.object({
@@ -68,6 +68,32 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       rateLimit: 'read',
       response: { 200: SessionView },
       handler: ({ principal }) => auth.view(sessionOf(principal)),
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/auth/status',
+      operationId: 'getSignInStatus',
+      summary:
+        'Whether this browser is signed in, and if so the same view as GET /api/auth/session; never 401, so the console can ask at startup',
+      tags: ['auth'],
+      access: {
+        public:
+          'answers "not signed in" to anyone; the session view needs the live session cookie, like GET /api/auth/session',
+      },
+      rateLimit: 'read',
+      response: {
+        200: z.discriminatedUnion('signedIn', [
+          z.object({ signedIn: z.literal(false) }),
+          z.object({ signedIn: z.literal(true), session: SessionView }),
+        ]),
+      },
+      handler: async ({ request }) => {
+        const session = await auth.liveSession(sessionCookieOf(request));
+        return session
+          ? { signedIn: true as const, session: await auth.view(session) }
+          : { signedIn: false as const };
+      },
     }),
 
     defineRoute({

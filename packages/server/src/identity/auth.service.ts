@@ -115,6 +115,10 @@ export function createAuthService(deps: {
   return {
     view,
 
+    /** The live session a cookie's token opens, if any (an ended or malformed one is no session). */
+    liveSession: (token: string | undefined) =>
+      token ? sessions.resolve(token) : Promise.resolve(undefined),
+
     /** Refuses (503 `auth_busy`) when password hashing is at capacity, before a sign-in does any work. */
     assertCanVerifyPasswords: () => hasher.assertCapacity(),
 

@@ -204,6 +204,37 @@ describe('sign-in', () => {
     const replay = await browser.send('GET', '/api/auth/session');
     expect(replay.status).toBe(401);
   });
+
+  it('answers whether a browser is signed in without a 401, and only a live cookie opens the view', async () => {
+    server = await startTestServer(BOOTSTRAP);
+    const browser = new Browser(server.url);
+    const status = async () => {
+      const response = await browser.send('GET', '/api/auth/status');
+      expect(response.status).toBe(200);
+      return (await response.json()) as {
+        signedIn: boolean;
+        session?: { user: { email: string }; csrfToken: string };
+      };
+    };
+    expect(await status()).toEqual({ signedIn: false });
+    // Attack: a forged or guessed cookie learns nothing, not even that it was malformed.
+    browser.cookie = `bws_${'A'.repeat(43)}`;
+    expect(await status()).toEqual({ signedIn: false });
+
+    browser.cookie = undefined;
+    const login = await browser.login();
+    const { csrfToken } = (await login.json()) as { csrfToken: string };
+    const signedIn = await status();
+    expect(signedIn.signedIn).toBe(true);
+    expect(signedIn.session?.user.email).toBe(OWNER.email);
+    expect(signedIn.session?.csrfToken).toBe(csrfToken);
+
+    // A cookie captured before logout opens nothing afterwards.
+    const captured = browser.cookie;
+    await browser.send('POST', '/api/auth/logout');
+    browser.cookie = captured;
+    expect(await status()).toEqual({ signedIn: false });
+  });
 });
 
 describe('CSRF', () => {
