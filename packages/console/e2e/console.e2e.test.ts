@@ -1,6 +1,7 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { measureFirstLoad } from './first-load.js';
 import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld } from './support.js';
 
 /**
@@ -15,6 +16,7 @@ if (required && !hasChromium) throw new Error('CI needs /usr/bin/chromium for th
 const OWNER_PASSWORD = 'Tr4il-Harbor-Quartz-81!';
 const OPERATOR = { email: 'operator@example.test', name: 'Olu Operator', password: 'Vq7-coastal-Lantern-92' };
 const NODE = process.execPath;
+const BUILT_ASSETS = new URL('../dist/assets/', import.meta.url);
 
 let world: ConsoleWorld;
 let owner: Page;
@@ -50,6 +52,23 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     org = new URL(owner.url()).pathname.split('/')[2]!;
     await owner.getByRole('heading', { level: 1 }).waitFor();
     await world.screenshot(owner, 'dashboard');
+  });
+
+  it('loads the sign-in page with under 250 KB of compressed JavaScript, and no screen it does not show', async () => {
+    const load = await measureFirstLoad(
+      world.browser,
+      `${world.server.url}/login`,
+      'button:has-text("Sign in")',
+    );
+    expect(load.script.transferred).toBeGreaterThan(0);
+    expect(load.script.transferred).toBeLessThan(250 * 1024);
+    const scripts = load.resources.filter((resource) => resource.type === 'Script');
+    expect(scripts.every((script) => script.encoding === 'br' || script.encoding === 'gzip')).toBe(true);
+    // Code-split: the other screens are chunks of their own, and the sign-in page fetches none of them.
+    const chunks = (await readdir(BUILT_ASSETS)).filter((file) => file.endsWith('.js'));
+    expect(chunks.length).toBeGreaterThan(10);
+    expect(scripts.length).toBeLessThan(chunks.length);
+    expect(scripts.some((script) => /\/assets\/(audit|agents|roles)-/.test(script.path))).toBe(false);
   });
 
   it('invites a member with a bounded role, who accepts in another browser', async () => {

@@ -2,7 +2,7 @@ import { lazy, type ReactNode, Suspense, useEffect, useRef, useState } from 'rea
 import { BrowserRouter, Navigate, Route, Routes, useLocation } from 'react-router';
 import { api, setStepUpPrompt } from './api';
 import { OrgLayout, PlainLayout } from './components/layout';
-import { ErrorNote, Field, Loading, Modal } from './components/ui';
+import { CurrentPasswordField, DialogActions, Loading, Modal } from './components/ui';
 import { LoginPage } from './pages/login';
 import { SessionProvider, useSession } from './session';
 import type { SessionView } from './types';
@@ -65,27 +65,8 @@ function StepUpHost() {
         }}
       >
         <p>This action needs a recent sign-in. Enter your password to continue.</p>
-        <Field label="Password">
-          {(id) => (
-            <input
-              id={id}
-              type="password"
-              autoComplete="current-password"
-              value={password}
-              onChange={(event) => setPassword(event.target.value)}
-              required
-            />
-          )}
-        </Field>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={() => finish(false)}>
-            Cancel
-          </button>
-          <button type="submit" className="primary">
-            Confirm
-          </button>
-        </div>
+        <CurrentPasswordField label="Password" value={password} onValue={setPassword} />
+        <DialogActions error={error} submitLabel="Confirm" onCancel={() => finish(false)} />
       </form>
     </Modal>
   );

@@ -1,4 +1,12 @@
-import { type ReactNode, useCallback, useEffect, useId, useRef, useState } from 'react';
+import {
+  type InputHTMLAttributes,
+  type ReactNode,
+  useCallback,
+  useEffect,
+  useId,
+  useRef,
+  useState,
+} from 'react';
 import { ApiError } from '../api';
 
 /** Loads data for a screen; `reload` runs it again (after a change, or on a live update). */
@@ -23,6 +31,27 @@ export function useLoad<T>(load: () => Promise<T>, deps: readonly unknown[]) {
   }, [...deps, generation]);
   const reload = useCallback(() => setGeneration((n) => n + 1), []);
   return { data, error, reload };
+}
+
+/**
+ * Sends a form: `busy` from the start of `run` until it fails, and the failure in `error` to show
+ * (cleared on the next try). On success `busy` stays set: every form using this goes away then (its
+ * dialog closes, or the screen moves on), and must not be sent twice meanwhile.
+ */
+export function useSubmit() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const run = async (send: () => Promise<void>) => {
+    setBusy(true);
+    setError(undefined);
+    try {
+      await send();
+    } catch (failure) {
+      setError(failure);
+      setBusy(false);
+    }
+  };
+  return { busy, error, run };
 }
 
 export function messageOf(error: unknown): string {
@@ -58,6 +87,20 @@ export function Loading({ what }: { what: string }) {
   );
 }
 
+/**
+ * What a screen shows of one `useLoad`: "Loading …" until the data first arrives (nothing once the
+ * load failed: the screen shows the error with its own ErrorNote, often merged with others), then
+ * the content. Every list page had these same two conditions.
+ */
+export function Loaded<T>(props: {
+  load: { data: T | undefined; error: unknown };
+  what: string;
+  children: (data: T) => ReactNode;
+}) {
+  if (props.load.data !== undefined) return props.children(props.load.data);
+  return props.load.error ? null : <Loading what={props.what} />;
+}
+
 /** A labelled input; the label is always there for screen readers and at every width. */
 export function Field(props: {
   label: string;
@@ -84,6 +127,49 @@ export function Field(props: {
         </small>
       )}
     </div>
+  );
+}
+
+/**
+ * A Field holding one plain <input>, the most common field: the label, hint and error are wired to
+ * it, and `onValue` gets the new text. Any other input attribute passes through.
+ */
+export function InputField({
+  label,
+  hint,
+  error,
+  onValue,
+  ...input
+}: {
+  label: string;
+  hint?: string;
+  error?: string | undefined;
+  onValue: (value: string) => void;
+} & Omit<InputHTMLAttributes<HTMLInputElement>, 'id' | 'onChange' | 'aria-describedby'>) {
+  return (
+    <Field label={label} hint={hint} error={error}>
+      {(id, describedBy) => (
+        <input id={id} aria-describedby={describedBy} {...input} onChange={(e) => onValue(e.target.value)} />
+      )}
+    </Field>
+  );
+}
+
+/** A password the person already has (to sign in, or to prove it is them again). */
+export function CurrentPasswordField(props: {
+  label: string;
+  value: string;
+  onValue: (password: string) => void;
+}) {
+  return (
+    <InputField
+      label={props.label}
+      type="password"
+      autoComplete="current-password"
+      value={props.value}
+      onValue={props.onValue}
+      required
+    />
   );
 }
 
@@ -116,6 +202,31 @@ export function Modal(props: { title: string; onClose: () => void; children: Rea
   );
 }
 
+/** The end of a form in a dialog: its error, then Cancel and the submit button. */
+export function DialogActions(props: {
+  error: unknown;
+  busy?: boolean;
+  submitLabel: string;
+  /** False keeps the submit button disabled (the form is not complete yet). */
+  canSubmit?: boolean;
+  onCancel: () => void;
+}) {
+  const busy = props.busy ?? false;
+  return (
+    <>
+      <ErrorNote error={props.error} />
+      <div className="actions">
+        <button type="button" onClick={props.onCancel} disabled={busy}>
+          Cancel
+        </button>
+        <button type="submit" className="primary" disabled={busy || props.canSubmit === false}>
+          {props.submitLabel}
+        </button>
+      </div>
+    </>
+  );
+}
+
 /** Asks before something that cannot be undone; names exactly what will happen. */
 export function ConfirmDialog(props: {
   title: string;
@@ -125,8 +236,7 @@ export function ConfirmDialog(props: {
   onConfirm: () => Promise<void>;
   onClose: () => void;
 }) {
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
+  const { busy, error, run } = useSubmit();
   return (
     <Modal title={props.title} onClose={props.onClose}>
       {props.children}
@@ -139,17 +249,12 @@ export function ConfirmDialog(props: {
           type="button"
           className={props.danger ? 'danger' : 'primary'}
           disabled={busy}
-          onClick={async () => {
-            setBusy(true);
-            setError(undefined);
-            try {
+          onClick={() =>
+            run(async () => {
               await props.onConfirm();
               props.onClose();
-            } catch (failure) {
-              setError(failure);
-              setBusy(false);
-            }
-          }}
+            })
+          }
         >
           {props.confirmLabel}
         </button>

@@ -2,7 +2,7 @@ import { useState } from 'react';
 import { Link, useLocation, useNavigate } from 'react-router';
 import { api } from '../api';
 import { NewPasswordFields, useNewPassword } from '../components/new-password';
-import { ErrorNote, Field, Loading } from '../components/ui';
+import { ErrorNote, InputField, Loading, useSubmit } from '../components/ui';
 import { useSession } from '../session';
 import type { SessionView } from '../types';
 
@@ -21,8 +21,7 @@ function tokenOf(location: { hash: string }): string {
 function AcceptSignedIn({ token, view }: { token: string; view: SessionView }) {
   const { adopt, logout } = useSession();
   const navigate = useNavigate();
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
+  const { busy, error, run } = useSubmit();
   return (
     <>
       <p>
@@ -35,21 +34,16 @@ function AcceptSignedIn({ token, view }: { token: string; view: SessionView }) {
           type="button"
           className="primary"
           disabled={busy}
-          onClick={async () => {
-            setBusy(true);
-            setError(undefined);
-            try {
+          onClick={() =>
+            run(async () => {
               const joined = await api<{ slug: string }>('POST', '/api/invitations/accept-signed-in', {
                 token,
               });
               // The session's list of organizations predates the new membership.
               adopt(await api<SessionView>('GET', '/api/auth/session'));
               navigate(`/orgs/${encodeURIComponent(joined.slug)}`, { replace: true });
-            } catch (failure) {
-              setError(failure);
-              setBusy(false);
-            }
-          }}
+            })
+          }
         >
           Accept invitation
         </button>
@@ -67,37 +61,27 @@ function AcceptWithNewAccount({ token, from }: { token: string; from: string }) 
   const [displayName, setDisplayName] = useState('');
   const newPassword = useNewPassword();
   const { password, mismatch } = newPassword;
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
+  const { busy, error, run } = useSubmit();
   return (
     <form
-      onSubmit={async (event) => {
+      onSubmit={(event) => {
         event.preventDefault();
         if (mismatch) return;
-        setBusy(true);
-        setError(undefined);
-        try {
+        void run(async () => {
           adopt(await api<SessionView>('POST', '/api/invitations/accept', { token, displayName, password }));
           navigate('/', { replace: true });
-        } catch (failure) {
-          setError(failure);
-          setBusy(false);
-        }
+        });
       }}
     >
       <p>Create your account to join. Your email is the one the invitation was sent to.</p>
-      <Field label="Display name">
-        {(id) => (
-          <input
-            id={id}
-            autoComplete="name"
-            maxLength={100}
-            value={displayName}
-            onChange={(e) => setDisplayName(e.target.value)}
-            required
-          />
-        )}
-      </Field>
+      <InputField
+        label="Display name"
+        autoComplete="name"
+        maxLength={100}
+        value={displayName}
+        onValue={setDisplayName}
+        required
+      />
       <NewPasswordFields label="Password" state={newPassword} />
       <ErrorNote error={error} />
       <button type="submit" className="primary" disabled={busy || Boolean(mismatch)}>

@@ -1,13 +1,16 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
+import { DataTable } from '../components/data-table';
 import {
   ConfirmDialog,
   CopyButton,
+  DialogActions,
   ErrorNote,
   Field,
+  InputField,
   Labels,
-  Loading,
+  Loaded,
   Modal,
   parseLabelText,
   StatusBadge,
@@ -81,66 +84,39 @@ function CreateTokenDialog({ org, onClose }: { org: string; onClose: () => void 
           }
         }}
       >
-        <Field label="Description">
-          {(id) => (
-            <input
-              id={id}
-              value={description}
-              maxLength={200}
-              onChange={(e) => setDescription(e.target.value)}
-            />
-          )}
-        </Field>
-        <Field
+        <InputField label="Description" value={description} maxLength={200} onValue={setDescription} />
+        <InputField
           label="Labels for the agents it registers"
           hint="key=value, separated by commas"
           error={parsed ? undefined : 'Write labels as key=value, separated by commas.'}
-        >
-          {(id, describedBy) => (
-            <input
-              id={id}
-              value={labels}
-              aria-describedby={describedBy}
-              aria-invalid={parsed ? undefined : true}
-              placeholder="env=prod, team=payments"
-              onChange={(e) => setLabels(e.target.value)}
-            />
-          )}
-        </Field>
-        <Field label="Expires after (minutes)" hint="At most 30 days.">
-          {(id, describedBy) => (
-            <input
-              id={id}
-              type="number"
-              min={1}
-              max={43200}
-              aria-describedby={describedBy}
-              value={minutes}
-              onChange={(e) => setMinutes(Number(e.target.value))}
-            />
-          )}
-        </Field>
-        <Field label="Registrations allowed">
-          {(id) => (
-            <input
-              id={id}
-              type="number"
-              min={1}
-              max={1000}
-              value={uses}
-              onChange={(e) => setUses(Number(e.target.value))}
-            />
-          )}
-        </Field>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={onClose}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={!parsed}>
-            Create token
-          </button>
-        </div>
+          value={labels}
+          aria-invalid={parsed ? undefined : true}
+          placeholder="env=prod, team=payments"
+          onValue={setLabels}
+        />
+        <InputField
+          label="Expires after (minutes)"
+          hint="At most 30 days."
+          type="number"
+          min={1}
+          max={43200}
+          value={minutes}
+          onValue={(value) => setMinutes(Number(value))}
+        />
+        <InputField
+          label="Registrations allowed"
+          type="number"
+          min={1}
+          max={1000}
+          value={uses}
+          onValue={(value) => setUses(Number(value))}
+        />
+        <DialogActions
+          error={error}
+          submitLabel="Create token"
+          canSubmit={Boolean(parsed)}
+          onCancel={onClose}
+        />
       </form>
     </Modal>
   );
@@ -162,50 +138,40 @@ function RegistrationTokens({ org }: { org: string }) {
         </button>
       </div>
       <ErrorNote error={error} />
-      {data && data.tokens.length === 0 && <p className="muted">No registration tokens.</p>}
-      {data && data.tokens.length > 0 && (
-        <div className="table-wrap">
-          <table aria-label="Registration tokens">
-            <thead>
-              <tr>
-                <th>Description</th>
-                <th>Status</th>
-                <th>Labels</th>
-                <th>Uses</th>
-                <th>Expires</th>
-                <th>
-                  <span className="visually-hidden">Actions</span>
-                </th>
-              </tr>
-            </thead>
-            <tbody>
-              {data.tokens.map((token) => (
-                <tr key={token.id}>
-                  <td>{token.description || <span className="muted">{token.id}</span>}</td>
-                  <td>
-                    <StatusBadge status={token.status} />
-                  </td>
-                  <td>
-                    <Labels labels={token.labels} />
-                  </td>
-                  <td>
-                    {token.uses} / {token.usesAllowed}
-                  </td>
-                  <td>
-                    <When at={token.expiresAt} />
-                  </td>
-                  <td>
-                    {token.status === 'active' && (
-                      <button type="button" onClick={() => setRevoking(token)}>
-                        Revoke
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+      {data && (
+        <DataTable
+          label="Registration tokens"
+          columns={['Description', 'Status', 'Labels', 'Uses', 'Expires']}
+          actions
+          quietActionsHeading
+          rows={data.tokens}
+          empty="No registration tokens."
+        >
+          {(token) => (
+            <tr key={token.id}>
+              <td>{token.description || <span className="muted">{token.id}</span>}</td>
+              <td>
+                <StatusBadge status={token.status} />
+              </td>
+              <td>
+                <Labels labels={token.labels} />
+              </td>
+              <td>
+                {token.uses} / {token.usesAllowed}
+              </td>
+              <td>
+                <When at={token.expiresAt} />
+              </td>
+              <td>
+                {token.status === 'active' && (
+                  <button type="button" onClick={() => setRevoking(token)}>
+                    Revoke
+                  </button>
+                )}
+              </td>
+            </tr>
+          )}
+        </DataTable>
       )}
       {creating && (
         <CreateTokenDialog
@@ -243,7 +209,7 @@ export default function AgentsPage() {
   const [selector, setSelector] = useState('');
   const [applied, setApplied] = useState('');
   const [pending, setPending] = useState<{ agent: AgentView; verb: Lifecycle } | undefined>();
-  const { data, error, reload } = useLoad(
+  const agents = useLoad(
     () =>
       api<{ agents: AgentView[]; next: string | null }>(
         'GET',
@@ -262,86 +228,69 @@ export default function AgentsPage() {
           setApplied(selector.trim());
         }}
       >
-        <Field label="Label selector" hint="For example env=prod,team in (payments, core)">
-          {(id, describedBy) => (
-            <input
-              id={id}
-              value={selector}
-              aria-describedby={describedBy}
-              onChange={(e) => setSelector(e.target.value)}
-            />
-          )}
-        </Field>
+        <InputField
+          label="Label selector"
+          hint="For example env=prod,team in (payments, core)"
+          value={selector}
+          onValue={setSelector}
+        />
         <button type="submit">Filter</button>
-        <button type="button" onClick={reload}>
+        <button type="button" onClick={agents.reload}>
           Refresh
         </button>
       </form>
-      <ErrorNote error={error} />
-      {!data && !error && <Loading what="agents" />}
-      {data && data.agents.length === 0 && (
-        <p className="muted">No agents{applied ? ' match this selector' : ''}.</p>
-      )}
-      {data && data.agents.length > 0 && (
-        <div className="table-wrap">
-          <table aria-label="Agents">
-            <thead>
-              <tr>
-                <th>Name</th>
-                <th>Status</th>
-                <th>Labels</th>
-                <th>Last seen</th>
-                <th>Host</th>
+      <ErrorNote error={agents.error} />
+      <Loaded load={agents} what="agents">
+        {(data) => (
+          <DataTable
+            label="Agents"
+            columns={['Name', 'Status', 'Labels', 'Last seen', 'Host']}
+            actions={canManage}
+            quietActionsHeading
+            rows={data.agents}
+            empty={`No agents${applied ? ' match this selector' : ''}.`}
+          >
+            {(agent) => (
+              <tr key={agent.id} data-agent={agent.id}>
+                <td>{agent.name}</td>
+                <td>
+                  <StatusBadge status={agent.status} />
+                </td>
+                <td>
+                  <Labels labels={agent.labels} />
+                </td>
+                <td>
+                  <When at={agent.lastSeenAt} />
+                </td>
+                <td>{agent.hostname}</td>
                 {canManage && (
-                  <th>
-                    <span className="visually-hidden">Actions</span>
-                  </th>
+                  <td className="row-actions">
+                    {agent.status === 'disabled' && (
+                      <button type="button" onClick={() => setPending({ agent, verb: 'enable' })}>
+                        Enable
+                      </button>
+                    )}
+                    {(agent.status === 'online' || agent.status === 'offline') && (
+                      <button type="button" onClick={() => setPending({ agent, verb: 'disable' })}>
+                        Disable
+                      </button>
+                    )}
+                    {agent.status !== 'revoked' && (
+                      <button
+                        type="button"
+                        className="danger"
+                        onClick={() => setPending({ agent, verb: 'revoke' })}
+                      >
+                        Revoke
+                      </button>
+                    )}
+                  </td>
                 )}
               </tr>
-            </thead>
-            <tbody>
-              {data.agents.map((agent) => (
-                <tr key={agent.id} data-agent={agent.id}>
-                  <td>{agent.name}</td>
-                  <td>
-                    <StatusBadge status={agent.status} />
-                  </td>
-                  <td>
-                    <Labels labels={agent.labels} />
-                  </td>
-                  <td>
-                    <When at={agent.lastSeenAt} />
-                  </td>
-                  <td>{agent.hostname}</td>
-                  {canManage && (
-                    <td className="row-actions">
-                      {agent.status === 'disabled' && (
-                        <button type="button" onClick={() => setPending({ agent, verb: 'enable' })}>
-                          Enable
-                        </button>
-                      )}
-                      {(agent.status === 'online' || agent.status === 'offline') && (
-                        <button type="button" onClick={() => setPending({ agent, verb: 'disable' })}>
-                          Disable
-                        </button>
-                      )}
-                      {agent.status !== 'revoked' && (
-                        <button
-                          type="button"
-                          className="danger"
-                          onClick={() => setPending({ agent, verb: 'revoke' })}
-                        >
-                          Revoke
-                        </button>
-                      )}
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+            )}
+          </DataTable>
+        )}
+      </Loaded>
       {pending && (
         <ConfirmDialog
           title={`${LIFECYCLE_TEXT[pending.verb].title} ${pending.agent.name}`}
@@ -349,7 +298,7 @@ export default function AgentsPage() {
           danger={pending.verb !== 'enable'}
           onConfirm={async () => {
             await api('POST', orgPath(org, `/agents/${pending.agent.id}/${pending.verb}`));
-            reload();
+            agents.reload();
           }}
           onClose={() => setPending(undefined)}
         >

@@ -2,7 +2,7 @@ import { useState } from 'react';
 import { useNavigate } from 'react-router';
 import { api } from '../api';
 import { NewPasswordFields, useNewPassword } from '../components/new-password';
-import { ErrorNote, Field } from '../components/ui';
+import { CurrentPasswordField, ErrorNote, useSubmit } from '../components/ui';
 import { useSession, useSignedIn } from '../session';
 import type { SessionView } from '../types';
 
@@ -12,16 +12,13 @@ export function PasswordForm({ onChanged }: { onChanged: () => void }) {
   const [current, setCurrent] = useState('');
   const newPassword = useNewPassword();
   const { password: next, mismatch } = newPassword;
-  const [error, setError] = useState<unknown>();
-  const [busy, setBusy] = useState(false);
+  const { busy, error, run } = useSubmit();
   return (
     <form
-      onSubmit={async (event) => {
+      onSubmit={(event) => {
         event.preventDefault();
         if (mismatch) return;
-        setBusy(true);
-        setError(undefined);
-        try {
+        void run(async () => {
           adopt(
             await api<SessionView>('POST', '/api/auth/password', {
               currentPassword: current,
@@ -29,25 +26,10 @@ export function PasswordForm({ onChanged }: { onChanged: () => void }) {
             }),
           );
           onChanged();
-        } catch (failure) {
-          setError(failure);
-        } finally {
-          setBusy(false);
-        }
+        });
       }}
     >
-      <Field label="Current password">
-        {(id) => (
-          <input
-            id={id}
-            type="password"
-            autoComplete="current-password"
-            value={current}
-            onChange={(e) => setCurrent(e.target.value)}
-            required
-          />
-        )}
-      </Field>
+      <CurrentPasswordField label="Current password" value={current} onValue={setCurrent} />
       <NewPasswordFields label="New password" state={newPassword} />
       <ErrorNote error={error} />
       <button type="submit" className="primary" disabled={busy || Boolean(mismatch)}>

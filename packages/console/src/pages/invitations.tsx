@@ -1,12 +1,16 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
+import { DataTable, RowButton } from '../components/data-table';
+import { DialogForm } from '../components/dialog-form';
+import { RoleSelectField, useRoles } from '../components/fields';
 import {
   ConfirmDialog,
   CopyButton,
   ErrorNote,
   Field,
-  Loading,
+  InputField,
+  Loaded,
   Modal,
   StatusBadge,
   useLoad,
@@ -35,8 +39,6 @@ function InviteDialog(props: { org: string; roles: RoleView[]; onCreated: () => 
   const [role, setRole] = useState(
     props.roles.find((r) => r.id === 'viewer')?.id ?? props.roles[0]?.id ?? '',
   );
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   const [created, setCreated] = useState<Created | undefined>();
 
   if (created) {
@@ -59,76 +61,43 @@ function InviteDialog(props: { org: string; roles: RoleView[]; onCreated: () => 
     );
   }
   return (
+    // The same Modal as the link above: it stays open while the form gives way to the link.
     <Modal title="Invite someone" onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            setCreated(await api<Created>('POST', orgPath(props.org, '/invitations'), { email, role }));
-            props.onCreated();
-          } catch (failure) {
-            setError(failure);
-          } finally {
-            setBusy(false);
-          }
+      <DialogForm
+        submitLabel="Create invitation"
+        onCancel={props.onClose}
+        onSubmit={async () => {
+          setCreated(await api<Created>('POST', orgPath(props.org, '/invitations'), { email, role }));
+          props.onCreated();
         }}
       >
-        <Field label="Email">
-          {(id) => (
-            <input
-              id={id}
-              type="email"
-              autoComplete="off"
-              maxLength={254}
-              value={email}
-              onChange={(e) => setEmail(e.target.value)}
-              required
-            />
-          )}
-        </Field>
+        <InputField
+          label="Email"
+          type="email"
+          autoComplete="off"
+          maxLength={254}
+          value={email}
+          onValue={setEmail}
+          required
+        />
         {props.roles.length > 0 ? (
-          <Field label="Role" hint="No stronger than your own role.">
-            {(id, describedBy) => (
-              <select
-                id={id}
-                aria-describedby={describedBy}
-                value={role}
-                onChange={(e) => setRole(e.target.value)}
-              >
-                {props.roles.map((r) => (
-                  <option key={r.id} value={r.id}>
-                    {r.builtIn ? r.name : `${r.name} (custom)`}
-                  </option>
-                ))}
-              </select>
-            )}
-          </Field>
+          <RoleSelectField
+            hint="No stronger than your own role."
+            roles={props.roles}
+            value={role}
+            onValue={setRole}
+          />
         ) : (
           // Without roles:read the list of roles is not ours to see; the name or id is still accepted.
-          <Field label="Role" hint="A built-in role name (such as viewer) or a custom role id.">
-            {(id, describedBy) => (
-              <input
-                id={id}
-                aria-describedby={describedBy}
-                value={role}
-                onChange={(e) => setRole(e.target.value)}
-                required
-              />
-            )}
-          </Field>
+          <InputField
+            label="Role"
+            hint="A built-in role name (such as viewer) or a custom role id."
+            value={role}
+            onValue={setRole}
+            required
+          />
         )}
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            Create invitation
-          </button>
-        </div>
-      </form>
+      </DialogForm>
     </Modal>
   );
 }
@@ -138,7 +107,6 @@ export default function InvitationsPage() {
   const access = useAccess();
   const canList = access.can('members:read');
   const canInvite = access.can('members:invite');
-  const canReadRoles = access.can('roles:read');
   const invitations = useLoad(
     () =>
       canList
@@ -146,13 +114,7 @@ export default function InvitationsPage() {
         : Promise.resolve(undefined),
     [org, canList],
   );
-  const roles = useLoad(
-    () =>
-      canReadRoles
-        ? api<{ roles: RoleView[] }>('GET', orgPath(org, '/roles'))
-        : Promise.resolve({ roles: [] as RoleView[] }),
-    [org, canReadRoles],
-  );
+  const roles = useRoles(org);
   const [inviting, setInviting] = useState(false);
   const [revoking, setRevoking] = useState<InvitationView | undefined>();
   const roleName = (role: string) => roles.data?.roles.find((r) => r.id === role)?.name ?? role;
@@ -169,49 +131,45 @@ export default function InvitationsPage() {
       </div>
       <ErrorNote error={invitations.error ?? roles.error} />
       {!canList && <p className="muted">You may invite people, but not list the invitations.</p>}
-      {canList && !invitations.data && !invitations.error && <Loading what="invitations" />}
-      {invitations.data &&
-        (invitations.data.invitations.length === 0 ? (
-          <p className="muted">No open invitations.</p>
-        ) : (
-          <div className="table-wrap">
-            <table aria-label="Invitations">
-              <thead>
-                <tr>
-                  <th scope="col">Email</th>
-                  <th scope="col">Role</th>
-                  <th scope="col">Status</th>
-                  <th scope="col">Expires</th>
-                  {canInvite && <th scope="col">Actions</th>}
+      {canList && (
+        <Loaded load={invitations} what="invitations">
+          {(data) => (
+            <DataTable
+              label="Invitations"
+              columns={['Email', 'Role', 'Status', 'Expires']}
+              actions={canInvite}
+              rows={data.invitations}
+              empty="No open invitations."
+            >
+              {(invitation) => (
+                <tr key={invitation.id}>
+                  <td>{invitation.email}</td>
+                  <td>{roleName(invitation.role)}</td>
+                  <td>
+                    <StatusBadge status={invitation.status} />
+                  </td>
+                  <td>
+                    <When at={invitation.expiresAt} />
+                  </td>
+                  {canInvite && (
+                    <td>
+                      {invitation.status === 'pending' && (
+                        <RowButton
+                          danger
+                          target={`the invitation for ${invitation.email}`}
+                          onClick={() => setRevoking(invitation)}
+                        >
+                          Revoke
+                        </RowButton>
+                      )}
+                    </td>
+                  )}
                 </tr>
-              </thead>
-              <tbody>
-                {invitations.data.invitations.map((invitation) => (
-                  <tr key={invitation.id}>
-                    <td>{invitation.email}</td>
-                    <td>{roleName(invitation.role)}</td>
-                    <td>
-                      <StatusBadge status={invitation.status} />
-                    </td>
-                    <td>
-                      <When at={invitation.expiresAt} />
-                    </td>
-                    {canInvite && (
-                      <td>
-                        {invitation.status === 'pending' && (
-                          <button type="button" className="danger" onClick={() => setRevoking(invitation)}>
-                            Revoke
-                            <span className="visually-hidden"> the invitation for {invitation.email}</span>
-                          </button>
-                        )}
-                      </td>
-                    )}
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        ))}
+              )}
+            </DataTable>
+          )}
+        </Loaded>
+      )}
 
       {inviting && roles.data && (
         <InviteDialog

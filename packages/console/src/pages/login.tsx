@@ -1,6 +1,6 @@
 import { useState } from 'react';
 import { Navigate, useLocation } from 'react-router';
-import { ErrorNote, Field } from '../components/ui';
+import { CurrentPasswordField, ErrorNote, InputField, useSubmit } from '../components/ui';
 import { useSession } from '../session';
 
 /** Sign in. Part of the first chunk: it is what everyone loads first. */
@@ -9,8 +9,7 @@ export function LoginPage() {
   const location = useLocation();
   const [email, setEmail] = useState('');
   const [password, setPassword] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
+  const { busy, error, run } = useSubmit();
   const from = (location.state as { from?: string } | null)?.from ?? '/';
   if (state.status === 'signed-in') return <Navigate to={from} replace />;
   return (
@@ -18,42 +17,20 @@ export function LoginPage() {
       <h1>Sign in to Bulwark</h1>
       {state.status === 'anonymous' && state.notice && <p className="notice">{state.notice}</p>}
       <form
-        onSubmit={async (event) => {
+        onSubmit={(event) => {
           event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            await login(email, password);
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
+          void run(() => login(email, password));
         }}
       >
-        <Field label="Email">
-          {(id) => (
-            <input
-              id={id}
-              type="email"
-              autoComplete="username"
-              value={email}
-              onChange={(event) => setEmail(event.target.value)}
-              required
-            />
-          )}
-        </Field>
-        <Field label="Password">
-          {(id) => (
-            <input
-              id={id}
-              type="password"
-              autoComplete="current-password"
-              value={password}
-              onChange={(event) => setPassword(event.target.value)}
-              required
-            />
-          )}
-        </Field>
+        <InputField
+          label="Email"
+          type="email"
+          autoComplete="username"
+          value={email}
+          onValue={setEmail}
+          required
+        />
+        <CurrentPasswordField label="Password" value={password} onValue={setPassword} />
         <ErrorNote error={error} />
         <button type="submit" className="primary" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}

@@ -1,16 +1,10 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import {
-  ConfirmDialog,
-  ErrorNote,
-  Field,
-  Loading,
-  Modal,
-  StatusBadge,
-  useLoad,
-  When,
-} from '../components/ui';
+import { DataTable, RowButton } from '../components/data-table';
+import { FormDialog } from '../components/dialog-form';
+import { RoleSelectField, useRoles } from '../components/fields';
+import { ConfirmDialog, ErrorNote, Loaded, StatusBadge, useLoad, When } from '../components/ui';
 import { useAccess, useSignedIn } from '../session';
 import type { RoleView } from './roles';
 
@@ -37,54 +31,25 @@ function ChangeRoleDialog(props: {
   onClose: () => void;
 }) {
   const [role, setRole] = useState(props.member.role);
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   return (
-    <Modal title={`Change the role of ${personOf(props.member)}`} onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            await api('PATCH', orgPath(props.org, `/members/${encodeURIComponent(props.member.id)}`), {
-              role,
-            });
-            props.onChanged();
-            props.onClose();
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
-        }}
-      >
-        <Field label="Role" hint="You can only give a role whose permissions you hold yourself.">
-          {(id, describedBy) => (
-            <select
-              id={id}
-              aria-describedby={describedBy}
-              value={role}
-              onChange={(e) => setRole(e.target.value)}
-            >
-              {props.roles.map((r) => (
-                <option key={r.id} value={r.id}>
-                  {r.builtIn ? r.name : `${r.name} (custom)`}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy || role === props.member.role}>
-            Change role
-          </button>
-        </div>
-      </form>
-    </Modal>
+    <FormDialog
+      title={`Change the role of ${personOf(props.member)}`}
+      submitLabel="Change role"
+      canSubmit={role !== props.member.role}
+      onClose={props.onClose}
+      onSubmit={async () => {
+        await api('PATCH', orgPath(props.org, `/members/${encodeURIComponent(props.member.id)}`), { role });
+        props.onChanged();
+        props.onClose();
+      }}
+    >
+      <RoleSelectField
+        hint="You can only give a role whose permissions you hold yourself."
+        roles={props.roles}
+        value={role}
+        onValue={setRole}
+      />
+    </FormDialog>
   );
 }
 
@@ -92,17 +57,10 @@ export default function MembersPage() {
   const { org = '' } = useParams();
   const access = useAccess();
   const me = useSignedIn().user.id;
-  const canReadRoles = access.can('roles:read');
   const canManage = access.can('members:manage');
   const canEndSessions = access.can('members:end_sessions');
   const members = useLoad(() => api<{ members: MemberView[] }>('GET', orgPath(org, '/members')), [org]);
-  const roles = useLoad(
-    () =>
-      canReadRoles
-        ? api<{ roles: RoleView[] }>('GET', orgPath(org, '/roles'))
-        : Promise.resolve({ roles: [] as RoleView[] }),
-    [org, canReadRoles],
-  );
+  const roles = useRoles(org);
   const [pending, setPending] = useState<Pending | undefined>();
   const [notice, setNotice] = useState<string | undefined>();
   const roleList = roles.data?.roles ?? [];
@@ -118,79 +76,73 @@ export default function MembersPage() {
         </p>
       )}
       <ErrorNote error={members.error ?? roles.error} />
-      {!members.data && !members.error && <Loading what="members" />}
-      {members.data && (
-        <div className="table-wrap">
-          <table aria-label="Members">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">Email</th>
-                <th scope="col">Role</th>
-                <th scope="col">Teams</th>
-                <th scope="col">Status</th>
-                <th scope="col">Joined</th>
-                {(canManage || canEndSessions) && <th scope="col">Actions</th>}
-              </tr>
-            </thead>
-            <tbody>
-              {members.data.members.map((member) => (
-                <tr key={member.id}>
-                  <td>{member.displayName || <span className="muted">none</span>}</td>
-                  <td>{member.email}</td>
-                  <td>{roleName(member.role)}</td>
+      <Loaded load={members} what="members">
+        {(data) => (
+          <DataTable
+            label="Members"
+            columns={['Name', 'Email', 'Role', 'Teams', 'Status', 'Joined']}
+            actions={canManage || canEndSessions}
+            rows={data.members}
+          >
+            {(member) => (
+              <tr key={member.id}>
+                <td>{member.displayName || <span className="muted">none</span>}</td>
+                <td>{member.email}</td>
+                <td>{roleName(member.role)}</td>
+                <td>
+                  {member.teams.length > 0 ? (
+                    member.teams.map((t) => t.name).join(', ')
+                  ) : (
+                    <span className="muted">none</span>
+                  )}
+                </td>
+                <td>
+                  <StatusBadge status={member.status} />
+                </td>
+                <td>
+                  <When at={member.joinedAt} />
+                </td>
+                {(canManage || canEndSessions) && (
                   <td>
-                    {member.teams.length > 0 ? (
-                      member.teams.map((t) => t.name).join(', ')
+                    {/* Your own role cannot be changed, and ending your own sessions would sign you out. */}
+                    {member.id === me ? (
+                      <span className="muted">you</span>
                     ) : (
-                      <span className="muted">none</span>
+                      <div className="actions">
+                        {canManage && roleList.length > 0 && (
+                          <RowButton
+                            target={`of ${member.email}`}
+                            onClick={() => setPending({ kind: 'role', member })}
+                          >
+                            Change role
+                          </RowButton>
+                        )}
+                        {canEndSessions && (
+                          <RowButton
+                            target={`of ${member.email}`}
+                            onClick={() => setPending({ kind: 'end-sessions', member })}
+                          >
+                            End sessions
+                          </RowButton>
+                        )}
+                        {canManage && (
+                          <RowButton
+                            danger
+                            target={member.email}
+                            onClick={() => setPending({ kind: 'remove', member })}
+                          >
+                            Remove
+                          </RowButton>
+                        )}
+                      </div>
                     )}
                   </td>
-                  <td>
-                    <StatusBadge status={member.status} />
-                  </td>
-                  <td>
-                    <When at={member.joinedAt} />
-                  </td>
-                  {(canManage || canEndSessions) && (
-                    <td>
-                      {/* Your own role cannot be changed, and ending your own sessions would sign you out. */}
-                      {member.id === me ? (
-                        <span className="muted">you</span>
-                      ) : (
-                        <div className="actions">
-                          {canManage && roleList.length > 0 && (
-                            <button type="button" onClick={() => setPending({ kind: 'role', member })}>
-                              Change role<span className="visually-hidden"> of {member.email}</span>
-                            </button>
-                          )}
-                          {canEndSessions && (
-                            <button
-                              type="button"
-                              onClick={() => setPending({ kind: 'end-sessions', member })}
-                            >
-                              End sessions<span className="visually-hidden"> of {member.email}</span>
-                            </button>
-                          )}
-                          {canManage && (
-                            <button
-                              type="button"
-                              className="danger"
-                              onClick={() => setPending({ kind: 'remove', member })}
-                            >
-                              Remove<span className="visually-hidden"> {member.email}</span>
-                            </button>
-                          )}
-                        </div>
-                      )}
-                    </td>
-                  )}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+                )}
+              </tr>
+            )}
+          </DataTable>
+        )}
+      </Loaded>
 
       {pending?.kind === 'role' && (
         <ChangeRoleDialog

@@ -1,6 +1,7 @@
 import { useState } from 'react';
 import { api } from '../api';
-import { ErrorNote, Loading, useLoad, When } from '../components/ui';
+import { DataTable, RowButton } from '../components/data-table';
+import { ErrorNote, Loaded, useLoad, When } from '../components/ui';
 import { useSignedIn } from '../session';
 import { PasswordForm } from './change-password';
 
@@ -15,75 +16,61 @@ interface SessionRow {
 }
 
 function Sessions({ generation }: { generation: number }) {
-  const { data, error, reload } = useLoad(
-    () => api<{ sessions: SessionRow[] }>('GET', '/api/auth/sessions'),
-    [generation],
-  );
+  const sessions = useLoad(() => api<{ sessions: SessionRow[] }>('GET', '/api/auth/sessions'), [generation]);
   const [revokeError, setRevokeError] = useState<unknown>();
   const [busy, setBusy] = useState<string | undefined>();
   return (
     <section aria-labelledby="sessions-heading">
       <h2 id="sessions-heading">Your sessions</h2>
-      <ErrorNote error={error ?? revokeError} />
-      {!data && !error && <Loading what="your sessions" />}
-      {data && (
-        <div className="table-wrap">
-          <table aria-label="Your sessions">
-            <thead>
-              <tr>
-                <th scope="col">Device</th>
-                <th scope="col">Address</th>
-                <th scope="col">Signed in</th>
-                <th scope="col">Last seen</th>
-                <th scope="col">Actions</th>
+      <ErrorNote error={sessions.error ?? revokeError} />
+      <Loaded load={sessions} what="your sessions">
+        {(data) => (
+          <DataTable
+            label="Your sessions"
+            columns={['Device', 'Address', 'Signed in', 'Last seen']}
+            actions
+            rows={data.sessions}
+          >
+            {(session) => (
+              <tr key={session.id}>
+                <td>{session.userAgent ?? <span className="muted">unknown</span>}</td>
+                <td>{session.ip ?? <span className="muted">unknown</span>}</td>
+                <td>
+                  <When at={session.createdAt} />
+                </td>
+                <td>
+                  <When at={session.lastSeenAt} />
+                </td>
+                <td>
+                  {session.current ? (
+                    <span className="badge">This session</span>
+                  ) : (
+                    <RowButton
+                      danger
+                      target={`the session from ${session.ip ?? 'an unknown address'}`}
+                      disabled={busy === session.id}
+                      onClick={async () => {
+                        setBusy(session.id);
+                        setRevokeError(undefined);
+                        try {
+                          await api('DELETE', `/api/auth/sessions/${encodeURIComponent(session.id)}`);
+                          sessions.reload();
+                        } catch (failure) {
+                          setRevokeError(failure);
+                        } finally {
+                          setBusy(undefined);
+                        }
+                      }}
+                    >
+                      Revoke
+                    </RowButton>
+                  )}
+                </td>
               </tr>
-            </thead>
-            <tbody>
-              {data.sessions.map((session) => (
-                <tr key={session.id}>
-                  <td>{session.userAgent ?? <span className="muted">unknown</span>}</td>
-                  <td>{session.ip ?? <span className="muted">unknown</span>}</td>
-                  <td>
-                    <When at={session.createdAt} />
-                  </td>
-                  <td>
-                    <When at={session.lastSeenAt} />
-                  </td>
-                  <td>
-                    {session.current ? (
-                      <span className="badge">This session</span>
-                    ) : (
-                      <button
-                        type="button"
-                        className="danger"
-                        disabled={busy === session.id}
-                        onClick={async () => {
-                          setBusy(session.id);
-                          setRevokeError(undefined);
-                          try {
-                            await api('DELETE', `/api/auth/sessions/${encodeURIComponent(session.id)}`);
-                            reload();
-                          } catch (failure) {
-                            setRevokeError(failure);
-                          } finally {
-                            setBusy(undefined);
-                          }
-                        }}
-                      >
-                        Revoke
-                        <span className="visually-hidden">
-                          {' '}
-                          the session from {session.ip ?? 'an unknown address'}
-                        </span>
-                      </button>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
+            )}
+          </DataTable>
+        )}
+      </Loaded>
     </section>
   );
 }

@@ -1,7 +1,10 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import { ConfirmDialog, ErrorNote, Field, Loading, Modal, useLoad, When } from '../components/ui';
+import { DataTable, RowButton } from '../components/data-table';
+import { FormDialog } from '../components/dialog-form';
+import { NameAndDescriptionFields, RoleSelectField } from '../components/fields';
+import { ConfirmDialog, ErrorNote, Field, InputField, Loaded, useLoad, When } from '../components/ui';
 import { useAccess } from '../session';
 import type { MemberView } from './members';
 import type { TeamView } from './teams';
@@ -45,8 +48,6 @@ function RoleDialog(props: {
   const [name, setName] = useState(props.role?.name ?? '');
   const [description, setDescription] = useState(props.role?.description ?? '');
   const [chosen, setChosen] = useState(new Set(props.role?.permissions ?? []));
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   const toggle = (permission: string, on: boolean) => {
     const next = new Set(chosen);
     if (on) next.add(permission);
@@ -54,74 +55,48 @@ function RoleDialog(props: {
     setChosen(next);
   };
   return (
-    <Modal title={props.role ? `Edit role ${props.role.name}` : 'New custom role'} onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          // Catalogue order keeps the request (and the audit record of it) stable.
-          const permissions = props.catalogue.map((p) => p.name).filter((p) => chosen.has(p));
-          try {
-            if (props.role)
-              await api('PATCH', orgPath(props.org, `/roles/${encodeURIComponent(props.role.id)}`), {
-                name,
-                description,
-                permissions,
-              });
-            else await api('POST', orgPath(props.org, '/roles'), { name, description, permissions });
-            props.onSaved();
-            props.onClose();
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
-        }}
-      >
-        <Field label="Name">
-          {(id) => (
-            <input id={id} maxLength={64} value={name} onChange={(e) => setName(e.target.value)} required />
-          )}
-        </Field>
-        <Field label="Description">
-          {(id) => (
-            <textarea
-              id={id}
-              rows={2}
-              maxLength={500}
-              value={description}
-              onChange={(e) => setDescription(e.target.value)}
-            />
-          )}
-        </Field>
-        <fieldset>
-          <legend>Permissions (only those you hold yourself can be granted)</legend>
-          <ul>
-            {props.catalogue.map((permission) => (
-              <li key={permission.name}>
-                <label>
-                  <input
-                    type="checkbox"
-                    checked={chosen.has(permission.name)}
-                    onChange={(e) => toggle(permission.name, e.target.checked)}
-                  />{' '}
-                  <code>{permission.name}</code> <span className="muted">{permission.description}</span>
-                </label>
-              </li>
-            ))}
-          </ul>
-        </fieldset>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            {props.role ? 'Save role' : 'Create role'}
-          </button>
-        </div>
-      </form>
-    </Modal>
+    <FormDialog
+      title={props.role ? `Edit role ${props.role.name}` : 'New custom role'}
+      submitLabel={props.role ? 'Save role' : 'Create role'}
+      onClose={props.onClose}
+      onSubmit={async () => {
+        // Catalogue order keeps the request (and the audit record of it) stable.
+        const permissions = props.catalogue.map((p) => p.name).filter((p) => chosen.has(p));
+        if (props.role)
+          await api('PATCH', orgPath(props.org, `/roles/${encodeURIComponent(props.role.id)}`), {
+            name,
+            description,
+            permissions,
+          });
+        else await api('POST', orgPath(props.org, '/roles'), { name, description, permissions });
+        props.onSaved();
+        props.onClose();
+      }}
+    >
+      <NameAndDescriptionFields
+        name={name}
+        description={description}
+        onName={setName}
+        onDescription={setDescription}
+      />
+      <fieldset>
+        <legend>Permissions (only those you hold yourself can be granted)</legend>
+        <ul>
+          {props.catalogue.map((permission) => (
+            <li key={permission.name}>
+              <label>
+                <input
+                  type="checkbox"
+                  checked={chosen.has(permission.name)}
+                  onChange={(e) => toggle(permission.name, e.target.checked)}
+                />{' '}
+                <code>{permission.name}</code> <span className="muted">{permission.description}</span>
+              </label>
+            </li>
+          ))}
+        </ul>
+      </fieldset>
+    </FormDialog>
   );
 }
 
@@ -137,108 +112,74 @@ function BindingDialog(props: {
   const [type, setType] = useState<'user' | 'team'>('user');
   const [subject, setSubject] = useState('');
   const [selector, setSelector] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   const choices =
     type === 'user'
       ? props.members?.map((m) => ({ id: m.id, label: m.email }))
       : props.teams?.map((t) => ({ id: t.id, label: t.name }));
   return (
-    <Modal title="New role binding" onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            await api('POST', orgPath(props.org, '/role-bindings'), {
-              role,
-              subject: { type, id: subject },
-              ...(selector.trim() ? { selector: selector.trim() } : {}),
-            });
-            props.onSaved();
-            props.onClose();
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
-        }}
-      >
-        <Field label="Role">
-          {(id) => (
-            <select id={id} value={role} onChange={(e) => setRole(e.target.value)}>
-              {props.roles.map((r) => (
-                <option key={r.id} value={r.id}>
-                  {r.builtIn ? r.name : `${r.name} (custom)`}
+    <FormDialog
+      title="New role binding"
+      submitLabel="Create binding"
+      canSubmit={Boolean(role && subject)}
+      onClose={props.onClose}
+      onSubmit={async () => {
+        await api('POST', orgPath(props.org, '/role-bindings'), {
+          role,
+          subject: { type, id: subject },
+          ...(selector.trim() ? { selector: selector.trim() } : {}),
+        });
+        props.onSaved();
+        props.onClose();
+      }}
+    >
+      <RoleSelectField roles={props.roles} value={role} onValue={setRole} />
+      <Field label="Granted to">
+        {(id) => (
+          <select
+            id={id}
+            value={type}
+            onChange={(e) => {
+              setType(e.target.value === 'team' ? 'team' : 'user');
+              setSubject('');
+            }}
+          >
+            <option value="user">A member</option>
+            <option value="team">A team</option>
+          </select>
+        )}
+      </Field>
+      <Field label={type === 'user' ? 'Member' : 'Team'}>
+        {(id) =>
+          choices ? (
+            <select id={id} value={subject} onChange={(e) => setSubject(e.target.value)} required>
+              <option value="">Choose…</option>
+              {choices.map((c) => (
+                <option key={c.id} value={c.id}>
+                  {c.label}
                 </option>
               ))}
             </select>
-          )}
-        </Field>
-        <Field label="Granted to">
-          {(id) => (
-            <select
-              id={id}
-              value={type}
-              onChange={(e) => {
-                setType(e.target.value === 'team' ? 'team' : 'user');
-                setSubject('');
-              }}
-            >
-              <option value="user">A member</option>
-              <option value="team">A team</option>
-            </select>
-          )}
-        </Field>
-        <Field label={type === 'user' ? 'Member' : 'Team'}>
-          {(id) =>
-            choices ? (
-              <select id={id} value={subject} onChange={(e) => setSubject(e.target.value)} required>
-                <option value="">Choose…</option>
-                {choices.map((c) => (
-                  <option key={c.id} value={c.id}>
-                    {c.label}
-                  </option>
-                ))}
-              </select>
-            ) : (
-              // Without the read permission for the list, the id is typed in.
-              <input
-                id={id}
-                maxLength={64}
-                value={subject}
-                onChange={(e) => setSubject(e.target.value)}
-                required
-              />
-            )
-          }
-        </Field>
-        <Field
-          label="Only on agents matching (optional)"
-          hint="Empty for the whole organization. Terms such as env=prod, tier!=db, region or !canary; all must hold. Only agent permissions can be scoped."
-        >
-          {(id, describedBy) => (
+          ) : (
+            // Without the read permission for the list, the id is typed in.
             <input
               id={id}
-              maxLength={1000}
-              aria-describedby={describedBy}
-              placeholder="env=prod"
-              value={selector}
-              onChange={(e) => setSelector(e.target.value)}
+              maxLength={64}
+              value={subject}
+              onChange={(e) => setSubject(e.target.value)}
+              required
             />
-          )}
-        </Field>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy || !role || !subject}>
-            Create binding
-          </button>
-        </div>
-      </form>
-    </Modal>
+          )
+        }
+      </Field>
+      <InputField
+        label="Only on agents matching (optional)"
+        hint="Empty for the whole organization. Terms such as env=prod, tier!=db, region or !canary; all must hold. Only agent permissions can be scoped."
+        maxLength={1000}
+        placeholder="env=prod"
+        value={selector}
+        onValue={setSelector}
+      />
+    </FormDialog>
   );
 }
 
@@ -311,59 +252,56 @@ export default function RolesPage() {
             </button>
           )}
         </div>
-        {!roles.data && !roles.error && <Loading what="roles" />}
-        {roles.data && (
-          <div className="table-wrap">
-            <table aria-label="Roles">
-              <thead>
-                <tr>
-                  <th scope="col">Role</th>
-                  <th scope="col">Description</th>
-                  <th scope="col">Permissions</th>
-                  {canManage && <th scope="col">Actions</th>}
-                </tr>
-              </thead>
-              <tbody>
-                {roleList.map((role) => (
-                  <tr key={role.id}>
+        <Loaded load={roles} what="roles">
+          {(data) => (
+            <DataTable
+              label="Roles"
+              columns={['Role', 'Description', 'Permissions']}
+              actions={canManage}
+              rows={data.roles}
+            >
+              {(role) => (
+                <tr key={role.id}>
+                  <td>
+                    {role.name} <span className="badge">{role.builtIn ? 'built-in' : 'custom'}</span>
+                  </td>
+                  <td>
+                    {role.description || <span className="muted">none</span>}
+                    {role.includes.length > 0 && (
+                      <p className="muted">Includes {role.includes.map(roleName).join(', ')}</p>
+                    )}
+                  </td>
+                  <td>
+                    <PermissionList names={role.effectivePermissions} catalogue={permissions} />
+                  </td>
+                  {canManage && (
                     <td>
-                      {role.name} <span className="badge">{role.builtIn ? 'built-in' : 'custom'}</span>
-                    </td>
-                    <td>
-                      {role.description || <span className="muted">none</span>}
-                      {role.includes.length > 0 && (
-                        <p className="muted">Includes {role.includes.map(roleName).join(', ')}</p>
+                      {!role.builtIn && (
+                        <div className="actions">
+                          {catalogue.data && (
+                            <RowButton
+                              target={role.name}
+                              onClick={() => setPending({ kind: 'edit-role', role })}
+                            >
+                              Edit
+                            </RowButton>
+                          )}
+                          <RowButton
+                            danger
+                            target={role.name}
+                            onClick={() => setPending({ kind: 'delete-role', role })}
+                          >
+                            Delete
+                          </RowButton>
+                        </div>
                       )}
                     </td>
-                    <td>
-                      <PermissionList names={role.effectivePermissions} catalogue={permissions} />
-                    </td>
-                    {canManage && (
-                      <td>
-                        {!role.builtIn && (
-                          <div className="actions">
-                            {catalogue.data && (
-                              <button type="button" onClick={() => setPending({ kind: 'edit-role', role })}>
-                                Edit<span className="visually-hidden"> {role.name}</span>
-                              </button>
-                            )}
-                            <button
-                              type="button"
-                              className="danger"
-                              onClick={() => setPending({ kind: 'delete-role', role })}
-                            >
-                              Delete<span className="visually-hidden"> {role.name}</span>
-                            </button>
-                          </div>
-                        )}
-                      </td>
-                    )}
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        )}
+                  )}
+                </tr>
+              )}
+            </DataTable>
+          )}
+        </Loaded>
       </section>
 
       <section aria-labelledby="bindings-heading">
@@ -380,56 +318,46 @@ export default function RolesPage() {
           labels match its selector.
         </p>
         <ErrorNote error={bindings.error} />
-        {!bindings.data && !bindings.error && <Loading what="role bindings" />}
-        {bindings.data &&
-          (bindings.data.bindings.length === 0 ? (
-            <p className="muted">No role bindings.</p>
-          ) : (
-            <div className="table-wrap">
-              <table aria-label="Role bindings">
-                <thead>
-                  <tr>
-                    <th scope="col">Role</th>
-                    <th scope="col">Granted to</th>
-                    <th scope="col">Scope</th>
-                    <th scope="col">Created by</th>
-                    <th scope="col">Created</th>
-                    {canManage && <th scope="col">Actions</th>}
-                  </tr>
-                </thead>
-                <tbody>
-                  {bindings.data.bindings.map((binding) => (
-                    <tr key={binding.id}>
-                      <td>{roleName(binding.role)}</td>
-                      <td>{subjectName(binding.subject)}</td>
-                      <td>
-                        {binding.selector ? (
-                          <code>{binding.selector}</code>
-                        ) : (
-                          <span className="muted">whole organization</span>
-                        )}
-                      </td>
-                      <td>{userName(binding.createdBy)}</td>
-                      <td>
-                        <When at={binding.createdAt} />
-                      </td>
-                      {canManage && (
-                        <td>
-                          <button
-                            type="button"
-                            className="danger"
-                            onClick={() => setPending({ kind: 'delete-binding', binding })}
-                          >
-                            Delete<span className="visually-hidden"> this binding</span>
-                          </button>
-                        </td>
-                      )}
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          ))}
+        <Loaded load={bindings} what="role bindings">
+          {(data) => (
+            <DataTable
+              label="Role bindings"
+              columns={['Role', 'Granted to', 'Scope', 'Created by', 'Created']}
+              actions={canManage}
+              rows={data.bindings}
+              empty="No role bindings."
+            >
+              {(binding) => (
+                <tr key={binding.id}>
+                  <td>{roleName(binding.role)}</td>
+                  <td>{subjectName(binding.subject)}</td>
+                  <td>
+                    {binding.selector ? (
+                      <code>{binding.selector}</code>
+                    ) : (
+                      <span className="muted">whole organization</span>
+                    )}
+                  </td>
+                  <td>{userName(binding.createdBy)}</td>
+                  <td>
+                    <When at={binding.createdAt} />
+                  </td>
+                  {canManage && (
+                    <td>
+                      <RowButton
+                        danger
+                        target="this binding"
+                        onClick={() => setPending({ kind: 'delete-binding', binding })}
+                      >
+                        Delete
+                      </RowButton>
+                    </td>
+                  )}
+                </tr>
+              )}
+            </DataTable>
+          )}
+        </Loaded>
       </section>
 
       {(pending?.kind === 'new-role' || pending?.kind === 'edit-role') && (

@@ -1,7 +1,10 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import { ConfirmDialog, ErrorNote, Field, Loading, Modal, useLoad } from '../components/ui';
+import { DataTable, RowButton } from '../components/data-table';
+import { FormDialog } from '../components/dialog-form';
+import { NameAndDescriptionFields } from '../components/fields';
+import { ConfirmDialog, ErrorNote, Field, Loaded, useLoad } from '../components/ui';
 import { useAccess } from '../session';
 import type { MemberView } from './members';
 
@@ -21,57 +24,29 @@ type Pending =
 function TeamDialog(props: { org: string; team?: TeamView; onSaved: () => void; onClose: () => void }) {
   const [name, setName] = useState(props.team?.name ?? '');
   const [description, setDescription] = useState(props.team?.description ?? '');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   return (
-    <Modal title={props.team ? `Edit team ${props.team.name}` : 'New team'} onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            if (props.team)
-              await api('PATCH', orgPath(props.org, `/teams/${encodeURIComponent(props.team.id)}`), {
-                name,
-                description,
-              });
-            else await api('POST', orgPath(props.org, '/teams'), { name, description });
-            props.onSaved();
-            props.onClose();
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
-        }}
-      >
-        <Field label="Name">
-          {(id) => (
-            <input id={id} maxLength={64} value={name} onChange={(e) => setName(e.target.value)} required />
-          )}
-        </Field>
-        <Field label="Description">
-          {(id) => (
-            <textarea
-              id={id}
-              rows={2}
-              maxLength={500}
-              value={description}
-              onChange={(e) => setDescription(e.target.value)}
-            />
-          )}
-        </Field>
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy}>
-            {props.team ? 'Save team' : 'Create team'}
-          </button>
-        </div>
-      </form>
-    </Modal>
+    <FormDialog
+      title={props.team ? `Edit team ${props.team.name}` : 'New team'}
+      submitLabel={props.team ? 'Save team' : 'Create team'}
+      onClose={props.onClose}
+      onSubmit={async () => {
+        if (props.team)
+          await api('PATCH', orgPath(props.org, `/teams/${encodeURIComponent(props.team.id)}`), {
+            name,
+            description,
+          });
+        else await api('POST', orgPath(props.org, '/teams'), { name, description });
+        props.onSaved();
+        props.onClose();
+      }}
+    >
+      <NameAndDescriptionFields
+        name={name}
+        description={description}
+        onName={setName}
+        onDescription={setDescription}
+      />
+    </FormDialog>
   );
 }
 
@@ -83,57 +58,40 @@ function AddMemberDialog(props: {
   onClose: () => void;
 }) {
   const [user, setUser] = useState(props.candidates[0]?.id ?? '');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
   return (
-    <Modal title={`Add a member to ${props.team.name}`} onClose={props.onClose}>
-      <form
-        onSubmit={async (event) => {
-          event.preventDefault();
-          setBusy(true);
-          setError(undefined);
-          try {
-            const path = `/teams/${encodeURIComponent(props.team.id)}/members/${encodeURIComponent(user)}`;
-            await api('PUT', orgPath(props.org, path));
-            props.onAdded();
-            props.onClose();
-          } catch (failure) {
-            setError(failure);
-            setBusy(false);
-          }
-        }}
-      >
-        {props.candidates.length === 0 ? (
-          <p className="muted">Every member of the organization is already in this team.</p>
-        ) : (
-          <Field label="Member" hint="You must hold every permission the team's roles grant.">
-            {(id, describedBy) => (
-              <select
-                id={id}
-                aria-describedby={describedBy}
-                value={user}
-                onChange={(e) => setUser(e.target.value)}
-              >
-                {props.candidates.map((m) => (
-                  <option key={m.id} value={m.id}>
-                    {m.displayName ? `${m.displayName} (${m.email})` : m.email}
-                  </option>
-                ))}
-              </select>
-            )}
-          </Field>
-        )}
-        <ErrorNote error={error} />
-        <div className="actions">
-          <button type="button" onClick={props.onClose} disabled={busy}>
-            Cancel
-          </button>
-          <button type="submit" className="primary" disabled={busy || !user}>
-            Add member
-          </button>
-        </div>
-      </form>
-    </Modal>
+    <FormDialog
+      title={`Add a member to ${props.team.name}`}
+      submitLabel="Add member"
+      canSubmit={Boolean(user)}
+      onClose={props.onClose}
+      onSubmit={async () => {
+        const path = `/teams/${encodeURIComponent(props.team.id)}/members/${encodeURIComponent(user)}`;
+        await api('PUT', orgPath(props.org, path));
+        props.onAdded();
+        props.onClose();
+      }}
+    >
+      {props.candidates.length === 0 ? (
+        <p className="muted">Every member of the organization is already in this team.</p>
+      ) : (
+        <Field label="Member" hint="You must hold every permission the team's roles grant.">
+          {(id, describedBy) => (
+            <select
+              id={id}
+              aria-describedby={describedBy}
+              value={user}
+              onChange={(e) => setUser(e.target.value)}
+            >
+              {props.candidates.map((m) => (
+                <option key={m.id} value={m.id}>
+                  {m.displayName ? `${m.displayName} (${m.email})` : m.email}
+                </option>
+              ))}
+            </select>
+          )}
+        </Field>
+      )}
+    </FormDialog>
   );
 }
 
@@ -166,79 +124,71 @@ export default function TeamsPage() {
         )}
       </div>
       <ErrorNote error={teams.error ?? members.error} />
-      {!teams.data && !teams.error && <Loading what="teams" />}
-      {teams.data &&
-        (teams.data.teams.length === 0 ? (
-          <p className="muted">No teams yet.</p>
-        ) : (
-          <div className="table-wrap">
-            <table aria-label="Teams">
-              <thead>
-                <tr>
-                  <th scope="col">Team</th>
-                  <th scope="col">Members</th>
-                  {canManage && <th scope="col">Actions</th>}
-                </tr>
-              </thead>
-              <tbody>
-                {teams.data.teams.map((team) => (
-                  <tr key={team.id}>
-                    <td>
-                      <strong>{team.name}</strong>
-                      {team.description && <p className="muted">{team.description}</p>}
-                    </td>
-                    <td>
-                      {team.members.length === 0 ? (
-                        <span className="muted">none</span>
-                      ) : (
-                        <ul>
-                          {team.members.map((member) => (
-                            <li key={member.id}>
-                              {member.email}{' '}
-                              {canManage && (
-                                <button
-                                  type="button"
-                                  onClick={() => setPending({ kind: 'remove', team, member })}
-                                >
-                                  Remove
-                                  <span className="visually-hidden">
-                                    {' '}
-                                    {member.email} from {team.name}
-                                  </span>
-                                </button>
-                              )}
-                            </li>
-                          ))}
-                        </ul>
-                      )}
-                    </td>
-                    {canManage && (
-                      <td>
-                        <div className="actions">
-                          {canAdd && members.data && (
-                            <button type="button" onClick={() => setPending({ kind: 'add', team })}>
-                              Add member<span className="visually-hidden"> to {team.name}</span>
-                            </button>
+      <Loaded load={teams} what="teams">
+        {(data) => (
+          <DataTable
+            label="Teams"
+            columns={['Team', 'Members']}
+            actions={canManage}
+            rows={data.teams}
+            empty="No teams yet."
+          >
+            {(team) => (
+              <tr key={team.id}>
+                <td>
+                  <strong>{team.name}</strong>
+                  {team.description && <p className="muted">{team.description}</p>}
+                </td>
+                <td>
+                  {team.members.length === 0 ? (
+                    <span className="muted">none</span>
+                  ) : (
+                    <ul>
+                      {team.members.map((member) => (
+                        <li key={member.id}>
+                          {member.email}{' '}
+                          {canManage && (
+                            <RowButton
+                              target={`${member.email} from ${team.name}`}
+                              onClick={() => setPending({ kind: 'remove', team, member })}
+                            >
+                              Remove
+                            </RowButton>
                           )}
-                          <button type="button" onClick={() => setPending({ kind: 'edit', team })}>
-                            Edit<span className="visually-hidden"> {team.name}</span>
-                          </button>
-                          <button
-                            type="button"
-                            className="danger"
-                            onClick={() => setPending({ kind: 'delete', team })}
-                          >
-                            Delete<span className="visually-hidden"> {team.name}</span>
-                          </button>
-                        </div>
-                      </td>
-                    )}
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
-        ))}
+                        </li>
+                      ))}
+                    </ul>
+                  )}
+                </td>
+                {canManage && (
+                  <td>
+                    <div className="actions">
+                      {canAdd && members.data && (
+                        <RowButton
+                          target={`to ${team.name}`}
+                          onClick={() => setPending({ kind: 'add', team })}
+                        >
+                          Add member
+                        </RowButton>
+                      )}
+                      <RowButton target={team.name} onClick={() => setPending({ kind: 'edit', team })}>
+                        Edit
+                      </RowButton>
+                      <RowButton
+                        danger
+                        target={team.name}
+                        onClick={() => setPending({ kind: 'delete', team })}
+                      >
+                        Delete
+                      </RowButton>
+                    </div>
+                  </td>
+                )}
+              </tr>
+            )}
+          </DataTable>
+        )}
+      </Loaded>
 
       {pending?.kind === 'create' && <TeamDialog org={org} onSaved={teams.reload} onClose={close} />}
       {pending?.kind === 'edit' && (
