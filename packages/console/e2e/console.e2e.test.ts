@@ -1,5 +1,5 @@
 import { readdir, readFile } from 'node:fs/promises';
-import type { Page } from 'playwright-core';
+import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { measureFirstLoad } from './first-load.js';
 import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld } from './support.js';
@@ -24,6 +24,18 @@ let operator: Page;
 let org = '';
 
 const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 20_000, interval: 200 });
+
+/** Presses Tab until `target` has the focus (as a keyboard user would), or fails after 60 presses. */
+async function tabTo(page: Page, target: Locator): Promise<void> {
+  for (let presses = 0; presses < 60; presses++) {
+    if (
+      await target.evaluate((element) => element.ownerDocument.activeElement === element).catch(() => false)
+    )
+      return;
+    await page.keyboard.press('Tab');
+  }
+  throw new Error(`Tab never reached ${target}`);
+}
 
 describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, () => {
   beforeAll(async () => {
@@ -209,6 +221,186 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     expect(lines.slice(1).every((line) => line.includes('command.created'))).toBe(true);
   });
 
+  it('runs an action with the keyboard alone, from sign-in to its output', async () => {
+    const { page } = await world.newPage();
+    await page.goto('/login');
+    await tabTo(page, page.getByLabel('Email'));
+    await page.keyboard.type(OPERATOR.email);
+    await page.keyboard.press('Tab');
+    await page.keyboard.type(OPERATOR.password);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(`**/orgs/${org}`);
+
+    await tabTo(
+      page,
+      page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Services' }),
+    );
+    await page.keyboard.press('Enter');
+    await tabTo(page, page.getByRole('link', { name: 'Run hello on web (web-1)' }));
+    await page.keyboard.press('Enter');
+    const greeting = page.getByLabel('greeting');
+    await tabTo(page, greeting);
+    await page.keyboard.press('ArrowDown');
+    expect(await greeting.inputValue()).not.toBe('');
+    await tabTo(page, page.getByRole('button', { name: 'Review and run' }));
+    await page.keyboard.press('Enter');
+    // The confirmation takes the focus; Tab stays inside it (the page behind is inert).
+    const dialog = page.getByRole('dialog', { name: 'Run hello?' });
+    await tabTo(page, dialog.getByRole('button', { name: 'Run hello' }));
+    await page.keyboard.press('Enter');
+    await page.waitForURL(/\/commands\/cmd_/);
+    await waitUntil(async () =>
+      expect(await page.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
+    );
+    expect(await page.getByLabel('Command output').textContent()).toMatch(/(hello|hi) from web/);
+    await page.context().close();
+  });
+
+  it('makes a team, a custom role scoped by agent labels, and binds the role to the team', async () => {
+    await owner.goto(`/orgs/${org}/teams`);
+    await owner.getByRole('button', { name: 'New team' }).click();
+    const teamDialog = owner.getByRole('dialog', { name: 'New team' });
+    await teamDialog.getByLabel('Name').fill('sre');
+    await teamDialog.getByLabel('Description').fill('Site reliability');
+    await teamDialog.getByRole('button', { name: 'Create team' }).click();
+    await owner.getByRole('button', { name: 'Add member to sre' }).click();
+    const addDialog = owner.getByRole('dialog', { name: 'Add a member to sre' });
+    await addDialog.getByLabel('Member').selectOption({ label: `${OPERATOR.name} (${OPERATOR.email})` });
+    await addDialog.getByRole('button', { name: 'Add member' }).click();
+    await waitUntil(async () =>
+      expect(
+        await owner.getByRole('table', { name: 'Teams' }).getByRole('row', { name: /sre/ }).textContent(),
+      ).toContain(OPERATOR.email),
+    );
+    await world.screenshot(owner, 'teams');
+
+    await owner.goto(`/orgs/${org}/roles`);
+    await owner.getByRole('button', { name: 'New custom role' }).click();
+    const roleDialog = owner.getByRole('dialog', { name: 'New custom role' });
+    await roleDialog.getByRole('textbox', { name: 'Name', exact: true }).fill('web-restarter');
+    for (const permission of ['agents:read', 'services:read', 'commands:read', 'commands:create'])
+      await roleDialog.getByRole('checkbox', { name: new RegExp(`^${permission} `) }).check();
+    await roleDialog.getByRole('button', { name: 'Create role' }).click();
+    await owner
+      .getByRole('table', { name: 'Roles' })
+      .getByRole('row', { name: /web-restarter/ })
+      .waitFor();
+
+    await owner.getByRole('button', { name: 'New role binding' }).click();
+    const bindingDialog = owner.getByRole('dialog', { name: 'New role binding' });
+    await bindingDialog.getByLabel('Role').selectOption({ label: 'web-restarter (custom)' });
+    await bindingDialog.getByLabel('Granted to').selectOption('team');
+    await bindingDialog.getByLabel('Team').selectOption({ label: 'sre' });
+    await bindingDialog.getByLabel('Only on agents matching (optional)').fill('env=prod');
+    await bindingDialog.getByRole('button', { name: 'Create binding' }).click();
+    const binding = owner
+      .getByRole('table', { name: 'Role bindings' })
+      .getByRole('row', { name: /web-restarter/ });
+    await waitUntil(async () => {
+      const text = await binding.textContent();
+      expect(text).toContain('sre');
+      expect(text).toContain('env=prod');
+    });
+    await world.screenshot(owner, 'roles');
+  });
+
+  it('hides from the operator what it may not do, and the server refuses those calls all the same', async () => {
+    await operator.goto(`/orgs/${org}/agents`);
+    await operator.getByRole('row', { name: /web-1/ }).waitFor();
+    // Not offered: managing agents, and inviting people.
+    expect(await operator.getByRole('button', { name: /^(Disable|Revoke) web-1$/ }).count()).toBe(0);
+    expect(await operator.getByRole('link', { name: 'Invitations' }).count()).toBe(0);
+    // Attack: the operator calls the API the hidden controls would have called, from the same
+    // signed-in browser, with a valid CSRF token. The server refuses both.
+    const agentId = await operator.getByRole('row', { name: /web-1/ }).getAttribute('data-agent');
+    const refused = await operator.evaluate(
+      async ({ org, agentId }) => {
+        const { csrfToken } = (await (await fetch('/api/auth/session')).json()) as { csrfToken: string };
+        const post = (path: string, body: unknown) =>
+          fetch(path, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-csrf-token': csrfToken },
+            body: JSON.stringify(body),
+          }).then(async (response) => ({
+            status: response.status,
+            code: ((await response.json()) as { error?: { code?: string } }).error?.code,
+          }));
+        return [
+          await post(`/api/orgs/${org}/agents/${agentId}/disable`, {}),
+          await post(`/api/orgs/${org}/invitations`, { email: 'friend@example.test', role: 'viewer' }),
+        ];
+      },
+      { org, agentId },
+    );
+    expect(refused).toEqual([
+      { status: 403, code: 'forbidden' },
+      { status: 403, code: 'forbidden' },
+    ]);
+    await operator.reload();
+    expect(await operator.getByRole('row', { name: /web-1/ }).textContent()).not.toContain('disabled');
+  });
+
+  it('disables and enables an agent, and asks the owner to prove it is them before revoking one', async () => {
+    await owner.goto(`/orgs/${org}/agents`);
+    const row = owner.getByRole('row', { name: /web-1/ });
+    await owner.getByRole('button', { name: 'Disable web-1' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Disable agent web-1' })
+      .getByRole('button', { name: 'Disable' })
+      .click();
+    await waitUntil(async () => expect(await row.textContent()).toContain('disabled'));
+    await owner.getByRole('button', { name: 'Enable web-1' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Enable agent web-1' })
+      .getByRole('button', { name: 'Enable' })
+      .click();
+    await waitUntil(async () => expect(await row.textContent()).not.toContain('disabled'));
+
+    await owner.getByRole('button', { name: 'New registration token' }).click();
+    await owner.getByRole('button', { name: 'Create token' }).click();
+    const token = /bwr_\S+/.exec(await owner.getByLabel('Install command').inputValue())?.[0];
+    await owner.getByRole('button', { name: 'Done' }).click();
+    await world.startAgent(token!, 'web-2', []);
+    const second = owner.getByRole('row', { name: /web-2/ });
+    await waitUntil(async () => {
+      await owner.getByRole('button', { name: 'Refresh' }).first().click();
+      expect(await second.textContent()).toContain('online');
+    });
+
+    // Twenty minutes later (the step-up window is 15), revoking is privileged: the server asks for
+    // the password again, the console asks the owner, and the revocation goes through after it.
+    world.ageSignIns(world.ownerEmail, 20);
+    await owner.getByRole('button', { name: 'Revoke web-2' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Revoke agent web-2' })
+      .getByRole('button', { name: 'Revoke for good' })
+      .click();
+    const stepUp = owner.getByRole('dialog', { name: 'Confirm it is you' });
+    await stepUp.getByLabel('Password').fill(OWNER_PASSWORD);
+    await world.screenshot(owner, 'step-up');
+    await stepUp.getByRole('button', { name: 'Confirm' }).click();
+    await waitUntil(async () => expect(await second.textContent()).toContain('revoked'));
+    await world.screenshot(owner, 'agent-revoked');
+  });
+
+  it('lists the owner’s sessions on the profile and ends another one, which is then signed out', async () => {
+    const { page: elsewhere } = await world.newPage();
+    await signIn(elsewhere, world.ownerEmail, OWNER_PASSWORD);
+    await elsewhere.waitForURL(`**/orgs/${org}`);
+
+    await owner.goto('/profile');
+    const sessions = owner.getByRole('table', { name: 'Your sessions' });
+    await waitUntil(async () => expect(await sessions.getByRole('row').count()).toBe(3)); // a header and two
+    expect(await sessions.getByText('This session').count()).toBe(1);
+    await world.screenshot(owner, 'profile');
+    await sessions.getByRole('button', { name: /^Revoke/ }).click();
+    await waitUntil(async () => expect(await sessions.getByRole('row').count()).toBe(2));
+
+    await elsewhere.goto(`/orgs/${org}/agents`);
+    await elsewhere.waitForURL('**/login');
+    await elsewhere.context().close();
+  });
+
   it('works at phone width: the sections fold behind a menu and nothing overflows sideways', async () => {
     const { page } = await world.newPage({ width: 390, height: 844 });
     await signIn(page, OPERATOR.email, OPERATOR.password);
@@ -225,13 +417,15 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
 
   it('saw no CSP violation and no console error on any page of the run', () => {
     expect(world.problems).toEqual([]);
-    // The only refusals the browser logged: "not signed in" when a signed-out page checked the
-    // session, the deliberate wrong password, and the requester approving their own command.
-    const expected = new Set(['401 /api/auth/session', '401 /api/auth/login']);
-    const unexpected = world.refusals.filter(
-      (r) => !expected.has(r) && !/^403 \/api\/orgs\/[^/]+\/commands\/cmd_\w+\/approve$/.test(r),
-    );
-    expect(unexpected).toEqual([]);
-    expect(world.refusals.filter((r) => r === '401 /api/auth/login')).toHaveLength(1);
+    // The only refusals the browser logged are the ones the tests provoked: the wrong password, the
+    // requester approving their own command, the operator's two calls past hidden controls, and
+    // the step-up the server asked for.
+    expect(world.refusals.map((r) => r.replace(/\/(cmd|agt)_\w+/, '/$1_…'))).toEqual([
+      '401 /api/auth/login',
+      `403 /api/orgs/${org}/commands/cmd_…/approve`,
+      `403 /api/orgs/${org}/agents/agt_…/disable`,
+      `403 /api/orgs/${org}/invitations`,
+      `403 /api/orgs/${org}/agents/agt_…/revoke`,
+    ]);
   });
 });

@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import BetterSqlite3 from 'better-sqlite3';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import {
   runScript,
@@ -41,6 +42,12 @@ export interface ConsoleWorld {
   refusals: string[];
   newPage(viewport?: { width: number; height: number }): Promise<{ context: BrowserContext; page: Page }>;
   startAgent(token: string, name: string, actions: AgentAction[]): Promise<ChildProcess>;
+  /**
+   * Makes the user's live sessions look as if they signed in `minutes` earlier, by moving the
+   * sign-in time in the server's database: what the passing of time would do, without waiting for
+   * it. The server's step-up check runs unchanged on what it reads.
+   */
+  ageSignIns(email: string, minutes: number): void;
   screenshot(page: Page, name: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -127,6 +134,21 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
       child.stderr?.resume();
       agents.push(child);
       return child;
+    },
+    ageSignIns(email, minutes) {
+      const db = new BetterSqlite3(path.join(dir, 'data', 'bulwark.db'));
+      try {
+        db.pragma('busy_timeout = 5000');
+        const aged = db
+          .prepare(
+            `UPDATE sessions SET authenticated_at = authenticated_at - ?
+             WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = ?)`,
+          )
+          .run(minutes * 60_000, email);
+        if (aged.changes === 0) throw new Error(`${email} has no live session to age`);
+      } finally {
+        db.close();
+      }
     },
     async screenshot(page, name) {
       await page.screenshot({ path: path.join(OUTPUT, `${name}.png`), fullPage: true });

@@ -1,7 +1,7 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import { DataTable } from '../components/data-table';
+import { DataTable, RowButton } from '../components/data-table';
 import {
   ConfirmDialog,
   CopyButton,
@@ -164,9 +164,12 @@ function RegistrationTokens({ org }: { org: string }) {
               </td>
               <td>
                 {token.status === 'active' && (
-                  <button type="button" onClick={() => setRevoking(token)}>
+                  <RowButton
+                    target={`the token ${token.description || token.id}`}
+                    onClick={() => setRevoking(token)}
+                  >
                     Revoke
-                  </button>
+                  </RowButton>
                 )}
               </td>
             </tr>
@@ -266,23 +269,23 @@ export default function AgentsPage() {
                 {canManage && (
                   <td className="row-actions">
                     {agent.status === 'disabled' && (
-                      <button type="button" onClick={() => setPending({ agent, verb: 'enable' })}>
+                      <RowButton target={agent.name} onClick={() => setPending({ agent, verb: 'enable' })}>
                         Enable
-                      </button>
+                      </RowButton>
                     )}
                     {(agent.status === 'online' || agent.status === 'offline') && (
-                      <button type="button" onClick={() => setPending({ agent, verb: 'disable' })}>
+                      <RowButton target={agent.name} onClick={() => setPending({ agent, verb: 'disable' })}>
                         Disable
-                      </button>
+                      </RowButton>
                     )}
                     {agent.status !== 'revoked' && (
-                      <button
-                        type="button"
-                        className="danger"
+                      <RowButton
+                        danger
+                        target={agent.name}
                         onClick={() => setPending({ agent, verb: 'revoke' })}
                       >
                         Revoke
-                      </button>
+                      </RowButton>
                     )}
                   </td>
                 )}
