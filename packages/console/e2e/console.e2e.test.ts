@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { measureFirstLoad } from './first-load.js';
-import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld } from './support.js';
+import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld, unnamedControls } from './support.js';
 
 /**
  * The console in a real browser against a real server and a real agent (UI-1, UI-2): the flows an
@@ -399,6 +399,61 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await elsewhere.goto(`/orgs/${org}/agents`);
     await elsewhere.waitForURL('**/login');
     await elsewhere.context().close();
+  });
+
+  it('names every control on every screen, and fits every screen at 1280×800 and at 390×844', async () => {
+    await owner.goto(`/orgs/${org}/services`);
+    const runForm = await owner.getByRole('link', { name: 'Run hello on web (web-1)' }).getAttribute('href');
+    await owner.goto(`/orgs/${org}/commands`);
+    const commandPage = await owner.getByRole('link', { name: 'web/hello' }).first().getAttribute('href');
+    const screens = [
+      '/profile',
+      ...[
+        '',
+        '/agents',
+        '/services',
+        '/commands',
+        '/approvals',
+        '/audit',
+        '/members',
+        '/invitations',
+        '/teams',
+        '/roles',
+      ].map((section) => `/orgs/${org}${section}`),
+      runForm!,
+      commandPage!,
+    ];
+    const cookies = await owner.context().cookies();
+    const problems: string[] = [];
+    for (const viewport of [
+      { width: 1280, height: 800 },
+      { width: 390, height: 844 },
+    ]) {
+      // The owner's session in a window of each size: the owner sees every control there is.
+      const { context, page } = await world.newPage(viewport);
+      await context.addCookies(cookies);
+      const heading = page.getByRole('heading', { level: 1 });
+      let previousHeading: string | null = null;
+      for (const screen of screens) {
+        // Within the app, as its own links navigate: a full page load per screen would only
+        // measure the start-up again.
+        if (screen === screens[0]) await page.goto(screen);
+        else
+          await page.evaluate(
+            `history.pushState(null, '', ${JSON.stringify(screen)}); dispatchEvent(new PopStateEvent('popstate'))`,
+          );
+
+        // Each screen has a heading of its own: once it shows, the screen has replaced the last one.
+        await waitUntil(async () => expect(await heading.textContent()).not.toBe(previousHeading));
+        previousHeading = await heading.textContent();
+        await waitUntil(async () => expect(await page.getByText(/^Loading .*…$/).count()).toBe(0));
+        for (const control of await unnamedControls(page)) problems.push(`${screen}: unnamed ${control}`);
+        const width = (await page.evaluate('document.documentElement.scrollWidth')) as number;
+        if (width > viewport.width) problems.push(`${screen} at ${viewport.width} px is ${width} px wide`);
+      }
+      await context.close();
+    }
+    expect(problems).toEqual([]);
   });
 
   it('works at phone width: the sections fold behind a menu and nothing overflows sideways', async () => {

@@ -198,6 +198,54 @@ export function watchPage(page: Page, problems: string[], refusals: string[]): v
   page.on('pageerror', (error) => problems.push(`${page.url()}: ${error.message}`));
 }
 
+const CONTROL_ROLES = new Set([
+  'button',
+  'link',
+  'textbox',
+  'searchbox',
+  'combobox',
+  'listbox',
+  'checkbox',
+  'radio',
+  'switch',
+  'slider',
+  'spinbutton',
+  'menuitem',
+  'tab',
+]);
+
+/**
+ * The controls on the page that a screen reader would announce without a name, as Chromium's own
+ * accessibility tree computes names (labels, aria-label, aria-labelledby, content): `role <html>`.
+ */
+export async function unnamedControls(page: Page): Promise<string[]> {
+  const cdp = await page.context().newCDPSession(page);
+  try {
+    const { nodes } = (await cdp.send('Accessibility.getFullAXTree')) as {
+      nodes: Array<{
+        ignored: boolean;
+        role?: { value?: string };
+        name?: { value?: string };
+        backendDOMNodeId?: number;
+      }>;
+    };
+    const unnamed: string[] = [];
+    for (const node of nodes) {
+      const role = String(node.role?.value ?? '');
+      if (node.ignored || !CONTROL_ROLES.has(role) || String(node.name?.value ?? '').trim() !== '') continue;
+      const { outerHTML } = (await cdp.send('DOM.getOuterHTML', {
+        backendNodeId: node.backendDOMNodeId,
+      })) as {
+        outerHTML: string;
+      };
+      unnamed.push(`${role} ${outerHTML.slice(0, 160)}`);
+    }
+    return unnamed;
+  } finally {
+    await cdp.detach();
+  }
+}
+
 /** Signs in through the login screen. */
 export async function signIn(page: Page, email: string, password: string): Promise<void> {
   await page.goto('/login');
