@@ -1,6 +1,8 @@
 import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { runCli } from '../../server/src/test-support/processes.js';
 import { measureFirstLoad } from './first-load.js';
 import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld, unnamedControls } from './support.js';
 
@@ -399,6 +401,23 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await elsewhere.goto(`/orgs/${org}/agents`);
     await elsewhere.waitForURL('**/login');
     await elsewhere.context().close();
+  });
+
+  it('switches between the organizations the owner belongs to', async () => {
+    const created = await runCli(
+      ['admin', 'create-org', '--name', 'Staging', '--slug', 'staging', '--owner', world.ownerEmail],
+      { cwd: world.dir, env: { BULWARK_DATA_DIR: path.join(world.dir, 'data') } },
+    );
+    expect(created.code, created.stderr).toBe(0);
+    await owner.goto(`/orgs/${org}`);
+    const switcher = owner.getByLabel('Organization');
+    await switcher.selectOption({ label: 'Staging' });
+    await owner.waitForURL('**/orgs/staging');
+    await owner.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Agents' }).click();
+    // Another organization, another fleet: web-1 belongs to the first one only.
+    await owner.getByText('No agents.').waitFor();
+    await switcher.selectOption({ value: org });
+    await owner.waitForURL(`**/orgs/${org}`);
   });
 
   it('names every control on every screen, and fits every screen at 1280×800 and at 390×844', async () => {
