@@ -15,6 +15,7 @@ export const ID_PREFIXES = {
   auditEvent: 'evt',
   auditCheckpoint: 'ckp',
   serverKey: 'key',
+  dataKey: 'dek',
   request: 'req',
   org: 'org',
   user: 'usr',

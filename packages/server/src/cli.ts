@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
 import { auditFilters } from './audit/audit.store.js';
-import { OUTCOMES, type Outcome } from './audit/audit.types.js';
+import { type AuditActor, OUTCOMES, type Outcome } from './audit/audit.types.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -14,6 +14,13 @@ import { AdminError, createAdminService } from './identity/admin.service.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createLogger } from './logging.js';
 import { openCore, startServer } from './main.js';
+import {
+  addMasterKey,
+  KeyRotationError,
+  rewrapDataKeys,
+  rotateDataKeys,
+  scopesOf,
+} from './secrets/key-rotation.js';
 import { assertPrivateFile } from './secrets/master-key.js';
 import { VERSION } from './version.js';
 
@@ -220,6 +227,93 @@ async function withAdmin<T>(
   }
 }
 
+/** Opens the installation for a `bulwark keys` command, with the OS user as the audited actor. */
+async function withKeys<T>(
+  command: Command,
+  work: (core: Awaited<ReturnType<typeof openCore>>, actor: AuditActor) => Promise<T>,
+): Promise<T> {
+  const config = configFrom(command);
+  requireExistingDatabase(config);
+  const core = await openCore(config, cliLogger());
+  try {
+    return await work(core, { type: 'system', id: 'cli', display: `cli:${userInfo().username}` });
+  } catch (error) {
+    if (error instanceof KeyRotationError) throw new CliError(error.message);
+    throw error;
+  } finally {
+    await core.audit.close();
+    await core.database.close();
+  }
+}
+
+function keysCommands(program: Command): void {
+  const keys = program.command('keys').description('the keyring: master key and data keys (SEC-1, SEC-2)');
+  keys
+    .command('rotate')
+    .description(
+      'make a new master key (kept in the key file above the old ones) and re-wrap every data key with it; safe while servers run',
+    )
+    .action((_options, command: Command) => {
+      const config = configFrom(command);
+      requireExistingDatabase(config);
+      try {
+        addMasterKey({ fromEnv: config.masterKey, file: config.masterKeyFile });
+      } catch (error) {
+        if (error instanceof KeyRotationError) throw new CliError(error.message);
+        throw error;
+      }
+      return withKeys(command, async (core, actor) => {
+        const result = await rewrapDataKeys({ dataKeys: core.dataKeys, audit: core.audit, actor });
+        out(
+          `new master key ${core.masterKeys.currentKeyId()}; ${result.rewrapped} data keys re-wrapped with it`,
+        );
+        err('The previous master keys stay in the key file: backups made before now need them.');
+      });
+    });
+  keys
+    .command('rewrap')
+    .description(
+      're-wrap every data key not yet under the current master key (finishes an interrupted rotate)',
+    )
+    .action((_options, command: Command) =>
+      withKeys(command, async (core, actor) => {
+        const result = await rewrapDataKeys({ dataKeys: core.dataKeys, audit: core.audit, actor });
+        out(
+          `${result.rewrapped} data keys re-wrapped; ${result.alreadyCurrent} already under ${core.masterKeys.currentKeyId()}`,
+        );
+      }),
+    );
+  keys
+    .command('rotate-data')
+    .description(
+      'retire data keys and make new ones; values move to the new key when next written or read (lazily)',
+    )
+    .option('--org <slug>', "one organization's data key")
+    .option('--all', "every organization's data key and the instance's")
+    .action((options: { org?: string; all?: boolean }, command: Command) =>
+      withKeys(command, async (core, actor) => {
+        const scopes = await scopesOf(core.database.db, options);
+        for (const { scope, keyId } of await rotateDataKeys({
+          dataKeys: core.dataKeys,
+          audit: core.audit,
+          actor,
+          scopes,
+        }))
+          out(`${scope}: new data key ${keyId}`);
+      }),
+    );
+  keys
+    .command('status')
+    .description('the master key in use and every data key: scope, status, which master key wraps it')
+    .action((_options, command: Command) =>
+      withKeys(command, async (core) => {
+        out(`master key: ${core.masterKeys.currentKeyId()} (${core.masterKeys.name})`);
+        for (const row of await core.dataKeys.list())
+          out(`${row.scope.padEnd(34)} ${row.id}  ${row.status.padEnd(7)}  wrapped by ${row.master_key_id}`);
+      }),
+    );
+}
+
 function printOneTimePassword(email: string, password: string): void {
   out(`email:     ${email}`);
   out(`password:  ${password}`);
@@ -356,6 +450,7 @@ export function buildProgram(): Command {
     .action(auditExport);
 
   adminCommands(program);
+  keysCommands(program);
   return program;
 }
 

@@ -55,8 +55,10 @@ import { createOrgsStore } from './orgs/orgs.store.js';
 import { teamsRoutes } from './orgs/teams.routes.js';
 import { createTeamsService } from './orgs/teams.service.js';
 import { createTeamsStore } from './orgs/teams.store.js';
-import { createKeyring, type Keyring } from './secrets/keyring.js';
-import { assertPrivateFile, loadMasterKey } from './secrets/master-key.js';
+import { createDataKeyring, type DataKeyring } from './secrets/data-keyring.js';
+import { createDataKeysStore } from './secrets/data-keys.store.js';
+import { createLocalKeyProvider, type MasterKeyProvider } from './secrets/key-provider.js';
+import { assertPrivateFile, loadMasterKeys, reloadMasterKeys } from './secrets/master-key.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
 import { VERSION } from './version.js';
@@ -112,7 +114,7 @@ async function startIdentity(deps: {
     clock,
     policy: { idleMs: idleMinutes * 60_000, absoluteMs: absoluteHours * 3_600_000 },
   });
-  const csrf = createCsrf(core.keyring.deriveKey('csrf'));
+  const csrf = createCsrf(await core.dataKeys.deriveKey('instance', 'csrf'));
   const limiter = createLoginLimiter({
     limits: config.loginLimits,
     ...(deps.redis ? { redis: deps.redis } : {}),
@@ -178,7 +180,10 @@ export interface CoreServices {
   audit: ReturnType<typeof createAuditService>;
   serverKeys: ReturnType<typeof createServerKeysService>;
   metrics: ReturnType<typeof createMetrics>;
-  keyring: Keyring;
+  /** Seals and opens every sensitive value at rest (DATA-1). */
+  dataKeys: DataKeyring;
+  /** Wraps the data keys (SEC-1). */
+  masterKeys: MasterKeyProvider;
 }
 
 /**
@@ -191,18 +196,29 @@ export async function openCore(
   logger: Logger,
   clock: () => number = Date.now,
 ): Promise<CoreServices> {
-  const master = loadMasterKey({ fromEnv: config.masterKey, file: config.masterKeyFile });
+  const masterKeySource = { fromEnv: config.masterKey, file: config.masterKeyFile };
+  const master = loadMasterKeys(masterKeySource);
   if (master.origin === 'generated')
     logger.warn(
       { file: config.masterKeyFile },
       'generated a new master key file; back it up apart from the database',
     );
-  const keyring = createKeyring({ current: master.key });
+  const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
   const database = openDatabase(config);
   try {
     const applied = await migrateToLatest(database);
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
-    const serverKeys = createServerKeysService({ store: createServerKeysStore(database.db), keyring, clock });
+    const dataKeys = createDataKeyring({
+      store: createDataKeysStore(database.db),
+      provider: masterKeys,
+      clock,
+    });
+    const serverKeys = createServerKeysService({
+      store: createServerKeysStore(database.db),
+      dataKeys,
+      masterKeys,
+      clock,
+    });
     await serverKeys.assertIntegrity();
     const metrics = createMetrics();
     const groupCommit = createGroupCommit(database.db);
@@ -215,7 +231,7 @@ export async function openCore(
       options: config.audit,
     });
     await audit.ensureSigningKey();
-    return { database, groupCommit, audit, serverKeys, metrics, keyring };
+    return { database, groupCommit, audit, serverKeys, metrics, dataKeys, masterKeys };
   } catch (error) {
     await database.close();
     throw error;

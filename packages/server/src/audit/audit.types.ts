@@ -66,6 +66,8 @@ export const AUDIT_ACTIONS = [
   'command.expired',
   'command.refused_by_agent',
   'command.policy_changed',
+  'keys.data_keys_rewrapped',
+  'keys.data_key_rotated',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

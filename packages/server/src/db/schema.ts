@@ -50,9 +50,22 @@ export interface ServerKeysTable {
   purpose: string;
   algorithm: string;
   public_key: string;
-  /** PKCS#8 private key sealed by the master keyring; never stored in clear. */
+  /** PKCS#8 private key sealed by the instance's data key; never stored in clear. */
   private_key_sealed: string;
   created_at: number;
+}
+
+export interface DataKeysTable {
+  /** `dek_…`: named by every value it seals. */
+  id: string;
+  /** `instance`, or `org:<org id>`. */
+  scope: string;
+  status: 'active' | 'retired';
+  /** The 256-bit key, sealed by the master key named in it. */
+  wrapped_key: string;
+  master_key_id: string;
+  created_at: number;
+  retired_at: number | null;
 }
 
 export interface OrgsTable {
@@ -282,6 +295,7 @@ export interface DB {
   users: UsersTable;
   memberships: MembershipsTable;
   sessions: SessionsTable;
+  data_keys: DataKeysTable;
   roles: RolesTable;
   role_bindings: RoleBindingsTable;
   teams: TeamsTable;

@@ -7,13 +7,15 @@ import {
   verify,
 } from 'node:crypto';
 import { newId } from '@bulwark/protocol';
-import type { Keyring } from './keyring.js';
+import type { DataKeyring } from './data-keyring.js';
+import type { MasterKeyProvider } from './key-provider.js';
+import { sealedKeyId } from './keyring.js';
 import type { ServerKeyRow, ServerKeysStore } from './server-keys.store.js';
 
 /**
  * The server's Ed25519 signing keys, one per purpose (CRYPTO-1: audit checkpoints, and later command
- * envelopes and workload tokens, never share a key). Private keys are stored sealed by the master
- * keyring and bound to their row; public keys are stored in clear so anyone can verify.
+ * envelopes and workload tokens, never share a key). Private keys are stored sealed by the instance's
+ * data key and bound to their row (DATA-1); public keys are stored in clear so anyone can verify.
  */
 export type ServerKeyPurpose =
   | 'audit-checkpoint'
@@ -48,16 +50,33 @@ export function publicKeyFromRow(row: Pick<ServerKeyRow, 'public_key'>): KeyObje
   return createPublicKey({ key: Buffer.from(row.public_key, 'base64'), format: 'der', type: 'spki' });
 }
 
+/** Sealed directly by a master key, as before data keys existed: its key id is not a data key's. */
+const sealedByMasterKey = (sealed: string) => !sealedKeyId(sealed).startsWith('dek_');
+
 export function createServerKeysService(deps: {
   store: ServerKeysStore;
-  keyring: Keyring;
+  dataKeys: DataKeyring;
+  /** Opens private keys stored before data keys existed, to seal them again under one. */
+  masterKeys: MasterKeyProvider;
   clock: () => number;
 }) {
-  const { store, keyring, clock } = deps;
+  const { store, dataKeys, masterKeys, clock } = deps;
   const signers = new Map<ServerKeyPurpose, Promise<Signer>>();
 
-  function openPrivateKey(row: ServerKeyRow): KeyObject {
-    const der = keyring.open(row.private_key_sealed, sealContext(row));
+  async function openPrivateKey(row: ServerKeyRow): Promise<KeyObject> {
+    let der: Buffer;
+    if (sealedByMasterKey(row.private_key_sealed)) {
+      der = masterKeys.unwrap(row.private_key_sealed, sealContext(row));
+      const resealed = await dataKeys.seal('instance', der, sealContext(row));
+      await store.resealPrivateKey(row.id, row.private_key_sealed, resealed);
+    } else {
+      const opened = await dataKeys.open('instance', row.private_key_sealed, sealContext(row));
+      der = opened.plaintext;
+      if (opened.stale) {
+        const resealed = await dataKeys.seal('instance', der, sealContext(row));
+        await store.resealPrivateKey(row.id, row.private_key_sealed, resealed);
+      }
+    }
     return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
   }
 
@@ -71,7 +90,8 @@ export function createServerKeysService(deps: {
         purpose,
         algorithm: 'ed25519',
         public_key: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
-        private_key_sealed: keyring.seal(
+        private_key_sealed: await dataKeys.seal(
+          'instance',
           privateKey.export({ format: 'der', type: 'pkcs8' }),
           sealContext({ id, purpose }),
         ),
@@ -81,7 +101,7 @@ export function createServerKeysService(deps: {
       row = await store.findByPurpose(purpose);
       if (!row) throw new ServerKeyIntegrityError(`server key for ${purpose} vanished after creation`);
     }
-    const privateKey = openPrivateKey(row);
+    const privateKey = await openPrivateKey(row);
     const keyId = row.id;
     return {
       keyId,
@@ -122,7 +142,7 @@ export function createServerKeysService(deps: {
       for (const row of await store.list()) {
         let derived: string;
         try {
-          derived = createPublicKey(openPrivateKey(row))
+          derived = createPublicKey(await openPrivateKey(row))
             .export({ format: 'der', type: 'spki' })
             .toString('base64');
         } catch (error) {

@@ -8,7 +8,9 @@ import type { Database } from '../db/database.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { AuditEventsTable, DB } from '../db/schema.js';
 import { createMetrics } from '../ops/metrics.js';
-import { createKeyring } from '../secrets/keyring.js';
+import { createDataKeyring } from '../secrets/data-keyring.js';
+import { createDataKeysStore } from '../secrets/data-keys.store.js';
+import { createLocalKeyProvider } from '../secrets/key-provider.js';
 import { createServerKeysService } from '../secrets/server-keys.service.js';
 import { createServerKeysStore } from '../secrets/server-keys.store.js';
 
@@ -39,9 +41,14 @@ export async function openAudit(
   await migrateToLatest(database);
   const masterKey = options.masterKey ?? randomBytes(32);
   const clock = options.clock ?? Date.now;
+  const masterKeys = createLocalKeyProvider({ current: masterKey, previous: [] }, () => ({
+    current: masterKey,
+    previous: [],
+  }));
   const serverKeys = createServerKeysService({
     store: createServerKeysStore(database.db),
-    keyring: createKeyring({ current: masterKey }),
+    dataKeys: createDataKeyring({ store: createDataKeysStore(database.db), provider: masterKeys, clock }),
+    masterKeys,
     clock,
   });
   const store = createAuditStore(database.db, database.dialect);

@@ -5,6 +5,7 @@ import * as access from './0003-access.js';
 import * as agents from './0004-agents.js';
 import * as commands from './0005-commands.js';
 import * as commandPolicy from './0006-command-policy.js';
+import * as dataKeys from './0007-data-keys.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '0004-agents': agents,
   '0005-commands': commands,
   '0006-command-policy': commandPolicy,
+  '0007-data-keys': dataKeys,
 };
