@@ -16,6 +16,7 @@ export const ID_PREFIXES = {
   auditCheckpoint: 'ckp',
   serverKey: 'key',
   dataKey: 'dek',
+  secret: 'sec',
   request: 'req',
   org: 'org',
   user: 'usr',

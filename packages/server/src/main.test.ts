@@ -51,7 +51,9 @@ describe('bulwark serve', () => {
     const wrongKey = 'Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MGFiY2RlZmdoaWo=';
     await expect(
       startServerProcess({ cwd: dir.path, env: { BULWARK_MASTER_KEY: wrongKey } }),
-    ).rejects.toThrow(/server key key_\w+ \(audit-checkpoint\) cannot be opened: sealed by unknown key/);
+    ).rejects.toThrow(
+      /server key key_\w+ \(audit-checkpoint\) cannot be opened: data key dek_\w+ \(instance\): wrapped by master key \w+, which this server does not hold/,
+    );
   });
 
   it('refuses a non-loopback bind without TLS or a trusted proxy', async () => {

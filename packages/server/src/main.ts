@@ -59,6 +59,8 @@ import { createDataKeyring, type DataKeyring } from './secrets/data-keyring.js';
 import { createDataKeysStore } from './secrets/data-keys.store.js';
 import { createLocalKeyProvider, type MasterKeyProvider } from './secrets/key-provider.js';
 import { assertPrivateFile, loadMasterKeys, reloadMasterKeys } from './secrets/master-key.js';
+import { secretsRoutes } from './secrets/secrets.routes.js';
+import { createSecretsService } from './secrets/secrets.service.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
 import { VERSION } from './version.js';
@@ -129,6 +131,7 @@ async function startIdentity(deps: {
   const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, clock });
   const members = createMembersService({ orgs, teams: teamsStore, sessions, audit, transact });
   const teams = createTeamsService({ teams: teamsStore, transact, clock });
+  const secrets = createSecretsService({ db, transact, dataKeys: core.dataKeys, clock });
   const invitations = createInvitationsService({
     invitations: createInvitationsStore(db),
     users,
@@ -152,6 +155,7 @@ async function startIdentity(deps: {
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),
       ...teamsRoutes(teams),
+      ...secretsRoutes(secrets),
       ...invitationsRoutes({ invitations, auth }),
       ...accessReviewRoutes({ access, roles, members, invitations, audit, clock }),
       ...auditRoutes(audit),

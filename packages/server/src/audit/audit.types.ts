@@ -68,6 +68,9 @@ export const AUDIT_ACTIONS = [
   'command.policy_changed',
   'keys.data_keys_rewrapped',
   'keys.data_key_rotated',
+  'secret.created',
+  'secret.updated',
+  'secret.deleted',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -68,6 +68,27 @@ export interface DataKeysTable {
   retired_at: number | null;
 }
 
+export interface SecretsTable {
+  id: string;
+  org_id: string;
+  name: string;
+  description: string;
+  current_version: number;
+  created_by: string;
+  created_at: number;
+  updated_by: string;
+  updated_at: number;
+}
+
+export interface SecretVersionsTable {
+  secret_id: string;
+  version: number;
+  /** Sealed by the organization's data key, bound to `secrets/<org>/<secret>/v<version>`. */
+  value_sealed: string;
+  created_by: string;
+  created_at: number;
+}
+
 export interface OrgsTable {
   id: string;
   slug: string;
@@ -296,6 +317,8 @@ export interface DB {
   memberships: MembershipsTable;
   sessions: SessionsTable;
   data_keys: DataKeysTable;
+  secrets: SecretsTable;
+  secret_versions: SecretVersionsTable;
   roles: RolesTable;
   role_bindings: RoleBindingsTable;
   teams: TeamsTable;

@@ -86,6 +86,10 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     action: 'ping',
   });
   await owner.json('POST', `/api/orgs/${slug}/commands/${command.body.id}/cancel`);
+  const secret = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/secrets`, {
+    name: `${prefix.toUpperCase()}_TOKEN`,
+    value: `${prefix}-walk-value`,
+  });
   const ids = {
     user: joined.body.user.id,
     team: team.body.id,
@@ -96,6 +100,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     token: registration.body.id,
     agent: agent.agentId,
     command: command.body.id,
+    secret: secret.body.id,
   };
   for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
   return { slug, ids };
@@ -126,6 +131,8 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     updateAgent: { name: 'walk-renamed' },
     createCommand: { agent: fixtures.ids.agent, service: 'app', action: 'ping' },
     approveCommand: {},
+    createSecret: { name: 'WALK_SECRET', value: 'walk-value' },
+    updateSecretValue: { value: 'walk-value-2' },
     rejectCommand: {},
   };
   return bodies[operationId];

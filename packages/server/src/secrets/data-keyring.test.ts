@@ -150,9 +150,7 @@ describe.each(testDatabases())('data keyring on $dialect', (target) => {
   it('says which master key is missing when a data key is wrapped by one the key file no longer holds', async () => {
     await keyring().seal(acme, 'value', 'c');
     masterKeys = { current: randomBytes(32), previous: [] };
-    await expect(keyring().seal(acme, 'x', 'c')).rejects.toThrow(
-      'not in the key file: restore it from backup',
-    );
+    await expect(keyring().seal(acme, 'x', 'c')).rejects.toThrow('which this server does not hold');
   });
 
   it('makes one active data key per scope when two processes need the first one at once', async () => {

@@ -46,7 +46,11 @@ export function createDataKeyring(deps: {
   function unwrap(row: DataKeyRow): Buffer {
     let entry = unwrapped.get(row.id);
     if (!entry) {
-      entry = { key: provider.unwrap(row.wrapped_key, wrapContext(row)), scope: row.scope };
+      try {
+        entry = { key: provider.unwrap(row.wrapped_key, wrapContext(row)), scope: row.scope };
+      } catch (error) {
+        throw new SealedValueError(`data key ${row.id} (${row.scope}): ${(error as Error).message}`);
+      }
       unwrapped.set(row.id, entry);
     }
     return entry.key;

@@ -37,7 +37,7 @@ export function createLocalKeyProvider(initial: MasterKeys, reload: () => Master
       if (!ring.keyIds.includes(sealedKeyId(wrapped))) refresh();
       if (!ring.keyIds.includes(sealedKeyId(wrapped)))
         throw new SealedValueError(
-          `data key wrapped by master key ${sealedKeyId(wrapped)}, which is not in the key file: restore it from backup`,
+          `wrapped by master key ${sealedKeyId(wrapped)}, which this server does not hold (key file or BULWARK_MASTER_KEY): restore that key from backup`,
         );
       return ring.open(wrapped, context);
     },

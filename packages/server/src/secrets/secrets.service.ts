@@ -1,0 +1,122 @@
+import { newId } from '@bulwark/protocol';
+import type { Kysely } from 'kysely';
+import { type Caller, callerEvent } from '../access/caller.js';
+import type { Transact } from '../audit/audited-transaction.js';
+import type { DB } from '../db/schema.js';
+import { AppError, NotFoundError } from '../errors.js';
+import { type DataKeyring, orgScope } from './data-keyring.js';
+import { createSecretsStore, type SecretRow } from './secrets.store.js';
+
+/**
+ * Organization secrets (SEC-3). Values are write-only to people: they are sealed by the
+ * organization's data key before anything is stored, and no method here returns one. Each value is a
+ * new version; the audit trail names the secret and the version, never the value.
+ */
+
+const secretTarget = (secret: Pick<SecretRow, 'id' | 'name'>) => ({
+  type: 'secret',
+  id: secret.id,
+  display: secret.name,
+});
+
+/** Binds a sealed value to its organization, secret and version: moved anywhere else, it does not open. */
+export const secretValueContext = (orgId: string, secretId: string, version: number) =>
+  `secrets/${orgId}/${secretId}/v${version}`;
+
+const nameTaken = () => new AppError(409, 'secret_exists', 'A secret with this name exists.');
+const notFound = () => new NotFoundError('No such secret.');
+
+export function createSecretsService(deps: {
+  db: Kysely<DB>;
+  transact: Transact;
+  dataKeys: DataKeyring;
+  clock: () => number;
+}) {
+  const { db, transact, dataKeys, clock } = deps;
+  const seal = (orgId: string, secretId: string, version: number, value: string) =>
+    dataKeys.seal(orgScope(orgId), value, secretValueContext(orgId, secretId, version));
+
+  return {
+    list: (orgId: string) => createSecretsStore(db).list(orgId),
+
+    async create(
+      caller: Caller,
+      input: { name: string; description: string; value: string },
+    ): Promise<SecretRow> {
+      const now = clock();
+      const id = newId('sec', now);
+      // Sealed before the transaction: the data key may need creating, on a connection of its own.
+      const value_sealed = await seal(caller.org.id, id, 1, input.value);
+      return transact(async (trx, events) => {
+        const store = createSecretsStore(trx);
+        if (await store.findByName(caller.org.id, input.name)) throw nameTaken();
+        const row: SecretRow = {
+          id,
+          org_id: caller.org.id,
+          name: input.name,
+          description: input.description,
+          current_version: 1,
+          created_by: caller.userId,
+          created_at: now,
+          updated_by: caller.userId,
+          updated_at: now,
+        };
+        await store.insert(row, {
+          secret_id: id,
+          version: 1,
+          value_sealed,
+          created_by: caller.userId,
+          created_at: now,
+        });
+        events.push(callerEvent(caller, 'secret.created', secretTarget(row), { version: 1 }));
+        return row;
+      });
+    },
+
+    /** Stores a new value as the next version; earlier versions stay, for commands already signed with them. */
+    async addVersion(caller: Caller, secretId: string, value: string): Promise<SecretRow> {
+      const current = await createSecretsStore(db).find(caller.org.id, secretId);
+      if (!current) throw notFound();
+      const now = clock();
+      const version = current.current_version + 1;
+      const value_sealed = await seal(caller.org.id, secretId, version, value);
+      return transact(async (trx, events) => {
+        const stored = await createSecretsStore(trx).addVersion(current, {
+          secret_id: secretId,
+          version,
+          value_sealed,
+          created_by: caller.userId,
+          created_at: now,
+        });
+        if (!stored)
+          throw new AppError(
+            409,
+            'secret_changed',
+            'The secret changed meanwhile; send the new value again.',
+          );
+        const updated = {
+          ...current,
+          current_version: version,
+          updated_by: caller.userId,
+          updated_at: now,
+        };
+        events.push(callerEvent(caller, 'secret.updated', secretTarget(updated), { version }));
+        return updated;
+      });
+    },
+
+    delete(caller: Caller, secretId: string): Promise<void> {
+      return transact(async (trx, events) => {
+        const store = createSecretsStore(trx);
+        const secret = await store.find(caller.org.id, secretId);
+        if (!secret) throw notFound();
+        await store.delete(secretId);
+        events.push(
+          callerEvent(caller, 'secret.deleted', secretTarget(secret), { versions: secret.current_version }),
+        );
+      });
+    },
+  };
+}
+
+export type SecretsService = ReturnType<typeof createSecretsService>;
