@@ -110,8 +110,7 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
     const onOutput = (stream: 'stdout' | 'stderr', data: string) => {
       deliver({ v: AGENT_PROTOCOL_VERSION, type: 'command_output', commandId, seq: seq++, stream, data });
     };
-    // Sealed secrets are not in the protocol yet; when they are, they are opened here.
-    const secrets: Record<string, string> = {};
+    const { secrets } = verdict;
     const timeoutMs = envelope.timeoutSeconds * 1000;
     const execution =
       verdict.kind === 'handler'
@@ -190,6 +189,7 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
       const verdict = verifyCommand(message, {
         agentId: state.agentId,
         serverKey,
+        encryptionKey: state.encryptionKey,
         journal: { has: (id) => journal.has(id) || running.has(id) },
         actions,
         now: now(),

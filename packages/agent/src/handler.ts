@@ -30,7 +30,7 @@ export interface ActionContext {
   fs: ConfinedFs;
   /** Aborted on cancel, on the execution timeout and when the agent stops; `reason` is a DOMException. */
   signal: AbortSignal;
-  /** Secrets granted to this command, by name. Empty until the protocol carries sealed secrets. */
+  /** Secrets granted to this command, by name (opened from the signed envelope; masked in output). */
   secrets: Readonly<Record<string, string>>;
 }
 

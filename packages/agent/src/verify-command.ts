@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { type CommandEnvelope, commandStatement, verifyStatement } from '@bulwark/protocol';
+import { type CommandEnvelope, commandStatement, openSecrets, verifyStatement } from '@bulwark/protocol';
 import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } from './config.js';
 
 /**
@@ -16,6 +16,8 @@ import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } fr
  * 6. `invalid_params`: the params fail the action's JSON Schema (Ajv, draft 2020-12, strict), or a
  *    substituted parameter does not match its pattern as a whole, or (SDK actions) the action's own
  *    zod schema refuses them.
+ * 7. `bad_secrets`: the sealed secrets do not open with this agent's X25519 key for this command, or
+ *    carry a secret the action does not declare in agent.yaml or the SDK.
  */
 
 export type RefusalReason =
@@ -24,17 +26,23 @@ export type RefusalReason =
   | 'expired'
   | 'replayed'
   | 'unknown_action'
-  | 'invalid_params';
+  | 'invalid_params'
+  | 'bad_secrets';
+
+/** The secrets granted to the command, by name, opened (SEC-3). */
+type Secrets = Record<string, string>;
 
 export type Verdict =
-  | { ok: true; kind: 'exec'; action: ExecAction; argv: string[] }
-  | { ok: true; kind: 'handler'; action: HandlerAction; params: unknown }
+  | { ok: true; kind: 'exec'; action: ExecAction; argv: string[]; secrets: Secrets }
+  | { ok: true; kind: 'handler'; action: HandlerAction; params: unknown; secrets: Secrets }
   | { ok: false; reason: RefusalReason; message: string };
 
 export interface VerifyContext {
   agentId: string;
   /** The server key pinned in the state file. */
   serverKey: KeyObject;
+  /** This agent's X25519 private key: the command's secrets are sealed to it. */
+  encryptionKey: KeyObject;
   journal: { has(commandId: string): boolean };
   actions: ActionCatalog;
   now: number;
@@ -85,6 +93,26 @@ export function verifyCommand(
     );
     return { ok: false, reason: 'invalid_params', message: clip(`invalid params: ${problems.join('; ')}`) };
   }
+  let secrets: Secrets = {};
+  if (envelope.secrets) {
+    try {
+      secrets = openSecrets(context.encryptionKey, envelope.secrets, envelope);
+    } catch {
+      return {
+        ok: false,
+        reason: 'bad_secrets',
+        message: 'the secrets do not open for this agent and command',
+      };
+    }
+    const undeclared = Object.keys(secrets).filter((name) => !action.declaration.secrets.includes(name));
+    if (undeclared.length > 0) {
+      return {
+        ok: false,
+        reason: 'bad_secrets',
+        message: clip(`secrets the action does not declare: ${undeclared.join(', ')}`),
+      };
+    }
+  }
   if (action.kind === 'handler') {
     const parsed = action.parse(envelope.params);
     if (!parsed.ok) {
@@ -94,7 +122,7 @@ export function verifyCommand(
         message: clip(`invalid params: ${parsed.problems.join('; ')}`),
       };
     }
-    return { ok: true, kind: 'handler', action, params: parsed.value };
+    return { ok: true, kind: 'handler', action, params: parsed.value, secrets };
   }
   const argv: string[] = [];
   for (const element of action.exec.argv) {
@@ -122,5 +150,5 @@ export function verifyCommand(
     }
     argv.push(value);
   }
-  return { ok: true, kind: 'exec', action, argv };
+  return { ok: true, kind: 'exec', action, argv, secrets };
 }

@@ -2,6 +2,7 @@ import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { ID_BODY_PATTERN } from './ids.js';
+import { SealedSecrets } from './sealed-secrets.js';
 
 /**
  * The agent protocol, version 1 (AGT-2, AGT-3, AGT-5), shared by the server and the agent.
@@ -162,6 +163,8 @@ export const CommandEnvelope = z
     expiresAt: z.number().int().nonnegative(),
     timeoutSeconds: z.number().int().min(1).max(86_400),
     nonce: Base64Url32,
+    /** The secrets the action declared, sealed to this agent for this command; absent when none. */
+    secrets: SealedSecrets.optional(),
   })
   .refine((envelope) => envelope.expiresAt - envelope.issuedAt <= MAX_DELIVERY_WINDOW_MS, {
     // The agent keeps every id it has seen until its expiry has long passed: the window is bounded.
@@ -191,7 +194,15 @@ export const CommandFinishedMessage = message('command_finished', {
 /** The agent would not run it: bad signature, another agent's, expired, replayed, unknown action, invalid params. */
 export const CommandRefusedMessage = message('command_refused', {
   commandId: CommandIdShape,
-  reason: z.enum(['bad_signature', 'wrong_agent', 'expired', 'replayed', 'unknown_action', 'invalid_params']),
+  reason: z.enum([
+    'bad_signature',
+    'wrong_agent',
+    'expired',
+    'replayed',
+    'unknown_action',
+    'invalid_params',
+    'bad_secrets',
+  ]),
   message: z.string().max(500),
 });
 /**

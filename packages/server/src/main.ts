@@ -142,6 +142,7 @@ async function startIdentity(deps: {
   return {
     access,
     transact,
+    secrets,
     guard: createSessionGuard({
       sessions,
       csrf,
@@ -348,6 +349,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     access: identity.access,
     gateway,
     serverKeys: core.serverKeys,
+    secrets: identity.secrets,
     audit,
     clock,
     stepUpMs: config.sessions.stepUpMinutes * 60_000,

@@ -245,4 +245,89 @@ describe('a command end to end', () => {
     agent.child.kill('SIGTERM');
     await once(agent.child, 'exit');
   }, 60_000);
+
+  it('delivers a secret sealed inside the signed command to the process environment, and masks it in the output', async () => {
+    // SEC-3 end to end: stored write-only, granted by the action's declaration, sealed to this agent,
+    // opened on the host, placed in the environment, never shown back.
+    const server = await startServer();
+    const owner = new SessionClient(server.url);
+    expect((await owner.login(OWNER.email, OWNER.password)).status).toBe(200);
+    const secret = 'db-pass-Vn4Q8wLz2K';
+    const stored = await owner.send('POST', '/api/orgs/default/secrets', {
+      name: 'DB_PASSWORD',
+      value: secret,
+    });
+    expect(stored.status).toBe(201);
+    const created = await owner.json<{ token: string }>(
+      'POST',
+      '/api/orgs/default/agent-registration-tokens',
+      {},
+    );
+    const state = path.join(dir.path, 'agent', 'state.json');
+    const registered = await runScript(
+      AGENT_CLI,
+      ['register', '--server', server.url, '--name', 'db-1', '--state', state],
+      { cwd: dir.path, env: { BULWARK_REGISTRATION_TOKEN: created.body.token } },
+    );
+    expect(registered.code, registered.stderr).toBe(0);
+    const config = path.join(dir.path, 'agent', 'agent.yaml');
+    const script =
+      "const v = process.env.DB_PASSWORD; console.log('sha256 ' + require('node:crypto').createHash('sha256').update(v).digest('hex')); console.log('value ' + v)";
+    writeFileSync(
+      config,
+      JSON.stringify({
+        stateFile: 'state.json',
+        services: [
+          {
+            name: 'db',
+            kind: 'postgres',
+            health: { status: 'up' },
+            actions: [
+              {
+                name: 'check',
+                description: 'Connects with the database password',
+                risk: 'low',
+                timeoutSeconds: 30,
+                params: { type: 'object', additionalProperties: false },
+                secrets: ['DB_PASSWORD'],
+                exec: { argv: [process.execPath, '-e', script] },
+              },
+            ],
+          },
+        ],
+      }),
+    );
+    const agent = runAgent(config);
+    const agentId = (await agent.next('online')).agentId as string;
+    await agent.next('report accepted');
+
+    const command = await owner.json<{ id: string }>('POST', '/api/orgs/default/commands', {
+      agent: agentId,
+      service: 'db',
+      action: 'check',
+    });
+    expect(command.status).toBe(201);
+    expect(
+      await (await owner.send('GET', `/api/orgs/default/commands/${command.body.id}/events`)).text(),
+    ).toContain('"status":"succeeded"');
+    const output = await owner.json<{ chunks: Array<{ data: string }> }>(
+      'GET',
+      `/api/orgs/default/commands/${command.body.id}/output`,
+    );
+    const text = output.body.chunks.map((c) => c.data).join('');
+    const { createHash } = await import('node:crypto');
+    expect(text).toContain(`sha256 ${createHash('sha256').update(secret).digest('hex')}`);
+    expect(text).toContain('value [masked]');
+    expect(text).not.toContain(secret);
+    const used = await owner.json<{ events: Array<{ details: Record<string, unknown> }> }>(
+      'GET',
+      '/api/orgs/default/audit/events?action=secret.used',
+    );
+    expect(used.body.events).toHaveLength(1);
+    expect(used.body.events[0]!.details).toMatchObject({ commandId: command.body.id, version: 1 });
+    expect(JSON.stringify(used.body)).not.toContain(secret);
+
+    agent.child.kill('SIGTERM');
+    await once(agent.child, 'exit');
+  }, 60_000);
 });

@@ -71,6 +71,7 @@ export const AUDIT_ACTIONS = [
   'secret.created',
   'secret.updated',
   'secret.deleted',
+  'secret.used',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -8,6 +8,7 @@ import {
   canonicalJson,
   commandStatement,
   newId,
+  sealSecrets,
 } from '@bulwark/protocol';
 import type { AccessService } from '../access/access.service.js';
 import { decide } from '../access/authorize.js';
@@ -21,6 +22,7 @@ import type { AuditInput } from '../audit/audit.types.js';
 import type { CommandStatus } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import { StepUpRequiredError } from '../identity/session-guard.js';
+import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
 import { paramProblems } from './params-validator.js';
@@ -77,11 +79,12 @@ export function createCommandsService(deps: {
   access: AccessService;
   gateway: AgentGateway;
   serverKeys: ServerKeysService;
+  secrets: SecretsService;
   audit: AuditService;
   clock: () => number;
   stepUpMs: number;
 }) {
-  const { commands, agents, services, access, gateway, serverKeys, audit, clock, stepUpMs } = deps;
+  const { commands, agents, services, access, gateway, serverKeys, secrets, audit, clock, stepUpMs } = deps;
   const live = new EventEmitter();
   live.setMaxListeners(0);
 
@@ -126,8 +129,36 @@ export function createCommandsService(deps: {
     return declared;
   }
 
+  /**
+   * The command's secrets sealed to its agent (SEC-3), or undefined when it has none. A secret
+   * deleted since the command was created ends the command as failed: it cannot run as requested.
+   */
+  async function sealedSecretsFor(row: CommandRow, now: number) {
+    const grants = JSON.parse(row.secrets) as SecretGrant[];
+    if (grants.length === 0) return undefined;
+    const [agent, values] = await Promise.all([
+      agents.find(row.org_id, row.agent_id),
+      secrets.valuesOf(row.org_id, grants),
+    ]);
+    if (agent && values)
+      return sealSecrets(agent.encryption_key, values, { commandId: row.id, agentId: row.agent_id });
+    const message = 'A secret this command was granted has been deleted; run the action again.';
+    if (await move(row, ['queued', 'dispatched'], 'failed', { finished_at: now, message }))
+      await audit.record({
+        orgId: row.org_id,
+        actor: { type: 'system', id: 'dispatcher', display: 'command dispatcher' },
+        action: 'command.failed',
+        target: target(row),
+        outcome: 'failure',
+        details: { reason: 'secret_deleted' },
+      });
+    return null;
+  }
+
   /** Signs the command and sends it to its agent, if the agent is connected here. */
   async function sendEnvelope(row: CommandRow, now: number): Promise<boolean> {
+    const sealed = await sealedSecretsFor(row, now);
+    if (sealed === null) return false;
     const approvals =
       row.required_approvals === 0
         ? []
@@ -146,6 +177,7 @@ export function createCommandsService(deps: {
       expiresAt: row.expires_at,
       timeoutSeconds: row.timeout_seconds,
       nonce: row.nonce,
+      ...(sealed ? { secrets: sealed } : {}),
     };
     const signer = await serverKeys.signer('agent-channel');
     return gateway.send(row.agent_id, {
@@ -253,6 +285,12 @@ export function createCommandsService(deps: {
         throw new AppError(409, 'agent_unavailable', `The agent is ${agent.status}; it cannot run commands.`);
       const problems = paramProblems(declared.params, input.params);
       if (problems.length > 0) throw new ValidationError(problems, 'The parameters do not match the action.');
+      // The secrets the action declared (SEC-3): the requester must hold secrets:use on this agent.
+      let grants: SecretGrant[] = [];
+      if (declared.secrets.length > 0) {
+        await access.authorize(caller, 'secrets:use', { kind: 'agent', labels: parseLabels(agent.labels) });
+        grants = await secrets.grants(caller.org.id, declared.secrets);
+      }
       const policy = (await policyOf(caller.org.id))[declared.risk];
       if (policy.confirmation && !input.confirm)
         throw new ValidationError(
@@ -290,6 +328,7 @@ export function createCommandsService(deps: {
         output_bytes: 0,
         output_truncated: 0,
         final_acked: 0,
+        secrets: JSON.stringify(grants),
       };
       // With its agent connected here, a command that needs no approval is stored as dispatched and
       // sent at once: one write fewer on the way to the agent (each write is a durable commit).
@@ -322,6 +361,16 @@ export function createCommandsService(deps: {
           reason: input.reason,
         }),
       );
+      // Each use of a secret is audited by name and version, never by value.
+      for (const grant of grants)
+        await audit.record(
+          callerEvent(
+            caller,
+            'secret.used',
+            { type: 'secret', id: grant.secretId, display: grant.name },
+            { commandId: row.id, version: grant.version, agentId: agent.id },
+          ),
+        );
       if (!deliverNow) await dispatch(row);
       else if (await sendEnvelope(row, now)) await audit.record(dispatchedEvent(row));
       // The agent went away in between: the command waits for its next connection.

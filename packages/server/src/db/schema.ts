@@ -281,6 +281,8 @@ export interface CommandsTable {
   output_bytes: number;
   output_truncated: number;
   final_acked: number;
+  /** JSON: the secret versions granted to it, `[{name, secretId, version}]`; never a value. */
+  secrets: string;
 }
 
 export interface CommandApprovalsTable {

@@ -23,6 +23,13 @@ const secretTarget = (secret: Pick<SecretRow, 'id' | 'name'>) => ({
 export const secretValueContext = (orgId: string, secretId: string, version: number) =>
   `secrets/${orgId}/${secretId}/v${version}`;
 
+/** A secret version granted to a command: what the command row keeps instead of a value. */
+export interface SecretGrant {
+  name: string;
+  secretId: string;
+  version: number;
+}
+
 const nameTaken = () => new AppError(409, 'secret_exists', 'A secret with this name exists.');
 const notFound = () => new NotFoundError('No such secret.');
 
@@ -103,6 +110,44 @@ export function createSecretsService(deps: {
         events.push(callerEvent(caller, 'secret.updated', secretTarget(updated), { version }));
         return updated;
       });
+    },
+
+    /** The current versions of the secrets `names` names, or 409 naming those the organization lacks. */
+    async grants(orgId: string, names: readonly string[]): Promise<SecretGrant[]> {
+      const byName = new Map((await createSecretsStore(db).list(orgId)).map((s) => [s.name, s]));
+      const missing = names.filter((name) => !byName.has(name));
+      if (missing.length > 0)
+        throw new AppError(
+          409,
+          'secret_missing',
+          `The action needs ${missing.length === 1 ? 'a secret' : 'secrets'} this organization does not have: ${missing.join(', ')}.`,
+        );
+      return names.map((name) => {
+        const secret = byName.get(name)!;
+        return { name, secretId: secret.id, version: secret.current_version };
+      });
+    },
+
+    /**
+     * The values of granted versions, by name, for sealing to an agent; undefined when one has been
+     * deleted since. A value still sealed under a retired data key is sealed again on the way.
+     */
+    async valuesOf(
+      orgId: string,
+      grants: readonly SecretGrant[],
+    ): Promise<Record<string, string> | undefined> {
+      const store = createSecretsStore(db);
+      const values: Record<string, string> = {};
+      for (const grant of grants) {
+        const row = await store.version(grant.secretId, grant.version);
+        if (!row) return undefined;
+        const context = secretValueContext(orgId, grant.secretId, grant.version);
+        const opened = await dataKeys.open(orgScope(orgId), row.value_sealed, context);
+        if (opened.stale)
+          await store.reseal(row, await dataKeys.seal(orgScope(orgId), opened.plaintext, context));
+        values[grant.name] = opened.plaintext.toString('utf8');
+      }
+      return values;
     },
 
     delete(caller: Caller, secretId: string): Promise<void> {

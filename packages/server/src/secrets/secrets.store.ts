@@ -53,6 +53,17 @@ export function createSecretsStore(db: Kysely<DB>) {
       await db.deleteFrom('secrets').where('id', '=', secretId).execute();
     },
 
+    /** Replaces a version's sealed value with the same value sealed under a newer data key. */
+    async reseal(row: SecretVersionRow, valueSealed: string): Promise<void> {
+      await db
+        .updateTable('secret_versions')
+        .set({ value_sealed: valueSealed })
+        .where('secret_id', '=', row.secret_id)
+        .where('version', '=', row.version)
+        .where('value_sealed', '=', row.value_sealed)
+        .execute();
+    },
+
     version: (secretId: string, version: number) =>
       db
         .selectFrom('secret_versions')

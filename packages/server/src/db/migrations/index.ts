@@ -7,6 +7,7 @@ import * as commands from './0005-commands.js';
 import * as commandPolicy from './0006-command-policy.js';
 import * as dataKeys from './0007-data-keys.js';
 import * as secrets from './0008-secrets.js';
+import * as commandSecrets from './0009-command-secrets.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -21,4 +22,5 @@ export const migrations: Record<string, Migration> = {
   '0006-command-policy': commandPolicy,
   '0007-data-keys': dataKeys,
   '0008-secrets': secrets,
+  '0009-command-secrets': commandSecrets,
 };
