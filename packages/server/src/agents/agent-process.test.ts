@@ -173,26 +173,28 @@ describe('the real agent process', () => {
   }, 90_000);
 });
 
+/** `bulwark-agent register` with a fresh one-time token, writing ./agent/state.json. */
+async function registerRealAgent(server: ServerProcess, owner: SessionClient, name: string): Promise<void> {
+  const created = await owner.json<{ token: string }>(
+    'POST',
+    '/api/orgs/default/agent-registration-tokens',
+    {},
+  );
+  const state = path.join(dir.path, 'agent', 'state.json');
+  const registered = await runScript(
+    AGENT_CLI,
+    ['register', '--server', server.url, '--name', name, '--state', state],
+    { cwd: dir.path, env: { BULWARK_REGISTRATION_TOKEN: created.body.token } },
+  );
+  expect(registered.code, registered.stderr).toBe(0);
+}
+
 describe('a command end to end', () => {
   it('runs a declared action on the real agent and brings back its exit code and output', async () => {
     const server = await startServer();
     const owner = new SessionClient(server.url);
     expect((await owner.login(OWNER.email, OWNER.password)).status).toBe(200);
-    const created = await owner.json<{ token: string }>(
-      'POST',
-      '/api/orgs/default/agent-registration-tokens',
-      {},
-    );
-    const state = path.join(dir.path, 'agent', 'state.json');
-    const registered = await runScript(
-      AGENT_CLI,
-      ['register', '--server', server.url, '--name', 'app-1', '--state', state],
-      {
-        cwd: dir.path,
-        env: { BULWARK_REGISTRATION_TOKEN: created.body.token },
-      },
-    );
-    expect(registered.code, registered.stderr).toBe(0);
+    await registerRealAgent(server, owner, 'app-1');
     const config = path.join(dir.path, 'agent', 'agent.yaml');
     writeFileSync(
       config,
@@ -258,18 +260,7 @@ describe('a command end to end', () => {
       value: secret,
     });
     expect(stored.status).toBe(201);
-    const created = await owner.json<{ token: string }>(
-      'POST',
-      '/api/orgs/default/agent-registration-tokens',
-      {},
-    );
-    const state = path.join(dir.path, 'agent', 'state.json');
-    const registered = await runScript(
-      AGENT_CLI,
-      ['register', '--server', server.url, '--name', 'db-1', '--state', state],
-      { cwd: dir.path, env: { BULWARK_REGISTRATION_TOKEN: created.body.token } },
-    );
-    expect(registered.code, registered.stderr).toBe(0);
+    await registerRealAgent(server, owner, 'db-1');
     const config = path.join(dir.path, 'agent', 'agent.yaml');
     const script =
       "const v = process.env.DB_PASSWORD; console.log('sha256 ' + require('node:crypto').createHash('sha256').update(v).digest('hex')); console.log('value ' + v)";
