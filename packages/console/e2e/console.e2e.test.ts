@@ -198,7 +198,10 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await waitUntil(async () =>
       expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
     );
-    expect(await owner.getByLabel('Command output').textContent()).toContain('restarted');
+    // The output comes over the page's event stream, which may land after the status.
+    await waitUntil(async () =>
+      expect(await owner.getByLabel('Command output').textContent()).toContain('restarted'),
+    );
     expect(await owner.getByRole('heading', { name: /Approvals/ }).textContent()).toContain('1 of 1');
   });
 
@@ -254,7 +257,9 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await waitUntil(async () =>
       expect(await page.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
     );
-    expect(await page.getByLabel('Command output').textContent()).toMatch(/(hello|hi) from web/);
+    await waitUntil(async () =>
+      expect(await page.getByLabel('Command output').textContent()).toMatch(/(hello|hi) from web/),
+    );
     await page.context().close();
   });
 

@@ -75,7 +75,10 @@ describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000
       .click();
     await owner.waitForURL(/\/commands\/cmd_/);
     await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('succeeded'));
-    expect(await owner.getByLabel('Command output').textContent()).toMatch(/uptime: \d+ s/);
+    // The output arrives over the page's event stream, which may come after the status.
+    await waitUntil(async () =>
+      expect(await owner.getByLabel('Command output').textContent()).toMatch(/uptime: \d+ s/),
+    );
 
     // The high-risk action waits for someone else.
     await owner.goto(bannerField(banner, 'console').replace(/\/$/, '/orgs/default/services'));
@@ -100,7 +103,9 @@ describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000
 
     await owner.reload();
     await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('succeeded'));
-    expect(await owner.getByLabel('Command output').textContent()).toContain('rotated; keeping 3');
+    await waitUntil(async () =>
+      expect(await owner.getByLabel('Command output').textContent()).toContain('rotated; keeping 3'),
+    );
 
     // A newcomer's first session logs no error and no refused request.
     expect(problems).toEqual([]);
