@@ -19,10 +19,14 @@ interface Chunk {
 function useLiveOutput(org: string, id: string, onStatus: () => void) {
   const [chunks, setChunks] = useState<Chunk[]>([]);
   const [notice, setNotice] = useState<string | undefined>();
+  // Set when the stream reports the end, which it does after it has sent all the stored output: only
+  // then does "no chunks" mean "no output" (the command itself may be known to have ended sooner).
+  const [finished, setFinished] = useState(false);
   const statusRef = useRef(onStatus);
   statusRef.current = onStatus;
   useEffect(() => {
     setChunks([]);
+    setFinished(false);
     const source = new EventSource(orgPath(org, `/commands/${id}/events`));
     source.addEventListener('output', (event) => {
       const chunk = JSON.parse((event as MessageEvent<string>).data) as Chunk;
@@ -33,7 +37,10 @@ function useLiveOutput(org: string, id: string, onStatus: () => void) {
         status: CommandView['status'];
       };
       statusRef.current();
-      if (TERMINAL.includes(status)) source.close();
+      if (TERMINAL.includes(status)) {
+        setFinished(true);
+        source.close();
+      }
     });
     source.addEventListener('overflow', () => {
       setNotice('The live view fell behind; reload the page to read the stored output.');
@@ -45,7 +52,7 @@ function useLiveOutput(org: string, id: string, onStatus: () => void) {
     };
     return () => source.close();
   }, [org, id]);
-  return { chunks, notice };
+  return { chunks, notice, finished };
 }
 
 export default function CommandPage() {
@@ -57,7 +64,7 @@ export default function CommandPage() {
     error,
     reload,
   } = useLoad(() => api<CommandView>('GET', orgPath(org, `/commands/${id}`)), [org, id]);
-  const { chunks, notice } = useLiveOutput(org, id, reload);
+  const { chunks, notice, finished } = useLiveOutput(org, id, reload);
   if (error) return <ErrorNote error={error} />;
   if (!command) return <Loading what="the command" />;
   const ended = TERMINAL.includes(command.status);
@@ -149,7 +156,7 @@ export default function CommandPage() {
       {notice && <p className="notice">{notice}</p>}
       <pre className="output" role="log" aria-label="Command output">
         {chunks.length === 0 ? (
-          <span className="muted">{ended ? 'No output.' : 'Waiting for output…'}</span>
+          <span className="muted">{finished ? 'No output.' : 'Waiting for output…'}</span>
         ) : (
           chunks
             .sort((a, b) => a.seq - b.seq)
