@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { bannerField, type DemoRun, runDemo } from '../../agent/src/test-support/demo.js';
-import { hasChromium, launchChromium, watchPage } from './support.js';
+import { hasChromium, launchChromium, signIn, watchPage } from './support.js';
 
 /**
  * `npm run demo` as a newcomer meets it (issue 5, line 8): they open the printed URL in a browser,
@@ -25,18 +25,17 @@ const problems: string[] = [];
 const refusals: string[] = [];
 
 async function openConsole(): Promise<Page> {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 800 },
+    baseURL: bannerField(banner, 'console'),
+  });
   const page = await context.newPage();
   watchPage(page, problems, refusals);
   return page;
 }
 
 async function signInAt(page: Page, email: string, password: string): Promise<void> {
-  await page.goto(bannerField(banner, 'console'));
-  await page.waitForURL('**/login');
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await signIn(page, email, password);
   await page.waitForURL('**/orgs/default');
 }
 
@@ -60,6 +59,9 @@ describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000
 
   it('shows the example service and runs its actions, a high-risk one once an approver approves it', async () => {
     const owner = await openConsole();
+    // The printed URL, as the newcomer opens it, asks them to sign in.
+    await owner.goto('/');
+    await owner.waitForURL('**/login');
     await signInAt(owner, bannerField(banner, 'email'), bannerField(banner, 'password'));
 
     await owner.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'Services' }).click();
@@ -81,7 +83,7 @@ describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000
     );
 
     // The high-risk action waits for someone else.
-    await owner.goto(bannerField(banner, 'console').replace(/\/$/, '/orgs/default/services'));
+    await owner.goto('/orgs/default/services');
     await owner.getByRole('link', { name: /^Run rotate-logs on example / }).click();
     await owner.getByRole('button', { name: 'Review and run' }).click();
     const confirm = owner.getByRole('dialog', { name: 'Run rotate-logs?' });

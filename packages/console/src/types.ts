@@ -70,17 +70,20 @@ export interface ServiceView {
   updatedAt: string;
 }
 
-export type CommandStatus =
-  | 'awaiting_approval'
-  | 'queued'
-  | 'dispatched'
-  | 'running'
-  | 'succeeded'
-  | 'failed'
-  | 'timed_out'
-  | 'cancelled'
-  | 'rejected'
-  | 'expired';
+/** Every state a command can be in, in the order of its life (the commands filter lists them so). */
+export const COMMAND_STATUSES = [
+  'awaiting_approval',
+  'queued',
+  'dispatched',
+  'running',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'rejected',
+  'expired',
+] as const;
+export type CommandStatus = (typeof COMMAND_STATUSES)[number];
 
 export const TERMINAL: readonly CommandStatus[] = [
   'succeeded',

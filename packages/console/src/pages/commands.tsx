@@ -1,61 +1,40 @@
 import { useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { api, orgPath } from '../api';
+import { DataTable } from '../components/data-table';
 import { ErrorNote, Loading, RiskBadge, StatusBadge, useLoad, When } from '../components/ui';
-import type { CommandStatus, CommandView } from '../types';
-
-const STATUSES: CommandStatus[] = [
-  'awaiting_approval',
-  'queued',
-  'dispatched',
-  'running',
-  'succeeded',
-  'failed',
-  'timed_out',
-  'cancelled',
-  'rejected',
-  'expired',
-];
+import { COMMAND_STATUSES, type CommandView } from '../types';
 
 /** Rows of commands; shared by the commands list and the approvals inbox. */
 export function CommandRows({ org, commands }: { org: string; commands: CommandView[] }) {
   return (
-    <div className="table-wrap">
-      <table aria-label="Commands">
-        <thead>
-          <tr>
-            <th>Action</th>
-            <th>Risk</th>
-            <th>Status</th>
-            <th>Requested by</th>
-            <th>Created</th>
-          </tr>
-        </thead>
-        <tbody>
-          {commands.map((command) => (
-            <tr key={command.id}>
-              <td>
-                <Link to={`/orgs/${org}/commands/${command.id}`}>
-                  {command.service}/{command.action}
-                </Link>
-              </td>
-              <td>
-                <RiskBadge risk={command.risk} />
-              </td>
-              <td>
-                <StatusBadge status={command.status} />
-              </td>
-              <td>
-                <code>{command.requestedBy}</code>
-              </td>
-              <td>
-                <When at={command.createdAt} />
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      label="Commands"
+      columns={['Action', 'Risk', 'Status', 'Requested by', 'Created']}
+      rows={commands}
+    >
+      {(command) => (
+        <tr key={command.id}>
+          <td>
+            <Link to={`/orgs/${org}/commands/${command.id}`}>
+              {command.service}/{command.action}
+            </Link>
+          </td>
+          <td>
+            <RiskBadge risk={command.risk} />
+          </td>
+          <td>
+            <StatusBadge status={command.status} />
+          </td>
+          <td>
+            <code>{command.requestedBy}</code>
+          </td>
+          <td>
+            <When at={command.createdAt} />
+          </td>
+        </tr>
+      )}
+    </DataTable>
   );
 }
 
@@ -84,7 +63,7 @@ export default function CommandsPage() {
           }}
         >
           <option value="">any</option>
-          {STATUSES.map((s) => (
+          {COMMAND_STATUSES.map((s) => (
             <option key={s} value={s}>
               {s.replaceAll('_', ' ')}
             </option>

@@ -346,7 +346,7 @@ export default function RolesPage() {
                     <td>
                       <RowButton
                         danger
-                        target="this binding"
+                        target={`the binding of ${roleName(binding.role)} to ${subjectName(binding.subject)}`}
                         onClick={() => setPending({ kind: 'delete-binding', binding })}
                       >
                         Delete

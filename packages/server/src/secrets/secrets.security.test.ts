@@ -71,6 +71,11 @@ describe.each(BACKENDS)('secrets on %s', (backend) => {
       value: 'two',
     });
     expect([again.status, again.body.error.code]).toEqual([409, 'secret_exists']);
+    // Two at once: one is stored, the other told the name is taken (never a 500).
+    const racing = await Promise.all(
+      ['one', 'two'].map((value) => owner.send('POST', '/api/orgs/acme/secrets', { name: 'RACE', value })),
+    );
+    expect(racing.map((r) => r.status).sort()).toEqual([201, 409]);
     for (const body of [
       { name: '1BAD', value: 'x' },
       { name: 'HAS SPACE', value: 'x' },
@@ -81,7 +86,7 @@ describe.each(BACKENDS)('secrets on %s', (backend) => {
       expect(refused.status, JSON.stringify(body)).toBe(422);
     }
     const listed = await owner.json<{ secrets: SecretView[] }>('GET', '/api/orgs/acme/secrets');
-    expect(listed.body.secrets.map((s) => s.name)).toEqual(['API_TOKEN']);
+    expect(listed.body.secrets.map((s) => s.name)).toEqual(['API_TOKEN', 'RACE']);
   });
 
   it('lets only secrets:write change secrets, after a recent sign-in, and audits each refusal', async () => {

@@ -54,7 +54,7 @@ export function createSecretsService(deps: {
       const id = newId('sec', now);
       // Sealed before the transaction: the data key may need creating, on a connection of its own.
       const value_sealed = await seal(caller.org.id, id, 1, input.value);
-      return transact(async (trx, events) => {
+      const created = transact(async (trx, events) => {
         const store = createSecretsStore(trx);
         if (await store.findByName(caller.org.id, input.name)) throw nameTaken();
         const row: SecretRow = {
@@ -77,6 +77,16 @@ export function createSecretsService(deps: {
         });
         events.push(callerEvent(caller, 'secret.created', secretTarget(row), { version: 1 }));
         return row;
+      });
+      return created.catch(async (error: unknown) => {
+        // Two requests for one name at once (PostgreSQL runs both transactions): the unique index
+        // lets one in, and the other gets the same answer as if it had come second.
+        if (
+          !(error instanceof AppError) &&
+          (await createSecretsStore(db).findByName(caller.org.id, input.name))
+        )
+          throw nameTaken();
+        throw error;
       });
     },
 
