@@ -47,6 +47,7 @@ export async function startServerProcess(dataDir: string, port: string): Promise
       BULWARK_DATA_DIR: dataDir,
       BULWARK_PORT: port,
       BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
+      BULWARK_BOOTSTRAP_MFA_REQUIRED: 'false',
       BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
       BULWARK_AGENT_CONNECTS_PER_MINUTE: '1000000',
       BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000000',

@@ -43,6 +43,7 @@ export async function startBulwark(env: Record<string, string>): Promise<BenchSe
         BULWARK_DATA_DIR: dir,
         BULWARK_PORT: '0',
         BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
+        BULWARK_BOOTSTRAP_MFA_REQUIRED: 'false',
         BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
         ...env,
       },

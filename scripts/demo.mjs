@@ -177,6 +177,8 @@ try {
         BULWARK_PORT: port,
         BULWARK_BOOTSTRAP_EMAIL: OWNER_EMAIL,
         BULWARK_BOOTSTRAP_PASSWORD: password,
+        // So that the demo accounts sign in with a password alone; a real installation requires MFA.
+        BULWARK_BOOTSTRAP_MFA_REQUIRED: 'false',
       },
       (line) => {
         if (!line.startsWith('{')) return;
@@ -251,6 +253,7 @@ try {
   );
   say(`  processes: server pid ${children[0].child.pid}, example service pid ${example.child.pid}`);
   say(`  logs:      ${path.join(dataDir, 'server.log')}, ${example.log}`);
+  say('  MFA:       optional in this demo organization; a real installation requires it by default');
   say();
   say('  Try, in the console, signed in as the owner:');
   say('  - Services: run `status` and watch its output arrive live on the command page;');

@@ -1,5 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
+import { generate } from 'otplib';
 import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli } from '../../server/src/test-support/processes.js';
@@ -410,7 +412,17 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
 
   it('switches between the organizations the owner belongs to', async () => {
     const created = await runCli(
-      ['admin', 'create-org', '--name', 'Staging', '--slug', 'staging', '--owner', world.ownerEmail],
+      [
+        'admin',
+        'create-org',
+        '--name',
+        'Staging',
+        '--slug',
+        'staging',
+        '--owner',
+        world.ownerEmail,
+        '--mfa-optional',
+      ],
       { cwd: world.dir, env: { BULWARK_DATA_DIR: path.join(world.dir, 'data') } },
     );
     expect(created.code, created.stderr).toBe(0);
@@ -492,6 +504,35 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await page.getByRole('table', { name: 'Registration tokens' }).waitFor();
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(390);
     await world.screenshot(page, 'agents-phone');
+  });
+
+  it('adds an authenticator from the profile, then asks for a code at sign-in; a recovery code works once', async () => {
+    const { page } = await world.newPage();
+    await signIn(page, world.ownerEmail, OWNER_PASSWORD);
+    await page.waitForURL(`**/orgs/${org}`);
+    await page.goto('/profile');
+    const section = page.getByRole('region', { name: 'Two-factor authentication' });
+    await section.getByRole('button', { name: 'Add an authenticator app' }).click();
+    await section.getByRole('img', { name: 'QR code of the authenticator secret' }).waitFor();
+    // What a phone would do with the QR code: compute the current code from the secret.
+    const secret = (await section.getByTestId('totp-secret').textContent()) ?? '';
+    await section
+      .getByLabel('Code from the app')
+      .fill(await generate({ secret, crypto: new NodeCryptoPlugin() }));
+    await section.getByRole('button', { name: 'Confirm' }).click();
+    const codes = section.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem');
+    await waitUntil(async () => expect(await codes.count()).toBe(10));
+    const recoveryCode = (await codes.first().textContent()) ?? '';
+    await section.getByRole('row', { name: /Authenticator app/ }).waitFor();
+    await world.screenshot(page, 'two-factor');
+
+    // A new sign-in stops at the code; the recovery code opens it, once.
+    const { page: later } = await world.newPage();
+    await signIn(later, world.ownerEmail, OWNER_PASSWORD);
+    await later.getByRole('heading', { name: 'Two-factor authentication' }).waitFor();
+    await later.getByLabel('Code').fill(recoveryCode);
+    await later.getByRole('button', { name: 'Verify' }).click();
+    await later.waitForURL(`**/orgs/${org}`);
   });
 
   it('saw no CSP violation and no console error on any page of the run', () => {

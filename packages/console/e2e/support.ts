@@ -69,6 +69,7 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
     env: {
       BULWARK_DATA_DIR: path.join(dir, 'data'),
       BULWARK_BOOTSTRAP_EMAIL: ownerEmail,
+      BULWARK_BOOTSTRAP_MFA_REQUIRED: 'false',
       // Every browser context and agent comes from 127.0.0.1: one client as far as the limits see.
       BULWARK_RATE_LIMIT_READ_PER_MINUTE: '100000',
       BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '100000',

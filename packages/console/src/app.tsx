@@ -2,7 +2,7 @@ import { lazy, type ReactNode, Suspense, useEffect, useRef, useState } from 'rea
 import { BrowserRouter, Navigate, Route, Routes, useLocation } from 'react-router';
 import { api, setStepUpPrompt } from './api';
 import { OrgLayout, PlainLayout } from './components/layout';
-import { CurrentPasswordField, DialogActions, Loading, Modal } from './components/ui';
+import { CurrentPasswordField, DialogActions, InputField, Loading, Modal } from './components/ui';
 import { LoginPage } from './pages/login';
 import { SessionProvider, useSession } from './session';
 import type { SessionView } from './types';
@@ -29,9 +29,11 @@ const ProfilePage = lazy(() => import('./pages/profile'));
  * screen asked, and the request is sent again once the password is re-proved.
  */
 function StepUpHost() {
-  const { adopt } = useSession();
+  const { adopt, state } = useSession();
+  const mfaEnrolled = state.status === 'signed-in' && state.view.user.mfaEnrolled;
   const [pending, setPending] = useState<((done: boolean) => void) | undefined>();
   const [password, setPassword] = useState('');
+  const [code, setCode] = useState('');
   const [error, setError] = useState<unknown>();
   const pendingRef = useRef(pending);
   pendingRef.current = pending;
@@ -40,6 +42,7 @@ function StepUpHost() {
       () =>
         new Promise<boolean>((resolve) => {
           setPassword('');
+          setCode('');
           setError(undefined);
           setPending(() => resolve);
         }),
@@ -57,15 +60,26 @@ function StepUpHost() {
         onSubmit={async (event) => {
           event.preventDefault();
           try {
-            adopt(await api<SessionView>('POST', '/api/auth/reauth', { password }));
+            adopt(
+              await api<SessionView>('POST', '/api/auth/reauth', {
+                password,
+                ...(mfaEnrolled ? { code } : {}),
+              }),
+            );
             finish(true);
           } catch (failure) {
             setError(failure);
           }
         }}
       >
-        <p>This action needs a recent sign-in. Enter your password to continue.</p>
+        <p>
+          This action needs a recent sign-in. Enter your password
+          {mfaEnrolled ? ' and a code from your authenticator' : ''} to continue.
+        </p>
         <CurrentPasswordField label="Password" value={password} onValue={setPassword} />
+        {mfaEnrolled && (
+          <InputField label="Code" autoComplete="one-time-code" value={code} onValue={setCode} required />
+        )}
         <DialogActions error={error} submitLabel="Confirm" onCancel={() => finish(false)} />
       </form>
     </Modal>
@@ -77,7 +91,7 @@ function Gate({ children }: { children: ReactNode }) {
   const { state } = useSession();
   const location = useLocation();
   if (state.status === 'loading') return <Loading what="your session" />;
-  if (state.status === 'anonymous')
+  if (state.status === 'anonymous' || state.status === 'second-factor')
     return <Navigate to="/login" replace state={{ from: location.pathname + location.search }} />;
   if (state.view.user.passwordChangeRequired && location.pathname !== '/change-password')
     return <Navigate to="/change-password" replace />;

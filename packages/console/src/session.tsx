@@ -5,6 +5,8 @@ import type { MyAccess, SessionView, SignInStatus } from './types';
 type SessionState =
   | { status: 'loading' }
   | { status: 'anonymous'; notice?: string }
+  /** The password was right; the server waits for a code before anything else opens. */
+  | { status: 'second-factor'; view: SessionView }
   | { status: 'signed-in'; view: SessionView };
 
 interface SessionApi {
@@ -12,6 +14,8 @@ interface SessionApi {
   /** Takes the session the server answered with (sign-in, password change, re-authentication). */
   adopt(view: SessionView): void;
   login(email: string, password: string): Promise<void>;
+  /** The second step of signing in: a code from an authenticator, or a recovery code. */
+  verifyCode(code: string): Promise<void>;
   logout(): Promise<void>;
 }
 
@@ -22,7 +26,7 @@ export function SessionProvider({ children }: { children: ReactNode }) {
 
   const adopt = useCallback((view: SessionView) => {
     setCsrfToken(view.csrfToken);
-    setState({ status: 'signed-in', view });
+    setState({ status: view.secondFactorRequired ? 'second-factor' : 'signed-in', view });
   }, []);
 
   useEffect(() => {
@@ -47,6 +51,9 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       adopt,
       async login(email, password) {
         adopt(await api<SessionView>('POST', '/api/auth/login', { email, password }));
+      },
+      async verifyCode(code) {
+        adopt(await api<SessionView>('POST', '/api/auth/mfa/verify', { code }));
       },
       async logout() {
         await api('POST', '/api/auth/logout').catch(() => undefined);

@@ -5,10 +5,20 @@ export interface Membership {
   slug: string;
   name: string;
   role: string;
+  /** Members without a second factor reach only enrolment (MFA-4). */
+  mfaRequired: boolean;
 }
 
 export interface SessionView {
-  user: { id: string; email: string; displayName: string; passwordChangeRequired: boolean };
+  user: {
+    id: string;
+    email: string;
+    displayName: string;
+    passwordChangeRequired: boolean;
+    mfaEnrolled: boolean;
+  };
+  /** The password was right; the sign-in waits for a code. */
+  secondFactorRequired: boolean;
   memberships: Membership[];
   csrfToken: string;
 }

@@ -17,6 +17,8 @@ export const ID_PREFIXES = {
   serverKey: 'key',
   dataKey: 'dek',
   secret: 'sec',
+  apiKey: 'apk',
+  mfaFactor: 'mfa',
   request: 'req',
   org: 'org',
   user: 'usr',

@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
 import { auditFilters } from './audit/audit.store.js';
 import { type AuditActor, OUTCOMES, type Outcome } from './audit/audit.types.js';
+import { API_KEY_VARIABLE, callApi, SERVER_VARIABLE } from './cli-api.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -349,15 +350,20 @@ function adminCommands(program: Command): void {
     .requiredOption('--name <name>', 'organization name')
     .option('--slug <slug>', 'URL name (default: from the name)')
     .requiredOption('--owner <email>', 'email of the first owner')
-    .action((options: { name: string; slug?: string; owner: string }, command: Command) =>
-      withAdmin(command, async (service) => {
-        const org = await service.createOrg({
-          name: options.name,
-          ownerEmail: options.owner,
-          ...(options.slug ? { slug: options.slug } : {}),
-        });
-        out(`created organization ${org.slug} (${org.id})`);
-      }),
+    .option('--mfa-optional', 'create it with the "MFA required" policy off (warned and recorded)')
+    .action(
+      (options: { name: string; slug?: string; owner: string; mfaOptional?: boolean }, command: Command) =>
+        withAdmin(command, async (service) => {
+          const org = await service.createOrg({
+            name: options.name,
+            ownerEmail: options.owner,
+            mfaRequired: !options.mfaOptional,
+            ...(options.slug ? { slug: options.slug } : {}),
+          });
+          out(`created organization ${org.slug} (${org.id})`);
+          if (options.mfaOptional)
+            err('warning: members of this organization may work without a second factor');
+        }),
     );
   admin
     .command('reset-password')
@@ -448,6 +454,24 @@ export function buildProgram(): Command {
     .option('--target <id>', 'only events on this target id')
     .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(OUTCOMES))
     .action(auditExport);
+
+  program
+    .command('api')
+    .description(
+      `one call to the HTTP API with the API key in ${API_KEY_VARIABLE} (never an argument: it would show in the process list); prints the answer, exits 1 on an error status`,
+    )
+    .argument('<method>', 'GET, POST, PUT, PATCH or DELETE')
+    .argument('<path>', 'e.g. /api/orgs/acme/agents')
+    .option('--server <url>', `the server's URL (default: ${SERVER_VARIABLE})`)
+    .option('--data <json>', 'the JSON body')
+    .action(async (method: string, path: string, options: { server?: string; data?: string }) => {
+      const { status, body } = await callApi({ method, path, ...options, env: process.env });
+      if (status >= 400) {
+        err(body);
+        throw new CliError(`the server answered ${status}`);
+      }
+      out(body);
+    });
 
   adminCommands(program);
   keysCommands(program);

@@ -303,6 +303,12 @@ export const settings = {
     defaultText: 'Default',
     parse: nonEmpty,
   },
+  bootstrapMfaRequired: {
+    env: 'BULWARK_BOOTSTRAP_MFA_REQUIRED',
+    doc: 'The first organization\'s "MFA required" policy (MFA-4). `false` creates it relaxed, which is audited and warned about; owners change it later in the security policy.',
+    defaultText: 'true',
+    parse: (raw: unknown) => oneOf('true', 'false')(raw) === 'true',
+  },
   passwordHashConcurrency: {
     env: 'BULWARK_PASSWORD_HASH_CONCURRENCY',
     doc: 'Password hashes computed at once (argon2id, ~19 MiB and tens of ms each); more wait, and beyond 64 waiting sign-ins get 503.',
@@ -398,7 +404,12 @@ export interface Config {
   sessions: { idleMinutes: number; absoluteHours: number; stepUpMinutes: number };
   loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
   agents: { heartbeatSeconds: number; connectsPerMinute: number };
-  bootstrap: { email: string | undefined; password: string | undefined; orgName: string };
+  bootstrap: {
+    email: string | undefined;
+    password: string | undefined;
+    orgName: string;
+    mfaRequired: boolean;
+  };
   passwordHashConcurrency: number | undefined;
   metricsToken: string | undefined;
   metricsPort: number | undefined;
@@ -441,6 +452,7 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   agentHeartbeatSeconds: 15,
   agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
+  bootstrapMfaRequired: true,
   shutdownTimeoutMs: 10_000,
   auditRetentionDays: 365,
   auditCheckpointEvery: 1000,
@@ -615,6 +627,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
       orgName: values.bootstrapOrgName,
+      mfaRequired: values.bootstrapMfaRequired,
     },
     passwordHashConcurrency: values.passwordHashConcurrency,
     metricsToken: values.metricsToken,
@@ -676,6 +689,7 @@ export function describeConfig(config: Config): string[] {
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,
+    bootstrapMfaRequired: String(config.bootstrap.mfaRequired),
     passwordHashConcurrency:
       config.passwordHashConcurrency === undefined ? '' : String(config.passwordHashConcurrency),
     metricsToken: config.metricsToken ? '**** (set)' : '',

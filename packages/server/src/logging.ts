@@ -18,6 +18,9 @@ const SECRET_FIELDS = [
   'masterKey',
   'totpCode',
   'recoveryCode',
+  // MFA answers: the recovery codes, and the otpauth URI that carries the seed.
+  'recoveryCodes',
+  'uri',
 ];
 
 export const REDACT_PATHS = [

@@ -14,6 +14,8 @@ import { createRegistrationTokensService } from './agents/registration-tokens.se
 import { createRegistrationTokensStore } from './agents/registration-tokens.store.js';
 import { createServicesService } from './agents/services.service.js';
 import { createServicesStore } from './agents/services.store.js';
+import { apiKeysRoutes } from './apikeys/api-keys.routes.js';
+import { createApiKeysService } from './apikeys/api-keys.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
@@ -36,11 +38,13 @@ import { bootstrapFirstOwner } from './identity/bootstrap.js';
 import { createCsrf } from './identity/csrf.js';
 import { createLoginLimiter } from './identity/login-limiter.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
-import { createSessionGuard } from './identity/session-guard.js';
+import { createRouteGuard } from './identity/session-guard.js';
 import { createSessionsService } from './identity/sessions.service.js';
 import { createSessionsStore } from './identity/sessions.store.js';
 import { createUsersStore } from './identity/users.store.js';
 import { createLogger } from './logging.js';
+import { mfaRoutes } from './mfa/mfa.routes.js';
+import { createMfaService } from './mfa/mfa.service.js';
 import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
@@ -52,6 +56,7 @@ import { createInvitationsStore } from './orgs/invitations.store.js';
 import { membersRoutes } from './orgs/members.routes.js';
 import { createMembersService } from './orgs/members.service.js';
 import { createOrgsStore } from './orgs/orgs.store.js';
+import { securityPolicyRoutes } from './orgs/security-policy.routes.js';
 import { teamsRoutes } from './orgs/teams.routes.js';
 import { createTeamsService } from './orgs/teams.service.js';
 import { createTeamsStore } from './orgs/teams.store.js';
@@ -128,10 +133,12 @@ async function startIdentity(deps: {
   const teamsStore = createTeamsStore(db);
   const access = createAccessService({ store: accessStore, audit });
   const roles = createRolesService({ store: accessStore, transact, clock });
-  const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, clock });
-  const members = createMembersService({ orgs, teams: teamsStore, sessions, audit, transact });
+  const mfa = createMfaService({ db, dataKeys: core.dataKeys, audit, clock });
+  const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, mfa, clock });
+  const members = createMembersService({ orgs, teams: teamsStore, sessions, audit, transact, clock });
   const teams = createTeamsService({ teams: teamsStore, transact, clock });
   const secrets = createSecretsService({ db, transact, dataKeys: core.dataKeys, clock });
+  const apiKeys = createApiKeysService({ db, transact, audit, clock });
   const invitations = createInvitationsService({
     invitations: createInvitationsStore(db),
     users,
@@ -143,8 +150,9 @@ async function startIdentity(deps: {
     access,
     transact,
     secrets,
-    guard: createSessionGuard({
+    guard: createRouteGuard({
       sessions,
+      apiKeys,
       csrf,
       audit,
       access,
@@ -153,10 +161,13 @@ async function startIdentity(deps: {
     }),
     routes: [
       ...authRoutes(auth),
+      ...mfaRoutes(mfa, auth),
+      ...securityPolicyRoutes({ orgs, audit }),
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),
       ...teamsRoutes(teams),
       ...secretsRoutes(secrets),
+      ...apiKeysRoutes(apiKeys, clock),
       ...invitationsRoutes({ invitations, auth }),
       ...accessReviewRoutes({ access, roles, members, invitations, audit, clock }),
       ...auditRoutes(audit),

@@ -12,6 +12,7 @@ export function LoginPage() {
   const { busy, error, run } = useSubmit();
   const from = (location.state as { from?: string } | null)?.from ?? '/';
   if (state.status === 'signed-in') return <Navigate to={from} replace />;
+  if (state.status === 'second-factor') return <SecondFactorForm />;
   return (
     <main id="main" className="login">
       <h1>Sign in to Bulwark</h1>
@@ -34,6 +35,34 @@ export function LoginPage() {
         <ErrorNote error={error} />
         <button type="submit" className="primary" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
+        </button>
+      </form>
+    </main>
+  );
+}
+
+/** The second step, after a right password: a code from an authenticator, or a recovery code. */
+function SecondFactorForm() {
+  const { verifyCode, logout } = useSession();
+  const [code, setCode] = useState('');
+  const { busy, error, run } = useSubmit();
+  return (
+    <main id="main" className="login">
+      <h1>Two-factor authentication</h1>
+      <form
+        onSubmit={(event) => {
+          event.preventDefault();
+          void run(() => verifyCode(code));
+        }}
+      >
+        <p>Enter the 6-digit code from your authenticator app, or one of your recovery codes.</p>
+        <InputField label="Code" autoComplete="one-time-code" value={code} onValue={setCode} required />
+        <ErrorNote error={error} />
+        <button type="submit" className="primary" disabled={busy}>
+          {busy ? 'Checking…' : 'Verify'}
+        </button>
+        <button type="button" onClick={() => void logout()}>
+          Sign out
         </button>
       </form>
     </main>

@@ -4,6 +4,7 @@ import { DataTable, RowButton } from '../components/data-table';
 import { ErrorNote, Loaded, useLoad, When } from '../components/ui';
 import { useSignedIn } from '../session';
 import { PasswordForm } from './change-password';
+import { TwoFactor } from './two-factor';
 
 interface SessionRow {
   id: string;
@@ -98,6 +99,8 @@ export default function ProfilePage() {
         {/* A new key empties the form once the change is done. */}
         <PasswordForm key={changed} onChanged={() => setChanged((n) => n + 1)} />
       </section>
+
+      <TwoFactor />
 
       <Sessions generation={changed} />
     </section>

@@ -101,6 +101,7 @@ export function createAccessService(deps: { store: AccessStore; audit: AuditServ
       slug: org.slug,
       name: org.name,
       role: org.role,
+      mfaRequired: org.mfa_required === 1,
       access: { orgId: org.id, userId, grants, customRoles },
     };
   }
@@ -151,7 +152,7 @@ export function createAccessService(deps: { store: AccessStore; audit: AuditServ
             selector: grant.selector as string,
             role: roleName(grant.role, access.customRoles),
             permissions: [...rolePermissions(grant.role, access.customRoles)]
-              .filter((p) => AGENT_SCOPED_PERMISSIONS.has(p))
+              .filter((p) => AGENT_SCOPED_PERMISSIONS.has(p) && (access.limit?.permissions.has(p) ?? true))
               .sort(),
           })),
       };

@@ -29,7 +29,7 @@ export function createAccessStore(db: Kysely<DB>) {
       .leftJoin('memberships', (join) =>
         join.onRef('memberships.org_id', '=', 'orgs.id').on('memberships.user_id', '=', args.userId),
       )
-      .select(['orgs.id', 'orgs.slug', 'orgs.name', 'memberships.role'])
+      .select(['orgs.id', 'orgs.slug', 'orgs.name', 'orgs.mfa_required', 'memberships.role'])
       .where('orgs.slug', '=', args.slug),
   );
   const bindingGrants = compiledOnce(db, (args: { orgId: string; userId: string }) =>

@@ -17,6 +17,9 @@ import {
  * the organization (org-wide), or a role binding to the user or to one of their teams, org-wide or
  * scoped by a label selector. A scoped grant confers only agent-scoped permissions, and only on
  * agents whose labels match.
+ *
+ * An API key acts with its member's grants under a limit (KEY-1): only the permissions the key lists,
+ * and, when the key has a selector, only on agents matching it. The limit narrows; it never grants.
  */
 
 export interface CustomRole {
@@ -34,12 +37,22 @@ export interface Grant {
   selector: string | null;
 }
 
+/** What narrows a member's grants when an API key acts for them. */
+export interface AccessLimit {
+  /** The key, in words an operator reads: `API key apk_… (deploy)`. */
+  via: string;
+  permissions: ReadonlySet<string>;
+  /** Only agent-scoped permissions, only on agents matching it. */
+  selector: string | null;
+}
+
 export interface AccessSnapshot {
   orgId: string;
   userId: string;
   grants: Grant[];
   /** The organization's custom roles, by id. */
   customRoles: ReadonlyMap<string, CustomRole>;
+  limit?: AccessLimit;
 }
 
 /** What a permission is asked about: the organization as a whole, or one agent (its labels). */
@@ -98,8 +111,23 @@ function grantApplies(grant: Grant, permission: CataloguePermission, resource: A
   if (!AGENT_SCOPED_PERMISSIONS.has(permission)) return false;
   if (resource.kind === 'any') return true;
   if (resource.kind !== 'agent') return false;
-  const selector = compiledSelector(grant.selector);
-  return selector !== undefined && selectorMatches(selector, resource.labels);
+  return selectorHolds(grant.selector, resource.labels);
+}
+
+function selectorHolds(text: string, labels: Labels): boolean {
+  const selector = compiledSelector(text);
+  return selector !== undefined && selectorMatches(selector, labels);
+}
+
+/** Why the limit refuses `permission` on `resource`, or undefined when it lets the grants decide. */
+function limitRefusal(limit: AccessLimit, permission: CataloguePermission, resource: AccessResource) {
+  if (!limit.permissions.has(permission)) return `denied: ${limit.via} does not hold ${permission}`;
+  if (limit.selector === null || resource.kind === 'any') return undefined;
+  if (!AGENT_SCOPED_PERMISSIONS.has(permission) || resource.kind !== 'agent')
+    return `denied: ${limit.via} acts only on agents matching ${limit.selector}, and this request is not about one agent`;
+  if (!selectorHolds(limit.selector, resource.labels))
+    return `denied: ${limit.via} acts only on agents matching ${limit.selector}, and this agent does not match`;
+  return undefined;
 }
 
 /**
@@ -111,6 +139,8 @@ export function decide(snapshot: AccessSnapshot, permission: string, resource: A
   if (!isCataloguePermission(permission)) {
     return { allowed: false, permission, matched: [], reason: `${permission} is not a known permission` };
   }
+  const refusal = snapshot.limit && limitRefusal(snapshot.limit, permission, resource);
+  if (refusal) return { allowed: false, permission, matched: [], reason: refusal };
   const matched = snapshot.grants
     .filter(
       (grant) =>
@@ -140,11 +170,17 @@ export function decide(snapshot: AccessSnapshot, permission: string, resource: A
   };
 }
 
-/** Every permission held org-wide: what bounds what this member may hand to others (ACC-5). */
+/**
+ * Every permission held org-wide: what bounds what this member may hand to others (ACC-5). A key
+ * with a selector holds nothing org-wide.
+ */
 export function orgWidePermissions(snapshot: AccessSnapshot): Set<CataloguePermission> {
   const out = new Set<CataloguePermission>();
+  const { limit } = snapshot;
+  if (limit?.selector) return out;
   for (const grant of snapshot.grants)
     if (grant.selector === null)
-      for (const permission of rolePermissions(grant.role, snapshot.customRoles)) out.add(permission);
+      for (const permission of rolePermissions(grant.role, snapshot.customRoles))
+        if (!limit || limit.permissions.has(permission)) out.add(permission);
   return out;
 }

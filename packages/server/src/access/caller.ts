@@ -18,7 +18,7 @@ export function actorOf(principal: Pick<Principal, 'type' | 'id' | 'display'>): 
 export function callerOf(principal: Principal | undefined, request: FastifyRequest): Caller {
   if (!principal?.org) throw new Error('an organization route was reached without an organization context');
   return {
-    userId: principal.id,
+    userId: principal.userId,
     actor: actorOf(principal),
     org: principal.org,
     context: auditContextOf(request),

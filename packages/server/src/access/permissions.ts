@@ -27,6 +27,8 @@ export const PERMISSIONS = {
   'secrets:use': 'Run actions that receive secrets',
   'apikeys:read': 'List API keys',
   'apikeys:manage': 'Create and revoke API keys',
+  'apikeys:use_privileged':
+    'Give an API key the power to call privileged routes (a key cannot re-authenticate, so without this they refuse keys)',
   'audit:read': 'Read the audit log',
   'audit:export': 'Export the audit log and the access review',
   'security_configuration:manage': 'Change security settings (MFA policy, SSO, SCIM)',
@@ -71,6 +73,7 @@ const OWNER_ONLY: CataloguePermission[] = [
   'security_configuration:manage',
   'backups:manage',
   'members:end_sessions',
+  'apikeys:use_privileged',
 ];
 
 export const BUILT_IN_ROLES = {

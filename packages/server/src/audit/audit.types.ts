@@ -72,6 +72,16 @@ export const AUDIT_ACTIONS = [
   'secret.updated',
   'secret.deleted',
   'secret.used',
+  'apikey.created',
+  'apikey.revoked',
+  'auth.api_key_rejected',
+  'auth.mfa_verified',
+  'auth.mfa_failed',
+  'mfa.factor_added',
+  'mfa.factor_removed',
+  'mfa.recovery_codes_generated',
+  'mfa.recovery_code_used',
+  'org.security_policy_changed',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -81,7 +81,10 @@ const Comment = z.strictObject({ comment: z.string().max(500).default('') });
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 function requesterOf(principal: Principal | undefined, request: FastifyRequest): Requester {
-  return { ...callerOf(principal, request), authenticatedAt: principal?.session?.authenticatedAt ?? 0 };
+  // A key cannot re-authenticate: it passes a step-up rule only when it holds apikeys:use_privileged.
+  const authenticatedAt =
+    principal?.session?.authenticatedAt ?? (principal?.stepUpExempt ? Number.POSITIVE_INFINITY : 0);
+  return { ...callerOf(principal, request), authenticatedAt };
 }
 
 export function commandsRoutes(deps: {

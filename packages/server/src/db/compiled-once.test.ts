@@ -10,7 +10,7 @@ describe.each(testDatabases())('compiled-once queries on $dialect', (target) => 
   async function seed() {
     const { db } = database();
     await migrateToLatest(database());
-    const org = (id: string, slug: string) => ({ id, slug, name: slug, created_at: 1 });
+    const org = (id: string, slug: string) => ({ id, slug, name: slug, created_at: 1, mfa_required: 1 });
     await db
       .insertInto('orgs')
       .values([org('org_a', 'alpha'), org('org_b', 'beta')])

@@ -24,7 +24,7 @@ describe.each(testDatabases())('group commit on $dialect', (target) => {
     await drop();
   });
 
-  const org = (id: string) => ({ id, slug: id.replace('_', '-'), name: id, created_at: 1 });
+  const org = (id: string) => ({ id, slug: id.replace('_', '-'), name: id, created_at: 1, mfa_required: 1 });
   const orgIds = async (db: Database) =>
     (await db.db.selectFrom('orgs').select('id').orderBy('id').execute()).map((row) => row.id);
 

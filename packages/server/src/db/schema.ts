@@ -89,11 +89,60 @@ export interface SecretVersionsTable {
   created_at: number;
 }
 
+export interface ApiKeysTable {
+  id: string;
+  org_id: string;
+  /** The member the key acts for: it never holds more than they do, and dies with their membership. */
+  user_id: string;
+  /** The key that created this one, when a key did: revoking it revokes this one too. */
+  parent_key_id: string | null;
+  name: string;
+  /** SHA-256 of the token, hex; the token itself is shown once and never stored. */
+  token_hash: string;
+  /** The first characters of the token, so that people can tell their keys apart. */
+  token_hint: string;
+  /** JSON array of catalogue permissions: the most the key allows, within the member's own. */
+  permissions: string;
+  /** A label selector: the key acts only on agents matching it. */
+  selector: string | null;
+  created_at: number;
+  expires_at: number;
+  last_used_at: number | null;
+  last_used_ip: string | null;
+  revoked_at: number | null;
+  revoked_reason: string | null;
+}
+
 export interface OrgsTable {
   id: string;
   slug: string;
   name: string;
   created_at: number;
+  /** 1: members reach only MFA enrolment until they have a factor (MFA-4, the default). */
+  mfa_required: number;
+}
+
+export interface MfaFactorsTable {
+  id: string;
+  user_id: string;
+  type: 'totp';
+  name: string;
+  /** The TOTP seed, sealed by the instance data key, bound to the user and the factor. */
+  secret_sealed: string | null;
+  /** The last TOTP time step accepted: a code is accepted once (MFA-1). */
+  last_used_step: number | null;
+  created_at: number;
+  /** Null while enrolment waits for a first correct code. */
+  confirmed_at: number | null;
+  last_used_at: number | null;
+}
+
+export interface RecoveryCodesTable {
+  user_id: string;
+  /** SHA-256 of the code (80 random bits): nothing to brute-force from a database copy. */
+  code_hash: string;
+  created_at: number;
+  used_at: number | null;
 }
 
 export type UserStatus = 'active' | 'disabled';
@@ -129,6 +178,8 @@ export interface SessionsTable {
   user_agent: string | null;
   revoked_at: number | null;
   revoked_reason: string | null;
+  /** 1 while a sign-in waits for its second factor: the session opens nothing but that step. */
+  second_factor_pending: number;
 }
 
 export interface RolesTable {
@@ -321,6 +372,9 @@ export interface DB {
   data_keys: DataKeysTable;
   secrets: SecretsTable;
   secret_versions: SecretVersionsTable;
+  api_keys: ApiKeysTable;
+  mfa_factors: MfaFactorsTable;
+  recovery_codes: RecoveryCodesTable;
   roles: RolesTable;
   role_bindings: RoleBindingsTable;
   teams: TeamsTable;

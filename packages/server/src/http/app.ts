@@ -10,6 +10,7 @@ import type { HttpMetrics } from '../ops/metrics.js';
 import { AccessLog } from './access-log.js';
 import { installErrorHandling } from './error-handler.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
+import { bearerTokenHashOf, bearerTokenOf } from './request-context.js';
 import {
   declarationProblems,
   isRawResponse,
@@ -22,7 +23,9 @@ import { securityHeaders } from './security-headers.js';
 /** Decides who is calling a permission route and whether they hold the permission; throws a 401/403/404 AppError otherwise. */
 export type RouteGuard = (
   request: FastifyRequest,
-  route: Pick<RouteDefinition, 'url' | 'method'> & { access: { permission: Permission; privileged?: true } },
+  route: Pick<RouteDefinition, 'url' | 'method'> & {
+    access: { permission: Permission; privileged?: true; beforeSecondFactor?: true };
+  },
 ) => Promise<Principal>;
 
 export interface HttpAppOptions {
@@ -75,6 +78,9 @@ function registerRoute(
     // Before the body is read: a limited or refused caller does not get us to parse what they send.
     onRequest: async (request) => {
       await limiter.consume(route.rateLimit, request.ip);
+      // An API key has its own budget too (KEY-1): spread over many addresses, it still gets no more.
+      const bearer = bearerTokenOf(request);
+      if (bearer) await limiter.consume(route.rateLimit, `apikey:${bearerTokenHashOf(request, bearer)}`);
       route.admit?.();
     },
     handler: async (request, reply) => {

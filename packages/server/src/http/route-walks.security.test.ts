@@ -90,7 +90,15 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     name: `${prefix.toUpperCase()}_TOKEN`,
     value: `${prefix}-walk-value`,
   });
+  const apiKey = await owner.json<{ apiKey: { id: string } }>('POST', `/api/orgs/${slug}/api-keys`, {
+    name: `${prefix} walk key`,
+    permissions: ['agents:read'],
+  });
+  // An authenticator enrolment the owner started: another member reaching it by id finds nothing.
+  const factor = await owner.json<{ factorId: string }>('POST', '/api/auth/mfa/totp', { name: 'walk' });
   const ids = {
+    factor: factor.body.factorId,
+    key: apiKey.body.apiKey.id,
     user: joined.body.user.id,
     team: team.body.id,
     role: role.body.id,
@@ -134,6 +142,10 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     createSecret: { name: 'WALK_SECRET', value: 'walk-value' },
     updateSecretValue: { value: 'walk-value-2' },
     rejectCommand: {},
+    createApiKey: { name: 'walk key', permissions: ['org:read'] },
+    confirmTotpEnrolment: { code: '000000' },
+    verifySecondFactor: { code: '000000' },
+    setSecurityPolicy: { mfaRequired: true },
   };
   return bodies[operationId];
 }
@@ -164,7 +176,14 @@ beforeAll(async () => {
     currentPassword: oneTime,
     newPassword: MEMBER_PASSWORD,
   });
-  const org = await world.admin('create-org', '--name', 'Beta', '--owner', 'boss@beta.test');
+  const org = await world.admin(
+    'create-org',
+    '--name',
+    'Beta',
+    '--owner',
+    'boss@beta.test',
+    '--mfa-optional',
+  );
   expect(org.code, org.stderr).toBe(0);
   boss = { id: '', email: 'boss@beta.test', client: bossClient };
   beta = await populate(bossClient, 'beta', 'beta');

@@ -20,7 +20,14 @@ export type Permission = `${string}:${string}`;
  * `privileged` routes (role changes, session revocation, security settings: MFA-5) also need a
  * sign-in or re-authentication within the step-up window.
  */
-export type RouteAccess = { permission: Permission; privileged?: true } | { public: string };
+export type RouteAccess =
+  | {
+      permission: Permission;
+      privileged?: true;
+      /** Open to a session still waiting for its second factor (that step itself, sign-out, the session view). */
+      beforeSecondFactor?: true;
+    }
+  | { public: string };
 
 /**
  * Rate-limit classes. `probe` is unlimited on purpose: liveness and readiness probes must keep
@@ -49,14 +56,23 @@ export interface OrgContext {
   name: string;
   /** The caller's membership role (a built-in name or a custom role id). */
   role: string;
+  /** The organization's policy: members without a second factor reach only enrolment (MFA-4). */
+  mfaRequired: boolean;
   access: AccessSnapshot;
 }
 
 /** Who is calling, as the guard established it. */
 export interface Principal {
   type: 'user' | 'api_key';
+  /** The user's id, or the API key's. */
   id: string;
+  /** The user acting: the signed-in person, or the member an API key acts for. */
+  userId: string;
   display: string;
+  /** An API key's organization: the only one it acts in. */
+  keyOrgId?: string;
+  /** An API key that holds `apikeys:use_privileged`: privileged routes and step-up rules let it through. */
+  stepUpExempt?: boolean;
   /** The browser session the call came with, when it came with one. */
   session?: LiveSession;
   /** Set on organization routes: the guard has checked membership and the route's permission. */

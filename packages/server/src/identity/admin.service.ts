@@ -97,13 +97,19 @@ export function createAdminService(deps: {
       return { user, password };
     },
 
-    async createOrg(input: { name: string; slug?: string; ownerEmail: string }) {
+    async createOrg(input: { name: string; slug?: string; ownerEmail: string; mfaRequired?: boolean }) {
       const owner = await userByEmail(input.ownerEmail);
       const slug = input.slug ?? slugify(input.name);
       if (!SLUG_SHAPE.test(slug)) throw new AdminError(`${slug} is not a valid slug`);
       if (await orgs.findOrgBySlug(slug)) throw new AdminError(`an organization with slug ${slug} exists`);
       const now = clock();
-      const org = { id: newId('org', now), slug, name: input.name, created_at: now };
+      const org = {
+        id: newId('org', now),
+        slug,
+        name: input.name,
+        created_at: now,
+        mfa_required: input.mfaRequired === false ? 0 : 1,
+      };
       await db.transaction().execute(async (trx) => {
         await createOrgsStore(trx).insertOrg(org);
         await createOrgsStore(trx).insertMembership({
@@ -113,7 +119,12 @@ export function createAdminService(deps: {
           created_at: now,
         });
       });
-      await record('member.joined', owner, { role: 'owner', createdOrganization: slug }, org.id);
+      await record(
+        'member.joined',
+        owner,
+        { role: 'owner', createdOrganization: slug, mfaRequired: org.mfa_required === 1 },
+        org.id,
+      );
       return org;
     },
 

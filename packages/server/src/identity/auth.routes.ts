@@ -13,8 +13,20 @@ export const SessionView = z.object({
     email: z.string(),
     displayName: z.string(),
     passwordChangeRequired: z.boolean(),
+    mfaEnrolled: z.boolean(),
   }),
-  memberships: z.array(z.object({ orgId: z.string(), slug: z.string(), name: z.string(), role: z.string() })),
+  secondFactorRequired: z
+    .boolean()
+    .describe('The password was right; finish with POST /api/auth/mfa/verify. Nothing else opens until then'),
+  memberships: z.array(
+    z.object({
+      orgId: z.string(),
+      slug: z.string(),
+      name: z.string(),
+      role: z.string(),
+      mfaRequired: z.boolean(),
+    }),
+  ),
   csrfToken: z
     .string()
     .describe('Send as X-CSRF-Token on every state-changing request; keep it in memory only'),
@@ -25,6 +37,9 @@ export const Password = z
   .string()
   .min(1)
   .max(4 * MAX_LENGTH);
+
+/** A code from an authenticator (6 digits) or a recovery code (16 characters, dashes and spaces allowed). */
+export const SecondFactorCode = z.string().trim().min(6).max(32);
 
 export function setSessionCookie(reply: FastifyReply, token: string): void {
   reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
@@ -64,7 +79,7 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       operationId: 'getSession',
       summary: 'The signed-in user, their organizations and the CSRF token for this session',
       tags: ['auth'],
-      access: { permission: SELF_PERMISSION },
+      access: { permission: SELF_PERMISSION, beforeSecondFactor: true },
       rateLimit: 'read',
       response: { 200: SessionView },
       handler: ({ principal }) => auth.view(sessionOf(principal)),
@@ -102,7 +117,7 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       operationId: 'logout',
       summary: 'End this session and tell the browser to forget it',
       tags: ['auth'],
-      access: { permission: SELF_PERMISSION },
+      access: { permission: SELF_PERMISSION, beforeSecondFactor: true },
       rateLimit: 'write',
       response: { 200: z.object({ status: z.literal('signed_out') }) },
       handler: async ({ principal, request, reply }) => {
@@ -138,17 +153,18 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       method: 'POST',
       url: '/api/auth/reauth',
       operationId: 'reauthenticate',
-      summary: 'Re-enter your password before a privileged operation (step-up); renews the session id',
+      summary:
+        'Re-enter your password, and a code when you have an authenticator, before a privileged operation (step-up); renews the session id',
       tags: ['auth'],
       access: { permission: SELF_PERMISSION },
       rateLimit: 'auth',
       admit: () => auth.assertCanVerifyPasswords(),
-      body: z.strictObject({ password: Password }),
+      body: z.strictObject({ password: Password, code: SecondFactorCode.optional() }),
       response: { 200: SessionView },
       handler: async ({ principal, body, request, reply }) => {
         const { token, view } = await auth.reauthenticate(
           sessionOf(principal),
-          body.password,
+          body,
           auditContextOf(request),
         );
         setSessionCookie(reply, token);

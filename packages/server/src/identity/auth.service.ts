@@ -1,7 +1,8 @@
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
-import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '../errors.js';
 import { EMAIL_SHAPE } from '../http/schemas.js';
+import type { MfaService } from '../mfa/mfa.service.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
@@ -32,10 +33,29 @@ function attemptedIdentity(email: string): string {
 }
 
 export interface SessionView {
-  user: { id: string; email: string; displayName: string; passwordChangeRequired: boolean };
-  memberships: Array<{ orgId: string; slug: string; name: string; role: string }>;
+  user: {
+    id: string;
+    email: string;
+    displayName: string;
+    passwordChangeRequired: boolean;
+    mfaEnrolled: boolean;
+  };
+  /** The password was right; the sign-in waits for a code (POST /api/auth/mfa/verify). */
+  secondFactorRequired: boolean;
+  memberships: Array<{ orgId: string; slug: string; name: string; role: string; mfaRequired: boolean }>;
   csrfToken: string;
 }
+
+type ViewedSession = Pick<
+  LiveSession,
+  'id' | 'userId' | 'email' | 'displayName' | 'passwordChangeRequired' | 'secondFactorPending' | 'mfaEnrolled'
+>;
+
+/** A second factor did not check out: the same answer for a wrong, used or malformed code. */
+const wrongCode = () =>
+  new ValidationError([
+    { path: 'body.code', message: 'is not a valid code from your authenticator or a recovery code' },
+  ]);
 
 export function createAuthService(deps: {
   users: UsersStore;
@@ -45,11 +65,12 @@ export function createAuthService(deps: {
   csrf: Csrf;
   audit: AuditService;
   limiter: LoginLimiter;
+  mfa: MfaService;
   clock: () => number;
   /** How the progressive delay waits; a real timer in production. */
   wait?: (ms: number) => Promise<void>;
 }) {
-  const { users, orgs, sessions, hasher, csrf, audit, limiter, clock } = deps;
+  const { users, orgs, sessions, hasher, csrf, audit, limiter, mfa, clock } = deps;
   const wait = deps.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
 
   /**
@@ -70,23 +91,30 @@ export function createAuthService(deps: {
     }
   }
 
-  async function view(
-    session: Pick<LiveSession, 'id' | 'userId' | 'email' | 'displayName' | 'passwordChangeRequired'>,
-  ): Promise<SessionView> {
+  async function view(session: ViewedSession): Promise<SessionView> {
     return {
       user: {
         id: session.userId,
         email: session.email,
         displayName: session.displayName,
         passwordChangeRequired: session.passwordChangeRequired,
+        mfaEnrolled: session.mfaEnrolled,
       },
-      memberships: await orgs.membershipsOf(session.userId),
+      secondFactorRequired: session.secondFactorPending,
+      // Half signed in, the user sees nothing of their organizations yet.
+      memberships: session.secondFactorPending
+        ? []
+        : (await orgs.membershipsOf(session.userId)).map((m) => ({ ...m, mfaRequired: m.mfaRequired === 1 })),
       csrfToken: csrf.tokenFor(session.id),
     };
   }
 
   /** The answer to an action that started a session: its token (for the cookie) and its view. */
-  async function issued(user: UserRow, started: { token: string; sessionId: string }) {
+  async function issued(
+    user: UserRow,
+    started: { token: string; sessionId: string },
+    state: { mfaEnrolled: boolean; secondFactorPending?: boolean },
+  ) {
     return {
       token: started.token,
       view: await view({
@@ -95,21 +123,88 @@ export function createAuthService(deps: {
         email: user.email,
         displayName: user.display_name,
         passwordChangeRequired: user.password_change_required_at !== null,
+        mfaEnrolled: state.mfaEnrolled,
+        secondFactorPending: state.secondFactorPending ?? false,
       }),
     };
   }
 
+  /**
+   * Starts a session after a password (or an invitation) proved who this is. With a second factor
+   * enrolled, the session waits for it and opens nothing else (MFA-1, MFA-2).
+   */
   async function signIn(user: UserRow, context: AuditRequestContext, via: 'password' | 'invitation') {
-    const started = await sessions.start(user.id, context);
+    const mfaEnrolled = await mfa.isEnrolled(user.id);
+    // With a second factor still to prove, the failures counted so far stand: signing in again with
+    // the password must not reset the count of wrong codes (AUTH-6).
+    if (!mfaEnrolled) await limiter.recordSuccess(user.email);
+    const started = await sessions.start(user.id, context, { secondFactorPending: mfaEnrolled });
     await audit.record({
       actor: { type: 'user', id: user.id, display: user.email },
       action: 'auth.login_succeeded',
       target: { type: 'session', id: started.sessionId },
       outcome: 'success',
       context,
-      details: { via },
+      details: { via, secondFactorRequired: mfaEnrolled },
     });
-    return issued(user, started);
+    return issued(user, started, { mfaEnrolled, secondFactorPending: mfaEnrolled });
+  }
+
+  /** Refuses a locked account or address, and waits out the progressive delay (AUTH-6). */
+  async function waitOutLimits(email: string, context: AuditRequestContext) {
+    const { delayMs } = await limiter.check(email, context.ip ?? 'unknown');
+    if (delayMs > 0) await wait(delayMs);
+  }
+
+  /** Checks a second factor for a step of sign-in or re-authentication; failures count like wrong passwords. */
+  async function proveSecondFactor(
+    session: LiveSession,
+    code: string | undefined,
+    context: AuditRequestContext,
+  ) {
+    const owner = { userId: session.userId, email: session.email };
+    const method = code === undefined ? undefined : await mfa.verify(owner, code, context);
+    if (method) return method;
+    await audit.record({
+      actor: { type: 'user', id: session.userId, display: session.email },
+      action: 'auth.mfa_failed',
+      target: { type: 'session', id: session.id },
+      outcome: 'failure',
+      context,
+      details: { reason: code === undefined ? 'no_code' : 'wrong_code' },
+    });
+    await countFailure(session.email, context, session.userId);
+    throw wrongCode();
+  }
+
+  /**
+   * Replaces a session by a new one after a fresh proof (a new id at a privilege change, AUTH-3) that
+   * keeps the old one's absolute end, so that proving again never extends a session's lifetime.
+   */
+  async function replaceSession(
+    session: LiveSession,
+    user: UserRow,
+    context: AuditRequestContext,
+    event: {
+      action: 'auth.mfa_verified' | 'auth.reauthenticated';
+      reason: string;
+      details: { [key: string]: string | null };
+    },
+  ) {
+    // Exactly one replacement per session: a second proof racing this one finds it ended.
+    if (!(await sessions.end(session.id, event.reason)))
+      throw new UnauthenticatedError('Your session has ended; sign in again.');
+    const started = await sessions.start(user.id, context, { expiresAt: session.expiresAt });
+    await audit.record({
+      actor: { type: 'user', id: user.id, display: user.email },
+      action: event.action,
+      target: { type: 'session', id: started.sessionId },
+      outcome: 'success',
+      context,
+      details: { ...event.details, replaced: session.id },
+    });
+    // Neither proof changes enrolment: the second step exists only for enrolled users.
+    return issued(user, started, { mfaEnrolled: session.mfaEnrolled });
   }
 
   return {
@@ -128,11 +223,9 @@ export function createAuthService(deps: {
     ): Promise<{ token: string; view: SessionView }> {
       hasher.assertCapacity();
       const email = input.email.trim().toLowerCase();
-      const ip = context.ip ?? 'unknown';
       // Locked accounts and addresses are refused before any hashing; the answer is the same whether
       // or not the account exists, because the key is whatever was typed.
-      const { delayMs } = await limiter.check(email, ip);
-      if (delayMs > 0) await wait(delayMs);
+      await waitOutLimits(email, context);
       const user = await users.findByEmail(email);
       const passwordMatches = user?.password_hash
         ? await hasher.verify(user.password_hash, input.password)
@@ -151,7 +244,6 @@ export function createAuthService(deps: {
         await countFailure(email, context, user?.id);
         throw new InvalidCredentialsError();
       }
-      await limiter.recordSuccess(email);
       // A new session, and so a new id, at every sign-in: a session id planted before sign-in is worthless.
       return signIn(user, context, 'password');
     },
@@ -160,19 +252,42 @@ export function createAuthService(deps: {
     signIn,
 
     /**
+     * The second step of a sign-in: a code from an authenticator or a recovery code. The waiting
+     * session is replaced by a full one (a new id at a privilege change) that keeps its absolute end.
+     */
+    async completeSecondFactor(
+      session: LiveSession,
+      code: string,
+      context: AuditRequestContext,
+    ): Promise<{ token: string; view: SessionView }> {
+      if (!session.secondFactorPending)
+        throw new AppError(409, 'not_waiting_for_second_factor', 'This session is already signed in.');
+      await waitOutLimits(session.email, context);
+      const user = await users.findById(session.userId);
+      if (!user) throw new UnauthenticatedError('Your session has ended; sign in again.');
+      const method = await proveSecondFactor(session, code, context);
+      await limiter.recordSuccess(session.email);
+      return replaceSession(session, user, context, {
+        action: 'auth.mfa_verified',
+        reason: 'replaced after the second factor',
+        details: { method },
+      });
+    },
+
+    /**
      * Re-proves the password for step-up (MFA-5). The session is replaced by a new one (a new id at a
      * privilege change) that keeps the old one's absolute end. Failures count like sign-in failures.
      */
     async reauthenticate(
       session: LiveSession,
-      password: string,
+      proof: { password: string; code?: string | undefined },
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
+      const { password } = proof;
       hasher.assertCapacity();
-      await limiter.check(session.email, context.ip ?? 'unknown');
+      await waitOutLimits(session.email, context);
       const user = await users.findById(session.userId);
-      const open = await sessions.openSessionOf(session.userId, session.id);
-      if (!user?.password_hash || !open || !(await hasher.verify(user.password_hash, password))) {
+      if (!user?.password_hash || !(await hasher.verify(user.password_hash, password))) {
         await audit.record({
           actor: { type: 'user', id: session.userId, display: session.email },
           action: 'auth.reauthenticated',
@@ -184,17 +299,13 @@ export function createAuthService(deps: {
         await countFailure(session.email, context, session.userId);
         throw new ValidationError([{ path: 'body.password', message: 'is not your password' }]);
       }
-      await sessions.end(session.id, 'replaced at re-authentication');
-      const started = await sessions.start(user.id, context, open.expires_at);
-      await audit.record({
-        actor: { type: 'user', id: user.id, display: user.email },
+      // MFA-5: with a factor enrolled, the password alone does not re-prove who this is.
+      const method = session.mfaEnrolled ? await proveSecondFactor(session, proof.code, context) : undefined;
+      return replaceSession(session, user, context, {
         action: 'auth.reauthenticated',
-        target: { type: 'session', id: started.sessionId },
-        outcome: 'success',
-        context,
-        details: { replaced: session.id },
+        reason: 'replaced at re-authentication',
+        details: { secondFactor: method ?? null },
       });
-      return issued(user, started);
     },
 
     listSessions: (userId: string) => sessions.listOf(userId),
@@ -239,7 +350,7 @@ export function createAuthService(deps: {
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
       // A stolen session must not become a way to guess the password without limits.
-      await limiter.check(session.email, context.ip ?? 'unknown');
+      await waitOutLimits(session.email, context);
       const user = await users.findById(session.userId);
       if (!user?.password_hash || !(await hasher.verify(user.password_hash, input.currentPassword))) {
         await audit.record({
@@ -266,7 +377,8 @@ export function createAuthService(deps: {
 
       await users.setPassword(user.id, await hasher.hash(input.newPassword), clock(), false);
       const ended = await sessions.endAllOf(user.id, 'password changed');
-      const started = await sessions.start(user.id, context);
+      // The current password is not a step-up: the new session keeps the old one's last proof.
+      const started = await sessions.start(user.id, context, { authenticatedAt: session.authenticatedAt });
       await audit.record({
         actor: { type: 'user', id: user.id, display: user.email },
         action: 'auth.password_changed',
@@ -275,7 +387,9 @@ export function createAuthService(deps: {
         context,
         details: { sessionsEnded: ended },
       });
-      return issued({ ...user, password_change_required_at: null }, started);
+      return issued({ ...user, password_change_required_at: null }, started, {
+        mfaEnrolled: session.mfaEnrolled,
+      });
     },
   };
 }

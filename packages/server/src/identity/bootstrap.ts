@@ -58,7 +58,14 @@ export async function bootstrapFirstOwner(deps: {
   }
   const password = given ?? oneTimePassword();
   const now = clock();
-  const org = { id: newId('org', now), slug: slugify(orgName), name: orgName, created_at: now };
+  const mfaRequired = config.bootstrap.mfaRequired;
+  const org = {
+    id: newId('org', now),
+    slug: slugify(orgName),
+    name: orgName,
+    created_at: now,
+    mfa_required: mfaRequired ? 1 : 0,
+  };
   const user = {
     id: newId('usr', now),
     email,
@@ -84,7 +91,7 @@ export async function bootstrapFirstOwner(deps: {
     action: 'identity.bootstrapped',
     target: { type: 'user', id: user.id, display: email },
     outcome: 'success',
-    details: { org: org.slug, passwordGenerated: !given },
+    details: { org: org.slug, passwordGenerated: !given, mfaRequired },
   });
   if (!given) {
     print('');

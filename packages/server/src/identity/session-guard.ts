@@ -1,11 +1,13 @@
 import type { FastifyRequest } from 'fastify';
 import { type AccessService, recordDenial } from '../access/access.service.js';
-import { decide } from '../access/authorize.js';
+import { type AccessLimit, decide } from '../access/authorize.js';
+import { actorOf } from '../access/caller.js';
+import { type ApiKeysService, apiKeyActor } from '../apikeys/api-keys.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import { AppError, ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import type { RouteGuard } from '../http/app.js';
-import { auditContextOf } from '../http/request-context.js';
-import type { Principal } from '../http/route.js';
+import { auditContextOf, bearerTokenHashOf, bearerTokenOf } from '../http/request-context.js';
+import type { OrgContext, Principal } from '../http/route.js';
 import type { Csrf } from './csrf.js';
 import type { SessionsService } from './sessions.service.js';
 
@@ -29,7 +31,11 @@ export class CsrfError extends AppError {
 
 export class StepUpRequiredError extends AppError {
   constructor() {
-    super(403, 'step_up_required', 'Confirm it is you: re-enter your password to continue.');
+    super(
+      403,
+      'step_up_required',
+      'Confirm it is you: re-enter your password (and a code, if you use an authenticator) to continue.',
+    );
   }
 }
 
@@ -37,39 +43,136 @@ export function sessionCookieOf(request: FastifyRequest): string | undefined {
   return request.cookies?.[SESSION_COOKIE];
 }
 
+/** Refused because an API key may not do this: self-service routes, or privileged ones without the permission. */
+export class ApiKeyNotAllowedError extends AppError {
+  constructor(message: string) {
+    super(403, 'api_key_not_allowed', message);
+  }
+}
+
+type GuardedRoute = Parameters<RouteGuard>[1];
+
 /**
- * The guard of every permission route. It turns the session cookie into a principal (the session must
- * be live); a state-changing request must carry the CSRF token and come from this origin (AUTH-4); a
- * password that must be changed blocks everything but self-service. On `/api/orgs/:org/…` it loads the
+ * The guard of every permission route. It turns the credential into a principal: an API key in the
+ * Authorization header (KEY-1), or else the session cookie (the session must be live; a
+ * state-changing request must carry the CSRF token and come from this origin, AUTH-4; a password
+ * that must be changed blocks everything but self-service). On `/api/orgs/:org/…` it loads the
  * caller's access in that organization — not a member answers 404, exactly like an organization that
  * does not exist (ACC-1) — and asks the one decision point whether the caller holds the route's
  * permission anywhere there (a route about one agent asks again about that agent). Privileged routes
- * need a sign-in or re-authentication within the step-up window (MFA-5).
+ * need a sign-in or re-authentication within the step-up window (MFA-5); a key, which cannot
+ * re-authenticate, passes them only when it holds `apikeys:use_privileged`.
  */
-export function createSessionGuard(deps: {
+export function createRouteGuard(deps: {
   sessions: SessionsService;
+  apiKeys: ApiKeysService;
   csrf: Csrf;
   audit: AuditService;
   access: AccessService;
   stepUpMs: number;
   clock: () => number;
 }): RouteGuard {
-  const { sessions, csrf, audit, access, stepUpMs, clock } = deps;
-  return async (request, route) => {
-    const token = sessionCookieOf(request);
-    if (!token) throw new UnauthenticatedError();
+  const { sessions, apiKeys, csrf, audit, access, stepUpMs, clock } = deps;
+
+  /** Loads the caller's access in the route's organization and decides the route's permission there. */
+  async function authorizeInOrg(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    principal: Principal,
+    limit?: AccessLimit,
+  ): Promise<OrgContext> {
+    const { permission } = route.access;
+    const routeName = `${route.method} ${route.url}`;
+    const actor = actorOf(principal);
+    const slug = (request.params as Record<string, unknown> | undefined)?.org;
+    const org = typeof slug === 'string' ? await access.load(slug, principal.userId) : undefined;
+    // A key acts in its own organization only; anywhere else is "no such organization".
+    const keyElsewhere = principal.type === 'api_key' && org?.id !== principal.keyOrgId;
+    if (!org || keyElsewhere) {
+      await recordDenial(audit, {
+        orgId: null,
+        actor,
+        context: auditContextOf(request),
+        permission,
+        route: routeName,
+        reason:
+          typeof slug === 'string'
+            ? `not a member of organization "${slug.slice(0, 64)}"${keyElsewhere ? ' with this key' : ''}`
+            : 'no instance-wide permissions are granted to users',
+      });
+      if (typeof slug === 'string') throw new NotFoundError('No such organization.');
+      throw new ForbiddenError();
+    }
+    if (limit) org.access.limit = limit;
+    const decision = decide(org.access, permission, { kind: 'any' });
+    if (!decision.allowed) {
+      await recordDenial(audit, {
+        orgId: org.id,
+        actor,
+        context: auditContextOf(request),
+        permission,
+        route: routeName,
+        reason: decision.reason,
+      });
+      throw new ForbiddenError();
+    }
+    return org;
+  }
+
+  /**
+   * MFA-4: in an organization that requires a second factor, a member without one reaches nothing
+   * there, through a session or through a key made before the policy or before the factor was removed.
+   */
+  async function assertMfaPolicy(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    principal: Principal,
+    org: OrgContext,
+    mfaEnrolled: boolean,
+  ): Promise<void> {
+    if (!org.mfaRequired || mfaEnrolled) return;
+    await recordDenial(audit, {
+      orgId: org.id,
+      actor: actorOf(principal),
+      context: auditContextOf(request),
+      permission: route.access.permission,
+      route: `${route.method} ${route.url}`,
+      reason: 'the organization requires a second factor, and this member has none yet',
+    });
+    throw new AppError(
+      403,
+      'mfa_enrolment_required',
+      'This organization requires two-factor authentication: set up an authenticator in your profile first.',
+    );
+  }
+
+  async function withSession(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    token: string,
+  ): Promise<Principal> {
     const session = await sessions.resolve(token);
     if (!session) throw new UnauthenticatedError('Your session has ended; sign in again.');
-    const actor = { type: 'user' as const, id: session.userId, display: session.email };
-    const routeName = `${route.method} ${route.url}`;
-
+    if (session.secondFactorPending && !route.access.beforeSecondFactor)
+      throw new AppError(
+        401,
+        'second_factor_required',
+        'Enter the code from your authenticator to finish signing in.',
+      );
+    const principal: Principal = {
+      type: 'user',
+      id: session.userId,
+      userId: session.userId,
+      display: session.email,
+      session,
+    };
     if (!SAFE_METHODS.has(request.method)) {
       const problem = csrf.problem(request, session.id);
       if (problem) {
         await audit.record({
-          actor,
+          actor: actorOf(principal),
           action: 'auth.csrf_rejected',
-          target: { type: 'route', id: routeName },
+          target: { type: 'route', id: `${route.method} ${route.url}` },
           outcome: 'denied',
           context: auditContextOf(request),
           details: { reason: problem },
@@ -81,41 +184,59 @@ export function createSessionGuard(deps: {
     if (session.passwordChangeRequired && permission !== SELF_PERMISSION) {
       throw new AppError(403, 'password_change_required', 'Change your password before doing anything else.');
     }
-    const principal: Principal = { ...actor, session };
-
     if (permission !== SELF_PERMISSION) {
-      const slug = (request.params as Record<string, unknown> | undefined)?.org;
-      const org = typeof slug === 'string' ? await access.load(slug, session.userId) : undefined;
-      if (!org) {
-        await recordDenial(audit, {
-          orgId: null,
-          actor,
-          context: auditContextOf(request),
-          permission,
-          route: routeName,
-          reason:
-            typeof slug === 'string'
-              ? `not a member of organization "${slug.slice(0, 64)}"`
-              : 'no instance-wide permissions are granted to users',
-        });
-        if (typeof slug === 'string') throw new NotFoundError('No such organization.');
-        throw new ForbiddenError();
-      }
-      const decision = decide(org.access, permission, { kind: 'any' });
-      if (!decision.allowed) {
-        await recordDenial(audit, {
-          orgId: org.id,
-          actor,
-          context: auditContextOf(request),
-          permission,
-          route: routeName,
-          reason: decision.reason,
-        });
-        throw new ForbiddenError();
-      }
-      principal.org = org;
+      principal.org = await authorizeInOrg(request, route, principal);
+      await assertMfaPolicy(request, route, principal, principal.org, session.mfaEnrolled);
     }
     if (privileged && clock() - session.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
     return principal;
+  }
+
+  async function withApiKey(request: FastifyRequest, route: GuardedRoute, token: string): Promise<Principal> {
+    const key = await apiKeys.authenticate(token, bearerTokenHashOf(request, token), auditContextOf(request));
+    if (!key) throw new UnauthenticatedError('This API key is not valid: it is unknown, expired or revoked.');
+    if (key.password_change_required_at !== null)
+      throw new AppError(
+        403,
+        'password_change_required',
+        "The key's member must change their password first.",
+      );
+    const principal: Principal = {
+      ...apiKeyActor(key),
+      userId: key.user_id,
+      keyOrgId: key.org_id,
+    };
+    if (route.access.permission === SELF_PERMISSION)
+      throw new ApiKeyNotAllowedError('API keys act in their organization; this needs a signed-in person.');
+    const org = await authorizeInOrg(request, route, principal, {
+      via: `API key ${key.id} (${key.name})`,
+      permissions: new Set(JSON.parse(key.permissions) as string[]),
+      selector: key.selector,
+    });
+    principal.org = org;
+    await assertMfaPolicy(request, route, principal, org, Boolean(key.mfa_enrolled));
+    principal.stepUpExempt = decide(org.access, 'apikeys:use_privileged', { kind: 'any' }).allowed;
+    if (route.access.privileged && !principal.stepUpExempt) {
+      await recordDenial(audit, {
+        orgId: org.id,
+        actor: actorOf(principal),
+        context: auditContextOf(request),
+        permission: 'apikeys:use_privileged',
+        route: `${route.method} ${route.url}`,
+        reason: 'a privileged route needs a recent sign-in, which a key cannot give',
+      });
+      throw new ApiKeyNotAllowedError(
+        'This route needs a recent sign-in, which an API key cannot give, unless the key holds apikeys:use_privileged.',
+      );
+    }
+    return principal;
+  }
+
+  return async (request, route) => {
+    const bearer = bearerTokenOf(request);
+    if (bearer !== undefined) return withApiKey(request, route, bearer);
+    const token = sessionCookieOf(request);
+    if (!token) throw new UnauthenticatedError();
+    return withSession(request, route, token);
   };
 }

@@ -21,6 +21,12 @@ export interface LiveSession {
   displayName: string;
   passwordChangeRequired: boolean;
   authenticatedAt: number;
+  /** The absolute end; a session that replaces this one keeps it. */
+  expiresAt: number;
+  /** Signed in with the password, waiting for the second factor: opens nothing but that step. */
+  secondFactorPending: boolean;
+  /** The user has a confirmed second factor (MFA-1, MFA-2). */
+  mfaEnrolled: boolean;
 }
 
 /** Writing last-seen on every request would turn every read into a write; once a minute is enough. */
@@ -36,13 +42,16 @@ export function createSessionsService(deps: {
   return {
     /**
      * Starts a session and returns the token to hand to the browser, once. `expiresAt` carries a
-     * replaced session's absolute end over, so re-authenticating never extends a session's lifetime.
+     * replaced session's absolute end over, so re-authenticating never extends a session's lifetime;
+     * `authenticatedAt` carries its last proof over when the new one proves less (a password change
+     * is not a step-up).
      */
     async start(
       userId: string,
       context: AuditRequestContext,
-      expiresAt?: number,
+      options: { expiresAt?: number; authenticatedAt?: number; secondFactorPending?: boolean } = {},
     ): Promise<{ token: string; sessionId: string }> {
+      const { expiresAt, authenticatedAt, secondFactorPending = false } = options;
       const now = clock();
       const token = generateToken('bws');
       const sessionId = newId('ses', now);
@@ -53,11 +62,12 @@ export function createSessionsService(deps: {
         created_at: now,
         last_seen_at: now,
         expires_at: expiresAt ?? now + policy.absoluteMs,
-        authenticated_at: now,
+        authenticated_at: authenticatedAt ?? now,
         ip: context.ip ?? null,
         user_agent: context.userAgent ?? null,
         revoked_at: null,
         revoked_reason: null,
+        second_factor_pending: secondFactorPending ? 1 : 0,
       });
       return { token, sessionId };
     },
@@ -84,6 +94,10 @@ export function createSessionsService(deps: {
         displayName: row.display_name,
         passwordChangeRequired: row.password_change_required_at !== null,
         authenticatedAt: row.authenticated_at,
+        expiresAt: row.expires_at,
+        secondFactorPending: row.second_factor_pending === 1,
+        // SQLite answers 0/1, PostgreSQL true/false.
+        mfaEnrolled: Boolean(row.mfa_enrolled),
       };
     },
 

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, SessionsTable } from '../db/schema.js';
+import { mfaEnrolledOf } from '../mfa/mfa.store.js';
 
 export type SessionRow = SessionsTable;
 
@@ -12,6 +13,7 @@ export function createSessionsStore(db: Kysely<DB>) {
       .innerJoin('users', 'users.id', 'sessions.user_id')
       .selectAll('sessions')
       .select(['users.email', 'users.display_name', 'users.status', 'users.password_change_required_at'])
+      .select(mfaEnrolledOf('sessions.user_id'))
       .where('sessions.token_hash', '=', args.tokenHash)
       .where('sessions.revoked_at', 'is', null),
   );
@@ -42,13 +44,15 @@ export function createSessionsStore(db: Kysely<DB>) {
     async touch(id: string, now: number): Promise<void> {
       await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
     },
-    async revoke(id: string, now: number, reason: string): Promise<void> {
-      await db
+    /** Ends a live session; returns whether this call did (a concurrent end wins otherwise). */
+    async revoke(id: string, now: number, reason: string): Promise<boolean> {
+      const result = await db
         .updateTable('sessions')
         .set({ revoked_at: now, revoked_reason: reason })
         .where('id', '=', id)
         .where('revoked_at', 'is', null)
-        .execute();
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     },
     /** Ends every live session of every user (an instance administrator's emergency stop). */
     async revokeEveryone(now: number, reason: string): Promise<number> {

@@ -3,7 +3,7 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import type { AuditService } from '../audit/audit.service.js';
 import { NotFoundError, UnauthenticatedError } from '../errors.js';
-import { auditContextOf } from '../http/request-context.js';
+import { auditContextOf, bearerTokenOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import type { Readiness } from './readiness.js';
 
@@ -94,9 +94,7 @@ export function opsRoutes(deps: OpsRouteDeps): RouteDefinition[] {
       handler: async ({ request }) => {
         // Without a token, metrics live only on the loopback metrics port: this route does not exist.
         if (!deps.metricsToken) throw new NotFoundError('There is no such route.');
-        const header = request.headers.authorization;
-        const presented =
-          typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7) : undefined;
+        const presented = bearerTokenOf(request) || undefined;
         if (presented === undefined) throw new UnauthenticatedError('The metrics token is required.');
         if (!tokenMatches(presented, deps.metricsToken)) {
           // A wrong token is someone guessing or a scraper misconfigured; either way an operator should see it.

@@ -1,6 +1,7 @@
 import { assertCanGrant } from '../access/access.service.js';
 import { createAccessStore } from '../access/access.store.js';
 import { type Caller, callerEvent } from '../access/caller.js';
+import { revokeKeysOfMember } from '../apikeys/api-keys.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
@@ -28,8 +29,9 @@ export function createMembersService(deps: {
   sessions: SessionsService;
   audit: AuditService;
   transact: Transact;
+  clock: () => number;
 }) {
-  const { orgs, teams, sessions, audit, transact } = deps;
+  const { orgs, teams, sessions, audit, transact, clock } = deps;
 
   return {
     async list(orgId: string) {
@@ -97,6 +99,7 @@ export function createMembersService(deps: {
           throw new LastOwnerError();
         await store.removeMember(caller.org.id, userId);
         events.push(callerEvent(caller, 'member.removed', userTarget(member), { role: member.role }));
+        await revokeKeysOfMember(trx, events, caller, userId, clock());
       });
     },
 

@@ -35,11 +35,24 @@ export function createOrgsStore(db: Kysely<DB>) {
       db
         .selectFrom('memberships')
         .innerJoin('orgs', 'orgs.id', 'memberships.org_id')
-        .select(['orgs.id as orgId', 'orgs.slug', 'orgs.name', 'memberships.role'])
+        .select([
+          'orgs.id as orgId',
+          'orgs.slug',
+          'orgs.name',
+          'memberships.role',
+          'orgs.mfa_required as mfaRequired',
+        ])
         .where('memberships.user_id', '=', userId)
         .orderBy('orgs.slug')
         .execute(),
     listMembers: (orgId: string) => members.all({ orgId }),
+    async setMfaRequired(orgId: string, required: boolean): Promise<void> {
+      await db
+        .updateTable('orgs')
+        .set({ mfa_required: required ? 1 : 0 })
+        .where('id', '=', orgId)
+        .execute();
+    },
     findMember: (orgId: string, userId: string) =>
       db
         .selectFrom('memberships')

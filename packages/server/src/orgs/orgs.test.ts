@@ -95,7 +95,14 @@ describe.each(BACKENDS)('on %s', (backend) => {
     it('an existing account accepts while signed in with the invited email, and only that email', async () => {
       world = await startOrgWorld({}, backend);
       const dev = await world.join('dev@acme.test', 'viewer');
-      const created = await world.admin('create-org', '--name', 'Beta', '--owner', 'owner@acme.test');
+      const created = await world.admin(
+        'create-org',
+        '--name',
+        'Beta',
+        '--owner',
+        'owner@acme.test',
+        '--mfa-optional',
+      );
       expect(created.code, created.stderr).toBe(0);
       const beta = await world.owner.client.json<{ token: string }>('POST', '/api/orgs/beta/invitations', {
         email: 'someone-else@acme.test',

@@ -41,7 +41,7 @@ describe.skipIf(postgres.length === 0)('creating a secret whose name another tra
     const { audit, db } = await openAudit(database);
     await db
       .insertInto('orgs')
-      .values({ id: 'org_acme', slug: 'acme', name: 'Acme', created_at: 1 })
+      .values({ id: 'org_acme', slug: 'acme', name: 'Acme', created_at: 1, mfa_required: 1 })
       .execute();
     const masterKeys = { current: randomBytes(32), previous: [] };
     const secrets = createSecretsService({

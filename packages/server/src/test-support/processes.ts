@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import { testServerEnv } from './server.js';
 
 /** The built CLI, as `npm start` and operators run it. `npm test` builds before it tests. */
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -53,7 +54,7 @@ export async function startServerProcess(options: {
 }): Promise<ServerProcess> {
   const child = spawn(process.execPath, [CLI, 'serve'], {
     cwd: options.cwd,
-    env: { PATH: process.env.PATH ?? '', BULWARK_PORT: '0', ...options.env },
+    env: testServerEnv({ PATH: process.env.PATH ?? '', BULWARK_PORT: '0', ...options.env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -37,6 +37,16 @@ export interface TestServerOptions {
   dataDir?: string;
 }
 
+/**
+ * Test servers create their first organization with the MFA policy relaxed, so that a test about
+ * something else does not have to enrol an authenticator for every member; tests of the policy pass
+ * `BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true'`, the default of a real installation.
+ */
+export const testServerEnv = (env: Record<string, string>): Record<string, string> => ({
+  BULWARK_BOOTSTRAP_MFA_REQUIRED: 'false',
+  ...env,
+});
+
 /** A real server in this process on a free loopback port, with its own data directory (SQLite unless the env says otherwise). */
 export async function startTestServer(
   env: Record<string, string> = {},
@@ -44,7 +54,7 @@ export async function startTestServer(
 ): Promise<TestServer> {
   const dir = options.dataDir ? { path: options.dataDir, remove: async () => {} } : await tempDir('server');
   const config = loadConfig({
-    env: { BULWARK_DATA_DIR: dir.path, BULWARK_PORT: '0', BULWARK_LOG_LEVEL: 'info', ...env },
+    env: testServerEnv({ BULWARK_DATA_DIR: dir.path, BULWARK_PORT: '0', BULWARK_LOG_LEVEL: 'info', ...env }),
     cwd: dir.path,
   });
   const logs = new LogCapture();

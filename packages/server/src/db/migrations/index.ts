@@ -8,6 +8,8 @@ import * as commandPolicy from './0006-command-policy.js';
 import * as dataKeys from './0007-data-keys.js';
 import * as secrets from './0008-secrets.js';
 import * as commandSecrets from './0009-command-secrets.js';
+import * as apiKeys from './0010-api-keys.js';
+import * as mfa from './0011-mfa.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -23,4 +25,6 @@ export const migrations: Record<string, Migration> = {
   '0007-data-keys': dataKeys,
   '0008-secrets': secrets,
   '0009-command-secrets': commandSecrets,
+  '0010-api-keys': apiKeys,
+  '0011-mfa': mfa,
 };

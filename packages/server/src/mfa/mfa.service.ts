@@ -1,0 +1,192 @@
+import type { JsonValue } from '@bulwark/protocol';
+import { newId } from '@bulwark/protocol';
+import type { Kysely } from 'kysely';
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { DB } from '../db/schema.js';
+import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import type { DataKeyring } from '../secrets/data-keyring.js';
+import { createMfaStore, type MfaFactorRow } from './mfa.store.js';
+import { newRecoveryCodes, normalizeRecoveryCode, recoveryCodeHash } from './recovery-codes.js';
+import { acceptedStep, newTotpSeed, totpUri } from './totp.js';
+
+/**
+ * A user's second factors (MFA-1, MFA-3): TOTP authenticators and recovery codes. Seeds are sealed by
+ * the instance data key, bound to their user and factor (DATA-1); recovery codes are stored hashed.
+ * Every code is accepted once, also under concurrency: the use is a guarded update that exactly one
+ * of two racing requests wins.
+ */
+
+export const TOTP_ISSUER = 'Bulwark';
+
+/** Who the factor belongs to, as an audit event names them. */
+export interface FactorOwner {
+  userId: string;
+  email: string;
+}
+
+export type SecondFactorMethod = 'totp' | 'recovery_code';
+
+const seedContext = (userId: string, factorId: string) => `mfa/totp/${userId}/${factorId}`;
+
+const factorTarget = (factor: Pick<MfaFactorRow, 'id' | 'name'>) => ({
+  type: 'mfa_factor',
+  id: factor.id,
+  display: factor.name,
+});
+
+export function createMfaService(deps: {
+  db: Kysely<DB>;
+  dataKeys: DataKeyring;
+  audit: AuditService;
+  clock: () => number;
+}) {
+  const { db, dataKeys, audit, clock } = deps;
+  const store = createMfaStore(db);
+
+  const record = (
+    owner: FactorOwner,
+    action:
+      | 'mfa.factor_added'
+      | 'mfa.factor_removed'
+      | 'mfa.recovery_codes_generated'
+      | 'mfa.recovery_code_used',
+    target: { type: string; id: string; display?: string } | null,
+    context: AuditRequestContext,
+    details: { [key: string]: JsonValue } = {},
+  ) =>
+    audit.record({
+      actor: { type: 'user', id: owner.userId, display: owner.email },
+      action,
+      target,
+      outcome: 'success',
+      context,
+      details,
+    });
+
+  async function seedOf(factor: MfaFactorRow): Promise<string> {
+    const context = seedContext(factor.user_id, factor.id);
+    const opened = await dataKeys.open('instance', factor.secret_sealed!, context);
+    const seed = opened.plaintext.toString('utf8');
+    if (opened.stale) await store.reseal(factor.id, await dataKeys.seal('instance', seed, context));
+    return seed;
+  }
+
+  /** Replaces the user's recovery codes with ten new ones and returns them, once. */
+  async function issueRecoveryCodes(owner: FactorOwner, context: AuditRequestContext): Promise<string[]> {
+    const codes = newRecoveryCodes();
+    await store.replaceRecoveryCodes(
+      owner.userId,
+      codes.map((code) => recoveryCodeHash(normalizeRecoveryCode(code)!)),
+      clock(),
+    );
+    await record(owner, 'mfa.recovery_codes_generated', null, context, { count: codes.length });
+    return codes;
+  }
+
+  async function useTotp(userId: string, code: string): Promise<boolean> {
+    const now = clock();
+    for (const factor of await store.factorsOf(userId)) {
+      const step = await acceptedStep(await seedOf(factor), code, now, factor.last_used_step);
+      // A step already used (a replay, or the loser of two requests racing with one code) is refused.
+      if (step !== undefined) return store.useStep(factor.id, step, now);
+    }
+    return false;
+  }
+
+  return {
+    isEnrolled: (userId: string) => store.isEnrolled(userId),
+
+    async status(userId: string) {
+      return {
+        factors: await store.factorsOf(userId),
+        recoveryCodesLeft: await store.recoveryCodesLeft(userId),
+      };
+    },
+
+    /**
+     * Starts a TOTP enrolment: a new seed, sealed at once, and the URI for the QR code. The factor
+     * counts only once a code from it is confirmed; an unconfirmed earlier attempt is dropped.
+     */
+    async startTotp(owner: FactorOwner, name: string) {
+      const now = clock();
+      const id = newId('mfa', now);
+      const seed = newTotpSeed();
+      await store.deletePending(owner.userId);
+      await store.insertFactor({
+        id,
+        user_id: owner.userId,
+        type: 'totp',
+        name,
+        secret_sealed: await dataKeys.seal('instance', seed, seedContext(owner.userId, id)),
+        last_used_step: null,
+        created_at: now,
+        confirmed_at: null,
+        last_used_at: null,
+      });
+      return { factorId: id, secret: seed, uri: totpUri(seed, owner.email, TOTP_ISSUER) };
+    },
+
+    /** Confirms an enrolment with a first code; the first factor of a user comes with recovery codes. */
+    async confirmTotp(owner: FactorOwner, factorId: string, code: string, context: AuditRequestContext) {
+      const factor = await store.factorOf(owner.userId, factorId);
+      if (!factor) throw new NotFoundError('No such factor.');
+      if (factor.confirmed_at !== null)
+        throw new AppError(409, 'already_confirmed', 'This factor is already set up.');
+      const now = clock();
+      const step = await acceptedStep(await seedOf(factor), code, now, null);
+      if (step === undefined || !(await store.confirm(factor.id, now, step)))
+        throw new ValidationError([
+          { path: 'body.code', message: 'is not the current code of this authenticator' },
+        ]);
+      const first = (await store.factorsOf(owner.userId)).length === 1;
+      await record(owner, 'mfa.factor_added', factorTarget(factor), context, { type: 'totp' });
+      return {
+        factor: { ...factor, confirmed_at: now, last_used_at: now },
+        recoveryCodes: first ? await issueRecoveryCodes(owner, context) : undefined,
+      };
+    },
+
+    /** Removes a factor; with the last one, the recovery codes go too (they would be a factor alone). */
+    async removeFactor(owner: FactorOwner, factorId: string, context: AuditRequestContext) {
+      const factor = await store.factorOf(owner.userId, factorId);
+      if (!factor || !(await store.deleteFactor(owner.userId, factorId)))
+        throw new NotFoundError('No such factor.');
+      const left = (await store.factorsOf(owner.userId)).length;
+      if (left === 0) await store.replaceRecoveryCodes(owner.userId, [], clock());
+      await record(owner, 'mfa.factor_removed', factorTarget(factor), context, { factorsLeft: left });
+      return { factorsLeft: left };
+    },
+
+    async regenerateRecoveryCodes(owner: FactorOwner, context: AuditRequestContext) {
+      if (!(await store.isEnrolled(owner.userId)))
+        throw new AppError(
+          409,
+          'mfa_not_enrolled',
+          'Set up an authenticator first; recovery codes stand in for it.',
+        );
+      return issueRecoveryCodes(owner, context);
+    },
+
+    /**
+     * Checks a second factor: a code from one of the user's authenticators, or an unused recovery
+     * code. Returns the method that accepted it, or undefined.
+     */
+    async verify(
+      owner: FactorOwner,
+      code: string,
+      context: AuditRequestContext,
+    ): Promise<SecondFactorMethod | undefined> {
+      if (/^\d{6}$/.test(code)) return (await useTotp(owner.userId, code)) ? 'totp' : undefined;
+      const normalized = normalizeRecoveryCode(code);
+      if (!normalized || !(await store.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock())))
+        return undefined;
+      const left = await store.recoveryCodesLeft(owner.userId);
+      // `remaining`: the audit guard refuses a key that names a code, rightly.
+      await record(owner, 'mfa.recovery_code_used', null, context, { remaining: left });
+      return 'recovery_code';
+    },
+  };
+}
+
+export type MfaService = ReturnType<typeof createMfaService>;
