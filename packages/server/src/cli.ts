@@ -98,7 +98,9 @@ async function migrate(command: Command): Promise<void> {
   const config = configFrom(command);
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database);
+    const applied = await migrateToLatest(database, {
+      onWaitForLock: () => err('waiting for another process to finish migrating the database'),
+    });
     out(applied.length === 0 ? 'database is up to date' : `applied: ${applied.join(', ')}`);
   } finally {
     await database.close();

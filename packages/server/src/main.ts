@@ -222,7 +222,9 @@ export async function openCore(
   const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database);
+    const applied = await migrateToLatest(database, {
+      onWaitForLock: () => logger.info('waiting for another process to finish migrating the database'),
+    });
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
     const dataKeys = createDataKeyring({
       store: createDataKeysStore(database.db),

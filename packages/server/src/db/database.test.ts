@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import BetterSqlite3 from 'better-sqlite3';
 import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type TestDatabase, testDatabases } from '../test-support/databases.js';
@@ -42,7 +43,8 @@ describe('SQLite connection', () => {
     await setup.close();
     const worker = `
       import { openSqlite } from ${JSON.stringify(new URL('../../dist/db/database.js', import.meta.url).href)};
-      import { sql } from 'kysely';
+      import BetterSqlite3 from 'better-sqlite3';
+import { sql } from 'kysely';
       const database = openSqlite({ file: ${JSON.stringify(file)}, busyTimeoutMs: 10000 });
       for (let i = 0; i < 2000; i++) {
         await database.db.transaction().execute(async (tx) => {
@@ -71,6 +73,41 @@ describe('SQLite connection', () => {
     const { rows } = await sql<{ n: number }>`select n from counter`.execute(check.db);
     await check.close();
     expect(rows[0]!.n).toBe(4000);
+  });
+
+  it('migrate waits for a neighbour holding the write lock longer than the busy timeout, and says so', async () => {
+    // Another instance is migrating a large database and holds SQLite's write lock. The CLI's busy
+    // timeout is 50 ms: migrate must not fail with "database is locked" but tell the operator it
+    // waits, then apply the migrations once the lock is released.
+    const file = path.join(dir.path, 'bulwark.db');
+    const neighbour = new BetterSqlite3(file);
+    neighbour.pragma('journal_mode = WAL');
+    neighbour.exec('begin immediate');
+    let released = false;
+    const result = await runCli(['migrate'], {
+      cwd: dir.path,
+      env: {
+        BULWARK_DATA_DIR: dir.path,
+        BULWARK_DATABASE_URL: `sqlite:${file}`,
+        BULWARK_SQLITE_BUSY_TIMEOUT_MS: '50',
+      },
+      onStderr: (soFar) => {
+        if (released || !soFar.includes('waiting for another process to finish migrating the database'))
+          return;
+        released = true;
+        neighbour.exec('commit');
+      },
+    });
+    neighbour.close();
+    expect(released).toBe(true);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout.trim()).toBe(`applied: ${Object.keys(migrations).join(', ')}`);
+    // In the server the same connection serves requests afterwards: it keeps its own busy timeout.
+    const database = openSqlite({ file, busyTimeoutMs: 4321 });
+    expect(await migrateToLatest(database)).toEqual([]);
+    const { rows } = await sql<{ timeout: number }>`pragma busy_timeout`.execute(database.db);
+    expect(rows[0]!.timeout).toBe(4321);
+    await database.close();
   });
 });
 

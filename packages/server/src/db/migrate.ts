@@ -35,6 +35,14 @@ async function migrateWith(db: Kysely<unknown>): Promise<string[]> {
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
 }
 
+/** How long a process waits for another one's migrations on SQLite: a startup, never a request. */
+export const SQLITE_MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
+
+export interface MigrateOptions {
+  /** Called once when another process holds the lock, before waiting for it (so the wait is visible). */
+  onWaitForLock?: () => void;
+}
+
 /**
  * Applies every pending migration under a lock, in one transaction, so instances starting together
  * apply each migration exactly once and a failure leaves the schema as it was. On PostgreSQL, Kysely
@@ -42,11 +50,14 @@ async function migrateWith(db: Kysely<unknown>): Promise<string[]> {
  * it runs migrations outside a transaction, assuming one connection), so two processes would race;
  * there the whole run happens inside one BEGIN IMMEDIATE transaction, which holds SQLite's write lock.
  */
-export async function migrateToLatest(database: Pick<Database, 'db' | 'dialect'>): Promise<string[]> {
+export async function migrateToLatest(
+  database: Pick<Database, 'db' | 'dialect'>,
+  options: MigrateOptions = {},
+): Promise<string[]> {
   const db = database.db as unknown as Kysely<unknown>;
   if (database.dialect === 'postgres') return migrateWith(db);
   return db.connection().execute(async (connection) => {
-    await sql`begin immediate`.execute(connection);
+    await beginWriteWaitingForOthers(connection, options);
     try {
       const applied = await migrateWith(connection);
       await sql`commit`.execute(connection);
@@ -56,6 +67,43 @@ export async function migrateToLatest(database: Pick<Database, 'db' | 'dialect'>
       throw error;
     }
   });
+}
+
+/**
+ * Takes SQLite's write lock. The configured busy timeout suits requests, not a startup: a process
+ * whose neighbour is migrating a large database (or is slowed by a loaded machine) must wait for it,
+ * not fail with "database is locked". So a first try does not wait; when it finds the lock held, the
+ * caller is told and the wait is the long one, after which the connection's own timeout is restored.
+ */
+async function beginWriteWaitingForOthers(
+  connection: Kysely<unknown>,
+  options: MigrateOptions,
+): Promise<void> {
+  const { rows } = await sql<{ timeout: number }>`pragma busy_timeout`.execute(connection);
+  const configured = Number(rows[0]?.timeout ?? 0);
+  try {
+    await setBusyTimeout(connection, 0);
+    try {
+      await sql`begin immediate`.execute(connection);
+      return;
+    } catch (error) {
+      if (!isSqliteBusy(error)) throw error;
+    }
+    options.onWaitForLock?.();
+    await setBusyTimeout(connection, Math.max(configured, SQLITE_MIGRATION_LOCK_WAIT_MS));
+    await sql`begin immediate`.execute(connection);
+  } finally {
+    await setBusyTimeout(connection, configured);
+  }
+}
+
+async function setBusyTimeout(connection: Kysely<unknown>, milliseconds: number): Promise<void> {
+  await sql.raw(`pragma busy_timeout = ${Math.trunc(milliseconds)}`).execute(connection);
+}
+
+function isSqliteBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
 }
 
 export async function pendingMigrations<T>(db: Kysely<T>): Promise<string[]> {

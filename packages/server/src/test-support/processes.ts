@@ -13,15 +13,17 @@ export interface CliResult {
 }
 
 /** Runs the built `bulwark` CLI to completion. */
-export const runCli = (args: string[], options: { cwd: string; env?: Record<string, string> }) =>
-  runScript(CLI, args, options);
+export const runCli = (args: string[], options: RunOptions) => runScript(CLI, args, options);
+
+export interface RunOptions {
+  cwd: string;
+  env?: Record<string, string>;
+  /** Sees standard error as it arrives, to act on a line the process prints while it waits. */
+  onStderr?: (soFar: string) => void;
+}
 
 /** Runs a Node script (a built CLI) to completion, with only PATH and `env` in its environment. */
-export async function runScript(
-  script: string,
-  args: string[],
-  options: { cwd: string; env?: Record<string, string> },
-): Promise<CliResult> {
+export async function runScript(script: string, args: string[], options: RunOptions): Promise<CliResult> {
   const child = spawn(process.execPath, [script, ...args], {
     cwd: options.cwd,
     env: { PATH: process.env.PATH ?? '', ...options.env },
@@ -34,6 +36,7 @@ export async function runScript(
   });
   child.stderr.on('data', (chunk) => {
     stderr += chunk;
+    options.onStderr?.(stderr);
   });
   const [code] = (await once(child, 'close')) as [number | null];
   return { code, stdout, stderr };
