@@ -1,25 +1,25 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
-import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { CHROMIUM, hasChromium, launchChromium } from '../../server/src/test-support/browser.js';
 import {
   runScript,
   type ServerProcess,
   startServerProcess,
 } from '../../server/src/test-support/processes.js';
 
+export { CHROMIUM, hasChromium, launchChromium };
+
 /**
  * The console end to end: the real server process (serving the built console), real agents (the
  * `bulwark-agent` CLI), and Debian's Chromium driven by playwright-core. Never a downloaded browser.
  */
 
-export const CHROMIUM = '/usr/bin/chromium';
-export const hasChromium = existsSync(CHROMIUM);
 const AGENT_CLI = fileURLToPath(new URL('../../agent/dist/cli.js', import.meta.url));
 const OUTPUT = path.join(
   process.env.BULWARK_TEST_OUTPUT ?? path.join(tmpdir(), 'bulwark-test-output'),
@@ -166,20 +166,6 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-export function launchChromium(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
 }
 
 /**

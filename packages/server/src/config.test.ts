@@ -103,6 +103,18 @@ describe('configuration', () => {
     ]);
   });
 
+  it('takes a public URL that can name a passkey relying party, and refuses one that cannot', () => {
+    const load = (url: string) => loadConfig({ env: { BULWARK_PUBLIC_URL: url }, cwd: dir.path }).publicUrl;
+    expect(load('https://Bulwark.Example.com/')).toBe('https://bulwark.example.com');
+    expect(load('http://localhost:8080')).toBe('http://localhost:8080');
+    const reasons = (url: string) => problemsOf({ BULWARK_PUBLIC_URL: url }).map((p) => p.reason);
+    expect(reasons('http://bulwark.example.com')[0]).toMatch(/^must start with https:\/\//);
+    expect(reasons('https://10.0.0.5')[0]).toMatch(/^must use a host name, not an IP address/);
+    expect(reasons('https://[::1]:8443')[0]).toMatch(/^must use a host name, not an IP address/);
+    expect(reasons('https://bulwark.example.com/console')[0]).toMatch(/^must be an origin only/);
+    expect(reasons('bulwark.example.com')[0]).toMatch(/^is not a valid URL/);
+  });
+
   it('refuses a non-loopback bind without TLS or a trusted proxy', () => {
     const [problem] = problemsOf({ BULWARK_HOST: '0.0.0.0' });
     expect(problem?.setting).toBe('BULWARK_HOST');

@@ -130,6 +130,27 @@ function redisUrl(raw: unknown): string {
   return value;
 }
 
+/**
+ * The origin people open the console at. Passkeys are bound to its host name (their relying party
+ * id), which cannot be an IP address; plain HTTP only for localhost, which browsers treat as secure.
+ */
+function publicUrl(raw: unknown): string {
+  const value = nonEmpty(raw);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return fail('is not a valid URL');
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && url.hostname === 'localhost'))
+    fail('must start with https:// (http:// only for localhost)');
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '')
+    fail('must be an origin only, like https://bulwark.example.com');
+  if (isIP(url.hostname.replace(/^\[|\]$/g, '')) !== 0)
+    fail('must use a host name, not an IP address: passkeys are bound to a domain');
+  return url.origin;
+}
+
 function trustedProxies(raw: unknown): string[] {
   const entries = list(raw);
   const bad = entries.find((entry) => !isAddressOrCidr(entry));
@@ -196,6 +217,11 @@ export const settings = {
     doc: 'TCP port for the API and console; 0 picks a free port (printed at start).',
     defaultText: '8080',
     parse: integer(0, 65_535),
+  },
+  publicUrl: {
+    env: 'BULWARK_PUBLIC_URL',
+    doc: 'The address people open the console at, like `https://bulwark.example.com`. Passkeys are bound to its host name; unset, they work only at `http://localhost`.',
+    parse: optional(publicUrl),
   },
   tlsCertFile: {
     env: 'BULWARK_TLS_CERT_FILE',
@@ -395,6 +421,8 @@ export interface Config {
   redisUrl: string | undefined;
   host: string;
   port: number;
+  /** The console's origin, when configured (passkeys' relying party). */
+  publicUrl: string | undefined;
   tls: { certFile: string; keyFile: string; minVersion: 'TLSv1.3' | 'TLSv1.2' } | undefined;
   trustedProxies: string[];
   bodyLimitBytes: number;
@@ -603,6 +631,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     redisUrl: values.redisUrl,
     host: values.host,
     port: values.port,
+    publicUrl: values.publicUrl,
     tls,
     trustedProxies: values.trustedProxies,
     bodyLimitBytes: values.bodyLimitBytes,
@@ -670,6 +699,7 @@ export function describeConfig(config: Config): string[] {
     redisUrl: config.redisUrl ? maskUrlPassword(config.redisUrl) : '',
     host: config.host,
     port: String(config.port),
+    publicUrl: config.publicUrl ?? '',
     tlsCertFile: config.tls?.certFile ?? '',
     tlsKeyFile: config.tls?.keyFile ?? '',
     tlsMinVersion: config.tls?.minVersion ?? 'TLSv1.3',

@@ -45,6 +45,7 @@ import { createUsersStore } from './identity/users.store.js';
 import { createLogger } from './logging.js';
 import { mfaRoutes } from './mfa/mfa.routes.js';
 import { createMfaService } from './mfa/mfa.service.js';
+import { relyingPartyResolver } from './mfa/relying-party.js';
 import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
@@ -146,6 +147,7 @@ async function startIdentity(deps: {
     transact,
     clock,
   });
+  const relyingPartyOf = relyingPartyResolver(config.publicUrl);
   return {
     access,
     transact,
@@ -160,8 +162,8 @@ async function startIdentity(deps: {
       clock,
     }),
     routes: [
-      ...authRoutes(auth),
-      ...mfaRoutes(mfa, auth),
+      ...authRoutes(auth, relyingPartyOf),
+      ...mfaRoutes(mfa, auth, relyingPartyOf),
       ...securityPolicyRoutes({ orgs, audit }),
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),

@@ -125,7 +125,7 @@ export interface OrgsTable {
 export interface MfaFactorsTable {
   id: string;
   user_id: string;
-  type: 'totp';
+  type: 'totp' | 'webauthn';
   name: string;
   /** The TOTP seed, sealed by the instance data key, bound to the user and the factor. */
   secret_sealed: string | null;
@@ -135,6 +135,21 @@ export interface MfaFactorsTable {
   /** Null while enrolment waits for a first correct code. */
   confirmed_at: number | null;
   last_used_at: number | null;
+  /** A passkey's credential id (base64url), unique across users. */
+  credential_id: string | null;
+  /** A passkey's COSE public key (base64url): public, so not sealed. */
+  public_key: string | null;
+  /** The passkey's last signature counter: a counter that does not rise marks a cloned authenticator. */
+  sign_count: number | null;
+  /** Comma-separated transports the authenticator named, as hints for the browser. */
+  transports: string | null;
+}
+
+export interface WebauthnChallengesTable {
+  session_id: string;
+  purpose: 'register' | 'authenticate';
+  challenge: string;
+  expires_at: number;
 }
 
 export interface RecoveryCodesTable {
@@ -375,6 +390,7 @@ export interface DB {
   api_keys: ApiKeysTable;
   mfa_factors: MfaFactorsTable;
   recovery_codes: RecoveryCodesTable;
+  webauthn_challenges: WebauthnChallengesTable;
   roles: RolesTable;
   role_bindings: RoleBindingsTable;
   teams: TeamsTable;

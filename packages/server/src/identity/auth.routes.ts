@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type Principal, type RouteDefinition } from '../http/route.js';
 import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
+import { type RelyingPartyOf, SecondFactorFields, secondFactorProofOf } from '../mfa/second-factor-input.js';
 import type { AuthService } from './auth.service.js';
 import { MAX_LENGTH } from './password-policy.js';
 import { SELF_PERMISSION, SESSION_COOKIE, sessionCookieOf } from './session-guard.js';
@@ -38,9 +39,6 @@ export const Password = z
   .min(1)
   .max(4 * MAX_LENGTH);
 
-/** A code from an authenticator (6 digits) or a recovery code (16 characters, dashes and spaces allowed). */
-export const SecondFactorCode = z.string().trim().min(6).max(32);
-
 export function setSessionCookie(reply: FastifyReply, token: string): void {
   reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
 }
@@ -51,7 +49,7 @@ export function sessionOf(principal: Principal | undefined) {
   return principal.session;
 }
 
-export function authRoutes(auth: AuthService): RouteDefinition[] {
+export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): RouteDefinition[] {
   return [
     defineRoute({
       method: 'POST',
@@ -154,17 +152,21 @@ export function authRoutes(auth: AuthService): RouteDefinition[] {
       url: '/api/auth/reauth',
       operationId: 'reauthenticate',
       summary:
-        'Re-enter your password, and a code when you have an authenticator, before a privileged operation (step-up); renews the session id',
+        'Re-enter your password, and a code or passkey once you have a second factor, before a privileged operation (step-up); renews the session id',
       tags: ['auth'],
       access: { permission: SELF_PERMISSION },
       rateLimit: 'auth',
       admit: () => auth.assertCanVerifyPasswords(),
-      body: z.strictObject({ password: Password, code: SecondFactorCode.optional() }),
+      body: z.strictObject({ password: Password, ...SecondFactorFields }),
       response: { 200: SessionView },
       handler: async ({ principal, body, request, reply }) => {
+        const session = sessionOf(principal);
         const { token, view } = await auth.reauthenticate(
-          sessionOf(principal),
-          body,
+          session,
+          {
+            password: body.password,
+            secondFactor: secondFactorProofOf(body, session.id, () => relyingPartyOf(request)),
+          },
           auditContextOf(request),
         );
         setSessionCookie(reply, token);

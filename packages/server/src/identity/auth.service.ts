@@ -2,7 +2,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '../errors.js';
 import { EMAIL_SHAPE } from '../http/schemas.js';
-import type { MfaService } from '../mfa/mfa.service.js';
+import type { MfaService, SecondFactorProof } from '../mfa/mfa.service.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
@@ -56,6 +56,11 @@ const wrongCode = () =>
   new ValidationError([
     { path: 'body.code', message: 'is not a valid code from your authenticator or a recovery code' },
   ]);
+
+// One answer whatever went wrong (expired challenge, unknown key, bad signature, a counter that did
+// not rise): the audit event has the reason, the person only needs to try again.
+const passkeyRefused = () =>
+  new ValidationError([{ path: 'body.passkey', message: 'was not accepted; try your passkey again' }]);
 
 export function createAuthService(deps: {
   users: UsersStore;
@@ -159,22 +164,22 @@ export function createAuthService(deps: {
   /** Checks a second factor for a step of sign-in or re-authentication; failures count like wrong passwords. */
   async function proveSecondFactor(
     session: LiveSession,
-    code: string | undefined,
+    proof: SecondFactorProof | undefined,
     context: AuditRequestContext,
   ) {
     const owner = { userId: session.userId, email: session.email };
-    const method = code === undefined ? undefined : await mfa.verify(owner, code, context);
-    if (method) return method;
+    const check = proof === undefined ? undefined : await mfa.verify(owner, proof, context);
+    if (check?.ok) return check.method;
     await audit.record({
       actor: { type: 'user', id: session.userId, display: session.email },
       action: 'auth.mfa_failed',
       target: { type: 'session', id: session.id },
       outcome: 'failure',
       context,
-      details: { reason: code === undefined ? 'no_code' : 'wrong_code' },
+      details: { reason: check?.reason ?? 'no_code' },
     });
     await countFailure(session.email, context, session.userId);
-    throw wrongCode();
+    throw proof && 'passkey' in proof ? passkeyRefused() : wrongCode();
   }
 
   /**
@@ -257,7 +262,7 @@ export function createAuthService(deps: {
      */
     async completeSecondFactor(
       session: LiveSession,
-      code: string,
+      proof: SecondFactorProof,
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
       if (!session.secondFactorPending)
@@ -265,7 +270,7 @@ export function createAuthService(deps: {
       await waitOutLimits(session.email, context);
       const user = await users.findById(session.userId);
       if (!user) throw new UnauthenticatedError('Your session has ended; sign in again.');
-      const method = await proveSecondFactor(session, code, context);
+      const method = await proveSecondFactor(session, proof, context);
       await limiter.recordSuccess(session.email);
       return replaceSession(session, user, context, {
         action: 'auth.mfa_verified',
@@ -280,7 +285,7 @@ export function createAuthService(deps: {
      */
     async reauthenticate(
       session: LiveSession,
-      proof: { password: string; code?: string | undefined },
+      proof: { password: string; secondFactor?: SecondFactorProof | undefined },
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
       const { password } = proof;
@@ -300,7 +305,9 @@ export function createAuthService(deps: {
         throw new ValidationError([{ path: 'body.password', message: 'is not your password' }]);
       }
       // MFA-5: with a factor enrolled, the password alone does not re-prove who this is.
-      const method = session.mfaEnrolled ? await proveSecondFactor(session, proof.code, context) : undefined;
+      const method = session.mfaEnrolled
+        ? await proveSecondFactor(session, proof.secondFactor, context)
+        : undefined;
       return replaceSession(session, user, context, {
         action: 'auth.reauthenticated',
         reason: 'replaced at re-authentication',

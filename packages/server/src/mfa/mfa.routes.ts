@@ -1,22 +1,30 @@
+import type { RegistrationResponseJSON } from '@simplewebauthn/server';
 import { z } from 'zod';
+import { ValidationError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { DisplayText, idOf, iso, Timestamp } from '../http/schemas.js';
-import { SecondFactorCode, SessionView, sessionOf, setSessionCookie } from '../identity/auth.routes.js';
+import { SessionView, sessionOf, setSessionCookie } from '../identity/auth.routes.js';
 import type { AuthService } from '../identity/auth.service.js';
 import { SELF_PERMISSION } from '../identity/session-guard.js';
 import type { MfaService } from './mfa.service.js';
 import type { MfaFactorRow } from './mfa.store.js';
+import {
+  PasskeyRegistration,
+  type RelyingPartyOf,
+  SecondFactorFields,
+  secondFactorProofOf,
+} from './second-factor-input.js';
 
 /**
- * Your own second factors (MFA-1, MFA-3, MFA-5) and the second step of signing in. Adding or removing
- * a factor and new recovery codes are privileged: they need a recent re-authentication, itself with
- * the second factor once there is one.
+ * Your own second factors (MFA-1 to MFA-3, MFA-5) and the second step of signing in. Adding or
+ * removing a factor and new recovery codes are privileged: they need a recent re-authentication,
+ * itself with the second factor once there is one.
  */
 
 const FactorView = z.object({
   id: z.string(),
-  type: z.enum(['totp']),
+  type: z.enum(['totp', 'webauthn']),
   name: z.string(),
   createdAt: Timestamp,
   lastUsedAt: Timestamp.nullable(),
@@ -34,7 +42,47 @@ const RecoveryCodes = z
   .array(z.string())
   .describe('Ten single-use codes, shown this once: each stands in for the authenticator one time');
 
-export function mfaRoutes(mfa: MfaService, auth: AuthService): RouteDefinition[] {
+const CredentialDescriptor = z.object({
+  id: z.string(),
+  type: z.literal('public-key'),
+  transports: z.array(z.string()).optional(),
+});
+
+/** What navigator.credentials.get() needs, as JSON (the console decodes it with @simplewebauthn/browser). */
+const PasskeyRequestOptions = z.object({
+  challenge: z.string(),
+  rpId: z.string().optional(),
+  allowCredentials: z.array(CredentialDescriptor).optional(),
+  timeout: z.number().optional(),
+  userVerification: z.enum(['required', 'preferred', 'discouraged']).optional(),
+});
+
+/** What navigator.credentials.create() needs, as JSON. */
+const PasskeyCreationOptions = z.object({
+  challenge: z.string(),
+  rp: z.object({ id: z.string().optional(), name: z.string() }),
+  user: z.object({ id: z.string(), name: z.string(), displayName: z.string() }),
+  pubKeyCredParams: z.array(z.object({ alg: z.number(), type: z.literal('public-key') })),
+  timeout: z.number().optional(),
+  attestation: z.enum(['none', 'indirect', 'direct', 'enterprise']).optional(),
+  excludeCredentials: z.array(CredentialDescriptor).optional(),
+  authenticatorSelection: z
+    .object({
+      authenticatorAttachment: z.enum(['platform', 'cross-platform']).optional(),
+      residentKey: z.enum(['discouraged', 'preferred', 'required']).optional(),
+      requireResidentKey: z.boolean().optional(),
+      userVerification: z.enum(['required', 'preferred', 'discouraged']).optional(),
+    })
+    .optional(),
+  extensions: z.object({ credProps: z.boolean().optional() }).optional(),
+  hints: z.array(z.string()).optional(),
+});
+
+export function mfaRoutes(
+  mfa: MfaService,
+  auth: AuthService,
+  relyingPartyOf: RelyingPartyOf,
+): RouteDefinition[] {
   const FactorParams = z.strictObject({ factor: idOf('mfa') });
   return [
     defineRoute({
@@ -42,20 +90,81 @@ export function mfaRoutes(mfa: MfaService, auth: AuthService): RouteDefinition[]
       url: '/api/auth/mfa/verify',
       operationId: 'verifySecondFactor',
       summary:
-        'Finish signing in with a code from your authenticator or a recovery code; renews the session id',
+        'Finish signing in with a code from your authenticator, a recovery code or a passkey; renews the session id',
       tags: ['auth', 'mfa'],
       access: { permission: SELF_PERMISSION, beforeSecondFactor: true },
       rateLimit: 'auth',
-      body: z.strictObject({ code: SecondFactorCode }),
+      body: z.strictObject(SecondFactorFields),
       response: { 200: SessionView },
       handler: async ({ principal, body, request, reply }) => {
-        const { token, view } = await auth.completeSecondFactor(
-          sessionOf(principal),
-          body.code,
-          auditContextOf(request),
-        );
+        const session = sessionOf(principal);
+        const proof = secondFactorProofOf(body, session.id, () => relyingPartyOf(request));
+        if (!proof) throw new ValidationError([{ path: 'body.code', message: 'give a code or a passkey' }]);
+        const { token, view } = await auth.completeSecondFactor(session, proof, auditContextOf(request));
         setSessionCookie(reply, token);
         return view;
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/mfa/passkey-challenge',
+      operationId: 'startPasskeyProof',
+      summary:
+        'A challenge for one of your passkeys, to finish signing in or to re-authenticate; valid once, for five minutes',
+      tags: ['auth', 'mfa'],
+      access: { permission: SELF_PERMISSION, beforeSecondFactor: true },
+      rateLimit: 'auth',
+      response: { 200: PasskeyRequestOptions },
+      handler: ({ principal, request }) => {
+        const session = sessionOf(principal);
+        return mfa.passkeyChallenge(session.userId, session.id, relyingPartyOf(request));
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/mfa/passkeys/options',
+      operationId: 'startPasskeyEnrolment',
+      summary: 'Start adding a passkey (re-authentication first): options for the browser, valid once',
+      tags: ['mfa'],
+      access: { permission: SELF_PERMISSION, privileged: true },
+      rateLimit: 'write',
+      response: { 200: PasskeyCreationOptions },
+      handler: ({ principal, request }) => {
+        const session = sessionOf(principal);
+        return mfa.startPasskey(session, session.id, relyingPartyOf(request));
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/mfa/passkeys',
+      operationId: 'addPasskey',
+      summary:
+        "Finish adding a passkey with the browser's answer (re-authentication first); your first factor comes with recovery codes",
+      tags: ['mfa'],
+      access: { permission: SELF_PERMISSION, privileged: true },
+      rateLimit: 'write',
+      body: z.strictObject({ name: DisplayText(64).default('Passkey'), response: PasskeyRegistration }),
+      response: { 201: z.object({ factor: FactorView, recoveryCodes: RecoveryCodes.optional() }) },
+      handler: async ({ principal, body, request, reply }) => {
+        const session = sessionOf(principal);
+        const added = await mfa.finishPasskey(
+          session,
+          {
+            sessionId: session.id,
+            name: body.name,
+            response: body.response as RegistrationResponseJSON,
+            relyingParty: relyingPartyOf(request),
+          },
+          auditContextOf(request),
+        );
+        reply.code(201);
+        return {
+          factor: factorView(added.factor),
+          ...(added.recoveryCodes ? { recoveryCodes: added.recoveryCodes } : {}),
+        };
       },
     }),
 

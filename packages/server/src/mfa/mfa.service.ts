@@ -1,5 +1,6 @@
 import type { JsonValue } from '@bulwark/protocol';
 import { newId } from '@bulwark/protocol';
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { Kysely } from 'kysely';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
@@ -7,14 +8,16 @@ import type { DB } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { createMfaStore, type MfaFactorRow } from './mfa.store.js';
+import { createPasskeyCeremonies, type PasskeyFailure, type RelyingParty } from './passkeys.js';
 import { newRecoveryCodes, normalizeRecoveryCode, recoveryCodeHash } from './recovery-codes.js';
 import { acceptedStep, newTotpSeed, totpUri } from './totp.js';
 
 /**
- * A user's second factors (MFA-1, MFA-3): TOTP authenticators and recovery codes. Seeds are sealed by
- * the instance data key, bound to their user and factor (DATA-1); recovery codes are stored hashed.
- * Every code is accepted once, also under concurrency: the use is a guarded update that exactly one
- * of two racing requests wins.
+ * A user's second factors (MFA-1 to MFA-3): TOTP authenticators, passkeys and recovery codes. Seeds
+ * are sealed by the instance data key, bound to their user and factor (DATA-1); recovery codes are
+ * stored hashed; passkeys keep their public key and sign counter. Every code is accepted once, also
+ * under concurrency: the use is a guarded update that exactly one of two racing requests wins; every
+ * passkey challenge is taken once.
  */
 
 export const TOTP_ISSUER = 'Bulwark';
@@ -25,7 +28,19 @@ export interface FactorOwner {
   email: string;
 }
 
-export type SecondFactorMethod = 'totp' | 'recovery_code';
+export type SecondFactorMethod = 'totp' | 'recovery_code' | 'passkey';
+
+/** What a person offers as their second factor: a code, or a passkey's answer to this session's challenge. */
+export type SecondFactorProof =
+  | { code: string }
+  | { passkey: AuthenticationResponseJSON; sessionId: string; relyingParty: RelyingParty };
+
+export type SecondFactorCheck =
+  | { ok: true; method: SecondFactorMethod }
+  | { ok: false; reason: 'wrong_code' | `passkey_${PasskeyFailure}` };
+
+/** The passkey columns of a factor that is not one. */
+const NO_PASSKEY = { credential_id: null, public_key: null, sign_count: null, transports: null } as const;
 
 const seedContext = (userId: string, factorId: string) => `mfa/totp/${userId}/${factorId}`;
 
@@ -43,6 +58,7 @@ export function createMfaService(deps: {
 }) {
   const { db, dataKeys, audit, clock } = deps;
   const store = createMfaStore(db);
+  const passkeys = createPasskeyCeremonies(store, clock);
 
   const record = (
     owner: FactorOwner,
@@ -87,11 +103,29 @@ export function createMfaService(deps: {
   async function useTotp(userId: string, code: string): Promise<boolean> {
     const now = clock();
     for (const factor of await store.factorsOf(userId)) {
+      if (factor.type !== 'totp') continue;
       const step = await acceptedStep(await seedOf(factor), code, now, factor.last_used_step);
       // A step already used (a replay, or the loser of two requests racing with one code) is refused.
       if (step !== undefined) return store.useStep(factor.id, step, now);
     }
     return false;
+  }
+
+  /** Records a confirmed factor; the first factor of a user comes with recovery codes. */
+  async function factorAdded(owner: FactorOwner, factor: MfaFactorRow, context: AuditRequestContext) {
+    const first = (await store.factorsOf(owner.userId)).length === 1;
+    await record(owner, 'mfa.factor_added', factorTarget(factor), context, { type: factor.type });
+    return first ? await issueRecoveryCodes(owner, context) : undefined;
+  }
+
+  async function useRecoveryCode(owner: FactorOwner, code: string, context: AuditRequestContext) {
+    const normalized = normalizeRecoveryCode(code);
+    if (!normalized || !(await store.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock())))
+      return false;
+    const left = await store.recoveryCodesLeft(owner.userId);
+    // `remaining`: the audit guard refuses a key that names a code, rightly.
+    await record(owner, 'mfa.recovery_code_used', null, context, { remaining: left });
+    return true;
   }
 
   return {
@@ -114,6 +148,7 @@ export function createMfaService(deps: {
       const seed = newTotpSeed();
       await store.deletePending(owner.userId);
       await store.insertFactor({
+        ...NO_PASSKEY,
         id,
         user_id: owner.userId,
         type: 'totp',
@@ -139,13 +174,62 @@ export function createMfaService(deps: {
         throw new ValidationError([
           { path: 'body.code', message: 'is not the current code of this authenticator' },
         ]);
-      const first = (await store.factorsOf(owner.userId)).length === 1;
-      await record(owner, 'mfa.factor_added', factorTarget(factor), context, { type: 'totp' });
-      return {
-        factor: { ...factor, confirmed_at: now, last_used_at: now },
-        recoveryCodes: first ? await issueRecoveryCodes(owner, context) : undefined,
-      };
+      const confirmed = { ...factor, confirmed_at: now, last_used_at: now };
+      return { factor: confirmed, recoveryCodes: await factorAdded(owner, confirmed, context) };
     },
+
+    /** Starts adding a passkey: options for the browser, with a challenge kept for this session. */
+    startPasskey: (
+      owner: FactorOwner & { displayName: string },
+      sessionId: string,
+      relyingParty: RelyingParty,
+    ) => passkeys.registrationOptions(owner, sessionId, relyingParty),
+
+    /** Finishes adding a passkey from the browser's answer; it counts at once (the ceremony proved it). */
+    async finishPasskey(
+      owner: FactorOwner,
+      input: {
+        sessionId: string;
+        name: string;
+        response: RegistrationResponseJSON;
+        relyingParty: RelyingParty;
+      },
+      context: AuditRequestContext,
+    ) {
+      const credential = await passkeys.verifyRegistration(
+        input.sessionId,
+        input.response,
+        input.relyingParty,
+      );
+      const now = clock();
+      const factor: MfaFactorRow = {
+        id: newId('mfa', now),
+        user_id: owner.userId,
+        type: 'webauthn',
+        name: input.name,
+        secret_sealed: null,
+        last_used_step: null,
+        created_at: now,
+        confirmed_at: now,
+        last_used_at: null,
+        credential_id: credential.credentialId,
+        public_key: credential.publicKey,
+        sign_count: credential.signCount,
+        transports: credential.transports,
+      };
+      try {
+        await store.insertFactor(factor);
+      } catch (error) {
+        if (await store.credentialExists(credential.credentialId))
+          throw new AppError(409, 'passkey_exists', 'This passkey is already registered.');
+        throw error;
+      }
+      return { factor, recoveryCodes: await factorAdded(owner, factor, context) };
+    },
+
+    /** Options for proving a passkey in this session (the second step of sign-in, or step-up). */
+    passkeyChallenge: (userId: string, sessionId: string, relyingParty: RelyingParty) =>
+      passkeys.authenticationOptions(userId, sessionId, relyingParty),
 
     /** Removes a factor; with the last one, the recovery codes go too (they would be a factor alone). */
     async removeFactor(owner: FactorOwner, factorId: string, context: AuditRequestContext) {
@@ -169,22 +253,28 @@ export function createMfaService(deps: {
     },
 
     /**
-     * Checks a second factor: a code from one of the user's authenticators, or an unused recovery
-     * code. Returns the method that accepted it, or undefined.
+     * Checks a second factor: a code from one of the user's authenticators, an unused recovery code,
+     * or a passkey's answer to this session's challenge. Says which method accepted it, or why not.
      */
     async verify(
       owner: FactorOwner,
-      code: string,
+      proof: SecondFactorProof,
       context: AuditRequestContext,
-    ): Promise<SecondFactorMethod | undefined> {
-      if (/^\d{6}$/.test(code)) return (await useTotp(owner.userId, code)) ? 'totp' : undefined;
-      const normalized = normalizeRecoveryCode(code);
-      if (!normalized || !(await store.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock())))
-        return undefined;
-      const left = await store.recoveryCodesLeft(owner.userId);
-      // `remaining`: the audit guard refuses a key that names a code, rightly.
-      await record(owner, 'mfa.recovery_code_used', null, context, { remaining: left });
-      return 'recovery_code';
+    ): Promise<SecondFactorCheck> {
+      if ('passkey' in proof) {
+        const check = await passkeys.verifyAssertion(
+          owner.userId,
+          proof.sessionId,
+          proof.passkey,
+          proof.relyingParty,
+        );
+        return check.ok ? { ok: true, method: 'passkey' } : { ok: false, reason: `passkey_${check.reason}` };
+      }
+      const accepted = /^\d{6}$/.test(proof.code)
+        ? await useTotp(owner.userId, proof.code)
+        : await useRecoveryCode(owner, proof.code, context);
+      if (!accepted) return { ok: false, reason: 'wrong_code' };
+      return { ok: true, method: /^\d{6}$/.test(proof.code) ? 'totp' : 'recovery_code' };
     },
   };
 }

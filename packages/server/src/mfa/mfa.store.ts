@@ -1,5 +1,5 @@
 import { type Kysely, sql } from 'kysely';
-import type { DB, MfaFactorsTable } from '../db/schema.js';
+import type { DB, MfaFactorsTable, WebauthnChallengesTable } from '../db/schema.js';
 
 export type MfaFactorRow = MfaFactorsTable;
 
@@ -83,6 +83,15 @@ export function createMfaStore(db: Kysely<DB>) {
       return result.numDeletedRows > 0n;
     },
 
+    async credentialExists(credentialId: string): Promise<boolean> {
+      const row = await db
+        .selectFrom('mfa_factors')
+        .select('id')
+        .where('credential_id', '=', credentialId)
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+
     deletePending: async (userId: string) => {
       await db
         .deleteFrom('mfa_factors')
@@ -108,6 +117,39 @@ export function createMfaStore(db: Kysely<DB>) {
         .where('user_id', '=', userId)
         .where('code_hash', '=', codeHash)
         .where('used_at', 'is', null)
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
+    },
+
+    /** Keeps a ceremony's challenge, replacing an earlier one of the same session and purpose. */
+    async putChallenge(row: WebauthnChallengesTable): Promise<void> {
+      await db
+        .insertInto('webauthn_challenges')
+        .values(row)
+        .onConflict((oc) =>
+          oc
+            .columns(['session_id', 'purpose'])
+            .doUpdateSet({ challenge: row.challenge, expires_at: row.expires_at }),
+        )
+        .execute();
+    },
+
+    /** Removes and returns a challenge: of any number of concurrent takers, one gets it. */
+    takeChallenge: (sessionId: string, purpose: WebauthnChallengesTable['purpose']) =>
+      db
+        .deleteFrom('webauthn_challenges')
+        .where('session_id', '=', sessionId)
+        .where('purpose', '=', purpose)
+        .returning(['challenge', 'expires_at'])
+        .executeTakeFirst(),
+
+    /** Records a passkey use, unless another use moved its counter since `previous` was read. */
+    async usePasskey(id: string, previous: number, next: number, at: number): Promise<boolean> {
+      const result = await db
+        .updateTable('mfa_factors')
+        .set({ sign_count: next, last_used_at: at })
+        .where('id', '=', id)
+        .where('sign_count', '=', previous)
         .executeTakeFirst();
       return result.numUpdatedRows > 0n;
     },

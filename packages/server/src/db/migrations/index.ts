@@ -10,6 +10,7 @@ import * as secrets from './0008-secrets.js';
 import * as commandSecrets from './0009-command-secrets.js';
 import * as apiKeys from './0010-api-keys.js';
 import * as mfa from './0011-mfa.js';
+import * as passkeys from './0012-passkeys.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -27,4 +28,5 @@ export const migrations: Record<string, Migration> = {
   '0009-command-secrets': commandSecrets,
   '0010-api-keys': apiKeys,
   '0011-mfa': mfa,
+  '0012-passkeys': passkeys,
 };
