@@ -6,7 +6,15 @@ import type { Locator, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { runCli } from '../../server/src/test-support/processes.js';
 import { measureFirstLoad } from './first-load.js';
-import { type ConsoleWorld, hasChromium, signIn, startConsoleWorld, unnamedControls } from './support.js';
+import {
+  addVirtualAuthenticator,
+  type ConsoleWorld,
+  hasChromium,
+  passkeyOrigin,
+  signIn,
+  startConsoleWorld,
+  unnamedControls,
+} from './support.js';
 
 /**
  * The console in a real browser against a real server and a real agent (UI-1, UI-2): the flows an
@@ -455,6 +463,9 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
         '/invitations',
         '/teams',
         '/roles',
+        '/secrets',
+        '/api-keys',
+        '/security',
       ].map((section) => `/orgs/${org}${section}`),
       runForm!,
       commandPage!,
@@ -506,6 +517,117 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await world.screenshot(page, 'agents-phone');
   });
 
+  it('stores a secret it never shows again: no answer the browser receives carries the value', async () => {
+    const value = 'pg-Secret-Value-7d1e93';
+    const bodies: string[] = [];
+    const collect = (response: import('playwright-core').Response) => {
+      if (new URL(response.url()).pathname.startsWith('/api/'))
+        void response.text().then(
+          (text) => bodies.push(text),
+          () => undefined,
+        );
+    };
+    owner.on('response', collect);
+    try {
+      await owner.goto(`/orgs/${org}/secrets`);
+      await owner.getByRole('button', { name: 'New secret' }).click();
+      const create = owner.getByRole('dialog', { name: 'New secret' });
+      await create.getByLabel('Name').fill('DB_PASSWORD');
+      await create.getByLabel('Description').fill('The payments database');
+      await create.getByLabel('Value').fill(value);
+      await create.getByRole('button', { name: 'Store secret' }).click();
+      const row = owner.getByRole('row', { name: /DB_PASSWORD/ });
+      await waitUntil(async () => expect(await row.getByRole('cell').nth(2).textContent()).toBe('1'));
+
+      await owner.getByRole('button', { name: 'New value DB_PASSWORD' }).click();
+      const update = owner.getByRole('dialog', { name: 'New value for DB_PASSWORD' });
+      await update.getByLabel('Value').fill(`${value}-2`);
+      await update.getByRole('button', { name: 'Store new value' }).click();
+      await waitUntil(async () => expect(await row.getByRole('cell').nth(2).textContent()).toBe('2'));
+      await world.screenshot(owner, 'secrets');
+      await owner.reload();
+      await row.waitFor();
+
+      await owner.getByRole('button', { name: 'Delete DB_PASSWORD' }).click();
+      await owner
+        .getByRole('dialog', { name: 'Delete secret DB_PASSWORD' })
+        .getByRole('button', { name: 'Delete secret' })
+        .click();
+      await owner.getByText('No secrets yet.').waitFor();
+    } finally {
+      owner.off('response', collect);
+    }
+    expect(bodies.length).toBeGreaterThan(3);
+    expect(bodies.filter((body) => body.includes(value))).toEqual([]);
+  });
+
+  it('creates an API key whose token is shown once and works from a script, then revokes it', async () => {
+    await owner.goto(`/orgs/${org}/api-keys`);
+    await owner.getByRole('button', { name: 'New API key' }).click();
+    const dialog = owner.getByRole('dialog', { name: 'New API key' });
+    await dialog.getByLabel('Name', { exact: true }).fill('deploy pipeline');
+    await dialog.getByRole('checkbox', { name: /^agents:read / }).check();
+    await dialog.getByRole('button', { name: 'Create key' }).click();
+    const shown = owner.getByRole('dialog', { name: 'API key created' });
+    const token = await shown.getByLabel('Token').inputValue();
+    expect(token).toMatch(/^bwk_/);
+    await shown.getByRole('button', { name: 'Done' }).click();
+    const row = owner.getByRole('row', { name: /deploy pipeline/ });
+    expect(await row.textContent()).toContain('agents:read');
+    await world.screenshot(owner, 'api-keys');
+    // The list shows a hint to tell keys apart, never the token.
+    expect(await owner.getByRole('table', { name: 'API keys' }).textContent()).not.toContain(token);
+
+    // A script uses it as a bearer token: what it was given, and nothing else.
+    const asScript = (route: string) =>
+      fetch(`${world.server.url}/api/orgs/${org}${route}`, { headers: { authorization: `Bearer ${token}` } });
+    expect((await asScript('/agents')).status).toBe(200);
+    expect((await asScript('/members')).status).toBe(403);
+    await owner.reload();
+    await waitUntil(async () => expect(await row.textContent()).toContain('from 127.0.0.1'));
+
+    await owner.getByRole('button', { name: 'Revoke deploy pipeline' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Revoke API key deploy pipeline' })
+      .getByRole('button', { name: 'Revoke key' })
+      .click();
+    await waitUntil(async () => expect(await row.textContent()).toContain('revoked'));
+    expect((await asScript('/agents')).status).toBe(401);
+  });
+
+  it('adds a passkey from the profile, signs in with it, and re-proves a privileged step with it', async () => {
+    const { context, page } = await world.newPage(undefined, passkeyOrigin(world.server.url));
+    await page.goto('/login');
+    await addVirtualAuthenticator(context, page);
+    await signIn(page, OPERATOR.email, OPERATOR.password);
+    await page.waitForURL(`**/orgs/${org}`);
+    await page.goto('/profile');
+    const section = page.getByRole('region', { name: 'Two-factor authentication' });
+    await section.getByLabel('Passkey name').fill('Work laptop');
+    await section.getByRole('button', { name: 'Add a passkey' }).click();
+    const codes = section.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem');
+    await waitUntil(async () => expect(await codes.count()).toBe(10));
+    const row = section.getByRole('row', { name: /Work laptop/ });
+    expect(await row.textContent()).toContain('Passkey');
+
+    // A new sign-in stops at the second factor; the passkey on this device finishes it.
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await signIn(page, OPERATOR.email, OPERATOR.password);
+    await page.getByRole('heading', { name: 'Two-factor authentication' }).waitFor();
+    await page.getByRole('button', { name: 'Use a passkey' }).click();
+    await page.waitForURL(`**/orgs/${org}`);
+
+    // Twenty minutes on, removing the passkey is privileged: password and passkey re-prove it.
+    world.ageSignIns(OPERATOR.email, 20);
+    await page.goto('/profile');
+    await section.getByRole('button', { name: 'Remove Work laptop' }).click();
+    const stepUp = page.getByRole('dialog', { name: 'Confirm it is you' });
+    await stepUp.getByLabel('Password').fill(OPERATOR.password);
+    await stepUp.getByRole('button', { name: 'Confirm with a passkey' }).click();
+    await section.getByText('No second factor yet.', { exact: false }).waitFor();
+    await context.close();
+  });
+
   it('adds an authenticator from the profile, then asks for a code at sign-in; a recovery code works once', async () => {
     const { page } = await world.newPage();
     await signIn(page, world.ownerEmail, OWNER_PASSWORD);
@@ -535,17 +657,46 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await later.waitForURL(`**/orgs/${org}`);
   });
 
+  it('requires two-factor authentication of every member once the owner (who has a factor now) turns it on, and warns when it is off', async () => {
+    await owner.goto(`/orgs/${org}/security`);
+    // This installation started with the policy relaxed: the screen says what that means.
+    await owner.getByRole('alert').getByText('Not required.').waitFor();
+    await owner.getByRole('button', { name: 'Require two-factor authentication' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Require two-factor authentication' })
+      .getByRole('button', { name: 'Require it' })
+      .click();
+    await owner.getByText('Required.').waitFor();
+    await world.screenshot(owner, 'security-policy');
+
+    // The operator has no second factor: the organization now opens only the way to add one.
+    await operator.goto(`/orgs/${org}/agents`);
+    await operator.getByRole('link', { name: 'Open your profile' }).click();
+    await operator.getByRole('button', { name: 'Add an authenticator app' }).waitFor();
+
+    await owner.getByRole('button', { name: 'Stop requiring two-factor authentication' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Stop requiring two-factor authentication' })
+      .getByRole('button', { name: 'Stop requiring it' })
+      .click();
+    await owner.getByRole('alert').getByText('Not required.').waitFor();
+    await operator.goto(`/orgs/${org}/agents`);
+    await operator.getByRole('row', { name: /web-1/ }).waitFor();
+  });
+
   it('saw no CSP violation and no console error on any page of the run', () => {
     expect(world.problems).toEqual([]);
     // The only refusals the browser logged are the ones the tests provoked: the wrong password, the
-    // requester approving their own command, the operator's two calls past hidden controls, and
-    // the step-up the server asked for.
-    expect(world.refusals.map((r) => r.replace(/\/(cmd|agt)_\w+/, '/$1_…'))).toEqual([
+    // requester approving their own command, the operator's two calls past hidden controls, the two
+    // step-ups the server asked for, and the operator without a factor once the policy required one.
+    expect(world.refusals.map((r) => r.replace(/\/(cmd|agt|mfa)_\w+/, '/$1_…'))).toEqual([
       '401 /api/auth/login',
       `403 /api/orgs/${org}/commands/cmd_…/approve`,
       `403 /api/orgs/${org}/agents/agt_…/disable`,
       `403 /api/orgs/${org}/invitations`,
       `403 /api/orgs/${org}/agents/agt_…/revoke`,
+      '403 /api/auth/mfa/factors/mfa_…',
+      `403 /api/orgs/${org}/access/me`,
     ]);
   });
 });

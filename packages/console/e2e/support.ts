@@ -6,14 +6,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { CHROMIUM, hasChromium, launchChromium } from '../../server/src/test-support/browser.js';
+import {
+  addVirtualAuthenticator,
+  CHROMIUM,
+  hasChromium,
+  launchChromium,
+  passkeyOrigin,
+} from '../../server/src/test-support/browser.js';
 import {
   runScript,
   type ServerProcess,
   startServerProcess,
 } from '../../server/src/test-support/processes.js';
 
-export { CHROMIUM, hasChromium, launchChromium };
+export { addVirtualAuthenticator, CHROMIUM, hasChromium, launchChromium, passkeyOrigin };
 
 /**
  * The console end to end: the real server process (serving the built console), real agents (the
@@ -40,7 +46,11 @@ export interface ConsoleWorld {
    * (the anonymous session check, a wrong password); the test says which it expects.
    */
   refusals: string[];
-  newPage(viewport?: { width: number; height: number }): Promise<{ context: BrowserContext; page: Page }>;
+  /** A new browser window; `origin` names the server otherwise than by its address (passkeys need localhost). */
+  newPage(
+    viewport?: { width: number; height: number },
+    origin?: string,
+  ): Promise<{ context: BrowserContext; page: Page }>;
   startAgent(token: string, name: string, actions: AgentAction[]): Promise<ChildProcess>;
   /**
    * Makes the user's live sessions look as if they signed in `minutes` earlier, by moving the
@@ -92,8 +102,8 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
     browser,
     problems,
     refusals,
-    async newPage(viewport = { width: 1280, height: 800 }) {
-      const context = await browser.newContext({ viewport, baseURL: server.url });
+    async newPage(viewport = { width: 1280, height: 800 }, origin = server.url) {
+      const context = await browser.newContext({ viewport, baseURL: origin });
       const page = await context.newPage();
       watchPage(page, problems, refusals);
       return { context, page };

@@ -4,6 +4,7 @@ import { api, setStepUpPrompt } from './api';
 import { OrgLayout, PlainLayout } from './components/layout';
 import { CurrentPasswordField, DialogActions, InputField, Loading, Modal } from './components/ui';
 import { LoginPage } from './pages/login';
+import { passkeyProof } from './passkeys';
 import { SessionProvider, useSession } from './session';
 import type { SessionView } from './types';
 
@@ -23,6 +24,9 @@ const AcceptInvitationPage = lazy(() => import('./pages/accept-invitation'));
 const TeamsPage = lazy(() => import('./pages/teams'));
 const RolesPage = lazy(() => import('./pages/roles'));
 const ProfilePage = lazy(() => import('./pages/profile'));
+const SecretsPage = lazy(() => import('./pages/secrets'));
+const ApiKeysPage = lazy(() => import('./pages/api-keys'));
+const SecurityPage = lazy(() => import('./pages/security'));
 
 /**
  * The re-authentication the server asks for before privileged work (step-up): shown over whatever
@@ -54,31 +58,39 @@ function StepUpHost() {
     pending(done);
     setPending(undefined);
   };
+  /** Re-proves with the password and the second factor the person chose. */
+  const confirm = async (secondFactor: () => Promise<object>) => {
+    try {
+      adopt(await api<SessionView>('POST', '/api/auth/reauth', { password, ...(await secondFactor()) }));
+      finish(true);
+    } catch (failure) {
+      setError(failure);
+    }
+  };
   return (
     <Modal title="Confirm it is you" onClose={() => finish(false)}>
       <form
-        onSubmit={async (event) => {
+        onSubmit={(event) => {
           event.preventDefault();
-          try {
-            adopt(
-              await api<SessionView>('POST', '/api/auth/reauth', {
-                password,
-                ...(mfaEnrolled ? { code } : {}),
-              }),
-            );
-            finish(true);
-          } catch (failure) {
-            setError(failure);
-          }
+          void confirm(async () => (mfaEnrolled ? { code } : {}));
         }}
       >
         <p>
           This action needs a recent sign-in. Enter your password
-          {mfaEnrolled ? ' and a code from your authenticator' : ''} to continue.
+          {mfaEnrolled ? ', then a code from your authenticator or use a passkey,' : ''} to continue.
         </p>
         <CurrentPasswordField label="Password" value={password} onValue={setPassword} />
         {mfaEnrolled && (
-          <InputField label="Code" autoComplete="one-time-code" value={code} onValue={setCode} required />
+          <>
+            <InputField label="Code" autoComplete="one-time-code" value={code} onValue={setCode} />
+            <button
+              type="button"
+              disabled={password === ''}
+              onClick={() => void confirm(async () => ({ passkey: await passkeyProof() }))}
+            >
+              Confirm with a passkey
+            </button>
+          </>
         )}
         <DialogActions error={error} submitLabel="Confirm" onCancel={() => finish(false)} />
       </form>
@@ -147,6 +159,9 @@ export function App() {
               <Route path="invitations" element={<InvitationsPage />} />
               <Route path="teams" element={<TeamsPage />} />
               <Route path="roles" element={<RolesPage />} />
+              <Route path="secrets" element={<SecretsPage />} />
+              <Route path="api-keys" element={<ApiKeysPage />} />
+              <Route path="security" element={<SecurityPage />} />
             </Route>
             <Route path="*" element={<p className="notice">There is no such page.</p>} />
           </Routes>

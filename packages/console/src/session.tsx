@@ -1,5 +1,7 @@
 import { createContext, type ReactNode, useCallback, useContext, useEffect, useMemo, useState } from 'react';
+import { Link } from 'react-router';
 import { ApiError, api, orgPath, setCsrfToken, setSignedOutHandler } from './api';
+import { passkeyProof } from './passkeys';
 import type { MyAccess, SessionView, SignInStatus } from './types';
 
 type SessionState =
@@ -16,6 +18,8 @@ interface SessionApi {
   login(email: string, password: string): Promise<void>;
   /** The second step of signing in: a code from an authenticator, or a recovery code. */
   verifyCode(code: string): Promise<void>;
+  /** The second step of signing in with a passkey on this device. */
+  verifyPasskey(): Promise<void>;
   logout(): Promise<void>;
 }
 
@@ -54,6 +58,9 @@ export function SessionProvider({ children }: { children: ReactNode }) {
       },
       async verifyCode(code) {
         adopt(await api<SessionView>('POST', '/api/auth/mfa/verify', { code }));
+      },
+      async verifyPasskey() {
+        adopt(await api<SessionView>('POST', '/api/auth/mfa/verify', { passkey: await passkeyProof() }));
       },
       async logout() {
         await api('POST', '/api/auth/logout').catch(() => undefined);
@@ -95,12 +102,15 @@ const AccessContext = createContext<OrgAccess | undefined>(undefined);
 
 export function AccessProvider({ org, children }: { org: string; children: ReactNode }) {
   const [access, setAccess] = useState<MyAccess | undefined>();
-  const [failure, setFailure] = useState<string | undefined>();
+  const [failure, setFailure] = useState<{ message: string; needsFactor: boolean } | undefined>();
   useEffect(() => {
     setAccess(undefined);
     setFailure(undefined);
     api<MyAccess>('GET', orgPath(org, '/access/me')).then(setAccess, (error: unknown) =>
-      setFailure(error instanceof ApiError ? error.message : 'The organization could not be loaded.'),
+      setFailure({
+        message: error instanceof ApiError ? error.message : 'The organization could not be loaded.',
+        needsFactor: error instanceof ApiError && error.code === 'mfa_enrolment_required',
+      }),
     );
   }, [org]);
   const value = useMemo<OrgAccess | undefined>(() => {
@@ -111,7 +121,7 @@ export function AccessProvider({ org, children }: { org: string; children: React
   if (failure)
     return (
       <p className="notice error" role="alert">
-        {failure}
+        {failure.message} {failure.needsFactor && <Link to="/profile">Open your profile</Link>}
       </p>
     );
   if (!value) return <p className="muted">Loading…</p>;

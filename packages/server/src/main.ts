@@ -164,7 +164,7 @@ async function startIdentity(deps: {
     routes: [
       ...authRoutes(auth, relyingPartyOf),
       ...mfaRoutes(mfa, auth, relyingPartyOf),
-      ...securityPolicyRoutes({ orgs, audit }),
+      ...securityPolicyRoutes({ orgs, audit, mfa }),
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),
       ...teamsRoutes(teams),

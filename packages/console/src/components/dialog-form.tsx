@@ -1,5 +1,5 @@
 import type { ReactNode } from 'react';
-import { DialogActions, Modal, useSubmit } from './ui';
+import { CopyButton, DialogActions, Field, Modal, useSubmit } from './ui';
 
 // Only the org pages' dialogs use these: this module stays out of the first chunk (see app.tsx).
 
@@ -58,5 +58,31 @@ export function DialogForm(props: {
         onCancel={props.onCancel}
       />
     </form>
+  );
+}
+
+/**
+ * Something shown this once (an invitation link, an API key's token): the notice says why and for
+ * whom, the field holds it to select or copy. Closing loses it for good.
+ */
+export function ShownOnceDialog(props: {
+  title: string;
+  notice: ReactNode;
+  label: string;
+  value: string;
+  copyLabel: string;
+  onClose: () => void;
+}) {
+  return (
+    <Modal title={props.title} onClose={props.onClose}>
+      <p className="notice">{props.notice}</p>
+      <Field label={props.label}>{(id) => <input id={id} readOnly value={props.value} />}</Field>
+      <div className="actions">
+        <CopyButton text={props.value} label={props.copyLabel} />
+        <button type="button" className="primary" onClick={props.onClose}>
+          Done
+        </button>
+      </div>
+    </Modal>
   );
 }

@@ -1,4 +1,5 @@
 import { api, orgPath } from '../api';
+import type { MemberView } from '../pages/members';
 import type { RoleView } from '../pages/roles';
 import { useAccess } from '../session';
 import { Field, InputField, useLoad } from './ui';
@@ -70,4 +71,62 @@ export function NameAndDescriptionFields(props: {
       </Field>
     </>
   );
+}
+
+export interface Permission {
+  name: string;
+  description: string;
+}
+
+/** Checkboxes over a permission catalogue; `chosen` keeps the ticked names. */
+export function PermissionPicker(props: {
+  legend: string;
+  catalogue: readonly Permission[];
+  chosen: ReadonlySet<string>;
+  onChosen: (chosen: Set<string>) => void;
+}) {
+  const toggle = (permission: string, on: boolean) => {
+    const next = new Set(props.chosen);
+    if (on) next.add(permission);
+    else next.delete(permission);
+    props.onChosen(next);
+  };
+  return (
+    <fieldset>
+      <legend>{props.legend}</legend>
+      <ul>
+        {props.catalogue.map((permission) => (
+          <li key={permission.name}>
+            <label>
+              <input
+                type="checkbox"
+                checked={props.chosen.has(permission.name)}
+                onChange={(e) => toggle(permission.name, e.target.checked)}
+              />{' '}
+              <code>{permission.name}</code> <span className="muted">{permission.description}</span>
+            </label>
+          </li>
+        ))}
+      </ul>
+    </fieldset>
+  );
+}
+
+/** The permission catalogue, in its order (requests and audit records list permissions in it). */
+export const usePermissionCatalogue = () =>
+  useLoad(() => api<{ permissions: Permission[] }>('GET', '/api/permissions'), []);
+
+/**
+ * The organization's members when the caller may list them (members:read), to show emails instead
+ * of user ids; without the permission, `emailOf` gives the id back.
+ */
+export function useMemberList(org: string) {
+  const canRead = useAccess().can('members:read');
+  const members = useLoad(
+    () =>
+      canRead ? api<{ members: MemberView[] }>('GET', orgPath(org, '/members')) : Promise.resolve(undefined),
+    [org, canRead],
+  );
+  const emailOf = (id: string) => members.data?.members.find((m) => m.id === id)?.email ?? id;
+  return { members, emailOf };
 }

@@ -13,6 +13,9 @@ const SECTIONS: Array<{ path: string; label: string; permission?: string }> = [
   { path: 'invitations', label: 'Invitations', permission: 'members:invite' },
   { path: 'teams', label: 'Teams', permission: 'teams:read' },
   { path: 'roles', label: 'Roles', permission: 'roles:read' },
+  { path: 'secrets', label: 'Secrets', permission: 'secrets:read' },
+  { path: 'api-keys', label: 'API keys', permission: 'apikeys:read' },
+  { path: 'security', label: 'Security', permission: 'org:read' },
 ];
 
 function OrgSwitcher({ current }: { current: string }) {

@@ -2,13 +2,11 @@ import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { DataTable, RowButton } from '../components/data-table';
-import { DialogForm } from '../components/dialog-form';
+import { DialogForm, ShownOnceDialog } from '../components/dialog-form';
 import { RoleSelectField, useRoles } from '../components/fields';
 import {
   ConfirmDialog,
-  CopyButton,
   ErrorNote,
-  Field,
   InputField,
   Loaded,
   Modal,
@@ -45,23 +43,22 @@ function InviteDialog(props: { org: string; roles: RoleView[]; onCreated: () => 
     // The server's path carries the token in the fragment: it never reaches a server log.
     const link = `${location.origin}${created.acceptPath}`;
     return (
-      <Modal title="Invitation created" onClose={props.onClose}>
-        <p className="notice">
-          This link is shown only now: copy it and send it to {created.invitation.email}. It can be used once
-          and expires <When at={created.invitation.expiresAt} />.
-        </p>
-        <Field label="Invitation link">{(id) => <input id={id} readOnly value={link} />}</Field>
-        <div className="actions">
-          <CopyButton text={link} label="Copy link" />
-          <button type="button" className="primary" onClick={props.onClose}>
-            Done
-          </button>
-        </div>
-      </Modal>
+      <ShownOnceDialog
+        title="Invitation created"
+        notice={
+          <>
+            This link is shown only now: copy it and send it to {created.invitation.email}. It can be used
+            once and expires <When at={created.invitation.expiresAt} />.
+          </>
+        }
+        label="Invitation link"
+        value={link}
+        copyLabel="Copy link"
+        onClose={props.onClose}
+      />
     );
   }
   return (
-    // The same Modal as the link above: it stays open while the form gives way to the link.
     <Modal title="Invite someone" onClose={props.onClose}>
       <DialogForm
         submitLabel="Create invitation"

@@ -41,9 +41,9 @@ export function LoginPage() {
   );
 }
 
-/** The second step, after a right password: a code from an authenticator, or a recovery code. */
+/** The second step, after a right password: a passkey, a code from an authenticator, or a recovery code. */
 function SecondFactorForm() {
-  const { verifyCode, logout } = useSession();
+  const { verifyCode, verifyPasskey, logout } = useSession();
   const [code, setCode] = useState('');
   const { busy, error, run } = useSubmit();
   return (
@@ -60,6 +60,9 @@ function SecondFactorForm() {
         <ErrorNote error={error} />
         <button type="submit" className="primary" disabled={busy}>
           {busy ? 'Checking…' : 'Verify'}
+        </button>
+        <button type="button" disabled={busy} onClick={() => void run(verifyPasskey)}>
+          Use a passkey
         </button>
         <button type="button" onClick={() => void logout()}>
           Sign out

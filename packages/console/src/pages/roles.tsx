@@ -3,7 +3,14 @@ import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { DataTable, RowButton } from '../components/data-table';
 import { FormDialog } from '../components/dialog-form';
-import { NameAndDescriptionFields, RoleSelectField } from '../components/fields';
+import {
+  NameAndDescriptionFields,
+  type Permission,
+  PermissionPicker,
+  RoleSelectField,
+  useMemberList,
+  usePermissionCatalogue,
+} from '../components/fields';
 import { ConfirmDialog, ErrorNote, Field, InputField, Loaded, useLoad, When } from '../components/ui';
 import { useAccess } from '../session';
 import type { MemberView } from './members';
@@ -28,11 +35,6 @@ interface BindingView {
   createdAt: string;
 }
 
-interface Permission {
-  name: string;
-  description: string;
-}
-
 type Pending =
   | { kind: 'new-role' | 'new-binding' }
   | { kind: 'edit-role' | 'delete-role'; role: RoleView }
@@ -47,13 +49,7 @@ function RoleDialog(props: {
 }) {
   const [name, setName] = useState(props.role?.name ?? '');
   const [description, setDescription] = useState(props.role?.description ?? '');
-  const [chosen, setChosen] = useState(new Set(props.role?.permissions ?? []));
-  const toggle = (permission: string, on: boolean) => {
-    const next = new Set(chosen);
-    if (on) next.add(permission);
-    else next.delete(permission);
-    setChosen(next);
-  };
+  const [chosen, setChosen] = useState<ReadonlySet<string>>(new Set(props.role?.permissions ?? []));
   return (
     <FormDialog
       title={props.role ? `Edit role ${props.role.name}` : 'New custom role'}
@@ -79,23 +75,12 @@ function RoleDialog(props: {
         onName={setName}
         onDescription={setDescription}
       />
-      <fieldset>
-        <legend>Permissions (only those you hold yourself can be granted)</legend>
-        <ul>
-          {props.catalogue.map((permission) => (
-            <li key={permission.name}>
-              <label>
-                <input
-                  type="checkbox"
-                  checked={chosen.has(permission.name)}
-                  onChange={(e) => toggle(permission.name, e.target.checked)}
-                />{' '}
-                <code>{permission.name}</code> <span className="muted">{permission.description}</span>
-              </label>
-            </li>
-          ))}
-        </ul>
-      </fieldset>
+      <PermissionPicker
+        legend="Permissions (only those you hold yourself can be granted)"
+        catalogue={props.catalogue}
+        chosen={chosen}
+        onChosen={setChosen}
+      />
     </FormDialog>
   );
 }
@@ -206,22 +191,14 @@ export default function RolesPage() {
   const { org = '' } = useParams();
   const access = useAccess();
   const canManage = access.can('roles:manage');
-  const canReadMembers = access.can('members:read');
   const canReadTeams = access.can('teams:read');
-  const catalogue = useLoad(() => api<{ permissions: Permission[] }>('GET', '/api/permissions'), []);
+  const catalogue = usePermissionCatalogue();
   const roles = useLoad(() => api<{ roles: RoleView[] }>('GET', orgPath(org, '/roles')), [org]);
   const bindings = useLoad(
     () => api<{ bindings: BindingView[] }>('GET', orgPath(org, '/role-bindings')),
     [org],
   );
-  // Only to show names instead of ids; without the permission the ids are shown.
-  const members = useLoad(
-    () =>
-      canReadMembers
-        ? api<{ members: MemberView[] }>('GET', orgPath(org, '/members'))
-        : Promise.resolve(undefined),
-    [org, canReadMembers],
-  );
+  const { members, emailOf: userName } = useMemberList(org);
   const teams = useLoad(
     () =>
       canReadTeams ? api<{ teams: TeamView[] }>('GET', orgPath(org, '/teams')) : Promise.resolve(undefined),
@@ -232,7 +209,6 @@ export default function RolesPage() {
   const permissions = catalogue.data?.permissions ?? [];
   const roleList = roles.data?.roles ?? [];
   const roleName = (id: string) => roleList.find((r) => r.id === id)?.name ?? id;
-  const userName = (id: string) => members.data?.members.find((m) => m.id === id)?.email ?? id;
   const subjectName = (subject: BindingView['subject']) =>
     subject.type === 'user'
       ? `Member ${userName(subject.id)}`

@@ -3,12 +3,13 @@ import { renderSVG } from 'uqr';
 import { api } from '../api';
 import { DataTable, RowButton } from '../components/data-table';
 import { ErrorNote, InputField, Loaded, useLoad, useSubmit, When } from '../components/ui';
+import { addPasskey } from '../passkeys';
 import { useSession } from '../session';
 import type { SessionView } from '../types';
 
 interface Factor {
   id: string;
-  type: 'totp';
+  type: 'totp' | 'webauthn';
   name: string;
   createdAt: string;
   lastUsedAt: string | null;
@@ -100,7 +101,29 @@ function AddAuthenticator({ onAdded }: { onAdded: (recoveryCodes: string[] | und
   );
 }
 
-/** Your second factors (MFA-1, MFA-3): add an authenticator, remove one, renew recovery codes. */
+const FACTOR_TYPES: Record<Factor['type'], string> = { totp: 'Authenticator app', webauthn: 'Passkey' };
+
+/** Creates a passkey on this device (or a security key), named so it can be told apart later. */
+function AddPasskey({ onAdded }: { onAdded: (recoveryCodes: string[] | undefined) => void }) {
+  const [name, setName] = useState('Passkey');
+  const { busy, error, run } = useSubmit();
+  return (
+    <form
+      onSubmit={(event) => {
+        event.preventDefault();
+        void run(async () => onAdded((await addPasskey(name)).recoveryCodes));
+      }}
+    >
+      <InputField label="Passkey name" value={name} onValue={setName} maxLength={64} required />
+      <ErrorNote error={error} />
+      <button type="submit" disabled={busy}>
+        {busy ? 'Waiting for your passkey…' : 'Add a passkey'}
+      </button>
+    </form>
+  );
+}
+
+/** Your second factors (MFA-1 to MFA-3): add an authenticator or a passkey, remove one, renew recovery codes. */
 export function TwoFactor() {
   const { adopt } = useSession();
   const [generation, setGeneration] = useState(0);
@@ -143,13 +166,14 @@ export function TwoFactor() {
               <>
                 <DataTable
                   label="Your second factors"
-                  columns={['Name', 'Added', 'Last used']}
+                  columns={['Name', 'Kind', 'Added', 'Last used']}
                   actions
                   rows={data.factors}
                 >
                   {(factor) => (
                     <tr key={factor.id}>
                       <td>{factor.name}</td>
+                      <td>{FACTOR_TYPES[factor.type]}</td>
                       <td>
                         <When at={factor.createdAt} />
                       </td>
@@ -200,6 +224,10 @@ export function TwoFactor() {
               </>
             )}
             <AddAuthenticator key={generation} onAdded={(recoveryCodes) => void changed(recoveryCodes)} />
+            <AddPasskey
+              key={`passkey-${generation}`}
+              onAdded={(recoveryCodes) => void changed(recoveryCodes)}
+            />
           </>
         )}
       </Loaded>

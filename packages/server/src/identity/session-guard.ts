@@ -142,7 +142,7 @@ export function createRouteGuard(deps: {
     throw new AppError(
       403,
       'mfa_enrolment_required',
-      'This organization requires two-factor authentication: set up an authenticator in your profile first.',
+      'This organization requires two-factor authentication: add an authenticator app or a passkey in your profile first.',
     );
   }
 

@@ -300,6 +300,22 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
     );
   });
 
+  it('will not let an owner without a factor require one: they would lock themselves out with it', async () => {
+    world = await startOrgWorld({}, backend);
+    const owner = world.owner.client;
+    const refused = await owner.json<ErrorBody>('PUT', '/api/orgs/acme/security-policy', {
+      mfaRequired: true,
+    });
+    expect([refused.status, refused.body.error.code]).toEqual([409, 'own_factor_required']);
+    const policy = await owner.json<{ mfaRequired: boolean }>('GET', '/api/orgs/acme/security-policy');
+    expect(policy.body.mfaRequired).toBe(false);
+    // With a factor of their own, the owner may.
+    await enrolOwner();
+    expect((await owner.send('PUT', '/api/orgs/acme/security-policy', { mfaRequired: true })).status).toBe(
+      200,
+    );
+  });
+
   it('is not bypassed by an administrator resetting the password', async () => {
     world = await startOrgWorld({}, backend);
     await enrolOwner();

@@ -1,6 +1,11 @@
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { hasChromium, launchChromium } from '../test-support/browser.js';
+import {
+  addVirtualAuthenticator,
+  hasChromium,
+  launchChromium,
+  passkeyOrigin,
+} from '../test-support/browser.js';
 import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 
 /**
@@ -59,29 +64,12 @@ afterEach(async () => {
   world = undefined;
 });
 
-/**
- * The console's origin as a browser must use it for passkeys: `localhost` (an IP address cannot be a
- * relying party). The test server listens on 127.0.0.1, which localhost reaches.
- */
-const consoleOrigin = () => world!.server.url.replace('127.0.0.1', 'localhost');
-
 async function openTab(): Promise<Tab> {
-  const context = await browser.newContext({ baseURL: consoleOrigin() });
+  const context = await browser.newContext({ baseURL: passkeyOrigin(world!.server.url) });
   contexts.push(context);
   const page = await context.newPage();
   await page.goto('/healthz');
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable', { enableUI: false });
-  const { authenticatorId } = (await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2',
-      transport: 'internal',
-      hasResidentKey: true,
-      hasUserVerification: true,
-      isUserVerified: true,
-      automaticPresenceSimulation: true,
-    },
-  })) as { authenticatorId: string };
+  const { cdp, authenticatorId } = await addVirtualAuthenticator(context, page);
   let csrf: string | undefined;
   const tab: Tab = {
     page,

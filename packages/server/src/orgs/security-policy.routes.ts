@@ -1,13 +1,16 @@
 import { z } from 'zod';
 import { callerEvent, callerOf } from '../access/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
+import { AppError } from '../errors.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { OrgSlug } from '../http/schemas.js';
+import type { MfaService } from '../mfa/mfa.service.js';
 import type { OrgsStore } from './orgs.store.js';
 
 /**
  * An organization's security policy. For now, "MFA required" (MFA-4): on by default; an owner may
  * relax it, after a recent re-authentication, and the answer and the audit event say so plainly.
+ * Turning it on needs a factor of one's own first, or the owner would lock themselves out with it.
  */
 
 const RELAXED_WARNING =
@@ -20,8 +23,12 @@ const Policy = z.object({
 
 const policyView = (mfaRequired: boolean) => ({ mfaRequired, warning: mfaRequired ? null : RELAXED_WARNING });
 
-export function securityPolicyRoutes(deps: { orgs: OrgsStore; audit: AuditService }): RouteDefinition[] {
-  const { orgs, audit } = deps;
+export function securityPolicyRoutes(deps: {
+  orgs: OrgsStore;
+  audit: AuditService;
+  mfa: Pick<MfaService, 'isEnrolled'>;
+}): RouteDefinition[] {
+  const { orgs, audit, mfa } = deps;
   return [
     defineRoute({
       method: 'GET',
@@ -50,6 +57,12 @@ export function securityPolicyRoutes(deps: { orgs: OrgsStore; audit: AuditServic
       handler: async ({ principal, request, body }) => {
         const caller = callerOf(principal, request);
         const before = caller.org.mfaRequired;
+        if (body.mfaRequired && !before && !(await mfa.isEnrolled(principal!.userId)))
+          throw new AppError(
+            409,
+            'own_factor_required',
+            'Add an authenticator app or a passkey to your own account first: the policy would lock you out too.',
+          );
         await orgs.setMfaRequired(caller.org.id, body.mfaRequired);
         if (before !== body.mfaRequired)
           await audit.record(

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 
 /** Debian's Chromium, driven by playwright-core. Never a downloaded browser. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -18,3 +18,30 @@ export function launchChromium(): Promise<Browser> {
     ],
   });
 }
+
+/**
+ * Gives a page Chromium's virtual authenticator (DevTools protocol): a platform authenticator with
+ * user verification that answers every WebAuthn prompt by itself. Returns the DevTools session and
+ * the authenticator's id, to read or plant credentials.
+ */
+export async function addVirtualAuthenticator(context: BrowserContext, page: Page) {
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2',
+      transport: 'internal',
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+  return { cdp, authenticatorId };
+}
+
+/**
+ * The origin a browser must use for passkeys: `localhost` at the server's port (an IP address cannot
+ * be a relying party). The test servers listen on 127.0.0.1, which localhost reaches.
+ */
+export const passkeyOrigin = (serverUrl: string) => serverUrl.replace('127.0.0.1', 'localhost');
