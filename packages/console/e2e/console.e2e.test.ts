@@ -609,6 +609,12 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await waitUntil(async () => expect(await codes.count()).toBe(10));
     const row = section.getByRole('row', { name: /Work laptop/ });
     expect(await row.textContent()).toContain('Passkey');
+    // AUTH-5: the operator is signed in elsewhere too (the other tests' windows); a new factor is the
+    // moment to end those sessions, and the profile offers it.
+    await section.getByRole('button', { name: 'End the other sessions' }).click();
+    await section.getByRole('button', { name: 'End the other sessions' }).waitFor({ state: 'detached' });
+    await operator.goto(`/orgs/${org}/agents`);
+    await operator.waitForURL('**/login');
 
     // A new sign-in stops at the second factor; the passkey on this device finishes it.
     await page.getByRole('button', { name: 'Sign out' }).click();
@@ -658,6 +664,10 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
   });
 
   it('requires two-factor authentication of every member once the owner (who has a factor now) turns it on, and warns when it is off', async () => {
+    // The operator's window was signed out when they ended their other sessions: back in, no factor.
+    // The sign-in takes them back where they were going.
+    await signIn(operator, OPERATOR.email, OPERATOR.password);
+    await operator.waitForURL(`**/orgs/${org}/agents`);
     await owner.goto(`/orgs/${org}/security`);
     // This installation started with the policy relaxed: the screen says what that means.
     await owner.getByRole('alert').getByText('Not required.').waitFor();

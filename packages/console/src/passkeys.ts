@@ -4,6 +4,7 @@ import type {
   PublicKeyCredentialRequestOptionsJSON,
 } from '@simplewebauthn/browser';
 import { api } from './api';
+import type { FactorChange } from './types';
 
 /**
  * The browser side of passkeys (MFA-2): the server's options go to navigator.credentials through
@@ -21,7 +22,7 @@ export async function passkeyProof(): Promise<AuthenticationResponseJSON> {
 }
 
 /** Creates a passkey on this device and registers it; the first factor comes with recovery codes. */
-export async function addPasskey(name: string): Promise<{ recoveryCodes?: string[] }> {
+export async function addPasskey(name: string): Promise<FactorChange> {
   const optionsJSON = await api<PublicKeyCredentialCreationOptionsJSON>(
     'POST',
     '/api/auth/mfa/passkeys/options',

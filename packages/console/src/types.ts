@@ -151,3 +151,9 @@ export interface JsonSchema {
   items?: JsonSchema;
   additionalProperties?: boolean | JsonSchema;
 }
+
+/** What adding or removing a factor answers: new recovery codes (the first factor), and sessions elsewhere. */
+export interface FactorChange {
+  recoveryCodes?: string[];
+  otherSessions: number;
+}

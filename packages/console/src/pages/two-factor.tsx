@@ -5,7 +5,7 @@ import { DataTable, RowButton } from '../components/data-table';
 import { ErrorNote, InputField, Loaded, useLoad, useSubmit, When } from '../components/ui';
 import { addPasskey } from '../passkeys';
 import { useSession } from '../session';
-import type { SessionView } from '../types';
+import type { FactorChange, SessionView } from '../types';
 
 interface Factor {
   id: string;
@@ -41,7 +41,7 @@ function RecoveryCodes({ codes }: { codes: string[] }) {
 }
 
 /** Scanning the QR code (or typing the secret) into an app, then confirming with its first code. */
-function AddAuthenticator({ onAdded }: { onAdded: (recoveryCodes: string[] | undefined) => void }) {
+function AddAuthenticator({ onAdded }: { onAdded: (change: FactorChange) => void }) {
   const [enrolment, setEnrolment] = useState<Enrolment | undefined>();
   const [code, setCode] = useState('');
   // Two steps, two submissions: a finished step stays busy (the parent remounts this form after).
@@ -71,12 +71,12 @@ function AddAuthenticator({ onAdded }: { onAdded: (recoveryCodes: string[] | und
       onSubmit={(event) => {
         event.preventDefault();
         void run(async () => {
-          const confirmed = await api<{ recoveryCodes?: string[] }>(
+          const confirmed = await api<FactorChange>(
             'POST',
             `/api/auth/mfa/totp/${encodeURIComponent(enrolment.factorId)}/confirm`,
             { code },
           );
-          onAdded(confirmed.recoveryCodes);
+          onAdded(confirmed);
         });
       }}
     >
@@ -104,14 +104,14 @@ function AddAuthenticator({ onAdded }: { onAdded: (recoveryCodes: string[] | und
 const FACTOR_TYPES: Record<Factor['type'], string> = { totp: 'Authenticator app', webauthn: 'Passkey' };
 
 /** Creates a passkey on this device (or a security key), named so it can be told apart later. */
-function AddPasskey({ onAdded }: { onAdded: (recoveryCodes: string[] | undefined) => void }) {
+function AddPasskey({ onAdded }: { onAdded: (change: FactorChange) => void }) {
   const [name, setName] = useState('Passkey');
   const { busy, error, run } = useSubmit();
   return (
     <form
       onSubmit={(event) => {
         event.preventDefault();
-        void run(async () => onAdded((await addPasskey(name)).recoveryCodes));
+        void run(async () => onAdded(await addPasskey(name)));
       }}
     >
       <InputField label="Passkey name" value={name} onValue={setName} maxLength={64} required />
@@ -128,6 +128,7 @@ export function TwoFactor() {
   const { adopt } = useSession();
   const [generation, setGeneration] = useState(0);
   const [codes, setCodes] = useState<string[] | undefined>();
+  const [otherSessions, setOtherSessions] = useState(0);
   const [actionError, setActionError] = useState<unknown>();
   const [acting, setActing] = useState(false);
   /** Runs one button's request at a time; its failure shows above the table. */
@@ -146,8 +147,9 @@ export function TwoFactor() {
     () => api<{ factors: Factor[]; recoveryCodesLeft: number }>('GET', '/api/auth/mfa'),
     [generation],
   );
-  const changed = async (recoveryCodes?: string[]) => {
-    setCodes(recoveryCodes);
+  const changed = async (change: FactorChange) => {
+    setCodes(change.recoveryCodes);
+    setOtherSessions(change.otherSessions);
     setGeneration((n) => n + 1);
     // Enrolment changes what the session may reach (the organization's MFA policy).
     adopt(await api<SessionView>('GET', '/api/auth/session'));
@@ -156,6 +158,26 @@ export function TwoFactor() {
     <section aria-labelledby="mfa-heading">
       <h2 id="mfa-heading">Two-factor authentication</h2>
       {codes && <RecoveryCodes codes={codes} />}
+      {otherSessions > 0 && (
+        <div className="notice" role="status">
+          <p>
+            {otherSessions === 1 ? 'You have one other session' : `You have ${otherSessions} other sessions`}{' '}
+            signed in. Changing a factor does not sign them out; if one might not be you, end them.
+          </p>
+          <button
+            type="button"
+            disabled={acting}
+            onClick={() =>
+              act(async () => {
+                await api('DELETE', '/api/auth/sessions');
+                setOtherSessions(0);
+              })
+            }
+          >
+            End the other sessions
+          </button>
+        </div>
+      )}
       <ErrorNote error={status.error ?? actionError} />
       <Loaded load={status} what="your factors">
         {(data) => (
@@ -191,8 +213,12 @@ export function TwoFactor() {
                           disabled={acting}
                           onClick={() =>
                             act(async () => {
-                              await api('DELETE', `/api/auth/mfa/factors/${encodeURIComponent(factor.id)}`);
-                              await changed();
+                              await changed(
+                                await api<FactorChange>(
+                                  'DELETE',
+                                  `/api/auth/mfa/factors/${encodeURIComponent(factor.id)}`,
+                                ),
+                              );
                             })
                           }
                         >
@@ -223,11 +249,8 @@ export function TwoFactor() {
                 </p>
               </>
             )}
-            <AddAuthenticator key={generation} onAdded={(recoveryCodes) => void changed(recoveryCodes)} />
-            <AddPasskey
-              key={`passkey-${generation}`}
-              onAdded={(recoveryCodes) => void changed(recoveryCodes)}
-            />
+            <AddAuthenticator key={generation} onAdded={(change) => void changed(change)} />
+            <AddPasskey key={`passkey-${generation}`} onAdded={(change) => void changed(change)} />
           </>
         )}
       </Loaded>

@@ -215,6 +215,21 @@ export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): R
 
     defineRoute({
       method: 'DELETE',
+      url: '/api/auth/sessions',
+      operationId: 'revokeMyOtherSessions',
+      summary:
+        'End every one of your sessions but this one (re-authentication first), say after changing a factor',
+      tags: ['auth'],
+      access: { permission: SELF_PERMISSION, privileged: true },
+      rateLimit: 'write',
+      response: { 200: z.object({ ended: z.number().int() }) },
+      handler: async ({ principal, request }) => ({
+        ended: await auth.revokeOtherSessions(sessionOf(principal), auditContextOf(request)),
+      }),
+    }),
+
+    defineRoute({
+      method: 'DELETE',
       url: '/api/auth/sessions/:session',
       operationId: 'revokeMySession',
       summary: 'End one of your sessions (re-authentication first)',

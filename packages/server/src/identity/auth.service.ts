@@ -317,6 +317,26 @@ export function createAuthService(deps: {
 
     listSessions: (userId: string) => sessions.listOf(userId),
 
+    /** How many other live sessions the user has: a factor change offers to end them (AUTH-5). */
+    async otherSessionsOf(session: LiveSession): Promise<number> {
+      return (await sessions.listOf(session.userId)).filter((row) => row.id !== session.id).length;
+    },
+
+    /** Ends every session of the user but this one (AUTH-5, AUTH-7); returns how many were live. */
+    async revokeOtherSessions(session: LiveSession, context: AuditRequestContext): Promise<number> {
+      const live = (await sessions.listOf(session.userId)).filter((row) => row.id !== session.id).length;
+      await sessions.endAllOf(session.userId, 'ended by its user from another session', session.id);
+      await audit.record({
+        actor: { type: 'user', id: session.userId, display: session.email },
+        action: 'auth.session_revoked',
+        target: { type: 'user', id: session.userId, display: session.email },
+        outcome: 'success',
+        context,
+        details: { allOthers: true, ended: live },
+      });
+      return live;
+    },
+
     /** Ends one of the caller's own sessions (AUTH-7); another user's session id is simply not found. */
     async revokeSession(
       session: LiveSession,

@@ -38,6 +38,12 @@ const factorView = (row: MfaFactorRow) => ({
   lastUsedAt: row.last_used_at === null ? null : iso(row.last_used_at),
 });
 
+/** AUTH-5: a changed factor is the moment to end sessions signed in elsewhere; the console offers it. */
+const OtherSessions = z
+  .number()
+  .int()
+  .describe('Your other live sessions; end them with DELETE /api/auth/sessions');
+
 const RecoveryCodes = z
   .array(z.string())
   .describe('Ten single-use codes, shown this once: each stands in for the authenticator one time');
@@ -147,7 +153,13 @@ export function mfaRoutes(
       access: { permission: SELF_PERMISSION, privileged: true },
       rateLimit: 'write',
       body: z.strictObject({ name: DisplayText(64).default('Passkey'), response: PasskeyRegistration }),
-      response: { 201: z.object({ factor: FactorView, recoveryCodes: RecoveryCodes.optional() }) },
+      response: {
+        201: z.object({
+          factor: FactorView,
+          recoveryCodes: RecoveryCodes.optional(),
+          otherSessions: OtherSessions,
+        }),
+      },
       handler: async ({ principal, body, request, reply }) => {
         const session = sessionOf(principal);
         const added = await mfa.finishPasskey(
@@ -163,6 +175,7 @@ export function mfaRoutes(
         reply.code(201);
         return {
           factor: factorView(added.factor),
+          otherSessions: await auth.otherSessionsOf(session),
           ...(added.recoveryCodes ? { recoveryCodes: added.recoveryCodes } : {}),
         };
       },
@@ -218,16 +231,19 @@ export function mfaRoutes(
           .trim()
           .regex(/^\d{6}$/, 'is six digits'),
       }),
-      response: { 200: z.object({ factor: FactorView, recoveryCodes: RecoveryCodes.optional() }) },
+      response: {
+        200: z.object({
+          factor: FactorView,
+          recoveryCodes: RecoveryCodes.optional(),
+          otherSessions: OtherSessions,
+        }),
+      },
       handler: async ({ principal, params, body, request }) => {
-        const confirmed = await mfa.confirmTotp(
-          sessionOf(principal),
-          params.factor,
-          body.code,
-          auditContextOf(request),
-        );
+        const session = sessionOf(principal);
+        const confirmed = await mfa.confirmTotp(session, params.factor, body.code, auditContextOf(request));
         return {
           factor: factorView(confirmed.factor),
+          otherSessions: await auth.otherSessionsOf(session),
           ...(confirmed.recoveryCodes ? { recoveryCodes: confirmed.recoveryCodes } : {}),
         };
       },
@@ -243,9 +259,12 @@ export function mfaRoutes(
       access: { permission: SELF_PERMISSION, privileged: true },
       rateLimit: 'write',
       params: FactorParams,
-      response: { 200: z.object({ factorsLeft: z.number().int() }) },
-      handler: ({ principal, params, request }) =>
-        mfa.removeFactor(sessionOf(principal), params.factor, auditContextOf(request)),
+      response: { 200: z.object({ factorsLeft: z.number().int(), otherSessions: OtherSessions }) },
+      handler: async ({ principal, params, request }) => {
+        const session = sessionOf(principal);
+        const removed = await mfa.removeFactor(session, params.factor, auditContextOf(request));
+        return { ...removed, otherSessions: await auth.otherSessionsOf(session) };
+      },
     }),
 
     defineRoute({

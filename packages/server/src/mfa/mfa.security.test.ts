@@ -270,8 +270,8 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
 
   it('refuses an API key of a member without a factor once the organization requires one', async () => {
     world = await startOrgWorld({}, backend);
-    const owner = world.owner.client;
-    const created = await owner.json<{ token: string }>('POST', '/api/orgs/acme/api-keys', {
+    const admin = await world.join('ada@acme.test', 'admin');
+    const created = await admin.client.json<{ token: string }>('POST', '/api/orgs/acme/api-keys', {
       name: 'made while relaxed',
       permissions: ['members:read'],
     });
@@ -280,9 +280,11 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
         headers: { authorization: `Bearer ${created.body.token}` },
       });
     expect((await withKey()).status).toBe(200);
-    expect((await owner.send('PUT', '/api/orgs/acme/security-policy', { mfaRequired: true })).status).toBe(
-      200,
-    );
+    // The owner, who has a factor, turns the policy on; the admin who made the key has none.
+    await enrolOwner();
+    expect(
+      (await world.owner.client.send('PUT', '/api/orgs/acme/security-policy', { mfaRequired: true })).status,
+    ).toBe(200);
     const refused = await withKey();
     expect([refused.status, ((await refused.json()) as ErrorBody).error.code]).toEqual([
       403,
@@ -298,6 +300,28 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
     expect((await pending.send('POST', '/api/auth/mfa/verify', { code: await codeAt(secret) })).status).toBe(
       422,
     );
+  });
+
+  it('offers to end the sessions open elsewhere once a factor is added, and ends them on request (AUTH-5)', async () => {
+    world = await startOrgWorld({}, backend);
+    // Someone who had the password alone signed in elsewhere before the owner added a factor.
+    const elsewhere = await world.signIn(OWNER.email, OWNER.password);
+    const owner = world.owner.client;
+    const started = await owner.json<{ factorId: string; secret: string }>('POST', '/api/auth/mfa/totp', {});
+    const confirmed = await owner.json<{ otherSessions: number }>(
+      'POST',
+      `/api/auth/mfa/totp/${started.body.factorId}/confirm`,
+      { code: await codeAt(started.body.secret) },
+    );
+    expect(confirmed.body.otherSessions).toBe(1);
+    // Adding the factor alone does not end that session: the owner is offered to, and does.
+    expect((await elsewhere.client.send('GET', '/api/orgs/acme/members')).status).toBe(200);
+    const ended = await owner.json<{ ended: number }>('DELETE', '/api/auth/sessions');
+    expect(ended.body.ended).toBe(1);
+    expect((await elsewhere.client.send('GET', '/api/orgs/acme/members')).status).toBe(401);
+    expect((await owner.send('GET', '/api/orgs/acme/members')).status).toBe(200);
+    const listed = await owner.json<{ sessions: unknown[] }>('GET', '/api/auth/sessions');
+    expect(listed.body.sessions).toHaveLength(1);
   });
 
   it('will not let an owner without a factor require one: they would lock themselves out with it', async () => {
