@@ -171,7 +171,7 @@ async function startIdentity(deps: {
       ...secretsRoutes(secrets),
       ...apiKeysRoutes(apiKeys, clock),
       ...invitationsRoutes({ invitations, auth }),
-      ...accessReviewRoutes({ access, roles, members, invitations, audit, clock }),
+      ...accessReviewRoutes({ access, roles, members, invitations, apiKeys, mfa, audit, clock }),
       ...auditRoutes(audit),
     ],
   };

@@ -28,7 +28,8 @@ const ApiKeyView = z.object({
   revokedReason: z.string().nullable(),
 });
 
-const apiKeyView = (row: ApiKeyRow & { email: string }, now: number) => ({
+/** A key as people and the access review see it: everything but the token. */
+export const apiKeyView = (row: ApiKeyRow & { email: string }, now: number) => ({
   id: row.id,
   name: row.name,
   hint: `${row.token_hint}…`,

@@ -3,38 +3,47 @@ import type { AccessService } from '../access/access.service.js';
 import { orgWidePermissions, roleName } from '../access/authorize.js';
 import { callerOf } from '../access/caller.js';
 import type { RolesService } from '../access/roles.service.js';
+import { apiKeyView } from '../apikeys/api-keys.routes.js';
+import type { ApiKeysService } from '../apikeys/api-keys.service.js';
 import { csvCell } from '../audit/audit.export.js';
 import type { AuditService } from '../audit/audit.service.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { iso, OrgSlug } from '../http/schemas.js';
+import type { MfaService } from '../mfa/mfa.service.js';
 import type { InvitationsService } from './invitations.service.js';
 import type { MembersService } from './members.service.js';
 
 /**
  * The access review (ACC-7): who can do what in an organization, as one document an auditor can file —
- * members with their roles, teams, bindings and effective permissions; roles; teams; pending
- * invitations; API keys; SSO/SCIM state. JSON for tools, CSV (one row per member) for spreadsheets.
+ * members with their roles, teams, bindings, effective permissions and second factor; roles; teams;
+ * pending invitations; API keys (never tokens); the MFA policy; SSO/SCIM state. JSON for tools, CSV
+ * (one row per member, with the keys they created) for spreadsheets.
  */
 export function accessReviewRoutes(deps: {
   access: AccessService;
   roles: RolesService;
   members: MembersService;
   invitations: InvitationsService;
+  apiKeys: ApiKeysService;
+  mfa: Pick<MfaService, 'isEnrolled'>;
   audit: AuditService;
   clock: () => number;
 }): RouteDefinition[] {
-  const { access, roles, members, invitations, audit, clock } = deps;
+  const { access, roles, members, invitations, apiKeys, mfa, audit, clock } = deps;
 
-  async function build(orgId: string, slug: string) {
-    const [memberRows, roleViews, bindings, open] = await Promise.all([
-      members.list(orgId),
-      roles.listRoles(orgId),
-      roles.listBindings(orgId),
-      invitations.list(orgId),
+  async function build(org: { id: string; slug: string; mfaRequired: boolean }) {
+    const now = clock();
+    const [memberRows, roleViews, bindings, open, keyRows] = await Promise.all([
+      members.list(org.id),
+      roles.listRoles(org.id),
+      roles.listBindings(org.id),
+      invitations.list(org.id),
+      apiKeys.list(org.id),
     ]);
+    const keys = keyRows.map((row) => apiKeyView(row, now));
     const reviewed = [];
     for (const member of memberRows) {
-      const context = await access.load(slug, member.id);
+      const context = await access.load(org.slug, member.id);
       reviewed.push({
         id: member.id,
         email: member.email,
@@ -50,10 +59,15 @@ export function accessReviewRoutes(deps: {
           )
           .map((b) => ({ id: b.id, role: b.role, selector: b.selector, subjectType: b.subject_type })),
         permissions: context ? [...orgWidePermissions(context.access)].sort() : [],
+        mfaEnrolled: await mfa.isEnrolled(member.id),
+        apiKeys: keys
+          .filter((key) => key.createdBy.id === member.id && key.status === 'active')
+          .map((key) => key.name),
       });
     }
     return {
-      generatedAt: iso(clock()),
+      generatedAt: iso(now),
+      securityPolicy: { mfaRequired: org.mfaRequired },
       members: reviewed,
       roles: roleViews,
       invitations: open
@@ -65,15 +79,25 @@ export function accessReviewRoutes(deps: {
           invitedBy: row.invited_by,
           expiresAt: iso(row.expires_at),
         })),
-      // API keys, SSO and SCIM do not exist in this version; the review states it rather than omitting them.
-      apiKeys: [] as Array<{ id: string }>,
+      apiKeys: keys,
+      // SSO and SCIM do not exist in this version; the review states it rather than omitting them.
       sso: { configured: false },
       scim: { configured: false },
     };
   }
 
   function toCsv(review: Awaited<ReturnType<typeof build>>): string {
-    const header = ['email', 'display_name', 'status', 'role', 'teams', 'bindings', 'permissions'];
+    const header = [
+      'email',
+      'display_name',
+      'status',
+      'role',
+      'teams',
+      'bindings',
+      'permissions',
+      'mfa_enrolled',
+      'active_api_keys',
+    ];
     const rows = review.members.map((m) =>
       [
         m.email,
@@ -83,6 +107,8 @@ export function accessReviewRoutes(deps: {
         m.teams.join(' '),
         m.bindings.map((b) => (b.selector ? `${b.role}@${b.selector}` : b.role)).join(' '),
         m.permissions.join(' '),
+        m.mfaEnrolled ? 'yes' : 'no',
+        m.apiKeys.join(' | '),
       ]
         .map(csvCell)
         .join(','),
@@ -107,7 +133,7 @@ export function accessReviewRoutes(deps: {
       },
       handler: async ({ principal, request, reply, query }) => {
         const caller = callerOf(principal, request);
-        const review = await build(caller.org.id, caller.org.slug);
+        const review = await build(caller.org);
         await audit.record({
           orgId: caller.org.id,
           actor: caller.actor,

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 
 /** Members, invitations, teams, roles and bindings through the HTTP API, as an organization uses them. */
@@ -357,18 +357,42 @@ describe.each(BACKENDS)('on %s', (backend) => {
       const verification = await world.owner.client.json('GET', '/api/orgs/acme/audit/verification');
       expect(verification).toMatchObject({ status: 200, body: { ok: true } });
 
-      const review = await world.owner.client.json<{
-        members: Array<{ email: string; permissions: string[] }>;
+      const key = await world.owner.client.json<{ token: string }>('POST', '/api/orgs/acme/api-keys', {
+        name: 'deploy pipeline',
+        permissions: ['agents:read'],
+      });
+      expect(key.status).toBe(201);
+      const response = await world.owner.client.send('GET', '/api/orgs/acme/access-review');
+      expect(response.status).toBe(200);
+      const text = await response.text();
+      // The review lists keys, never their tokens.
+      expect(text).not.toContain(key.body.token);
+      const review = JSON.parse(text) as {
+        securityPolicy: { mfaRequired: boolean };
+        members: Array<{ email: string; permissions: string[]; mfaEnrolled: boolean; apiKeys: string[] }>;
         roles: unknown[];
-        apiKeys: unknown[];
-      }>('GET', '/api/orgs/acme/access-review');
-      expect(review.status).toBe(200);
-      expect(review.body.members.find((m) => m.email === 'dev@acme.test')!.permissions).toContain(
-        'agents:read',
-      );
-      expect(review.body.roles.length).toBeGreaterThanOrEqual(5);
+        apiKeys: Array<{ name: string; permissions: string[]; status: string; createdBy: { email: string } }>;
+      };
+      expect(review.members.find((m) => m.email === 'dev@acme.test')!.permissions).toContain('agents:read');
+      expect(review.members.find((m) => m.email === OWNER.email)).toMatchObject({
+        mfaEnrolled: false,
+        apiKeys: ['deploy pipeline'],
+      });
+      expect(review.securityPolicy).toEqual({ mfaRequired: false });
+      expect(review.apiKeys).toEqual([
+        expect.objectContaining({
+          name: 'deploy pipeline',
+          permissions: ['agents:read'],
+          status: 'active',
+          createdBy: expect.objectContaining({ email: OWNER.email }),
+        }),
+      ]);
+      expect(review.roles.length).toBeGreaterThanOrEqual(5);
       const csv = await world.owner.client.send('GET', '/api/orgs/acme/access-review?format=csv');
-      expect((await csv.text()).split('\r\n').filter(Boolean)).toHaveLength(3);
+      const lines = (await csv.text()).split('\r\n').filter(Boolean);
+      expect(lines).toHaveLength(3);
+      expect(lines[0]).toContain('mfa_enrolled,active_api_keys');
+      expect(lines.find((line) => line.startsWith(OWNER.email))).toMatch(/,no,deploy pipeline$/);
       expect(await auditActions(world, '&action=access.review_exported')).toHaveLength(2);
     });
   });
