@@ -46,6 +46,11 @@ function useLiveOutput(org: string, id: string, onStatus: () => void) {
       setNotice('The live view fell behind; reload the page to read the stored output.');
       source.close();
     });
+    source.addEventListener('ended', (event) => {
+      // Access ended while watching (a revoked session, a lost role): the server sent nothing more.
+      setNotice((JSON.parse((event as MessageEvent<string>).data) as { message: string }).message);
+      source.close();
+    });
     source.onerror = () => {
       // The stream ends when the command does; an error before that is worth saying.
       if (source.readyState === EventSource.CLOSED) setNotice('The live view stopped. Reload to resume it.');

@@ -305,11 +305,20 @@ export function commandsRoutes(deps: {
       response: {
         200: rawResponse(
           'text/event-stream',
-          'events `output` {seq, stream, data}, `status` {status}, and `overflow` if the reader fell behind',
+          'events `output` {seq, stream, data}, `status` {status}, `overflow` if the reader fell behind, and `ended` when the reader lost access',
         ),
       },
-      handler: async ({ principal, request, reply, params }) => {
+      handler: async ({ principal, request, reply, params, reauthorize }) => {
         const row = await readable(principal, request, params.command);
+        // AUTH-5: a reader whose session, membership or permission ends gets no further event, even
+        // though the stream was opened before. Checked again before every live event.
+        const stillReadable = () =>
+          reauthorize()
+            .then((now) => readable(now, request, row.id))
+            .then(
+              () => true,
+              () => false,
+            );
         const stop = new AbortController();
         request.raw.on('close', () => stop.abort());
         // Subscribed before the stored output is read, so nothing falls between the two.
@@ -326,6 +335,10 @@ export function commandsRoutes(deps: {
           if (TERMINAL_STATUSES.includes(current.status)) return;
           try {
             for await (const update of updates(stop.signal)) {
+              if (!(await stillReadable())) {
+                yield event('ended', { message: 'Your access to this command has ended.' });
+                return;
+              }
               if (update === 'overflow') {
                 yield event('overflow', {
                   message: 'This stream fell behind; read the stored output instead.',

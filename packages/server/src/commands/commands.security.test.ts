@@ -483,6 +483,67 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
     expect(events).toEqual(['event: output', 'event: status', 'event: output', 'event: status']);
   });
 
+  it('stops a live stream at the next event once its reader is removed from the organization (AUTH-5)', async () => {
+    // Attack: a member about to be removed opens the command's live stream first, hoping it keeps
+    // delivering output after their access is gone (the request was authorized when it began).
+    const watcher = await world.join('watcher@example.test', 'viewer');
+    const created = await create(world.owner.client, { action: 'restart-low', params: { unit: 'web' } });
+    await nextOf(agent.connection, 'command');
+    send(agent.connection, { type: 'command_started', commandId: created.body.id });
+    await vi.waitFor(async () => expect((await get(created.body.id)).status).toBe('running'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+    const response = await watcher.client.send('GET', `/api/orgs/acme/commands/${created.body.id}/events`);
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    let text = '';
+    const readToEnd = async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        text += new TextDecoder().decode(value);
+      }
+    };
+    while (!text.includes('"status":"running"')) {
+      const { value } = await reader.read();
+      text += new TextDecoder().decode(value);
+    }
+    // Removing a member is privileged; earlier tests moved the clock past the owner's sign-in.
+    await world.owner.client.send('POST', '/api/auth/reauth', { password: OWNER.password });
+    expect((await world.owner.client.json('DELETE', `/api/orgs/acme/members/${watcher.id}`)).status).toBe(
+      200,
+    );
+    send(agent.connection, {
+      type: 'command_output',
+      commandId: created.body.id,
+      seq: 0,
+      stream: 'stdout',
+      data: 'after-removal\n',
+    });
+    await readToEnd();
+    expect(text).toContain('event: ended');
+    expect(text).not.toContain('after-removal');
+    // The owner, still a member, reads that output as usual.
+    await vi.waitFor(
+      async () =>
+        expect(
+          JSON.stringify(
+            (await world.owner.client.json('GET', `/api/orgs/acme/commands/${created.body.id}/output`)).body,
+          ),
+        ).toContain('after-removal'),
+      { timeout: 10_000, interval: 50 },
+    );
+    send(agent.connection, {
+      type: 'command_finished',
+      commandId: created.body.id,
+      outcome: 'succeeded',
+      exitCode: 0,
+      message: '',
+    });
+    await nextOf(agent.connection, 'command_ack');
+  });
+
   it('cancels a queued command at once, and asks the agent to stop a running one', async () => {
     const high = await create(world.owner.client, {
       action: 'restart-high',

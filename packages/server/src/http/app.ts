@@ -84,8 +84,9 @@ function registerRoute(
       route.admit?.();
     },
     handler: async (request, reply) => {
-      const principal =
-        'permission' in route.access ? await guard(request, { ...route, access: route.access }) : undefined;
+      const authorize = async () =>
+        'permission' in route.access ? guard(request, { ...route, access: route.access }) : undefined;
+      const principal = await authorize();
 
       const fields: FieldProblem[] = [];
       const parse = (part: 'params' | 'query' | 'body', schema: z.ZodType | undefined, input: unknown) => {
@@ -106,7 +107,15 @@ function registerRoute(
       if (fields.length > 0) throw new ValidationError(fields);
 
       reply.code(successStatus);
-      const result = await route.handler({ params, query, body, request, reply, principal });
+      const result = await route.handler({
+        params,
+        query,
+        body,
+        request,
+        reply,
+        principal,
+        reauthorize: authorize,
+      });
       if (reply.sent) return reply;
       const spec = route.response[reply.statusCode];
       if (!spec)

@@ -87,6 +87,12 @@ export interface RouteContext<P, Q, B> {
   reply: FastifyReply;
   /** Set on permission routes; undefined on public ones. */
   principal: Principal | undefined;
+  /**
+   * Runs the route's guard again on the same request, for work that outlives the request's start (a
+   * live stream): the session or key, the membership and the permission as they are now. Throws the
+   * guard's refusal when any of them has gone.
+   */
+  reauthorize: () => Promise<Principal | undefined>;
 }
 
 type Infer<S> = S extends z.ZodType ? z.output<S> : undefined;

@@ -322,19 +322,22 @@ export function createAuthService(deps: {
       return (await sessions.listOf(session.userId)).filter((row) => row.id !== session.id).length;
     },
 
-    /** Ends every session of the user but this one (AUTH-5, AUTH-7); returns how many were live. */
+    /** Ends every session of the user but this one (AUTH-5, AUTH-7); returns how many it ended. */
     async revokeOtherSessions(session: LiveSession, context: AuditRequestContext): Promise<number> {
-      const live = (await sessions.listOf(session.userId)).filter((row) => row.id !== session.id).length;
-      await sessions.endAllOf(session.userId, 'ended by its user from another session', session.id);
+      const ended = await sessions.endAllOf(
+        session.userId,
+        'ended by its user from another session',
+        session.id,
+      );
       await audit.record({
         actor: { type: 'user', id: session.userId, display: session.email },
         action: 'auth.session_revoked',
         target: { type: 'user', id: session.userId, display: session.email },
         outcome: 'success',
         context,
-        details: { allOthers: true, ended: live },
+        details: { allOthers: true, ended },
       });
-      return live;
+      return ended;
     },
 
     /** Ends one of the caller's own sessions (AUTH-7); another user's session id is simply not found. */

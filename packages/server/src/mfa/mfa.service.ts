@@ -111,11 +111,13 @@ export function createMfaService(deps: {
     return false;
   }
 
-  /** Records a confirmed factor; the first factor of a user comes with recovery codes. */
+  /**
+   * Records a confirmed factor. A user's first factor comes with recovery codes: decided by whether
+   * they have any (used or not), so two factors confirmed at once cannot both miss them.
+   */
   async function factorAdded(owner: FactorOwner, factor: MfaFactorRow, context: AuditRequestContext) {
-    const first = (await store.factorsOf(owner.userId)).length === 1;
     await record(owner, 'mfa.factor_added', factorTarget(factor), context, { type: factor.type });
-    return first ? await issueRecoveryCodes(owner, context) : undefined;
+    return (await store.hasRecoveryCodes(owner.userId)) ? undefined : issueRecoveryCodes(owner, context);
   }
 
   async function useRecoveryCode(owner: FactorOwner, code: string, context: AuditRequestContext) {

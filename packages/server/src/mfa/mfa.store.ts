@@ -154,6 +154,16 @@ export function createMfaStore(db: Kysely<DB>) {
       return result.numUpdatedRows > 0n;
     },
 
+    async hasRecoveryCodes(userId: string): Promise<boolean> {
+      const row = await db
+        .selectFrom('recovery_codes')
+        .select('code_hash')
+        .where('user_id', '=', userId)
+        .limit(1)
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+
     async recoveryCodesLeft(userId: string): Promise<number> {
       const row = await db
         .selectFrom('recovery_codes')

@@ -133,7 +133,7 @@ export function createPasskeyCeremonies(store: MfaStore, clock: () => number) {
       return options;
     },
 
-    /** Checks an assertion; the challenge is spent whatever the outcome. */
+    /** Checks an assertion; once it gets here, the challenge is spent whatever the outcome. */
     async verifyAssertion(
       userId: string,
       sessionId: string,
