@@ -7,6 +7,7 @@ import { DisplayText, idOf, iso, Timestamp } from '../http/schemas.js';
 import { SessionView, sessionOf, setSessionCookie } from '../identity/auth.routes.js';
 import type { AuthService } from '../identity/auth.service.js';
 import { SELF_PERMISSION } from '../identity/session-guard.js';
+import type { LiveSession } from '../identity/sessions.service.js';
 import type { MfaService } from './mfa.service.js';
 import type { MfaFactorRow } from './mfa.store.js';
 import {
@@ -90,6 +91,15 @@ export function mfaRoutes(
   relyingPartyOf: RelyingPartyOf,
 ): RouteDefinition[] {
   const FactorParams = z.strictObject({ factor: idOf('mfa') });
+  /** The answer to a new factor: it, the recovery codes when it is the first, and the sessions elsewhere. */
+  const factorAdded = async (
+    added: { factor: MfaFactorRow; recoveryCodes: string[] | undefined },
+    session: LiveSession,
+  ) => ({
+    factor: factorView(added.factor),
+    otherSessions: await auth.otherSessionsOf(session),
+    ...(added.recoveryCodes ? { recoveryCodes: added.recoveryCodes } : {}),
+  });
   return [
     defineRoute({
       method: 'POST',
@@ -173,11 +183,7 @@ export function mfaRoutes(
           auditContextOf(request),
         );
         reply.code(201);
-        return {
-          factor: factorView(added.factor),
-          otherSessions: await auth.otherSessionsOf(session),
-          ...(added.recoveryCodes ? { recoveryCodes: added.recoveryCodes } : {}),
-        };
+        return factorAdded(added, session);
       },
     }),
 
@@ -240,12 +246,10 @@ export function mfaRoutes(
       },
       handler: async ({ principal, params, body, request }) => {
         const session = sessionOf(principal);
-        const confirmed = await mfa.confirmTotp(session, params.factor, body.code, auditContextOf(request));
-        return {
-          factor: factorView(confirmed.factor),
-          otherSessions: await auth.otherSessionsOf(session),
-          ...(confirmed.recoveryCodes ? { recoveryCodes: confirmed.recoveryCodes } : {}),
-        };
+        return factorAdded(
+          await mfa.confirmTotp(session, params.factor, body.code, auditContextOf(request)),
+          session,
+        );
       },
     }),
 
