@@ -48,6 +48,10 @@ interface Tab {
   get(options: unknown): Promise<Json>;
 }
 
+// On a laptop without Chromium these tests skip; in CI (which installs it) a skip would hide a failure.
+if (process.env.BULWARK_TEST_REQUIRE_SERVICES === '1' && !hasChromium)
+  throw new Error('CI needs /usr/bin/chromium for the passkey tests');
+
 let browser: Browser;
 let world: OrgWorld | undefined;
 const contexts: BrowserContext[] = [];
