@@ -11,6 +11,7 @@ import {
   type ConsoleWorld,
   hasChromium,
   passkeyOrigin,
+  requireChromiumInCi,
   signIn,
   startConsoleWorld,
   unnamedControls,
@@ -22,8 +23,7 @@ import {
  * CSP violations and zero console errors.
  */
 
-const required = process.env.BULWARK_TEST_REQUIRE_SERVICES === '1';
-if (required && !hasChromium) throw new Error('CI needs /usr/bin/chromium for the console tests');
+requireChromiumInCi('the console tests');
 
 const OWNER_PASSWORD = 'Tr4il-Harbor-Quartz-81!';
 const OPERATOR = { email: 'operator@example.test', name: 'Olu Operator', password: 'Vq7-coastal-Lantern-92' };

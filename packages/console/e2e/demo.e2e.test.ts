@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { bannerField, type DemoRun, runDemo } from '../../agent/src/test-support/demo.js';
-import { hasChromium, launchChromium, signIn, watchPage } from './support.js';
+import { hasChromium, launchChromium, requireChromiumInCi, signIn, watchPage } from './support.js';
 
 /**
  * `npm run demo` as a newcomer meets it (issue 5, line 8): they open the printed URL in a browser,
@@ -12,8 +12,7 @@ import { hasChromium, launchChromium, signIn, watchPage } from './support.js';
  * console; a high-risk one waits until one of the printed approvers approves it in another browser.
  */
 
-const required = process.env.BULWARK_TEST_REQUIRE_SERVICES === '1';
-if (required && !hasChromium) throw new Error('CI needs /usr/bin/chromium for the console tests');
+requireChromiumInCi('the demo test');
 
 const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 30_000, interval: 200 });
 

@@ -12,6 +12,7 @@ import {
   hasChromium,
   launchChromium,
   passkeyOrigin,
+  requireChromiumInCi,
 } from '../../server/src/test-support/browser.js';
 import {
   runScript,
@@ -19,7 +20,7 @@ import {
   startServerProcess,
 } from '../../server/src/test-support/processes.js';
 
-export { addVirtualAuthenticator, CHROMIUM, hasChromium, launchChromium, passkeyOrigin };
+export { addVirtualAuthenticator, CHROMIUM, hasChromium, launchChromium, passkeyOrigin, requireChromiumInCi };
 
 /**
  * The console end to end: the real server process (serving the built console), real agents (the

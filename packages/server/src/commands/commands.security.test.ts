@@ -94,6 +94,29 @@ const create = (
     { agent: agent.id, service: 'app', ...body },
     headers,
   );
+/** Reads a server-sent event stream as text: `until` a needle arrives, or `toEnd` when it closes. */
+function eventStream(response: Response) {
+  const reader = response.body!.getReader();
+  const stream = {
+    text: '',
+    async until(needle: string) {
+      while (!stream.text.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the stream ended before "${needle}": ${stream.text}`);
+        stream.text += new TextDecoder().decode(value);
+      }
+    },
+    async toEnd() {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        stream.text += new TextDecoder().decode(value);
+      }
+    },
+  };
+  return stream;
+}
+
 const get = async (id: string) =>
   (await world.owner.client.json<View>('GET', `/api/orgs/acme/commands/${id}`)).body;
 
@@ -449,16 +472,8 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       `/api/orgs/acme/commands/${created.body.id}/events`,
     );
     expect(response.headers.get('content-type')).toContain('text/event-stream');
-    const reader = response.body!.getReader();
-    let text = '';
-    const until = async (needle: string) => {
-      while (!text.includes(needle)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the stream ended before "${needle}": ${text}`);
-        text += new TextDecoder().decode(value);
-      }
-    };
-    await until('"status":"running"');
+    const stream = eventStream(response);
+    await stream.until('"status":"running"');
     send(agent.connection, {
       type: 'command_output',
       commandId: created.body.id,
@@ -466,7 +481,7 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       stream: 'stderr',
       data: 'live\n',
     });
-    await until('live');
+    await stream.until('live');
     send(agent.connection, {
       type: 'command_finished',
       commandId: created.body.id,
@@ -474,9 +489,11 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       exitCode: 3,
       message: 'exit 3',
     });
-    await until('"status":"failed"');
-    expect((await reader.read()).done).toBe(true);
-    const events = text
+    await stream.until('"status":"failed"');
+    const before = stream.text;
+    await stream.toEnd();
+    expect(stream.text).toBe(before);
+    const events = stream.text
       .split('\n\n')
       .filter(Boolean)
       .map((block) => block.split('\n')[0]);
@@ -496,19 +513,8 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
     });
     const response = await watcher.client.send('GET', `/api/orgs/acme/commands/${created.body.id}/events`);
     expect(response.status).toBe(200);
-    const reader = response.body!.getReader();
-    let text = '';
-    const readToEnd = async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        text += new TextDecoder().decode(value);
-      }
-    };
-    while (!text.includes('"status":"running"')) {
-      const { value } = await reader.read();
-      text += new TextDecoder().decode(value);
-    }
+    const stream = eventStream(response);
+    await stream.until('"status":"running"');
     // Removing a member is privileged; earlier tests moved the clock past the owner's sign-in.
     await world.owner.client.send('POST', '/api/auth/reauth', { password: OWNER.password });
     expect((await world.owner.client.json('DELETE', `/api/orgs/acme/members/${watcher.id}`)).status).toBe(
@@ -521,9 +527,9 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       stream: 'stdout',
       data: 'after-removal\n',
     });
-    await readToEnd();
-    expect(text).toContain('event: ended');
-    expect(text).not.toContain('after-removal');
+    await stream.toEnd();
+    expect(stream.text).toContain('event: ended');
+    expect(stream.text).not.toContain('after-removal');
     // The owner, still a member, reads that output as usual.
     await vi.waitFor(
       async () =>

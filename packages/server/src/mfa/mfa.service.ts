@@ -132,6 +132,7 @@ export function createMfaService(deps: {
 
   return {
     isEnrolled: (userId: string) => store.isEnrolled(userId),
+    enrolledAmong: (userIds: string[]) => store.enrolledAmong(userIds),
 
     async status(userId: string) {
       return {

@@ -5,6 +5,7 @@ import {
   hasChromium,
   launchChromium,
   passkeyOrigin,
+  requireChromiumInCi,
 } from '../test-support/browser.js';
 import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 
@@ -48,9 +49,7 @@ interface Tab {
   get(options: unknown): Promise<Json>;
 }
 
-// On a laptop without Chromium these tests skip; in CI (which installs it) a skip would hide a failure.
-if (process.env.BULWARK_TEST_REQUIRE_SERVICES === '1' && !hasChromium)
-  throw new Error('CI needs /usr/bin/chromium for the passkey tests');
+requireChromiumInCi('the passkey tests');
 
 let browser: Browser;
 let world: OrgWorld | undefined;

@@ -36,9 +36,7 @@ export type PasskeyFailure =
   | 'invalid_assertion'
   | 'counter_not_increased';
 
-export type PasskeyCheck =
-  | { ok: true; factor: MfaFactorRow }
-  | { ok: false; reason: PasskeyFailure; factor?: MfaFactorRow };
+export type PasskeyCheck = { ok: true } | { ok: false; reason: PasskeyFailure };
 
 const transportsOf = (factor: MfaFactorRow) => (factor.transports ? factor.transports.split(',') : undefined);
 
@@ -160,14 +158,14 @@ export function createPasskeyCeremonies(store: MfaStore, clock: () => number) {
         },
         requireUserVerification: false,
       }).catch(() => undefined);
-      if (!verification?.verified) return { ok: false, reason: 'invalid_assertion', factor };
+      if (!verification?.verified) return { ok: false, reason: 'invalid_assertion' };
       const { newCounter } = verification.authenticationInfo;
       if ((newCounter > 0 || stored > 0) && newCounter <= stored)
-        return { ok: false, reason: 'counter_not_increased', factor };
+        return { ok: false, reason: 'counter_not_increased' };
       // Guarded on the counter read above: of two assertions racing, one wins.
       if (!(await store.usePasskey(factor.id, stored, newCounter, clock())))
-        return { ok: false, reason: 'counter_not_increased', factor };
-      return { ok: true, factor };
+        return { ok: false, reason: 'counter_not_increased' };
+      return { ok: true };
     },
   };
 }

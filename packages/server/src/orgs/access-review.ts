@@ -25,7 +25,7 @@ export function accessReviewRoutes(deps: {
   members: MembersService;
   invitations: InvitationsService;
   apiKeys: ApiKeysService;
-  mfa: Pick<MfaService, 'isEnrolled'>;
+  mfa: Pick<MfaService, 'enrolledAmong'>;
   audit: AuditService;
   clock: () => number;
 }): RouteDefinition[] {
@@ -41,6 +41,7 @@ export function accessReviewRoutes(deps: {
       apiKeys.list(org.id),
     ]);
     const keys = keyRows.map((row) => apiKeyView(row, now));
+    const enrolled = await mfa.enrolledAmong(memberRows.map((member) => member.id));
     const reviewed = [];
     for (const member of memberRows) {
       const context = await access.load(org.slug, member.id);
@@ -59,7 +60,7 @@ export function accessReviewRoutes(deps: {
           )
           .map((b) => ({ id: b.id, role: b.role, selector: b.selector, subjectType: b.subject_type })),
         permissions: context ? [...orgWidePermissions(context.access)].sort() : [],
-        mfaEnrolled: await mfa.isEnrolled(member.id),
+        mfaEnrolled: enrolled.has(member.id),
         apiKeys: keys
           .filter((key) => key.createdBy.id === member.id && key.status === 'active')
           .map((key) => key.name),

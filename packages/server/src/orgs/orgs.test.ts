@@ -1,3 +1,5 @@
+import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
+import { generate } from 'otplib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
@@ -337,7 +339,21 @@ describe.each(BACKENDS)('on %s', (backend) => {
   describe('audit log and access review over HTTP', () => {
     it('pages the organization’s events, exports them, verifies the chain, and exports the access review', async () => {
       world = await startOrgWorld({}, backend);
-      await world.join('dev@acme.test', 'viewer');
+      const dev = await world.join('dev@acme.test', 'viewer');
+      // The viewer adds an authenticator: the review shows who has a second factor and who has not.
+      const totp = await dev.client.json<{ factorId: string; secret: string }>(
+        'POST',
+        '/api/auth/mfa/totp',
+        {},
+      );
+      const code = await generate({
+        secret: totp.body.secret,
+        crypto: new NodeCryptoPlugin(),
+        epoch: Math.floor(world.clock.now() / 1000),
+      });
+      expect(
+        (await dev.client.json('POST', `/api/auth/mfa/totp/${totp.body.factorId}/confirm`, { code })).status,
+      ).toBe(200);
       const first = await world.owner.client.json<{ events: unknown[]; nextCursor: string }>(
         'GET',
         '/api/orgs/acme/audit/events?limit=2',
@@ -373,7 +389,10 @@ describe.each(BACKENDS)('on %s', (backend) => {
         roles: unknown[];
         apiKeys: Array<{ name: string; permissions: string[]; status: string; createdBy: { email: string } }>;
       };
-      expect(review.members.find((m) => m.email === 'dev@acme.test')!.permissions).toContain('agents:read');
+      expect(review.members.find((m) => m.email === 'dev@acme.test')).toMatchObject({
+        permissions: expect.arrayContaining(['agents:read']),
+        mfaEnrolled: true,
+      });
       expect(review.members.find((m) => m.email === OWNER.email)).toMatchObject({
         mfaEnrolled: false,
         apiKeys: ['deploy pipeline'],

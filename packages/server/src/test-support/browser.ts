@@ -5,6 +5,15 @@ import { type Browser, type BrowserContext, chromium, type Page } from 'playwrig
 export const CHROMIUM = '/usr/bin/chromium';
 export const hasChromium = existsSync(CHROMIUM);
 
+/**
+ * On a laptop without Chromium the browser suites skip; in CI (BULWARK_TEST_REQUIRE_SERVICES=1, which
+ * installs it) a skip would hide a failure, so the missing browser fails the run instead.
+ */
+export function requireChromiumInCi(suite: string): void {
+  if (process.env.BULWARK_TEST_REQUIRE_SERVICES === '1' && !hasChromium)
+    throw new Error(`CI needs ${CHROMIUM} for ${suite}`);
+}
+
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
