@@ -387,7 +387,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   routes.push(openApiRoute(routes, VERSION));
   // After the OpenAPI document: the console's files are not part of the API.
   routes.push(...consoleRoutes(createConsoleFiles(BUILT_CONSOLE_DIR)));
-  const app = await createHttpApp({ config, logger, metrics: metrics.http, guard: identity.guard }, routes);
+  const app = await createHttpApp(
+    { config, logger, metrics: metrics.http, guard: identity.guard, generation: core.database.generation },
+    routes,
+  );
 
   gateway.attach(app.server);
   // A fleet reconnecting after a restart arrives all at once. With Node's default backlog (511) the

@@ -1,6 +1,7 @@
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError } from '../audit/audited-transaction.js';
+import { type Generation, ReadCache } from '../db/read-cache.js';
 import { ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import type { OrgContext } from '../http/route.js';
 import type { AccessStore } from './access.store.js';
@@ -80,15 +81,30 @@ export async function recordDenial(
   });
 }
 
+/** Members' access contexts kept between requests (see load); past that, the oldest read go first. */
+const ACCESS_CONTEXTS_CACHED = 10_000;
+
 export function createAccessService(deps: { store: AccessStore; audit: AuditService }) {
   const { store, audit } = deps;
+  const contexts = new ReadCache<OrgContext | undefined>({ maxEntries: ACCESS_CONTEXTS_CACHED });
 
   /**
-   * The member's organization context for a slug, loaded fresh for this request (a lost role is lost
+   * The member's organization context for a slug as the database holds it now (a lost role is lost
    * on the next request); undefined when the organization does not exist or the user is not a member —
-   * both answer 404 (ACC-1).
+   * both answer 404 (ACC-1). Given the database's generation, a context read earlier is reused while
+   * nothing has been written since.
    */
-  async function load(slug: string, userId: string): Promise<OrgContext | undefined> {
+  async function load(
+    slug: string,
+    userId: string,
+    generation?: Generation,
+  ): Promise<OrgContext | undefined> {
+    const loaded = await contexts.through(`${userId} ${slug}`, generation, () => loadFresh(slug, userId));
+    // Each request gets its own copy: the guard narrows `access.limit` for an API key.
+    return loaded && { ...loaded, access: { ...loaded.access } };
+  }
+
+  async function loadFresh(slug: string, userId: string): Promise<OrgContext | undefined> {
     const org = await store.orgWithMembership(slug, userId);
     if (!org?.role) return undefined;
     const bindings = await store.bindingGrantsOf(org.id, userId);

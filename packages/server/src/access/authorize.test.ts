@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   type AccessSnapshot,
   type CustomRole,
-  decide,
+  decide as decideAndExplain,
+  isAllowed,
   orgWidePermissions,
   rolePermissions,
 } from './authorize.js';
@@ -10,6 +11,13 @@ import { parseLabels, parseSelector, selectorMatches } from './label-selector.js
 import { BUILT_IN_ROLES, PERMISSION_NAMES } from './permissions.js';
 
 const roles = (...list: CustomRole[]) => new Map(list.map((role) => [role.id, role]));
+
+/** Every decision below is also asked of the guard's fast path, which must agree with it. */
+function decide(...question: Parameters<typeof decideAndExplain>) {
+  const decision = decideAndExplain(...question);
+  expect(isAllowed(...question)).toBe(decision.allowed);
+  return decision;
+}
 
 function snapshot(grants: AccessSnapshot['grants'], customRoles = roles()): AccessSnapshot {
   return { orgId: 'org_1', userId: 'usr_1', grants, customRoles };

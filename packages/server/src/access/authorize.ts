@@ -130,6 +130,28 @@ function limitRefusal(limit: AccessLimit, permission: CataloguePermission, resou
   return undefined;
 }
 
+function grantHolds(
+  snapshot: AccessSnapshot,
+  grant: Grant,
+  permission: CataloguePermission,
+  resource: AccessResource,
+): boolean {
+  return (
+    rolePermissions(grant.role, snapshot.customRoles).has(permission) &&
+    grantApplies(grant, permission, resource)
+  );
+}
+
+/**
+ * `decide(…).allowed` without the explanation, which only a refusal or an operator reads: the guard
+ * asks this on every request.
+ */
+export function isAllowed(snapshot: AccessSnapshot, permission: string, resource: AccessResource): boolean {
+  if (!isCataloguePermission(permission)) return false;
+  if (snapshot.limit && limitRefusal(snapshot.limit, permission, resource)) return false;
+  return snapshot.grants.some((grant) => grantHolds(snapshot, grant, permission, resource));
+}
+
 /**
  * Decides whether the snapshot's user holds `permission` on `resource`. `any` asks whether they hold
  * it on at least something (an org-wide grant, or a scoped one) — the question a list route asks
@@ -142,11 +164,7 @@ export function decide(snapshot: AccessSnapshot, permission: string, resource: A
   const refusal = snapshot.limit && limitRefusal(snapshot.limit, permission, resource);
   if (refusal) return { allowed: false, permission, matched: [], reason: refusal };
   const matched = snapshot.grants
-    .filter(
-      (grant) =>
-        rolePermissions(grant.role, snapshot.customRoles).has(permission) &&
-        grantApplies(grant, permission, resource),
-    )
+    .filter((grant) => grantHolds(snapshot, grant, permission, resource))
     .map((grant) => ({ ...grant, roleName: roleName(grant.role, snapshot.customRoles) }));
   if (matched.length > 0) {
     const first = matched[0]!;

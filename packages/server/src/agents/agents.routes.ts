@@ -9,7 +9,7 @@ import {
 } from '@bulwark/protocol';
 import { z } from 'zod';
 import type { AccessService } from '../access/access.service.js';
-import { decide } from '../access/authorize.js';
+import { isAllowed } from '../access/authorize.js';
 import { type Caller, callerOf } from '../access/caller.js';
 import { parseSelector, selectorMatches } from '../access/label-selector.js';
 import { ValidationError } from '../errors.js';
@@ -86,8 +86,7 @@ export function agentsRoutes(deps: {
   const { agents, tokens, services, access, gateway, onRevoked } = deps;
   const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
 
-  const agentView = (row: AgentListRow) => {
-    const heartbeat = gateway.lastHeartbeat(row.id);
+  const agentView = (row: AgentListRow, heartbeat = gateway.lastHeartbeat(row.id)) => {
     const lastSeen = heartbeat ?? row.last_seen_at;
     return {
       id: row.id,
@@ -233,7 +232,8 @@ export function agentsRoutes(deps: {
         limit: z.coerce.number().int().min(1).max(PAGE_MAX).default(50),
       }),
       response: { 200: z.object({ agents: z.array(AgentView), next: z.string().nullable() }) },
-      handler: async ({ principal, query }) => {
+      reuseAnswers: true,
+      handler: async ({ principal, query, reusableWhile }) => {
         const org = principal!.org!;
         const selector = query.selector === undefined ? undefined : parseSelector(query.selector);
         if (selector && 'problem' in selector)
@@ -245,7 +245,7 @@ export function agentsRoutes(deps: {
         // A scoped role or a selector may hide agents: read on until the page is full, the fleet ends,
         // or SCAN_MAX agents were looked at (then `next` resumes the scan where it stopped).
         // Granted on the whole organization, agents:read covers every agent: no decision per row.
-        const everyAgent = decide(org.access, 'agents:read', { kind: 'org' }).allowed;
+        const everyAgent = isAllowed(org.access, 'agents:read', { kind: 'org' });
         while (visible.length < query.limit && !exhausted && scanned < SCAN_MAX) {
           const rows = await agents.page(org.id, query.limit, after);
           exhausted = rows.length < query.limit;
@@ -254,14 +254,19 @@ export function agentsRoutes(deps: {
             after = row.id;
             const labels = parseLabels(row.labels);
             if (selector && !selectorMatches(selector, labels)) continue;
-            if (!everyAgent && !decide(org.access, 'agents:read', { kind: 'agent', labels }).allowed)
-              continue;
+            if (!everyAgent && !isAllowed(org.access, 'agents:read', { kind: 'agent', labels })) continue;
             visible.push(row);
             if (visible.length === query.limit) break;
           }
         }
         const more = visible.length === query.limit || (!exhausted && scanned >= SCAN_MAX);
-        return { agents: visible.map(agentView), next: more ? (after ?? null) : null };
+        // Status and last seen come from the agents' live connections, not only from the database.
+        const heartbeats = visible.map((row) => gateway.lastHeartbeat(row.id));
+        reusableWhile(() => visible.every((row, i) => gateway.lastHeartbeat(row.id) === heartbeats[i]));
+        return {
+          agents: visible.map((row, i) => agentView(row, heartbeats[i])),
+          next: more ? (after ?? null) : null,
+        };
       },
     }),
 
@@ -320,7 +325,7 @@ export function agentsRoutes(deps: {
       handler: async ({ principal, query }) => {
         const org = principal!.org!;
         const visible = (labels: string) =>
-          decide(org.access, 'services:read', { kind: 'agent', labels: parseLabels(labels) }).allowed;
+          isAllowed(org.access, 'services:read', { kind: 'agent', labels: parseLabels(labels) });
         return {
           services: (await services.list(org.id, query.agent))
             .filter((row) => visible(row.agent_labels))

@@ -4,6 +4,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config.js';
+import { type GenerationReader, noGenerations, sqliteGenerations } from './read-cache.js';
 import type { DB } from './schema.js';
 import { BulwarkSqliteDialect } from './sqlite-driver.js';
 
@@ -12,6 +13,8 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Database {
   db: Kysely<DB>;
   dialect: Dialect;
+  /** The database's generation now (SQLite), for reads reused while it holds; see read-cache.ts. */
+  generation: GenerationReader;
   /** Throws when the database does not answer a trivial query. */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -40,6 +43,7 @@ export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
   return {
     db,
     dialect: 'sqlite',
+    generation: sqliteGenerations(connection),
     async ping() {
       await sql`select 1`.execute(db);
     },
@@ -77,6 +81,8 @@ export function openPostgres({ url, poolMax }: PostgresOptions): Database {
   return {
     db,
     dialect: 'postgres',
+    // Other instances write too, and PostgreSQL offers no cheap proof that nothing changed.
+    generation: noGenerations,
     async ping() {
       await sql`select 1`.execute(db);
     },

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { z } from 'zod';
+import { noGenerations } from '../db/read-cache.js';
 import { ForbiddenError, ServiceUnavailableError, UnauthenticatedError } from '../errors.js';
 import { createMetrics } from '../ops/metrics.js';
 import { LogCapture } from '../test-support/server.js';
@@ -101,6 +102,7 @@ async function serve(routes: RouteDefinition[] = testRoutes, config: Partial<Htt
       logger: pino({ level: 'info' }, logs),
       metrics: createMetrics().http,
       guard: rejectEveryone,
+      generation: noGenerations,
     },
     routes,
   );
@@ -370,6 +372,7 @@ describe('route declarations (default deny)', () => {
         logger: pino({ level: 'silent' }),
         metrics: createMetrics().http,
         guard: rejectEveryone,
+        generation: noGenerations,
       },
       [],
     );

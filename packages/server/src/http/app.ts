@@ -5,12 +5,14 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
+import { type Generation, type GenerationReader, ReadCache } from '../db/read-cache.js';
 import { type FieldProblem, ValidationError } from '../errors.js';
 import type { HttpMetrics } from '../ops/metrics.js';
 import { AccessLog } from './access-log.js';
 import { installErrorHandling } from './error-handler.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
 import { bearerTokenHashOf, bearerTokenOf } from './request-context.js';
+import { deferredChildLogger } from './request-logger.js';
 import {
   declarationProblems,
   isRawResponse,
@@ -26,6 +28,8 @@ export type RouteGuard = (
   route: Pick<RouteDefinition, 'url' | 'method'> & {
     access: { permission: Permission; privileged?: true; beforeSecondFactor?: true };
   },
+  /** The database's generation when the request began: reads made at it may be reused (read-cache.ts). */
+  generation: Generation | undefined,
 ) => Promise<Principal>;
 
 export interface HttpAppOptions {
@@ -33,9 +37,15 @@ export interface HttpAppOptions {
   logger: Logger;
   metrics: HttpMetrics;
   guard: RouteGuard;
+  /** The database's generation now; see db/read-cache.ts. */
+  generation: GenerationReader;
 }
 
 const DECLARATION = Symbol.for('bulwark.routeDeclaration');
+
+/** Bounds of the answers `reuseAnswers` routes keep: past them, the oldest go first. */
+const ANSWERS_REMEMBERED = 2_000;
+const ANSWERS_MAX_CHARACTERS = 32 * 1024 * 1024;
 
 function pathOf(part: string, path: PropertyKey[]): string {
   return path.reduce<string>(
@@ -59,16 +69,26 @@ function hasBody(request: FastifyRequest): boolean {
   return request.body !== undefined && request.body !== null && request.body !== '';
 }
 
+/** A serialized answer of a `reuseAnswers` route, and what else it depends on besides the database. */
+interface RememberedAnswer {
+  json: string;
+  stillCurrent: (() => boolean) | undefined;
+}
+
+const JSON_CONTENT_TYPE = 'application/json; charset=utf-8';
+
 function registerRoute(
   app: FastifyInstance,
   route: RouteDefinition,
-  guard: RouteGuard,
+  { guard, generation: readGeneration, metrics }: Pick<HttpAppOptions, 'guard' | 'generation' | 'metrics'>,
   limiter: RateLimiter,
+  answers: ReadCache<RememberedAnswer>,
 ): void {
   const problems = declarationProblems(route);
   if (problems.length > 0) {
     throw new Error(`route ${route.method} ${route.url} is not fully declared: ${problems.join('; ')}`);
   }
+  const guarded = 'permission' in route.access ? { ...route, access: route.access } : undefined;
   const successStatus = Math.min(...Object.keys(route.response).map(Number));
 
   app.route({
@@ -84,9 +104,10 @@ function registerRoute(
       route.admit?.();
     },
     handler: async (request, reply) => {
-      const authorize = async () =>
-        'permission' in route.access ? guard(request, { ...route, access: route.access }) : undefined;
-      const principal = await authorize();
+      const authorize = async (generation: Generation | undefined) =>
+        guarded ? guard(request, guarded, generation) : undefined;
+      const generation = guarded ? readGeneration() : undefined;
+      const principal = await authorize(generation);
 
       const fields: FieldProblem[] = [];
       const parse = (part: 'params' | 'query' | 'body', schema: z.ZodType | undefined, input: unknown) => {
@@ -107,6 +128,16 @@ function registerRoute(
       if (fields.length > 0) throw new ValidationError(fields);
 
       reply.code(successStatus);
+      // The same caller asking for the same URL while the database is unchanged gets the same answer.
+      const answerKey =
+        route.reuseAnswers && principal ? `${principal.type} ${principal.id} ${request.url}` : '';
+      const remembered = answers.lookup(answerKey, generation);
+      if (remembered && (remembered.stillCurrent?.() ?? true)) {
+        metrics.answersReused.inc();
+        reply.type(JSON_CONTENT_TYPE);
+        return remembered.json;
+      }
+      let stillCurrent: (() => boolean) | undefined;
       const result = await route.handler({
         params,
         query,
@@ -114,7 +145,10 @@ function registerRoute(
         request,
         reply,
         principal,
-        reauthorize: authorize,
+        reauthorize: () => authorize(readGeneration()),
+        reusableWhile: (check) => {
+          stillCurrent = check;
+        },
       });
       if (reply.sent) return reply;
       const spec = route.response[reply.statusCode];
@@ -130,7 +164,11 @@ function registerRoute(
         throw new Error(
           `${route.operationId} produced a response its schema refuses: ${parsed.error.message}`,
         );
-      return parsed.data;
+      if (!answerKey || reply.statusCode !== successStatus) return parsed.data;
+      const json = JSON.stringify(parsed.data);
+      answers.store(answerKey, generation, { json, stillCurrent });
+      reply.type(JSON_CONTENT_TYPE);
+      return json;
     },
   });
 }
@@ -157,11 +195,12 @@ export async function createHttpApp(
   options: HttpAppOptions,
   routes: RouteDefinition[],
 ): Promise<FastifyInstance> {
-  const { config, logger, metrics, guard } = options;
+  const { config, logger, metrics } = options;
   const app = Fastify({
     loggerInstance: logger,
     genReqId: () => newId('req'),
     logController: new AccessLog(logger),
+    childLoggerFactory: deferredChildLogger,
     bodyLimit: config.bodyLimitBytes,
     trustProxy: config.trustedProxies.length > 0 ? config.trustedProxies : false,
     onProtoPoisoning: 'error',
@@ -212,6 +251,11 @@ export async function createHttpApp(
   installErrorHandling(app);
 
   const limiter = createRateLimiter(config.rateLimits, metrics);
-  for (const route of routes) registerRoute(app, route, guard, limiter);
+  const answers = new ReadCache<RememberedAnswer>({
+    maxEntries: ANSWERS_REMEMBERED,
+    maxWeight: ANSWERS_MAX_CHARACTERS,
+    weigh: (answer) => answer.json.length,
+  });
+  for (const route of routes) registerRoute(app, route, options, limiter, answers);
   return app;
 }

@@ -93,6 +93,11 @@ export interface RouteContext<P, Q, B> {
    * guard's refusal when any of them has gone.
    */
   reauthorize: () => Promise<Principal | undefined>;
+  /**
+   * On a `reuseAnswers` route: the answer also depends on something outside the database (an agent's
+   * live connection); it is given again only while `stillCurrent` answers true.
+   */
+  reusableWhile: (stillCurrent: () => boolean) => void;
 }
 
 type Infer<S> = S extends z.ZodType ? z.output<S> : undefined;
@@ -123,6 +128,13 @@ export interface RouteDefinition<
    * here: the response is re-parsed through it and undeclared fields are stripped.
    */
   response: Record<number, ResponseSpec>;
+  /**
+   * A GET whose answer depends only on the database, the caller and the URL: the same caller asking
+   * for the same URL again, while the database has not changed since (db/read-cache.ts, SQLite
+   * only), gets the same answer without the handler running again. The guard still runs every time.
+   * Not for an answer that depends on the session used or on the clock.
+   */
+  reuseAnswers?: true;
   handler: (context: RouteContext<Infer<P>, Infer<Q>, Infer<B>>) => Promise<unknown> | unknown;
 }
 
@@ -220,6 +232,8 @@ export function declarationProblems(route: Partial<RouteDefinition>): string[] {
       if (loose) problems.push(`${part} schema lets unknown keys through at ${loose}; use z.strictObject`);
     }
   }
+  if (route.reuseAnswers && (route.method !== 'GET' || !access || access.permission === undefined))
+    problems.push('only a GET with a permission may reuse its answers');
   const urlParams = [...(route.url ?? '').matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]);
   if (urlParams.length > 0 && !route.params)
     problems.push('params schema is required for a URL with parameters');

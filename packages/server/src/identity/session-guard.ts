@@ -1,9 +1,10 @@
 import type { FastifyRequest } from 'fastify';
 import { type AccessService, recordDenial } from '../access/access.service.js';
-import { type AccessLimit, decide } from '../access/authorize.js';
+import { type AccessLimit, decide, isAllowed } from '../access/authorize.js';
 import { actorOf } from '../access/caller.js';
 import { type ApiKeysService, apiKeyActor } from '../apikeys/api-keys.service.js';
 import type { AuditService } from '../audit/audit.service.js';
+import type { Generation } from '../db/read-cache.js';
 import { AppError, ForbiddenError, NotFoundError, UnauthenticatedError } from '../errors.js';
 import type { RouteGuard } from '../http/app.js';
 import { auditContextOf, bearerTokenHashOf, bearerTokenOf } from '../http/request-context.js';
@@ -79,13 +80,14 @@ export function createRouteGuard(deps: {
     request: FastifyRequest,
     route: GuardedRoute,
     principal: Principal,
+    generation: Generation | undefined,
     limit?: AccessLimit,
   ): Promise<OrgContext> {
     const { permission } = route.access;
     const routeName = `${route.method} ${route.url}`;
     const actor = actorOf(principal);
     const slug = (request.params as Record<string, unknown> | undefined)?.org;
-    const org = typeof slug === 'string' ? await access.load(slug, principal.userId) : undefined;
+    const org = typeof slug === 'string' ? await access.load(slug, principal.userId, generation) : undefined;
     // A key acts in its own organization only; anywhere else is "no such organization".
     const keyElsewhere = principal.type === 'api_key' && org?.id !== principal.keyOrgId;
     if (!org || keyElsewhere) {
@@ -104,8 +106,8 @@ export function createRouteGuard(deps: {
       throw new ForbiddenError();
     }
     if (limit) org.access.limit = limit;
-    const decision = decide(org.access, permission, { kind: 'any' });
-    if (!decision.allowed) {
+    if (!isAllowed(org.access, permission, { kind: 'any' })) {
+      const decision = decide(org.access, permission, { kind: 'any' });
       await recordDenial(audit, {
         orgId: org.id,
         actor,
@@ -150,8 +152,9 @@ export function createRouteGuard(deps: {
     request: FastifyRequest,
     route: GuardedRoute,
     token: string,
+    generation: Generation | undefined,
   ): Promise<Principal> {
-    const session = await sessions.resolve(token);
+    const session = await sessions.resolve(token, generation);
     if (!session) throw new UnauthenticatedError('Your session has ended; sign in again.');
     if (session.secondFactorPending && !route.access.beforeSecondFactor)
       throw new AppError(
@@ -185,14 +188,19 @@ export function createRouteGuard(deps: {
       throw new AppError(403, 'password_change_required', 'Change your password before doing anything else.');
     }
     if (permission !== SELF_PERMISSION) {
-      principal.org = await authorizeInOrg(request, route, principal);
+      principal.org = await authorizeInOrg(request, route, principal, generation);
       await assertMfaPolicy(request, route, principal, principal.org, session.mfaEnrolled);
     }
     if (privileged && clock() - session.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
     return principal;
   }
 
-  async function withApiKey(request: FastifyRequest, route: GuardedRoute, token: string): Promise<Principal> {
+  async function withApiKey(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    token: string,
+    generation: Generation | undefined,
+  ): Promise<Principal> {
     const key = await apiKeys.authenticate(token, bearerTokenHashOf(request, token), auditContextOf(request));
     if (!key) throw new UnauthenticatedError('This API key is not valid: it is unknown, expired or revoked.');
     if (key.password_change_required_at !== null)
@@ -208,14 +216,14 @@ export function createRouteGuard(deps: {
     };
     if (route.access.permission === SELF_PERMISSION)
       throw new ApiKeyNotAllowedError('API keys act in their organization; this needs a signed-in person.');
-    const org = await authorizeInOrg(request, route, principal, {
+    const org = await authorizeInOrg(request, route, principal, generation, {
       via: `API key ${key.id} (${key.name})`,
       permissions: new Set(JSON.parse(key.permissions) as string[]),
       selector: key.selector,
     });
     principal.org = org;
     await assertMfaPolicy(request, route, principal, org, Boolean(key.mfa_enrolled));
-    principal.stepUpExempt = decide(org.access, 'apikeys:use_privileged', { kind: 'any' }).allowed;
+    principal.stepUpExempt = isAllowed(org.access, 'apikeys:use_privileged', { kind: 'any' });
     if (route.access.privileged && !principal.stepUpExempt) {
       await recordDenial(audit, {
         orgId: org.id,
@@ -232,11 +240,11 @@ export function createRouteGuard(deps: {
     return principal;
   }
 
-  return async (request, route) => {
+  return async (request, route, generation) => {
     const bearer = bearerTokenOf(request);
-    if (bearer !== undefined) return withApiKey(request, route, bearer);
+    if (bearer !== undefined) return withApiKey(request, route, bearer, generation);
     const token = sessionCookieOf(request);
     if (!token) throw new UnauthenticatedError();
-    return withSession(request, route, token);
+    return withSession(request, route, token, generation);
   };
 }

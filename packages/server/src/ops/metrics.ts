@@ -24,6 +24,11 @@ export function createMetrics() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
+    answersReused: new Counter({
+      name: 'bulwark_http_answers_reused_total',
+      help: 'GET requests answered again from memory because the database had not changed since (SQLite).',
+      registers,
+    }),
     rateLimited: new Counter({
       name: 'bulwark_rate_limit_rejections_total',
       help: 'Requests refused with 429 by the rate limiter, by rate-limit class.',

@@ -28,6 +28,7 @@ export function membersRoutes(members: MembersService): RouteDefinition[] {
       rateLimit: 'read',
       params: z.strictObject({ org: OrgSlug }),
       response: { 200: z.object({ members: z.array(MemberView) }) },
+      reuseAnswers: true,
       handler: async ({ principal }) => ({
         members: (await members.list(principal!.org!.id)).map((m) => ({
           id: m.id,
