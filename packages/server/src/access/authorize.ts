@@ -9,9 +9,10 @@ import {
 
 /**
  * The one decision point (ACC-4). Routes, the agent gateway and the console's capability hints all
- * ask `decide`; nothing else reads roles. It is pure: the caller loads an {@link AccessSnapshot} of
- * one user in one organization for each request, so a role lost is a permission lost on the very next
- * request (AUTH-5) — there is no permission cache to go stale.
+ * ask `decide`; nothing else reads roles. It is pure: the caller hands it an {@link AccessSnapshot} of
+ * one user in one organization as the database holds it when the request begins (read again, or kept
+ * only while nothing has been written since: db/read-cache.ts), so a role lost is a permission lost on
+ * the very next request (AUTH-5).
  *
  * Default deny: a permission is allowed only when a grant holds it. A grant is the member's role in
  * the organization (org-wide), or a role binding to the user or to one of their teams, org-wide or

@@ -49,6 +49,8 @@ export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
     },
     async close() {
       await db.destroy();
+      // Kysely closes its driver only if a query ever ran through it.
+      if (connection.open) connection.close();
     },
   };
 }

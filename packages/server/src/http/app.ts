@@ -109,6 +109,19 @@ function registerRoute(
       const generation = guarded ? readGeneration() : undefined;
       const principal = await authorize(generation);
 
+      // The same caller asking for the same URL while the database is unchanged gets the same answer.
+      // It was stored for this exact URL, which passed validation then (and a GET carries no body).
+      const answerKey =
+        route.reuseAnswers && principal && !hasBody(request)
+          ? `${principal.type} ${principal.id} ${request.url}`
+          : '';
+      const remembered = answers.lookup(answerKey, generation);
+      if (remembered && (remembered.stillCurrent?.() ?? true)) {
+        metrics.answersReused.inc();
+        reply.code(successStatus).type(JSON_CONTENT_TYPE);
+        return remembered.json;
+      }
+
       const fields: FieldProblem[] = [];
       const parse = (part: 'params' | 'query' | 'body', schema: z.ZodType | undefined, input: unknown) => {
         if (!schema) return undefined;
@@ -128,15 +141,6 @@ function registerRoute(
       if (fields.length > 0) throw new ValidationError(fields);
 
       reply.code(successStatus);
-      // The same caller asking for the same URL while the database is unchanged gets the same answer.
-      const answerKey =
-        route.reuseAnswers && principal ? `${principal.type} ${principal.id} ${request.url}` : '';
-      const remembered = answers.lookup(answerKey, generation);
-      if (remembered && (remembered.stillCurrent?.() ?? true)) {
-        metrics.answersReused.inc();
-        reply.type(JSON_CONTENT_TYPE);
-        return remembered.json;
-      }
       let stillCurrent: (() => boolean) | undefined;
       const result = await route.handler({
         params,
