@@ -1,5 +1,6 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger, REDACTED, redactUrl } from './logging.js';
+import pino from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createLogger, isoTimestamp, REDACTED, redactUrl } from './logging.js';
 import { LogCapture, startTestServer, type TestServer } from './test-support/server.js';
 
 /**
@@ -85,6 +86,30 @@ describe('log redaction', () => {
       ['level', 'msg', 'name', 'pid', 'req', 'requestId', 'res', 'responseTime', 'time'].sort(),
     );
     for (const secret of Object.values(SECRETS)) expect(server.logs.text).not.toContain(secret);
+  });
+
+  it("writes a request's own lines with its request id, when its level is on", async () => {
+    // The request's logger is made only when a line is written (http/request-logger.ts).
+    server = await startTestServer({ BULWARK_LOG_LEVEL: 'debug' });
+    const response = await fetch(`${server.url}/healthz`);
+    await server.stop();
+    const lines = server.logs
+      .entries()
+      .filter((entry) => entry.requestId === response.headers.get('x-request-id'));
+    expect(lines.map((line) => line.msg)).toEqual(['incoming request', 'request completed']);
+    expect(lines[0]).toMatchObject({ level: 20, name: 'bulwark', req: { method: 'GET', url: '/healthz' } });
+  });
+
+  it('stamps lines with the same ISO time as pino', () => {
+    vi.useFakeTimers({ now: Date.UTC(2026, 10, 22, 9, 30, 15, 123) });
+    try {
+      expect(isoTimestamp()).toBe(pino.stdTimeFunctions.isoTime());
+      vi.advanceTimersByTime(1);
+      expect(isoTimestamp()).toBe(',"time":"2026-11-22T09:30:15.124Z"');
+      expect(isoTimestamp()).toBe(pino.stdTimeFunctions.isoTime());
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('censors secret fields wherever code logs them', () => {
