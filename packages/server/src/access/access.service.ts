@@ -108,7 +108,12 @@ export function createAccessService(deps: { store: AccessStore; audit: AuditServ
     const org = await store.orgWithMembership(slug, userId);
     if (!org?.role) return undefined;
     const bindings = await store.bindingGrantsOf(org.id, userId);
-    const grants = [{ role: org.role, via: 'membership', selector: null }, ...bindings];
+    // Frozen: a kept context is shared by every request of the member until the next write.
+    const grants = Object.freeze(
+      [{ role: org.role, via: 'membership', selector: null }, ...bindings].map((grant) =>
+        Object.freeze(grant),
+      ),
+    );
     const customRoles = grants.some((grant) => !isBuiltInRole(grant.role))
       ? await store.customRoles(org.id)
       : new Map();

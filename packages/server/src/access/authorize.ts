@@ -50,7 +50,7 @@ export interface AccessLimit {
 export interface AccessSnapshot {
   orgId: string;
   userId: string;
-  grants: Grant[];
+  grants: readonly Grant[];
   /** The organization's custom roles, by id. */
   customRoles: ReadonlyMap<string, CustomRole>;
   limit?: AccessLimit;

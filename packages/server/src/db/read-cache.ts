@@ -103,7 +103,8 @@ export class ReadCache<V> {
     const hit = this.lookup(key, generation);
     if (hit !== undefined) return hit;
     const value = await load();
-    this.store(key, generation, value);
+    // Nothing found is not kept: made-up keys (forged tokens, unknown slugs) must not push out real entries.
+    if (value !== undefined) this.store(key, generation, value);
     return value;
   }
 

@@ -7,7 +7,7 @@ import { ForbiddenError, ServiceUnavailableError, UnauthenticatedError } from '.
 import { createMetrics } from '../ops/metrics.js';
 import { LogCapture } from '../test-support/server.js';
 import { createHttpApp, type HttpAppOptions, type RouteGuard } from './app.js';
-import { defineRoute, type RouteDefinition } from './route.js';
+import { declarationProblems, defineRoute, type RouteDefinition } from './route.js';
 
 /**
  * The HTTP core against routes declared here, served by a real Fastify on a loopback port and called
@@ -356,6 +356,32 @@ describe('route declarations (default deny)', () => {
         { ...complete, body: z.intersection(z.strictObject({ a: z.string() }), z.object({ b: z.string() })) },
       ]),
     ).rejects.toThrow('at (root)');
+  });
+
+  it('lets only an organization GET with a permission reuse its answers', () => {
+    // An answer is kept per caller and URL: anything that could depend on more must not declare it.
+    const reusing = defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/things',
+      operationId: 'listThings',
+      summary: 'Things',
+      access: { permission: 'things:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: z.string() }),
+      response: { 200: z.object({}) },
+      reuseAnswers: true,
+      handler: () => ({}),
+    });
+    expect(declarationProblems(reusing)).toEqual([]);
+    const refusal = 'only an organization GET with a permission may reuse its answers';
+    for (const change of [
+      { method: 'POST' as const },
+      { access: { permission: 'self:manage' as const } },
+      { access: { public: 'anyone may read the things' } },
+      { url: '/api/things', params: undefined },
+    ]) {
+      expect(declarationProblems({ ...reusing, ...change }), JSON.stringify(change)).toContain(refusal);
+    }
   });
 
   it('refuses a route registered around the declaration', async () => {

@@ -232,8 +232,16 @@ export function declarationProblems(route: Partial<RouteDefinition>): string[] {
       if (loose) problems.push(`${part} schema lets unknown keys through at ${loose}; use z.strictObject`);
     }
   }
-  if (route.reuseAnswers && (route.method !== 'GET' || !access || access.permission === undefined))
-    problems.push('only a GET with a permission may reuse its answers');
+  // An answer is kept per caller and URL: a route about the caller's own session, or one outside an
+  // organization, could depend on more than that.
+  if (
+    route.reuseAnswers &&
+    (route.method !== 'GET' ||
+      access?.permission === undefined ||
+      access.permission === 'self:manage' ||
+      !route.url?.startsWith('/api/orgs/:org/'))
+  )
+    problems.push('only an organization GET with a permission may reuse its answers');
   const urlParams = [...(route.url ?? '').matchAll(/:([A-Za-z0-9_]+)/g)].map((m) => m[1]);
   if (urlParams.length > 0 && !route.params)
     problems.push('params schema is required for a URL with parameters');

@@ -195,12 +195,7 @@ export function createRouteGuard(deps: {
     return principal;
   }
 
-  async function withApiKey(
-    request: FastifyRequest,
-    route: GuardedRoute,
-    token: string,
-    generation: Generation | undefined,
-  ): Promise<Principal> {
+  async function withApiKey(request: FastifyRequest, route: GuardedRoute, token: string): Promise<Principal> {
     const key = await apiKeys.authenticate(token, bearerTokenHashOf(request, token), auditContextOf(request));
     if (!key) throw new UnauthenticatedError('This API key is not valid: it is unknown, expired or revoked.');
     if (key.password_change_required_at !== null)
@@ -216,7 +211,9 @@ export function createRouteGuard(deps: {
     };
     if (route.access.permission === SELF_PERMISSION)
       throw new ApiKeyNotAllowedError('API keys act in their organization; this needs a signed-in person.');
-    const org = await authorizeInOrg(request, route, principal, generation, {
+    // Not reused for a key: its lookup above waited on the database, possibly behind a change that
+    // committed after the request began, which the generation read then does not show.
+    const org = await authorizeInOrg(request, route, principal, undefined, {
       via: `API key ${key.id} (${key.name})`,
       permissions: new Set(JSON.parse(key.permissions) as string[]),
       selector: key.selector,
@@ -242,7 +239,7 @@ export function createRouteGuard(deps: {
 
   return async (request, route, generation) => {
     const bearer = bearerTokenOf(request);
-    if (bearer !== undefined) return withApiKey(request, route, bearer, generation);
+    if (bearer !== undefined) return withApiKey(request, route, bearer);
     const token = sessionCookieOf(request);
     if (!token) throw new UnauthenticatedError();
     return withSession(request, route, token, generation);

@@ -91,7 +91,7 @@ export function createSessionsService(deps: {
       if (row === undefined) {
         if (!isWellFormedToken(token, 'bws')) return undefined;
         row = await store.findLive(hash);
-        rows.store(hash, generation, row);
+        if (row) rows.store(hash, generation, row);
       }
       if (row?.status !== 'active') return undefined;
       const now = clock();
