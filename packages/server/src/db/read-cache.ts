@@ -82,16 +82,16 @@ export class ReadCache<V> {
     if (!generation) return;
     const weight = this.#limits.weigh?.(value) ?? 0;
     const { maxEntries, maxWeight = Number.POSITIVE_INFINITY } = this.#limits;
-    this.delete(key);
+    this.#delete(key);
     if (weight > maxWeight) return;
     while (this.#entries.size >= maxEntries || this.#weight + weight > maxWeight) {
-      this.delete(this.#entries.keys().next().value!);
+      this.#delete(this.#entries.keys().next().value!);
     }
     this.#entries.set(key, { generation, value, weight });
     this.#weight += weight;
   }
 
-  delete(key: string): void {
+  #delete(key: string): void {
     const entry = this.#entries.get(key);
     if (!entry) return;
     this.#entries.delete(key);

@@ -109,13 +109,12 @@ function registerRoute(
       const generation = guarded ? readGeneration() : undefined;
       const principal = await authorize(generation);
 
-      // The same caller asking for the same URL while the database is unchanged gets the same answer.
+      // The same person asking for the same URL while the database is unchanged gets the same answer.
       // It was stored for this exact URL, which passed validation then (and a GET carries no body).
+      // Not for an API key: the guard reads its access afresh (session-guard.ts), and so must this.
       const answerKey =
-        route.reuseAnswers && principal && !hasBody(request)
-          ? `${principal.type} ${principal.id} ${request.url}`
-          : '';
-      const remembered = answers.lookup(answerKey, generation);
+        route.reuseAnswers && principal?.session && !hasBody(request) ? `${principal.id} ${request.url}` : '';
+      const remembered = answerKey ? answers.lookup(answerKey, generation) : undefined;
       if (remembered && (remembered.stillCurrent?.() ?? true)) {
         metrics.answersReused.inc();
         reply.code(successStatus).type(JSON_CONTENT_TYPE);

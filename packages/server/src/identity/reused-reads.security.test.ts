@@ -110,6 +110,24 @@ describe('reads reused between requests', () => {
     expect(listed(await owner.client.json('GET', '/api/orgs/acme/agents'))).toHaveLength(2);
   });
 
+  it('are not reused for an API key, whose access is read afresh on every request', async () => {
+    world = await start();
+    const created = await world.owner.client.json<{ token: string }>('POST', '/api/orgs/acme/api-keys', {
+      name: 'inventory',
+      permissions: ['members:read'],
+    });
+    expect(created.status).toBe(201);
+    const before = await reusedAnswers();
+    // Three: the first use of a key writes its last-use time, which alone makes the next one miss.
+    for (let i = 0; i < 3; i++) {
+      const response = await fetch(`${world.server.url}/api/orgs/acme/members`, {
+        headers: { authorization: `Bearer ${created.body.token}` },
+      });
+      expect(response.status).toBe(200);
+    }
+    expect(await reusedAnswers()).toBe(before);
+  });
+
   it("show an agent's live heartbeat, which is not in the database yet", async () => {
     world = await start();
     const { body } = await world.owner.client.json<{ token: string }>(

@@ -36,7 +36,7 @@ const TOUCH_EVERY_MS = 60_000;
 /** Sessions whose rows are kept between requests; past that, the oldest read go first. */
 const SESSION_ROWS_CACHED = 10_000;
 
-type SessionRow = Awaited<ReturnType<SessionsStore['findLive']>>;
+type SessionRow = NonNullable<Awaited<ReturnType<SessionsStore['findLive']>>>;
 
 export function createSessionsService(deps: {
   store: SessionsStore;
@@ -44,7 +44,7 @@ export function createSessionsService(deps: {
   policy: SessionPolicy;
 }) {
   const { store, clock, policy } = deps;
-  const rows = new ReadCache<SessionRow | undefined>({ maxEntries: SESSION_ROWS_CACHED });
+  const rows = new ReadCache<SessionRow>({ maxEntries: SESSION_ROWS_CACHED });
 
   return {
     /**

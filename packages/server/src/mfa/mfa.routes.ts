@@ -49,6 +49,13 @@ const RecoveryCodes = z
   .array(z.string())
   .describe('Ten single-use codes, shown this once: each stands in for the authenticator one time');
 
+/** A factor confirmed: the first one comes with recovery codes. */
+const FactorAdded = z.object({
+  factor: FactorView,
+  recoveryCodes: RecoveryCodes.optional(),
+  otherSessions: OtherSessions,
+});
+
 const CredentialDescriptor = z.object({
   id: z.string(),
   type: z.literal('public-key'),
@@ -164,11 +171,7 @@ export function mfaRoutes(
       rateLimit: 'write',
       body: z.strictObject({ name: DisplayText(64).default('Passkey'), response: PasskeyRegistration }),
       response: {
-        201: z.object({
-          factor: FactorView,
-          recoveryCodes: RecoveryCodes.optional(),
-          otherSessions: OtherSessions,
-        }),
+        201: FactorAdded,
       },
       handler: async ({ principal, body, request, reply }) => {
         const session = sessionOf(principal);
@@ -238,11 +241,7 @@ export function mfaRoutes(
           .regex(/^\d{6}$/, 'is six digits'),
       }),
       response: {
-        200: z.object({
-          factor: FactorView,
-          recoveryCodes: RecoveryCodes.optional(),
-          otherSessions: OtherSessions,
-        }),
+        200: FactorAdded,
       },
       handler: async ({ principal, params, body, request }) => {
         const session = sessionOf(principal);
