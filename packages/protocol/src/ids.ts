@@ -45,40 +45,44 @@ function encodeTime(ms: number): string {
   return out;
 }
 
-function encodeRandom(bytes: Buffer): string {
-  // 10 bytes = 80 bits = 16 base32 characters exactly: take 5 bits at a time from a small accumulator.
-  let out = '';
-  let accumulator = 0;
-  let bits = 0;
-  for (const byte of bytes) {
-    accumulator = ((accumulator << 8) | byte) & 0xfff;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      out += CROCKFORD[(accumulator >> bits) & 31];
-    }
-  }
-  return out;
-}
-
 // One CSPRNG call per 1,024 ids instead of one per id (a call costs more than the id itself).
 const RANDOM_BYTES_PER_ID = 10;
 const POOL_BYTES = RANDOM_BYTES_PER_ID * 1024;
 let pool = Buffer.alloc(0);
 let poolOffset = 0;
 
-function randomForId(): Buffer {
+/** 80 fresh random bits (10 bytes of the pool, never reused) as 16 base32 characters. */
+function randomPart(): string {
   if (poolOffset + RANDOM_BYTES_PER_ID > pool.length) {
     pool = randomBytes(POOL_BYTES);
     poolOffset = 0;
   }
-  const bytes = pool.subarray(poolOffset, poolOffset + RANDOM_BYTES_PER_ID);
+  // Take 5 bits at a time from a small accumulator; 10 bytes = 80 bits = 16 characters exactly.
+  let out = '';
+  let accumulator = 0;
+  let bits = 0;
+  for (let i = poolOffset; i < poolOffset + RANDOM_BYTES_PER_ID; i++) {
+    accumulator = ((accumulator << 8) | pool[i]!) & 0xfff;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += CROCKFORD[(accumulator >> bits) & 31];
+    }
+  }
   poolOffset += RANDOM_BYTES_PER_ID;
-  return bytes;
+  return out;
 }
 
+// Ids made in the same millisecond share their time part: encode it once (every request makes one).
+let encodedAt = Number.NaN;
+let encodedTime = '';
+
 export function newId(prefix: IdPrefix, now: number = Date.now()): string {
-  return `${prefix}_${encodeTime(now)}${encodeRandom(randomForId())}`;
+  if (now !== encodedAt) {
+    encodedAt = now;
+    encodedTime = encodeTime(now);
+  }
+  return `${prefix}_${encodedTime}${randomPart()}`;
 }
 
 /** The body of an id after its prefix: 10 time and 16 random Crockford base32 characters. */

@@ -242,15 +242,15 @@ export async function createHttpApp(
   });
   app.addHook('onResponse', (request, reply, next) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    metrics.requests.inc({ method: request.method, route, status: String(reply.statusCode) });
-    metrics.duration.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+    metrics.requests.record(request.method, route, reply.statusCode, reply.elapsedTime / 1000);
     next();
   });
 
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
   app.removeContentTypeParser('text/plain');
-  // Cookies are parsed, never signed: the session token carries its own integrity (random + checksum).
-  await app.register(cookie);
+  // Cookies are never signed: the session token carries its own integrity (random + checksum). They
+  // are parsed only where read (session-guard.ts), not on every request.
+  await app.register(cookie, { hook: false });
   installErrorHandling(app);
 
   const limiter = createRateLimiter(config.rateLimits, metrics);

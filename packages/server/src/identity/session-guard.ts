@@ -41,7 +41,8 @@ export class StepUpRequiredError extends AppError {
 }
 
 export function sessionCookieOf(request: FastifyRequest): string | undefined {
-  return request.cookies?.[SESSION_COOKIE];
+  const header = request.headers.cookie;
+  return header ? request.server.parseCookie(header)[SESSION_COOKIE] : undefined;
 }
 
 /** Refused because an API key may not do this: self-service routes, or privileged ones without the permission. */

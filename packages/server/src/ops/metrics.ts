@@ -1,4 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { HttpRequestMetrics } from './request-metrics.js';
 
 /**
  * The Prometheus registry (PLAT-4). One registry per server instance (not prom-client's global), so
@@ -11,19 +12,7 @@ export function createMetrics() {
   const registers = [registry];
 
   const http = {
-    requests: new Counter({
-      name: 'bulwark_http_requests_total',
-      help: 'HTTP requests answered, by route template, method and status code.',
-      labelNames: ['method', 'route', 'status'] as const,
-      registers,
-    }),
-    duration: new Histogram({
-      name: 'bulwark_http_request_duration_seconds',
-      help: 'Time to answer an HTTP request, by route template and method.',
-      labelNames: ['method', 'route'] as const,
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-      registers,
-    }),
+    requests: new HttpRequestMetrics(registers),
     answersReused: new Counter({
       name: 'bulwark_http_answers_reused_total',
       help: 'GET requests answered again from memory because the database had not changed since (SQLite).',
