@@ -249,7 +249,8 @@ export async function createHttpApp(
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
   app.removeContentTypeParser('text/plain');
   // Cookies are never signed: the session token carries its own integrity (random + checksum). They
-  // are parsed only where read (session-guard.ts), not on every request.
+  // are parsed only where read (sessionCookieOf in session-guard.ts), not on every request, so
+  // `request.cookies` stays empty: read the session cookie through sessionCookieOf.
   await app.register(cookie, { hook: false });
   installErrorHandling(app);
 

@@ -71,9 +71,14 @@ describe('HTTP request metrics', () => {
     expect(await json(registry)).toEqual(await json(reference(requests)));
   });
 
-  it('show nothing before the first request, as prom-client does', async () => {
+  it('show nothing before the first request or after a reset, as prom-client does', async () => {
     const registry = new Registry();
-    new HttpRequestMetrics([registry]);
-    expect(await lines(registry)).toEqual(await lines(reference([])));
+    const metrics = new HttpRequestMetrics([registry]);
+    const empty = await lines(reference([]));
+    expect(await lines(registry)).toEqual(empty);
+    metrics.record('GET', '/healthz', 200, 0.0002);
+    expect(await lines(registry)).not.toEqual(empty);
+    registry.resetMetrics();
+    expect(await lines(registry)).toEqual(empty);
   });
 });

@@ -40,10 +40,13 @@ export class HttpRequestMetrics {
   readonly #routes = new Map<string, Map<string, RouteSeries>>();
 
   constructor(registers: Registry[]) {
-    const series = () => this.#series();
+    const source: SeriesSource = {
+      list: () => [...this.#routes.values()].flatMap((methods) => [...methods.values()]),
+      clear: () => this.#routes.clear(),
+    };
     // Both register themselves in `registers`, which is where scrapes find them.
-    new RequestCounter(series, registers);
-    new DurationHistogram(series, registers);
+    new RequestCounter(source, registers);
+    new DurationHistogram(source, registers);
   }
 
   /** One answered request. */
@@ -73,24 +76,38 @@ export class HttpRequestMetrics {
     series.sum += seconds;
     series.count += 1;
   }
+}
 
-  #series(): RouteSeries[] {
-    return [...this.#routes.values()].flatMap((methods) => [...methods.values()]);
-  }
+/**
+ * What the two metrics read their values from. Both are views of the same requests, so resetting
+ * either (Registry.resetMetrics) clears both.
+ */
+interface SeriesSource {
+  list(): RouteSeries[];
+  clear(): void;
 }
 
 /** The counter's values come from the series when scraped; prom-client keeps its name, help and type. */
 class RequestCounter extends Counter<'method' | 'route' | 'status'> {
-  readonly #series: () => RouteSeries[];
+  readonly #source: SeriesSource;
 
-  constructor(series: () => RouteSeries[], registers: Registry[]) {
+  constructor(source: SeriesSource, registers: Registry[]) {
     super({ ...REQUESTS, labelNames: ['method', 'route', 'status'], registers });
-    this.#series = series;
+    this.#source = source;
+  }
+
+  override reset() {
+    super.reset();
+    // prom-client's constructor resets too, before this class has set its fields.
+    if (#source in this) this.#source.clear();
   }
 
   override async get() {
-    const values = this.#series().flatMap(({ method, route, statuses }) =>
-      [...statuses].map(([status, value]) => ({ labels: { method, route, status: String(status) }, value })),
+    const values = this.#source.list().flatMap(({ method, route, statuses }) =>
+      [...statuses].map(([status, value]) => ({
+        labels: { method, route, status: String(status) },
+        value,
+      })),
     );
     return { ...(await super.get()), values };
   }
@@ -102,11 +119,17 @@ class RequestCounter extends Counter<'method' | 'route' | 'status'> {
  * `getForPromString()` and derives `get()` from it, so that is the one method replaced.
  */
 class DurationHistogram extends Histogram<'method' | 'route'> {
-  readonly #series: () => RouteSeries[];
+  readonly #source: SeriesSource;
 
-  constructor(series: () => RouteSeries[], registers: Registry[]) {
+  constructor(source: SeriesSource, registers: Registry[]) {
     super({ ...DURATION, labelNames: ['method', 'route'], buckets: DURATION_BUCKETS, registers });
-    this.#series = series;
+    this.#source = source;
+  }
+
+  override reset() {
+    super.reset();
+    // prom-client's constructor resets too, before this class has set its fields.
+    if (#source in this) this.#source.clear();
   }
 
   async getForPromString() {
@@ -116,7 +139,7 @@ class DurationHistogram extends Histogram<'method' | 'route'> {
       sharedLabels,
       value: count,
     });
-    const values = this.#series().flatMap(({ method, route, buckets, sum, count }) => {
+    const values = this.#source.list().flatMap(({ method, route, buckets, sum, count }) => {
       const shared = { method, route };
       let cumulative = 0;
       return [
