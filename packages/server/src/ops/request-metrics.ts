@@ -7,8 +7,8 @@ import { Counter, Histogram, type Registry } from 'prom-client';
  * prom-client validates and hashes the label set on every `inc()` and `observe()`: twice per request,
  * a measurable share of a cheap one (bench/api-read). Here a request adds to plain numbers found by
  * route and method, and the label sets are built only when Prometheus scrapes. Both stay prom-client
- * metrics of the same registry, so the exposition is prom-client's own, byte for byte
- * (request-metrics.test.ts compares the two).
+ * metrics of the same registry, rendered by prom-client: a scrape shows the very lines prom-client's
+ * own Counter and Histogram would (request-metrics.test.ts compares the two).
  *
  * The series are bounded: route templates are the registered ones (or `unmatched`), methods are the
  * few that Node's HTTP parser accepts, and statuses are three-digit codes.
