@@ -4,6 +4,7 @@ import {
   AgentMessage,
   agentProofStatement,
   ed25519PublicKey,
+  ed25519VerificationKey,
   RegisterRequest,
   rawPublicKey,
   serverProofStatement,
@@ -26,6 +27,23 @@ describe('agent protocol', () => {
       verifyStatement(publicKey, serverProofStatement({ ...nonces, serverNonce: nonce() }), signature),
     ).toBe(false);
     expect(verifyStatement(publicKey, serverProofStatement(nonces), 'not-a-signature')).toBe(false);
+  });
+
+  it('verifies with a raw key as with its KeyObject, and refuses another key or a malformed one', () => {
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const nonces = { agentId: 'agt_01J00000000000000000000000', agentNonce: nonce(), serverNonce: nonce() };
+    const signature = signStatement(privateKey, agentProofStatement(nonces));
+    const raw = rawPublicKey(publicKey);
+    expect(verifyStatement(ed25519VerificationKey(raw), agentProofStatement(nonces), signature)).toBe(true);
+    // Impersonation: a proof made with one agent's key, checked against another agent's key.
+    const other = rawPublicKey(generateKeyPairSync('ed25519').publicKey);
+    expect(verifyStatement(ed25519VerificationKey(other), agentProofStatement(nonces), signature)).toBe(
+      false,
+    );
+    // A stored key that is not an Ed25519 key at all is a refusal, never an exception.
+    expect(verifyStatement(ed25519VerificationKey('AAAA'), agentProofStatement(nonces), signature)).toBe(
+      false,
+    );
   });
 
   it('round-trips raw public keys and accepts only the canonical spelling of a key', () => {

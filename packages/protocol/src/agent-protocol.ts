@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject, sign, verify } from 'node:crypto';
+import { createPublicKey, type JsonWebKeyInput, type KeyObject, sign, verify } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical-json.js';
 import { ID_BODY_PATTERN } from './ids.js';
@@ -292,6 +292,15 @@ export function ed25519PublicKey(raw: string): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw }, format: 'jwk' });
 }
 
+/**
+ * An Ed25519 public key from its raw base64url form, for one verification: unlike a KeyObject, whose
+ * native key lives until a garbage collection, it holds no memory once the check is done. The
+ * gateway checks a proof with a different key on every agent connection.
+ */
+export function ed25519VerificationKey(raw: string): JsonWebKeyInput {
+  return { key: { kty: 'OKP', crv: 'Ed25519', x: raw }, format: 'jwk' };
+}
+
 /** The raw base64url form of an Ed25519 or X25519 public key. */
 export function rawPublicKey(key: KeyObject): string {
   const { x } = key.export({ format: 'jwk' });
@@ -303,7 +312,11 @@ export function signStatement(privateKey: KeyObject, statement: string): string 
   return sign(null, Buffer.from(statement, 'utf8'), privateKey).toString('base64url');
 }
 
-export function verifyStatement(publicKey: KeyObject, statement: string, signature: string): boolean {
+export function verifyStatement(
+  publicKey: KeyObject | JsonWebKeyInput,
+  statement: string,
+  signature: string,
+): boolean {
   try {
     return verify(null, Buffer.from(statement, 'utf8'), publicKey, Buffer.from(signature, 'base64url'));
   } catch {

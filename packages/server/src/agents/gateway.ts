@@ -7,7 +7,7 @@ import {
   AGENT_PROTOCOL_VERSION,
   AgentMessage,
   agentProofStatement,
-  ed25519PublicKey,
+  ed25519VerificationKey,
   type HandshakeNonces,
   MAX_AGENT_MESSAGE_BYTES,
   type ServerMessage,
@@ -260,7 +260,7 @@ export function createAgentGateway(deps: {
           const valid =
             agent !== undefined &&
             verifyStatement(
-              ed25519PublicKey(agent.signing_key),
+              ed25519VerificationKey(agent.signing_key),
               agentProofStatement(nonces),
               message.signature,
             );

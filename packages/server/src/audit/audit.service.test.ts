@@ -3,6 +3,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { canonicalJson, generateToken } from '@bulwark/protocol';
 import { describe, expect, it } from 'vitest';
+import { createGroupCommit } from '../db/group-commit.js';
 import { BadRequestError } from '../errors.js';
 import { countEvents, manualClock, openAudit, rewriteChain } from '../test-support/audit.js';
 import { freshDatabasePerTest, type TestDatabase, testDatabases } from '../test-support/databases.js';
@@ -80,6 +81,23 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
     await audit.record(event('org_a', 1));
     await database().close();
     await expect(audit.record(event('org_a', 2))).rejects.toBeInstanceOf(AuditUnavailableError);
+  });
+
+  it('commits its events even when a write it shares a group commit with fails', async () => {
+    // The batch of events is taken when the shared transaction runs; when another write in it fails,
+    // each write is retried alone and the audit's retry must carry the very same events.
+    const groupCommit = createGroupCommit(database().db);
+    const { audit, db } = await openAudit(database(), { groupCommit });
+    const org = { id: 'org_taken', slug: 'taken', name: 'Taken', created_at: 1, mfa_required: 1 };
+    await db.insertInto('orgs').values(org).execute();
+    const events = [audit.record(event('org_a', 1)), audit.record(event('org_a', 2))];
+    const duplicate = groupCommit((trx) => trx.insertInto('orgs').values(org).execute());
+    events.push(audit.record(event('org_a', 3)));
+    await expect(duplicate).rejects.toThrow();
+    expect((await Promise.all(events)).map((ref) => ref.seq)).toEqual([1, 2, 3]);
+    expect(await countEvents(db)).toBe(3);
+    expect((await audit.verify('org_a')).ok).toBe(true);
+    await audit.close();
   });
 
   it('refuses details that hold a secret and writes nothing', async () => {

@@ -1,4 +1,5 @@
-import type { Kysely, SelectQueryBuilder, Transaction } from 'kysely';
+import type { InsertResult, Kysely, SelectQueryBuilder, Transaction } from 'kysely';
+import { type CompiledOnce, compiledOnce } from '../db/compiled-once.js';
 import type { Dialect } from '../db/database.js';
 import { createGroupCommit } from '../db/group-commit.js';
 import type { AuditCheckpointsTable, DB } from '../db/schema.js';
@@ -48,6 +49,30 @@ export type CheckpointRow = AuditCheckpointsTable;
 // driver's prepared-statement cache keeps them all.
 const MAX_INSERT_ROWS = 256;
 
+// Every column of an event, in the order of the compiled inserts' values (a Record: none can be missing).
+const EVENT_COLUMN_SET: Record<keyof AuditEventRow, true> = {
+  id: true,
+  chain_id: true,
+  seq: true,
+  org_id: true,
+  ts: true,
+  actor_type: true,
+  actor_id: true,
+  actor_display: true,
+  ip: true,
+  user_agent: true,
+  action: true,
+  target_type: true,
+  target_id: true,
+  target_display: true,
+  outcome: true,
+  request_id: true,
+  details: true,
+  prev_hash: true,
+  hash: true,
+};
+const EVENT_COLUMNS = Object.keys(EVENT_COLUMN_SET) as Array<keyof AuditEventRow>;
+
 export function insertChunkSizes(rows: number): number[] {
   const sizes: number[] = [];
   let rest = rows;
@@ -83,6 +108,49 @@ function applyFilters<O>(
  * audit events and the command transitions it records are made durable by one commit, not two.
  */
 export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit = createGroupCommit(db)) {
+  // Every batch the writer commits runs these: they are compiled once (see compiled-once.ts).
+  const headRow = compiledOnce(db, (args: { chainId: string }) => {
+    const query = db
+      .selectFrom('audit_chain_heads')
+      .select(['seq', 'hash'])
+      .where('chain_id', '=', args.chainId);
+    return dialect === 'postgres' ? query.forUpdate() : query;
+  });
+  const createHeadRow = compiledOnce(db, (args: { chainId: string; now: number }) =>
+    db
+      .insertInto('audit_chain_heads')
+      .values({ chain_id: args.chainId, seq: 0, hash: GENESIS_HASH, updated_at: args.now })
+      .onConflict((oc) => oc.column('chain_id').doNothing()),
+  );
+  const moveHead = compiledOnce(db, (args: { chainId: string; seq: number; hash: string; now: number }) =>
+    db
+      .updateTable('audit_chain_heads')
+      .set({ seq: args.seq, hash: args.hash, updated_at: args.now })
+      .where('chain_id', '=', args.chainId),
+  );
+  // One insert per chunk size (insertChunkSizes), its values a flat array, row after row.
+  const insertsOfSize = new Map<number, CompiledOnce<unknown[], InsertResult>>();
+  const insertOfSize = (size: number) => {
+    let insert = insertsOfSize.get(size);
+    if (!insert) {
+      insert = compiledOnce(db, (values: unknown[]) =>
+        db
+          .insertInto('audit_events')
+          .values(
+            Array.from(
+              { length: size },
+              (_, row) =>
+                Object.fromEntries(
+                  EVENT_COLUMNS.map((column, i) => [column, values[row * EVENT_COLUMNS.length + i]]),
+                ) as unknown as AuditEventRow,
+            ),
+          ),
+      );
+      insertsOfSize.set(size, insert);
+    }
+    return insert;
+  };
+
   return {
     /** Runs `work` in a write transaction: IMMEDIATE on SQLite, row locks on the chain heads on PostgreSQL. */
     transaction<T>(work: (tx: Transaction<DB>) => Promise<T>): Promise<T> {
@@ -98,34 +166,29 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit =
      * instances appending the first events of a chain serialize on the same row instead of racing.
      */
     async lockHead(tx: Transaction<DB>, chainId: string, now: number): Promise<ChainHead> {
-      await tx
-        .insertInto('audit_chain_heads')
-        .values({ chain_id: chainId, seq: 0, hash: GENESIS_HASH, updated_at: now })
-        .onConflict((oc) => oc.column('chain_id').doNothing())
-        .execute();
-      let query = tx.selectFrom('audit_chain_heads').select(['seq', 'hash']).where('chain_id', '=', chainId);
-      if (dialect === 'postgres') query = query.forUpdate();
-      const head = await query.executeTakeFirstOrThrow();
+      let head = await headRow.first({ chainId }, tx);
+      if (!head) {
+        await createHeadRow.execute({ chainId, now }, tx);
+        head = await headRow.first({ chainId }, tx);
+        if (!head) throw new Error(`the head of audit chain ${chainId} could not be created`);
+      }
       return { chainId, seq: head.seq, hash: head.hash };
     },
 
     async insertEvents(tx: Transaction<DB>, rows: AuditEventRow[]): Promise<void> {
       let offset = 0;
       for (const size of insertChunkSizes(rows.length)) {
-        await tx
-          .insertInto('audit_events')
-          .values(rows.slice(offset, offset + size))
-          .execute();
+        const values: unknown[] = [];
+        for (const row of rows.slice(offset, offset + size)) {
+          for (const column of EVENT_COLUMNS) values.push(row[column]);
+        }
+        await insertOfSize(size).execute(values, tx);
         offset += size;
       }
     },
 
     async setHead(tx: Transaction<DB>, head: ChainHead, now: number): Promise<void> {
-      await tx
-        .updateTable('audit_chain_heads')
-        .set({ seq: head.seq, hash: head.hash, updated_at: now })
-        .where('chain_id', '=', head.chainId)
-        .execute();
+      await moveHead.execute({ chainId: head.chainId, seq: head.seq, hash: head.hash, now }, tx);
     },
 
     async head(chainId: string): Promise<ChainHead | undefined> {

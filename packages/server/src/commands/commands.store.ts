@@ -34,6 +34,17 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
   const byIdForAgent = compiledOnce(db, (args: { agentId: string; id: string }) =>
     db.selectFrom('commands').selectAll().where('agent_id', '=', args.agentId).where('id', '=', args.id),
   );
+  // Every agent's connection asks (a reconnecting fleet, thousands at once).
+  const deliverable = compiledOnce(db, (args: { agentId: string; now: number }) =>
+    db
+      .selectFrom('commands')
+      .selectAll()
+      .where('agent_id', '=', args.agentId)
+      .where('status', '=', 'queued')
+      .where('expires_at', '>', args.now)
+      .orderBy('id')
+      .limit(100),
+  );
   const policy = compiledOnce(db, (args: { orgId: string }) =>
     db.selectFrom('command_policies').selectAll().where('org_id', '=', args.orgId),
   );
@@ -78,16 +89,7 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
       return Number(result.numUpdatedRows) === 1;
     },
     /** Commands waiting for this agent, oldest first, still deliverable. */
-    deliverable: (agentId: string, now: number) =>
-      db
-        .selectFrom('commands')
-        .selectAll()
-        .where('agent_id', '=', agentId)
-        .where('status', '=', 'queued')
-        .where('expires_at', '>', now)
-        .orderBy('id')
-        .limit(100)
-        .execute(),
+    deliverable: (agentId: string, now: number) => deliverable.all({ agentId, now }),
     /**
      * Commands past a deadline: approvals past theirs, deliveries past theirs, and runs past their
      * action's timeout by more than `executionGraceMs`.

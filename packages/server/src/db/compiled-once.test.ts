@@ -41,6 +41,33 @@ describe.each(testDatabases())('compiled-once queries on $dialect', (target) => 
     expect(builds).toBe(1);
   });
 
+  it('runs in the transaction it is given, with an array of arguments for a multi-row insert', async () => {
+    const db = await seed();
+    const insert = compiledOnce(db, (values: unknown[]) =>
+      db.insertInto('orgs').values(
+        [0, 1].map((row) => ({
+          id: values[row * 2] as string,
+          slug: values[row * 2 + 1] as string,
+          name: 'n',
+          created_at: 1,
+          mfa_required: 1,
+        })),
+      ),
+    );
+    const slugs = async () =>
+      (await db.selectFrom('orgs').select('slug').orderBy('slug').execute()).map((r) => r.slug);
+    // Rolled back with its transaction: the insert ran in it, not beside it on the database.
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await insert.execute(['org_c', 'gamma', 'org_d', 'delta'], trx);
+        throw new Error('roll back');
+      }),
+    ).rejects.toThrow('roll back');
+    expect(await slugs()).toEqual(['alpha', 'beta']);
+    await db.transaction().execute((trx) => insert.execute(['org_c', 'gamma', 'org_d', 'delta'], trx));
+    expect(await slugs()).toEqual(['alpha', 'beta', 'delta', 'gamma']);
+  });
+
   it('treats a value that looks like a placeholder as data, never as an argument', async () => {
     // Attack: a caller-supplied value crafted to resemble the placeholder text. Placeholders carry a
     // random marker chosen at compile time, so no input can name another argument.

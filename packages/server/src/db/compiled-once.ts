@@ -1,25 +1,30 @@
 import { randomBytes } from 'node:crypto';
-import type { Compilable, CompiledQuery, Kysely } from 'kysely';
+import type { Compilable, CompiledQuery, Kysely, QueryResult } from 'kysely';
 import type { DB } from './schema.js';
 
 /**
- * A read that runs on every request, compiled once. Kysely rebuilds and recompiles a query tree on
- * each call, which cost the members list more than its SQL did (bench/api-read): the hot reads of a
- * request build their query once, with placeholders standing in for the arguments, and each call
- * only swaps the real values into the compiled parameters. The SQL, and the prepared statement the
- * driver caches for it, are then the same on every call.
+ * A query on a hot path, compiled once. Kysely rebuilds and recompiles a query tree on each call,
+ * which cost the members list more than its SQL did (bench/api-read), and the audit log's writer
+ * most of the garbage an agent's connection leaves (bench/fleet): such queries build once, with
+ * placeholders standing in for the arguments, and each call only swaps the real values into the
+ * compiled parameters. The SQL, and the prepared statement the driver caches for it, are then the
+ * same on every call.
  *
  * `build` must use each argument as a plain bound value (compared, inserted, matched); anything else
  * (an argument spliced into SQL text, split, or transformed) is refused when the query is compiled.
+ * The arguments are an object's properties, or an array's elements (a multi-row insert).
  */
 export interface CompiledOnce<Args, Row> {
-  all(args: Args): Promise<Row[]>;
-  first(args: Args): Promise<Row | undefined>;
+  /** `on`: the transaction to run in (by default, the database it was compiled for). */
+  all(args: Args, on?: Kysely<DB>): Promise<Row[]>;
+  first(args: Args, on?: Kysely<DB>): Promise<Row | undefined>;
+  /** For writes: the driver's result (affected rows), rather than rows. */
+  execute(args: Args, on?: Kysely<DB>): Promise<QueryResult<Row>>;
 }
 
 type Slot = { arg: string } | { value: unknown };
 
-export function compiledOnce<Args extends Record<string, unknown>, Row>(
+export function compiledOnce<Args extends object, Row>(
   db: Kysely<DB>,
   build: (args: Args) => Compilable<Row>,
 ): CompiledOnce<Args, Row> {
@@ -54,16 +59,17 @@ export function compiledOnce<Args extends Record<string, unknown>, Row>(
     return { query, slots };
   }
 
-  async function all(args: Args): Promise<Row[]> {
+  function execute(args: Args, on: Kysely<DB> = db): Promise<QueryResult<Row>> {
     compiled ??= compile();
     const { query, slots } = compiled;
-    const parameters = slots.map((slot) => ('arg' in slot ? args[slot.arg] : slot.value));
-    const result = await db.executeQuery<Row>({ ...query, parameters });
-    return result.rows;
+    const values = args as Record<string, unknown>;
+    const parameters = slots.map((slot) => ('arg' in slot ? values[slot.arg] : slot.value));
+    return on.executeQuery<Row>({ ...query, parameters });
   }
 
   return {
-    all,
-    first: async (args) => (await all(args))[0],
+    execute,
+    all: async (args, on) => (await execute(args, on)).rows,
+    first: async (args, on) => (await execute(args, on)).rows[0],
   };
 }

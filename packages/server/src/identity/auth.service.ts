@@ -399,7 +399,7 @@ export function createAuthService(deps: {
       const problem =
         input.newPassword === input.currentPassword
           ? { message: 'Choose a password different from the current one.' }
-          : passwordProblem(input.newPassword, {
+          : await passwordProblem(input.newPassword, {
               email: user.email,
               ...(memberships[0] ? { orgName: memberships[0].name, orgSlug: memberships[0].slug } : {}),
             });

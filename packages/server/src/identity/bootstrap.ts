@@ -53,7 +53,7 @@ export async function bootstrapFirstOwner(deps: {
   const orgName = config.bootstrap.orgName;
   const given = config.bootstrap.password;
   if (given) {
-    const problem = passwordProblem(given, { email, orgName, orgSlug: slugify(orgName) });
+    const problem = await passwordProblem(given, { email, orgName, orgSlug: slugify(orgName) });
     if (problem) throw new ConfigError([{ setting: 'BULWARK_BOOTSTRAP_PASSWORD', reason: problem.message }]);
   }
   const password = given ?? oneTimePassword();

@@ -1,5 +1,4 @@
-import { zxcvbn, zxcvbnOptions } from '@zxcvbn-ts/core';
-import { adjacencyGraphs, dictionary } from '@zxcvbn-ts/language-common';
+import type { zxcvbn } from '@zxcvbn-ts/core';
 
 /**
  * AUTH-1: which passwords are accepted. Length 8 to 256 characters; refused when it is in the shipped
@@ -8,9 +7,37 @@ import { adjacencyGraphs, dictionary } from '@zxcvbn-ts/language-common';
  * unguessable: moderate protection from offline slow-hash scenario").
  */
 
-zxcvbnOptions.setOptions({ dictionary, graphs: adjacencyGraphs });
+interface StrengthCheck {
+  common: Set<string>;
+  score: typeof zxcvbn;
+}
 
-const COMMON = new Set(dictionary.passwords.map((word) => word.toLowerCase()));
+/**
+ * The dictionaries take about 8 MB of heap, so they are loaded by the first password checked rather
+ * than at startup: most servers set a password rarely. A smaller heap at startup also bounds the
+ * garbage V8 lets build up before its first full collection, which bench/fleet measured in the
+ * resident memory of a fleet connecting at once.
+ */
+let strengthCheck: Promise<StrengthCheck> | undefined;
+
+function loadStrengthCheck(): Promise<StrengthCheck> {
+  strengthCheck ??= (async () => {
+    const [core, common] = await Promise.all([
+      import('@zxcvbn-ts/core'),
+      import('@zxcvbn-ts/language-common'),
+    ]);
+    core.zxcvbnOptions.setOptions({ dictionary: common.dictionary, graphs: common.adjacencyGraphs });
+    return {
+      common: new Set(common.dictionary.passwords.map((word) => word.toLowerCase())),
+      score: core.zxcvbn,
+    };
+  })().catch((error: unknown) => {
+    strengthCheck = undefined; // the next check tries again
+    throw error;
+  });
+  return strengthCheck;
+}
+
 export const MIN_LENGTH = 8;
 export const MAX_LENGTH = 256;
 const MIN_SCORE = 3;
@@ -37,15 +64,16 @@ function contextWords(context: PasswordContext): string[] {
 }
 
 /** The first reason to refuse the password, or undefined when it is acceptable. Never logs or echoes it. */
-export function passwordProblem(
+export async function passwordProblem(
   password: string,
   context: PasswordContext = {},
-): PasswordProblem | undefined {
+): Promise<PasswordProblem | undefined> {
   const length = [...password].length;
   if (length < MIN_LENGTH) return { code: 'too_short', message: `Use at least ${MIN_LENGTH} characters.` };
   if (length > MAX_LENGTH) return { code: 'too_long', message: `Use at most ${MAX_LENGTH} characters.` };
   const lower = password.toLowerCase();
-  if (COMMON.has(lower))
+  const strength = await loadStrengthCheck();
+  if (strength.common.has(lower))
     return { code: 'common', message: 'This password is on a list of commonly used passwords.' };
   const word = contextWords(context).find((w) => lower.includes(w));
   if (word) {
@@ -56,7 +84,7 @@ export function passwordProblem(
     };
   }
   // zxcvbn's cost grows with length; the first 100 characters decide the score of any longer password.
-  const result = zxcvbn(password.slice(0, 100), contextWords(context));
+  const result = strength.score(password.slice(0, 100), contextWords(context));
   if (result.score < MIN_SCORE) {
     return {
       code: 'too_weak',

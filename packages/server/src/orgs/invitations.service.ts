@@ -184,7 +184,7 @@ export function createInvitationsService(deps: {
       const row = await usable(input.token);
       if (await users.findByEmail(row.email))
         throw new AppError(409, 'sign_in_to_accept', 'An account with this email exists; sign in to accept.');
-      const problem = passwordProblem(input.password, {
+      const problem = await passwordProblem(input.password, {
         email: row.email,
         orgName: row.org_name,
         orgSlug: row.org_slug,

@@ -5,6 +5,7 @@ import { GENESIS_HASH, hashOfRow } from '../audit/audit.chain.js';
 import { createAuditService } from '../audit/audit.service.js';
 import { createAuditStore } from '../audit/audit.store.js';
 import type { Database } from '../db/database.js';
+import type { GroupCommit } from '../db/group-commit.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { AuditEventsTable, DB } from '../db/schema.js';
 import { createMetrics } from '../ops/metrics.js';
@@ -36,6 +37,8 @@ export async function openAudit(
     retentionDays?: number;
     clock?: () => number;
     masterKey?: Buffer;
+    /** A group commit shared with other writers, as the server shares one. */
+    groupCommit?: GroupCommit;
   } = {},
 ) {
   await migrateToLatest(database);
@@ -51,7 +54,7 @@ export async function openAudit(
     masterKeys,
     clock,
   });
-  const store = createAuditStore(database.db, database.dialect);
+  const store = createAuditStore(database.db, database.dialect, options.groupCommit);
   const audit = createAuditService({
     store,
     serverKeys,
