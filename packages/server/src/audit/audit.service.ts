@@ -116,11 +116,10 @@ export function createAuditService(deps: {
 
   /**
    * Commits the events `take` hands over, in a transaction of the group commit. They are taken when
-   * the transaction runs, not when it is queued: the group commit waits for the end of the current
-   * turn of the event loop, and every event recorded meanwhile joins the batch instead of waiting
-   * for the next one. (A turn under load handles hundreds of messages; each turn an event waits keeps
-   * its caller's state alive that much longer, and a fleet of agents connecting at once measured it
-   * in resident memory, bench/fleet.) `take` answers the same events again if the transaction is retried.
+   * the transaction runs, not when it is queued: the group commit already waits for the end of the
+   * current turn of the event loop, and every event recorded meanwhile joins this batch, so an event
+   * waits one turn for its commit rather than two. `take` answers the same events again if the
+   * transaction is retried.
    */
   async function writeBatch(take: () => Pending[]): Promise<AuditEventRef[]> {
     const runStarts = new Map<string, number>();

@@ -162,8 +162,9 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit =
     },
 
     /**
-     * Locks and returns a chain's head inside `tx`. The head row is created first if missing, so two
-     * instances appending the first events of a chain serialize on the same row instead of racing.
+     * Locks and returns a chain's head inside `tx`. A missing head row is created (if no one else has
+     * meanwhile) and then locked, so two instances appending the first events of a chain serialize on
+     * the same row instead of racing.
      */
     async lockHead(tx: Transaction<DB>, chainId: string, now: number): Promise<ChainHead> {
       let head = await headRow.first({ chainId }, tx);
