@@ -289,7 +289,7 @@ export const agentProofStatement = (n: HandshakeNonces) =>
 
 /** An Ed25519 public key from its raw base64url form (as registration carries it). */
 export function ed25519PublicKey(raw: string): KeyObject {
-  return createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: raw }, format: 'jwk' });
+  return createPublicKey(ed25519VerificationKey(raw));
 }
 
 /**

@@ -4,8 +4,8 @@ import type { DB } from './schema.js';
 
 /**
  * A query on a hot path, compiled once. Kysely rebuilds and recompiles a query tree on each call,
- * which cost the members list more than its SQL did (bench/api-read), and the audit log's writer
- * most of the garbage an agent's connection leaves (bench/fleet): such queries build once, with
+ * which cost the members list more than its SQL did (bench/api-read) and made up much of what the
+ * audit log's writer allocated per batch (bench/fleet's connect phase): such queries build once, with
  * placeholders standing in for the arguments, and each call only swaps the real values into the
  * compiled parameters. The SQL, and the prepared statement the driver caches for it, are then the
  * same on every call.
