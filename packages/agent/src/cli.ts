@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { hostname } from 'node:os';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { ConfigError, loadConfig } from './config.js';
+import { assertRunAsPossible, ConfigError, loadConfig } from './config.js';
 import { checkHandshake, startAgent } from './connection.js';
 import { JournalError, journalFileFor, openJournal } from './journal.js';
 import { createLogger } from './log.js';
@@ -69,6 +69,7 @@ async function registerCommand(options: {
 
 async function runCommand(options: { config: string }): Promise<void> {
   const config = loadConfig(options.config);
+  assertRunAsPossible(config);
   const state = await loadStateFile(config.stateFile);
   const logger = createLogger();
   // Opening the journal kills and records as interrupted whatever a previous run left running (CMD-6).

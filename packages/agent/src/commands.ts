@@ -130,6 +130,7 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
             env: verdict.action.exec.env,
             secrets,
             workingDirectory: verdict.action.exec.workingDirectory,
+            ...(verdict.action.exec.runAs ? { runAs: verdict.action.exec.runAs } : {}),
             allowedRoots,
             timeoutMs,
             outputLimitBytes: verdict.action.exec.outputLimitBytes,

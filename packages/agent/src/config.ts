@@ -12,6 +12,7 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import type { ActionHandler } from './handler.js';
 import { Fingerprint256, type TlsPin } from './net.js';
+import { MAX_ID, type RunAsIdentity, resolveRunAs, runAsPrivilegeProblem } from './run-as.js';
 import { DEFAULT_STATE_FILE } from './state.js';
 
 /**
@@ -45,6 +46,7 @@ import { DEFAULT_STATE_FILE } from './state.js';
  *           env: { PGHOST: /run/postgresql }          # added to the scrubbed environment (EXEC-2)
  *           workingDirectory: /srv/billing            # must be inside allowedRoots; default /
  *           outputLimitBytes: 65536                   # default and maximum 1 MiB
+ *           runAs: { user: postgres }                 # optional; needs a root agent (run-as.ts)
  * allowedRoots: [/srv]                                # where exec actions may run; default: none
  * ```
  *
@@ -55,6 +57,11 @@ import { DEFAULT_STATE_FILE } from './state.js';
  * required string parameter whose schema bounds it: an `enum`, or a `pattern` with a `maxLength`
  * (the agent matches the pattern against the WHOLE value, anchored or not). Actions without `exec`
  * are declarations only: this daemon refuses to run them (an embedded agent's SDK runs those).
+ *
+ * `runAs` (EXEC-2) names the user (and optionally the one group) a command runs as, by name or
+ * numeric id. Names are resolved when the config is loaded, and an unknown one refuses the config;
+ * `bulwark-agent run` then refuses to start unless it is root with the capabilities to switch
+ * (run-as.ts says why a non-root agent with CAP_SETUID is not enough).
  */
 
 export class ConfigError extends Error {}
@@ -63,6 +70,19 @@ export class ConfigError extends Error {}
 export const MAX_OUTPUT_LIMIT_BYTES = 1024 * 1024;
 
 const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'must be an environment variable name');
+
+// A name as useradd/groupadd accept it (never starting with `-`, so never read as an option), or an id.
+const AccountName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,255}\$?$/, 'must be a user or group name, or a numeric id');
+const Account = z.union([z.number().int().min(0).max(MAX_ID), AccountName]);
+
+const RunAsSchema = z.strictObject({
+  /** The user the command runs as: a name from the user database, or a numeric uid taken as is. */
+  user: Account,
+  /** Its one group (supplementary groups are cleared): a name or a gid; default the user's primary group. */
+  group: Account.optional(),
+});
 
 const ExecSchema = z.strictObject({
   /** The program and its arguments; `{{param}}` elements are replaced by one parameter each. */
@@ -73,6 +93,8 @@ const ExecSchema = z.strictObject({
   workingDirectory: z.string().min(1).optional(),
   /** Output beyond this many bytes is not forwarded (the process is not stopped). */
   outputLimitBytes: z.number().int().min(1).max(MAX_OUTPUT_LIMIT_BYTES).default(MAX_OUTPUT_LIMIT_BYTES),
+  /** Run as this user and group instead of the agent's own; resolved at load, and needs a root agent. */
+  runAs: RunAsSchema.optional(),
 });
 
 const ActionConfigSchema = ActionDeclaration.extend({ exec: ExecSchema.optional() });
@@ -126,6 +148,8 @@ export interface ExecSpec {
   /** Absolute; `/` when the action does not say. */
   workingDirectory: string;
   outputLimitBytes: number;
+  /** The user and group the command runs as; absent: the agent's own. */
+  runAs?: RunAsIdentity;
 }
 
 interface RunnableBase {
@@ -344,13 +368,20 @@ export function parseConfig(text: string, file: string): AgentConfig {
       for (const problem of checked.problems) {
         problems.push(`  ${at(['exec', ...problem.where])}: ${problem.message}`);
       }
-      if (compiled.validate && checked.problems.length === 0) {
+      let runAs: RunAsIdentity | undefined;
+      if (action.exec.runAs) {
+        const resolved = resolveRunAs(action.exec.runAs);
+        if (resolved.ok) runAs = resolved.identity;
+        else problems.push(`  ${at(['exec', 'runAs', resolved.where])}: ${resolved.message}`);
+      }
+      if (compiled.validate && checked.problems.length === 0 && (runAs || !action.exec.runAs)) {
         const { exec, ...declaration } = action;
+        const { runAs: _declared, ...spec } = exec;
         actions.set(actionKey(service.name, action.name), {
           kind: 'exec',
           service: service.name,
           declaration,
-          exec: { ...exec, workingDirectory: checked.workingDirectory },
+          exec: { ...spec, workingDirectory: checked.workingDirectory, ...(runAs ? { runAs } : {}) },
           validate: compiled.validate,
           wholeMatch: checked.wholeMatch,
         });
@@ -383,4 +414,25 @@ export function parseConfig(text: string, file: string): AgentConfig {
     throw new ConfigError(`${file}: services: the report would exceed ${MAX_AGENT_MESSAGE_BYTES} bytes`);
   }
   return config;
+}
+
+/**
+ * Refuses to run a config whose exec actions declare `runAs` when this process cannot switch to
+ * another user safely (see run-as.ts): checked when the daemon starts, not when a command arrives,
+ * so a misconfigured host fails at once instead of failing every command it is sent.
+ */
+export function assertRunAsPossible(config: AgentConfig): void {
+  const users = [...config.actions.values()].flatMap((action) =>
+    action.kind === 'exec' && action.exec.runAs
+      ? [`${action.service}/${action.declaration.name} as ${action.exec.runAs.user}`]
+      : [],
+  );
+  if (users.length === 0) return;
+  const problem = runAsPrivilegeProblem();
+  if (problem) {
+    throw new ConfigError(
+      `${config.file}: runAs cannot be honoured: ${problem}. Actions that declare it: ${users.join(', ')}. ` +
+        'Run the agent as root with CAP_SETUID, CAP_SETGID and CAP_KILL, or remove runAs',
+    );
+  }
 }

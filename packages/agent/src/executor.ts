@@ -3,6 +3,7 @@ import { realpath } from 'node:fs/promises';
 import { StringDecoder } from 'node:string_decoder';
 import { type CommandOutcome, MAX_OUTPUT_CHUNK_CHARS } from '@bulwark/protocol';
 import { isInside } from './config.js';
+import { inaccessibleDirectory, type RunAsIdentity } from './run-as.js';
 
 /**
  * The executor (EXEC-1, EXEC-2, EXEC-4): runs one command's argv as a process of its own, never
@@ -22,6 +23,10 @@ import { isInside } from './config.js';
  *   leave (also when a value is split across reads), forwarding stopped at the output limit with one
  *   marker chunk while the pipes keep being drained (a blocked pipe would hang the command).
  * - When the command's first process exits, anything it left in its group is SIGKILLed.
+ * - Run-as (optional): the process starts with the action's uid and gid and no supplementary groups
+ *   (run-as.ts). The agent is root then, so it still signals the group on timeout and cancel. The
+ *   environment is the same allow-list: HOME, USER and LOGNAME are not in it, so nothing of the
+ *   agent's own account (root's home) reaches the command; an action that needs them declares them.
  */
 
 /** The only variables of the agent's environment a command inherits. */
@@ -48,6 +53,8 @@ export interface ExecutionRequest {
   /** Secrets granted to this command: variable name → value. Added to the environment, masked in output. */
   secrets: Record<string, string>;
   workingDirectory: string;
+  /** Run as this user and group (the agent must be root); absent: as the agent. */
+  runAs?: RunAsIdentity;
   /** The roots `workingDirectory` must be inside (after realpath); `/` (the default) is always allowed. */
   allowedRoots: string[];
   timeoutMs: number;
@@ -247,6 +254,18 @@ export function execute(request: ExecutionRequest): Execution {
   const result = (async (): Promise<ExecutionResult> => {
     const cwd = await confinedWorkingDirectory(request.workingDirectory, request.allowedRoots);
     if (!cwd.ok) return { outcome: 'failed', exitCode: null, message: `not started: ${cwd.message}` };
+    const { runAs } = request;
+    if (runAs) {
+      // Node enters the directory as root, before switching: check that the user could have.
+      const blocked = await inaccessibleDirectory(cwd.path, runAs);
+      if (blocked) {
+        return {
+          outcome: 'failed',
+          exitCode: null,
+          message: `not started: working directory ${cwd.path} is not accessible to ${runAs.user} (uid ${runAs.uid}, gid ${runAs.gid}): ${blocked}`,
+        };
+      }
+    }
     if (abortReason) return stoppedBeforeSpawn(abortReason);
     return new Promise<ExecutionResult>((resolve) => {
       const grace = request.killGraceMs ?? DEFAULT_KILL_GRACE_MS;
@@ -264,6 +283,7 @@ export function execute(request: ExecutionRequest): Execution {
           shell: false,
           detached: true,
           stdio: ['ignore', 'pipe', 'pipe'],
+          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
         });
       } catch (error) {
         resolve({
