@@ -17,10 +17,13 @@ afterAll(async () => {
   await dir.remove();
 });
 
-async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [AGENT_CLI, ...args], {
     cwd: dir.path,
-    env: { PATH: process.env.PATH ?? '' },
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
@@ -79,6 +82,34 @@ describe('bulwark-agent', () => {
     expect(result.stdout).toMatch(
       /handshake: +FAILED: server signature does not verify against the pinned key/,
     );
+  });
+
+  it('run logs an unhandled rejection redacted, stops and exits 1', async () => {
+    // The bug is planted from outside (a preloaded module that leaves a promise rejected when the
+    // agent dials its server), so the daemon carries no test-only branch.
+    const fixture = new URL('../../server/src/test-support/unhandled-rejection.fixture.mjs', import.meta.url);
+    const server = await startFakeServer();
+    await writeStateFile(path.join(dir.path, 'failing', 'state.json'), agentStateFor(server));
+    await writeFile(path.join(dir.path, 'failing', 'agent.yaml'), 'stateFile: state.json\n');
+    const result = await cli(['run', '--config', 'failing/agent.yaml'], {
+      NODE_OPTIONS: `--import=${fixture.href}`,
+    });
+    await server.close();
+    expect(result.code).toBe(1);
+    const lines = result.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { level: string; msg: string; [field: string]: unknown });
+    expect(lines.filter((line) => line.msg === 'unhandled error; stopping')).toEqual([
+      expect.objectContaining({
+        level: 'error',
+        kind: 'unhandledRejection',
+        err: 'nobody handled this rejection',
+      }),
+    ]);
+    expect(lines.at(-1)).toMatchObject({ msg: 'stopped' });
+    expect(result.stdout + result.stderr).not.toContain('fixture-password-that-must-not-be-logged');
+    expect(result.stderr).not.toMatch(/^\s+at /m);
   });
 
   it('run exits 3 when the agent is revoked', async () => {

@@ -4,7 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { assertRunAsPossible, ConfigError, loadConfig } from './config.js';
 import { checkHandshake, startAgent } from './connection.js';
 import { JournalError, journalFileFor, openJournal } from './journal.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { InsecureServerError, printable } from './net.js';
 import { RegisterError, register } from './register.js';
 import { DEFAULT_STATE_FILE, describeState, loadStateFile, StateFileError } from './state.js';
@@ -14,13 +14,17 @@ import { AGENT_VERSION } from './version.js';
  * `bulwark-agent` (CLI-1): register, run, status. Human output on stdout, errors on stderr, and a
  * non-zero exit on any failure. `run` logs JSON lines to stdout for the supervisor.
  *
- * Exit codes: 0 ok (or stopped by SIGTERM/SIGINT); 1 bad input, unreadable/unsafe state or config;
- * 2 `status` could not complete a handshake; 3 the server revoked this agent (restarting will not help).
+ * Exit codes: 0 ok (or stopped by SIGTERM/SIGINT); 1 bad input, unreadable/unsafe state or config, or
+ * an error nothing handled; 2 `status` could not complete a handshake; 3 the server revoked this agent
+ * (restarting will not help).
  */
 
 const EXIT_FAILURE = 1;
 const EXIT_HANDSHAKE_FAILED = 2;
 const EXIT_REVOKED = 3;
+
+/** How long stopping after an unhandled error may take before the process exits anyway. */
+const FAILURE_STOP_MS = 10_000;
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const err = (line: string) => process.stderr.write(`${line}\n`);
@@ -67,6 +71,37 @@ async function registerCommand(options: {
   out(`pinned server key: ${shown.serverKey}`);
 }
 
+/**
+ * The last resort for an error nothing caught. Node's default prints a bare stack trace past the
+ * logger and its redaction, and kills the daemon with commands running; going on would leave an agent
+ * in an unknown state taking commands. So: one line through the redacting logger, then the ordinary
+ * stop (the connection closed, running commands stopped and journaled interrupted) bounded in time,
+ * then exit 1 for the supervisor to restart a fresh process.
+ */
+function exitOnUnhandledErrors(logger: Logger, stop: () => Promise<unknown>): void {
+  let failing = false;
+  const fail = (kind: 'uncaughtException' | 'unhandledRejection') => (error: unknown) => {
+    // However the stop ends, the process does not exit with 0.
+    process.exitCode = EXIT_FAILURE;
+    if (failing) {
+      logger.error('another unhandled error while stopping', { kind, err: error });
+      return;
+    }
+    failing = true;
+    logger.error('unhandled error; stopping', { kind, err: error });
+    setTimeout(() => {
+      logger.error('stopping timed out; exiting', { timeoutMs: FAILURE_STOP_MS });
+      process.exit(EXIT_FAILURE);
+    }, FAILURE_STOP_MS).unref();
+    stop().catch((stopError: unknown) => {
+      logger.error('stopping failed', { err: stopError });
+      process.exit(EXIT_FAILURE);
+    });
+  };
+  process.on('uncaughtException', fail('uncaughtException'));
+  process.on('unhandledRejection', fail('unhandledRejection'));
+}
+
 async function runCommand(options: { config: string }): Promise<void> {
   const config = loadConfig(options.config);
   assertRunAsPossible(config);
@@ -88,6 +123,7 @@ async function runCommand(options: { config: string }): Promise<void> {
   };
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  exitOnUnhandledErrors(logger, () => agent.stop());
   const outcome = await agent.done.finally(() => journal.close());
   process.off('SIGTERM', stop);
   process.off('SIGINT', stop);

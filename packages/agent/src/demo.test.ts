@@ -95,8 +95,14 @@ describe('npm run demo', () => {
       });
       expect(login.status).toBe(200);
       const cookie = login.headers.getSetCookie()[0]!.split(';')[0]!;
-      // The event stream ends with the command.
-      const events = await fetch(`${url}/api/orgs/default/commands/${command![1]}/events`, {
+      const { csrfToken } = (await login.json()) as { csrfToken: string };
+      // The event stream ends with the command. A session opens it with a live ticket, as the console does.
+      const issued = await fetch(`${url}/api/orgs/default/commands/${command![1]}/events/tickets`, {
+        method: 'POST',
+        headers: { cookie, 'x-csrf-token': csrfToken },
+      });
+      const { ticket } = (await issued.json()) as { ticket: string };
+      const events = await fetch(`${url}/api/orgs/default/commands/${command![1]}/events?ticket=${ticket}`, {
         headers: { cookie },
       });
       expect(await events.text()).toContain('"status":"succeeded"');

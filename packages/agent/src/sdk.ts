@@ -66,8 +66,11 @@ export interface ActionDefinition<S extends ParamsSchema> {
   description: string;
   params: S;
   risk: Risk;
-  /** The execution timeout (1 s to 24 h): then the handler's signal is aborted and the command `timed_out`. */
-  timeoutSeconds: number;
+  /**
+   * The execution timeout (1 s to 24 h; 5 minutes when not given): then the handler's signal is
+   * aborted and the command `timed_out`.
+   */
+  timeoutSeconds?: number;
   /** Names of the secrets the action may receive. */
   secrets?: string[];
   /** Resolves: `succeeded` (a returned string is added to the output). Throws: `failed`, with the error's message. */

@@ -170,6 +170,13 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     const summary = await dialog.textContent();
     for (const named of ['web-1', 'web', 'hello', '"greeting":"hello"']) expect(summary).toContain(named);
     await world.screenshot(owner, 'run-action-confirm');
+    // NET-5: the page opens the live stream with a single-use ticket, never with its cookie alone.
+    const streams: URL[] = [];
+    const onRequest = (request: { url(): string }) => {
+      const url = new URL(request.url());
+      if (url.pathname.endsWith('/events')) streams.push(url);
+    };
+    owner.on('request', onRequest);
     await dialog.getByRole('button', { name: 'Run hello' }).click();
     await owner.waitForURL(/\/commands\/cmd_/);
     await waitUntil(async () =>
@@ -178,6 +185,9 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await waitUntil(async () =>
       expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('succeeded'),
     );
+    owner.off('request', onRequest);
+    expect(streams.length).toBeGreaterThan(0);
+    for (const url of streams) expect(url.searchParams.get('ticket')).toMatch(/^bwt_/);
     await world.screenshot(owner, 'command-detail');
   });
 

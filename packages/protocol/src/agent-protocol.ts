@@ -89,13 +89,17 @@ export const ConfigItem = z.strictObject({
   secret: z.boolean().optional(),
 });
 
+/** An action's execution timeout when it declares none (CMD-5). */
+export const DEFAULT_EXECUTION_TIMEOUT_SECONDS = 300;
+
 export const ActionDeclaration = z.strictObject({
   name: AgentName,
   description: z.string().max(500),
   /** JSON Schema (draft 2020-12) of the action's parameters; checked for validity when reported. */
   params: z.record(z.string(), z.unknown()),
   risk: z.enum(RISKS),
-  timeoutSeconds: z.number().int().min(1).max(86_400),
+  /** The execution timeout (CMD-5): 5 minutes when the action does not declare one, at most 24 hours. */
+  timeoutSeconds: z.number().int().min(1).max(86_400).default(DEFAULT_EXECUTION_TIMEOUT_SECONDS),
   /** Names of the secrets the action may receive. */
   secrets: z.array(z.string().min(1).max(128)).max(32).default([]),
 });

@@ -1,7 +1,7 @@
 import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
- * Secret tokens (API keys, registration tokens, session ids, invitations): a prefix that says what a
+ * Secret tokens (API keys, registration tokens, session ids, invitations, live tickets): a prefix that says what a
  * token is, 256 random bits, and a checksum, e.g. `bwk_<43 chars><6 chars>`.
  *
  * The prefix lets secret scanners (GitHub's, gitleaks) recognise a leaked Bulwark token and lets the
@@ -15,6 +15,8 @@ export const TOKEN_PREFIXES = {
   registration: 'bwr',
   session: 'bws',
   invitation: 'bwi',
+  /** The console's ticket to open one live stream: single use, for seconds (NET-5). */
+  liveTicket: 'bwt',
 } as const;
 
 export type TokenPrefix = (typeof TOKEN_PREFIXES)[keyof typeof TOKEN_PREFIXES];

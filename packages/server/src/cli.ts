@@ -15,6 +15,7 @@ import { AdminError, createAdminService } from './identity/admin.service.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createLogger } from './logging.js';
 import { openCore, startServer } from './main.js';
+import { exitOnUnhandledErrors } from './ops/last-resort.js';
 import {
   addMasterKey,
   KeyRotationError,
@@ -72,6 +73,12 @@ async function serve(command: Command): Promise<void> {
   const server = await startServer(config);
   // The log destination is asynchronous: exit only once its last lines are written.
   const exit = (code: number) => server.logger.flush(() => process.exit(code));
+  exitOnUnhandledErrors({
+    logger: server.logger,
+    close: server.close,
+    timeoutMs: config.shutdownTimeoutMs,
+    exit,
+  });
   let signalled = false;
   const stop = (signal: NodeJS.Signals) => {
     if (signalled) return;

@@ -275,6 +275,12 @@ export const settings = {
     defaultText: '12',
     parse: integer(1, 30 * 24),
   },
+  maxSessionsPerUser: {
+    env: 'BULWARK_MAX_SESSIONS_PER_USER',
+    doc: 'Live sessions one user may hold at once (OWASP ASVS 7.1.2); a sign-in beyond it ends the oldest sessions of that user.',
+    defaultText: '10',
+    parse: integer(1, 1000),
+  },
   stepUpMinutes: {
     env: 'BULWARK_STEP_UP_MINUTES',
     doc: 'Privileged operations (role changes, session revocation, security settings) need a sign-in or re-authentication this recent.',
@@ -304,6 +310,12 @@ export const settings = {
     doc: 'How often connected agents send a heartbeat; an agent that misses three is closed and shown offline.',
     defaultText: '15',
     parse: integer(1, 300),
+  },
+  commandDeliveryTimeoutSeconds: {
+    env: 'BULWARK_COMMAND_DELIVERY_TIMEOUT_SECONDS',
+    doc: 'How long a command ready to run waits for its agent to connect before it expires (CMD-5).',
+    defaultText: '600',
+    parse: integer(10, 86_400),
   },
   agentConnectsPerMinute: {
     env: 'BULWARK_AGENT_CONNECTS_PER_MINUTE',
@@ -360,7 +372,7 @@ export const settings = {
   },
   shutdownTimeoutMs: {
     env: 'BULWARK_SHUTDOWN_TIMEOUT_MS',
-    doc: 'On SIGTERM, how long in-flight requests may take before the process exits anyway (with status 1).',
+    doc: 'On SIGTERM (or after an error nothing handled), how long in-flight requests may take before the process exits anyway (with status 1).',
     defaultText: '10000',
     parse: integer(100, 600_000),
   },
@@ -381,6 +393,18 @@ export const settings = {
     doc: 'Also sign a checkpoint of every chain that moved at least this often, and at shutdown.',
     defaultText: '300',
     parse: integer(1, 86_400),
+  },
+  maintenanceIntervalSeconds: {
+    env: 'BULWARK_MAINTENANCE_INTERVAL_SECONDS',
+    doc: 'How often expired sessions, registration tokens, invitations and passkey challenges are deleted and command output past its retention is pruned.',
+    defaultText: '300',
+    parse: integer(1, 86_400),
+  },
+  commandOutputRetentionDays: {
+    env: 'BULWARK_COMMAND_OUTPUT_RETENTION_DAYS',
+    doc: 'Stored output of a command is deleted this many days after the command ended; the command and its audit events stay.',
+    defaultText: '30',
+    parse: integer(1, 36_500),
   },
   rateLimitReadPerMinute: {
     env: 'BULWARK_RATE_LIMIT_READ_PER_MINUTE',
@@ -429,9 +453,10 @@ export interface Config {
   masterKey: Buffer | undefined;
   masterKeyFile: string;
   logLevel: Parsed<'logLevel'>;
-  sessions: { idleMinutes: number; absoluteHours: number; stepUpMinutes: number };
+  sessions: { idleMinutes: number; absoluteHours: number; maxPerUser: number; stepUpMinutes: number };
   loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
   agents: { heartbeatSeconds: number; connectsPerMinute: number };
+  commands: { deliveryTimeoutSeconds: number };
   bootstrap: {
     email: string | undefined;
     password: string | undefined;
@@ -443,6 +468,7 @@ export interface Config {
   metricsPort: number | undefined;
   shutdownTimeoutMs: number;
   audit: { retentionDays: number; checkpointEvery: number; checkpointIntervalSeconds: number };
+  maintenance: { intervalSeconds: number; commandOutputRetentionDays: number };
   rateLimits: { read: number; write: number; auth: number; export: number };
   /** Where each setting's value came from, for `config check`. */
   sources: Record<SettingKey, SettingSource>;
@@ -473,11 +499,13 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   logLevel: 'info',
   sessionIdleMinutes: 30,
   sessionAbsoluteHours: 12,
+  maxSessionsPerUser: 10,
   stepUpMinutes: 15,
   loginAccountFailures: 10,
   loginIpFailures: 50,
   loginWindowMinutes: 15,
   agentHeartbeatSeconds: 15,
+  commandDeliveryTimeoutSeconds: 600,
   agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
   bootstrapMfaRequired: true,
@@ -485,6 +513,8 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   auditRetentionDays: 365,
   auditCheckpointEvery: 1000,
   auditCheckpointIntervalSeconds: 300,
+  maintenanceIntervalSeconds: 300,
+  commandOutputRetentionDays: 30,
   rateLimitReadPerMinute: 600,
   rateLimitWritePerMinute: 120,
   rateLimitAuthPerMinute: 30,
@@ -641,6 +671,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     sessions: {
       idleMinutes: values.sessionIdleMinutes,
       absoluteHours: values.sessionAbsoluteHours,
+      maxPerUser: values.maxSessionsPerUser,
       stepUpMinutes: values.stepUpMinutes,
     },
     loginLimits: {
@@ -652,6 +683,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       heartbeatSeconds: values.agentHeartbeatSeconds,
       connectsPerMinute: values.agentConnectsPerMinute,
     },
+    commands: { deliveryTimeoutSeconds: values.commandDeliveryTimeoutSeconds },
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -666,6 +698,10 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       retentionDays: values.auditRetentionDays,
       checkpointEvery: values.auditCheckpointEvery,
       checkpointIntervalSeconds: values.auditCheckpointIntervalSeconds,
+    },
+    maintenance: {
+      intervalSeconds: values.maintenanceIntervalSeconds,
+      commandOutputRetentionDays: values.commandOutputRetentionDays,
     },
     rateLimits: {
       read: values.rateLimitReadPerMinute,
@@ -710,12 +746,14 @@ export function describeConfig(config: Config): string[] {
     logLevel: config.logLevel,
     sessionIdleMinutes: String(config.sessions.idleMinutes),
     sessionAbsoluteHours: String(config.sessions.absoluteHours),
+    maxSessionsPerUser: String(config.sessions.maxPerUser),
     stepUpMinutes: String(config.sessions.stepUpMinutes),
     loginAccountFailures: String(config.loginLimits.accountFailures),
     loginIpFailures: String(config.loginLimits.ipFailures),
     loginWindowMinutes: String(config.loginLimits.windowSeconds / 60),
     agentHeartbeatSeconds: String(config.agents.heartbeatSeconds),
     agentConnectsPerMinute: String(config.agents.connectsPerMinute),
+    commandDeliveryTimeoutSeconds: String(config.commands.deliveryTimeoutSeconds),
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,
@@ -728,6 +766,8 @@ export function describeConfig(config: Config): string[] {
     auditRetentionDays: String(config.audit.retentionDays),
     auditCheckpointEvery: String(config.audit.checkpointEvery),
     auditCheckpointIntervalSeconds: String(config.audit.checkpointIntervalSeconds),
+    maintenanceIntervalSeconds: String(config.maintenance.intervalSeconds),
+    commandOutputRetentionDays: String(config.maintenance.commandOutputRetentionDays),
     rateLimitReadPerMinute: String(config.rateLimits.read),
     rateLimitWritePerMinute: String(config.rateLimits.write),
     rateLimitAuthPerMinute: String(config.rateLimits.auth),

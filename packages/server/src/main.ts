@@ -20,6 +20,7 @@ import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
 import { createAuditedTransactions } from './audit/audited-transaction.js';
+import { createCommandSealer } from './commands/command-seal.js';
 import { commandsRoutes } from './commands/commands.routes.js';
 import { createCommandsService } from './commands/commands.service.js';
 import { createCommandsStore } from './commands/commands.store.js';
@@ -36,6 +37,8 @@ import { authRoutes } from './identity/auth.routes.js';
 import { createAuthService } from './identity/auth.service.js';
 import { bootstrapFirstOwner } from './identity/bootstrap.js';
 import { createCsrf } from './identity/csrf.js';
+import { createLiveTicketsService } from './identity/live-tickets.service.js';
+import { createLiveTicketsStore } from './identity/live-tickets.store.js';
 import { createLoginLimiter } from './identity/login-limiter.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createRouteGuard } from './identity/session-guard.js';
@@ -46,9 +49,12 @@ import { createLogger } from './logging.js';
 import { mfaRoutes } from './mfa/mfa.routes.js';
 import { createMfaService } from './mfa/mfa.service.js';
 import { relyingPartyResolver } from './mfa/relying-party.js';
+import { createMaintenanceService } from './ops/maintenance.service.js';
+import { createMaintenanceStore } from './ops/maintenance.store.js';
 import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
+import { warnAboutPrivileges } from './ops/privilege-warnings.js';
 import { createReadinessCheck } from './ops/readiness.js';
 import { accessReviewRoutes } from './orgs/access-review.js';
 import { invitationsRoutes } from './orgs/invitations.routes.js';
@@ -120,7 +126,11 @@ async function startIdentity(deps: {
   const sessions = createSessionsService({
     store: createSessionsStore(db),
     clock,
-    policy: { idleMs: idleMinutes * 60_000, absoluteMs: absoluteHours * 3_600_000 },
+    policy: {
+      idleMs: idleMinutes * 60_000,
+      absoluteMs: absoluteHours * 3_600_000,
+      maxPerUser: config.sessions.maxPerUser,
+    },
   });
   const csrf = createCsrf(await core.dataKeys.deriveKey('instance', 'csrf'));
   const limiter = createLoginLimiter({
@@ -129,7 +139,7 @@ async function startIdentity(deps: {
   });
   await bootstrapFirstOwner({ config, users, orgs, hasher, audit, clock, print: deps.print });
 
-  const transact = createAuditedTransactions(db, audit);
+  const transact = createAuditedTransactions(audit);
   const accessStore = createAccessStore(db);
   const teamsStore = createTeamsStore(db);
   const access = createAccessService({ store: accessStore, audit });
@@ -293,6 +303,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
   const clock = options.clock ?? Date.now;
   const core = await openCore(config, logger, clock);
+  await warnAboutPrivileges(logger, core.database);
   const { database, audit, metrics } = core;
   // Sign what a previous run left unsigned (it may have stopped before its last checkpoint); each
   // chain is verified from its last signed statement first, and a broken one is reported, not signed.
@@ -333,9 +344,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const registrationTokens = createRegistrationTokensStore(database.db);
   const servicesStore = createServicesStore(database.db);
   const services = createServicesService({ services: servicesStore, audit, clock });
+  const commandsStore = createCommandsStore(database.db, core.groupCommit);
   const gateway = createAgentGateway({
     agents: agentsStore,
     services,
+    commandOwner: (orgId, commandId) => commandsStore.find(orgId, commandId),
     serverKeys: core.serverKeys,
     audit,
     logger,
@@ -358,7 +371,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   });
 
   const commandsService = createCommandsService({
-    commands: createCommandsStore(database.db, core.groupCommit),
+    commands: commandsStore,
     agents: agentsStore,
     services: servicesStore,
     access: identity.access,
@@ -366,6 +379,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     serverKeys: core.serverKeys,
     secrets: identity.secrets,
     audit,
+    sealer: createCommandSealer(core.dataKeys),
+    deliveryTtlMs: config.commands.deliveryTimeoutSeconds * 1000,
+    metrics: metrics.commands,
     clock,
     stepUpMs: config.sessions.stepUpMinutes * 60_000,
   });
@@ -374,7 +390,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
-    ...commandsRoutes({ commands: commandsService, agents: agentsStore, access: identity.access }),
+    ...commandsRoutes({
+      commands: commandsService,
+      agents: agentsStore,
+      access: identity.access,
+      liveTickets: createLiveTicketsService({ store: createLiveTicketsStore(database.db), audit, clock }),
+    }),
     ...agentsRoutes({
       agents,
       tokens,
@@ -406,12 +427,23 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       ? undefined
       : await startMetricsListener(metrics.registry, config.metricsPort);
 
+  const maintenance = createMaintenanceService({
+    store: createMaintenanceStore(database.db),
+    clock,
+    logger,
+    metrics: metrics.maintenance,
+    options: {
+      sessionIdleMs: config.sessions.idleMinutes * 60_000,
+      commandOutputRetentionDays: config.maintenance.commandOutputRetentionDays,
+    },
+  });
   const jobs = [
     every(config.audit.checkpointIntervalSeconds * 1000, logger, 'audit-checkpoint', () =>
       audit.checkpointAll(),
     ),
     every(RETENTION_EVERY_MS, logger, 'audit-retention', () => audit.prune()),
     every(COMMAND_DEADLINES_EVERY_MS, logger, 'command-deadlines', () => commandsService.expireOverdue()),
+    every(config.maintenance.intervalSeconds * 1000, logger, 'maintenance', () => maintenance.runAll()),
   ];
   await audit.record({
     actor: { type: 'system', id: 'server', display: 'bulwark server' },
@@ -427,6 +459,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   let closing: Promise<void> | undefined;
   const close = async () => {
     stopping = true;
+    maintenance.stop();
     await Promise.all(jobs.map((job) => job.stop()));
     // Agent connections first: they are not HTTP requests, and the listener would wait for them.
     await gateway.close();

@@ -12,9 +12,18 @@ interface Chunk {
   data: string;
 }
 
+/** Reconnections in a row, without a successful one between, before the live view gives up. */
+const MAX_RECONNECTS = 5;
+const RECONNECT_DELAY_MS = 1000;
+
 /**
  * The command's output and status, live: the server's event stream sends what is stored, then what
- * arrives, until the command ends. The stream is same-origin and carries the session cookie.
+ * arrives, until the command ends. The stream is same-origin and carries the session cookie, but that
+ * alone opens nothing (NET-5): each connection first asks for a single-use ticket (a POST with the
+ * CSRF token, which no other site can send) and opens the stream with it. The browser's own
+ * reconnection would present the used ticket again, so the page closes a broken stream and opens a
+ * new one with a new ticket; the stream sends the stored output again, and chunks already shown are
+ * skipped by their sequence number.
  */
 function useLiveOutput(org: string, id: string, onStatus: () => void) {
   const [chunks, setChunks] = useState<Chunk[]>([]);
@@ -27,35 +36,70 @@ function useLiveOutput(org: string, id: string, onStatus: () => void) {
   useEffect(() => {
     setChunks([]);
     setFinished(false);
-    const source = new EventSource(orgPath(org, `/commands/${id}/events`));
-    source.addEventListener('output', (event) => {
-      const chunk = JSON.parse((event as MessageEvent<string>).data) as Chunk;
-      setChunks((all) => (all.some((c) => c.seq === chunk.seq) ? all : [...all, chunk]));
-    });
-    source.addEventListener('status', (event) => {
-      const { status } = JSON.parse((event as MessageEvent<string>).data) as {
-        status: CommandView['status'];
-      };
-      statusRef.current();
-      if (TERMINAL.includes(status)) {
-        setFinished(true);
-        source.close();
-      }
-    });
-    source.addEventListener('overflow', () => {
-      setNotice('The live view fell behind; reload the page to read the stored output.');
-      source.close();
-    });
-    source.addEventListener('ended', (event) => {
-      // Access ended while watching (a revoked session, a lost role): the server sent nothing more.
-      setNotice((JSON.parse((event as MessageEvent<string>).data) as { message: string }).message);
-      source.close();
-    });
-    source.onerror = () => {
-      // The stream ends when the command does; an error before that is worth saying.
-      if (source.readyState === EventSource.CLOSED) setNotice('The live view stopped. Reload to resume it.');
+    let source: EventSource | undefined;
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
+    let failures = 0;
+    const stop = () => {
+      stopped = true;
+      clearTimeout(retry);
+      source?.close();
     };
-    return () => source.close();
+
+    async function connect() {
+      let ticket: string;
+      try {
+        ({ ticket } = await api<{ ticket: string }>('POST', orgPath(org, `/commands/${id}/events/tickets`)));
+      } catch (error) {
+        if (!stopped) setNotice(error instanceof Error ? error.message : 'The live view could not start.');
+        return;
+      }
+      if (stopped) return;
+      const opened = new EventSource(
+        `${orgPath(org, `/commands/${id}/events`)}?ticket=${encodeURIComponent(ticket)}`,
+      );
+      source = opened;
+      opened.onopen = () => {
+        failures = 0;
+      };
+      opened.addEventListener('output', (event) => {
+        const chunk = JSON.parse((event as MessageEvent<string>).data) as Chunk;
+        setChunks((all) => (all.some((c) => c.seq === chunk.seq) ? all : [...all, chunk]));
+      });
+      opened.addEventListener('status', (event) => {
+        const { status } = JSON.parse((event as MessageEvent<string>).data) as {
+          status: CommandView['status'];
+        };
+        statusRef.current();
+        if (TERMINAL.includes(status)) {
+          setFinished(true);
+          stop();
+        }
+      });
+      opened.addEventListener('overflow', () => {
+        setNotice('The live view fell behind; reload the page to read the stored output.');
+        stop();
+      });
+      opened.addEventListener('ended', (event) => {
+        // Access ended while watching (a revoked session, a lost role): the server sent nothing more.
+        setNotice((JSON.parse((event as MessageEvent<string>).data) as { message: string }).message);
+        stop();
+      });
+      opened.onerror = () => {
+        // The stream ends when the command does; one that breaks before is opened again, with a new ticket.
+        opened.close();
+        if (stopped) return;
+        failures += 1;
+        if (failures > MAX_RECONNECTS) {
+          setNotice('The live view stopped. Reload to resume it.');
+          return;
+        }
+        retry = setTimeout(() => void connect(), RECONNECT_DELAY_MS * failures);
+      };
+    }
+
+    void connect();
+    return stop;
   }, [org, id]);
   return { chunks, notice, finished };
 }

@@ -1,9 +1,8 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { AGENT_CLI, type AgentProcesses, agentProcesses } from '../test-support/agent-process.js';
 import { runScript, type ServerProcess, startServerProcess } from '../test-support/processes.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { tempDir } from '../test-support/temp.js';
@@ -14,20 +13,19 @@ import { tempDir } from '../test-support/temp.js';
  * same data and port, and the agent comes back online by itself (AGT-3 reconnect, AGT-4 status).
  */
 
-const AGENT_CLI = fileURLToPath(new URL('../../../agent/dist/cli.js', import.meta.url));
 const OWNER = { email: 'owner@agents.test', password: 'Quiet-Harbor-Lantern-93' };
 
 let dir: { path: string; remove(): Promise<void> };
-const children: ChildProcess[] = [];
+let agents: AgentProcesses;
 const servers: ServerProcess[] = [];
 
 beforeEach(async () => {
   dir = await tempDir('agent-process');
+  agents = agentProcesses(dir.path);
 });
 afterEach(async () => {
-  for (const child of children)
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  for (const server of servers) await server.stop('SIGKILL');
+  await agents.killAll();
+  for (const server of servers.splice(0)) await server.stop('SIGKILL');
   await dir.remove();
 });
 
@@ -47,54 +45,7 @@ async function startServer(port = '0'): Promise<ServerProcess> {
   return server;
 }
 
-/** Runs the real agent and lets the test wait for its JSON log lines, in order. */
-function runAgent(config: string) {
-  const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', config], {
-    cwd: dir.path,
-    env: { PATH: process.env.PATH ?? '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  const lines: Array<Record<string, unknown>> = [];
-  let output = '';
-  let consumed = 0;
-  const listeners = new Set<() => void>();
-  child.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString();
-    const complete = output.split('\n');
-    output = complete.pop() ?? '';
-    for (const line of complete)
-      if (line.startsWith('{')) lines.push(JSON.parse(line) as Record<string, unknown>);
-    for (const listener of listeners) listener();
-  });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => {
-    stderr += chunk.toString();
-  });
-  return {
-    child,
-    lines,
-    stderr: () => stderr,
-    /** The next log line (after those already awaited) whose message is `msg`. */
-    next(msg: string): Promise<Record<string, unknown>> {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const index = lines.findIndex((line, i) => i >= consumed && line.msg === msg);
-          if (index === -1) return false;
-          consumed = index + 1;
-          listeners.delete(check);
-          resolve(lines[index]!);
-          return true;
-        };
-        if (check()) return;
-        listeners.add(check);
-        child.once('exit', (code) =>
-          reject(new Error(`the agent exited (${code}) before "${msg}":\n${stderr}`)),
-        );
-      });
-    },
-  };
-}
+const runAgent = (config: string) => agents.run(config);
 
 describe('the real agent process', () => {
   it('registers, comes online with its services, and comes back by itself after the server is killed and restarted', async () => {
@@ -173,21 +124,8 @@ describe('the real agent process', () => {
   }, 90_000);
 });
 
-/** `bulwark-agent register` with a fresh one-time token, writing ./agent/state.json. */
-async function registerRealAgent(server: ServerProcess, owner: SessionClient, name: string): Promise<void> {
-  const created = await owner.json<{ token: string }>(
-    'POST',
-    '/api/orgs/default/agent-registration-tokens',
-    {},
-  );
-  const state = path.join(dir.path, 'agent', 'state.json');
-  const registered = await runScript(
-    AGENT_CLI,
-    ['register', '--server', server.url, '--name', name, '--state', state],
-    { cwd: dir.path, env: { BULWARK_REGISTRATION_TOKEN: created.body.token } },
-  );
-  expect(registered.code, registered.stderr).toBe(0);
-}
+const registerRealAgent = (server: ServerProcess, owner: SessionClient, name: string) =>
+  agents.register(server.url, owner, name);
 
 describe('a command end to end', () => {
   it('runs a declared action on the real agent and brings back its exit code and output', async () => {
@@ -230,7 +168,7 @@ describe('a command end to end', () => {
     });
     expect(command.status).toBe(201);
     // Followed through the live event stream until it ends.
-    const events = await owner.send('GET', `/api/orgs/default/commands/${command.body.id}/events`);
+    const events = await owner.openEvents('default', command.body.id);
     const text = await events.text();
     expect(text).toContain('"status":"succeeded"');
     const final = await owner.json<{ status: string; exitCode: number }>(
@@ -298,9 +236,9 @@ describe('a command end to end', () => {
       action: 'check',
     });
     expect(command.status).toBe(201);
-    expect(
-      await (await owner.send('GET', `/api/orgs/default/commands/${command.body.id}/events`)).text(),
-    ).toContain('"status":"succeeded"');
+    expect(await (await owner.openEvents('default', command.body.id)).text()).toContain(
+      '"status":"succeeded"',
+    );
     const output = await owner.json<{ chunks: Array<{ data: string }> }>(
       'GET',
       `/api/orgs/default/commands/${command.body.id}/output`,
@@ -317,6 +255,80 @@ describe('a command end to end', () => {
     expect(used.body.events).toHaveLength(1);
     expect(used.body.events[0]!.details).toMatchObject({ commandId: command.body.id, version: 1 });
     expect(JSON.stringify(used.body)).not.toContain(secret);
+
+    agent.child.kill('SIGTERM');
+    await once(agent.child, 'exit');
+  }, 60_000);
+
+  it('cancels a running command on the real agent: its process is gone and the command ends cancelled', async () => {
+    // CMD-5: cancel reaches the running process (its whole process group), end to end.
+    const server = await startServer();
+    const owner = new SessionClient(server.url);
+    expect((await owner.login(OWNER.email, OWNER.password)).status).toBe(200);
+    await registerRealAgent(server, owner, 'worker-1');
+    const pidFile = path.join(dir.path, 'sleeper.pid');
+    const script = `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 1000)`;
+    const config = path.join(dir.path, 'agent', 'agent.yaml');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        stateFile: 'state.json',
+        services: [
+          {
+            name: 'worker',
+            kind: 'node',
+            health: { status: 'up' },
+            actions: [
+              {
+                name: 'sleep',
+                description: 'Runs until stopped',
+                risk: 'low',
+                timeoutSeconds: 600,
+                params: { type: 'object', additionalProperties: false },
+                exec: { argv: [process.execPath, '-e', script] },
+              },
+            ],
+          },
+        ],
+      }),
+    );
+    const agent = runAgent(config);
+    const agentId = (await agent.next('online')).agentId as string;
+    await agent.next('report accepted');
+
+    const command = await owner.json<{ id: string }>('POST', '/api/orgs/default/commands', {
+      agent: agentId,
+      service: 'worker',
+      action: 'sleep',
+    });
+    expect(command.status).toBe(201);
+    const events = await owner.openEvents('default', command.body.id);
+    const reader = events.body!.getReader();
+    let text = '';
+    while (!text.includes('"status":"running"')) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the stream ended before the command ran: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    await vi.waitFor(() => expect(existsSync(pidFile)).toBe(true), { timeout: 20_000, interval: 50 });
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    expect(() => process.kill(pid, 0)).not.toThrow();
+
+    const cancelled = await owner.json('POST', `/api/orgs/default/commands/${command.body.id}/cancel`);
+    expect(cancelled.status).toBe(200);
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    expect(text).toContain('"status":"cancelled"');
+    const final = await owner.json<{ status: string }>(
+      'GET',
+      `/api/orgs/default/commands/${command.body.id}`,
+    );
+    expect(final.body.status).toBe('cancelled');
+    // The agent reports the end once the process group is gone (it reaped its child).
+    expect(() => process.kill(pid, 0)).toThrow(expect.objectContaining({ code: 'ESRCH' }));
 
     agent.child.kill('SIGTERM');
     await once(agent.child, 'exit');

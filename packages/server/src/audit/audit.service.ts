@@ -1,11 +1,13 @@
 import { newId } from '@bulwark/protocol';
+import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
+import type { DB } from '../db/schema.js';
 import { BadRequestError, ServiceUnavailableError } from '../errors.js';
 import type { AuditMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type AuditEventRow, hashOfRow, signedStatement } from './audit.chain.js';
 import { type ExportFormat, exportFormatters } from './audit.export.js';
-import { guardDetails } from './audit.guard.js';
+import { guardDetails, guardText } from './audit.guard.js';
 import type { AuditFilters, AuditStore, ChainHead } from './audit.store.js';
 import {
   type AuditActor,
@@ -32,9 +34,11 @@ export class AuditUnavailableError extends ServiceUnavailableError {
   }
 }
 
+type PendingRow = Omit<AuditEventRow, 'seq' | 'prev_hash' | 'hash'>;
+
 interface Pending {
   chainId: string;
-  row: Omit<AuditEventRow, 'seq' | 'prev_hash' | 'hash'>;
+  row: PendingRow;
   resolve: (ref: AuditEventRef) => void;
   reject: (error: Error) => void;
 }
@@ -114,6 +118,51 @@ export function createAuditService(deps: {
   const sameHead = (a: ChainHead | undefined, b: ChainHead) =>
     a !== undefined && a.seq === b.seq && a.hash === b.hash;
 
+  /** What an append did to each chain it extended: the head it found locked, and the head it left. */
+  interface Appended {
+    refs: AuditEventRef[];
+    moved: Map<string, { from: ChainHead; to: ChainHead }>;
+  }
+
+  /**
+   * Appends events inside `tx`: locks the heads of their chains, hashes each event onto its chain and
+   * moves the heads. Nothing is kept in memory until the transaction has committed ({@link committed}).
+   */
+  async function appendIn(tx: Transaction<DB>, rows: PendingRow[]): Promise<Appended> {
+    const now = clock();
+    // Lock heads in a fixed order so two instances appending to the same chains cannot deadlock.
+    const heads = new Map<string, ChainHead>();
+    const found = new Map<string, ChainHead>();
+    for (const chainId of [...new Set(rows.map((row) => row.chain_id))].sort()) {
+      const head = await store.lockHead(tx, chainId, now);
+      heads.set(chainId, head);
+      found.set(chainId, head);
+    }
+    const hashed: AuditEventRow[] = rows.map((pending) => {
+      const head = heads.get(pending.chain_id)!;
+      const unhashed = { ...pending, seq: head.seq + 1, prev_hash: head.hash };
+      const row = { ...unhashed, hash: hashOfRow(unhashed) };
+      heads.set(pending.chain_id, { chainId: pending.chain_id, seq: row.seq, hash: row.hash });
+      return row;
+    });
+    await store.insertEvents(tx, hashed);
+    for (const head of heads.values()) await store.setHead(tx, head, now);
+    return {
+      refs: hashed.map((row) => ({ id: row.id, chainId: row.chain_id, seq: row.seq, hash: row.hash })),
+      moved: new Map([...heads].map(([chainId, to]) => [chainId, { from: found.get(chainId)!, to }])),
+    };
+  }
+
+  /** Once an append has committed: extends this process's own runs, counts it, signs what is due. */
+  function committed(appended: Appended): void {
+    for (const [chainId, { from, to }] of appended.moved) {
+      const run = ownRuns.get(chainId);
+      ownRuns.set(chainId, { start: run && sameHead(run.head, from) ? run.start : from.seq + 1, head: to });
+    }
+    metrics.appended.inc(appended.refs.length);
+    checkpointIfDue(appended.refs);
+  }
+
   /**
    * Commits the events `take` hands over, in a transaction of the group commit. They are taken when
    * the transaction runs, not when it is queued: the group commit already waits for the end of the
@@ -122,34 +171,18 @@ export function createAuditService(deps: {
    * transaction is retried.
    */
   async function writeBatch(take: () => Pending[]): Promise<AuditEventRef[]> {
-    const runStarts = new Map<string, number>();
-    const refs = await store.groupedTransaction(async (tx) => {
-      const batch = take();
-      const now = clock();
-      // Lock heads in a fixed order so two instances appending to the same chains cannot deadlock.
-      const heads = new Map<string, ChainHead>();
-      for (const chainId of [...new Set(batch.map((p) => p.chainId))].sort()) {
-        const head = await store.lockHead(tx, chainId, now);
-        const run = ownRuns.get(chainId);
-        runStarts.set(chainId, run && sameHead(run.head, head) ? run.start : head.seq + 1);
-        heads.set(chainId, head);
-      }
-      const rows: AuditEventRow[] = batch.map((pending) => {
-        const head = heads.get(pending.chainId)!;
-        const unhashed = { ...pending.row, seq: head.seq + 1, prev_hash: head.hash };
-        const row = { ...unhashed, hash: hashOfRow(unhashed) };
-        heads.set(pending.chainId, { chainId: pending.chainId, seq: row.seq, hash: row.hash });
-        return row;
-      });
-      await store.insertEvents(tx, rows);
-      for (const head of heads.values()) await store.setHead(tx, head, now);
-      return {
-        heads,
-        refs: rows.map((row) => ({ id: row.id, chainId: row.chain_id, seq: row.seq, hash: row.hash })),
-      };
-    });
-    for (const [chainId, head] of refs.heads) ownRuns.set(chainId, { start: runStarts.get(chainId)!, head });
-    return refs.refs;
+    let appended: Appended | undefined;
+    await store.groupedTransaction(
+      async () => {},
+      async (tx) => {
+        appended = await appendIn(
+          tx,
+          take().map((p) => p.row),
+        );
+      },
+    );
+    committed(appended!);
+    return appended!.refs;
   }
 
   /** Chains with a background checkpoint in flight, and whether another was asked for meanwhile. */
@@ -203,12 +236,11 @@ export function createAuditService(deps: {
         const refs = await writeBatch(take);
         const batch = take();
         for (const [i, pending] of batch.entries()) pending.resolve(refs[i]!);
-        metrics.appended.inc(batch.length);
         metrics.commitSeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
-        checkpointIfDue(refs);
       } catch (error) {
         const batch = take();
         logger.error({ err: error, events: batch.length }, 'audit batch could not be committed');
+        metrics.unavailable.inc(batch.length);
         const failure = new AuditUnavailableError(
           'The audit log could not record this action, so it was not performed.',
         );
@@ -227,6 +259,50 @@ export function createAuditService(deps: {
     });
   }
 
+  /**
+   * The row an event becomes, with every credential in it redacted (AUD-2). Never throws: what an
+   * attacker put in a request must not be able to fail the request or suppress its record.
+   */
+  function prepare(input: AuditInput): PendingRow {
+    const ts = clock();
+    const chainId = input.orgId ?? INSTANCE_CHAIN;
+    const context = input.context ?? {};
+    const { json: details, redactions } = guardDetails(input.details);
+    const text = (value: string | null | undefined, path: string) =>
+      guardText(cleanText(value), redactions, path);
+    const row: PendingRow = {
+      id: newId('evt', ts),
+      chain_id: chainId,
+      org_id: input.orgId ?? null,
+      ts,
+      actor_type: input.actor.type,
+      actor_id: text(input.actor.id, 'actor.id'),
+      actor_display: text(input.actor.display, 'actor.display'),
+      ip: text(context.ip, 'ip'),
+      user_agent: text(context.userAgent, 'userAgent'),
+      action: input.action,
+      target_type: text(input.target?.type, 'target.type'),
+      target_id: text(input.target?.id, 'target.id'),
+      target_display: text(input.target?.display, 'target.display'),
+      outcome: input.outcome,
+      request_id: text(context.requestId, 'requestId'),
+      details,
+    };
+    if (redactions.length > 0) {
+      metrics.redacted.inc(redactions.length);
+      logger.warn(
+        { action: input.action, redactions },
+        'audit event redacted: it held what looked like a credential',
+      );
+    }
+    return row;
+  }
+
+  /**
+   * Records an event that goes with no change of state (a denial, a failed sign-in, an export), through
+   * the group-committed writer. Resolves once the event is durably committed; rejects with
+   * {@link AuditUnavailableError} when it cannot be, so the caller does not proceed unrecorded.
+   */
   function record(input: AuditInput): Promise<AuditEventRef> {
     if (closed) {
       return Promise.reject(new AuditUnavailableError('The audit log is closed (the server is stopping).'));
@@ -236,38 +312,67 @@ export function createAuditService(deps: {
         new AuditUnavailableError('The audit log is not keeping up, so this action was not performed.'),
       );
     }
-    let details: string;
-    try {
-      details = guardDetails(input.details);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    const ts = clock();
-    const chainId = input.orgId ?? INSTANCE_CHAIN;
-    const context = input.context ?? {};
-    const row: Pending['row'] = {
-      id: newId('evt', ts),
-      chain_id: chainId,
-      org_id: input.orgId ?? null,
-      ts,
-      actor_type: input.actor.type,
-      actor_id: cleanText(input.actor.id),
-      actor_display: cleanText(input.actor.display),
-      ip: cleanText(context.ip),
-      user_agent: cleanText(context.userAgent),
-      action: input.action,
-      target_type: cleanText(input.target?.type),
-      target_id: cleanText(input.target?.id),
-      target_display: cleanText(input.target?.display),
-      outcome: input.outcome,
-      request_id: cleanText(context.requestId),
-      details,
-    };
+    const row = prepare(input);
     return new Promise((resolve, reject) => {
-      queue.push({ chainId, row, resolve, reject });
+      queue.push({ chainId: row.chain_id, row, resolve, reject });
       metrics.pending.set(queue.length);
       scheduleDrain();
     });
+  }
+
+  /** Transactions with their events in flight, so that closing waits for them. */
+  const inFlight = new Set<Promise<unknown>>();
+
+  /**
+   * AUD-7: runs `work` in one transaction and appends the events it collects in that same transaction,
+   * so the change and its record commit together or not at all. When the events cannot be stored the
+   * whole transaction rolls back and {@link AuditUnavailableError} (503) is thrown: no change is ever
+   * applied unaudited. `grouped` commits through the shared group commit (for hot, independent writes
+   * such as a command's transitions); `work` may then run more than once and must only touch `tx`.
+   */
+  async function withEvents<T>(
+    work: (tx: Transaction<DB>, events: AuditInput[]) => Promise<T>,
+    options: { grouped?: boolean } = {},
+  ): Promise<T> {
+    if (closed) throw new AuditUnavailableError('The audit log is closed (the server is stopping).');
+    let appended: Appended | undefined;
+    let events: AuditInput[] = [];
+    const run = async (tx: Transaction<DB>): Promise<T> => {
+      events = [];
+      appended = undefined;
+      return work(tx, events);
+    };
+    const append = async (tx: Transaction<DB>): Promise<void> => {
+      if (events.length === 0) return;
+      const rows = events.map(prepare);
+      try {
+        appended = await appendIn(tx, rows);
+      } catch (error) {
+        logger.error(
+          { err: error, events: rows.length },
+          'audit events could not be stored; the change is rolled back',
+        );
+        metrics.unavailable.inc();
+        throw new AuditUnavailableError(
+          'The audit log could not record this action, so it was not performed.',
+        );
+      }
+    };
+    const transaction = options.grouped
+      ? store.groupedTransaction(run, append)
+      : store.transaction(async (tx) => {
+          const result = await run(tx);
+          await append(tx);
+          return result;
+        });
+    inFlight.add(transaction);
+    try {
+      const result = await transaction;
+      if (appended) committed(appended);
+      return result;
+    } finally {
+      inFlight.delete(transaction);
+    }
   }
 
   // What the server itself may leave unsigned: a count-triggered checkpoint lost in a crash plus one
@@ -447,6 +552,7 @@ export function createAuditService(deps: {
 
   return {
     record,
+    withEvents,
 
     /** Resolves when every event recorded so far is committed (or has failed). */
     async flush(): Promise<void> {
@@ -520,6 +626,7 @@ export function createAuditService(deps: {
     /** Stops accepting events, commits everything queued, and signs a final checkpoint of each chain. */
     async close(): Promise<void> {
       closed = true;
+      await Promise.allSettled([...inFlight]);
       while (draining) await draining;
       await Promise.allSettled([...background]);
       try {

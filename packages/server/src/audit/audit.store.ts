@@ -157,8 +157,11 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit =
       return db.transaction().execute(work);
     },
     /** {@link transaction}, committed together with the other writes of the same turn. */
-    groupedTransaction<T>(work: (tx: Transaction<DB>) => Promise<T>): Promise<T> {
-      return groupCommit(work);
+    groupedTransaction<T>(
+      work: (tx: Transaction<DB>) => Promise<T>,
+      finish?: (tx: Transaction<DB>) => Promise<void>,
+    ): Promise<T> {
+      return groupCommit(work, finish);
     },
 
     /**

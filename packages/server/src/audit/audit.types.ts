@@ -65,6 +65,8 @@ export const AUDIT_ACTIONS = [
   'command.cancel_requested',
   'command.expired',
   'command.refused_by_agent',
+  'command.requeued',
+  'command.integrity_failed',
   'command.policy_changed',
   'keys.data_keys_rewrapped',
   'keys.data_key_rotated',

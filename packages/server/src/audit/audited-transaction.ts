@@ -1,4 +1,4 @@
-import type { Kysely, Transaction } from 'kysely';
+import type { Transaction } from 'kysely';
 import type { DB } from '../db/schema.js';
 import { AppError } from '../errors.js';
 import type { AuditService } from './audit.service.js';
@@ -17,24 +17,20 @@ export class DeniedError extends AppError {
 }
 
 /**
- * Runs `work` in one transaction and records the audit events it collected once it has committed;
- * a {@link DeniedError} thrown inside is recorded after the rollback. Events cannot be recorded inside
- * the transaction: on SQLite the audit writer needs the one connection the transaction holds.
+ * Runs `work` in one transaction together with the audit events it collects (AUD-7: they commit
+ * together or not at all). A {@link DeniedError} thrown inside rolls the work back and is recorded on
+ * its own, since a denial changes nothing but must still be in the log.
  */
-export function createAuditedTransactions(db: Kysely<DB>, audit: AuditService) {
+export function createAuditedTransactions(audit: AuditService) {
   return async function transact<T>(
     work: (trx: Transaction<DB>, events: AuditInput[]) => Promise<T>,
   ): Promise<T> {
-    const events: AuditInput[] = [];
-    let result: T;
     try {
-      result = await db.transaction().execute((trx) => work(trx, events));
+      return await audit.withEvents(work);
     } catch (error) {
       if (error instanceof DeniedError) await audit.record(error.event);
       throw error;
     }
-    for (const event of events) await audit.record(event);
-    return result;
   };
 }
 

@@ -10,6 +10,7 @@ import type { AgentsStore } from '../agents/agents.store.js';
 import { NotFoundError, ValidationError } from '../errors.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
+import type { LiveTicketsService } from '../identity/live-tickets.service.js';
 import type { CommandsService, Requester } from './commands.service.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
 import { TERMINAL_STATUSES } from './commands.store.js';
@@ -53,6 +54,8 @@ const CommandView = z.object({
   message: z.string(),
   outputBytes: z.number(),
   outputTruncated: z.boolean(),
+  /** The execution timeout the agent enforces (CMD-5). */
+  timeoutSeconds: z.number(),
   createdAt: Timestamp,
   approvalExpiresAt: Timestamp.nullable(),
   expiresAt: Timestamp,
@@ -91,8 +94,11 @@ export function commandsRoutes(deps: {
   commands: CommandsService;
   agents: AgentsStore;
   access: AccessService;
+  liveTickets: LiveTicketsService;
 }): RouteDefinition[] {
-  const { commands, agents, access } = deps;
+  const { commands, agents, access, liveTickets } = deps;
+  /** The live stream a ticket opens: one command's events. */
+  const eventsOf = (commandId: string) => `command:${commandId}`;
   const OrgCommand = z.strictObject({ org: OrgSlug, command: CommandId });
 
   /** Many commands at once: their decisions in one query. */
@@ -127,6 +133,7 @@ export function commandsRoutes(deps: {
       message: row.message,
       outputBytes: row.output_bytes,
       outputTruncated: row.output_truncated === 1,
+      timeoutSeconds: row.timeout_seconds,
       createdAt: iso(row.created_at),
       approvalExpiresAt: row.approval_expires_at === null ? null : iso(row.approval_expires_at),
       expiresAt: iso(row.expires_at),
@@ -293,23 +300,48 @@ export function commandsRoutes(deps: {
     }),
 
     defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/commands/:command/events/tickets',
+      operationId: 'createCommandStreamTicket',
+      summary:
+        "A single-use ticket, valid for 30 seconds, for this session to open the command's event stream (NET-5)",
+      tags: ['commands'],
+      access: { permission: 'commands:read' },
+      rateLimit: 'write',
+      params: OrgCommand,
+      response: { 201: z.object({ ticket: z.string(), expiresAt: Timestamp }) },
+      handler: async ({ principal, request, params }) => {
+        const row = await readable(principal, request, params.command);
+        const { ticket, expiresAt } = await liveTickets.issue(principal, eventsOf(row.id));
+        return { ticket, expiresAt: iso(expiresAt) };
+      },
+    }),
+
+    defineRoute({
       method: 'GET',
       url: '/api/orgs/:org/commands/:command/events',
       operationId: 'streamCommand',
       summary:
-        'Server-sent events: the stored output, then live output and status changes until the command ends',
+        'Server-sent events: the stored output, then live output and status changes until the command ends. A browser session opens it with a ticket from createCommandStreamTicket; an API key with its Authorization header',
       tags: ['commands'],
       access: { permission: 'commands:read' },
       rateLimit: 'read',
       params: OrgCommand,
+      // The ticket is in the query because an EventSource can set no header; logs mask it (logging.ts).
+      query: z.strictObject({ ticket: z.string().max(100).optional() }),
       response: {
         200: rawResponse(
           'text/event-stream',
           'events `output` {seq, stream, data}, `status` {status}, `overflow` if the reader fell behind, and `ended` when the reader lost access',
         ),
       },
-      handler: async ({ principal, request, reply, params, reauthorize }) => {
+      handler: async ({ principal, request, reply, params, query, reauthorize }) => {
         const row = await readable(principal, request, params.command);
+        await liveTickets.admit(request, principal, {
+          channel: eventsOf(row.id),
+          permission: 'commands:read',
+          ticket: query.ticket,
+        });
         // AUTH-5: a reader whose session, membership or permission ends gets no further event, even
         // though the stream was opened before. Checked again before every live event.
         const stillReadable = () =>

@@ -467,10 +467,7 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       interval: 50,
     });
 
-    const response = await world.owner.client.send(
-      'GET',
-      `/api/orgs/acme/commands/${created.body.id}/events`,
-    );
+    const response = await world.owner.client.openEvents('acme', created.body.id);
     expect(response.headers.get('content-type')).toContain('text/event-stream');
     const stream = eventStream(response);
     await stream.until('"status":"running"');
@@ -511,7 +508,7 @@ describe('following and cancelling (CMD-4, CMD-5)', () => {
       timeout: 10_000,
       interval: 50,
     });
-    const response = await watcher.client.send('GET', `/api/orgs/acme/commands/${created.body.id}/events`);
+    const response = await watcher.client.openEvents('acme', created.body.id);
     expect(response.status).toBe(200);
     const stream = eventStream(response);
     await stream.until('"status":"running"');

@@ -10,6 +10,7 @@ import {
   newId,
   sealSecrets,
 } from '@bulwark/protocol';
+import type { Transaction } from 'kysely';
 import type { AccessService } from '../access/access.service.js';
 import { decide } from '../access/authorize.js';
 import { type Caller, callerEvent } from '../access/caller.js';
@@ -17,14 +18,21 @@ import { parseLabels } from '../agents/agents.service.js';
 import type { AgentRow, AgentsStore } from '../agents/agents.store.js';
 import type { AgentCommandMessage, AgentGateway } from '../agents/gateway.js';
 import type { ServicesStore } from '../agents/services.store.js';
-import type { AuditService } from '../audit/audit.service.js';
+import { type AuditService, AuditUnavailableError } from '../audit/audit.service.js';
 import type { AuditInput } from '../audit/audit.types.js';
-import type { CommandStatus } from '../db/schema.js';
+import type { CommandStatus, DB } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import { StepUpRequiredError } from '../identity/session-guard.js';
+import type { CommandMetrics } from '../ops/metrics.js';
 import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
-import { type CommandRow, type CommandsStore, TERMINAL_STATUSES } from './commands.store.js';
+import type { CommandSealer } from './command-seal.js';
+import {
+  type CommandApprovalRow,
+  type CommandRow,
+  type CommandsStore,
+  TERMINAL_STATUSES,
+} from './commands.store.js';
 import { paramProblems } from './params-validator.js';
 import {
   APPROVAL_TTL_MS,
@@ -81,10 +89,16 @@ export function createCommandsService(deps: {
   serverKeys: ServerKeysService;
   secrets: SecretsService;
   audit: AuditService;
+  sealer: CommandSealer;
+  metrics: CommandMetrics;
+  /** How long a command ready to run waits for its agent (CMD-5; BULWARK_COMMAND_DELIVERY_TIMEOUT_SECONDS). */
+  deliveryTtlMs?: number;
   clock: () => number;
   stepUpMs: number;
 }) {
-  const { commands, agents, services, access, gateway, serverKeys, secrets, audit, clock, stepUpMs } = deps;
+  const { commands, agents, services, access, gateway, serverKeys, secrets, audit, sealer, clock, stepUpMs } =
+    deps;
+  const deliveryTtlMs = deps.deliveryTtlMs ?? DELIVERY_TTL_MS;
   const live = new EventEmitter();
   live.setMaxListeners(0);
 
@@ -109,13 +123,27 @@ export function createCommandsService(deps: {
     return { orgId: row.org_id, actor: agentActor(agent), action, target: target(row), outcome, details };
   }
 
+  const systemActor = (id: string, display: string) => ({ type: 'system' as const, id, display });
+
+  /**
+   * Moves a command from one of `from` to `to` and records `event` in the same transaction (AUD-7):
+   * the transition and its record commit together or neither does. False when another transition won.
+   */
   async function move(
     row: CommandRow,
     from: readonly CommandStatus[],
     to: CommandStatus,
-    changes: Partial<CommandRow> = {},
+    changes: Partial<CommandRow>,
+    event: AuditInput | undefined,
   ) {
-    const moved = await commands.transition(row.id, from, to, { ...changes, updated_at: clock() });
+    const moved = await audit.withEvents(
+      async (tx, events) => {
+        const done = await commands.transition(tx, row.id, from, to, { ...changes, updated_at: clock() });
+        if (done && event) events.push(event);
+        return done;
+      },
+      { grouped: true },
+    );
     if (moved) live.emit(row.id, { kind: 'status', status: to } satisfies LiveOutput);
     return moved;
   }
@@ -143,26 +171,83 @@ export function createCommandsService(deps: {
     if (agent && values)
       return sealSecrets(agent.encryption_key, values, { commandId: row.id, agentId: row.agent_id });
     const message = 'A secret this command was granted has been deleted; run the action again.';
-    if (await move(row, ['queued', 'dispatched'], 'failed', { finished_at: now, message }))
-      await audit.record({
+    await move(
+      row,
+      ['queued', 'dispatched'],
+      'failed',
+      { finished_at: now, message },
+      {
         orgId: row.org_id,
-        actor: { type: 'system', id: 'dispatcher', display: 'command dispatcher' },
+        actor: systemActor('dispatcher', 'command dispatcher'),
         action: 'command.failed',
         target: target(row),
         outcome: 'failure',
         details: { reason: 'secret_deleted' },
-      });
+      },
+    );
     return null;
   }
 
-  /** Signs the command and sends it to its agent, if the agent is connected here. */
+  /**
+   * CMD-7: the users whose sealed approvals let this command run, or what no longer matches what the
+   * server sealed. The request must match its seal field for field; every approval on it must be one
+   * the server sealed as it was given, by someone other than the requester; and there must be as many
+   * as the sealed requirement, and never fewer than the built-in policy asks for the sealed risk.
+   */
+  async function approversIfIntact(
+    row: CommandRow,
+  ): Promise<{ approvers: string[] } | { mismatched: string[] }> {
+    const mismatched: string[] = await sealer.requestMismatches(row);
+    const required = Math.max(row.required_approvals, RISK_POLICY[row.risk]?.approvals ?? 2);
+    const approvers = new Set<string>();
+    for (const decision of await commands.decisions(row.id)) {
+      if (decision.decision !== 'approved') continue;
+      if (!(await sealer.decisionHolds(decision))) mismatched.push(`approval:${decision.user_id}`);
+      else if (decision.user_id === row.requested_by) mismatched.push('approval:requester');
+      else approvers.add(decision.user_id);
+    }
+    if (approvers.size < required) mismatched.push('approvals');
+    return mismatched.length > 0 ? { mismatched } : { approvers: [...approvers] };
+  }
+
+  /** Ends a command whose stored request or approvals were changed behind the server's back. */
+  async function failTampered(row: CommandRow, mismatched: string[], now: number): Promise<void> {
+    deps.metrics.integrityFailures.inc();
+    await move(
+      row,
+      ['queued', 'dispatched'],
+      'failed',
+      {
+        finished_at: now,
+        message:
+          `command_integrity: the stored command no longer matches what was approved (${mismatched.join(', ')})`.slice(
+            0,
+            500,
+          ),
+      },
+      {
+        orgId: row.org_id,
+        actor: systemActor('dispatcher', 'command dispatcher'),
+        action: 'command.integrity_failed',
+        target: target(row),
+        outcome: 'failure',
+        details: { severity: 'critical', code: 'command_integrity', mismatched },
+      },
+    );
+  }
+
+  /**
+   * Signs the command and sends it to its agent, if the agent is connected here and the command is
+   * still exactly what was requested and approved (CMD-7): false when it was not sent.
+   */
   async function sendEnvelope(row: CommandRow, now: number): Promise<boolean> {
+    const intact = await approversIfIntact(row);
+    if ('mismatched' in intact) {
+      await failTampered(row, intact.mismatched, now);
+      return false;
+    }
     const sealed = await sealedSecretsFor(row, now);
     if (sealed === null) return false;
-    const approvals =
-      row.required_approvals === 0
-        ? []
-        : (await commands.decisions(row.id)).filter((d) => d.decision === 'approved');
     const envelope: CommandEnvelope = {
       v: AGENT_PROTOCOL_VERSION,
       commandId: row.id,
@@ -172,7 +257,7 @@ export function createCommandsService(deps: {
       action: row.action,
       params: JSON.parse(row.params) as Record<string, unknown>,
       requestedBy: row.requested_by,
-      approvedBy: approvals.map((d) => d.user_id),
+      approvedBy: intact.approvers,
       issuedAt: now,
       expiresAt: row.expires_at,
       timeoutSeconds: row.timeout_seconds,
@@ -190,12 +275,32 @@ export function createCommandsService(deps: {
 
   const dispatchedEvent = (row: CommandRow): AuditInput => ({
     orgId: row.org_id,
-    actor: { type: 'system', id: 'dispatcher', display: 'command dispatcher' },
+    actor: systemActor('dispatcher', 'command dispatcher'),
     action: 'command.dispatched',
     target: target(row),
     outcome: 'success',
     details: { agentId: row.agent_id },
   });
+
+  /** Sends a command claimed for delivery; puts it back in the queue if its agent went away meanwhile. */
+  async function sendOrRequeue(row: CommandRow, now: number): Promise<void> {
+    if (await sendEnvelope(row, now)) return;
+    // Not sent: ended by a check (then this finds it no longer dispatched), or the agent is gone.
+    await move(
+      row,
+      ['dispatched'],
+      'queued',
+      { dispatched_at: null },
+      {
+        orgId: row.org_id,
+        actor: systemActor('dispatcher', 'command dispatcher'),
+        action: 'command.requeued',
+        target: target(row),
+        outcome: 'success',
+        details: { reason: 'agent_disconnected' },
+      },
+    );
+  }
 
   /** Signs and sends a queued command if its agent is connected here; it stays queued otherwise. */
   async function dispatch(row: CommandRow): Promise<void> {
@@ -204,9 +309,8 @@ export function createCommandsService(deps: {
     // Claimed before it is sent: a command on the wire is never still `queued`, so a cancel or an
     // expiry cannot end it as "never ran", and a second dispatch (an approval racing the agent's
     // welcome) finds it taken and sends nothing.
-    if (!(await move(row, ['queued'], 'dispatched', { dispatched_at: now }))) return;
-    if (await sendEnvelope(row, now)) await audit.record(dispatchedEvent(row));
-    else await move(row, ['dispatched'], 'queued', { dispatched_at: null });
+    if (!(await move(row, ['queued'], 'dispatched', { dispatched_at: now }, dispatchedEvent(row)))) return;
+    await sendOrRequeue({ ...row, status: 'dispatched', dispatched_at: now }, now);
   }
 
   /** The organization's policy: the built-in one, or stricter where the organization said so. */
@@ -243,16 +347,28 @@ export function createCommandsService(deps: {
     if (row.approval_expires_at !== null && row.approval_expires_at <= clock())
       throw new CommandStateError('expired', `${verb}d`);
     assertStepUp(caller, (await policyOf(caller.org.id))[row.risk]);
-    const now = clock();
-    const recorded = await commands.insertDecision({
+    const decision: CommandApprovalRow = {
       command_id: row.id,
       user_id: caller.userId,
       decision: verb === 'approve' ? 'approved' : 'rejected',
       comment,
-      created_at: now,
-    });
-    if (!recorded) throw new AppError(409, 'already_decided', 'You have already decided on this command.');
-    return row;
+      created_at: clock(),
+      seal: '',
+    };
+    // CMD-7: sealed as it is given, so that a decision nobody gave cannot be written in later.
+    decision.seal = await sealer.sealDecision(decision);
+    return { row, decision };
+  }
+
+  /**
+   * Stores a decision, once per person (CRYPTO-2): the command's row is locked first, so concurrent
+   * decisions on one command are taken one at a time and the last approval needed sees all the others.
+   */
+  async function storeDecision(tx: Transaction<DB>, row: CommandRow, decision: CommandApprovalRow) {
+    if (!(await commands.lockAwaitingApproval(tx, row.id, decision.created_at)))
+      throw new CommandStateError((await commands.find(row.org_id, row.id))?.status ?? row.status, 'decided');
+    if (!(await commands.insertDecision(tx, decision)))
+      throw new AppError(409, 'already_decided', 'You have already decided on this command.');
   }
 
   return {
@@ -300,6 +416,7 @@ export function createCommandsService(deps: {
       assertStepUp(caller, policy);
 
       const now = clock();
+      const paramsHash = createHash('sha256').update(canonicalJson(input.params)).digest('hex');
       const row: CommandRow = {
         id: newId('cmd', now),
         org_id: caller.org.id,
@@ -319,7 +436,7 @@ export function createCommandsService(deps: {
         created_at: now,
         updated_at: now,
         approval_expires_at: policy.approvals > 0 ? now + APPROVAL_TTL_MS : null,
-        expires_at: now + (policy.approvals > 0 ? APPROVAL_TTL_MS : 0) + DELIVERY_TTL_MS,
+        expires_at: now + (policy.approvals > 0 ? APPROVAL_TTL_MS : 0) + deliveryTtlMs,
         dispatched_at: null,
         started_at: null,
         finished_at: null,
@@ -329,14 +446,46 @@ export function createCommandsService(deps: {
         output_truncated: 0,
         final_acked: 0,
         secrets: JSON.stringify(grants),
+        seal: '',
       };
+      // CMD-7: what was asked, sealed as the server accepts it; dispatch checks it before signing.
+      row.seal = await sealer.sealRequest(row);
       // With its agent connected here, a command that needs no approval is stored as dispatched and
       // sent at once: one write fewer on the way to the agent (each write is a durable commit).
       const deliverNow = row.status === 'queued' && gateway.isOnline(agent.id);
       if (deliverNow) Object.assign(row, { status: 'dispatched', dispatched_at: now });
       try {
-        await commands.insert(row);
+        await audit.withEvents(
+          async (tx, events) => {
+            await commands.insert(tx, row);
+            events.push(
+              callerEvent(caller, 'command.created', target(row), {
+                agentId: agent.id,
+                risk: row.risk,
+                status: row.status,
+                requiredApprovals: row.required_approvals,
+                paramNames: Object.keys(input.params),
+                // What was asked, provable from the log alone: the SHA-256 of the canonical params.
+                paramsHash,
+                reason: input.reason,
+              }),
+            );
+            // Each use of a secret is audited by name and version, never by value.
+            for (const grant of grants)
+              events.push(
+                callerEvent(
+                  caller,
+                  'secret.used',
+                  { type: 'secret', id: grant.secretId, display: grant.name },
+                  { commandId: row.id, version: grant.version, agentId: agent.id },
+                ),
+              );
+            if (deliverNow) events.push(dispatchedEvent(row));
+          },
+          { grouped: true },
+        );
       } catch (error) {
+        if (error instanceof AuditUnavailableError) throw error;
         // Two requests with the same Idempotency-Key at once: the unique index let one in; answer
         // the other with it, as a retry after the fact would be.
         const winner = idempotencyKey
@@ -351,60 +500,51 @@ export function createCommandsService(deps: {
           );
         return winner;
       }
-      await audit.record(
-        callerEvent(caller, 'command.created', target(row), {
-          agentId: agent.id,
-          risk: row.risk,
-          status: row.status,
-          requiredApprovals: row.required_approvals,
-          paramNames: Object.keys(input.params),
-          reason: input.reason,
-        }),
-      );
-      // Each use of a secret is audited by name and version, never by value.
-      for (const grant of grants)
-        await audit.record(
-          callerEvent(
-            caller,
-            'secret.used',
-            { type: 'secret', id: grant.secretId, display: grant.name },
-            { commandId: row.id, version: grant.version, agentId: agent.id },
-          ),
-        );
       if (!deliverNow) await dispatch(row);
-      else if (await sendEnvelope(row, now)) await audit.record(dispatchedEvent(row));
-      // The agent went away in between: the command waits for its next connection.
-      else await move(row, ['dispatched'], 'queued', { dispatched_at: null });
+      else await sendOrRequeue(row, now);
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
     async approve(caller: Requester, id: string, comment: string): Promise<CommandRow> {
-      const row = await decided(caller, id, 'approve', comment);
-      await audit.record(callerEvent(caller, 'command.approved', target(row), { comment }));
-      const approvals = (await commands.decisions(row.id)).filter((d) => d.decision === 'approved').length;
-      if (approvals >= row.required_approvals) {
-        // Delivery time starts now: an approval an hour in does not leave the agent only minutes.
-        const expires = clock() + DELIVERY_TTL_MS;
-        if (await move(row, ['awaiting_approval'], 'queued', { expires_at: expires })) {
-          await dispatch({ ...row, status: 'queued', expires_at: expires });
-        }
+      const { row, decision } = await decided(caller, id, 'approve', comment);
+      // A request changed behind the server's back is never sealed again with a new deadline.
+      const tampered = await sealer.requestMismatches(row);
+      // Delivery time starts when the last approval needed is given: an approval an hour in does
+      // not leave the agent only minutes.
+      const queued: CommandRow = { ...row, status: 'queued', expires_at: clock() + deliveryTtlMs };
+      if (tampered.length === 0) queued.seal = await sealer.sealRequest(queued);
+      const released = await audit.withEvents(async (tx, events) => {
+        await storeDecision(tx, row, decision);
+        const approvals = (await commands.decisions(row.id, tx)).filter((d) => d.decision === 'approved');
+        const enough = approvals.length >= row.required_approvals;
+        events.push(callerEvent(caller, 'command.approved', target(row), { comment, released: enough }));
+        if (!enough) return false;
+        const changes = tampered.length === 0 ? { expires_at: queued.expires_at, seal: queued.seal } : {};
+        return commands.transition(tx, row.id, ['awaiting_approval'], 'queued', {
+          ...changes,
+          updated_at: clock(),
+        });
+      });
+      if (released) {
+        live.emit(row.id, { kind: 'status', status: 'queued' } satisfies LiveOutput);
+        if (tampered.length > 0) await failTampered(queued, tampered, clock());
+        else await dispatch(queued);
       }
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
     async reject(caller: Requester, id: string, comment: string): Promise<CommandRow> {
-      const row = await decided(caller, id, 'reject', comment);
-      const rejected = await move(row, ['awaiting_approval'], 'rejected', {
-        finished_at: clock(),
-        message: `rejected: ${comment}`.slice(0, 500),
+      const { row, decision } = await decided(caller, id, 'reject', comment);
+      await audit.withEvents(async (tx, events) => {
+        await storeDecision(tx, row, decision);
+        await commands.transition(tx, row.id, ['awaiting_approval'], 'rejected', {
+          finished_at: clock(),
+          updated_at: clock(),
+          message: `rejected: ${comment}`.slice(0, 500),
+        });
+        events.push(callerEvent(caller, 'command.rejected', target(row), { comment }));
       });
-      // The last approval may have won the race: then the command goes ahead, and says so.
-      if (!rejected)
-        throw new CommandStateError(
-          (await commands.find(caller.org.id, row.id))?.status ?? row.status,
-          'rejected',
-        );
-      await audit.record(callerEvent(caller, 'command.rejected', target(row), { comment }));
+      live.emit(row.id, { kind: 'status', status: 'rejected' } satisfies LiveOutput);
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
@@ -417,13 +557,20 @@ export function createCommandsService(deps: {
         labels: parseLabels(agent?.labels ?? '{}'),
       });
       if (TERMINAL_STATUSES.includes(row.status)) throw new CommandStateError(row.status, 'cancelled');
+      const requested = callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status });
       if (row.status === 'awaiting_approval' || row.status === 'queued') {
-        await move(row, ['awaiting_approval', 'queued'], 'cancelled', {
-          finished_at: clock(),
-          message: 'cancelled before it ran',
-        });
+        const message = 'cancelled before it ran';
+        await move(
+          row,
+          ['awaiting_approval', 'queued'],
+          'cancelled',
+          { finished_at: clock(), message },
+          requested,
+        );
       } else {
         // Dispatched or running: the agent stops the process group and reports `cancelled` itself.
+        // Recorded before it is sent: a cancel that reached an agent is never missing from the log.
+        await audit.record(requested);
         if (!gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id }))
           throw new AppError(
             409,
@@ -431,9 +578,6 @@ export function createCommandsService(deps: {
             'The agent running this command is not connected; cancel again once it is back.',
           );
       }
-      await audit.record(
-        callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status }),
-      );
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
@@ -448,18 +592,20 @@ export function createCommandsService(deps: {
           'An organization may tighten the command policy, never loosen it.',
         );
       const before = await policyOf(caller.org.id);
-      await commands.setPolicy(caller.org.id, JSON.stringify(policy), caller.userId, clock());
-      await audit.record(
-        callerEvent(
-          caller,
-          'command.policy_changed',
-          { type: 'org', id: caller.org.id, display: caller.org.slug },
-          {
-            before: before as unknown as Record<string, never>,
-            after: policy as unknown as Record<string, never>,
-          },
-        ),
-      );
+      await audit.withEvents(async (tx, events) => {
+        await commands.setPolicy(tx, caller.org.id, JSON.stringify(policy), caller.userId, clock());
+        events.push(
+          callerEvent(
+            caller,
+            'command.policy_changed',
+            { type: 'org', id: caller.org.id, display: caller.org.slug },
+            {
+              before: before as unknown as Record<string, never>,
+              after: policy as unknown as Record<string, never>,
+            },
+          ),
+        );
+      });
       return policy;
     },
 
@@ -497,18 +643,14 @@ export function createCommandsService(deps: {
       const from: CommandStatus[] = ['awaiting_approval', 'queued', 'dispatched', 'running'];
       const message = 'the agent was revoked; it can never report how this command ended';
       for (const row of await commands.inFlightOf(agentId)) {
-        if (await move(row, from, 'failed', { finished_at: clock(), message })) {
-          ended++;
-          await audit.record(
-            callerEvent(
-              caller,
-              'command.failed',
-              target(row),
-              { reason: 'agent_revoked', from: row.status },
-              'failure',
-            ),
-          );
-        }
+        const event = callerEvent(
+          caller,
+          'command.failed',
+          target(row),
+          { reason: 'agent_revoked', from: row.status },
+          'failure',
+        );
+        if (await move(row, from, 'failed', { finished_at: clock(), message }, event)) ended++;
       }
       return ended;
     },
@@ -527,22 +669,24 @@ export function createCommandsService(deps: {
             ? 'approval_timeout'
             : 'delivery_timeout';
         const message = running ? 'timed out: the agent reported no end within the action timeout' : reason;
+        const event: AuditInput = {
+          orgId: row.org_id,
+          actor: systemActor('scheduler', 'command deadlines'),
+          action: running ? 'command.timed_out' : 'command.expired',
+          target: target(row),
+          outcome: 'failure',
+          details: { reason, from: row.status },
+        };
         if (
-          await move(row, [row.status], running ? 'timed_out' : 'expired', {
-            finished_at: clock(),
-            message,
-          })
-        ) {
+          await move(
+            row,
+            [row.status],
+            running ? 'timed_out' : 'expired',
+            { finished_at: clock(), message },
+            event,
+          )
+        )
           ended++;
-          await audit.record({
-            orgId: row.org_id,
-            actor: { type: 'system', id: 'scheduler', display: 'command deadlines' },
-            action: running ? 'command.timed_out' : 'command.expired',
-            target: target(row),
-            outcome: 'failure',
-            details: { reason, from: row.status },
-          });
-        }
       }
       return ended;
     },
@@ -561,29 +705,27 @@ export function createCommandsService(deps: {
             const row = await commands.findForAgent(agent.id, state.commandId);
             if (!row) continue;
             if (state.state === 'running') {
-              if (await move(row, ['queued', 'dispatched'], 'running', { started_at: now }))
-                await audit.record(agentEvent(agent, row, 'command.started', { reconciled: true }));
+              const started = agentEvent(agent, row, 'command.started', { reconciled: true });
+              await move(row, ['queued', 'dispatched'], 'running', { started_at: now }, started);
               continue;
             }
             const outcome: CommandOutcome = state.state === 'interrupted' ? 'failed' : state.state;
             const text =
               state.state === 'interrupted' ? 'interrupted: the agent stopped while the command ran' : '';
-            if (
-              await move(row, ['queued', 'dispatched', 'running'], outcome, {
-                finished_at: now,
-                exit_code: state.exitCode,
-                message: text,
-              })
-            )
-              await audit.record(
-                agentEvent(
-                  agent,
-                  row,
-                  `command.${outcome}` as AuditInput['action'],
-                  { exitCode: state.exitCode, reconciled: true, interrupted: state.state === 'interrupted' },
-                  outcome === 'succeeded' ? 'success' : 'failure',
-                ),
-              );
+            const ended = agentEvent(
+              agent,
+              row,
+              `command.${outcome}` as AuditInput['action'],
+              { exitCode: state.exitCode, reconciled: true, interrupted: state.state === 'interrupted' },
+              outcome === 'succeeded' ? 'success' : 'failure',
+            );
+            await move(
+              row,
+              ['queued', 'dispatched', 'running'],
+              outcome,
+              { finished_at: now, exit_code: state.exitCode, message: text },
+              ended,
+            );
             acked.push(row.id);
           }
           if (acked.length > 0)
@@ -594,43 +736,37 @@ export function createCommandsService(deps: {
         const row = await commands.findForAgent(agent.id, message.commandId);
         if (!row) return;
         if (message.type === 'command_started') {
-          if (await move(row, ['queued', 'dispatched'], 'running', { started_at: now }))
-            await audit.record(agentEvent(agent, row, 'command.started', {}));
+          const started = agentEvent(agent, row, 'command.started', {});
+          await move(row, ['queued', 'dispatched'], 'running', { started_at: now }, started);
         } else if (message.type === 'command_output') {
           await storeOutput(row, message);
         } else if (message.type === 'command_finished') {
-          if (
-            await move(row, ['dispatched', 'running'], message.outcome, {
-              finished_at: now,
-              exit_code: message.exitCode,
-              message: message.message,
-            })
-          ) {
-            await audit.record(
-              agentEvent(
-                agent,
-                row,
-                `command.${message.outcome}` as AuditInput['action'],
-                { exitCode: message.exitCode },
-                message.outcome === 'succeeded' ? 'success' : 'failure',
-              ),
-            );
-          }
+          const ended = agentEvent(
+            agent,
+            row,
+            `command.${message.outcome}` as AuditInput['action'],
+            { exitCode: message.exitCode },
+            message.outcome === 'succeeded' ? 'success' : 'failure',
+          );
+          await move(
+            row,
+            ['dispatched', 'running'],
+            message.outcome,
+            { finished_at: now, exit_code: message.exitCode, message: message.message },
+            ended,
+          );
           gateway.send(agent.id, { v: AGENT_PROTOCOL_VERSION, type: 'command_ack', commandIds: [row.id] });
         } else if (message.type === 'command_refused') {
           // `replayed` means the agent already has this command: it is running or has run, and its
           // own reports say how it ends. Only other refusals end it here.
           if (message.reason === 'replayed') return;
-          if (
-            await move(row, ['queued', 'dispatched'], 'failed', {
-              finished_at: now,
-              message: `refused by the agent: ${message.reason}`,
-            })
-          ) {
-            await audit.record(
-              agentEvent(agent, row, 'command.refused_by_agent', { reason: message.reason }, 'failure'),
-            );
-          }
+          await move(
+            row,
+            ['queued', 'dispatched'],
+            'failed',
+            { finished_at: now, message: `refused by the agent: ${message.reason}` },
+            agentEvent(agent, row, 'command.refused_by_agent', { reason: message.reason }, 'failure'),
+          );
         }
       },
     },

@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Transaction } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
 import type { GroupCommit } from '../db/group-commit.js';
 import type {
@@ -23,8 +23,9 @@ export const TERMINAL_STATUSES: readonly CommandStatus[] = [
 ];
 
 /**
- * Commands, approvals and output (CMD-4). Every change of status is a guarded update. A command's
- * row, its transitions and its output are the hot path of dispatch: they are group-committed.
+ * Commands, approvals and output (CMD-4). Every change of status is a guarded update. Writes that
+ * change a command take the transaction its audit events are appended in (AUD-7); the service runs
+ * them through the group commit, as they are the hot path of dispatch. Output is group-committed here.
  */
 export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
   // Read on every request about a command and on every report an agent makes.
@@ -50,8 +51,8 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
   );
 
   return {
-    async insert(row: CommandRow): Promise<void> {
-      await groupCommit((trx) => trx.insertInto('commands').values(row).execute());
+    async insert(trx: Transaction<DB>, row: CommandRow): Promise<void> {
+      await trx.insertInto('commands').values(row).execute();
     },
     find: (orgId: string, id: string) => byId.first({ orgId, id }),
     /** A command as its agent may see it: only the agent it names. */
@@ -69,23 +70,22 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
      * any of `from` (another transition won). Terminal states are never in `from`, so never left.
      */
     async transition(
+      trx: Transaction<DB>,
       id: string,
       from: readonly CommandStatus[],
       to: CommandStatus,
       changes: Partial<Omit<CommandRow, 'id' | 'status'>> = {},
     ): Promise<boolean> {
-      const result = await groupCommit((trx) =>
-        trx
-          .updateTable('commands')
-          .set({ ...changes, status: to })
-          .where('id', '=', id)
-          .where(
-            'status',
-            'in',
-            from.filter((status) => !TERMINAL_STATUSES.includes(status)),
-          )
-          .executeTakeFirst(),
-      );
+      const result = await trx
+        .updateTable('commands')
+        .set({ ...changes, status: to })
+        .where('id', '=', id)
+        .where(
+          'status',
+          'in',
+          from.filter((status) => !TERMINAL_STATUSES.includes(status)),
+        )
+        .executeTakeFirst();
       return Number(result.numUpdatedRows) === 1;
     },
     /** Commands waiting for this agent, oldest first, still deliverable. */
@@ -139,16 +139,29 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
         .limit(500)
         .execute(),
 
-    async insertDecision(row: CommandApprovalRow): Promise<boolean> {
-      const result = await db
+    async insertDecision(trx: Transaction<DB>, row: CommandApprovalRow): Promise<boolean> {
+      const result = await trx
         .insertInto('command_approvals')
         .values(row)
         .onConflict((oc) => oc.columns(['command_id', 'user_id']).doNothing())
         .executeTakeFirst();
       return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
     },
-    decisions: (commandId: string) =>
-      db
+    /**
+     * Takes the row lock of a command awaiting approval (an update that changes nothing else), so the
+     * decisions on one command are made one at a time on PostgreSQL; false when it no longer awaits.
+     */
+    async lockAwaitingApproval(trx: Transaction<DB>, id: string, now: number): Promise<boolean> {
+      const result = await trx
+        .updateTable('commands')
+        .set({ updated_at: now })
+        .where('id', '=', id)
+        .where('status', '=', 'awaiting_approval')
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
+    decisions: (commandId: string, trx: Kysely<DB> = db) =>
+      trx
         .selectFrom('command_approvals')
         .selectAll()
         .where('command_id', '=', commandId)
@@ -189,8 +202,14 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
       });
     },
     policyOf: (orgId: string) => policy.first({ orgId }),
-    async setPolicy(orgId: string, policy: string, updatedBy: string, now: number): Promise<void> {
-      await db
+    async setPolicy(
+      trx: Transaction<DB>,
+      orgId: string,
+      policy: string,
+      updatedBy: string,
+      now: number,
+    ): Promise<void> {
+      await trx
         .insertInto('command_policies')
         .values({ org_id: orgId, policy, updated_by: updatedBy, updated_at: now })
         .onConflict((oc) =>

@@ -8,6 +8,7 @@ type Write<T> = (trx: Transaction<DB>) => Promise<T>;
 
 interface Pending {
   write: Write<unknown>;
+  finish: Write<void> | undefined;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -21,6 +22,11 @@ interface Pending {
  * committed, so nothing is acknowledged early. Writes must be independent of one another and have no
  * effect outside the database: when a batch fails, each of its writes is retried in a transaction of
  * its own, so a bad write fails alone and the others commit as they would have.
+ *
+ * A write may have a `finish`, run after every write of its batch, in order, before the commit: the
+ * audit appends of the batch (AUD-7). On PostgreSQL they lock the audit chains' heads, so taking them
+ * last, after every row the batch's writes lock, keeps one lock order across all transactions (rows,
+ * then heads) and two transactions can never wait for each other.
  */
 export function createGroupCommit(db: Kysely<DB>) {
   const queue: Pending[] = [];
@@ -28,7 +34,13 @@ export function createGroupCommit(db: Kysely<DB>) {
 
   async function commitAlone(pending: Pending): Promise<void> {
     try {
-      pending.resolve(await db.transaction().execute(pending.write));
+      pending.resolve(
+        await db.transaction().execute(async (trx) => {
+          const result = await pending.write(trx);
+          await pending.finish?.(trx);
+          return result;
+        }),
+      );
     } catch (error) {
       pending.reject(error);
     }
@@ -41,6 +53,7 @@ export function createGroupCommit(db: Kysely<DB>) {
       results = await db.transaction().execute(async (trx) => {
         const done: unknown[] = [];
         for (const pending of batch) done.push(await pending.write(trx));
+        for (const pending of batch) await pending.finish?.(trx);
         return done;
       });
     } catch {
@@ -57,9 +70,9 @@ export function createGroupCommit(db: Kysely<DB>) {
     draining = false;
   }
 
-  return function enqueue<T>(write: Write<T>): Promise<T> {
+  return function enqueue<T>(write: Write<T>, finish?: Write<void>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      queue.push({ write, resolve: resolve as (value: unknown) => void, reject });
+      queue.push({ write, finish, resolve: resolve as (value: unknown) => void, reject });
       if (!draining) {
         draining = true;
         void drain();

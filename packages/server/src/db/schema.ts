@@ -152,9 +152,22 @@ export interface WebauthnChallengesTable {
   expires_at: number;
 }
 
+/** A live ticket (NET-5): one use, seconds long, for one session, organization and stream. */
+export interface LiveTicketsTable {
+  /** SHA-256 of the `bwt_` ticket. */
+  ticket_hash: string;
+  org_id: string;
+  session_id: string;
+  user_id: string;
+  /** The stream it opens, e.g. `command:cmd_…`. */
+  channel: string;
+  created_at: number;
+  expires_at: number;
+}
+
 export interface RecoveryCodesTable {
   user_id: string;
-  /** SHA-256 of the code (80 random bits): nothing to brute-force from a database copy. */
+  /** SHA-256 of the code (120 random bits): nothing to brute-force from a database copy. */
   code_hash: string;
   created_at: number;
   used_at: number | null;
@@ -349,6 +362,8 @@ export interface CommandsTable {
   final_acked: number;
   /** JSON: the secret versions granted to it, `[{name, secretId, version}]`; never a value. */
   secrets: string;
+  /** CMD-7: MACs of what was requested, made by the server when it accepted the command (command-seal.ts). */
+  seal: string;
 }
 
 export interface CommandApprovalsTable {
@@ -357,6 +372,8 @@ export interface CommandApprovalsTable {
   decision: 'approved' | 'rejected';
   comment: string;
   created_at: number;
+  /** CMD-7: the server's MAC of this decision, made when it was given. */
+  seal: string;
 }
 
 export interface CommandOutputTable {
@@ -391,6 +408,7 @@ export interface DB {
   mfa_factors: MfaFactorsTable;
   recovery_codes: RecoveryCodesTable;
   webauthn_challenges: WebauthnChallengesTable;
+  live_tickets: LiveTicketsTable;
   roles: RolesTable;
   role_bindings: RoleBindingsTable;
   teams: TeamsTable;

@@ -244,6 +244,14 @@ describe('HTTP core', () => {
       expect(response.headers.get('cross-origin-opener-policy')).toBe('same-origin');
       expect(response.headers.get('cross-origin-resource-policy')).toBe('same-origin');
       expect(response.headers.get('x-frame-options')).toBe('DENY');
+      const permissions = (response.headers.get('permissions-policy') ?? '').split(', ');
+      for (const feature of ['camera', 'microphone', 'geolocation', 'payment', 'usb', 'serial', 'hid'])
+        expect(permissions).toContain(`${feature}=()`);
+      // Passkeys and the copy buttons: what the console uses, for its own origin only.
+      expect(permissions).toContain('publickey-credentials-get=(self)');
+      expect(permissions).toContain('publickey-credentials-create=(self)');
+      expect(permissions).toContain('clipboard-write=(self)');
+      expect(permissions.filter((rule) => !rule.endsWith('=()') && !rule.endsWith('=(self)'))).toEqual([]);
       expect(response.headers.get('cache-control')).toBe('no-store');
       expect(response.headers.get('access-control-allow-origin')).toBeNull();
       expect(response.headers.get('strict-transport-security')).toBeNull(); // plain HTTP: see tls.test.ts

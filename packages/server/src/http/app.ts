@@ -21,6 +21,7 @@ import {
   type RouteDefinition,
 } from './route.js';
 import { securityHeaders } from './security-headers.js';
+import { TLS_POLICY } from './tls-policy.js';
 
 /** Decides who is calling a permission route and whether they hold the permission; throws a 401/403/404 AppError otherwise. */
 export type RouteGuard = (
@@ -215,6 +216,7 @@ export async function createHttpApp(
             cert: readFileSync(config.tls.certFile),
             key: readFileSync(config.tls.keyFile),
             minVersion: config.tls.minVersion,
+            ...TLS_POLICY,
           },
         }
       : {}),

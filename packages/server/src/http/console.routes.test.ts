@@ -18,6 +18,11 @@ describe('serving the console', () => {
     expect(response.status).toBe(200);
     expect(response.headers.get('content-type')).toContain('text/html');
     expect(response.headers.get('content-security-policy')).toContain("script-src 'self'");
+    // No browser feature the console does not use: the page could not turn on the camera, say.
+    const permissions = response.headers.get('permissions-policy') ?? '';
+    expect(permissions).toContain('camera=()');
+    expect(permissions).toContain('microphone=()');
+    expect(permissions).toContain('publickey-credentials-get=(self)');
     const html = await response.text();
     expect(html).toContain('<div id="root">');
     // Nothing inline for the CSP to refuse: scripts and styles are files of this origin.

@@ -96,6 +96,29 @@ export function createAuthService(deps: {
     }
   }
 
+  /**
+   * Starts a session for the user and audits the sessions it ended under the per-user limit (ASVS
+   * 7.1.2), each as a revocation: the person sees a device signed out and the log says why.
+   */
+  async function startSession(
+    user: UserRow,
+    context: AuditRequestContext,
+    options: Parameters<SessionsService['start']>[2],
+  ) {
+    const started = await sessions.start(user.id, context, options);
+    for (const ended of started.ended) {
+      await audit.record({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.session_revoked',
+        target: { type: 'session', id: ended },
+        outcome: 'success',
+        context,
+        details: { reason: 'session_limit', newSession: started.sessionId },
+      });
+    }
+    return started;
+  }
+
   async function view(session: ViewedSession): Promise<SessionView> {
     return {
       user: {
@@ -143,7 +166,7 @@ export function createAuthService(deps: {
     // With a second factor still to prove, the failures counted so far stand: signing in again with
     // the password must not reset the count of wrong codes (AUTH-6).
     if (!mfaEnrolled) await limiter.recordSuccess(user.email);
-    const started = await sessions.start(user.id, context, { secondFactorPending: mfaEnrolled });
+    const started = await startSession(user, context, { secondFactorPending: mfaEnrolled });
     await audit.record({
       actor: { type: 'user', id: user.id, display: user.email },
       action: 'auth.login_succeeded',
@@ -199,7 +222,7 @@ export function createAuthService(deps: {
     // Exactly one replacement per session: a second proof racing this one finds it ended.
     if (!(await sessions.end(session.id, event.reason)))
       throw new UnauthenticatedError('Your session has ended; sign in again.');
-    const started = await sessions.start(user.id, context, { expiresAt: session.expiresAt });
+    const started = await startSession(user, context, { expiresAt: session.expiresAt });
     await audit.record({
       actor: { type: 'user', id: user.id, display: user.email },
       action: event.action,
@@ -408,7 +431,7 @@ export function createAuthService(deps: {
       await users.setPassword(user.id, await hasher.hash(input.newPassword), clock(), false);
       const ended = await sessions.endAllOf(user.id, 'password changed');
       // The current password is not a step-up: the new session keeps the old one's last proof.
-      const started = await sessions.start(user.id, context, { authenticatedAt: session.authenticatedAt });
+      const started = await startSession(user, context, { authenticatedAt: session.authenticatedAt });
       await audit.record({
         actor: { type: 'user', id: user.id, display: user.email },
         action: 'auth.password_changed',

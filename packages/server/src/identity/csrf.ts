@@ -10,6 +10,27 @@ import type { FastifyRequest } from 'fastify';
 
 export const CSRF_HEADER = 'x-csrf-token';
 
+/**
+ * Why a browser says this request comes from another site (its Sec-Fetch-Site or Origin header), or
+ * undefined. A request without those headers (a script, the CLI) is not refused here: it carries no
+ * ambient cookie a page could have made a browser send.
+ */
+export function crossSiteProblem(request: FastifyRequest): string | undefined {
+  const fetchSite = request.headers['sec-fetch-site'];
+  if (typeof fetchSite === 'string' && fetchSite !== 'same-origin') return `Sec-Fetch-Site is ${fetchSite}`;
+  const origin = request.headers.origin;
+  if (typeof origin === 'string') {
+    let host: string;
+    try {
+      host = new URL(origin).host;
+    } catch {
+      return 'Origin is malformed';
+    }
+    if (host !== request.headers.host) return 'Origin is another site';
+  }
+  return undefined;
+}
+
 export function createCsrf(key: Buffer) {
   const tokenFor = (sessionId: string) => createHmac('sha256', key).update(sessionId).digest('base64url');
 
@@ -18,19 +39,8 @@ export function createCsrf(key: Buffer) {
 
     /** Why this cookie-authenticated, state-changing request must be refused, or undefined if it may proceed. */
     problem(request: FastifyRequest, sessionId: string): string | undefined {
-      const fetchSite = request.headers['sec-fetch-site'];
-      if (typeof fetchSite === 'string' && fetchSite !== 'same-origin')
-        return `Sec-Fetch-Site is ${fetchSite}`;
-      const origin = request.headers.origin;
-      if (typeof origin === 'string') {
-        let host: string;
-        try {
-          host = new URL(origin).host;
-        } catch {
-          return 'Origin is malformed';
-        }
-        if (host !== request.headers.host) return 'Origin is another site';
-      }
+      const crossSite = crossSiteProblem(request);
+      if (crossSite) return crossSite;
       const presented = request.headers[CSRF_HEADER];
       if (typeof presented !== 'string') return 'the CSRF token is missing';
       const expected = Buffer.from(tokenFor(sessionId));

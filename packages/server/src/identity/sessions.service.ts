@@ -13,6 +13,8 @@ import type { SessionsStore } from './sessions.store.js';
 export interface SessionPolicy {
   idleMs: number;
   absoluteMs: number;
+  /** Live sessions one user may hold at once (ASVS 7.1.2); starting one more ends the oldest. */
+  maxPerUser: number;
 }
 
 export interface LiveSession {
@@ -46,18 +48,42 @@ export function createSessionsService(deps: {
   const { store, clock, policy } = deps;
   const rows = new ReadCache<SessionRow>({ maxEntries: SESSION_ROWS_CACHED });
 
+  /**
+   * Ends the user's oldest live sessions beyond the limit, keeping the one just started; returns the
+   * ids this call ended (a concurrent sign-in may have ended some first). A session waiting for its
+   * second factor counts only among those waiting: a password alone must not push out the sessions of
+   * someone who proved both factors.
+   */
+  async function endBeyondLimit(
+    userId: string,
+    startedId: string,
+    secondFactorPending: boolean,
+    now: number,
+  ) {
+    const others = await store.liveOthersOf(userId, startedId, {
+      secondFactorPending,
+      now,
+      idleMs: policy.idleMs,
+    });
+    const ended: string[] = [];
+    for (const { id } of others.slice(policy.maxPerUser - 1)) {
+      if (await store.revoke(id, now, 'ended: session limit')) ended.push(id);
+    }
+    return ended;
+  }
+
   return {
     /**
-     * Starts a session and returns the token to hand to the browser, once. `expiresAt` carries a
-     * replaced session's absolute end over, so re-authenticating never extends a session's lifetime;
-     * `authenticatedAt` carries its last proof over when the new one proves less (a password change
-     * is not a step-up).
+     * Starts a session and returns the token to hand to the browser, once, with the ids of the
+     * sessions it ended under the per-user limit. `expiresAt` carries a replaced session's absolute
+     * end over, so re-authenticating never extends a session's lifetime; `authenticatedAt` carries its
+     * last proof over when the new one proves less (a password change is not a step-up).
      */
     async start(
       userId: string,
       context: AuditRequestContext,
       options: { expiresAt?: number; authenticatedAt?: number; secondFactorPending?: boolean } = {},
-    ): Promise<{ token: string; sessionId: string }> {
+    ): Promise<{ token: string; sessionId: string; ended: string[] }> {
       const { expiresAt, authenticatedAt, secondFactorPending = false } = options;
       const now = clock();
       const token = generateToken('bws');
@@ -76,7 +102,7 @@ export function createSessionsService(deps: {
         revoked_reason: null,
         second_factor_pending: secondFactorPending ? 1 : 0,
       });
-      return { token, sessionId };
+      return { token, sessionId, ended: await endBeyondLimit(userId, sessionId, secondFactorPending, now) };
     },
 
     /**

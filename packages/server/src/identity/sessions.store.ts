@@ -33,6 +33,27 @@ export function createSessionsStore(db: Kysely<DB>) {
         .where('revoked_at', 'is', null)
         .orderBy('last_seen_at', 'desc')
         .execute(),
+    /**
+     * A user's live sessions of one kind (waiting for a second factor or not) but `exceptId`, newest
+     * first: what the per-user limit counts.
+     */
+    liveOthersOf: (
+      userId: string,
+      exceptId: string,
+      live: { secondFactorPending: boolean; now: number; idleMs: number },
+    ) =>
+      db
+        .selectFrom('sessions')
+        .select('id')
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .where('id', '!=', exceptId)
+        .where('second_factor_pending', '=', live.secondFactorPending ? 1 : 0)
+        .where('expires_at', '>', live.now)
+        .where('last_seen_at', '>', live.now - live.idleMs)
+        .orderBy('created_at', 'desc')
+        .orderBy('id', 'desc')
+        .execute(),
     findOpenOf: (userId: string, id: string) =>
       db
         .selectFrom('sessions')

@@ -1,6 +1,8 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
+import BetterSqlite3 from 'better-sqlite3';
 import { generate } from 'otplib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { BACKENDS, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
@@ -16,6 +18,8 @@ import { SessionClient } from '../test-support/session-client.js';
  */
 
 const crypto = new NodeCryptoPlugin();
+/** 24 characters of Crockford's base32 in groups of four: 120 random bits. */
+const RECOVERY_CODE_SHAPE = /^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){5}$/;
 const STEP_MS = 30_000;
 
 let world: OrgWorld | undefined;
@@ -86,6 +90,7 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
     expect(secret).toMatch(/^[A-Z2-7]{32}$/); // 160 bits
     expect(recoveryCodes).toHaveLength(10);
     expect(new Set(recoveryCodes).size).toBe(10);
+    for (const code of recoveryCodes) expect(code).toMatch(RECOVERY_CODE_SHAPE); // 120 bits (ASVS 6.5.2)
     expect((await owner.send('GET', '/api/orgs/acme/members')).status).toBe(200);
     const [denied] = (
       await owner.json<{ events: Array<{ details: { reason: string } }> }>(
@@ -104,6 +109,16 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
         expect(raw.includes(code)).toBe(false);
         expect(raw.includes(code.replaceAll('-', ''))).toBe(false);
       }
+      // What is there instead: the SHA-256 of each, a plain hash being enough only because each code
+      // holds 120 random bits.
+      const db = new BetterSqlite3(file, { readonly: true });
+      const stored = db.prepare('select code_hash from recovery_codes').pluck().all();
+      db.close();
+      expect(new Set(stored)).toEqual(
+        new Set(
+          recoveryCodes.map((code) => createHash('sha256').update(code.replaceAll('-', '')).digest('hex')),
+        ),
+      );
     }
   });
 
@@ -189,6 +204,12 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
     expect(left.body.recoveryCodesLeft).toBe(9);
     const again = await halfSignedIn();
     expect((await again.send('POST', '/api/auth/mfa/verify', { code: first })).status).toBe(422);
+    // Two sign-ins race with one recovery code: one guarded update spends it, one gets in.
+    const racers = [await halfSignedIn(), await halfSignedIn()];
+    const raced = await Promise.all(
+      racers.map((c) => c.send('POST', '/api/auth/mfa/verify', { code: recoveryCodes[2] })),
+    );
+    expect(raced.map((r) => r.status).sort()).toEqual([200, 422]);
 
     const renewed = await pending.json<{ recoveryCodes: string[] }>('POST', '/api/auth/mfa/recovery-codes');
     expect(renewed.body.recoveryCodes).toHaveLength(10);

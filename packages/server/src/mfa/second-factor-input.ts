@@ -11,8 +11,11 @@ import type { RelyingParty } from './passkeys.js';
  * second step of sign-in and by re-authentication.
  */
 
-/** A code from an authenticator (6 digits) or a recovery code (16 characters, dashes and spaces allowed). */
-export const SecondFactorCode = z.string().trim().min(6).max(32);
+/**
+ * A code from an authenticator (6 digits) or a recovery code (24 characters, 29 with its dashes; spaces
+ * and dashes allowed between them, so the bound leaves room for how people type it).
+ */
+export const SecondFactorCode = z.string().trim().min(6).max(64);
 
 const Base64Url = (max: number) =>
   z

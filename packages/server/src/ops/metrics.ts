@@ -43,6 +43,16 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
       registers,
     }),
+    redacted: new Counter({
+      name: 'bulwark_audit_redactions_total',
+      help: 'Values cut from audit events because they looked like a credential (AUD-2).',
+      registers,
+    }),
+    unavailable: new Counter({
+      name: 'bulwark_audit_unavailable_total',
+      help: 'Changes refused (503) because their audit events could not be stored (AUD-7).',
+      registers,
+    }),
   };
 
   const agents = {
@@ -65,10 +75,35 @@ export function createMetrics() {
     }),
   };
 
-  return { registry, http, audit, agents };
+  const commands = {
+    integrityFailures: new Counter({
+      name: 'bulwark_command_integrity_failures_total',
+      help: 'Commands stopped before delivery because their stored request or approvals no longer matched what the server sealed (CMD-7).',
+      registers,
+    }),
+  };
+
+  const maintenance = {
+    removed: new Counter({
+      name: 'bulwark_maintenance_rows_removed_total',
+      help: 'Rows deleted by the maintenance jobs (PLAT-6), by job.',
+      labelNames: ['job'] as const,
+      registers,
+    }),
+    failures: new Counter({
+      name: 'bulwark_maintenance_failures_total',
+      help: 'Maintenance job runs that failed (logged with the error), by job.',
+      labelNames: ['job'] as const,
+      registers,
+    }),
+  };
+
+  return { registry, http, audit, agents, commands, maintenance };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
 export type AuditMetrics = Metrics['audit'];
 export type HttpMetrics = Metrics['http'];
 export type AgentMetrics = Metrics['agents'];
+export type CommandMetrics = Metrics['commands'];
+export type MaintenanceMetrics = Metrics['maintenance'];

@@ -125,6 +125,18 @@ export function createDataKeyring(deps: {
       return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `bulwark/${purpose}`, 32));
     },
 
+    /**
+     * {@link deriveKey} from a named data key of the scope, retired or not: for a MAC that must still
+     * check after the data key rotates, stored beside the id of the key it was made with.
+     */
+    async deriveKeyFrom(scope: KeyScope, keyId: string, purpose: string): Promise<Buffer> {
+      const key = await keyById(keyId, scope);
+      return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `bulwark/${purpose}`, 32));
+    },
+
+    /** The id of the scope's active data key. */
+    activeKeyId,
+
     /** Retires the scope's active data key and makes a new one (SEC-2); what it sealed still opens. */
     async rotate(scope: KeyScope): Promise<string> {
       const next = newKeyRow(scope);

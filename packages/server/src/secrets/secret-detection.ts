@@ -54,6 +54,35 @@ export function credentialShapeOf(value: string): string | undefined {
   return undefined;
 }
 
+const GLOBAL_SHAPES: Array<[RegExp, string]> = SECRET_SHAPES.map(([shape, name]) => [
+  new RegExp(shape.source, `${shape.flags}g`),
+  name,
+]);
+// A PEM block is cut from its header to its footer (or the end): the key material follows the header.
+const PEM_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
+
+/**
+ * `value` with every credential it contains replaced by a marker naming its kind, and the kinds found.
+ * Only the credential is cut, so the text around it (a user agent, a note) stays readable.
+ */
+export function redactCredentials(value: string): { text: string; shapes: string[] } {
+  if (credentialShapeOf(value) === undefined) return { text: value, shapes: [] };
+  const shapes: string[] = [];
+  let text = value.replace(PEM_BLOCK, () => {
+    shapes.push('a PEM private key');
+    return '[redacted: a PEM private key]';
+  });
+  for (const [shape, name] of GLOBAL_SHAPES) {
+    text = text.replace(shape, () => {
+      shapes.push(name);
+      return `[redacted: ${name}]`;
+    });
+  }
+  // Overlapping shapes could leave a piece that still reads as a credential: then nothing is kept.
+  if (credentialShapeOf(text) !== undefined) return { text: '[redacted]', shapes };
+  return { text, shapes };
+}
+
 /** Shannon entropy in bits per character. */
 function entropy(value: string): number {
   const counts = new Map<string, number>();

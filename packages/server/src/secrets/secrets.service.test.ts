@@ -46,7 +46,7 @@ describe.skipIf(postgres.length === 0)('creating a secret whose name another tra
     const masterKeys = { current: randomBytes(32), previous: [] };
     const secrets = createSecretsService({
       db,
-      transact: createAuditedTransactions(db, audit),
+      transact: createAuditedTransactions(audit),
       dataKeys: createDataKeyring({
         store: createDataKeysStore(db),
         provider: createLocalKeyProvider(masterKeys, () => masterKeys),

@@ -44,8 +44,10 @@ export const BACKENDS: Backend[] = postgresUrl() ? ['sqlite', 'postgresql'] : ['
 export async function startOrgWorld(
   env: Record<string, string> = {},
   backend: Backend = 'sqlite',
+  /** Where the server's manual clock starts: now, for a world a real agent (on real time) talks to. */
+  startAt = Date.UTC(2026, 10, 22, 9),
 ): Promise<OrgWorld> {
-  const clock = manualClock(Date.UTC(2026, 10, 22, 9));
+  const clock = manualClock(startAt);
   const postgres = backend === 'postgresql' ? await createPostgresDatabase(postgresUrl()!) : undefined;
   if (postgres) env = { BULWARK_DATABASE_URL: postgres.url, ...env };
   const server = await startTestServer(

@@ -4,7 +4,11 @@ import { SESSION_COOKIE } from '../identity/session-guard.js';
 export class SessionClient {
   cookie: string | undefined;
   csrf: string | undefined;
-  constructor(readonly base: string) {}
+  constructor(
+    readonly base: string,
+    /** Sent with every request (a user agent, say); a request's own headers win. */
+    readonly defaultHeaders: Record<string, string> = {},
+  ) {}
 
   private absorb(response: Response): void {
     for (const header of response.headers.getSetCookie()) {
@@ -28,6 +32,7 @@ export class SessionClient {
         ...(this.csrf ? { 'x-csrf-token': this.csrf } : {}),
         origin: this.base,
         'sec-fetch-site': 'same-origin',
+        ...this.defaultHeaders,
         ...headers,
       },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -56,6 +61,20 @@ export class SessionClient {
     const response = await this.send(method, route, body, headers);
     const text = await response.text();
     return { status: response.status, body: (text ? JSON.parse(text) : undefined) as T };
+  }
+
+  /** Opens a command's event stream as the console does: a live ticket first, then the stream with it. */
+  async openEvents(org: string, command: string): Promise<Response> {
+    const issued = await this.json<{ ticket: string }>(
+      'POST',
+      `/api/orgs/${org}/commands/${command}/events/tickets`,
+    );
+    if (issued.status !== 201)
+      throw new Error(`no live ticket: ${issued.status} ${JSON.stringify(issued.body)}`);
+    return this.send(
+      'GET',
+      `/api/orgs/${org}/commands/${command}/events?ticket=${encodeURIComponent(issued.body.ticket)}`,
+    );
   }
 
   login(email: string, password: string): Promise<Response> {

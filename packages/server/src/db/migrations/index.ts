@@ -11,6 +11,9 @@ import * as commandSecrets from './0009-command-secrets.js';
 import * as apiKeys from './0010-api-keys.js';
 import * as mfa from './0011-mfa.js';
 import * as passkeys from './0012-passkeys.js';
+import * as commandSeals from './0013-command-seals.js';
+import * as maintenance from './0014-maintenance.js';
+import * as liveTickets from './0015-live-tickets.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -29,4 +32,7 @@ export const migrations: Record<string, Migration> = {
   '0010-api-keys': apiKeys,
   '0011-mfa': mfa,
   '0012-passkeys': passkeys,
+  '0013-command-seals': commandSeals,
+  '0014-maintenance': maintenance,
+  '0015-live-tickets': liveTickets,
 };

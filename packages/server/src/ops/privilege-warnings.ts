@@ -1,0 +1,34 @@
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import type { Database } from '../db/database.js';
+
+/**
+ * Least privilege at run time (OWASP ASVS 5.0 13.2.2): the server needs neither root on its host nor a
+ * superuser in PostgreSQL, and either would turn one flaw in the process (or a leaked connection
+ * string) into the whole host or the whole database cluster. Neither is refused, since a container
+ * image or a first trial may run that way on purpose; both are said out loud at every start.
+ */
+export async function warnAboutPrivileges(logger: Logger, database: Database): Promise<void> {
+  if (process.getuid?.() === 0) {
+    logger.warn(
+      { uid: 0 },
+      'running as root: run the server as an unprivileged user; a flaw in the process would otherwise own the host',
+    );
+  }
+  if (database.dialect !== 'postgres') return;
+  try {
+    const { rows } = await sql<{ role: string; rolsuper: boolean }>`
+      select current_user as role, rolsuper from pg_roles where rolname = current_user
+    `.execute(database.db);
+    const role = rows[0];
+    if (role?.rolsuper) {
+      logger.warn(
+        { role: role.role },
+        'the PostgreSQL role is a superuser: give the server a role that owns only its own database; a flaw or a leaked connection string would otherwise reach the whole cluster',
+      );
+    }
+  } catch (error) {
+    // Only a warning is at stake: a role that may not read pg_roles is no reason to refuse to start.
+    logger.debug({ err: error }, 'could not check whether the PostgreSQL role is a superuser');
+  }
+}
