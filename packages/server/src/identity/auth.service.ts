@@ -1,5 +1,5 @@
 import type { AuditService } from '../audit/audit.service.js';
-import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '../errors.js';
 import { EMAIL_SHAPE } from '../http/schemas.js';
 import type { MfaService, SecondFactorProof } from '../mfa/mfa.service.js';
@@ -96,18 +96,32 @@ export function createAuthService(deps: {
     }
   }
 
+  type InTransaction = {
+    users: ReturnType<UsersStore['inTransaction']>;
+    sessions: ReturnType<SessionsService['inTransaction']>;
+  };
+
+  /** Changes users and sessions in one transaction with their audit events (AUD-7): all or nothing. */
+  function withEvents<T>(work: (tx: InTransaction, events: AuditInput[]) => Promise<T>): Promise<T> {
+    return audit.withEvents((trx, events) =>
+      work({ users: users.inTransaction(trx), sessions: sessions.inTransaction(trx) }, events),
+    );
+  }
+
   /**
-   * Starts a session for the user and audits the sessions it ended under the per-user limit (ASVS
+   * Starts a session for the user and records the sessions it ended under the per-user limit (ASVS
    * 7.1.2), each as a revocation: the person sees a device signed out and the log says why.
    */
   async function startSession(
+    tx: InTransaction,
+    events: AuditInput[],
     user: UserRow,
     context: AuditRequestContext,
     options: Parameters<SessionsService['start']>[2],
   ) {
-    const started = await sessions.start(user.id, context, options);
+    const started = await tx.sessions.start(user.id, context, options);
     for (const ended of started.ended) {
-      await audit.record({
+      events.push({
         actor: { type: 'user', id: user.id, display: user.email },
         action: 'auth.session_revoked',
         target: { type: 'session', id: ended },
@@ -166,14 +180,17 @@ export function createAuthService(deps: {
     // With a second factor still to prove, the failures counted so far stand: signing in again with
     // the password must not reset the count of wrong codes (AUTH-6).
     if (!mfaEnrolled) await limiter.recordSuccess(user.email);
-    const started = await startSession(user, context, { secondFactorPending: mfaEnrolled });
-    await audit.record({
-      actor: { type: 'user', id: user.id, display: user.email },
-      action: 'auth.login_succeeded',
-      target: { type: 'session', id: started.sessionId },
-      outcome: 'success',
-      context,
-      details: { via, secondFactorRequired: mfaEnrolled },
+    const started = await withEvents(async (tx, events) => {
+      const session = await startSession(tx, events, user, context, { secondFactorPending: mfaEnrolled });
+      events.push({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: 'auth.login_succeeded',
+        target: { type: 'session', id: session.sessionId },
+        outcome: 'success',
+        context,
+        details: { via, secondFactorRequired: mfaEnrolled },
+      });
+      return session;
     });
     return issued(user, started, { mfaEnrolled, secondFactorPending: mfaEnrolled });
   }
@@ -219,17 +236,20 @@ export function createAuthService(deps: {
       details: { [key: string]: string | null };
     },
   ) {
-    // Exactly one replacement per session: a second proof racing this one finds it ended.
-    if (!(await sessions.end(session.id, event.reason)))
-      throw new UnauthenticatedError('Your session has ended; sign in again.');
-    const started = await startSession(user, context, { expiresAt: session.expiresAt });
-    await audit.record({
-      actor: { type: 'user', id: user.id, display: user.email },
-      action: event.action,
-      target: { type: 'session', id: started.sessionId },
-      outcome: 'success',
-      context,
-      details: { ...event.details, replaced: session.id },
+    const started = await withEvents(async (tx, events) => {
+      // Exactly one replacement per session: a second proof racing this one finds it ended.
+      if (!(await tx.sessions.end(session.id, event.reason)))
+        throw new UnauthenticatedError('Your session has ended; sign in again.');
+      const replacement = await startSession(tx, events, user, context, { expiresAt: session.expiresAt });
+      events.push({
+        actor: { type: 'user', id: user.id, display: user.email },
+        action: event.action,
+        target: { type: 'session', id: replacement.sessionId },
+        outcome: 'success',
+        context,
+        details: { ...event.details, replaced: session.id },
+      });
+      return replacement;
     });
     // Neither proof changes enrolment: the second step exists only for enrolled users.
     return issued(user, started, { mfaEnrolled: session.mfaEnrolled });
@@ -347,20 +367,22 @@ export function createAuthService(deps: {
 
     /** Ends every session of the user but this one (AUTH-5, AUTH-7); returns how many it ended. */
     async revokeOtherSessions(session: LiveSession, context: AuditRequestContext): Promise<number> {
-      const ended = await sessions.endAllOf(
-        session.userId,
-        'ended by its user from another session',
-        session.id,
-      );
-      await audit.record({
-        actor: { type: 'user', id: session.userId, display: session.email },
-        action: 'auth.session_revoked',
-        target: { type: 'user', id: session.userId, display: session.email },
-        outcome: 'success',
-        context,
-        details: { allOthers: true, ended },
+      return withEvents(async (tx, events) => {
+        const ended = await tx.sessions.endAllOf(
+          session.userId,
+          'ended by its user from another session',
+          session.id,
+        );
+        events.push({
+          actor: { type: 'user', id: session.userId, display: session.email },
+          action: 'auth.session_revoked',
+          target: { type: 'user', id: session.userId, display: session.email },
+          outcome: 'success',
+          context,
+          details: { allOthers: true, ended },
+        });
+        return ended;
       });
-      return ended;
     },
 
     /** Ends one of the caller's own sessions (AUTH-7); another user's session id is simply not found. */
@@ -371,25 +393,29 @@ export function createAuthService(deps: {
     ): Promise<void> {
       const target = await sessions.openSessionOf(session.userId, sessionId);
       if (!target) throw new NotFoundError('No such session.');
-      await sessions.end(sessionId, 'revoked by its user');
-      await audit.record({
-        actor: { type: 'user', id: session.userId, display: session.email },
-        action: 'auth.session_revoked',
-        target: { type: 'session', id: sessionId },
-        outcome: 'success',
-        context,
-        details: { current: sessionId === session.id },
+      await withEvents(async (tx, events) => {
+        await tx.sessions.end(sessionId, 'revoked by its user');
+        events.push({
+          actor: { type: 'user', id: session.userId, display: session.email },
+          action: 'auth.session_revoked',
+          target: { type: 'session', id: sessionId },
+          outcome: 'success',
+          context,
+          details: { current: sessionId === session.id },
+        });
       });
     },
 
     async logout(session: LiveSession, context: AuditRequestContext): Promise<void> {
-      await sessions.end(session.id, 'logout');
-      await audit.record({
-        actor: { type: 'user', id: session.userId, display: session.email },
-        action: 'auth.logout',
-        target: { type: 'session', id: session.id },
-        outcome: 'success',
-        context,
+      await withEvents(async (tx, events) => {
+        await tx.sessions.end(session.id, 'logout');
+        events.push({
+          actor: { type: 'user', id: session.userId, display: session.email },
+          action: 'auth.logout',
+          target: { type: 'session', id: session.id },
+          outcome: 'success',
+          context,
+        });
       });
     },
 
@@ -428,17 +454,23 @@ export function createAuthService(deps: {
             });
       if (problem) throw new ValidationError([{ path: 'body.newPassword', message: problem.message }]);
 
-      await users.setPassword(user.id, await hasher.hash(input.newPassword), clock(), false);
-      const ended = await sessions.endAllOf(user.id, 'password changed');
-      // The current password is not a step-up: the new session keeps the old one's last proof.
-      const started = await startSession(user, context, { authenticatedAt: session.authenticatedAt });
-      await audit.record({
-        actor: { type: 'user', id: user.id, display: user.email },
-        action: 'auth.password_changed',
-        target: { type: 'user', id: user.id, display: user.email },
-        outcome: 'success',
-        context,
-        details: { sessionsEnded: ended },
+      const passwordHash = await hasher.hash(input.newPassword);
+      const started = await withEvents(async (tx, events) => {
+        await tx.users.setPassword(user.id, passwordHash, clock(), false);
+        const ended = await tx.sessions.endAllOf(user.id, 'password changed');
+        // The current password is not a step-up: the new session keeps the old one's last proof.
+        const renewed = await startSession(tx, events, user, context, {
+          authenticatedAt: session.authenticatedAt,
+        });
+        events.push({
+          actor: { type: 'user', id: user.id, display: user.email },
+          action: 'auth.password_changed',
+          target: { type: 'user', id: user.id, display: user.email },
+          outcome: 'success',
+          context,
+          details: { sessionsEnded: ended },
+        });
+        return renewed;
       });
       return issued({ ...user, password_change_required_at: null }, started, {
         mfaEnrolled: session.mfaEnrolled,

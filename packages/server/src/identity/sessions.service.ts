@@ -1,7 +1,9 @@
 import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/protocol';
+import type { Kysely } from 'kysely';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { type Generation, ReadCache } from '../db/read-cache.js';
-import type { SessionsStore } from './sessions.store.js';
+import type { DB } from '../db/schema.js';
+import type { SessionsStore, SessionsStoreIn } from './sessions.store.js';
 
 /**
  * Server-side sessions (AUTH-3): the browser holds a 256-bit token, the database only its SHA-256, so
@@ -45,6 +47,14 @@ export function createSessionsService(deps: {
   clock: () => number;
   policy: SessionPolicy;
 }) {
+  return {
+    ...sessionsServiceOn(deps),
+    /** This service, writing inside `trx`: for changes that commit with their audit events (AUD-7). */
+    inTransaction: (trx: Kysely<DB>) => sessionsServiceOn({ ...deps, store: deps.store.inTransaction(trx) }),
+  };
+}
+
+function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; policy: SessionPolicy }) {
   const { store, clock, policy } = deps;
   const rows = new ReadCache<SessionRow>({ maxEntries: SESSION_ROWS_CACHED });
 

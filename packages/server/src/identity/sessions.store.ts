@@ -6,6 +6,16 @@ import { mfaEnrolledOf } from '../mfa/mfa.store.js';
 export type SessionRow = SessionsTable;
 
 export function createSessionsStore(db: Kysely<DB>) {
+  return {
+    ...sessionsStoreOn(db),
+    /** This store, writing inside `trx`: for changes that commit with their audit events (AUD-7). */
+    inTransaction: (trx: Kysely<DB>) => sessionsStoreOn(trx),
+  };
+}
+
+export type SessionsStoreIn = ReturnType<typeof sessionsStoreOn>;
+
+function sessionsStoreOn(db: Kysely<DB>) {
   // Every authenticated request runs this one.
   const liveSession = compiledOnce(db, (args: { tokenHash: string }) =>
     db

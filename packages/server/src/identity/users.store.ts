@@ -5,6 +5,14 @@ export type UserRow = UsersTable;
 
 export function createUsersStore(db: Kysely<DB>) {
   return {
+    ...usersStoreOn(db),
+    /** This store, writing inside `trx`: for changes that commit with their audit events (AUD-7). */
+    inTransaction: (trx: Kysely<DB>) => usersStoreOn(trx),
+  };
+}
+
+function usersStoreOn(db: Kysely<DB>) {
+  return {
     findByEmail: (email: string) =>
       db.selectFrom('users').selectAll().where('email', '=', email.toLowerCase()).executeTakeFirst(),
     findById: (id: string) => db.selectFrom('users').selectAll().where('id', '=', id).executeTakeFirst(),
