@@ -193,6 +193,8 @@ export function createInvitationsService(deps: {
       const passwordHash = await hasher.hash(input.password);
       return transact(async (trx, events) => {
         const now = clock();
+        // CRYPTO-2: one acceptance at a time; the account is created only by the one that wins.
+        if (!(await createInvitationsStore(trx).lockUsable(row.id, now))) throw new InvitationInvalidError();
         const user: UserRow = {
           id: newId('usr', now),
           email: row.email,

@@ -48,6 +48,22 @@ export function createInvitationsStore(db: Kysely<DB>) {
         .where('invitations.expires_at', '>', now)
         .executeTakeFirst(),
     /** Marks an invitation used; false when someone else used or revoked it first (single use). */
+    /**
+     * Takes the row lock of a usable invitation (an update that changes nothing), so that concurrent
+     * acceptances of one invitation on PostgreSQL run one after the other and the later ones find it
+     * used; false when it is not usable.
+     */
+    async lockUsable(id: string, now: number): Promise<boolean> {
+      const result = await db
+        .updateTable('invitations')
+        .set((eb) => ({ expires_at: eb.ref('expires_at') }))
+        .where('id', '=', id)
+        .where('accepted_at', 'is', null)
+        .where('revoked_at', 'is', null)
+        .where('expires_at', '>', now)
+        .executeTakeFirst();
+      return Number(result.numUpdatedRows) === 1;
+    },
     async consume(id: string, userId: string, now: number): Promise<boolean> {
       const result = await db
         .updateTable('invitations')
