@@ -64,6 +64,7 @@ import { membersRoutes } from './orgs/members.routes.js';
 import { createMembersService } from './orgs/members.service.js';
 import { createOrgsStore } from './orgs/orgs.store.js';
 import { securityPolicyRoutes } from './orgs/security-policy.routes.js';
+import { createSecurityPolicyService } from './orgs/security-policy.service.js';
 import { teamsRoutes } from './orgs/teams.routes.js';
 import { createTeamsService } from './orgs/teams.service.js';
 import { createTeamsStore } from './orgs/teams.store.js';
@@ -137,7 +138,7 @@ async function startIdentity(deps: {
     limits: config.loginLimits,
     ...(deps.redis ? { redis: deps.redis } : {}),
   });
-  await bootstrapFirstOwner({ config, users, orgs, hasher, audit, clock, print: deps.print });
+  await bootstrapFirstOwner({ config, users, hasher, audit, clock, print: deps.print });
 
   const transact = createAuditedTransactions(audit);
   const accessStore = createAccessStore(db);
@@ -146,7 +147,7 @@ async function startIdentity(deps: {
   const roles = createRolesService({ store: accessStore, transact, clock });
   const mfa = createMfaService({ db, dataKeys: core.dataKeys, audit, clock });
   const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, mfa, clock });
-  const members = createMembersService({ orgs, teams: teamsStore, sessions, audit, transact, clock });
+  const members = createMembersService({ orgs, teams: teamsStore, sessions, transact, clock });
   const teams = createTeamsService({ teams: teamsStore, transact, clock });
   const secrets = createSecretsService({ db, transact, dataKeys: core.dataKeys, clock });
   const apiKeys = createApiKeysService({ db, transact, audit, clock });
@@ -174,7 +175,7 @@ async function startIdentity(deps: {
     routes: [
       ...authRoutes(auth, relyingPartyOf),
       ...mfaRoutes(mfa, auth, relyingPartyOf),
-      ...securityPolicyRoutes({ orgs, audit, mfa }),
+      ...securityPolicyRoutes(createSecurityPolicyService({ transact, mfa })),
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),
       ...teamsRoutes(teams),

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import {
   type AccessSnapshot,
+  type AgentPrincipal,
+  type AgentResource,
   type CustomRole,
   decide as decideAndExplain,
   isAllowed,
@@ -98,6 +100,56 @@ describe('decide (ACC-4)', () => {
   it('ignores unknown permissions stored in a custom role', () => {
     const odd: CustomRole = { id: 'rol_x', name: 'x', permissions: ['root:all', 'audit:read'], includes: [] };
     expect([...rolePermissions('rol_x', roles(odd))]).toEqual(['audit:read']);
+  });
+});
+
+describe('an agent acting as itself (ACC-4, invariant 5)', () => {
+  const self: AgentPrincipal = { kind: 'agent', orgId: 'org_1', agentId: 'agt_1' };
+  /** Asked of both entry points, which must agree. */
+  function agentDecides(principal: AgentPrincipal, permission: string, resource: AgentResource) {
+    const decision = decideAndExplain(principal, permission, resource);
+    expect(isAllowed(principal, permission, resource)).toBe(decision.allowed);
+    return decision;
+  }
+
+  it('reports on a command that names it and on a service it reported, and nothing of another agent', () => {
+    expect(
+      agentDecides(self, 'commands:report', { kind: 'command', orgId: 'org_1', agentId: 'agt_1' }),
+    ).toMatchObject({ allowed: true, matched: [{ roleName: 'agent', via: 'agent agt_1 acting as itself' }] });
+    expect(
+      agentDecides(self, 'services:report', { kind: 'service', orgId: 'org_1', agentId: 'agt_1' }).allowed,
+    ).toBe(true);
+    for (const owner of [
+      { orgId: 'org_1', agentId: 'agt_2' },
+      // The same agent id in another organization is not this agent.
+      { orgId: 'org_2', agentId: 'agt_1' },
+    ]) {
+      const command = agentDecides(self, 'commands:report', { kind: 'command', ...owner });
+      expect(command).toMatchObject({ allowed: false, matched: [] });
+      expect(command.reason).toContain("not agent agt_1's own");
+      expect(agentDecides(self, 'services:report', { kind: 'service', ...owner }).allowed).toBe(false);
+    }
+  });
+
+  it('holds no catalogue permission, and an agent permission only on its own kind of resource', () => {
+    const own = { orgId: 'org_1', agentId: 'agt_1' };
+    for (const permission of ['commands:create', 'agents:manage', 'secrets:use', 'anything:else'])
+      expect(agentDecides(self, permission, { kind: 'command', ...own }).allowed).toBe(false);
+    expect(agentDecides(self, 'commands:report', { kind: 'service', ...own }).allowed).toBe(false);
+    expect(agentDecides(self, 'services:report', { kind: 'command', ...own }).allowed).toBe(false);
+  });
+
+  it('is never what a person holds, however powerful, and no role can grant it', () => {
+    const owner = snapshot([{ role: 'owner', via: 'membership', selector: null }]);
+    expect(decide(owner, 'commands:report', { kind: 'org' }).allowed).toBe(false);
+    expect(decide(owner, 'services:report', { kind: 'any' }).allowed).toBe(false);
+    const sneaky: CustomRole = { id: 'rol_s', name: 's', permissions: ['commands:report'], includes: [] };
+    expect([...rolePermissions('rol_s', roles(sneaky))]).toEqual([]);
+    // A person's permission asked about an agent's own resource is refused, not decided by roles.
+    const resource: AgentResource = { kind: 'command', orgId: 'org_1', agentId: 'agt_1' };
+    const asked = decideAndExplain(owner, 'commands:read', resource as never);
+    expect(asked.allowed).toBe(false);
+    expect(isAllowed(owner, 'commands:read', resource as never)).toBe(false);
   });
 });
 

@@ -21,6 +21,11 @@ import {
  *
  * An API key acts with its member's grants under a limit (KEY-1): only the permissions the key lists,
  * and, when the key has a selector, only on agents matching it. The limit narrows; it never grants.
+ *
+ * An agent acting as itself over its gateway connection is a principal too ({@link AgentPrincipal}):
+ * it holds only the {@link AGENT_PERMISSIONS}, and only on what is its own — a command that names it,
+ * a service it reported (invariant 5). Those permissions are outside the catalogue, so no role, key or
+ * binding can ever hand them to a person, and no catalogue permission is ever an agent's.
  */
 
 export interface CustomRole {
@@ -58,6 +63,37 @@ export interface AccessSnapshot {
 
 /** What a permission is asked about: the organization as a whole, or one agent (its labels). */
 export type AccessResource = { kind: 'org' } | { kind: 'agent'; labels: Labels } | { kind: 'any' };
+
+/** An agent acting as itself: what its proof of key at the gateway established, nothing more. */
+export interface AgentPrincipal {
+  kind: 'agent';
+  orgId: string;
+  agentId: string;
+}
+
+/** What an agent does over its connection. Deliberately not catalogue permissions: no role grants them. */
+export const AGENT_PERMISSIONS = ['commands:report', 'services:report'] as const;
+export type AgentPermission = (typeof AGENT_PERMISSIONS)[number];
+
+/**
+ * What an agent's permission is asked about, by whom it belongs to: the agent a command names, the
+ * agent that reported a service. Only the owner's identity matters; the caller looks it up.
+ */
+export type AgentResource =
+  | { kind: 'command'; orgId: string; agentId: string }
+  | { kind: 'service'; orgId: string; agentId: string };
+
+const AGENT_PERMISSION_RESOURCE: Record<AgentPermission, AgentResource['kind']> = {
+  'commands:report': 'command',
+  'services:report': 'service',
+};
+
+function isAgentPrincipal(principal: AccessSnapshot | AgentPrincipal): principal is AgentPrincipal {
+  return (principal as Partial<AgentPrincipal>).kind === 'agent';
+}
+
+const isAgentResource = (resource: AccessResource | AgentResource): resource is AgentResource =>
+  resource.kind === 'command' || resource.kind === 'service';
 
 export interface Decision {
   allowed: boolean;
@@ -144,10 +180,53 @@ function grantHolds(
 }
 
 /**
+ * An agent's decision: default deny; allowed only for an agent permission, on a resource of the kind
+ * it concerns, that belongs to this very agent in its own organization.
+ */
+function decideForAgent(
+  agent: AgentPrincipal,
+  permission: string,
+  resource: AccessResource | AgentResource,
+): Decision {
+  const denied = (reason: string): Decision => ({ allowed: false, permission, matched: [], reason });
+  if (!(AGENT_PERMISSIONS as readonly string[]).includes(permission))
+    return denied(`denied: an agent holds only ${AGENT_PERMISSIONS.join(' and ')}, never ${permission}`);
+  const kind = AGENT_PERMISSION_RESOURCE[permission as AgentPermission];
+  if (resource.kind !== kind) return denied(`denied: ${permission} is asked only about a ${kind}`);
+  const owner = resource as AgentResource;
+  if (owner.orgId !== agent.orgId || owner.agentId !== agent.agentId)
+    return denied(`denied: this ${kind} is not agent ${agent.agentId}'s own`);
+  const via = `agent ${agent.agentId} acting as itself`;
+  return {
+    allowed: true,
+    permission,
+    matched: [{ role: 'agent', roleName: 'agent', via, selector: null }],
+    reason: `allowed: the ${kind} belongs to agent ${agent.agentId}, which holds ${permission} on its own`,
+  };
+}
+
+/** A person's permission is never asked about an agent's own things: that question is the agent's. */
+const personOnAgentResource = (permission: string, resource: AgentResource): Decision => ({
+  allowed: false,
+  permission,
+  matched: [],
+  reason: `denied: a ${resource.kind} as an agent's own is asked about only for that agent`,
+});
+
+/**
  * `decide(…).allowed` without the explanation, which only a refusal or an operator reads: the guard
  * asks this on every request.
  */
-export function isAllowed(snapshot: AccessSnapshot, permission: string, resource: AccessResource): boolean {
+export function isAllowed(principal: AgentPrincipal, permission: string, resource: AgentResource): boolean;
+export function isAllowed(snapshot: AccessSnapshot, permission: string, resource: AccessResource): boolean;
+export function isAllowed(
+  principal: AccessSnapshot | AgentPrincipal,
+  permission: string,
+  resource: AccessResource | AgentResource,
+): boolean {
+  if (isAgentPrincipal(principal)) return decideForAgent(principal, permission, resource).allowed;
+  if (isAgentResource(resource)) return false;
+  const snapshot = principal;
   if (!isCataloguePermission(permission)) return false;
   if (snapshot.limit && limitRefusal(snapshot.limit, permission, resource)) return false;
   return snapshot.grants.some((grant) => grantHolds(snapshot, grant, permission, resource));
@@ -156,9 +235,19 @@ export function isAllowed(snapshot: AccessSnapshot, permission: string, resource
 /**
  * Decides whether the snapshot's user holds `permission` on `resource`. `any` asks whether they hold
  * it on at least something (an org-wide grant, or a scoped one) — the question a list route asks
- * before it filters, and the console asks to decide whether to show a control.
+ * before it filters, and the console asks to decide whether to show a control. Asked of an
+ * {@link AgentPrincipal}, decides whether the agent may act on a command or service as its own.
  */
-export function decide(snapshot: AccessSnapshot, permission: string, resource: AccessResource): Decision {
+export function decide(principal: AgentPrincipal, permission: string, resource: AgentResource): Decision;
+export function decide(snapshot: AccessSnapshot, permission: string, resource: AccessResource): Decision;
+export function decide(
+  principal: AccessSnapshot | AgentPrincipal,
+  permission: string,
+  resource: AccessResource | AgentResource,
+): Decision {
+  if (isAgentPrincipal(principal)) return decideForAgent(principal, permission, resource);
+  if (isAgentResource(resource)) return personOnAgentResource(permission, resource);
+  const snapshot = principal;
   if (!isCataloguePermission(permission)) {
     return { allowed: false, permission, matched: [], reason: `${permission} is not a known permission` };
   }

@@ -17,12 +17,14 @@ import {
 import type { Logger } from 'pino';
 import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { type WebSocket, WebSocketServer } from 'ws';
+import { type AgentPrincipal, decide } from '../access/authorize.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { AgentMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { parseLabels } from './agents.service.js';
 import type { AgentRow, AgentsStore } from './agents.store.js';
+import { createMisbehaviourRecorder, type MisbehaviourKind } from './misbehaviour.js';
 import type { ServicesService } from './services.service.js';
 
 /**
@@ -34,6 +36,12 @@ import type { ServicesService } from './services.service.js';
  *
  * Liveness is kept in memory on the instance holding the connection; an agent that misses three
  * heartbeats is closed and offline. Last-seen times reach the database in batches.
+ *
+ * Once welcomed, an agent acts as itself and nothing more (invariant 5): whether a command it reports
+ * on is its own is decided by `decide` (access/authorize.ts) on the command's owner, before the
+ * commands module sees the message. A report about anything not its own is ignored, as though the
+ * command did not exist; it and every other misbehaviour (an invalid, unknown or oversized frame, a
+ * handshake message out of turn) is logged and audited as `agent.misbehaved` (misbehaviour.ts).
  */
 
 const HANDSHAKE_MS = 10_000;
@@ -44,6 +52,20 @@ const CLOSE_POLICY = 1008;
 const CLOSE_REFUSED = 4401;
 const CLOSE_REPLACED = 4409;
 const CLOSE_OFFLINE = 4408;
+/** Commands an agent's connection has been found to own; their owner never changes, so it is asked once. */
+const OWN_COMMANDS_KEPT = 1024;
+/** The message types of the protocol: a frame of any other type is `unknown_type`, not merely invalid. */
+const MESSAGE_TYPES: ReadonlySet<string> = new Set(
+  AgentMessage.options.map((option) => option.shape.type.value),
+);
+
+/** Why a frame that failed validation failed, as far as can be said without echoing its content. */
+function invalidKind(parsed: unknown): MisbehaviourKind {
+  const type = (parsed as { type?: unknown } | null)?.type;
+  return typeof parsed === 'object' && typeof type === 'string' && !MESSAGE_TYPES.has(type)
+    ? 'unknown_type'
+    : 'invalid_message';
+}
 
 export interface GatewayOptions {
   heartbeatSeconds: number;
@@ -96,6 +118,14 @@ function refuseUpgrade(socket: Duplex, status: number, reason: string): void {
 export function createAgentGateway(deps: {
   agents: AgentsStore;
   services: ServicesService;
+  /**
+   * The agent a command names, looked up in one organization (the reporting agent's): what the
+   * gateway asks `decide` about before a command report goes any further.
+   */
+  commandOwner: (
+    orgId: string,
+    commandId: string,
+  ) => Promise<{ org_id: string; agent_id: string } | undefined>;
   serverKeys: ServerKeysService;
   audit: AuditService;
   logger: Logger;
@@ -103,7 +133,8 @@ export function createAgentGateway(deps: {
   metrics: AgentMetrics;
   options: GatewayOptions;
 }) {
-  const { agents, services, serverKeys, audit, logger, clock, metrics, options } = deps;
+  const { agents, services, commandOwner, serverKeys, audit, logger, clock, metrics, options } = deps;
+  const misbehaviour = createMisbehaviourRecorder({ audit, logger, clock });
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_AGENT_MESSAGE_BYTES,
@@ -199,7 +230,17 @@ export function createAgentGateway(deps: {
 
     // A protocol violation (an oversized frame, bad UTF-8) is an 'error' on the socket, which ws then
     // closes; unhandled, that event would throw and take the whole server down with it.
-    socket.on('error', (error) => logger.warn({ err: error, ip: context.ip }, 'agent connection error'));
+    socket.on('error', (error: Error & { code?: string }) => {
+      if (!authenticated || error.code !== 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        logger.warn({ err: error, ip: context.ip }, 'agent connection error');
+        return;
+      }
+      const recorded = misbehaviour
+        .record(authenticated, 'oversized_message', context)
+        .catch((failure: unknown) => logger.error({ err: failure }, 'could not audit an agent misbehaviour'))
+        .finally(() => pendingAudits.delete(recorded));
+      pendingAudits.add(recorded);
+    });
     // Messages are handled one at a time, in order: a proof never overtakes its hello.
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
@@ -226,6 +267,46 @@ export function createAgentGateway(deps: {
       pendingAudits.add(recorded);
     });
 
+    // The commands found to be this agent's own, so that a stream of output asks the database once.
+    const ownCommands = new Set<string>();
+
+    /** Whether the command names this agent, as `decide` sees it; anything else is recorded. */
+    async function ownsCommand(
+      agent: AgentRow,
+      commandId: string,
+      messageType: AgentCommandMessage['type'],
+    ): Promise<boolean> {
+      if (ownCommands.has(commandId)) return true;
+      const self: AgentPrincipal = { kind: 'agent', orgId: agent.org_id, agentId: agent.id };
+      const row = await commandOwner(agent.org_id, commandId);
+      if (
+        row &&
+        decide(self, 'commands:report', { kind: 'command', orgId: row.org_id, agentId: row.agent_id }).allowed
+      ) {
+        if (ownCommands.size >= OWN_COMMANDS_KEPT) ownCommands.clear();
+        ownCommands.add(commandId);
+        return true;
+      }
+      await misbehaviour.record(agent, row ? 'foreign_command' : 'unknown_command', context, {
+        messageType,
+        commandId,
+      });
+      return false;
+    }
+
+    /** The message with only what concerns this agent's own commands; undefined when nothing does. */
+    async function ownPart(
+      agent: AgentRow,
+      message: AgentCommandMessage,
+    ): Promise<AgentCommandMessage | undefined> {
+      if (message.type !== 'command_states')
+        return (await ownsCommand(agent, message.commandId, message.type)) ? message : undefined;
+      const commands: typeof message.commands = [];
+      for (const state of message.commands)
+        if (await ownsCommand(agent, state.commandId, message.type)) commands.push(state);
+      return commands.length > 0 || message.commands.length === 0 ? { ...message, commands } : undefined;
+    }
+
     async function handle(text: string, isBinary: boolean): Promise<void> {
       let parsed: unknown;
       try {
@@ -235,6 +316,8 @@ export function createAgentGateway(deps: {
       }
       const result = AgentMessage.safeParse(parsed);
       if (!result.success) {
+        // Before the proof nobody is known to blame: the refusal and the connection limit suffice.
+        if (authenticated) await misbehaviour.record(authenticated, invalidKind(parsed), context);
         refuse(socket, 'invalid_message', 'The message does not follow the agent protocol.');
         return;
       }
@@ -293,15 +376,21 @@ export function createAgentGateway(deps: {
         return;
       }
       if (message.type === 'report') {
-        const result = await services.applyReport(authenticated, message.services, context);
+        const { foreign, ...result } = await services.applyReport(authenticated, message.services, context);
+        if (foreign.length > 0)
+          await misbehaviour.record(authenticated, 'foreign_service', context, { messageType: 'report' });
         send(socket, { v: AGENT_PROTOCOL_VERSION, type: 'report_result', ...result });
         return;
       }
       if (message.type === 'hello' || message.type === 'proof') {
+        await misbehaviour.record(authenticated, 'unexpected_message', context, {
+          messageType: message.type,
+        });
         refuse(socket, 'unexpected_message', `A ${message.type} message is not expected now.`);
         return;
       }
-      await commandHandlers?.message(authenticated, message);
+      const own = await ownPart(authenticated, message);
+      if (own) await commandHandlers?.message(authenticated, own);
     }
   }
 
@@ -328,6 +417,10 @@ export function createAgentGateway(deps: {
     for (const connection of connections.values()) {
       if (connection.lastHeartbeat < deadline) connection.socket.close(CLOSE_OFFLINE, 'missed heartbeats');
     }
+    // What was counted while a misbehaviour's window was open reaches the audit log once it closes.
+    misbehaviour
+      .flush()
+      .catch((error: unknown) => logger.error({ err: error }, 'could not audit agent misbehaviour'));
   }, options.heartbeatSeconds * 1000);
   sweeper.unref();
 
@@ -379,6 +472,7 @@ export function createAgentGateway(deps: {
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
       await Promise.all(pendingAudits);
+      await misbehaviour.flush(true);
       await flushLastSeen();
     },
   };

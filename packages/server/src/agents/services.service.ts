@@ -1,5 +1,6 @@
 import { type ActionDeclaration, newId, type ServiceReport } from '@bulwark/protocol';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import { type AgentPrincipal, decide } from '../access/authorize.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { keyNamesASecret, valueLooksSecret } from '../secrets/secret-detection.js';
@@ -14,7 +15,9 @@ import type { ServiceRow, ServicesStore } from './services.store.js';
  * - actions whose parameters are a valid JSON Schema (draft 2020-12) of an object, with no remote
  *   references; a service with an invalid action is refused whole and the agent is told why;
  * - a service belongs to the agent that reported it: the same name from another agent is another
- *   service, never a takeover.
+ *   service, never a takeover. Before a stored service changes, `decide` confirms it is the reporting
+ *   agent's own; one that is not is refused as though it did not exist, and named to the caller
+ *   (`foreign`) so the gateway records the misbehaviour.
  * Changes are audited; a report that changes nothing writes nothing.
  */
 
@@ -114,15 +117,20 @@ export function createServicesService(deps: {
   const { services, audit, clock } = deps;
 
   return {
-    /** Stores an agent's report; answers which services were accepted and why others were refused. */
+    /**
+     * Stores an agent's report; answers which services were accepted and why others were refused,
+     * and which reported names were found to be another agent's (`foreign`, not for the agent's ears).
+     */
     async applyReport(
       agent: Pick<AgentRow, 'id' | 'org_id' | 'name'>,
       reports: ServiceReport[],
       context: AuditRequestContext,
     ) {
       const existing = new Map((await services.ofAgent(agent.id)).map((row) => [row.name, row]));
+      const self: AgentPrincipal = { kind: 'agent', orgId: agent.org_id, agentId: agent.id };
       const accepted: string[] = [];
       const refused: Array<{ service: string; problems: string[] }> = [];
+      const foreign: string[] = [];
       const events: AuditInput[] = [];
       const actor = { type: 'agent' as const, id: agent.id, display: agent.name };
       const names = new Set<string>();
@@ -134,6 +142,19 @@ export function createServicesService(deps: {
         names.add(report.name);
         const stored = storedForm(report);
         const previous = existing.get(report.name);
+        if (
+          previous &&
+          !decide(self, 'services:report', {
+            kind: 'service',
+            orgId: previous.org_id,
+            agentId: previous.agent_id,
+          }).allowed
+        ) {
+          // Told nothing about whose it is: the same answer as a report the agent may not make.
+          refused.push({ service: report.name, problems: ['this service cannot be reported'] });
+          foreign.push(report.name);
+          continue;
+        }
         const changed = previous
           ? [...new Set(FIELDS.filter(([f]) => previous[f] !== stored[f]).map(([, n]) => n))]
           : [];
@@ -185,7 +206,7 @@ export function createServicesService(deps: {
         });
       }
       for (const event of events) await audit.record(event);
-      return { accepted, refused };
+      return { accepted, refused, foreign };
     },
 
     list: (orgId: string, agentId?: string) => services.list(orgId, agentId),

@@ -47,6 +47,7 @@ export const AUDIT_ACTIONS = [
   'agent.connected',
   'agent.disconnected',
   'agent.connection_refused',
+  'agent.misbehaved',
   'agent.updated',
   'agent.disabled',
   'agent.enabled',

@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely';
 import { createAccessStore } from '../access/access.store.js';
 import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { AuditActor } from '../audit/audit.types.js';
+import type { AuditActor, AuditInput } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
 import { EMAIL_SHAPE, SLUG_SHAPE } from '../http/schemas.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
@@ -32,7 +32,6 @@ export function createAdminService(deps: {
   const clock = deps.clock ?? Date.now;
   const users = createUsersStore(db);
   const orgs = createOrgsStore(db);
-  const sessions = createSessionsStore(db);
 
   async function userByEmail(email: string): Promise<UserRow> {
     const user = await users.findByEmail(email.trim().toLowerCase());
@@ -46,20 +45,19 @@ export function createAdminService(deps: {
     return org;
   }
 
-  const record = (
-    action: Parameters<AuditService['record']>[0]['action'],
+  const eventOf = (
+    action: AuditInput['action'],
     user: UserRow,
     details = {},
     orgId?: string,
-  ) =>
-    audit.record({
-      orgId: orgId ?? null,
-      actor,
-      action,
-      target: { type: 'user', id: user.id, display: user.email },
-      outcome: 'success',
-      details,
-    });
+  ): AuditInput => ({
+    orgId: orgId ?? null,
+    actor,
+    action,
+    target: { type: 'user', id: user.id, display: user.email },
+    outcome: 'success',
+    details,
+  });
 
   return {
     async createUser(input: { email: string; displayName?: string; org?: string; role?: string }) {
@@ -83,7 +81,7 @@ export function createAdminService(deps: {
         created_at: now,
         updated_at: now,
       };
-      await db.transaction().execute(async (trx) => {
+      await audit.withEvents(async (trx, events) => {
         await createUsersStore(trx).insert(user);
         if (org)
           await createOrgsStore(trx).insertMembership({
@@ -92,8 +90,8 @@ export function createAdminService(deps: {
             role,
             created_at: now,
           });
+        events.push(eventOf('user.created', user, org ? { org: org.slug, role } : {}, org?.id));
       });
-      await record('user.created', user, org ? { org: org.slug, role } : {}, org?.id);
       return { user, password };
     },
 
@@ -110,7 +108,7 @@ export function createAdminService(deps: {
         created_at: now,
         mfa_required: input.mfaRequired === false ? 0 : 1,
       };
-      await db.transaction().execute(async (trx) => {
+      await audit.withEvents(async (trx, events) => {
         await createOrgsStore(trx).insertOrg(org);
         await createOrgsStore(trx).insertMembership({
           org_id: org.id,
@@ -118,13 +116,15 @@ export function createAdminService(deps: {
           role: 'owner',
           created_at: now,
         });
+        events.push(
+          eventOf(
+            'member.joined',
+            owner,
+            { role: 'owner', createdOrganization: slug, mfaRequired: org.mfa_required === 1 },
+            org.id,
+          ),
+        );
       });
-      await record(
-        'member.joined',
-        owner,
-        { role: 'owner', createdOrganization: slug, mfaRequired: org.mfa_required === 1 },
-        org.id,
-      );
       return org;
     },
 
@@ -133,9 +133,17 @@ export function createAdminService(deps: {
       const user = await userByEmail(email);
       const password = oneTimePassword();
       const now = clock();
-      await users.setPassword(user.id, await hasher.hash(password), now, true);
-      const sessionsEnded = await sessions.revokeAllOf(user.id, now, 'password reset by an administrator');
-      await record('user.password_reset', user, { sessionsEnded });
+      const passwordHash = await hasher.hash(password);
+      const sessionsEnded = await audit.withEvents(async (trx, events) => {
+        await createUsersStore(trx).setPassword(user.id, passwordHash, now, true);
+        const ended = await createSessionsStore(trx).revokeAllOf(
+          user.id,
+          now,
+          'password reset by an administrator',
+        );
+        events.push(eventOf('user.password_reset', user, { sessionsEnded: ended }));
+        return ended;
+      });
       return { password, sessionsEnded };
     },
 
@@ -143,30 +151,48 @@ export function createAdminService(deps: {
     async setStatus(email: string, status: 'active' | 'disabled') {
       const user = await userByEmail(email);
       const now = clock();
-      await users.setStatus(user.id, status, now);
-      const sessionsEnded =
-        status === 'disabled' ? await sessions.revokeAllOf(user.id, now, 'account disabled') : 0;
-      await record(status === 'disabled' ? 'user.disabled' : 'user.enabled', user, { sessionsEnded });
+      const sessionsEnded = await audit.withEvents(async (trx, events) => {
+        await createUsersStore(trx).setStatus(user.id, status, now);
+        const ended =
+          status === 'disabled'
+            ? await createSessionsStore(trx).revokeAllOf(user.id, now, 'account disabled')
+            : 0;
+        events.push(
+          eventOf(status === 'disabled' ? 'user.disabled' : 'user.enabled', user, { sessionsEnded: ended }),
+        );
+        return ended;
+      });
       return { sessionsEnded };
     },
 
     async endSessions(target: { email: string } | { everyone: true }) {
       const now = clock();
       if ('everyone' in target) {
-        const sessionsEnded = await sessions.revokeEveryone(now, 'ended by an administrator');
-        await audit.record({
-          actor,
-          action: 'user.sessions_ended',
-          target: { type: 'instance', id: 'all-users' },
-          outcome: 'success',
-          details: { sessionsEnded },
+        return audit.withEvents(async (trx, events) => {
+          const sessionsEnded = await createSessionsStore(trx).revokeEveryone(
+            now,
+            'ended by an administrator',
+          );
+          events.push({
+            actor,
+            action: 'user.sessions_ended',
+            target: { type: 'instance', id: 'all-users' },
+            outcome: 'success',
+            details: { sessionsEnded },
+          });
+          return sessionsEnded;
         });
-        return sessionsEnded;
       }
       const user = await userByEmail(target.email);
-      const sessionsEnded = await sessions.revokeAllOf(user.id, now, 'ended by an administrator');
-      await record('user.sessions_ended', user, { sessionsEnded });
-      return sessionsEnded;
+      return audit.withEvents(async (trx, events) => {
+        const sessionsEnded = await createSessionsStore(trx).revokeAllOf(
+          user.id,
+          now,
+          'ended by an administrator',
+        );
+        events.push(eventOf('user.sessions_ended', user, { sessionsEnded }));
+        return sessionsEnded;
+      });
     },
   };
 }

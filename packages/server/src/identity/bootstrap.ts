@@ -3,7 +3,7 @@ import { newId } from '@bulwark/protocol';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
-import type { OrgsStore } from '../orgs/orgs.store.js';
+import { createOrgsStore } from '../orgs/orgs.store.js';
 import type { PasswordHasher } from './password-hasher.js';
 import { passwordProblem } from './password-policy.js';
 import type { UsersStore } from './users.store.js';
@@ -40,13 +40,12 @@ export function slugify(name: string): string {
 export async function bootstrapFirstOwner(deps: {
   config: Pick<Config, 'bootstrap'>;
   users: UsersStore;
-  orgs: OrgsStore;
   hasher: PasswordHasher;
   audit: AuditService;
   clock: () => number;
   print: (line: string) => void;
 }): Promise<void> {
-  const { config, users, orgs, hasher, audit, clock, print } = deps;
+  const { config, users, hasher, audit, clock, print } = deps;
   if ((await users.count()) > 0) return;
 
   const email = (config.bootstrap.email ?? DEFAULT_BOOTSTRAP_EMAIL).toLowerCase();
@@ -78,21 +77,25 @@ export async function bootstrapFirstOwner(deps: {
     updated_at: now,
   };
   try {
-    await orgs.insertOrg(org);
-    await users.insert(user);
+    // The organization, its owner and the record of both commit together (AUD-7).
+    await audit.withEvents(async (trx, events) => {
+      const tx = createOrgsStore(trx);
+      await tx.insertOrg(org);
+      await users.inTransaction(trx).insert(user);
+      await tx.insertMembership({ org_id: org.id, user_id: user.id, role: 'owner', created_at: now });
+      events.push({
+        orgId: org.id,
+        actor: { type: 'system', id: 'bootstrap', display: 'first start' },
+        action: 'identity.bootstrapped',
+        target: { type: 'user', id: user.id, display: email },
+        outcome: 'success',
+        details: { org: org.slug, passwordGenerated: !given, mfaRequired },
+      });
+    });
   } catch (error) {
     if ((await users.count()) > 0) return; // another instance bootstrapped first
     throw error;
   }
-  await orgs.insertMembership({ org_id: org.id, user_id: user.id, role: 'owner', created_at: now });
-  await audit.record({
-    orgId: org.id,
-    actor: { type: 'system', id: 'bootstrap', display: 'first start' },
-    action: 'identity.bootstrapped',
-    target: { type: 'user', id: user.id, display: email },
-    outcome: 'success',
-    details: { org: org.slug, passwordGenerated: !given, mfaRequired },
-  });
   if (!given) {
     print('');
     print('  Bulwark created the first owner of organization "' + orgName + '":');

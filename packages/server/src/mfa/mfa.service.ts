@@ -3,11 +3,11 @@ import { newId } from '@bulwark/protocol';
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import type { Kysely } from 'kysely';
 import type { AuditService } from '../audit/audit.service.js';
-import type { AuditRequestContext } from '../audit/audit.types.js';
+import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
-import { createMfaStore, type MfaFactorRow } from './mfa.store.js';
+import { createMfaStore, type MfaFactorRow, type MfaStore } from './mfa.store.js';
 import { createPasskeyCeremonies, type PasskeyFailure, type RelyingParty } from './passkeys.js';
 import { newRecoveryCodes, normalizeRecoveryCode, recoveryCodeHash } from './recovery-codes.js';
 import { acceptedStep, newTotpSeed, totpUri } from './totp.js';
@@ -60,7 +60,7 @@ export function createMfaService(deps: {
   const store = createMfaStore(db);
   const passkeys = createPasskeyCeremonies(store, clock);
 
-  const record = (
+  const eventOf = (
     owner: FactorOwner,
     action:
       | 'mfa.factor_added'
@@ -70,15 +70,18 @@ export function createMfaService(deps: {
     target: { type: string; id: string; display?: string } | null,
     context: AuditRequestContext,
     details: { [key: string]: JsonValue } = {},
-  ) =>
-    audit.record({
-      actor: { type: 'user', id: owner.userId, display: owner.email },
-      action,
-      target,
-      outcome: 'success',
-      context,
-      details,
-    });
+  ): AuditInput => ({
+    actor: { type: 'user', id: owner.userId, display: owner.email },
+    action,
+    target,
+    outcome: 'success',
+    context,
+    details,
+  });
+
+  /** A change of factors or codes, committed with its audit events (AUD-7). */
+  const withEvents = <T>(work: (store: MfaStore, events: AuditInput[]) => Promise<T>) =>
+    audit.withEvents((tx, events) => work(createMfaStore(tx), events));
 
   async function seedOf(factor: MfaFactorRow): Promise<string> {
     const context = seedContext(factor.user_id, factor.id);
@@ -89,14 +92,19 @@ export function createMfaService(deps: {
   }
 
   /** Replaces the user's recovery codes with ten new ones and returns them, once. */
-  async function issueRecoveryCodes(owner: FactorOwner, context: AuditRequestContext): Promise<string[]> {
+  async function issueRecoveryCodes(
+    tx: MfaStore,
+    events: AuditInput[],
+    owner: FactorOwner,
+    context: AuditRequestContext,
+  ): Promise<string[]> {
     const codes = newRecoveryCodes();
-    await store.replaceRecoveryCodes(
+    await tx.replaceRecoveryCodes(
       owner.userId,
       codes.map((code) => recoveryCodeHash(normalizeRecoveryCode(code)!)),
       clock(),
     );
-    await record(owner, 'mfa.recovery_codes_generated', null, context, { count: codes.length });
+    events.push(eventOf(owner, 'mfa.recovery_codes_generated', null, context, { count: codes.length }));
     return codes;
   }
 
@@ -115,19 +123,29 @@ export function createMfaService(deps: {
    * Records a confirmed factor. A user's first factor comes with recovery codes: decided by whether
    * they have any (used or not), so two factors confirmed at once cannot both miss them.
    */
-  async function factorAdded(owner: FactorOwner, factor: MfaFactorRow, context: AuditRequestContext) {
-    await record(owner, 'mfa.factor_added', factorTarget(factor), context, { type: factor.type });
-    return (await store.hasRecoveryCodes(owner.userId)) ? undefined : issueRecoveryCodes(owner, context);
+  async function factorAdded(
+    tx: MfaStore,
+    events: AuditInput[],
+    owner: FactorOwner,
+    factor: MfaFactorRow,
+    context: AuditRequestContext,
+  ) {
+    events.push(eventOf(owner, 'mfa.factor_added', factorTarget(factor), context, { type: factor.type }));
+    return (await tx.hasRecoveryCodes(owner.userId))
+      ? undefined
+      : issueRecoveryCodes(tx, events, owner, context);
   }
 
   async function useRecoveryCode(owner: FactorOwner, code: string, context: AuditRequestContext) {
     const normalized = normalizeRecoveryCode(code);
-    if (!normalized || !(await store.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock())))
-      return false;
-    const left = await store.recoveryCodesLeft(owner.userId);
-    // `remaining`: the audit guard refuses a key that names a code, rightly.
-    await record(owner, 'mfa.recovery_code_used', null, context, { remaining: left });
-    return true;
+    if (!normalized) return false;
+    return withEvents(async (tx, events) => {
+      if (!(await tx.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock()))) return false;
+      const left = await tx.recoveryCodesLeft(owner.userId);
+      // `remaining`: a key that names a code would be redacted by the audit guard, rightly.
+      events.push(eventOf(owner, 'mfa.recovery_code_used', null, context, { remaining: left }));
+      return true;
+    });
   }
 
   return {
@@ -173,12 +191,16 @@ export function createMfaService(deps: {
         throw new AppError(409, 'already_confirmed', 'This factor is already set up.');
       const now = clock();
       const step = await acceptedStep(await seedOf(factor), code, now, null);
-      if (step === undefined || !(await store.confirm(factor.id, now, step)))
-        throw new ValidationError([
+      const wrong = () =>
+        new ValidationError([
           { path: 'body.code', message: 'is not the current code of this authenticator' },
         ]);
+      if (step === undefined) throw wrong();
       const confirmed = { ...factor, confirmed_at: now, last_used_at: now };
-      return { factor: confirmed, recoveryCodes: await factorAdded(owner, confirmed, context) };
+      return withEvents(async (tx, events) => {
+        if (!(await tx.confirm(factor.id, now, step))) throw wrong();
+        return { factor: confirmed, recoveryCodes: await factorAdded(tx, events, owner, confirmed, context) };
+      });
     },
 
     /** Starts adding a passkey: options for the browser, with a challenge kept for this session. */
@@ -221,13 +243,15 @@ export function createMfaService(deps: {
         transports: credential.transports,
       };
       try {
-        await store.insertFactor(factor);
+        return await withEvents(async (tx, events) => {
+          await tx.insertFactor(factor);
+          return { factor, recoveryCodes: await factorAdded(tx, events, owner, factor, context) };
+        });
       } catch (error) {
-        if (await store.credentialExists(credential.credentialId))
+        if (!(error instanceof AppError) && (await store.credentialExists(credential.credentialId)))
           throw new AppError(409, 'passkey_exists', 'This passkey is already registered.');
         throw error;
       }
-      return { factor, recoveryCodes: await factorAdded(owner, factor, context) };
     },
 
     /** Options for proving a passkey in this session (the second step of sign-in, or step-up). */
@@ -237,12 +261,16 @@ export function createMfaService(deps: {
     /** Removes a factor; with the last one, the recovery codes go too (they would be a factor alone). */
     async removeFactor(owner: FactorOwner, factorId: string, context: AuditRequestContext) {
       const factor = await store.factorOf(owner.userId, factorId);
-      if (!factor || !(await store.deleteFactor(owner.userId, factorId)))
-        throw new NotFoundError('No such factor.');
-      const left = (await store.factorsOf(owner.userId)).length;
-      if (left === 0) await store.replaceRecoveryCodes(owner.userId, [], clock());
-      await record(owner, 'mfa.factor_removed', factorTarget(factor), context, { factorsLeft: left });
-      return { factorsLeft: left };
+      if (!factor) throw new NotFoundError('No such factor.');
+      return withEvents(async (tx, events) => {
+        if (!(await tx.deleteFactor(owner.userId, factorId))) throw new NotFoundError('No such factor.');
+        const left = (await tx.factorsOf(owner.userId)).length;
+        if (left === 0) await tx.replaceRecoveryCodes(owner.userId, [], clock());
+        events.push(
+          eventOf(owner, 'mfa.factor_removed', factorTarget(factor), context, { factorsLeft: left }),
+        );
+        return { factorsLeft: left };
+      });
     },
 
     async regenerateRecoveryCodes(owner: FactorOwner, context: AuditRequestContext) {
@@ -252,7 +280,7 @@ export function createMfaService(deps: {
           'mfa_not_enrolled',
           'Set up an authenticator first; recovery codes stand in for it.',
         );
-      return issueRecoveryCodes(owner, context);
+      return withEvents((tx, events) => issueRecoveryCodes(tx, events, owner, context));
     },
 
     /**

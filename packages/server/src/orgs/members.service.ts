@@ -2,7 +2,6 @@ import { assertCanGrant } from '../access/access.service.js';
 import { createAccessStore } from '../access/access.store.js';
 import { type Caller, callerEvent } from '../access/caller.js';
 import { revokeKeysOfMember } from '../apikeys/api-keys.service.js';
-import type { AuditService } from '../audit/audit.service.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import type { SessionsService } from '../identity/sessions.service.js';
@@ -27,11 +26,10 @@ export function createMembersService(deps: {
   orgs: OrgsStore;
   teams: TeamsStore;
   sessions: SessionsService;
-  audit: AuditService;
   transact: Transact;
   clock: () => number;
 }) {
-  const { orgs, teams, sessions, audit, transact, clock } = deps;
+  const { orgs, teams, sessions, transact, clock } = deps;
 
   return {
     async list(orgId: string) {
@@ -107,11 +105,14 @@ export function createMembersService(deps: {
     async endSessions(caller: Caller, userId: string): Promise<number> {
       const member = await orgs.findMember(caller.org.id, userId);
       if (!member) throw new NotFoundError('No such member.');
-      const ended = await sessions.endAllOf(userId, `ended by ${caller.actor.display ?? caller.userId}`);
-      await audit.record(
-        callerEvent(caller, 'member.sessions_ended', userTarget(member), { sessionsEnded: ended }),
-      );
-      return ended;
+      return transact(async (trx, events) => {
+        const reason = `ended by ${caller.actor.display ?? caller.userId}`;
+        const ended = await sessions.inTransaction(trx).endAllOf(userId, reason);
+        events.push(
+          callerEvent(caller, 'member.sessions_ended', userTarget(member), { sessionsEnded: ended }),
+        );
+        return ended;
+      });
     },
   };
 }

@@ -1,11 +1,8 @@
 import { z } from 'zod';
-import { callerEvent, callerOf } from '../access/caller.js';
-import type { AuditService } from '../audit/audit.service.js';
-import { AppError } from '../errors.js';
+import { callerOf } from '../access/caller.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { OrgSlug } from '../http/schemas.js';
-import type { MfaService } from '../mfa/mfa.service.js';
-import type { OrgsStore } from './orgs.store.js';
+import type { SecurityPolicyService } from './security-policy.service.js';
 
 /**
  * An organization's security policy. For now, "MFA required" (MFA-4): on by default; an owner may
@@ -23,12 +20,7 @@ const Policy = z.object({
 
 const policyView = (mfaRequired: boolean) => ({ mfaRequired, warning: mfaRequired ? null : RELAXED_WARNING });
 
-export function securityPolicyRoutes(deps: {
-  orgs: OrgsStore;
-  audit: AuditService;
-  mfa: Pick<MfaService, 'isEnrolled'>;
-}): RouteDefinition[] {
-  const { orgs, audit, mfa } = deps;
+export function securityPolicyRoutes(policy: SecurityPolicyService): RouteDefinition[] {
   return [
     defineRoute({
       method: 'GET',
@@ -54,27 +46,8 @@ export function securityPolicyRoutes(deps: {
       params: z.strictObject({ org: OrgSlug }),
       body: z.strictObject({ mfaRequired: z.boolean() }),
       response: { 200: Policy },
-      handler: async ({ principal, request, body }) => {
-        const caller = callerOf(principal, request);
-        const before = caller.org.mfaRequired;
-        if (body.mfaRequired && !before && !(await mfa.isEnrolled(principal!.userId)))
-          throw new AppError(
-            409,
-            'own_factor_required',
-            'Add an authenticator app or a passkey to your own account first: the policy would lock you out too.',
-          );
-        await orgs.setMfaRequired(caller.org.id, body.mfaRequired);
-        if (before !== body.mfaRequired)
-          await audit.record(
-            callerEvent(
-              caller,
-              'org.security_policy_changed',
-              { type: 'org', id: caller.org.id, display: caller.org.slug },
-              { mfaRequired: { from: before, to: body.mfaRequired }, relaxed: !body.mfaRequired },
-            ),
-          );
-        return policyView(body.mfaRequired);
-      },
+      handler: async ({ principal, request, body }) =>
+        policyView(await policy.setMfaRequired(callerOf(principal, request), body.mfaRequired)),
     }),
   ];
 }

@@ -1,6 +1,8 @@
 import { hkdfSync, randomBytes } from 'node:crypto';
 import { newId } from '@bulwark/protocol';
-import type { DataKeyRow, DataKeysStore } from './data-keys.store.js';
+import type { Kysely } from 'kysely';
+import type { DB } from '../db/schema.js';
+import { createDataKeysStore, type DataKeyRow, type DataKeysStore } from './data-keys.store.js';
 import type { MasterKeyProvider } from './key-provider.js';
 import { openUnder, SealedValueError, sealedKeyId, sealUnder } from './keyring.js';
 
@@ -137,29 +139,40 @@ export function createDataKeyring(deps: {
     /** The id of the scope's active data key. */
     activeKeyId,
 
-    /** Retires the scope's active data key and makes a new one (SEC-2); what it sealed still opens. */
-    async rotate(scope: KeyScope): Promise<string> {
+    /**
+     * Retires the scope's active data key and makes a new one (SEC-2); what it sealed still opens.
+     * Given `trx`, the change is made in it (to commit with its audit event) and the active key is
+     * read again once needed, as the transaction may yet roll back.
+     */
+    async rotate(scope: KeyScope, trx?: Kysely<DB>): Promise<string> {
       const next = newKeyRow(scope);
-      await store.replaceActive(scope, next, clock());
-      active.set(scope, { id: Promise.resolve(next.id), loadedAt: clock() });
+      if (trx) {
+        await createDataKeysStore(trx).retireAndInsert(scope, next, clock());
+        active.delete(scope);
+      } else {
+        await store.replaceActive(scope, next, clock());
+        active.set(scope, { id: Promise.resolve(next.id), loadedAt: clock() });
+      }
       return next.id;
     },
 
     /**
      * Wraps every data key not yet under the current master key again (SEC-2). Safe while servers
      * run: a row changes only if nobody changed it meanwhile, and a server holds its unwrapped keys.
+     * Given `trx`, the rows are changed in it.
      */
-    async rewrapAll(): Promise<{ rewrapped: number; alreadyCurrent: number }> {
+    async rewrapAll(trx?: Kysely<DB>): Promise<{ rewrapped: number; alreadyCurrent: number }> {
+      const target = trx ? createDataKeysStore(trx) : store;
       let rewrapped = 0;
       let alreadyCurrent = 0;
-      for (const row of await store.list()) {
+      for (const row of await target.list()) {
         if (sealedKeyId(row.wrapped_key) === provider.currentKeyId()) {
           alreadyCurrent++;
           continue;
         }
         const key = unwrap(row);
         const wrapped_key = provider.wrap(key, wrapContext(row));
-        const changed = await store.rewrap(row.id, row.wrapped_key, {
+        const changed = await target.rewrap(row.id, row.wrapped_key, {
           wrapped_key,
           master_key_id: sealedKeyId(wrapped_key),
         });

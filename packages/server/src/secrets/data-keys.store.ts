@@ -3,7 +3,7 @@ import type { DataKeysTable, DB } from '../db/schema.js';
 
 export type DataKeyRow = DataKeysTable;
 
-export function createDataKeysStore(db: Kysely<DB>) {
+export function createDataKeysStore(db: Kysely<DB>): DataKeysStore {
   return {
     byId: (id: string) => db.selectFrom('data_keys').selectAll().where('id', '=', id).executeTakeFirst(),
 
@@ -30,15 +30,18 @@ export function createDataKeysStore(db: Kysely<DB>) {
 
     /** Retires the scope's active key and makes `next` active, in one transaction. */
     replaceActive: (scope: string, next: DataKeyRow, now: number) =>
-      db.transaction().execute(async (trx) => {
-        await trx
-          .updateTable('data_keys')
-          .set({ status: 'retired', retired_at: now })
-          .where('scope', '=', scope)
-          .where('status', '=', 'active')
-          .execute();
-        await trx.insertInto('data_keys').values(next).execute();
-      }),
+      db.transaction().execute((trx) => createDataKeysStore(trx).retireAndInsert(scope, next, now)),
+
+    /** {@link replaceActive} inside the caller's transaction (`db` is one). */
+    async retireAndInsert(scope: string, next: DataKeyRow, now: number): Promise<void> {
+      await db
+        .updateTable('data_keys')
+        .set({ status: 'retired', retired_at: now })
+        .where('scope', '=', scope)
+        .where('status', '=', 'active')
+        .execute();
+      await db.insertInto('data_keys').values(next).execute();
+    },
 
     /** Stores a key wrapped anew, only if nobody re-wrapped it meanwhile; returns whether it did. */
     async rewrap(id: string, from: string, to: { wrapped_key: string; master_key_id: string }) {
@@ -53,4 +56,12 @@ export function createDataKeysStore(db: Kysely<DB>) {
   };
 }
 
-export type DataKeysStore = ReturnType<typeof createDataKeysStore>;
+export interface DataKeysStore {
+  byId(id: string): Promise<DataKeyRow | undefined>;
+  activeOf(scope: string): Promise<DataKeyRow | undefined>;
+  list(): Promise<DataKeyRow[]>;
+  insertActive(row: DataKeyRow): Promise<boolean>;
+  replaceActive(scope: string, next: DataKeyRow, now: number): Promise<void>;
+  retireAndInsert(scope: string, next: DataKeyRow, now: number): Promise<void>;
+  rewrap(id: string, from: string, to: { wrapped_key: string; master_key_id: string }): Promise<boolean>;
+}

@@ -32,15 +32,18 @@ export async function rewrapDataKeys(deps: {
   audit: AuditService;
   actor: AuditActor;
 }) {
-  const result = await deps.dataKeys.rewrapAll();
-  await deps.audit.record({
-    actor: deps.actor,
-    action: 'keys.data_keys_rewrapped',
-    target: { type: 'instance', id: 'keyring' },
-    outcome: 'success',
-    details: result,
+  // Re-wrapped and recorded together (AUD-7).
+  return deps.audit.withEvents(async (trx, events) => {
+    const result = await deps.dataKeys.rewrapAll(trx);
+    events.push({
+      actor: deps.actor,
+      action: 'keys.data_keys_rewrapped',
+      target: { type: 'instance', id: 'keyring' },
+      outcome: 'success',
+      details: result,
+    });
+    return result;
   });
-  return result;
 }
 
 /** The scopes `--org <slug>` or `--all` name: each organization's, and the instance's for `--all`. */
@@ -66,16 +69,19 @@ export async function rotateDataKeys(deps: {
 }) {
   const rotated: Array<{ scope: KeyScope; keyId: string }> = [];
   for (const scope of deps.scopes) {
-    const keyId = await deps.dataKeys.rotate(scope);
-    rotated.push({ scope, keyId });
-    await deps.audit.record({
-      orgId: scope === 'instance' ? null : scope.slice('org:'.length),
-      actor: deps.actor,
-      action: 'keys.data_key_rotated',
-      target: { type: 'data_key', id: keyId },
-      outcome: 'success',
-      details: { scope },
+    const keyId = await deps.audit.withEvents(async (trx, events) => {
+      const id = await deps.dataKeys.rotate(scope, trx);
+      events.push({
+        orgId: scope === 'instance' ? null : scope.slice('org:'.length),
+        actor: deps.actor,
+        action: 'keys.data_key_rotated',
+        target: { type: 'data_key', id },
+        outcome: 'success',
+        details: { scope },
+      });
+      return id;
     });
+    rotated.push({ scope, keyId });
   }
   return rotated;
 }

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, beforeEach, inject } from 'vitest';
 import { type Database, openPostgres, openSqlite } from '../db/database.js';
@@ -93,4 +94,27 @@ export function freshDatabasePerTest(target: TestDatabase): () => Database {
     if (!database) throw new Error('freshDatabasePerTest: use the database inside a test');
     return database;
   };
+}
+
+/**
+ * Every row of every table of `database`, each as JSON, sorted per table (PostgreSQL has no stable
+ * row order to read them in): what a copy of the database shows whoever holds it, and a snapshot two
+ * moments can be compared by.
+ */
+export async function tableRows(database: Database): Promise<Array<{ table: string; rows: string[] }>> {
+  const names =
+    database.dialect === 'sqlite'
+      ? sql<{ name: string }>`select name from sqlite_master where type = 'table'`
+      : sql<{ name: string }>`select table_name as name from information_schema.tables
+          where table_schema = current_schema() and table_type = 'BASE TABLE'`;
+  const tables = (await names.execute(database.db)).rows
+    .map(({ name }) => name)
+    .filter((name) => !name.startsWith('sqlite_'))
+    .sort();
+  const dump: Array<{ table: string; rows: string[] }> = [];
+  for (const table of tables) {
+    const { rows } = await sql`select * from ${sql.table(table)}`.execute(database.db);
+    dump.push({ table, rows: rows.map((row) => JSON.stringify(row)).sort() });
+  }
+  return dump;
 }

@@ -1,5 +1,7 @@
 import { type Config, loadConfig } from '../config.js';
 import { type RunningServer, startServer } from '../main.js';
+import { createPostgresDatabase, postgresUrl } from './databases.js';
+import type { Backend } from './org-world.js';
 import { tempDir } from './temp.js';
 
 /** Collects a server's JSON log lines in memory, so tests can read exactly what would reach stdout. */
@@ -33,8 +35,13 @@ export interface TestServer {
 
 export interface TestServerOptions {
   clock?: () => number;
-  /** Start on an existing data directory (a restart) instead of a new one. */
+  /** Start on an existing data directory (a restart) instead of a new one; see restartTestServer. */
   dataDir?: string;
+  /**
+   * Where the data lives: SQLite in the data directory (the default), or a fresh database on the
+   * machine's PostgreSQL that close() drops (stop() keeps it, for a restart).
+   */
+  backend?: Backend;
 }
 
 /**
@@ -52,19 +59,38 @@ export async function startTestServer(
   env: Record<string, string> = {},
   options: TestServerOptions = {},
 ): Promise<TestServer> {
+  const postgres =
+    options.backend === 'postgresql' ? await createPostgresDatabase(postgresUrl()!) : undefined;
+  if (postgres) env = { BULWARK_DATABASE_URL: postgres.url, ...env };
   const dir = options.dataDir ? { path: options.dataDir, remove: async () => {} } : await tempDir('server');
-  const config = loadConfig({
-    env: testServerEnv({ BULWARK_DATA_DIR: dir.path, BULWARK_PORT: '0', BULWARK_LOG_LEVEL: 'info', ...env }),
-    cwd: dir.path,
-  });
   const logs = new LogCapture();
   const printed: string[] = [];
-  const server = await startServer(config, {
-    logDestination: logs,
-    print: (line) => printed.push(line),
-    ...(options.clock ? { clock: options.clock } : {}),
-  });
-  const removeData = options.dataDir ? async () => {} : dir.remove;
+  let config: Config;
+  let server: RunningServer;
+  try {
+    config = loadConfig({
+      env: testServerEnv({
+        BULWARK_DATA_DIR: dir.path,
+        BULWARK_PORT: '0',
+        BULWARK_LOG_LEVEL: 'info',
+        ...env,
+      }),
+      cwd: dir.path,
+    });
+    server = await startServer(config, {
+      logDestination: logs,
+      print: (line) => printed.push(line),
+      ...(options.clock ? { clock: options.clock } : {}),
+    });
+  } catch (error) {
+    // A server that refuses to start (a test may expect it) leaves no database behind.
+    await postgres?.drop();
+    throw error;
+  }
+  const removeData = async () => {
+    if (!options.dataDir) await dir.remove();
+    await postgres?.drop();
+  };
   return {
     url: server.url,
     config,
@@ -78,4 +104,20 @@ export async function startTestServer(
       await removeData();
     },
   };
+}
+
+/**
+ * Starts again on a stopped server's data: its data directory and, on PostgreSQL, its database. The
+ * first server's close() still removes both.
+ */
+export function restartTestServer(
+  previous: TestServer,
+  env: Record<string, string> = {},
+  options: Omit<TestServerOptions, 'dataDir' | 'backend'> = {},
+): Promise<TestServer> {
+  const database = previous.config.database;
+  return startTestServer(
+    { ...(database.kind === 'postgres' ? { BULWARK_DATABASE_URL: database.url } : {}), ...env },
+    { ...options, dataDir: previous.dataDir },
+  );
 }
