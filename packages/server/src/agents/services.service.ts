@@ -1,8 +1,10 @@
 import { type ActionDeclaration, newId, type ServiceReport } from '@bulwark/protocol';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import type { Kysely } from 'kysely';
 import { type AgentPrincipal, decide } from '../access/authorize.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import type { DB } from '../db/schema.js';
 import { keyNamesASecret, valueLooksSecret } from '../secrets/secret-detection.js';
 import type { AgentRow } from './agents.store.js';
 import type { ServiceRow, ServicesStore } from './services.store.js';
@@ -132,6 +134,7 @@ export function createServicesService(deps: {
       const refused: Array<{ service: string; problems: string[] }> = [];
       const foreign: string[] = [];
       const events: AuditInput[] = [];
+      const writes: Array<(tx: Kysely<DB>) => Promise<void>> = [];
       const actor = { type: 'agent' as const, id: agent.id, display: agent.name };
       const names = new Set<string>();
       for (const report of reports) {
@@ -179,19 +182,23 @@ export function createServicesService(deps: {
         }
         const now = clock();
         const id = previous?.id ?? newId('svc', now);
-        if (previous) {
-          await services.replace({ ...previous, ...stored, updated_at: now });
-        } else {
-          await services.insert({
-            id,
-            org_id: agent.org_id,
-            agent_id: agent.id,
-            name: report.name,
-            ...stored,
-            created_at: now,
-            updated_at: now,
-          });
-        }
+        writes.push(
+          previous
+            ? (tx) => services.replace({ ...previous, ...stored, updated_at: now }, tx)
+            : (tx) =>
+                services.insert(
+                  {
+                    id,
+                    org_id: agent.org_id,
+                    agent_id: agent.id,
+                    name: report.name,
+                    ...stored,
+                    created_at: now,
+                    updated_at: now,
+                  },
+                  tx,
+                ),
+        );
         accepted.push(report.name);
         events.push({
           orgId: agent.org_id,
@@ -205,7 +212,12 @@ export function createServicesService(deps: {
             : { created: true, kind: stored.kind, health: stored.health_status, version: stored.version },
         });
       }
-      for (const event of events) await audit.record(event);
+      // The services and the record of them commit together (AUD-7); an unchanged report writes nothing.
+      if (writes.length > 0 || events.length > 0)
+        await audit.withEvents(async (tx, recorded) => {
+          for (const write of writes) await write(tx);
+          recorded.push(...events);
+        });
       return { accepted, refused, foreign };
     },
 

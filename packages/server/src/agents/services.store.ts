@@ -12,13 +12,13 @@ export function createServicesStore(db: Kysely<DB>) {
   );
   return {
     ofAgent: (agentId: string) => ofAgent.all({ agentId }),
-    async insert(row: ServiceRow): Promise<void> {
-      await db.insertInto('services').values(row).execute();
+    async insert(row: ServiceRow, trx: Kysely<DB> = db): Promise<void> {
+      await trx.insertInto('services').values(row).execute();
     },
-    async replace(row: ServiceRow): Promise<void> {
+    async replace(row: ServiceRow, trx: Kysely<DB> = db): Promise<void> {
       const { id, org_id, agent_id, created_at, ...changes } = row;
       // Keyed by the reporting agent as well as the id: an agent can only ever touch its own services.
-      await db
+      await trx
         .updateTable('services')
         .set(changes)
         .where('id', '=', id)
