@@ -144,6 +144,9 @@ export function createAgentGateway(deps: {
   const seen = new Map<string, number>();
   // Disconnections are audited as sockets close; shutdown waits for them before the audit log closes.
   const pendingAudits = new Set<Promise<unknown>>();
+  // Agent messages being handled: shutdown waits for them (PLAT-8), so that what an agent reported
+  // before the server stopped is committed, with its audit events, before the audit log closes.
+  const handling = new Set<Promise<void>>();
   const connectLimiter = new RateLimiterMemory({ points: options.connectsPerMinute, duration: 60 });
   const trusted = new Set(options.trustedProxies);
   let commandHandlers: CommandHandlers | undefined;
@@ -244,12 +247,15 @@ export function createAgentGateway(deps: {
     // Messages are handled one at a time, in order: a proof never overtakes its hello.
     let queue = Promise.resolve();
     socket.on('message', (data, isBinary) => {
-      queue = queue
+      const handled = queue
         .then(() => handle(data.toString(), isBinary))
         .catch((error: unknown) => {
           logger.error({ err: error }, 'agent message handling failed');
           socket.close(1011, 'internal error');
         });
+      queue = handled;
+      handling.add(handled);
+      void handled.finally(() => handling.delete(handled));
     });
     socket.on('close', () => {
       clearTimeout(handshakeTimer);
@@ -471,6 +477,7 @@ export function createAgentGateway(deps: {
       for (const connection of connections.values()) connection.socket.close(1001, 'server shutting down');
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
+      while (handling.size > 0) await Promise.all([...handling]);
       await Promise.all(pendingAudits);
       await misbehaviour.flush(true);
       await flushLastSeen();
