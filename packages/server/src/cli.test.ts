@@ -1,26 +1,45 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
+import { sql } from 'kysely';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig } from './config.js';
+import { openDatabase } from './db/database.js';
 import { openCore } from './main.js';
+import { createPostgresDatabase, postgresUrl } from './test-support/databases.js';
+import { BACKENDS, type Backend } from './test-support/org-world.js';
 import { runCli } from './test-support/processes.js';
 import { tempDir } from './test-support/temp.js';
 
 /**
  * The `bulwark` CLI as operators run it (the built file, in its own process), against a real SQLite
- * file that a test tampers with directly, as an attacker with write access to the disk would.
+ * file or PostgreSQL database that a test tampers with directly, as an attacker with write access to
+ * the disk or the database would.
  */
 
 let dir: { path: string; remove(): Promise<void> };
 let env: Record<string, string>;
+let postgres: { url: string; drop(): Promise<void> } | undefined;
 
 beforeEach(async () => {
   dir = await tempDir('cli');
   env = { BULWARK_DATA_DIR: path.join(dir.path, 'data') };
 });
-afterEach(() => dir.remove());
+afterEach(async () => {
+  await dir.remove();
+  await postgres?.drop();
+  postgres = undefined;
+});
+
+/** Puts the data of each test of the calling suite on `backend` (SQLite, in the data directory, by default). */
+function onBackend(backend: Backend) {
+  beforeEach(async () => {
+    if (backend !== 'postgresql') return;
+    postgres = await createPostgresDatabase(postgresUrl()!);
+    env = { ...env, BULWARK_DATABASE_URL: postgres.url };
+  });
+}
 
 async function seed(events: number) {
   const config = loadConfig({ env, cwd: dir.path });
@@ -37,18 +56,22 @@ async function seed(events: number) {
   }
   await core.audit.close();
   await core.database.close();
-  return path.join(dir.path, 'data', 'bulwark.db');
 }
 
-function tamper(file: string, statements: string[]) {
-  const db = new BetterSqlite3(file);
-  for (const statement of statements) db.exec(statement);
-  db.close();
+async function tamper(statements: string[]) {
+  const database = openDatabase(loadConfig({ env, cwd: dir.path }));
+  try {
+    for (const statement of statements) await sql.raw(statement).execute(database.db);
+  } finally {
+    await database.close();
+  }
 }
 
 const verify = () => runCli(['audit', 'verify'], { cwd: dir.path, env });
 
-describe('bulwark audit verify', () => {
+describe.each(BACKENDS)('bulwark audit verify on %s', (backend) => {
+  onBackend(backend);
+
   it('passes an intact log', async () => {
     await seed(30);
     const result = await verify();
@@ -58,9 +81,9 @@ describe('bulwark audit verify', () => {
   });
 
   it('catches an edited row and names it', async () => {
-    const file = await seed(30);
+    await seed(30);
     // Attack: change what an event says happened.
-    tamper(file, [`update audit_events set outcome = 'denied' where chain_id = 'org_acme' and seq = 12`]);
+    await tamper([`update audit_events set outcome = 'denied' where chain_id = 'org_acme' and seq = 12`]);
     const result = await verify();
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(
@@ -70,18 +93,18 @@ describe('bulwark audit verify', () => {
   });
 
   it('catches a deleted row', async () => {
-    const file = await seed(30);
+    await seed(30);
     // Attack: erase the record of an action.
-    tamper(file, [`delete from audit_events where chain_id = 'org_acme' and seq = 17`]);
+    await tamper([`delete from audit_events where chain_id = 'org_acme' and seq = 17`]);
     const result = await verify();
     expect(result.code).toBe(1);
     expect(result.stdout).toContain('first broken link at seq 17: event(s) 17..17 are missing (deleted)');
   });
 
   it('catches two swapped rows', async () => {
-    const file = await seed(30);
+    await seed(30);
     // Attack: reorder history by exchanging the positions of two events.
-    tamper(file, [
+    await tamper([
       `update audit_events set seq = -1 where chain_id = 'org_acme' and seq = 5`,
       `update audit_events set seq = 5 where chain_id = 'org_acme' and seq = 9`,
       `update audit_events set seq = 9 where chain_id = 'org_acme' and seq = -1`,
@@ -94,7 +117,7 @@ describe('bulwark audit verify', () => {
   });
 
   it('refuses to trust a signing key swapped in the database', async () => {
-    const file = await seed(3);
+    await seed(3);
     // Attack: replace the stored public key so checkpoints signed by the attacker's key would verify.
     const other = await tempDir('other');
     const otherEnv = { BULWARK_DATA_DIR: path.join(other.path, 'data') };
@@ -109,12 +132,15 @@ describe('bulwark audit verify', () => {
     };
     foreign.close();
     await other.remove();
-    tamper(file, [`update server_keys set public_key = '${public_key}'`]);
+    await tamper([`update server_keys set public_key = '${public_key}'`]);
     const result = await verify();
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('stored public key does not match its private key');
   });
+});
 
+// A missing SQLite file; a PostgreSQL database that is not there is a connection error, not this.
+describe('bulwark audit verify on a new data directory', () => {
   it('says plainly when there is no database', async () => {
     const result = await verify();
     expect(result.code).toBe(1);
@@ -122,7 +148,9 @@ describe('bulwark audit verify', () => {
   });
 });
 
-describe('bulwark audit export', () => {
+describe.each(BACKENDS)('bulwark audit export on %s', (backend) => {
+  onBackend(backend);
+
   it('writes a private file, never overwrites one, and the export is itself audited', async () => {
     await seed(5);
     const output = path.join(dir.path, 'acme.csv');
@@ -158,7 +186,10 @@ describe('bulwark audit export', () => {
       ['audit.exported', 'ndjson'],
     ]);
   });
+});
 
+// Refused while reading the arguments, before any data is read: the same on every backend.
+describe('bulwark audit export arguments', () => {
   it('refuses bad input with a clear message', async () => {
     await seed(1);
     const badFormat = await runCli(['audit', 'export', '--org', 'org_acme', '--format', 'xml'], {

@@ -23,9 +23,9 @@ async function denials(w: OrgWorld): Promise<Array<{ details: { reason?: string;
   return page.body.events;
 }
 
-describe('no self-elevation (ACC-5)', () => {
+describe.each(BACKENDS)('no self-elevation (ACC-5) on %s', (backend) => {
   it('an admin cannot raise themselves or anyone to owner by any route', async () => {
-    world = await startOrgWorld();
+    world = await startOrgWorld({}, backend);
     const admin = await world.join('admin@acme.test', 'admin');
     const send = admin.client.json.bind(admin.client);
 
@@ -95,7 +95,7 @@ describe('no self-elevation (ACC-5)', () => {
   });
 
   it('a viewer cannot manage anything, and each refusal is audited', async () => {
-    world = await startOrgWorld();
+    world = await startOrgWorld({}, backend);
     const viewer = await world.join('viewer@acme.test', 'viewer');
     for (const [method, route, body] of [
       ['POST', '/api/orgs/acme/invitations', { email: 'x@acme.test', role: 'viewer' }],

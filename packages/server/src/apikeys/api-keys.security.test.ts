@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isWellFormedToken, tokenHash } from '@bulwark/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../db/database.js';
 import { registerAgent } from '../test-support/agents.js';
 import { BACKENDS, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { runCli } from '../test-support/processes.js';
@@ -125,6 +126,17 @@ describe.each(BACKENDS)('API keys on %s', (backend) => {
       expect(raw.includes(token)).toBe(false);
       expect(raw.includes(token.slice(4, 40))).toBe(false);
       expect(raw.includes(tokenHash(token))).toBe(true);
+    } else {
+      // Attack: a dump of the database. The key's row holds the token's hash, never the token.
+      const database = openDatabase(world.server.config);
+      try {
+        const rows = JSON.stringify(await database.db.selectFrom('api_keys').selectAll().execute());
+        expect(rows.includes(token)).toBe(false);
+        expect(rows.includes(token.slice(4, 40))).toBe(false);
+        expect(rows.includes(tokenHash(token))).toBe(true);
+      } finally {
+        await database.close();
+      }
     }
   });
 
@@ -333,6 +345,8 @@ describe.each(BACKENDS)('API keys on %s', (backend) => {
   });
 });
 
+// On SQLite only: the rate limiter counts in memory (or Redis), and `bulwark api` is an HTTP client;
+// neither touches the database beyond the key checks the suite above runs on every backend.
 describe('API keys and rate limits', () => {
   it('give each key its own budget: spreading a key over many addresses gets it no more', async () => {
     world = await startOrgWorld({

@@ -8,7 +8,7 @@ import {
 } from '@bulwark/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
-import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 
 /**
  * Secrets reaching commands (SEC-3), with the agent's side played by hand so every byte it receives
@@ -43,21 +43,21 @@ const migrate = {
   secrets: ['DB_PASSWORD'],
 };
 
-async function setUp() {
-  world = await startOrgWorld();
-  const owner = world.owner.client;
-  const secret = await owner.json<{ id: string }>('POST', '/api/orgs/acme/secrets', {
-    name: 'DB_PASSWORD',
-    value: VALUE,
-  });
-  const token = await owner.json<{ token: string }>('POST', '/api/orgs/acme/agent-registration-tokens', {});
-  const registered = await registerAgent(world.server.url, token.body.token, 'db-1');
-  const connection = await handshake(world.server.url, registered.agentId, registered.keys);
-  await reportApp(connection, [migrate, { ...migrate, name: 'seed', secrets: ['SEED_TOKEN'] }]);
-  return { secretId: secret.body.id, registered, connection };
-}
+describe.each(BACKENDS)('secrets in commands on %s', (backend: Backend) => {
+  async function setUp() {
+    world = await startOrgWorld({}, backend);
+    const owner = world.owner.client;
+    const secret = await owner.json<{ id: string }>('POST', '/api/orgs/acme/secrets', {
+      name: 'DB_PASSWORD',
+      value: VALUE,
+    });
+    const token = await owner.json<{ token: string }>('POST', '/api/orgs/acme/agent-registration-tokens', {});
+    const registered = await registerAgent(world.server.url, token.body.token, 'db-1');
+    const connection = await handshake(world.server.url, registered.agentId, registered.keys);
+    await reportApp(connection, [migrate, { ...migrate, name: 'seed', secrets: ['SEED_TOKEN'] }]);
+    return { secretId: secret.body.id, registered, connection };
+  }
 
-describe('secrets in commands', () => {
   it('seals the declared secret to the agent inside the signed envelope, and keeps it out of everything stored', async () => {
     const { registered, connection } = await setUp();
     const operator = await world!.join('operator@acme.test', 'operator');

@@ -1,8 +1,15 @@
-import path from 'node:path';
-import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Database, openDatabase } from '../db/database.js';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
-import { MEMBER_PASSWORD, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { tableRows } from '../test-support/databases.js';
+import {
+  BACKENDS,
+  type Backend,
+  MEMBER_PASSWORD,
+  type Member,
+  type OrgWorld,
+  startOrgWorld,
+} from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { registeredRoutesOf } from './app.js';
 
@@ -21,11 +28,6 @@ interface Fixtures {
   slug: string;
   ids: Record<string, string>;
 }
-
-let world: OrgWorld;
-let acme: Fixtures;
-let beta: Fixtures;
-let boss: Member;
 
 /** Builds a member, a team, a role, a binding and a pending invitation in an organization. */
 async function populate(owner: SessionClient, slug: string, prefix: string): Promise<Fixtures> {
@@ -162,127 +164,129 @@ function urlFor(template: string, fixtures: Fixtures, org: string): string {
   });
 }
 
-beforeAll(async () => {
-  world = await startOrgWorld();
-  acme = await populate(world.owner.client, 'acme', 'acme');
+describe.each(BACKENDS)('route walks on %s', (backend: Backend) => {
+  let world: OrgWorld;
+  let acme: Fixtures;
+  let beta: Fixtures;
+  let boss: Member;
+  /** The server's database, read directly alongside it. */
+  let database: Database;
 
-  // Another organization, with its own owner, whom the acme owner knows nothing about.
-  const created = await world.admin('create-user', '--email', 'boss@beta.test');
-  expect(created.code, created.stderr).toBe(0);
-  const oneTime = /password:\s+(\S+)/.exec(created.stdout)![1]!;
-  const bossClient = new SessionClient(world.server.url);
-  await bossClient.login('boss@beta.test', oneTime);
-  await bossClient.json('POST', '/api/auth/password', {
-    currentPassword: oneTime,
-    newPassword: MEMBER_PASSWORD,
-  });
-  const org = await world.admin(
-    'create-org',
-    '--name',
-    'Beta',
-    '--owner',
-    'boss@beta.test',
-    '--mfa-optional',
-  );
-  expect(org.code, org.stderr).toBe(0);
-  boss = { id: '', email: 'boss@beta.test', client: bossClient };
-  beta = await populate(bossClient, 'beta', 'beta');
-}, 60_000);
+  beforeAll(async () => {
+    world = await startOrgWorld({}, backend);
+    acme = await populate(world.owner.client, 'acme', 'acme');
 
-afterAll(async () => {
-  await world?.close();
-});
-
-function routes() {
-  return registeredRoutesOf(world.server.server.app).filter((route) => route.method !== 'HEAD');
-}
-
-describe('cross-organization isolation (ACC-1)', () => {
-  it('answers 404 to a member of another organization on every route that takes an id', async () => {
-    const attacker = world.owner.client;
-    const checked: string[] = [];
-    for (const { method, url, declaration } of routes()) {
-      const idsOutsideUrl = ['explainAccess', 'createRoleBinding'].includes(declaration.operationId);
-      const idsInUrl = url.replace(':org', '').includes(':');
-      const attempts = new Set<string>();
-      // The other organization's slug, with its ids.
-      if (url.includes(':org')) attempts.add(urlFor(url, beta, beta.slug));
-      // The attacker's own organization, with the other organization's ids.
-      if (idsInUrl || idsOutsideUrl) attempts.add(urlFor(url, beta, acme.slug));
-      for (const target of attempts) {
-        const response = await attacker.json(
-          method,
-          `${target}${queryFor(declaration.operationId, beta)}`,
-          bodyFor(declaration.operationId, beta),
-        );
-        expect(response.status, `${method} ${target}`).toBe(404);
-        checked.push(`${method} ${target}`);
-      }
-    }
-    expect(checked.length).toBeGreaterThanOrEqual(25);
-
-    // Each probe of the other organization's slug is on record, with who made it and from where.
-    const db = new BetterSqlite3(path.join(world.server.dataDir, 'bulwark.db'), { readonly: true });
-    const probes = db
-      .prepare(
-        "select count(*) as n from audit_events where chain_id = 'instance' and action = 'access.denied' and actor_id = ? and ip = '127.0.0.1' and details like '%not a member of organization%beta%'",
-      )
-      .get(world.owner.id) as { n: number };
-    db.close();
-    expect(probes.n).toBe(checked.filter((attempt) => attempt.includes('/api/orgs/beta')).length);
-
-    // And nothing of the other organization was touched.
-    const members = await boss.client.json<{ members: unknown[] }>('GET', '/api/orgs/beta/members');
-    expect(members.body.members).toHaveLength(2);
-    const teams = await boss.client.json<{ teams: Array<{ description: string }> }>(
-      'GET',
-      '/api/orgs/beta/teams',
+    // Another organization, with its own owner, whom the acme owner knows nothing about.
+    const created = await world.admin('create-user', '--email', 'boss@beta.test');
+    expect(created.code, created.stderr).toBe(0);
+    const oneTime = /password:\s+(\S+)/.exec(created.stdout)![1]!;
+    const bossClient = new SessionClient(world.server.url);
+    await bossClient.login('boss@beta.test', oneTime);
+    await bossClient.json('POST', '/api/auth/password', {
+      currentPassword: oneTime,
+      newPassword: MEMBER_PASSWORD,
+    });
+    const org = await world.admin(
+      'create-org',
+      '--name',
+      'Beta',
+      '--owner',
+      'boss@beta.test',
+      '--mfa-optional',
     );
-    expect(teams.body.teams).toEqual([expect.objectContaining({ description: '' })]);
-    const invitations = await boss.client.json<{ invitations: Array<{ status: string }> }>(
-      'GET',
-      '/api/orgs/beta/invitations',
-    );
-    expect(invitations.body.invitations.map((i) => i.status)).toEqual(['pending']);
-    expect(
-      (await new SessionClient(world.server.url).login('beta-member@example.test', MEMBER_PASSWORD)).status,
-    ).toBe(200);
-  });
-});
+    expect(org.code, org.stderr).toBe(0);
+    boss = { id: '', email: 'boss@beta.test', client: bossClient };
+    beta = await populate(bossClient, 'beta', 'beta');
+    database = openDatabase(world.server.config);
+  }, 60_000);
 
-describe('no GET or HEAD changes state (AUTH-4)', () => {
-  /** Every table but the audit log: reads are audited on purpose (exports), and that is not state. */
-  function snapshot(): string {
-    const db = new BetterSqlite3(path.join(world.server.dataDir, 'bulwark.db'), { readonly: true });
-    try {
-      const tables = db
-        .prepare(
-          "select name from sqlite_master where type = 'table' and name not like 'sqlite_%' and name not like 'audit_%' order by name",
-        )
-        .all() as Array<{ name: string }>;
-      return JSON.stringify(
-        tables.map(({ name }) => [name, db.prepare(`select * from "${name}" order by rowid`).all()]),
-      );
-    } finally {
-      db.close();
-    }
+  afterAll(async () => {
+    await database?.close();
+    await world?.close();
+  });
+
+  function routes() {
+    return registeredRoutesOf(world.server.server.app).filter((route) => route.method !== 'HEAD');
   }
 
-  it('leaves every table as it was after each GET and HEAD route', async () => {
-    let before = snapshot();
-    const walked: string[] = [];
-    for (const { method, url, declaration } of registeredRoutesOf(world.server.server.app)) {
-      if (method !== 'GET' && method !== 'HEAD') continue;
-      const target = `${urlFor(url, acme, acme.slug)}${queryFor(declaration.operationId, acme)}`;
-      const response = await world.owner.client.send(method, target);
-      await response.arrayBuffer();
-      expect(response.status, `${method} ${target}`).toBeLessThan(500);
-      const after = snapshot();
-      expect(after, `${method} ${target} changed state`).toBe(before);
-      before = after;
-      walked.push(`${method} ${target}`);
+  describe('cross-organization isolation (ACC-1)', () => {
+    it('answers 404 to a member of another organization on every route that takes an id', async () => {
+      const attacker = world.owner.client;
+      const checked: string[] = [];
+      for (const { method, url, declaration } of routes()) {
+        const idsOutsideUrl = ['explainAccess', 'createRoleBinding'].includes(declaration.operationId);
+        const idsInUrl = url.replace(':org', '').includes(':');
+        const attempts = new Set<string>();
+        // The other organization's slug, with its ids.
+        if (url.includes(':org')) attempts.add(urlFor(url, beta, beta.slug));
+        // The attacker's own organization, with the other organization's ids.
+        if (idsInUrl || idsOutsideUrl) attempts.add(urlFor(url, beta, acme.slug));
+        for (const target of attempts) {
+          const response = await attacker.json(
+            method,
+            `${target}${queryFor(declaration.operationId, beta)}`,
+            bodyFor(declaration.operationId, beta),
+          );
+          expect(response.status, `${method} ${target}`).toBe(404);
+          checked.push(`${method} ${target}`);
+        }
+      }
+      expect(checked.length).toBeGreaterThanOrEqual(25);
+
+      // Each probe of the other organization's slug is on record, with who made it and from where.
+      const probes = await database.db
+        .selectFrom('audit_events')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('chain_id', '=', 'instance')
+        .where('action', '=', 'access.denied')
+        .where('actor_id', '=', world.owner.id)
+        .where('ip', '=', '127.0.0.1')
+        .where('details', 'like', '%not a member of organization%beta%')
+        .executeTakeFirstOrThrow();
+      expect(Number(probes.n)).toBe(checked.filter((attempt) => attempt.includes('/api/orgs/beta')).length);
+
+      // And nothing of the other organization was touched.
+      const members = await boss.client.json<{ members: unknown[] }>('GET', '/api/orgs/beta/members');
+      expect(members.body.members).toHaveLength(2);
+      const teams = await boss.client.json<{ teams: Array<{ description: string }> }>(
+        'GET',
+        '/api/orgs/beta/teams',
+      );
+      expect(teams.body.teams).toEqual([expect.objectContaining({ description: '' })]);
+      const invitations = await boss.client.json<{ invitations: Array<{ status: string }> }>(
+        'GET',
+        '/api/orgs/beta/invitations',
+      );
+      expect(invitations.body.invitations.map((i) => i.status)).toEqual(['pending']);
+      expect(
+        (await new SessionClient(world.server.url).login('beta-member@example.test', MEMBER_PASSWORD)).status,
+      ).toBe(200);
+    });
+  });
+
+  describe('no GET or HEAD changes state (AUTH-4)', () => {
+    /** Every table but the audit log: reads are audited on purpose (exports), and that is not state. */
+    async function snapshot(): Promise<string> {
+      const tables = await tableRows(database);
+      return JSON.stringify(tables.filter(({ table }) => !table.startsWith('audit_')));
     }
-    expect(walked.filter((w) => w.startsWith('HEAD')).length).toBeGreaterThan(5);
-    expect(walked.length).toBeGreaterThanOrEqual(30);
+
+    it('leaves every table as it was after each GET and HEAD route', async () => {
+      let before = await snapshot();
+      const walked: string[] = [];
+      for (const { method, url, declaration } of registeredRoutesOf(world.server.server.app)) {
+        if (method !== 'GET' && method !== 'HEAD') continue;
+        const target = `${urlFor(url, acme, acme.slug)}${queryFor(declaration.operationId, acme)}`;
+        const response = await world.owner.client.send(method, target);
+        await response.arrayBuffer();
+        expect(response.status, `${method} ${target}`).toBeLessThan(500);
+        const after = await snapshot();
+        expect(after, `${method} ${target} changed state`).toBe(before);
+        before = after;
+        walked.push(`${method} ${target}`);
+      }
+      expect(walked.filter((w) => w.startsWith('HEAD')).length).toBeGreaterThan(5);
+      expect(walked.length).toBeGreaterThanOrEqual(30);
+    });
   });
 });

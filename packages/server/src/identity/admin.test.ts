@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MEMBER_PASSWORD, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 
 /** `bulwark admin …` as an operator runs it on the server host (a real process), while the server runs. */
@@ -12,9 +12,9 @@ afterEach(async () => {
 
 const oneTimePassword = (stdout: string) => /password:\s+(\S+)/.exec(stdout)?.[1];
 
-describe('bulwark admin', () => {
+describe.each(BACKENDS)('bulwark admin on %s', (backend) => {
   it('create-user prints a one-time password that must be changed, and adds the membership', async () => {
-    world = await startOrgWorld();
+    world = await startOrgWorld({}, backend);
     const created = await world.admin(
       'create-user',
       '--email',
@@ -47,7 +47,7 @@ describe('bulwark admin', () => {
   });
 
   it('reset-password ends every session and forces a change; disable-user locks out at once', async () => {
-    world = await startOrgWorld();
+    world = await startOrgWorld({}, backend);
     const dev = await world.join('dev@acme.test', 'viewer');
     const reset = await world.admin('reset-password', '--email', 'dev@acme.test');
     expect(reset.code, reset.stderr).toBe(0);

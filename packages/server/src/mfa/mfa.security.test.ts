@@ -5,6 +5,8 @@ import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
 import BetterSqlite3 from 'better-sqlite3';
 import { generate } from 'otplib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../db/database.js';
+import { tableRows } from '../test-support/databases.js';
 import { BACKENDS, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 
@@ -119,6 +121,25 @@ describe.each(BACKENDS)('MFA on %s', (backend) => {
           recoveryCodes.map((code) => createHash('sha256').update(code.replaceAll('-', '')).digest('hex')),
         ),
       );
+    } else {
+      // Attack: a dump of the database. No seed, no recovery code, in any row of any table.
+      const database = openDatabase(world.server.config);
+      try {
+        const dump = JSON.stringify(await tableRows(database));
+        expect(dump.includes(secret)).toBe(false);
+        for (const code of recoveryCodes) {
+          expect(dump.includes(code)).toBe(false);
+          expect(dump.includes(code.replaceAll('-', ''))).toBe(false);
+        }
+        const stored = await database.db.selectFrom('recovery_codes').select('code_hash').execute();
+        expect(new Set(stored.map((row) => row.code_hash))).toEqual(
+          new Set(
+            recoveryCodes.map((code) => createHash('sha256').update(code.replaceAll('-', '')).digest('hex')),
+          ),
+        );
+      } finally {
+        await database.close();
+      }
     }
   });
 

@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { openSqlite } from '../db/database.js';
+import { openDatabase } from '../db/database.js';
 import { registeredRoutesOf } from '../http/app.js';
 import { declarationProblems } from '../http/route.js';
 import { redisUrl } from '../test-support/databases.js';
+import { BACKENDS } from '../test-support/org-world.js';
 import { deadPort } from '../test-support/ports.js';
 import { startTestServer, type TestServer } from '../test-support/server.js';
 
@@ -53,31 +54,6 @@ describe('the composed server', () => {
     expect(Object.keys(readiness.responses)).toEqual(expect.arrayContaining(['200', '503', '429', '500']));
   });
 
-  it('answers liveness and readiness, and readiness fails when migrations are missing', async () => {
-    server = await startTestServer();
-    expect(await (await fetch(`${server.url}/healthz`)).json()).toEqual({ status: 'ok' });
-    const ready = await fetch(`${server.url}/readyz`);
-    expect(ready.status).toBe(200);
-    expect(await ready.json()).toEqual({
-      status: 'ready',
-      checks: { database: 'ok', migrations: 'ok', accepting: 'ok' },
-    });
-
-    // A second connection drops the migration record, as a botched restore would.
-    const other = openSqlite({
-      file: server.config.database.kind === 'sqlite' ? server.config.database.file : '',
-      busyTimeoutMs: 5000,
-    });
-    await other.db.deleteFrom('bulwark_migrations' as never).execute();
-    await other.close();
-    const unready = await fetch(`${server.url}/readyz`);
-    expect(unready.status).toBe(503);
-    expect(await unready.json()).toMatchObject({
-      status: 'unavailable',
-      checks: { migrations: 'down', database: 'ok' },
-    });
-  });
-
   it('requires Redis for readiness when Redis is configured', async () => {
     const port = await deadPort();
     server = await startTestServer({ BULWARK_REDIS_URL: `redis://127.0.0.1:${port}` });
@@ -97,8 +73,43 @@ describe('the composed server', () => {
     expect((await fetch(`${server.url}/metrics`)).status).toBe(404);
   });
 
+  it('serves metrics without a token on a separate loopback-only listener', async () => {
+    server = await startTestServer({ BULWARK_METRICS_PORT: '0' });
+    const metricsUrl = server.server.metricsUrl!;
+    expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
+    const response = await fetch(metricsUrl);
+    expect(response.status).toBe(200);
+    expect(await response.text()).toContain('bulwark_http_request_duration_seconds');
+    expect((await fetch(metricsUrl.replace('/metrics', '/readyz'))).status).toBe(404);
+  });
+});
+
+// What the server reads and writes in its database, on each backend; the rest above is the process's.
+describe.each(BACKENDS)('the composed server on %s', (backend) => {
+  it('answers liveness and readiness, and readiness fails when migrations are missing', async () => {
+    server = await startTestServer({}, { backend });
+    expect(await (await fetch(`${server.url}/healthz`)).json()).toEqual({ status: 'ok' });
+    const ready = await fetch(`${server.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toEqual({
+      status: 'ready',
+      checks: { database: 'ok', migrations: 'ok', accepting: 'ok' },
+    });
+
+    // A second connection drops the migration record, as a botched restore would.
+    const other = openDatabase(server.config);
+    await other.db.deleteFrom('bulwark_migrations' as never).execute();
+    await other.close();
+    const unready = await fetch(`${server.url}/readyz`);
+    expect(unready.status).toBe(503);
+    expect(await unready.json()).toMatchObject({
+      status: 'unavailable',
+      checks: { migrations: 'down', database: 'ok' },
+    });
+  });
+
   it('serves /metrics only with the token, and audits a wrong one', async () => {
-    server = await startTestServer({ BULWARK_METRICS_TOKEN: METRICS_TOKEN });
+    server = await startTestServer({ BULWARK_METRICS_TOKEN: METRICS_TOKEN }, { backend });
     expect((await fetch(`${server.url}/metrics`)).status).toBe(401);
     // Attack: guessing the token. Each wrong guess is refused and lands in the audit log with its source.
     const guess = await fetch(`${server.url}/metrics`, {
@@ -120,7 +131,7 @@ describe('the composed server', () => {
     expect(text).not.toContain(METRICS_TOKEN);
 
     await server.stop();
-    const db = openSqlite({ file: `${server.dataDir}/bulwark.db`, busyTimeoutMs: 5000 });
+    const db = openDatabase(server.config);
     const events = await db.db
       .selectFrom('audit_events')
       .selectAll()
@@ -136,15 +147,5 @@ describe('the composed server', () => {
       request_id: requestId,
     });
     expect(JSON.stringify(events[0])).not.toContain('guess-guess');
-  });
-
-  it('serves metrics without a token on a separate loopback-only listener', async () => {
-    server = await startTestServer({ BULWARK_METRICS_PORT: '0' });
-    const metricsUrl = server.server.metricsUrl!;
-    expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
-    const response = await fetch(metricsUrl);
-    expect(response.status).toBe(200);
-    expect(await response.text()).toContain('bulwark_http_request_duration_seconds');
-    expect((await fetch(metricsUrl.replace('/metrics', '/readyz'))).status).toBe(404);
   });
 });

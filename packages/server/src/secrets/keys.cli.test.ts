@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createPostgresDatabase, postgresUrl } from '../test-support/databases.js';
+import { BACKENDS } from '../test-support/org-world.js';
 import { runCli, type ServerProcess, startServerProcess } from '../test-support/processes.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { tempDir } from '../test-support/temp.js';
@@ -15,6 +17,8 @@ import { tempDir } from '../test-support/temp.js';
 const OWNER = { email: 'owner@keys.test', password: 'Tr4vel-Quietly-Over-Mountains' };
 let dir: { path: string; remove(): Promise<void> };
 let server: ServerProcess | undefined;
+/** The PostgreSQL database of a test on that backend; the data directory still holds the key file. */
+let postgres: { url: string; drop(): Promise<void> } | undefined;
 
 beforeEach(async () => {
   dir = await tempDir('keys-cli');
@@ -23,12 +27,15 @@ afterEach(async () => {
   await server?.stop('SIGKILL');
   server = undefined;
   await dir.remove();
+  await postgres?.drop();
+  postgres = undefined;
 });
 
 const env = () => ({
   BULWARK_DATA_DIR: path.join(dir.path, 'data'),
   BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
   BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
+  ...(postgres ? { BULWARK_DATABASE_URL: postgres.url } : {}),
 });
 const keys = async (...args: string[]) => {
   const result = await runCli(['keys', ...args], { cwd: dir.path, env: env() });
@@ -49,8 +56,9 @@ const status = async () => {
 const signIn = async (url: string) =>
   (await new SessionClient(url).login(OWNER.email, OWNER.password)).status;
 
-describe('bulwark keys', () => {
+describe.each(BACKENDS)('bulwark keys on %s', (backend) => {
   it('rotates the master key twice and the data keys while the server runs; a restart opens everything', async () => {
+    if (backend === 'postgresql') postgres = await createPostgresDatabase(postgresUrl()!);
     server = await startServerProcess({ cwd: dir.path, env: env() });
     const keyFile = path.join(dir.path, 'data', 'master.key');
     const before = await status();
@@ -93,7 +101,10 @@ describe('bulwark keys', () => {
       .map((line) => (JSON.parse(line) as { action: string }).action);
     expect(actions.filter((a) => a === 'keys.data_keys_rewrapped')).toHaveLength(2);
   });
+});
 
+// Decided from the configuration before any data is read: the same on every backend.
+describe('bulwark keys with the master key in the environment', () => {
   it('refuses to rotate a master key that comes from BULWARK_MASTER_KEY, and says what to do', async () => {
     const fromEnv = { ...env(), BULWARK_MASTER_KEY: randomBytes(32).toString('base64') };
     server = await startServerProcess({ cwd: dir.path, env: fromEnv });

@@ -1,6 +1,8 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { openDatabase } from '../db/database.js';
+import { tableRows } from '../test-support/databases.js';
 import { BACKENDS, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 
 /**
@@ -141,6 +143,19 @@ describe.each(BACKENDS)('secrets on %s', (backend) => {
           expect(bytes.includes(Buffer.from(value))).toBe(false);
           expect(bytes.includes(Buffer.from(value).toString('base64'))).toBe(false);
         }
+      }
+    } else {
+      // Attack: a dump of the database searched for the values.
+      const database = openDatabase(world.server.config);
+      try {
+        const dump = JSON.stringify(await tableRows(database));
+        expect(dump).toContain('S3_KEY');
+        for (const value of [VALUE, NEW_VALUE]) {
+          expect(dump.includes(value)).toBe(false);
+          expect(dump.includes(Buffer.from(value).toString('base64'))).toBe(false);
+        }
+      } finally {
+        await database.close();
       }
     }
     const deleted = await owner.send('DELETE', `/api/orgs/acme/secrets/${created.body.id}`);
