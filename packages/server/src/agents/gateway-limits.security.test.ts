@@ -10,6 +10,11 @@ import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
  * Attacks: an agent channel carried in clear across a network (plain ws:// seen by a proxy as plain
  * HTTP from a remote client), where anyone on the path could watch or tamper with commands; a flood
  * of connection attempts from one address; one oversized message to exhaust the server's memory.
+ *
+ * SQLite only: every limit here acts before an agent is looked up, in the process and its memory (the
+ * transport check on the upgrade, the per-address limiter's memory store, the socket's size cap, the
+ * handshake counters), so no step reaches the database and PostgreSQL would run the same code again.
+ * gateway.security.test.ts and gateway-misbehaviour.security.test.ts run what does on both.
  */
 
 let world: OrgWorld;
