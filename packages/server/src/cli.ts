@@ -490,7 +490,13 @@ export function buildProgram(): Command {
 buildProgram()
   .parseAsync(process.argv)
   .catch((error: unknown) => {
-    // Configuration, master key and verification failures all carry a message written for an operator.
-    err(`bulwark: ${error instanceof Error ? error.message : String(error)}`);
+    // Configuration, master key and verification failures all carry a message written for an operator;
+    // one that wraps a driver's error (the database unreachable) adds the driver's own words.
+    let root: unknown = error;
+    while (root instanceof Error && root.cause instanceof Error) root = root.cause;
+    if (root instanceof AggregateError && root.message === '') root = root.errors[0];
+    const message = error instanceof Error ? error.message : String(error);
+    const detail = root instanceof Error && !message.includes(root.message) ? ` (${root.message})` : '';
+    err(`bulwark: ${message}${detail}`);
     process.exitCode = 1;
   });

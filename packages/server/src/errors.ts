@@ -64,3 +64,26 @@ export class ServiceUnavailableError extends AppError {
     super(503, code, message);
   }
 }
+
+/**
+ * The database cannot be reached or is going away (PostgreSQL stopped, restarting, out of
+ * connections, or the network to it is down). Answered 503 so clients and load balancers retry
+ * rather than report a server bug; `cause` keeps the driver's error for the logs.
+ */
+export class DatabaseUnavailableError extends ServiceUnavailableError {
+  constructor(override readonly cause: unknown) {
+    super('database_unavailable', 'The database could not be reached. Try again shortly.');
+  }
+}
+
+/** The database's disk is full: nothing can be written until an operator frees space; reads still work. */
+export class StorageFullError extends ServiceUnavailableError {
+  constructor(override readonly cause: unknown) {
+    super('storage_full', "The server's storage is full, so this change was not made. Reads still work.");
+  }
+}
+
+/** For a write that may be skipped on a full disk (a last-seen time): rethrows anything else. */
+export function unlessStorageFull(error: unknown): void {
+  if (!(error instanceof StorageFullError)) throw error;
+}

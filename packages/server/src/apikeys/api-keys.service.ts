@@ -9,7 +9,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import type { DB } from '../db/schema.js';
-import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '../errors.js';
+import { AppError, NotFoundError, UnauthenticatedError, unlessStorageFull, ValidationError } from '../errors.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import { type ApiKeyRow, type ApiKeyWithOwner, createApiKeysStore } from './api-keys.store.js';
 
@@ -263,7 +263,8 @@ export function createApiKeysService(deps: {
         return undefined;
       }
       if (key.last_used_at === null || now - key.last_used_at >= TOUCH_EVERY_MS)
-        await store.touch(key.id, now, context.ip ?? null);
+        // A full disk must not stop reads: a missed touch only leaves last use older than it is.
+        await store.touch(key.id, now, context.ip ?? null).catch(unlessStorageFull);
       return key;
     },
   };

@@ -1,9 +1,10 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sql } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config.js';
+import { DatabaseUnavailableError, StorageFullError } from '../errors.js';
 import { type GenerationReader, noGenerations, sqliteGenerations } from './read-cache.js';
 import type { DB } from './schema.js';
 import { BulwarkSqliteDialect } from './sqlite-driver.js';
@@ -57,6 +58,85 @@ export function openSqlite({ file, busyTimeoutMs }: SqliteOptions): Database {
 
 const PG_INT8 = 20;
 
+/**
+ * SQLSTATEs that say the server is unreachable or going away rather than that the statement is wrong:
+ * class 08 (connection exception), admin/crash shutdown, "the database system is starting up / shutting
+ * down", too many connections.
+ */
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300']);
+/** Socket errors of a connection to the database (an address that refuses, resets or cannot be reached). */
+const UNAVAILABLE_ERRNOS = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+/** What pg says when a client's connection ended under it (it gives these errors no code). */
+const CONNECTION_LOST =
+  /^(Connection terminated|Client has encountered a connection error|Client was closed)/;
+
+function connectionLost(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const { code, syscall } = error as NodeJS.ErrnoException;
+  if (typeof code === 'string') {
+    if (code.startsWith('08') || UNAVAILABLE_SQLSTATES.has(code) || UNAVAILABLE_ERRNOS.has(code)) return true;
+    // A Unix socket path with no server behind it.
+    if ((code === 'ENOENT' || code === 'EACCES') && syscall === 'connect') return true;
+  }
+  // Node tries every address of a host name and reports them together.
+  if (error instanceof AggregateError) return error.errors.some(connectionLost);
+  return CONNECTION_LOST.test(error.message);
+}
+
+/** A driver error as the typed error callers and the error handler understand, when it is one of those. */
+function typedFailure(error: unknown): unknown {
+  if (connectionLost(error)) return new DatabaseUnavailableError(error);
+  if ((error as { code?: unknown } | null)?.code === '53100') return new StorageFullError(error);
+  return error;
+}
+
+/**
+ * The pool as Kysely sees it, with a lost or refused connection turned into
+ * {@link DatabaseUnavailableError} (503 `database_unavailable`) at the one place every query passes,
+ * instead of a driver error answered as a 500. Other errors (constraint violations, lock timeouts)
+ * pass through unchanged for the code that handles them.
+ */
+function typedFailures(pool: pg.Pool): PostgresPool {
+  const clients = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  return {
+    async connect() {
+      let client: pg.PoolClient;
+      try {
+        client = await pool.connect();
+      } catch (error) {
+        // Anything that keeps the pool from handing out a connection (refused, starting up, shutting
+        // down, too many clients, the pool closed) means the database is unavailable to this request.
+        throw new DatabaseUnavailableError(error);
+      }
+      let wrapped = clients.get(client);
+      if (!wrapped) {
+        const query = (text: string, values: ReadonlyArray<unknown>) =>
+          client.query(text, values as unknown[]).catch((error: unknown) => {
+            throw typedFailure(error);
+          });
+        wrapped = {
+          // Only the (sql, parameters) form: Kysely passes a cursor only to a dialect configured with one.
+          query: query as unknown as PostgresPoolClient['query'],
+          // pg-pool gives the client a new release function each time it hands it out.
+          release: () => client.release(),
+        };
+        clients.set(client, wrapped);
+      }
+      return wrapped;
+    },
+    end: () => pool.end(),
+  };
+}
+
 export interface PostgresOptions {
   url: string;
   poolMax: number;
@@ -79,7 +159,12 @@ export function openPostgres({ url, poolMax }: PostgresOptions): Database {
   });
   // An idle client losing its connection must not crash the process; the next query reconnects.
   pool.on('error', () => {});
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  // Nor may one in use: pg-pool listens for a client's errors only while it is idle, and a client
+  // emits 'error' when its connection drops (PostgreSQL stopped or restarted mid-transaction); with no
+  // listener that is an uncaught exception. The query in flight is rejected with the same error, and
+  // the pool discards the client when it is released.
+  pool.on('connect', (client) => client.on('error', () => {}));
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: typedFailures(pool) }) });
   return {
     db,
     dialect: 'postgres',

@@ -7,9 +7,10 @@ import {
   SelectQueryNode,
   SqliteDialect,
 } from 'kysely';
+import { StorageFullError } from '../errors.js';
 
 /**
- * Kysely's own SQLite driver, changed in two ways that the audit log's write path needs:
+ * Kysely's own SQLite driver, changed in the ways that the audit log's write path needs:
  *
  * - `BEGIN IMMEDIATE`. A deferred BEGIN that reads and then writes fails at once with
  *   SQLITE_BUSY_SNAPSHOT when another process (the CLI, a second server) committed in between; the
@@ -17,6 +18,9 @@ import {
  *   the busy timeout, so every transaction is serialized across processes.
  * - A bounded cache of prepared statements. Kysely's driver prepares every query anew, which costs as
  *   much as running a batched insert; bench/audit-append measured it.
+ * - A full disk answered as what it is: SQLITE_FULL becomes {@link StorageFullError} (503
+ *   `storage_full`), and the transaction SQLite already rolled back is not rolled back again (which
+ *   would fail and hide the cause behind a 500).
  */
 
 const STATEMENT_CACHE_SIZE = 256;
@@ -45,11 +49,17 @@ class CachingSqliteConnection implements DatabaseConnection {
   }
 
   async executeQuery<R>(compiled: CompiledQuery): Promise<QueryResult<R>> {
-    const statement = this.#prepare(compiled.sql);
-    const parameters = compiled.parameters as unknown[];
-    if (statement.reader) return { rows: statement.all(parameters) as R[] };
-    const { changes, lastInsertRowid } = statement.run(parameters);
-    return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+    try {
+      const statement = this.#prepare(compiled.sql);
+      const parameters = compiled.parameters as unknown[];
+      if (statement.reader) return { rows: statement.all(parameters) as R[] };
+      const { changes, lastInsertRowid } = statement.run(parameters);
+      return { numAffectedRows: BigInt(changes), insertId: BigInt(lastInsertRowid), rows: [] };
+    } catch (error) {
+      // A full disk refuses every write until space is freed: a typed 503, not a server bug.
+      if ((error as { code?: unknown }).code === 'SQLITE_FULL') throw new StorageFullError(error);
+      throw error;
+    }
   }
 
   async *streamQuery<R>(compiled: CompiledQuery): AsyncIterableIterator<QueryResult<R>> {
@@ -110,6 +120,10 @@ class BulwarkSqliteDriver implements Driver {
   }
 
   async rollbackTransaction(connection: DatabaseConnection): Promise<void> {
+    // SQLite rolls a transaction back by itself on some errors (SQLITE_FULL at commit, an I/O error);
+    // a ROLLBACK then fails with "no transaction is active", and that error would replace the one
+    // that tells what went wrong.
+    if (!this.#db.inTransaction) return;
     await connection.executeQuery(CompiledQuery.raw('rollback'));
   }
 

@@ -1,5 +1,8 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { newId } from '@bulwark/protocol';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type FieldProblem } from '../errors.js';
+import { AppError, DatabaseUnavailableError, type FieldProblem, StorageFullError } from '../errors.js';
 
 export interface ErrorBody {
   error: { code: string; message: string; requestId: string; fields?: FieldProblem[] };
@@ -33,6 +36,11 @@ const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; mess
     message: 'The request body is not valid JSON.',
   },
   FST_ERR_BAD_URL: { status: 400, code: 'bad_request', message: 'The URL is malformed.' },
+  FST_ERR_MAX_PARAM_LENGTH: {
+    status: 414,
+    code: 'uri_too_long',
+    message: 'A part of the URL is longer than this server accepts.',
+  },
   FST_ERR_ASYNC_CONSTRAINT: { status: 400, code: 'bad_request', message: 'The request could not be routed.' },
 };
 
@@ -46,8 +54,59 @@ function send(
   return reply.code(status).type('application/json; charset=utf-8').send(body);
 }
 
+/**
+ * Fastify's `frameworkErrors`: what the router refuses before any route or error handler runs (a URL
+ * with broken percent-encoding, a path parameter past the router's length limit). Without it Fastify
+ * answers in its own shape and echoes the URL back; with it, the one error shape.
+ */
+export function answerFrameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply) {
+  const known = FASTIFY_CLIENT_ERRORS[error.code] ?? FASTIFY_CLIENT_ERRORS.FST_ERR_ASYNC_CONSTRAINT!;
+  return send(reply, request, known.status, { code: known.code, message: known.message });
+}
+
+const CONNECTION_ERRORS: Record<string, { status: number; code: string; message: string }> = {
+  HPE_HEADER_OVERFLOW: {
+    status: 431,
+    code: 'headers_too_large',
+    message: 'The request headers are larger than this server accepts.',
+  },
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    status: 408,
+    code: 'request_timeout',
+    message: 'The request took too long to arrive.',
+  },
+};
+
+/**
+ * Fastify's `clientErrorHandler`: a request Node's HTTP parser refused (headers past 16 KiB, not HTTP
+ * at all) never becomes a request; the connection gets the one error shape, then is closed.
+ */
+export function answerClientError(this: FastifyInstance, error: NodeJS.ErrnoException, socket: Duplex): void {
+  // A reset connection has no one left to answer.
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const { status, code, message } = CONNECTION_ERRORS[error.code ?? ''] ?? {
+    status: 400,
+    code: 'bad_request',
+    message: 'The request is not valid HTTP.',
+  };
+  const requestId = newId('req');
+  this.log.debug({ err: error, requestId }, 'connection refused by the HTTP parser');
+  const body = JSON.stringify({ error: { code, message, requestId } } satisfies ErrorBody);
+  if (socket.writable)
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  socket.destroy(error);
+}
+
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
+    if (error instanceof DatabaseUnavailableError || error instanceof StorageFullError) {
+      // The client gets a stable 503; the operator needs the driver's own words to act on it.
+      const what = error instanceof StorageFullError ? 'storage is full' : 'is unavailable';
+      request.log.error({ err: error.cause, code: error.code }, `request failed: the database ${what}`);
+    }
     if (error instanceof AppError) {
       // Any refusal that knows when to try again says so (request limits, sign-in lockouts).
       const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds;

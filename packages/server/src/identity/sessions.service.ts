@@ -3,6 +3,7 @@ import type { Kysely } from 'kysely';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { type Generation, ReadCache } from '../db/read-cache.js';
 import type { DB } from '../db/schema.js';
+import { unlessStorageFull } from '../errors.js';
 import type { SessionsStore, SessionsStoreIn } from './sessions.store.js';
 
 /**
@@ -139,7 +140,8 @@ function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; 
         await store.revoke(row.id, now, 'expired: idle');
         return undefined;
       }
-      if (now - row.last_seen_at >= TOUCH_EVERY_MS) await store.touch(row.id, now);
+      // A full disk must not stop reads: a missed touch only makes the session look idle sooner.
+      if (now - row.last_seen_at >= TOUCH_EVERY_MS) await store.touch(row.id, now).catch(unlessStorageFull);
       return {
         id: row.id,
         userId: row.user_id,

@@ -72,10 +72,15 @@ export async function startOrgWorld(
   }
 
   const owner = await signIn(OWNER.email, OWNER.password);
+  // The data the server actually uses, wherever `env` put it (another data directory, another database).
+  const { dataDir, database } = server.config;
   const cli = (...args: string[]) =>
     runCli(args, {
-      cwd: server.dataDir,
-      env: { BULWARK_DATA_DIR: server.dataDir, ...(postgres ? { BULWARK_DATABASE_URL: postgres.url } : {}) },
+      cwd: dataDir,
+      env: {
+        BULWARK_DATA_DIR: dataDir,
+        BULWARK_DATABASE_URL: database.kind === 'postgres' ? database.url : `sqlite:${database.file}`,
+      },
     });
 
   async function invite(email: string, role: string, inviter = owner.client): Promise<string> {
