@@ -9,7 +9,8 @@ import { type Generation, type GenerationReader, ReadCache } from '../db/read-ca
 import { type FieldProblem, ValidationError } from '../errors.js';
 import type { HttpMetrics } from '../ops/metrics.js';
 import { AccessLog } from './access-log.js';
-import { installErrorHandling } from './error-handler.js';
+import { answerClientError, answerFrameworkError, installErrorHandling } from './error-handler.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan } from './json-depth.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
 import { bearerTokenHashOf, bearerTokenOf } from './request-context.js';
 import { deferredChildLogger } from './request-logger.js';
@@ -130,6 +131,8 @@ function registerRoute(
         fields.push(...fieldProblems(part, result.error));
         return undefined;
       };
+      if (nestedDeeperThan(request.body, MAX_JSON_DEPTH))
+        throw new ValidationError([{ path: 'body', message: `nests deeper than ${MAX_JSON_DEPTH} levels` }]);
       const params = parse('params', route.params, request.params);
       const query = parse('query', route.query, request.query);
       const body = parse('body', route.body, request.body);
@@ -210,6 +213,9 @@ export async function createHttpApp(
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
+    // What the router or the HTTP parser refuses still answers in the one error shape.
+    frameworkErrors: answerFrameworkError,
+    clientErrorHandler: answerClientError,
     ...(config.tls
       ? {
           https: {

@@ -77,7 +77,12 @@ export function teamsRoutes(teams: TeamsService): RouteDefinition[] {
       access: { permission: 'teams:manage' },
       rateLimit: 'write',
       params: TeamParams,
-      body: z.strictObject({ name: DisplayText(64).optional(), description: Description.optional() }),
+      // An update that names nothing to change is refused: the store cannot write an empty change.
+      body: z
+        .strictObject({ name: DisplayText(64).optional(), description: Description.optional() })
+        .refine((body) => body.name !== undefined || body.description !== undefined, {
+          message: 'name something to change: name or description',
+        }),
       response: { 200: TeamView },
       handler: async ({ principal, request, params, body }) =>
         teamView(await teams.update(callerOf(principal, request), params.team, body)),
