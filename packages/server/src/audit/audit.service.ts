@@ -153,6 +153,50 @@ export function createAuditService(deps: {
     };
   }
 
+  /**
+   * The events of one transaction, from every write of it. A group-commit batch holds several writes,
+   * each with its events; they are appended together, once, after the batch's writes, so that the
+   * chain heads of the whole batch are locked in one sorted order: two transactions, on one instance
+   * or two, then never wait for each other's heads in opposite orders (PostgreSQL).
+   */
+  interface SharedAppend {
+    rows: PendingRow[];
+    appended?: Appended;
+  }
+  const sharedAppends = new WeakMap<Transaction<DB>, SharedAppend>();
+  const countedAppends = new WeakSet<Appended>();
+  function rowsOf(tx: Transaction<DB>): SharedAppend {
+    let shared = sharedAppends.get(tx);
+    if (!shared) {
+      shared = { rows: [] };
+      sharedAppends.set(tx, shared);
+    }
+    return shared;
+  }
+
+  /** Appends a transaction's events, by the first of its writes to finish; refuses (503) when it cannot. */
+  async function appendShared(tx: Transaction<DB>): Promise<void> {
+    const shared = sharedAppends.get(tx);
+    if (!shared || shared.appended || shared.rows.length === 0) return;
+    try {
+      shared.appended = await appendIn(tx, shared.rows);
+    } catch (error) {
+      logger.error(
+        { err: error, events: shared.rows.length },
+        'audit events could not be stored; the change is rolled back',
+      );
+      metrics.unavailable.inc();
+      throw new AuditUnavailableError('The audit log could not record this action, so it was not performed.');
+    }
+  }
+
+  /** {@link committed}, once per transaction's append, whichever of its writes sees it first. */
+  function countOnce(appended: Appended): void {
+    if (countedAppends.has(appended)) return;
+    countedAppends.add(appended);
+    committed(appended);
+  }
+
   /** Once an append has committed: extends this process's own runs, counts it, signs what is due. */
   function committed(appended: Appended): void {
     for (const [chainId, { from, to }] of appended.moved) {
@@ -171,18 +215,14 @@ export function createAuditService(deps: {
    * transaction is retried.
    */
   async function writeBatch(take: () => Pending[]): Promise<AuditEventRef[]> {
-    let appended: Appended | undefined;
-    await store.groupedTransaction(
-      async () => {},
-      async (tx) => {
-        appended = await appendIn(
-          tx,
-          take().map((p) => p.row),
-        );
-      },
-    );
-    committed(appended!);
-    return appended!.refs;
+    let shared: SharedAppend | undefined;
+    await store.groupedTransaction(async (tx) => {
+      shared = rowsOf(tx);
+      shared.rows.push(...take().map((p) => p.row));
+    }, appendShared);
+    countOnce(shared!.appended!);
+    const refs = new Map(shared!.appended!.refs.map((ref) => [ref.id, ref]));
+    return take().map((p) => refs.get(p.row.id)!);
   }
 
   /** Chains with a background checkpoint in flight, and whether another was asked for meanwhile. */
@@ -335,40 +375,25 @@ export function createAuditService(deps: {
     options: { grouped?: boolean } = {},
   ): Promise<T> {
     if (closed) throw new AuditUnavailableError('The audit log is closed (the server is stopping).');
-    let appended: Appended | undefined;
-    let events: AuditInput[] = [];
+    let shared: SharedAppend | undefined;
     const run = async (tx: Transaction<DB>): Promise<T> => {
-      events = [];
-      appended = undefined;
-      return work(tx, events);
-    };
-    const append = async (tx: Transaction<DB>): Promise<void> => {
-      if (events.length === 0) return;
-      const rows = events.map(prepare);
-      try {
-        appended = await appendIn(tx, rows);
-      } catch (error) {
-        logger.error(
-          { err: error, events: rows.length },
-          'audit events could not be stored; the change is rolled back',
-        );
-        metrics.unavailable.inc();
-        throw new AuditUnavailableError(
-          'The audit log could not record this action, so it was not performed.',
-        );
-      }
+      const events: AuditInput[] = [];
+      const result = await work(tx, events);
+      shared = rowsOf(tx);
+      shared.rows.push(...events.map(prepare));
+      return result;
     };
     const transaction = options.grouped
-      ? store.groupedTransaction(run, append)
+      ? store.groupedTransaction(run, appendShared)
       : store.transaction(async (tx) => {
           const result = await run(tx);
-          await append(tx);
+          await appendShared(tx);
           return result;
         });
     inFlight.add(transaction);
     try {
       const result = await transaction;
-      if (appended) committed(appended);
+      if (shared?.appended) countOnce(shared.appended);
       return result;
     } finally {
       inFlight.delete(transaction);

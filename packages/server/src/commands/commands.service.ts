@@ -368,8 +368,9 @@ export function createCommandsService(deps: {
    * decisions on one command are taken one at a time and the last approval needed sees all the others.
    */
   async function storeDecision(tx: Transaction<DB>, row: CommandRow, decision: CommandApprovalRow) {
+    // Read through `tx`: on SQLite the one connection is this transaction's until it ends.
     if (!(await commands.lockAwaitingApproval(tx, row.id, decision.created_at)))
-      throw new CommandStateError((await commands.find(row.org_id, row.id))?.status ?? row.status, 'decided');
+      throw new CommandStateError((await commands.statusIn(tx, row.id)) ?? row.status, 'decided');
     if (!(await commands.insertDecision(tx, decision)))
       throw new AppError(409, 'already_decided', 'You have already decided on this command.');
   }

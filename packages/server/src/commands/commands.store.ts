@@ -160,6 +160,11 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
         .executeTakeFirst();
       return Number(result.numUpdatedRows) === 1;
     },
+    /** A command's status, read inside `trx`. */
+    async statusIn(trx: Transaction<DB>, id: string): Promise<CommandStatus | undefined> {
+      const row = await trx.selectFrom('commands').select('status').where('id', '=', id).executeTakeFirst();
+      return row?.status;
+    },
     decisions: (commandId: string, trx: Kysely<DB> = db) =>
       trx
         .selectFrom('command_approvals')
