@@ -34,18 +34,26 @@ export function keyNamesASecret(key: string): boolean {
   return SECRET_STEMS.some((stem) => normalized.includes(stem)) && !METADATA_SUFFIXES.test(normalized);
 }
 
-/** Value shapes of known credentials: ours (prefix + 43 base62 chars + checksum) and common foreign ones. */
+/**
+ * Value shapes of known credentials: ours (prefix + 43 base62 chars + checksum) and common foreign ones.
+ *
+ * Each shape is linear in its input: a start is never followed by a run that could be re-scanned from
+ * every later start (a JWT is anchored on what precedes `eyJ`, not on a word boundary a `-` satisfies),
+ * since audit details and command params carry attacker-chosen text of up to a megabyte.
+ */
 const SECRET_SHAPES: Array<[RegExp, string]> = [
-  [/\bbw[a-z]_[A-Za-z0-9_-]{20,}/, 'a Bulwark token'],
-  [/\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\./, 'a JSON Web Token'],
-  [/-----BEGIN [A-Z ]*PRIVATE KEY-----/, 'a PEM private key'],
+  // No word boundary before it: a token inside URL-encoded text (`%3Dbwk_…`) has none.
+  [/bw[a-z]_[A-Za-z0-9_-]{20,}/, 'a Bulwark token'],
+  [/(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\./, 'a JSON Web Token'],
+  [/-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----/, 'a PEM private key'],
   [/\b(AKIA|ASIA)[0-9A-Z]{16}\b/, 'an AWS access key id'],
   [/\bgh[pousr]_[A-Za-z0-9]{36,}/, 'a GitHub token'],
   [/\bxox[abprs]-[A-Za-z0-9-]{10,}/, 'a Slack token'],
   [/\b(sk|rk)_live_[A-Za-z0-9]{16,}/, 'a Stripe secret key'],
   [/\bBearer\s+[A-Za-z0-9._~+/-]{16,}/i, 'a bearer credential'],
-  [/\bBasic\s+[A-Za-z0-9+/]{12,}={0,2}/, 'a basic-auth credential'],
-  [/:\/\/[^/\s:@]+:[^/\s@]+@/, 'a URL with a password'],
+  [/\bBasic\s+[A-Za-z0-9+/]{12,}={0,2}/i, 'a basic-auth credential'],
+  // The user may be empty (`redis://:password@host`).
+  [/:\/\/[^/\s:@]*:[^/\s@]+@/, 'a URL with a password'],
 ];
 
 /** What known kind of credential `value` contains, if any. */
@@ -59,7 +67,8 @@ const GLOBAL_SHAPES: Array<[RegExp, string]> = SECRET_SHAPES.map(([shape, name])
   name,
 ]);
 // A PEM block is cut from its header to its footer (or the end): the key material follows the header.
-const PEM_BLOCK = /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)/g;
+const PEM_BLOCK =
+  /-----BEGIN [A-Z ]*PRIVATE KEY( BLOCK)?-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY( BLOCK)?-----|$)/g;
 
 /**
  * `value` with every credential it contains replaced by a marker naming its kind, and the kinds found.
