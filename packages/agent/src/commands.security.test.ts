@@ -61,6 +61,15 @@ function config(): string {
       },
       { argv: [NODE, '-e', APPEND, marker, '{{word}}'] },
     ),
+    // The same program, declared critical in this agent's own configuration.
+    {
+      ...execAction(
+        'guarded',
+        { type: 'object', additionalProperties: false },
+        { argv: [NODE, '-e', APPEND, `${marker}-guarded`, 'guarded'] },
+      ),
+      risk: 'critical',
+    },
     execAction(
       'echo',
       {
@@ -110,6 +119,35 @@ describe('a command the agent must not run', () => {
     server.send(stale);
     expect(await outcomeOf(server, stale.envelope.commandId)).toMatchObject({ reason: 'expired' });
     expect(existsSync(marker)).toBe(false);
+  });
+
+  it('is refused with fewer approvals than the risk this agent declares asks for (insufficient_approvals)', async () => {
+    // Attack: someone who can write the server's database lowers the action's risk in the services
+    // table (or the required approvals of a command), so the server seals and signs it with no
+    // approval. The signature is genuine; the agent holds it to the floor of its own declared risk.
+    await online();
+    const none = server.command({ action: 'guarded', params: {} });
+    const one = server.command({ action: 'guarded', params: {}, approvedBy: ['usr_bob'] });
+    // The requester approving their own command, or one person twice, does not count.
+    const self = server.command({
+      action: 'guarded',
+      params: {},
+      approvedBy: ['usr_alice', 'usr_bob', 'usr_bob'],
+    });
+    for (const c of [none, one, self]) server.send(c);
+    for (const c of [none, one, self])
+      expect(await outcomeOf(server, c.envelope.commandId)).toMatchObject({
+        reason: 'insufficient_approvals',
+      });
+    expect(existsSync(marker)).toBe(false);
+    // Two approvals by others: it runs.
+    const approved = server.command({ action: 'guarded', params: {}, approvedBy: ['usr_bob', 'usr_carol'] });
+    server.send(approved);
+    expect(await outcomeOf(server, approved.envelope.commandId)).toMatchObject({
+      type: 'command_finished',
+      outcome: 'succeeded',
+    });
+    expect(readFileSync(`${marker}-guarded`, 'utf8')).toBe('guarded\n');
   });
 
   it('for an undeclared action or service, or invalid params, is refused', async () => {

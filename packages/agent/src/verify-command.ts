@@ -1,5 +1,11 @@
 import type { KeyObject } from 'node:crypto';
-import { type CommandEnvelope, commandStatement, openSecrets, verifyStatement } from '@bulwark/protocol';
+import {
+  type CommandEnvelope,
+  commandStatement,
+  MIN_APPROVALS,
+  openSecrets,
+  verifyStatement,
+} from '@bulwark/protocol';
 import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } from './config.js';
 
 /**
@@ -18,6 +24,9 @@ import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } fr
  *    zod schema refuses them.
  * 7. `bad_secrets`: the sealed secrets do not open with this agent's X25519 key for this command, or
  *    carry a secret the action does not declare in agent.yaml or the SDK.
+ * 8. `insufficient_approvals`: fewer approvers, other than the requester, than the risk this agent
+ *    declares for the action asks for (MIN_APPROVALS). The server enforces its policy; this holds it
+ *    to the floor even if the risk it read from its database was lowered there.
  */
 
 export type RefusalReason =
@@ -27,7 +36,8 @@ export type RefusalReason =
   | 'replayed'
   | 'unknown_action'
   | 'invalid_params'
-  | 'bad_secrets';
+  | 'bad_secrets'
+  | 'insufficient_approvals';
 
 /** The secrets granted to the command, by name, opened (SEC-3). */
 type Secrets = Record<string, string>;
@@ -112,6 +122,15 @@ export function verifyCommand(
         message: clip(`secrets the action does not declare: ${undeclared.join(', ')}`),
       };
     }
+  }
+  const approvers = new Set(envelope.approvedBy.filter((user) => user !== envelope.requestedBy));
+  const needed = MIN_APPROVALS[action.declaration.risk];
+  if (approvers.size < needed) {
+    return {
+      ok: false,
+      reason: 'insufficient_approvals',
+      message: `a ${action.declaration.risk}-risk action needs ${needed} approval(s) by others; the command has ${approvers.size}`,
+    };
   }
   if (action.kind === 'handler') {
     const parsed = action.parse(envelope.params);

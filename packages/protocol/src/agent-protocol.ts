@@ -151,6 +151,18 @@ export const MAX_OUTPUT_CHUNK_CHARS = 16 * 1024;
  * verifies against the key it pinned, the command names this agent, it has not expired, and its id
  * is not in the agent's journal (CMD-6).
  */
+/**
+ * The fewest approvals by people other than the requester a command of each risk needs (CMD-3): the
+ * server's policy may ask more, never less. The agent holds the server to it for the risk its own
+ * configuration declares, so a risk lowered in the server's database still needs its approvals.
+ */
+export const MIN_APPROVALS: Record<(typeof RISKS)[number], number> = {
+  low: 0,
+  medium: 0,
+  high: 1,
+  critical: 2,
+};
+
 export const CommandEnvelope = z
   .strictObject({
     v: z.literal(AGENT_PROTOCOL_VERSION),
@@ -206,6 +218,7 @@ export const CommandRefusedMessage = message('command_refused', {
     'unknown_action',
     'invalid_params',
     'bad_secrets',
+    'insufficient_approvals',
   ]),
   message: z.string().max(500),
 });

@@ -10,6 +10,7 @@ import { type ExportFormat, exportFormatters } from './audit.export.js';
 import { guardDetails, guardText } from './audit.guard.js';
 import type { AuditFilters, AuditStore, ChainHead } from './audit.store.js';
 import {
+  type AuditAction,
   type AuditActor,
   type AuditEventRef,
   type AuditInput,
@@ -589,6 +590,13 @@ export function createAuditService(deps: {
       while (draining) await draining;
       await Promise.allSettled([...background]);
     },
+
+    /**
+     * Whether an organization's chain records an event of one of `actions` about `targetId`: the log
+     * as a witness a database writer cannot quietly rewrite (an edit breaks the chain).
+     */
+    hasEventAbout: (orgId: string, targetId: string, actions: readonly AuditAction[]) =>
+      store.hasEventAbout(orgId, targetId, actions),
 
     checkpoint,
     checkpointAll,

@@ -276,6 +276,19 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit =
         .execute();
     },
 
+    /** Whether the chain holds an event of one of `actions` about `targetId` (chain and target indexed). */
+    async hasEventAbout(chainId: string, targetId: string, actions: readonly string[]): Promise<boolean> {
+      const row = await db
+        .selectFrom('audit_events')
+        .select('seq')
+        .where('chain_id', '=', chainId)
+        .where('target_id', '=', targetId)
+        .where('action', 'in', [...actions])
+        .limit(1)
+        .executeTakeFirst();
+      return row !== undefined;
+    },
+
     async hasStatements(): Promise<boolean> {
       return (
         (await db.selectFrom('audit_checkpoints').select('id').limit(1).executeTakeFirst()) !== undefined

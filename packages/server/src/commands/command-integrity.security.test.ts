@@ -188,6 +188,20 @@ describe.each(BACKENDS)('commands sealed by the server on %s', (backend: Backend
       await tamper(id, { status: 'queued' });
     });
 
+    // Ended commands put back in the queue: one cancelled before it ran, one its approver rejected.
+    await add('resurrected-cancel', 'ended', 'mark', async (id) => {
+      const cancelled = await world.owner.client.json('POST', `/api/orgs/acme/commands/${id}/cancel`);
+      expect(cancelled.status).toBe(200);
+      await tamper(id, { status: 'queued', finished_at: null, message: '' });
+    });
+    await add('resurrected-reject', 'rejected', 'guarded', async (id) => {
+      const rejected = await approver.client.json('POST', `/api/orgs/acme/commands/${id}/reject`, {
+        comment: 'no',
+      });
+      expect(rejected.status).toBe(200);
+      await tamper(id, { status: 'queued', finished_at: null, message: '' });
+    });
+
     // The real agent connects: everything queued for it is dispatched now.
     agent = agents.run(agentConfig(work.path));
     await agent.next('online');
@@ -260,5 +274,31 @@ describe.each(BACKENDS)('commands sealed by the server on %s', (backend: Backend
     });
     expect(await ended(clean.id)).toMatchObject({ status: 'succeeded' });
     expect(existsSync(path.join(marks(), 'approved-clean'))).toBe(true);
+  }, 60_000);
+
+  it("refuses, on the agent, a critical action whose risk was lowered in the server's database", async () => {
+    // The risk comes from what the agent reported, stored in the services table: lowered there before
+    // anyone asks, the server accepts, seals and signs the action as low risk with no approval. The
+    // agent knows its own declaration (critical: two approvals) and refuses the signed command.
+    const services = await attacker.db
+      .selectFrom('services')
+      .select(['id', 'actions'])
+      .where('agent_id', '=', agentId)
+      .execute();
+    for (const service of services) {
+      const actions = (JSON.parse(service.actions) as Array<{ name: string; risk: string }>).map((a) =>
+        a.name === 'vital' ? { ...a, risk: 'low' } : a,
+      );
+      await attacker.db
+        .updateTable('services')
+        .set({ actions: JSON.stringify(actions) })
+        .where('id', '=', service.id)
+        .execute();
+    }
+    const command = await create('vital', 'downgraded');
+    const view = await ended(command.id);
+    expect(view.status).toBe('failed');
+    expect(view.message).toContain('insufficient_approvals');
+    expect(existsSync(path.join(marks(), 'downgraded'))).toBe(false);
   }, 60_000);
 });

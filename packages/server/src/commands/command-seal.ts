@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { canonicalJson } from '@bulwark/protocol';
 import type { DataKeyring } from '../secrets/data-keyring.js';
+import { SealedValueError } from '../secrets/keyring.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
 
 /**
@@ -93,8 +94,10 @@ export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 
     if (typeof keyId !== 'string' || keyId.length === 0 || keyId.length > 64) return undefined;
     try {
       return await keyOf(keyId);
-    } catch {
-      return undefined;
+    } catch (error) {
+      // A key this server does not have is a broken seal; a database that did not answer is not.
+      if (error instanceof SealedValueError) return undefined;
+      throw error;
     }
   }
 

@@ -52,6 +52,19 @@ import {
  * never change. An agent can only ever report on commands that name it.
  */
 
+/** Events after which a command never runs: its end, a rejection, a cancel asked for. */
+const ENDED_ACTIONS = [
+  'command.succeeded',
+  'command.failed',
+  'command.timed_out',
+  'command.cancelled',
+  'command.cancel_requested',
+  'command.rejected',
+  'command.expired',
+  'command.refused_by_agent',
+  'command.integrity_failed',
+] as const satisfies readonly AuditInput['action'][];
+
 /** Stored output per command; beyond it, one truncation marker (CMD-5). */
 export const MAX_STORED_OUTPUT_BYTES = 1024 * 1024;
 const TRUNCATION_MARKER = '\n[output truncated: the server keeps the first 1 MiB]\n';
@@ -201,9 +214,15 @@ export function createCommandsService(deps: {
     const required = Math.max(row.required_approvals, RISK_POLICY[row.risk]?.approvals ?? 2);
     // With no approval needed (a requirement the seal just vouched for), approvals change nothing:
     // the hot path of low-risk commands reads none.
+    // A command the log shows as ended or cancelled is never sent, whatever its row now says: its
+    // status is the one thing a seal cannot hold, as it moves.
+    if (await audit.hasEventAbout(row.org_id, row.id, ENDED_ACTIONS)) mismatched.push('ended');
     if (mismatched.length === 0 && required === 0) return { approvers: [] };
     const approvers = new Set<string>();
     for (const decision of await commands.decisions(row.id)) {
+      // A rejection the server sealed is final.
+      if (decision.decision === 'rejected' && (await sealer.decisionHolds(decision)))
+        mismatched.push('rejected');
       if (decision.decision !== 'approved') continue;
       if (!(await sealer.decisionHolds(decision))) mismatched.push(`approval:${decision.user_id}`);
       else if (decision.user_id === row.requested_by) mismatched.push('approval:requester');

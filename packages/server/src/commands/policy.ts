@@ -1,4 +1,4 @@
-import type { RISKS } from '@bulwark/protocol';
+import { MIN_APPROVALS, type RISKS } from '@bulwark/protocol';
 
 /**
  * The risk policy (CMD-3). What each risk asks before a command runs:
@@ -27,10 +27,10 @@ export const EXECUTION_GRACE_MS = 2 * 60_000;
 export type RiskPolicy = { confirmation: boolean; approvals: number; stepUp: boolean };
 
 export const RISK_POLICY: Record<Risk, RiskPolicy> = {
-  low: { confirmation: false, approvals: 0, stepUp: false },
-  medium: { confirmation: true, approvals: 0, stepUp: false },
-  high: { confirmation: true, approvals: 1, stepUp: false },
-  critical: { confirmation: true, approvals: 2, stepUp: true },
+  low: { confirmation: false, approvals: MIN_APPROVALS.low, stepUp: false },
+  medium: { confirmation: true, approvals: MIN_APPROVALS.medium, stepUp: false },
+  high: { confirmation: true, approvals: MIN_APPROVALS.high, stepUp: false },
+  critical: { confirmation: true, approvals: MIN_APPROVALS.critical, stepUp: true },
 };
 
 export type OrgPolicy = Record<Risk, RiskPolicy>;
