@@ -77,7 +77,13 @@ describe('params that the action does not accept', () => {
     ];
     const ids: string[] = [];
     for (const params of attempts) {
-      const command = server.command({ service: 'db', action: 'drop', params });
+      const command = server.command({
+        service: 'db',
+        action: 'drop',
+        params,
+        // Critical: two approvals by others, as the server sends it.
+        approvedBy: ['usr_bob', 'usr_carol'],
+      });
       ids.push(command.envelope.commandId);
       server.send(command);
       expect(await outcomeOf(server, command.envelope.commandId)).toMatchObject({
@@ -100,7 +106,12 @@ describe('params that the action does not accept', () => {
     // The same action with acceptable params does run.
     server = await startFakeServer();
     sdk = await startSdkAgent(server, dir.path, [service]);
-    const fine = server.command({ service: 'db', action: 'drop', params: { table: 'scratch_a' } });
+    const fine = server.command({
+      service: 'db',
+      action: 'drop',
+      params: { table: 'scratch_a' },
+      approvedBy: ['usr_bob', 'usr_carol'],
+    });
     server.send(fine);
     expect(await outcomeOf(server, fine.envelope.commandId)).toMatchObject({ outcome: 'succeeded' });
     expect(reached).toEqual([{ table: 'scratch_a' }]);

@@ -218,7 +218,8 @@ describe('an SDK action run by the embedded agent', () => {
   it('that ignores its signal is reported anyway after the grace period, and the agent log says so', async () => {
     server = await startFakeServer();
     sdk = await startSdkAgent(server, dir.path, [service()], { graceMs: 200 });
-    const command = server.command({ action: 'stuck', params: {} });
+    // High: one approval by someone else, as the server sends it.
+    const command = server.command({ action: 'stuck', params: {}, approvedBy: ['usr_bob'] });
     server.send(command);
     await server.next('command_started', 0);
     server.send({ v: 1, type: 'cancel', commandId: command.envelope.commandId });
