@@ -9,7 +9,13 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import type { DB } from '../db/schema.js';
-import { AppError, NotFoundError, UnauthenticatedError, unlessStorageFull, ValidationError } from '../errors.js';
+import {
+  AppError,
+  NotFoundError,
+  UnauthenticatedError,
+  unlessStorageFull,
+  ValidationError,
+} from '../errors.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import { type ApiKeyRow, type ApiKeyWithOwner, createApiKeysStore } from './api-keys.store.js';
 
