@@ -6,6 +6,7 @@ import { accessRoutes } from './access/access.routes.js';
 import { createAccessService } from './access/access.service.js';
 import { createAccessStore } from './access/access.store.js';
 import { createRolesService } from './access/roles.service.js';
+import { createAgentKeySeals } from './agents/agent-keys.js';
 import { agentsRoutes } from './agents/agents.routes.js';
 import { createAgentsService } from './agents/agents.service.js';
 import { createAgentsStore } from './agents/agents.store.js';
@@ -346,8 +347,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const servicesStore = createServicesStore(database.db);
   const services = createServicesService({ services: servicesStore, audit, clock });
   const commandsStore = createCommandsStore(database.db, core.groupCommit);
+  const agentKeys = createAgentKeySeals(core.dataKeys);
   const gateway = createAgentGateway({
     agents: agentsStore,
+    agentKeys,
     services,
     commandOwner: (orgId, commandId) => commandsStore.find(orgId, commandId),
     serverKeys: core.serverKeys,
@@ -361,6 +364,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     agents: agentsStore,
     tokens: registrationTokens,
     serverKeys: core.serverKeys,
+    agentKeys,
     audit,
     transact: identity.transact,
     clock,
@@ -381,6 +385,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     secrets: identity.secrets,
     audit,
     sealer: createCommandSealer(core.dataKeys),
+    agentKeys,
     deliveryTtlMs: config.commands.deliveryTimeoutSeconds * 1000,
     metrics: metrics.commands,
     clock,

@@ -13,6 +13,7 @@ import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import type { AgentStatus } from '../db/schema.js';
 import { AppError, NotFoundError } from '../errors.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
+import type { AgentKeySeals } from './agent-keys.js';
 import { type AgentRow, type AgentsStore, createAgentsStore } from './agents.store.js';
 import { registrationTokenStatus } from './registration-tokens.service.js';
 import { createRegistrationTokensStore, type RegistrationTokensStore } from './registration-tokens.store.js';
@@ -42,11 +43,12 @@ export function createAgentsService(deps: {
   agents: AgentsStore;
   tokens: RegistrationTokensStore;
   serverKeys: ServerKeysService;
+  agentKeys: Pick<AgentKeySeals, 'seal'>;
   audit: AuditService;
   transact: Transact;
   clock: () => number;
 }) {
-  const { agents, tokens, serverKeys, audit, transact, clock } = deps;
+  const { agents, tokens, serverKeys, agentKeys, audit, transact, clock } = deps;
   const agentTarget = (row: Pick<AgentRow, 'id' | 'name'>) => ({
     type: 'agent',
     id: row.id,
@@ -98,6 +100,15 @@ export function createAgentsService(deps: {
         return refuse(token.org_id, context, `token_${status}`, { registrationTokenId: token.id });
 
       const signer = await serverKeys.signer('agent-channel');
+      // Made and sealed before the transaction: the seal's key may need reading, on a connection of
+      // its own.
+      const id = newId('agt', clock());
+      const keySeal = await agentKeys.seal({
+        id,
+        org_id: token.org_id,
+        signing_key: input.signingKey,
+        encryption_key: input.encryptionKey,
+      });
       const row = await transact(async (trx, events) => {
         const now = clock();
         // A refusal inside the transaction: rolled back, then audited in the token's organization.
@@ -127,7 +138,7 @@ export function createAgentsService(deps: {
             'signing_key_in_use',
           );
         const agent: AgentRow = {
-          id: newId('agt', now),
+          id,
           org_id: token.org_id,
           name: input.name,
           hostname: input.hostname ?? '',
@@ -139,6 +150,7 @@ export function createAgentsService(deps: {
           created_at: now,
           updated_at: now,
           last_seen_at: null,
+          key_seal: keySeal,
         };
         await store.insert(agent);
         events.push({

@@ -22,6 +22,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { AgentMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
+import type { AgentKeySeals } from './agent-keys.js';
 import { parseLabels } from './agents.service.js';
 import type { AgentRow, AgentsStore } from './agents.store.js';
 import { createMisbehaviourRecorder, type MisbehaviourKind } from './misbehaviour.js';
@@ -126,6 +127,8 @@ export function createAgentGateway(deps: {
     orgId: string,
     commandId: string,
   ) => Promise<{ org_id: string; agent_id: string } | undefined>;
+  /** The server's seals of agents' keys, checked at every handshake. */
+  agentKeys: Pick<AgentKeySeals, 'holds'>;
   serverKeys: ServerKeysService;
   audit: AuditService;
   logger: Logger;
@@ -133,7 +136,8 @@ export function createAgentGateway(deps: {
   metrics: AgentMetrics;
   options: GatewayOptions;
 }) {
-  const { agents, services, commandOwner, serverKeys, audit, logger, clock, metrics, options } = deps;
+  const { agents, services, commandOwner, agentKeys, serverKeys, audit, logger, clock, metrics, options } =
+    deps;
   const misbehaviour = createMisbehaviourRecorder({ audit, logger, clock });
   const wss = new WebSocketServer({
     noServer: true,
@@ -355,6 +359,16 @@ export function createAgentGateway(deps: {
             );
           if (!agent || !valid) {
             await refusedEvent(context, agent ? 'bad_signature' : 'unknown_agent', agent);
+            refuse(socket, 'authentication_failed', 'The agent could not prove its identity.');
+            return;
+          }
+          // A key put in the agent's row by someone who can write the database is not the agent's.
+          if (!(await agentKeys.holds(agent))) {
+            logger.error(
+              { agentId: agent.id },
+              "an agent's keys in the database are not the ones it registered",
+            );
+            await refusedEvent(context, 'key_seal_mismatch', agent);
             refuse(socket, 'authentication_failed', 'The agent could not prove its identity.');
             return;
           }

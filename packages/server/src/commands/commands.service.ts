@@ -14,6 +14,7 @@ import type { Transaction } from 'kysely';
 import type { AccessService } from '../access/access.service.js';
 import { decide } from '../access/authorize.js';
 import { type Caller, callerEvent } from '../access/caller.js';
+import type { AgentKeySeals } from '../agents/agent-keys.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentRow, AgentsStore } from '../agents/agents.store.js';
 import type { AgentCommandMessage, AgentGateway } from '../agents/gateway.js';
@@ -103,6 +104,8 @@ export function createCommandsService(deps: {
   secrets: SecretsService;
   audit: AuditService;
   sealer: CommandSealer;
+  /** The server's seals of agents' keys: secrets are sealed only to a key the agent registered. */
+  agentKeys: Pick<AgentKeySeals, 'holds'>;
   metrics: CommandMetrics;
   /** How long a command ready to run waits for its agent (CMD-5; BULWARK_COMMAND_DELIVERY_TIMEOUT_SECONDS). */
   deliveryTtlMs?: number;
@@ -181,6 +184,11 @@ export function createCommandsService(deps: {
       agents.find(row.org_id, row.agent_id),
       secrets.valuesOf(row.org_id, grants),
     ]);
+    // Sealed only to the key the agent registered, never to one written into its row since.
+    if (agent && !(await deps.agentKeys.holds(agent))) {
+      await failTampered(row, ['agent:encryptionKey'], now);
+      return null;
+    }
     if (agent && values)
       return sealSecrets(agent.encryption_key, values, { commandId: row.id, agentId: row.agent_id });
     const message = 'A secret this command was granted has been deleted; run the action again.';

@@ -298,6 +298,8 @@ export interface AgentsTable {
   created_at: number;
   updated_at: number;
   last_seen_at: number | null;
+  /** The server's seal of the agent's public keys (agents/agent-keys.ts). */
+  key_seal: string;
 }
 
 export type HealthStatus = 'up' | 'degraded' | 'down' | 'unknown';

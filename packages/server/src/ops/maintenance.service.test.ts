@@ -68,6 +68,7 @@ async function seedWorld(database: Database): Promise<void> {
       created_at: 1,
       updated_at: 1,
       last_seen_at: null,
+      key_seal: '',
     })
     .execute();
 }

@@ -14,6 +14,7 @@ import * as passkeys from './0012-passkeys.js';
 import * as commandSeals from './0013-command-seals.js';
 import * as maintenance from './0014-maintenance.js';
 import * as liveTickets from './0015-live-tickets.js';
+import * as agentKeySeals from './0016-agent-key-seals.js';
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
@@ -35,4 +36,5 @@ export const migrations: Record<string, Migration> = {
   '0013-command-seals': commandSeals,
   '0014-maintenance': maintenance,
   '0015-live-tickets': liveTickets,
+  '0016-agent-key-seals': agentKeySeals,
 };
