@@ -120,6 +120,9 @@ export interface CommandView {
   message: string;
   outputBytes: number;
   outputTruncated: boolean;
+  timeoutSeconds: number;
+  /** What a decision sends back: the server refuses it if the command changed since it was shown. */
+  paramsHash: string;
   createdAt: string;
   approvalExpiresAt: string | null;
   expiresAt: string;

@@ -10,7 +10,11 @@ export function Decide({ org, command, onDone }: { org: string; command: Command
   const decide = async (verb: 'approve' | 'reject') => {
     setError(undefined);
     try {
-      await api('POST', orgPath(org, `/commands/${command.id}/${verb}`), { comment });
+      // The params as shown here: the server refuses the decision if the command changed since.
+      await api('POST', orgPath(org, `/commands/${command.id}/${verb}`), {
+        comment,
+        paramsHash: command.paramsHash,
+      });
       onDone();
     } catch (failure) {
       setError(failure);

@@ -249,31 +249,56 @@ describe.each(BACKENDS)('commands sealed by the server on %s', (backend: Backend
     );
   }, 120_000);
 
-  it('fails a command whose request was changed while it awaited approval, when it is approved', async () => {
-    // The agent is online: an approval would send it at once, so the check happens at approval.
+  it('refuses the approval of a command changed while it awaited approval, and ends it', async () => {
     const command = await create('guarded', 'approved-after-edit');
     await tamper(command.id, { params: JSON.stringify({ name: 'evil-too' }) });
-    const approved = await approver.client.json<View>(
+    const approved = await approver.client.json<{ error: { code: string } }>(
       'POST',
       `/api/orgs/acme/commands/${command.id}/approve`,
-      {
-        comment: 'looks fine',
-      },
+      { comment: 'looks fine' },
     );
-    expect(approved.status).toBe(200);
+    expect(approved.status).toBe(409);
+    expect(approved.body.error.code).toBe('command_integrity');
     expect(await ended(command.id)).toMatchObject({ status: 'failed' });
     expect(existsSync(path.join(marks(), 'evil-too'))).toBe(false);
     expect(existsSync(path.join(marks(), 'approved-after-edit'))).toBe(false);
     const event = (await integrityEvents()).find((e) => e.target.id === command.id);
     expect(event?.details.mismatched).toEqual(['params']);
+  }, 60_000);
 
-    // And an untouched one, approved the same way, runs: the seal made at approval holds.
-    const clean = await create('guarded', 'approved-clean');
-    await approver.client.json<View>('POST', `/api/orgs/acme/commands/${clean.id}/approve`, {
+  it('refuses an approval given on a view the database showed differently, then put back', async () => {
+    // The attacker makes the waiting command look harmless while the approver reads it, and puts the
+    // real params back before the approval arrives: the seal holds again, but the approver approved
+    // something else. The approval carries the paramsHash it was shown, and is refused.
+    const command = await create('guarded', 'real-params');
+    await tamper(command.id, { params: JSON.stringify({ name: 'harmless' }) });
+    const shown = await approver.client.json<{ paramsHash: string }>(
+      'GET',
+      `/api/orgs/acme/commands/${command.id}`,
+    );
+    await tamper(command.id, { params: JSON.stringify({ name: 'real-params' }) });
+    const approved = await approver.client.json<{ error: { code: string } }>(
+      'POST',
+      `/api/orgs/acme/commands/${command.id}/approve`,
+      { comment: 'harmless, go', paramsHash: shown.body.paramsHash },
+    );
+    expect(approved.status).toBe(409);
+    expect(approved.body.error.code).toBe('command_changed');
+    expect(existsSync(path.join(marks(), 'real-params'))).toBe(false);
+
+    // Shown as it is, the same approval goes through, and the command runs: the seal made at
+    // approval holds.
+    const current = await approver.client.json<{ paramsHash: string }>(
+      'GET',
+      `/api/orgs/acme/commands/${command.id}`,
+    );
+    const again = await approver.client.json('POST', `/api/orgs/acme/commands/${command.id}/approve`, {
       comment: 'ok',
+      paramsHash: current.body.paramsHash,
     });
-    expect(await ended(clean.id)).toMatchObject({ status: 'succeeded' });
-    expect(existsSync(path.join(marks(), 'approved-clean'))).toBe(true);
+    expect(again.status).toBe(200);
+    expect(await ended(command.id)).toMatchObject({ status: 'succeeded' });
+    expect(existsSync(path.join(marks(), 'real-params'))).toBe(true);
   }, 60_000);
 
   it("refuses, on the agent, a critical action whose risk was lowered in the server's database", async () => {

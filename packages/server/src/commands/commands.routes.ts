@@ -11,7 +11,7 @@ import { NotFoundError, ValidationError } from '../errors.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { LiveTicketsService } from '../identity/live-tickets.service.js';
-import type { CommandsService, Requester } from './commands.service.js';
+import { type CommandsService, paramsHashOf, type Requester } from './commands.service.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
 import { TERMINAL_STATUSES } from './commands.store.js';
 import { subscribeLive } from './live-updates.js';
@@ -56,6 +56,8 @@ const CommandView = z.object({
   outputTruncated: z.boolean(),
   /** The execution timeout the agent enforces (CMD-5). */
   timeoutSeconds: z.number(),
+  /** SHA-256 of the params in canonical JSON, as `command.created` records it; sent back with a decision. */
+  paramsHash: z.string(),
   createdAt: Timestamp,
   approvalExpiresAt: Timestamp.nullable(),
   expiresAt: Timestamp,
@@ -80,7 +82,14 @@ const CommandPolicyInput = z.strictObject({
 /** Live updates one event-stream reader may fall behind by before it is dropped. */
 const MAX_QUEUED_UPDATES = 1000;
 
-const Comment = z.strictObject({ comment: z.string().max(500).default('') });
+const Decision = z.strictObject({
+  comment: z.string().max(500).default(''),
+  /** The paramsHash of the command as shown to the person deciding: refused (409) if it changed since. */
+  paramsHash: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
+});
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 function requesterOf(principal: Principal | undefined, request: FastifyRequest): Requester {
@@ -134,6 +143,7 @@ export function commandsRoutes(deps: {
       outputBytes: row.output_bytes,
       outputTruncated: row.output_truncated === 1,
       timeoutSeconds: row.timeout_seconds,
+      paramsHash: paramsHashOf(row.params),
       createdAt: iso(row.created_at),
       approvalExpiresAt: row.approval_expires_at === null ? null : iso(row.approval_expires_at),
       expiresAt: iso(row.expires_at),
@@ -168,10 +178,17 @@ export function commandsRoutes(deps: {
       access: { permission: 'approvals:decide' },
       rateLimit: 'write',
       params: OrgCommand,
-      body: Comment,
+      body: Decision,
       response: { 200: CommandView },
       handler: async ({ principal, request, params, body }) =>
-        view(await commands[verb](requesterOf(principal, request), params.command, body.comment)),
+        view(
+          await commands[verb](
+            requesterOf(principal, request),
+            params.command,
+            body.comment,
+            body.paramsHash,
+          ),
+        ),
     });
 
   return [

@@ -66,6 +66,13 @@ const ENDED_ACTIONS = [
   'command.integrity_failed',
 ] as const satisfies readonly AuditInput['action'][];
 
+/** The SHA-256 of a command's params in canonical JSON: what `command.created` records and approvers see. */
+export function paramsHashOf(paramsJson: string): string {
+  return createHash('sha256')
+    .update(canonicalJson(JSON.parse(paramsJson)))
+    .digest('hex');
+}
+
 /** Stored output per command; beyond it, one truncation marker (CMD-5). */
 export const MAX_STORED_OUTPUT_BYTES = 1024 * 1024;
 const TRUNCATION_MARKER = '\n[output truncated: the server keeps the first 1 MiB]\n';
@@ -245,7 +252,7 @@ export function createCommandsService(deps: {
     deps.metrics.integrityFailures.inc();
     await move(
       row,
-      ['queued', 'dispatched'],
+      ['awaiting_approval', 'queued', 'dispatched'],
       'failed',
       {
         finished_at: now,
@@ -353,7 +360,13 @@ export function createCommandsService(deps: {
     if (rule.stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
   }
 
-  async function decided(caller: Requester, id: string, verb: 'approve' | 'reject', comment: string) {
+  async function decided(
+    caller: Requester,
+    id: string,
+    verb: 'approve' | 'reject',
+    comment: string,
+    seenParamsHash?: string,
+  ) {
     const row = await commands.find(caller.org.id, id);
     if (!row) throw new NotFoundError('No such command.');
     const agent = await agents.find(caller.org.id, row.agent_id);
@@ -377,6 +390,22 @@ export function createCommandsService(deps: {
     if (row.approval_expires_at !== null && row.approval_expires_at <= clock())
       throw new CommandStateError('expired', `${verb}d`);
     assertStepUp(caller, (await policyOf(caller.org.id))[row.risk]);
+    // CMD-7: a decision is on the request as the server sealed it, and as the approver saw it.
+    const tampered = await sealer.requestMismatches(row);
+    if (tampered.length > 0) {
+      await failTampered(row, tampered, clock());
+      throw new AppError(
+        409,
+        'command_integrity',
+        'This command was changed after it was requested; it will not run.',
+      );
+    }
+    if (seenParamsHash !== undefined && seenParamsHash !== paramsHashOf(row.params))
+      throw new AppError(
+        409,
+        'command_changed',
+        'This command is not the one you were shown; look at it again.',
+      );
     const decision: CommandApprovalRow = {
       command_id: row.id,
       user_id: caller.userId,
@@ -447,7 +476,7 @@ export function createCommandsService(deps: {
       assertStepUp(caller, policy);
 
       const now = clock();
-      const paramsHash = createHash('sha256').update(canonicalJson(input.params)).digest('hex');
+      const paramsHash = paramsHashOf(JSON.stringify(input.params));
       const row: CommandRow = {
         id: newId('cmd', now),
         org_id: caller.org.id,
@@ -536,36 +565,44 @@ export function createCommandsService(deps: {
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
-    async approve(caller: Requester, id: string, comment: string): Promise<CommandRow> {
-      const { row, decision } = await decided(caller, id, 'approve', comment);
-      // A request changed behind the server's back is never sealed again with a new deadline.
-      const tampered = await sealer.requestMismatches(row);
+    async approve(
+      caller: Requester,
+      id: string,
+      comment: string,
+      seenParamsHash?: string,
+    ): Promise<CommandRow> {
+      // The request was checked against its seal there: only a checked request is sealed again below.
+      const { row, decision } = await decided(caller, id, 'approve', comment, seenParamsHash);
       // Delivery time starts when the last approval needed is given: an approval an hour in does
       // not leave the agent only minutes.
       const queued: CommandRow = { ...row, status: 'queued', expires_at: clock() + deliveryTtlMs };
-      if (tampered.length === 0) queued.seal = await sealer.sealRequest(queued);
+      queued.seal = await sealer.sealRequest(queued);
       const released = await audit.withEvents(async (tx, events) => {
         await storeDecision(tx, row, decision);
         const approvals = (await commands.decisions(row.id, tx)).filter((d) => d.decision === 'approved');
         const enough = approvals.length >= row.required_approvals;
         events.push(callerEvent(caller, 'command.approved', target(row), { comment, released: enough }));
         if (!enough) return false;
-        const changes = tampered.length === 0 ? { expires_at: queued.expires_at, seal: queued.seal } : {};
         return commands.transition(tx, row.id, ['awaiting_approval'], 'queued', {
-          ...changes,
+          expires_at: queued.expires_at,
+          seal: queued.seal,
           updated_at: clock(),
         });
       });
       if (released) {
         live.emit(row.id, { kind: 'status', status: 'queued' } satisfies LiveOutput);
-        if (tampered.length > 0) await failTampered(queued, tampered, clock());
-        else await dispatch(queued);
+        await dispatch(queued);
       }
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
-    async reject(caller: Requester, id: string, comment: string): Promise<CommandRow> {
-      const { row, decision } = await decided(caller, id, 'reject', comment);
+    async reject(
+      caller: Requester,
+      id: string,
+      comment: string,
+      seenParamsHash?: string,
+    ): Promise<CommandRow> {
+      const { row, decision } = await decided(caller, id, 'reject', comment, seenParamsHash);
       await audit.withEvents(async (tx, events) => {
         await storeDecision(tx, row, decision);
         await commands.transition(tx, row.id, ['awaiting_approval'], 'rejected', {
