@@ -20,6 +20,8 @@ import {
  * again, the same request succeeds, with no restart.
  */
 
+const METRICS_TOKEN = 'fails-closed-metrics-token-0123456789abcdef';
+
 type Failure = { dialect: 'sqlite' | 'postgres'; on: string[]; off: string[] };
 const FAILURES: Record<string, (dialect: 'sqlite' | 'postgres') => Failure> = {
   'the events table refuses inserts': (dialect) =>
@@ -72,7 +74,7 @@ describe.each(BACKENDS)('the audit log fails closed on %s', (backend: Backend) =
   let nextPassword = 'Brisk-Orchard-Window-58';
 
   beforeAll(async () => {
-    world = await startOrgWorld({}, backend);
+    world = await startOrgWorld({ BULWARK_METRICS_TOKEN: METRICS_TOKEN }, backend);
     approver = await world.join('approver@acme.test', 'operator');
     changer = await world.join('changer@acme.test', 'viewer');
     const database = world.server.config.database;
@@ -110,6 +112,13 @@ describe.each(BACKENDS)('the audit log fails closed on %s', (backend: Backend) =
     const tables: Record<string, unknown[]> = {};
     for (const table of WATCHED) tables[table] = await attacker.db.selectFrom(table).selectAll().execute();
     return JSON.stringify(tables, (_key, value) => (typeof value === 'bigint' ? value.toString() : value));
+  }
+  /** bulwark_audit_unavailable_total: one per refused change, however often it was retried inside. */
+  async function refusalsCounted(): Promise<number> {
+    const scrape = await fetch(`${world.server.url}/metrics`, {
+      headers: { authorization: `Bearer ${METRICS_TOKEN}` },
+    });
+    return Number(/^bulwark_audit_unavailable_total (\d+)$/m.exec(await scrape.text())?.[1] ?? Number.NaN);
   }
   const run = async (statements: string[]) => {
     for (const statement of statements) await sql.raw(statement).execute(attacker.db);
@@ -172,6 +181,7 @@ describe.each(BACKENDS)('the audit log fails closed on %s', (backend: Backend) =
         const attempt = await prepare();
         const { on, off } = make(world.server.config.database.kind === 'sqlite' ? 'sqlite' : 'postgres');
         const before = await snapshot();
+        const refusalsBefore = await refusalsCounted();
         await run(on);
         let refused: { status: number; body: unknown };
         try {
@@ -182,6 +192,7 @@ describe.each(BACKENDS)('the audit log fails closed on %s', (backend: Backend) =
         expect(refused.status, JSON.stringify(refused.body)).toBe(503);
         expect(refused.body).toMatchObject({ error: { code: 'audit_unavailable' } });
         expect(await snapshot()).toBe(before);
+        expect(await refusalsCounted()).toBe(refusalsBefore + 1);
         // The store works again: the same change goes through, no restart needed.
         const again = await attempt();
         expect(again.status, JSON.stringify(again.body)).toBeLessThan(300);

@@ -186,7 +186,6 @@ export function createAuditService(deps: {
         { err: error, events: shared.rows.length },
         'audit events could not be stored; the change is rolled back',
       );
-      metrics.unavailable.inc();
       throw new AuditUnavailableError('The audit log could not record this action, so it was not performed.');
     }
   }
@@ -396,6 +395,10 @@ export function createAuditService(deps: {
       const result = await transaction;
       if (shared?.appended) countOnce(shared.appended);
       return result;
+    } catch (error) {
+      // Counted once per refused change, however often a group-commit batch retried it.
+      if (error instanceof AuditUnavailableError) metrics.unavailable.inc();
+      throw error;
     } finally {
       inFlight.delete(transaction);
     }

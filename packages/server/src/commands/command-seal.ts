@@ -1,7 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
-import { canonicalJson } from '@bulwark/protocol';
 import type { DataKeyring } from '../secrets/data-keyring.js';
-import { SealedValueError } from '../secrets/keyring.js';
+import { createRowSealer } from '../secrets/row-seal.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
 
 /**
@@ -14,12 +12,6 @@ import type { CommandApprovalRow, CommandRow } from './commands.store.js';
  * decision is sealed when it is given. Dispatch checks both before the server signs the envelope; the
  * seal names the data key it was made with, so a command outlives a data-key rotation.
  */
-
-const PURPOSE = 'command-seal';
-const REQUEST_TAG = 'bulwark/command-request/v1';
-const DECISION_TAG = 'bulwark/command-decision/v1';
-/** 128-bit MACs: forging one is as hard as guessing a 128-bit key. */
-const MAC_BYTES = 16;
 
 /** The fields of a command that say what runs, where, for whom and under which approvals. */
 const SEALED_FIELDS = {
@@ -52,93 +44,30 @@ function parsedOrRaw(text: string): unknown {
   }
 }
 
-interface RequestSeal {
-  v: 1;
-  key: string;
-  macs: Record<SealedField, string>;
-}
-
-function sameMac(expected: string, given: unknown): boolean {
-  if (typeof given !== 'string') return false;
-  const a = Buffer.from(expected);
-  const b = Buffer.from(given);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 'deriveKeyFrom'>) {
-  const keys = new Map<string, Promise<Buffer>>();
-  function keyOf(keyId: string): Promise<Buffer> {
-    let key = keys.get(keyId);
-    if (!key) {
-      key = dataKeys.deriveKeyFrom('instance', keyId, PURPOSE);
-      key.catch(() => keys.delete(keyId));
-      keys.set(keyId, key);
-    }
-    return key;
-  }
-  const mac = (key: Buffer, parts: unknown[]) =>
-    createHmac('sha256', key)
-      .update(canonicalJson(parts))
-      .digest()
-      .subarray(0, MAC_BYTES)
-      .toString('base64url');
-
-  const fieldMac = (key: Buffer, row: CommandRow, field: SealedField) =>
-    mac(key, [REQUEST_TAG, row.id, field, SEALED_FIELDS[field](row)]);
-
-  const decisionMac = (key: Buffer, decision: CommandApprovalRow) =>
-    mac(key, [DECISION_TAG, decision.command_id, decision.user_id, decision.decision, decision.created_at]);
-
-  /** The seal's key, or undefined when the seal is missing, malformed or names no key of this server. */
-  async function keyNamed(keyId: unknown): Promise<Buffer | undefined> {
-    if (typeof keyId !== 'string' || keyId.length === 0 || keyId.length > 64) return undefined;
-    try {
-      return await keyOf(keyId);
-    } catch (error) {
-      // A key this server does not have is a broken seal; a database that did not answer is not.
-      if (error instanceof SealedValueError) return undefined;
-      throw error;
-    }
-  }
+  // Two purposes, so two keys: a request's field MAC can never stand for a decision, or back.
+  const requests = createRowSealer(dataKeys, 'command-request');
+  const decisions = createRowSealer(dataKeys, 'command-decision');
+  // Each field's MAC is bound to the command's id and the field's name: none can be moved.
+  const fieldsOf = (row: CommandRow) =>
+    Object.fromEntries(FIELD_NAMES.map((field) => [field, [row.id, field, SEALED_FIELDS[field](row)]]));
+  const decisionParts = (decision: CommandApprovalRow) => [
+    decision.command_id,
+    decision.user_id,
+    decision.decision,
+    decision.created_at,
+  ];
 
   return {
     /** The seal of a command's request, made as the server accepts it (and again when it moves its deadline). */
-    async sealRequest(row: CommandRow): Promise<string> {
-      const keyId = await dataKeys.activeKeyId('instance');
-      const key = await keyOf(keyId);
-      const macs = Object.fromEntries(
-        FIELD_NAMES.map((field) => [field, fieldMac(key, row, field)]),
-      ) as Record<SealedField, string>;
-      return JSON.stringify({ v: 1, key: keyId, macs } satisfies RequestSeal);
-    },
-
+    sealRequest: (row: CommandRow) => requests.sealFields(fieldsOf(row)),
     /** The fields of `row` that differ from what the server sealed; `['seal']` when there is no valid seal. */
-    async requestMismatches(row: CommandRow): Promise<Array<SealedField | 'seal'>> {
-      let seal: Partial<RequestSeal>;
-      try {
-        seal = JSON.parse(row.seal) as Partial<RequestSeal>;
-      } catch {
-        return ['seal'];
-      }
-      const key =
-        seal?.v === 1 && typeof seal.macs === 'object' && seal.macs ? await keyNamed(seal.key) : undefined;
-      if (!key || !seal.macs) return ['seal'];
-      const macs = seal.macs;
-      return FIELD_NAMES.filter((field) => !sameMac(fieldMac(key, row, field), macs[field]));
-    },
-
+    requestMismatches: (row: CommandRow) =>
+      requests.fieldMismatches(row.seal, fieldsOf(row)) as Promise<Array<SealedField | 'seal'>>,
     /** The seal of a decision, made as it is given. */
-    async sealDecision(decision: CommandApprovalRow): Promise<string> {
-      const keyId = await dataKeys.activeKeyId('instance');
-      return `${keyId}.${decisionMac(await keyOf(keyId), decision)}`;
-    },
-
+    sealDecision: (decision: CommandApprovalRow) => decisions.seal(decisionParts(decision)),
     /** Whether the server sealed this decision as it stands. */
-    async decisionHolds(decision: CommandApprovalRow): Promise<boolean> {
-      const dot = decision.seal.lastIndexOf('.');
-      const key = dot > 0 ? await keyNamed(decision.seal.slice(0, dot)) : undefined;
-      return key !== undefined && sameMac(decisionMac(key, decision), decision.seal.slice(dot + 1));
-    },
+    decisionHolds: (decision: CommandApprovalRow) => decisions.holds(decision.seal, decisionParts(decision)),
   };
 }
 

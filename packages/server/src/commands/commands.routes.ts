@@ -8,8 +8,10 @@ import { callerOf } from '../access/caller.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentsStore } from '../agents/agents.store.js';
 import { NotFoundError, ValidationError } from '../errors.js';
+import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
+import { crossSiteProblem } from '../identity/csrf.js';
 import type { LiveTicketsService } from '../identity/live-tickets.service.js';
 import { type CommandsService, paramsHashOf, type Requester } from './commands.service.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
@@ -121,12 +123,13 @@ export function commandsRoutes(deps: {
   }
 
   function viewOf(row: CommandRow, decisions: CommandApprovalRow[]) {
+    const params = JSON.parse(row.params) as Record<string, unknown>;
     return {
       id: row.id,
       agentId: row.agent_id,
       service: row.service,
       action: row.action,
-      params: JSON.parse(row.params) as Record<string, unknown>,
+      params,
       reason: row.reason,
       risk: row.risk,
       status: row.status,
@@ -143,7 +146,7 @@ export function commandsRoutes(deps: {
       outputBytes: row.output_bytes,
       outputTruncated: row.output_truncated === 1,
       timeoutSeconds: row.timeout_seconds,
-      paramsHash: paramsHashOf(row.params),
+      paramsHash: paramsHashOf(params),
       createdAt: iso(row.created_at),
       approvalExpiresAt: row.approval_expires_at === null ? null : iso(row.approval_expires_at),
       expiresAt: iso(row.expires_at),
@@ -354,10 +357,13 @@ export function commandsRoutes(deps: {
       },
       handler: async ({ principal, request, reply, params, query, reauthorize }) => {
         const row = await readable(principal, request, params.command);
-        await liveTickets.admit(request, principal, {
+        await liveTickets.admit(principal, {
           channel: eventsOf(row.id),
           permission: 'commands:read',
           ticket: query.ticket,
+          crossSite: crossSiteProblem(request),
+          route: `${request.method} ${request.routeOptions.url ?? ''}`,
+          context: auditContextOf(request),
         });
         // AUTH-5: a reader whose session, membership or permission ends gets no further event, even
         // though the stream was opened before. Checked again before every live event.

@@ -67,10 +67,8 @@ const ENDED_ACTIONS = [
 ] as const satisfies readonly AuditInput['action'][];
 
 /** The SHA-256 of a command's params in canonical JSON: what `command.created` records and approvers see. */
-export function paramsHashOf(paramsJson: string): string {
-  return createHash('sha256')
-    .update(canonicalJson(JSON.parse(paramsJson)))
-    .digest('hex');
+export function paramsHashOf(params: unknown): string {
+  return createHash('sha256').update(canonicalJson(params)).digest('hex');
 }
 
 /** Stored output per command; beyond it, one truncation marker (CMD-5). */
@@ -400,7 +398,7 @@ export function createCommandsService(deps: {
         'This command was changed after it was requested; it will not run.',
       );
     }
-    if (seenParamsHash !== undefined && seenParamsHash !== paramsHashOf(row.params))
+    if (seenParamsHash !== undefined && seenParamsHash !== paramsHashOf(JSON.parse(row.params)))
       throw new AppError(
         409,
         'command_changed',
@@ -476,7 +474,7 @@ export function createCommandsService(deps: {
       assertStepUp(caller, policy);
 
       const now = clock();
-      const paramsHash = paramsHashOf(JSON.stringify(input.params));
+      const paramsHash = paramsHashOf(input.params);
       const row: CommandRow = {
         id: newId('cmd', now),
         org_id: caller.org.id,

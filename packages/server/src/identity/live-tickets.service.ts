@@ -1,12 +1,10 @@
 import { generateToken, isWellFormedToken, tokenHash } from '@bulwark/protocol';
-import type { FastifyRequest } from 'fastify';
 import { recordDenial } from '../access/access.service.js';
 import { actorOf } from '../access/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
+import type { AuditRequestContext } from '../audit/audit.types.js';
 import { AppError } from '../errors.js';
-import { auditContextOf } from '../http/request-context.js';
 import type { Permission, Principal } from '../http/route.js';
-import { crossSiteProblem } from './csrf.js';
 import type { LiveTicketsStore } from './live-tickets.store.js';
 import { ApiKeyNotAllowedError, CsrfError } from './session-guard.js';
 
@@ -47,6 +45,19 @@ interface Holder {
   userId: string;
 }
 
+/** A request to open a live stream, as the route saw it. */
+export interface Stream {
+  channel: string;
+  /** The route's permission, named in the audit record of a refusal. */
+  permission: Permission;
+  ticket: string | undefined;
+  /** Why the browser's own headers say another site made the request (csrf.ts), if they do. */
+  crossSite: string | undefined;
+  /** The route, as `METHOD /url/:pattern`, for the audit record of a refusal. */
+  route: string;
+  context: AuditRequestContext;
+}
+
 function holderOf(principal: Principal | undefined): Holder | undefined {
   if (!principal?.session || !principal.org) return undefined;
   return { orgId: principal.org.id, sessionId: principal.session.id, userId: principal.userId };
@@ -60,18 +71,17 @@ export function createLiveTicketsService(deps: {
   const { store, audit, clock } = deps;
 
   async function refuse(
-    request: FastifyRequest,
     principal: Principal,
-    permission: Permission,
+    stream: Stream,
     reason: string,
     error: AppError,
   ): Promise<never> {
     await recordDenial(audit, {
       orgId: principal.org?.id ?? null,
       actor: actorOf(principal),
-      context: auditContextOf(request),
-      permission,
-      route: `${request.method} ${request.routeOptions.url ?? ''}`,
+      context: stream.context,
+      permission: stream.permission,
+      route: stream.route,
       reason,
     });
     throw error;
@@ -109,21 +119,15 @@ export function createLiveTicketsService(deps: {
      * Lets a request open a live stream, or refuses it (audited). Any request a browser marks as
      * coming from another site is refused. A browser session must present a ticket issued to it for
      * this stream, which is used up here; an API key, sent in a header no other site can make a
-     * browser send, needs none. `permission` is the route's, named in the audit record of a refusal.
+     * browser send, needs none.
      */
-    async admit(
-      request: FastifyRequest,
-      principal: Principal | undefined,
-      stream: { channel: string; permission: Permission; ticket: string | undefined },
-    ): Promise<void> {
+    async admit(principal: Principal | undefined, stream: Stream): Promise<void> {
       if (!principal) throw new Error('a live stream was reached without a principal');
-      const { channel, permission, ticket } = stream;
-      const crossSite = crossSiteProblem(request);
+      const { channel, ticket, crossSite } = stream;
       if (crossSite)
         await refuse(
-          request,
           principal,
-          permission,
+          stream,
           `a live stream asked for from another site: ${crossSite}`,
           new CsrfError(),
         );
@@ -144,7 +148,7 @@ export function createLiveTicketsService(deps: {
             : row.channel !== channel
               ? 'the live ticket is for another stream'
               : undefined;
-      if (problem) await refuse(request, principal, permission, problem, new LiveTicketError());
+      if (problem) await refuse(principal, stream, problem, new LiveTicketError());
     },
   };
 }

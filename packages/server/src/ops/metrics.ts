@@ -50,7 +50,7 @@ export function createMetrics() {
     }),
     unavailable: new Counter({
       name: 'bulwark_audit_unavailable_total',
-      help: 'Changes refused (503) because their audit events could not be stored (AUD-7).',
+      help: 'Requests refused (503) because their audit events could not be stored (AUD-7).',
       registers,
     }),
   };

@@ -6,11 +6,25 @@ import { SealedValueError } from './keyring.js';
 /** 128-bit MACs: forging one is as hard as guessing a 128-bit key. */
 const MAC_BYTES = 16;
 
+function sameMac(expected: string, given: unknown): boolean {
+  if (typeof given !== 'string') return false;
+  const a = Buffer.from(expected);
+  const b = Buffer.from(given);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+interface FieldSeal {
+  v: 1;
+  key: string;
+  macs: Record<string, string>;
+}
+
 /**
- * A MAC over a row's fields that matter, made by the server under a key derived (for `purpose`) from
- * the instance data key, so from the master key: someone who can write the database but not read the
- * master key cannot change those fields unnoticed. The seal names the data key it was made with
- * (`<key id>.<mac>`), so it outlives a data-key rotation.
+ * MACs over the fields of a row that matter, made by the server under a key derived (for `purpose`)
+ * from the instance data key, so from the master key: someone who can write the database but not read
+ * the master key cannot change those fields unnoticed. A seal names the data key it was made with, so
+ * it outlives a data-key rotation. `seal`/`holds` cover a row with one MAC (`<key id>.<mac>`);
+ * `sealFields`/`fieldMismatches` give each named field its own MAC, so a check can say which differ.
  */
 export function createRowSealer(
   dataKeys: Pick<DataKeyring, 'activeKeyId' | 'deriveKeyFrom'>,
@@ -33,29 +47,57 @@ export function createRowSealer(
       .subarray(0, MAC_BYTES)
       .toString('base64url');
 
+  async function activeKey(): Promise<{ keyId: string; key: Buffer }> {
+    const keyId = await dataKeys.activeKeyId('instance');
+    return { keyId, key: await keyOf(keyId) };
+  }
+
+  /** The key a seal names, or undefined when it names none of this server's. A database error is thrown. */
+  async function keyNamed(keyId: unknown): Promise<Buffer | undefined> {
+    if (typeof keyId !== 'string' || keyId.length === 0 || keyId.length > 64) return undefined;
+    try {
+      return await keyOf(keyId);
+    } catch (error) {
+      // A key this server does not have is a broken seal; a database that did not answer is not.
+      if (error instanceof SealedValueError) return undefined;
+      throw error;
+    }
+  }
+
   return {
     async seal(parts: unknown[]): Promise<string> {
-      const keyId = await dataKeys.activeKeyId('instance');
-      return `${keyId}.${mac(await keyOf(keyId), parts)}`;
+      const { keyId, key } = await activeKey();
+      return `${keyId}.${mac(key, parts)}`;
     },
 
-    /** Whether `seal` is this server's seal of `parts`. A database that does not answer is an error. */
+    /** Whether `seal` is this server's seal of `parts`. */
     async holds(seal: string, parts: unknown[]): Promise<boolean> {
       const dot = seal.lastIndexOf('.');
-      const keyId = seal.slice(0, dot);
-      if (dot <= 0 || keyId.length > 64) return false;
-      let key: Buffer;
+      const key = dot > 0 ? await keyNamed(seal.slice(0, dot)) : undefined;
+      return key !== undefined && sameMac(mac(key, parts), seal.slice(dot + 1));
+    },
+
+    async sealFields(fields: Record<string, unknown[]>): Promise<string> {
+      const { keyId, key } = await activeKey();
+      const macs = Object.fromEntries(Object.entries(fields).map(([name, parts]) => [name, mac(key, parts)]));
+      return JSON.stringify({ v: 1, key: keyId, macs } satisfies FieldSeal);
+    },
+
+    /** The names of the fields that differ from their seal; `['seal']` when there is no valid seal. */
+    async fieldMismatches(seal: string, fields: Record<string, unknown[]>): Promise<string[]> {
+      let parsed: Partial<FieldSeal>;
       try {
-        key = await keyOf(keyId);
-      } catch (error) {
-        if (error instanceof SealedValueError) return false;
-        throw error;
+        parsed = JSON.parse(seal) as Partial<FieldSeal>;
+      } catch {
+        return ['seal'];
       }
-      const expected = Buffer.from(mac(key, parts));
-      const given = Buffer.from(seal.slice(dot + 1));
-      return expected.length === given.length && timingSafeEqual(expected, given);
+      const macs = parsed?.v === 1 && typeof parsed.macs === 'object' ? parsed.macs : undefined;
+      const key = macs ? await keyNamed(parsed.key) : undefined;
+      if (!macs || !key) return ['seal'];
+      return Object.entries(fields)
+        .filter(([name, parts]) => !sameMac(mac(key, parts), macs[name]))
+        .map(([name]) => name);
     },
   };
 }
 
-export type RowSealer = ReturnType<typeof createRowSealer>;
