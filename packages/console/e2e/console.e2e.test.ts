@@ -396,7 +396,7 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
 
     // Twenty minutes later (the step-up window is 15), revoking is privileged: the server asks for
     // the password again, the console asks the owner, and the revocation goes through after it.
-    world.ageSignIns(world.ownerEmail, 20);
+    await world.ageSignIns(world.ownerEmail, 20);
     await owner.getByRole('button', { name: 'Revoke web-2' }).click();
     await owner
       .getByRole('dialog', { name: 'Revoke agent web-2' })
@@ -634,7 +634,7 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await page.waitForURL(`**/orgs/${org}`);
 
     // Twenty minutes on, removing the passkey is privileged: password and passkey re-prove it.
-    world.ageSignIns(OPERATOR.email, 20);
+    await world.ageSignIns(OPERATOR.email, 20);
     await page.goto('/profile');
     await section.getByRole('button', { name: 'Remove Work laptop' }).click();
     const stepUp = page.getByRole('dialog', { name: 'Confirm it is you' });

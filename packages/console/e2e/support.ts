@@ -4,8 +4,14 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import BetterSqlite3 from 'better-sqlite3';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { loadConfig } from '../../server/src/config.js';
+import { openSqlite } from '../../server/src/db/database.js';
+import { createCredentialSeals } from '../../server/src/identity/credential-seals.js';
+import { createDataKeyring } from '../../server/src/secrets/data-keyring.js';
+import { createDataKeysStore } from '../../server/src/secrets/data-keys.store.js';
+import { createLocalKeyProvider } from '../../server/src/secrets/key-provider.js';
+import { reloadMasterKeys } from '../../server/src/secrets/master-key.js';
 import {
   addVirtualAuthenticator,
   CHROMIUM,
@@ -56,9 +62,11 @@ export interface ConsoleWorld {
   /**
    * Makes the user's live sessions look as if they signed in `minutes` earlier, by moving the
    * sign-in time in the server's database: what the passing of time would do, without waiting for
-   * it. The server's step-up check runs unchanged on what it reads.
+   * it. The sign-in time is part of a session's seal, so the rows are sealed again with the server's
+   * own code and master key, as the server would have sealed them. The server's step-up check runs
+   * unchanged on what it reads.
    */
-  ageSignIns(email: string, minutes: number): void;
+  ageSignIns(email: string, minutes: number): Promise<void>;
   screenshot(page: Page, name: string): Promise<void>;
   close(): Promise<void>;
 }
@@ -147,19 +155,37 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
       agents.push(child);
       return child;
     },
-    ageSignIns(email, minutes) {
-      const db = new BetterSqlite3(path.join(dir, 'data', 'bulwark.db'));
+    async ageSignIns(email, minutes) {
+      const dataDir = path.join(dir, 'data');
+      const config = loadConfig({ env: { BULWARK_DATA_DIR: dataDir }, cwd: dir });
+      const keys = reloadMasterKeys({ fromEnv: undefined, file: config.masterKeyFile });
+      const database = openSqlite({ file: path.join(dataDir, 'bulwark.db'), busyTimeoutMs: 5000 });
       try {
-        db.pragma('busy_timeout = 5000');
-        const aged = db
-          .prepare(
-            `UPDATE sessions SET authenticated_at = authenticated_at - ?
-             WHERE revoked_at IS NULL AND user_id = (SELECT id FROM users WHERE email = ?)`,
-          )
-          .run(minutes * 60_000, email);
-        if (aged.changes === 0) throw new Error(`${email} has no live session to age`);
+        const seals = createCredentialSeals({
+          dataKeys: createDataKeyring({
+            store: createDataKeysStore(database.db),
+            provider: createLocalKeyProvider(keys, () => keys),
+            clock: Date.now,
+          }),
+        });
+        const live = await database.db
+          .selectFrom('sessions')
+          .innerJoin('users', 'users.id', 'sessions.user_id')
+          .selectAll('sessions')
+          .where('users.email', '=', email)
+          .where('sessions.revoked_at', 'is', null)
+          .execute();
+        if (live.length === 0) throw new Error(`${email} has no live session to age`);
+        for (const session of live) {
+          const aged = { ...session, authenticated_at: session.authenticated_at - minutes * 60_000 };
+          await database.db
+            .updateTable('sessions')
+            .set({ authenticated_at: aged.authenticated_at, seal: await seals.seal('session', aged) })
+            .where('id', '=', session.id)
+            .execute();
+        }
       } finally {
-        db.close();
+        await database.close();
       }
     },
     async screenshot(page, name) {

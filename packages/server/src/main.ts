@@ -37,11 +37,13 @@ import type { RouteDefinition } from './http/route.js';
 import { authRoutes } from './identity/auth.routes.js';
 import { createAuthService } from './identity/auth.service.js';
 import { bootstrapFirstOwner } from './identity/bootstrap.js';
+import { createCredentialSeals, credentialIntegrityAlarm } from './identity/credential-seals.js';
 import { createCsrf } from './identity/csrf.js';
 import { createLiveTicketsService } from './identity/live-tickets.service.js';
 import { createLiveTicketsStore } from './identity/live-tickets.store.js';
 import { createLoginLimiter } from './identity/login-limiter.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
+import { createPasswords } from './identity/passwords.js';
 import { createRouteGuard } from './identity/session-guard.js';
 import { createSessionsService } from './identity/sessions.service.js';
 import { createSessionsStore } from './identity/sessions.store.js';
@@ -125,8 +127,12 @@ async function startIdentity(deps: {
   const hasher = createPasswordHasher(
     config.passwordHashConcurrency === undefined ? {} : { concurrency: config.passwordHashConcurrency },
   );
+  const onBroken = credentialIntegrityAlarm({ audit, logger, metrics: core.metrics.credentials });
+  const passwords = createPasswords({ hasher, dataKeys: core.dataKeys, onBroken });
+  const seals = createCredentialSeals({ dataKeys: core.dataKeys, onBroken });
   const sessions = createSessionsService({
     store: createSessionsStore(db),
+    seals,
     clock,
     policy: {
       idleMs: idleMinutes * 60_000,
@@ -139,23 +145,24 @@ async function startIdentity(deps: {
     limits: config.loginLimits,
     ...(deps.redis ? { redis: deps.redis } : {}),
   });
-  await bootstrapFirstOwner({ config, users, hasher, audit, clock, print: deps.print });
+  await bootstrapFirstOwner({ config, users, passwords, audit, clock, print: deps.print });
 
   const transact = createAuditedTransactions(audit);
   const accessStore = createAccessStore(db);
   const teamsStore = createTeamsStore(db);
   const access = createAccessService({ store: accessStore, audit });
   const roles = createRolesService({ store: accessStore, transact, clock });
-  const mfa = createMfaService({ db, dataKeys: core.dataKeys, audit, clock });
-  const auth = createAuthService({ users, orgs, sessions, hasher, csrf, audit, limiter, mfa, clock });
+  const mfa = createMfaService({ db, dataKeys: core.dataKeys, seals, audit, clock });
+  const auth = createAuthService({ users, orgs, sessions, passwords, csrf, audit, limiter, mfa, clock });
   const members = createMembersService({ orgs, teams: teamsStore, sessions, transact, clock });
   const teams = createTeamsService({ teams: teamsStore, transact, clock });
   const secrets = createSecretsService({ db, transact, dataKeys: core.dataKeys, clock });
-  const apiKeys = createApiKeysService({ db, transact, audit, clock });
+  const apiKeys = createApiKeysService({ db, transact, seals, audit, clock });
   const invitations = createInvitationsService({
     invitations: createInvitationsStore(db),
     users,
-    hasher,
+    passwords,
+    seals,
     transact,
     clock,
   });
@@ -164,6 +171,7 @@ async function startIdentity(deps: {
     access,
     transact,
     secrets,
+    seals,
     guard: createRouteGuard({
       sessions,
       apiKeys,
@@ -236,8 +244,18 @@ export async function openCore(
   const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
   const database = openDatabase(config);
   try {
+    let sealedAtUpgrade: Record<string, number> | undefined;
     const applied = await migrateToLatest(database, {
       onWaitForLock: () => logger.info('waiting for another process to finish migrating the database'),
+      context: {
+        credentials: {
+          masterKeys,
+          clock,
+          onSealed: (counts) => {
+            sealedAtUpgrade = counts;
+          },
+        },
+      },
     });
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
     const dataKeys = createDataKeyring({
@@ -263,11 +281,31 @@ export async function openCore(
       options: config.audit,
     });
     await audit.ensureSigningKey();
+    if (sealedAtUpgrade) await recordSealedAtUpgrade(audit, logger, sealedAtUpgrade);
     return { database, groupCommit, audit, serverKeys, metrics, dataKeys, masterKeys };
   } catch (error) {
     await database.close();
     throw error;
   }
+}
+
+/**
+ * The credentials an upgrade found were sealed as the database held them (migration 0017). Expected
+ * once, at that upgrade; the same event at any other start means someone rolled the schema back to
+ * have rows of their own sealed.
+ */
+async function recordSealedAtUpgrade(
+  audit: CoreServices['audit'],
+  logger: Logger,
+  counts: Record<string, number>,
+): Promise<void> {
+  logger.warn({ sealed: counts }, 'sealed the credentials the database held before this upgrade');
+  await audit.record({
+    actor: { type: 'system', id: 'migration', display: 'database migration' },
+    action: 'credential.sealed_at_upgrade',
+    outcome: 'success',
+    details: { severity: 'critical', sealed: counts },
+  });
 }
 
 interface BackgroundJob {
@@ -365,12 +403,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     tokens: registrationTokens,
     serverKeys: core.serverKeys,
     agentKeys,
+    seals: identity.seals,
     audit,
     transact: identity.transact,
     clock,
   });
   const tokens = createRegistrationTokensService({
     tokens: registrationTokens,
+    seals: identity.seals,
     transact: identity.transact,
     clock,
   });
@@ -400,7 +440,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       commands: commandsService,
       agents: agentsStore,
       access: identity.access,
-      liveTickets: createLiveTicketsService({ store: createLiveTicketsStore(database.db), audit, clock }),
+      liveTickets: createLiveTicketsService({
+        store: createLiveTicketsStore(database.db),
+        seals: identity.seals,
+        audit,
+        clock,
+      }),
     }),
     ...agentsRoutes({
       agents,

@@ -12,6 +12,7 @@ import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import type { AgentStatus } from '../db/schema.js';
 import { AppError, NotFoundError } from '../errors.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { AgentKeySeals } from './agent-keys.js';
 import { type AgentRow, type AgentsStore, createAgentsStore } from './agents.store.js';
@@ -44,11 +45,12 @@ export function createAgentsService(deps: {
   tokens: RegistrationTokensStore;
   serverKeys: ServerKeysService;
   agentKeys: Pick<AgentKeySeals, 'seal'>;
+  seals: Pick<CredentialSeals, 'holds'>;
   audit: AuditService;
   transact: Transact;
   clock: () => number;
 }) {
-  const { agents, tokens, serverKeys, agentKeys, audit, transact, clock } = deps;
+  const { agents, tokens, serverKeys, agentKeys, seals, audit, transact, clock } = deps;
   const agentTarget = (row: Pick<AgentRow, 'id' | 'name'>) => ({
     type: 'agent',
     id: row.id,
@@ -95,6 +97,9 @@ export function createAgentsService(deps: {
       if (!isWellFormedToken(input.token, 'bwr')) return refuse(null, context, 'malformed_token');
       const token = await tokens.findByHash(tokenHash(input.token));
       if (!token) return refuse(null, context, 'unknown_token');
+      // A token row the server did not issue (written into the database) registers nothing.
+      if (!(await seals.holds('registration-token', token, { id: token.id, orgId: token.org_id })))
+        return refuse(token.org_id, context, 'token_integrity', { registrationTokenId: token.id });
       const status = registrationTokenStatus(token, clock());
       if (status !== 'active')
         return refuse(token.org_id, context, `token_${status}`, { registrationTokenId: token.id });

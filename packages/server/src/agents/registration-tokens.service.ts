@@ -2,6 +2,7 @@ import { generateToken, newId, tokenHash } from '@bulwark/protocol';
 import { type Caller, callerEvent } from '../access/caller.js';
 import type { Transact } from '../audit/audited-transaction.js';
 import { NotFoundError } from '../errors.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
 import {
   createRegistrationTokensStore,
   type RegistrationTokenRow,
@@ -28,10 +29,11 @@ export function registrationTokenStatus(row: RegistrationTokenRow, now: number):
 
 export function createRegistrationTokensService(deps: {
   tokens: RegistrationTokensStore;
+  seals: CredentialSeals;
   transact: Transact;
   clock: () => number;
 }) {
-  const { tokens, transact, clock } = deps;
+  const { tokens, seals, transact, clock } = deps;
   const target = (row: RegistrationTokenRow) => ({
     type: 'registration_token',
     id: row.id,
@@ -63,7 +65,9 @@ export function createRegistrationTokensService(deps: {
           created_at: now,
           expires_at: now + input.expiresInMinutes * 60_000,
           revoked_at: null,
+          seal: '',
         };
+        row.seal = await seals.inTransaction(trx).seal('registration-token', row);
         await createRegistrationTokensStore(trx).insert(row);
         events.push(
           callerEvent(caller, 'agent.registration_token_created', target(row), {

@@ -16,6 +16,7 @@ import {
   unlessStorageFull,
   ValidationError,
 } from '../errors.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import { type ApiKeyRow, type ApiKeyWithOwner, createApiKeysStore } from './api-keys.store.js';
 
@@ -118,10 +119,11 @@ export async function revokeKeysOfMember(
 export function createApiKeysService(deps: {
   db: Kysely<DB>;
   transact: Transact;
+  seals: CredentialSeals;
   audit: AuditService;
   clock: () => number;
 }) {
-  const { db, transact, audit, clock } = deps;
+  const { db, transact, seals, audit, clock } = deps;
   const store = createApiKeysStore(db);
 
   /**
@@ -194,7 +196,10 @@ export function createApiKeysService(deps: {
         last_used_ip: null,
         revoked_at: null,
         revoked_reason: null,
+        seal: '',
       };
+      // Sealed before the transaction: the seal's key may need reading, on a connection of its own.
+      key.seal = await seals.seal('api-key', key);
       return transact(async (trx, events) => {
         // Serialized with member removal and key revocation (both lock the organization): a member
         // removed, or a parent key revoked, meanwhile leaves no new key behind that nothing revokes.
@@ -247,6 +252,9 @@ export function createApiKeysService(deps: {
       if (!isWellFormedToken(token, 'bwk')) return undefined;
       const key = await store.findByTokenHash(hash);
       if (!key) return undefined;
+      // A key row the server did not issue (written into the database) opens nothing.
+      if (!(await seals.holds('api-key', key, { id: key.id, userId: key.user_id, orgId: key.org_id })))
+        return undefined;
       const now = clock();
       const problem =
         key.revoked_at !== null

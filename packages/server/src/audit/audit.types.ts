@@ -85,6 +85,8 @@ export const AUDIT_ACTIONS = [
   'mfa.recovery_codes_generated',
   'mfa.recovery_code_used',
   'org.security_policy_changed',
+  'credential.integrity_failed',
+  'credential.sealed_at_upgrade',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -1,6 +1,6 @@
 import { type Kysely, type MigrationResult, Migrator, sql } from 'kysely';
 import type { Database } from './database.js';
-import { migrations } from './migrations/index.js';
+import { type MigrationContext, migrations, migrationsWith } from './migrations/index.js';
 
 export class MigrationFailedError extends Error {
   constructor(
@@ -17,17 +17,17 @@ export class MigrationFailedError extends Error {
   }
 }
 
-function createMigrator(db: Kysely<unknown>): Migrator {
+function createMigrator(db: Kysely<unknown>, context?: MigrationContext): Migrator {
   return new Migrator({
     db,
-    provider: { getMigrations: async () => migrations },
+    provider: { getMigrations: async () => migrationsWith(context) },
     migrationTableName: 'bulwark_migrations',
     migrationLockTableName: 'bulwark_migrations_lock',
   });
 }
 
-async function migrateWith(db: Kysely<unknown>): Promise<string[]> {
-  const { error, results } = await createMigrator(db).migrateToLatest();
+async function migrateWith(db: Kysely<unknown>, context: MigrationContext | undefined): Promise<string[]> {
+  const { error, results } = await createMigrator(db, context).migrateToLatest();
   if (error) {
     const failed = results?.find((r: MigrationResult) => r.status === 'Error');
     throw new MigrationFailedError(failed?.migrationName, error);
@@ -41,6 +41,8 @@ export const SQLITE_MIGRATION_LOCK_WAIT_MS = 10 * 60_000;
 export interface MigrateOptions {
   /** Called once when another process holds the lock, before waiting for it (so the wait is visible). */
   onWaitForLock?: () => void;
+  /** What migrations that seal existing rows need (the master key); see migrations/index.ts. */
+  context?: MigrationContext;
 }
 
 /**
@@ -55,11 +57,11 @@ export async function migrateToLatest(
   options: MigrateOptions = {},
 ): Promise<string[]> {
   const db = database.db as unknown as Kysely<unknown>;
-  if (database.dialect === 'postgres') return migrateWith(db);
+  if (database.dialect === 'postgres') return migrateWith(db, options.context);
   return db.connection().execute(async (connection) => {
     await beginWriteWaitingForOthers(connection, options);
     try {
-      const applied = await migrateWith(connection);
+      const applied = await migrateWith(connection, options.context);
       await sql`commit`.execute(connection);
       return applied;
     } catch (error) {
@@ -104,6 +106,12 @@ async function setBusyTimeout(connection: Kysely<unknown>, milliseconds: number)
 function isSqliteBusy(error: unknown): boolean {
   const code = (error as { code?: unknown }).code;
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}
+
+/** Applies the migrations up to and including `name`: upgrade tests start from an older schema. */
+export async function migrateUpTo(database: Pick<Database, 'db'>, name: string): Promise<void> {
+  const { error } = await createMigrator(database.db as unknown as Kysely<unknown>).migrateTo(name);
+  if (error) throw new MigrationFailedError(name, error);
 }
 
 export async function pendingMigrations<T>(db: Kysely<T>): Promise<string[]> {

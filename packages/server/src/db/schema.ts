@@ -111,6 +111,8 @@ export interface ApiKeysTable {
   last_used_ip: string | null;
   revoked_at: number | null;
   revoked_reason: string | null;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export interface OrgsTable {
@@ -143,6 +145,8 @@ export interface MfaFactorsTable {
   sign_count: number | null;
   /** Comma-separated transports the authenticator named, as hints for the browser. */
   transports: string | null;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export interface WebauthnChallengesTable {
@@ -163,6 +167,8 @@ export interface LiveTicketsTable {
   channel: string;
   created_at: number;
   expires_at: number;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export interface RecoveryCodesTable {
@@ -171,6 +177,8 @@ export interface RecoveryCodesTable {
   code_hash: string;
   created_at: number;
   used_at: number | null;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export type UserStatus = 'active' | 'disabled';
@@ -179,6 +187,7 @@ export interface UsersTable {
   id: string;
   email: string;
   display_name: string;
+  /** The argon2id hash sealed by the instance data key for this user (identity/passwords.ts). */
   password_hash: string | null;
   status: UserStatus;
   password_change_required_at: number | null;
@@ -208,6 +217,8 @@ export interface SessionsTable {
   revoked_reason: string | null;
   /** 1 while a sign-in waits for its second factor: the session opens nothing but that step. */
   second_factor_pending: number;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export interface RolesTable {
@@ -265,6 +276,8 @@ export interface InvitationsTable {
   accepted_at: number | null;
   accepted_by: string | null;
   revoked_at: number | null;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export interface RegistrationTokensTable {
@@ -280,6 +293,8 @@ export interface RegistrationTokensTable {
   created_at: number;
   expires_at: number;
   revoked_at: number | null;
+  /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
+  seal: string;
 }
 
 export type AgentStatus = 'active' | 'disabled' | 'revoked';

@@ -8,7 +8,7 @@ import type { DB } from '../db/schema.js';
 import { EMAIL_SHAPE, SLUG_SHAPE } from '../http/schemas.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import { oneTimePassword, slugify } from './bootstrap.js';
-import type { PasswordHasher } from './password-hasher.js';
+import type { Passwords } from './passwords.js';
 import { createSessionsStore } from './sessions.store.js';
 import { createUsersStore, type UserRow } from './users.store.js';
 
@@ -23,12 +23,12 @@ export class AdminError extends Error {}
 
 export function createAdminService(deps: {
   db: Kysely<DB>;
-  hasher: PasswordHasher;
+  passwords: Passwords;
   audit: AuditService;
   actor: AuditActor;
   clock?: () => number;
 }) {
-  const { db, hasher, audit, actor } = deps;
+  const { db, passwords, audit, actor } = deps;
   const clock = deps.clock ?? Date.now;
   const users = createUsersStore(db);
   const orgs = createOrgsStore(db);
@@ -70,11 +70,12 @@ export function createAdminService(deps: {
         throw new AdminError(`${role} is not a role of ${org.slug}`);
       const password = oneTimePassword();
       const now = clock();
+      const id = newId('usr', now);
       const user: UserRow = {
-        id: newId('usr', now),
+        id,
         email,
         display_name: input.displayName ?? email.split('@')[0]!,
-        password_hash: await hasher.hash(password),
+        password_hash: await passwords.verifierFor(id, password),
         status: 'active',
         password_change_required_at: now,
         password_changed_at: now,
@@ -133,7 +134,7 @@ export function createAdminService(deps: {
       const user = await userByEmail(email);
       const password = oneTimePassword();
       const now = clock();
-      const passwordHash = await hasher.hash(password);
+      const passwordHash = await passwords.verifierFor(user.id, password);
       const sessionsEnded = await audit.withEvents(async (trx, events) => {
         await createUsersStore(trx).setPassword(user.id, passwordHash, now, true);
         const ended = await createSessionsStore(trx).revokeAllOf(

@@ -6,8 +6,8 @@ import type { MfaService, SecondFactorProof } from '../mfa/mfa.service.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
-import type { PasswordHasher } from './password-hasher.js';
 import { passwordProblem } from './password-policy.js';
+import type { Passwords } from './passwords.js';
 import type { LiveSession, SessionsService } from './sessions.service.js';
 import type { UserRow, UsersStore } from './users.store.js';
 
@@ -66,7 +66,7 @@ export function createAuthService(deps: {
   users: UsersStore;
   orgs: OrgsStore;
   sessions: SessionsService;
-  hasher: PasswordHasher;
+  passwords: Passwords;
   csrf: Csrf;
   audit: AuditService;
   limiter: LoginLimiter;
@@ -75,7 +75,7 @@ export function createAuthService(deps: {
   /** How the progressive delay waits; a real timer in production. */
   wait?: (ms: number) => Promise<void>;
 }) {
-  const { users, orgs, sessions, hasher, csrf, audit, limiter, mfa, clock } = deps;
+  const { users, orgs, sessions, passwords, csrf, audit, limiter, mfa, clock } = deps;
   const wait = deps.wait ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
 
   /**
@@ -263,22 +263,22 @@ export function createAuthService(deps: {
       token ? sessions.resolve(token) : Promise.resolve(undefined),
 
     /** Refuses (503 `auth_busy`) when password hashing is at capacity, before a sign-in does any work. */
-    assertCanVerifyPasswords: () => hasher.assertCapacity(),
+    assertCanVerifyPasswords: () => passwords.assertCapacity(),
 
     async login(
       input: { email: string; password: string },
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
-      hasher.assertCapacity();
+      passwords.assertCapacity();
       const email = input.email.trim().toLowerCase();
       // Locked accounts and addresses are refused before any hashing; the answer is the same whether
       // or not the account exists, because the key is whatever was typed.
       await waitOutLimits(email, context);
       const user = await users.findByEmail(email);
-      const passwordMatches = user?.password_hash
-        ? await hasher.verify(user.password_hash, input.password)
-        : await hasher.verifyNothing(input.password);
-      if (!user || !passwordMatches || user.status !== 'active') {
+      const verdict = user?.password_hash
+        ? await passwords.check(user.id, user.password_hash, input.password)
+        : await passwords.verifyNothing(input.password).then(() => 'mismatch' as const);
+      if (!user || verdict !== 'match' || user.status !== 'active') {
         await audit.record({
           actor: { type: 'anonymous', display: attemptedIdentity(email) },
           action: 'auth.login_failed',
@@ -286,7 +286,13 @@ export function createAuthService(deps: {
           outcome: 'failure',
           context,
           details: {
-            reason: !user ? 'unknown_account' : !passwordMatches ? 'wrong_password' : 'account_disabled',
+            reason: !user
+              ? 'unknown_account'
+              : verdict === 'tampered'
+                ? 'credential_integrity'
+                : verdict === 'mismatch'
+                  ? 'wrong_password'
+                  : 'account_disabled',
           },
         });
         await countFailure(email, context, user?.id);
@@ -332,10 +338,13 @@ export function createAuthService(deps: {
       context: AuditRequestContext,
     ): Promise<{ token: string; view: SessionView }> {
       const { password } = proof;
-      hasher.assertCapacity();
+      passwords.assertCapacity();
       await waitOutLimits(session.email, context);
       const user = await users.findById(session.userId);
-      if (!user?.password_hash || !(await hasher.verify(user.password_hash, password))) {
+      if (
+        !user?.password_hash ||
+        (await passwords.check(user.id, user.password_hash, password)) !== 'match'
+      ) {
         await audit.record({
           actor: { type: 'user', id: session.userId, display: session.email },
           action: 'auth.reauthenticated',
@@ -431,7 +440,10 @@ export function createAuthService(deps: {
       // A stolen session must not become a way to guess the password without limits.
       await waitOutLimits(session.email, context);
       const user = await users.findById(session.userId);
-      if (!user?.password_hash || !(await hasher.verify(user.password_hash, input.currentPassword))) {
+      if (
+        !user?.password_hash ||
+        (await passwords.check(user.id, user.password_hash, input.currentPassword)) !== 'match'
+      ) {
         await audit.record({
           actor: { type: 'user', id: session.userId, display: session.email },
           action: 'auth.password_changed',
@@ -454,7 +466,7 @@ export function createAuthService(deps: {
             });
       if (problem) throw new ValidationError([{ path: 'body.newPassword', message: problem.message }]);
 
-      const passwordHash = await hasher.hash(input.newPassword);
+      const passwordHash = await passwords.verifierFor(user.id, input.newPassword);
       const started = await withEvents(async (tx, events) => {
         await tx.users.setPassword(user.id, passwordHash, clock(), false);
         const ended = await tx.sessions.endAllOf(user.id, 'password changed');

@@ -4,8 +4,8 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
-import type { PasswordHasher } from './password-hasher.js';
 import { passwordProblem } from './password-policy.js';
+import type { Passwords } from './passwords.js';
 import type { UsersStore } from './users.store.js';
 
 export const DEFAULT_BOOTSTRAP_EMAIL = 'admin@bulwark.localhost';
@@ -40,12 +40,12 @@ export function slugify(name: string): string {
 export async function bootstrapFirstOwner(deps: {
   config: Pick<Config, 'bootstrap'>;
   users: UsersStore;
-  hasher: PasswordHasher;
+  passwords: Passwords;
   audit: AuditService;
   clock: () => number;
   print: (line: string) => void;
 }): Promise<void> {
-  const { config, users, hasher, audit, clock, print } = deps;
+  const { config, users, passwords, audit, clock, print } = deps;
   if ((await users.count()) > 0) return;
 
   const email = (config.bootstrap.email ?? DEFAULT_BOOTSTRAP_EMAIL).toLowerCase();
@@ -65,11 +65,12 @@ export async function bootstrapFirstOwner(deps: {
     created_at: now,
     mfa_required: mfaRequired ? 1 : 0,
   };
+  const userId = newId('usr', now);
   const user = {
-    id: newId('usr', now),
+    id: userId,
     email,
     display_name: 'Owner',
-    password_hash: await hasher.hash(password),
+    password_hash: await passwords.verifierFor(userId, password),
     status: 'active' as const,
     password_change_required_at: given ? null : now,
     password_changed_at: now,

@@ -5,6 +5,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { AppError } from '../errors.js';
 import type { Permission, Principal } from '../http/route.js';
+import type { CredentialSeals } from './credential-seals.js';
 import type { LiveTicketsStore } from './live-tickets.store.js';
 import { ApiKeyNotAllowedError, CsrfError } from './session-guard.js';
 
@@ -65,10 +66,11 @@ function holderOf(principal: Principal | undefined): Holder | undefined {
 
 export function createLiveTicketsService(deps: {
   store: LiveTicketsStore;
+  seals: CredentialSeals;
   audit: AuditService;
   clock: () => number;
 }) {
-  const { store, audit, clock } = deps;
+  const { store, seals, audit, clock } = deps;
 
   async function refuse(
     principal: Principal,
@@ -103,7 +105,7 @@ export function createLiveTicketsService(deps: {
       await store.deleteExpired(holder.orgId, now);
       const ticket = generateToken('bwt');
       const expiresAt = now + LIVE_TICKET_TTL_MS;
-      await store.insert({
+      const row = {
         ticket_hash: tokenHash(ticket),
         org_id: holder.orgId,
         session_id: holder.sessionId,
@@ -111,7 +113,8 @@ export function createLiveTicketsService(deps: {
         channel,
         created_at: now,
         expires_at: expiresAt,
-      });
+      };
+      await store.insert({ ...row, seal: await seals.seal('live-ticket', row) });
       return { ticket, expiresAt };
     },
 
@@ -141,13 +144,19 @@ export function createLiveTicketsService(deps: {
         ? ticket === undefined
           ? 'no live ticket'
           : 'the live ticket is unknown, already used or of another organization'
-        : row.expires_at <= clock()
-          ? 'the live ticket has expired'
-          : row.session_id !== holder?.sessionId || row.user_id !== holder.userId
-            ? 'the live ticket was issued to another session'
-            : row.channel !== channel
-              ? 'the live ticket is for another stream'
-              : undefined;
+        : !(await seals.holds('live-ticket', row, {
+              id: row.session_id,
+              userId: row.user_id,
+              orgId: row.org_id,
+            }))
+          ? 'the live ticket was not issued by this server'
+          : row.expires_at <= clock()
+            ? 'the live ticket has expired'
+            : row.session_id !== holder?.sessionId || row.user_id !== holder.userId
+              ? 'the live ticket was issued to another session'
+              : row.channel !== channel
+                ? 'the live ticket is for another stream'
+                : undefined;
       if (problem) await refuse(principal, stream, problem, new LiveTicketError());
     },
   };

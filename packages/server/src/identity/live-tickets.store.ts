@@ -18,7 +18,7 @@ export function createLiveTicketsStore(db: Kysely<DB>) {
         .deleteFrom('live_tickets')
         .where('org_id', '=', orgId)
         .where('ticket_hash', '=', ticketHash)
-        .returning(['session_id', 'user_id', 'channel', 'expires_at'])
+        .returning(['ticket_hash', 'org_id', 'session_id', 'user_id', 'channel', 'expires_at', 'seal'])
         .executeTakeFirst(),
 
     /** Deletes the organization's tickets that expired unused. */

@@ -2,8 +2,9 @@ import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/pro
 import type { Kysely } from 'kysely';
 import type { AuditRequestContext } from '../audit/audit.types.js';
 import { type Generation, ReadCache } from '../db/read-cache.js';
-import type { DB } from '../db/schema.js';
+import type { DB, SessionsTable } from '../db/schema.js';
 import { unlessStorageFull } from '../errors.js';
+import type { CredentialSeals, CredentialSealsIn } from './credential-seals.js';
 import type { SessionsStore, SessionsStoreIn } from './sessions.store.js';
 
 /**
@@ -45,18 +46,29 @@ type SessionRow = NonNullable<Awaited<ReturnType<SessionsStore['findLive']>>>;
 
 export function createSessionsService(deps: {
   store: SessionsStore;
+  seals: CredentialSeals;
   clock: () => number;
   policy: SessionPolicy;
 }) {
   return {
     ...sessionsServiceOn(deps),
     /** This service, writing inside `trx`: for changes that commit with their audit events (AUD-7). */
-    inTransaction: (trx: Kysely<DB>) => sessionsServiceOn({ ...deps, store: deps.store.inTransaction(trx) }),
+    inTransaction: (trx: Kysely<DB>) =>
+      sessionsServiceOn({
+        ...deps,
+        store: deps.store.inTransaction(trx),
+        seals: deps.seals.inTransaction(trx),
+      }),
   };
 }
 
-function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; policy: SessionPolicy }) {
-  const { store, clock, policy } = deps;
+function sessionsServiceOn(deps: {
+  store: SessionsStoreIn;
+  seals: CredentialSealsIn;
+  clock: () => number;
+  policy: SessionPolicy;
+}) {
+  const { store, seals, clock, policy } = deps;
   const rows = new ReadCache<SessionRow>({ maxEntries: SESSION_ROWS_CACHED });
 
   /**
@@ -99,7 +111,7 @@ function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; 
       const now = clock();
       const token = generateToken('bws');
       const sessionId = newId('ses', now);
-      await store.insert({
+      const row: SessionsTable = {
         id: sessionId,
         token_hash: tokenHash(token),
         user_id: userId,
@@ -112,7 +124,10 @@ function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; 
         revoked_at: null,
         revoked_reason: null,
         second_factor_pending: secondFactorPending ? 1 : 0,
-      });
+        seal: '',
+      };
+      row.seal = await seals.seal('session', row);
+      await store.insert(row);
       return { token, sessionId, ended: await endBeyondLimit(userId, sessionId, secondFactorPending, now) };
     },
 
@@ -128,6 +143,9 @@ function sessionsServiceOn(deps: { store: SessionsStoreIn; clock: () => number; 
       if (row === undefined) {
         if (!isWellFormedToken(token, 'bws')) return undefined;
         row = await store.findLive(hash);
+        // A session row the server did not issue (written into the database) opens nothing.
+        if (row && !(await seals.holds('session', row, { id: row.id, userId: row.user_id })))
+          return undefined;
         if (row) rows.store(hash, generation, row);
       }
       if (row?.status !== 'active') return undefined;

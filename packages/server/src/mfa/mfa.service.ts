@@ -6,6 +6,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import type { CredentialSeals, CredentialSealsIn } from '../identity/credential-seals.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { createMfaStore, type MfaFactorRow, type MfaStore } from './mfa.store.js';
 import { createPasskeyCeremonies, type PasskeyFailure, type RelyingParty } from './passkeys.js';
@@ -53,12 +54,13 @@ const factorTarget = (factor: Pick<MfaFactorRow, 'id' | 'name'>) => ({
 export function createMfaService(deps: {
   db: Kysely<DB>;
   dataKeys: DataKeyring;
+  seals: CredentialSeals;
   audit: AuditService;
   clock: () => number;
 }) {
-  const { db, dataKeys, audit, clock } = deps;
+  const { db, dataKeys, seals, audit, clock } = deps;
   const store = createMfaStore(db);
-  const passkeys = createPasskeyCeremonies(store, clock);
+  const passkeys = createPasskeyCeremonies(store, seals, clock);
 
   const eventOf = (
     owner: FactorOwner,
@@ -80,8 +82,9 @@ export function createMfaService(deps: {
   });
 
   /** A change of factors or codes, committed with its audit events (AUD-7). */
-  const withEvents = <T>(work: (store: MfaStore, events: AuditInput[]) => Promise<T>) =>
-    audit.withEvents((tx, events) => work(createMfaStore(tx), events));
+  const withEvents = <T>(
+    work: (store: MfaStore, events: AuditInput[], seals: CredentialSealsIn) => Promise<T>,
+  ) => audit.withEvents((tx, events) => work(createMfaStore(tx), events, seals.inTransaction(tx)));
 
   async function seedOf(factor: MfaFactorRow): Promise<string> {
     const context = seedContext(factor.user_id, factor.id);
@@ -95,15 +98,17 @@ export function createMfaService(deps: {
   async function issueRecoveryCodes(
     tx: MfaStore,
     events: AuditInput[],
+    txSeals: CredentialSealsIn,
     owner: FactorOwner,
     context: AuditRequestContext,
   ): Promise<string[]> {
     const codes = newRecoveryCodes();
-    await tx.replaceRecoveryCodes(
-      owner.userId,
-      codes.map((code) => recoveryCodeHash(normalizeRecoveryCode(code)!)),
-      clock(),
-    );
+    const sealed = [];
+    for (const code of codes) {
+      const row = { user_id: owner.userId, code_hash: recoveryCodeHash(normalizeRecoveryCode(code)!) };
+      sealed.push({ code_hash: row.code_hash, seal: await txSeals.seal('recovery-code', row) });
+    }
+    await tx.replaceRecoveryCodes(owner.userId, sealed, clock());
     events.push(eventOf(owner, 'mfa.recovery_codes_generated', null, context, { count: codes.length }));
     return codes;
   }
@@ -112,6 +117,7 @@ export function createMfaService(deps: {
     const now = clock();
     for (const factor of await store.factorsOf(userId)) {
       if (factor.type !== 'totp') continue;
+      if (!(await seals.holds('mfa-factor', factor, { id: factor.id, userId }))) continue;
       const step = await acceptedStep(await seedOf(factor), code, now, factor.last_used_step);
       // A step already used (a replay, or the loser of two requests racing with one code) is refused.
       if (step !== undefined) return store.useStep(factor.id, step, now);
@@ -126,6 +132,7 @@ export function createMfaService(deps: {
   async function factorAdded(
     tx: MfaStore,
     events: AuditInput[],
+    txSeals: CredentialSealsIn,
     owner: FactorOwner,
     factor: MfaFactorRow,
     context: AuditRequestContext,
@@ -133,12 +140,17 @@ export function createMfaService(deps: {
     events.push(eventOf(owner, 'mfa.factor_added', factorTarget(factor), context, { type: factor.type }));
     return (await tx.hasRecoveryCodes(owner.userId))
       ? undefined
-      : issueRecoveryCodes(tx, events, owner, context);
+      : issueRecoveryCodes(tx, events, txSeals, owner, context);
   }
 
   async function useRecoveryCode(owner: FactorOwner, code: string, context: AuditRequestContext) {
     const normalized = normalizeRecoveryCode(code);
     if (!normalized) return false;
+    // Checked before the transaction (its alarm is audited on a connection of its own); the guarded
+    // update below still decides single use, and the row it updates is the one checked (same fields).
+    const stored = await store.recoveryCode(owner.userId, recoveryCodeHash(normalized));
+    if (!stored || !(await seals.holds('recovery-code', stored, { id: owner.userId, userId: owner.userId })))
+      return false;
     return withEvents(async (tx, events) => {
       if (!(await tx.useRecoveryCode(owner.userId, recoveryCodeHash(normalized), clock()))) return false;
       const left = await tx.recoveryCodesLeft(owner.userId);
@@ -168,7 +180,7 @@ export function createMfaService(deps: {
       const id = newId('mfa', now);
       const seed = newTotpSeed();
       await store.deletePending(owner.userId);
-      await store.insertFactor({
+      const factor: MfaFactorRow = {
         ...NO_PASSKEY,
         id,
         user_id: owner.userId,
@@ -179,7 +191,10 @@ export function createMfaService(deps: {
         created_at: now,
         confirmed_at: null,
         last_used_at: null,
-      });
+        seal: '',
+      };
+      factor.seal = await seals.seal('mfa-factor', factor);
+      await store.insertFactor(factor);
       return { factorId: id, secret: seed, uri: totpUri(seed, owner.email, TOTP_ISSUER) };
     },
 
@@ -197,9 +212,12 @@ export function createMfaService(deps: {
         ]);
       if (step === undefined) throw wrong();
       const confirmed = { ...factor, confirmed_at: now, last_used_at: now };
-      return withEvents(async (tx, events) => {
+      return withEvents(async (tx, events, txSeals) => {
         if (!(await tx.confirm(factor.id, now, step))) throw wrong();
-        return { factor: confirmed, recoveryCodes: await factorAdded(tx, events, owner, confirmed, context) };
+        return {
+          factor: confirmed,
+          recoveryCodes: await factorAdded(tx, events, txSeals, owner, confirmed, context),
+        };
       });
     },
 
@@ -241,11 +259,13 @@ export function createMfaService(deps: {
         public_key: credential.publicKey,
         sign_count: credential.signCount,
         transports: credential.transports,
+        seal: '',
       };
+      factor.seal = await seals.seal('mfa-factor', factor);
       try {
-        return await withEvents(async (tx, events) => {
+        return await withEvents(async (tx, events, txSeals) => {
           await tx.insertFactor(factor);
-          return { factor, recoveryCodes: await factorAdded(tx, events, owner, factor, context) };
+          return { factor, recoveryCodes: await factorAdded(tx, events, txSeals, owner, factor, context) };
         });
       } catch (error) {
         if (!(error instanceof AppError) && (await store.credentialExists(credential.credentialId)))
@@ -280,7 +300,7 @@ export function createMfaService(deps: {
           'mfa_not_enrolled',
           'Set up an authenticator first; recovery codes stand in for it.',
         );
-      return withEvents((tx, events) => issueRecoveryCodes(tx, events, owner, context));
+      return withEvents((tx, events, txSeals) => issueRecoveryCodes(tx, events, txSeals, owner, context));
     },
 
     /**

@@ -113,14 +113,28 @@ export function createMfaStore(db: Kysely<DB>) {
         .execute();
     },
 
-    async replaceRecoveryCodes(userId: string, hashes: string[], at: number): Promise<void> {
+    async replaceRecoveryCodes(
+      userId: string,
+      codes: Array<{ code_hash: string; seal: string }>,
+      at: number,
+    ): Promise<void> {
       await db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
-      if (hashes.length > 0)
+      if (codes.length > 0)
         await db
           .insertInto('recovery_codes')
-          .values(hashes.map((code_hash) => ({ user_id: userId, code_hash, created_at: at, used_at: null })))
+          .values(codes.map((code) => ({ ...code, user_id: userId, created_at: at, used_at: null })))
           .execute();
     },
+
+    /** An unused recovery code of the user, by its hash. */
+    recoveryCode: (userId: string, codeHash: string) =>
+      db
+        .selectFrom('recovery_codes')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('code_hash', '=', codeHash)
+        .where('used_at', 'is', null)
+        .executeTakeFirst(),
 
     /** Marks an unused code used; true for exactly one of any number of concurrent uses. */
     async useRecoveryCode(userId: string, codeHash: string, at: number): Promise<boolean> {

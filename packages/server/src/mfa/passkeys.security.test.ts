@@ -1,5 +1,6 @@
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { openPostgres, openSqlite } from '../db/database.js';
 import {
   addVirtualAuthenticator,
   hasChromium,
@@ -287,6 +288,43 @@ describe.skipIf(!hasChromium).each(BACKENDS)('passkeys on %s', (backend) => {
     expect(refused.status).toBe(422);
     expect((await attacker.json('GET', '/api/orgs/acme/members')).status).toBe(401);
     expect(await failureReasons()).toEqual(['passkey_unknown_passkey']);
+  });
+
+  it("does not let someone who can also write the database move their own passkey onto the member's account", async () => {
+    world = await startOrgWorld({}, backend);
+    const dana = await world.join('dana@acme.test', 'operator');
+    const danaTab = await openTab();
+    await danaTab.signIn(dana.email, MEMBER_PASSWORD);
+    await addPasskey(danaTab, 'Dana’s key');
+
+    // The attacker registers a passkey on their own account, then writes its row over to Dana: the
+    // credential id and public key are theirs, the row now says it is Dana's.
+    const attacker = await openTab();
+    await attacker.signIn(OWNER.email, OWNER.password);
+    const own = await addPasskey(attacker, 'Attacker’s key');
+    const config = world.server.config.database;
+    const writer =
+      config.kind === 'sqlite'
+        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
+        : openPostgres({ url: config.url, poolMax: 1 });
+    try {
+      await writer.db
+        .updateTable('mfa_factors')
+        .set({ user_id: dana.id })
+        .where('id', '=', own.factor.id)
+        .execute();
+    } finally {
+      await writer.db.destroy();
+    }
+    const { options } = await passwordThenAssertionAllowed(attacker, dana.email);
+    const assertion = await attacker.get({
+      ...options,
+      allowCredentials: [{ id: own.response.id, type: 'public-key' }],
+    });
+    const refused = await attacker.json<ErrorBody>('POST', '/api/auth/mfa/verify', { passkey: assertion });
+    expect(refused.status).toBe(422);
+    expect((await attacker.json('GET', '/api/orgs/acme/members')).status).toBe(401);
+    expect(await failureReasons()).toEqual(['passkey_passkey_integrity']);
   });
 
   it('offers no passkey ceremony at a host name it was not told, such as an IP address', async () => {

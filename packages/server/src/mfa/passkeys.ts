@@ -9,6 +9,7 @@ import {
   verifyRegistrationResponse,
 } from '@simplewebauthn/server';
 import { AppError } from '../errors.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { MfaFactorRow, MfaStore } from './mfa.store.js';
 
 /**
@@ -33,6 +34,7 @@ const PROMPT_TIMEOUT_MS = 2 * 60_000;
 export type PasskeyFailure =
   | 'no_challenge'
   | 'unknown_passkey'
+  | 'passkey_integrity'
   | 'invalid_assertion'
   | 'counter_not_increased';
 
@@ -50,7 +52,11 @@ const descriptorsOf = (factors: MfaFactorRow[]) =>
     ...(factor.transports ? { transports: transportsOf(factor)! } : {}),
   }));
 
-export function createPasskeyCeremonies(store: MfaStore, clock: () => number) {
+export function createPasskeyCeremonies(
+  store: MfaStore,
+  seals: Pick<CredentialSeals, 'holds'>,
+  clock: () => number,
+) {
   async function takeChallenge(sessionId: string, purpose: 'register' | 'authenticate') {
     const row = await store.takeChallenge(sessionId, purpose);
     return row && row.expires_at > clock() ? row.challenge : undefined;
@@ -143,6 +149,9 @@ export function createPasskeyCeremonies(store: MfaStore, clock: () => number) {
       // Another user's credential id is as unknown as a made-up one.
       const factor = passkeysOf(await store.factorsOf(userId)).find((f) => f.credential_id === response.id);
       if (!factor) return { ok: false, reason: 'unknown_passkey' };
+      // A public key put in the database by someone who can write it is not the user's passkey.
+      if (!(await seals.holds('mfa-factor', factor, { id: factor.id, userId })))
+        return { ok: false, reason: 'passkey_integrity' };
       const stored = factor.sign_count ?? 0;
       const verification = await verifyAuthenticationResponse({
         response,

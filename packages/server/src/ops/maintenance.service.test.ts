@@ -1,11 +1,16 @@
+import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pino from 'pino';
 import { beforeEach, describe, expect, it } from 'vitest';
 import type { Database } from '../db/database.js';
 import { migrateToLatest } from '../db/migrate.js';
 import type { CommandStatus, CommandsTable } from '../db/schema.js';
+import { createCredentialSeals } from '../identity/credential-seals.js';
 import { createSessionsService } from '../identity/sessions.service.js';
 import { createSessionsStore } from '../identity/sessions.store.js';
+import { createDataKeyring } from '../secrets/data-keyring.js';
+import { createDataKeysStore } from '../secrets/data-keys.store.js';
+import { createLocalKeyProvider } from '../secrets/key-provider.js';
 import { manualClock } from '../test-support/audit.js';
 import { freshDatabasePerTest, testDatabases } from '../test-support/databases.js';
 import { LogCapture } from '../test-support/server.js';
@@ -89,6 +94,7 @@ function insertSession(database: Database, id: string, times: { lastSeenAt: numb
       revoked_at: null,
       revoked_reason: null,
       second_factor_pending: 0,
+      seal: '',
     })
     .execute();
 }
@@ -108,6 +114,7 @@ function insertToken(
       description: '',
       labels: '{}',
       uses_allowed: 1,
+      seal: '',
       uses: extra.uses ?? 0,
       created_by: USER,
       created_at: expiresAt - HOUR,
@@ -132,6 +139,7 @@ function insertInvitation(
       role: 'viewer',
       token_hash: `hash-${id}`,
       invited_by: USER,
+      seal: '',
       created_at: expiresAt - 7 * DAY,
       expires_at: expiresAt,
       accepted_at: extra.accepted_at ?? null,
@@ -257,8 +265,16 @@ describe.each(testDatabases())('maintenance jobs on $dialect', (target) => {
     // Sessions made by the real service at chosen times, so their rows are what sign-in writes.
     // No per-user limit comes into it: a user may hold more sessions than this test starts.
     const policy = { idleMs: IDLE_MS, absoluteMs: ABSOLUTE_MS, maxPerUser: 100 };
+    const masterKeys = { current: randomBytes(32), previous: [] };
     const sessions = createSessionsService({
       store: createSessionsStore(database().db),
+      seals: createCredentialSeals({
+        dataKeys: createDataKeyring({
+          store: createDataKeysStore(database().db),
+          provider: createLocalKeyProvider(masterKeys, () => masterKeys),
+          clock: clock.now,
+        }),
+      }),
       clock: clock.now,
       policy,
     });

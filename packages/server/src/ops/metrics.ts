@@ -83,6 +83,15 @@ export function createMetrics() {
     }),
   };
 
+  const credentials = {
+    integrityFailures: new Counter({
+      name: 'bulwark_credential_integrity_failures_total',
+      help: 'Credentials refused because their row in the database was not one the server issued (a password, session, API key, ...), by kind.',
+      labelNames: ['kind'] as const,
+      registers,
+    }),
+  };
+
   const maintenance = {
     removed: new Counter({
       name: 'bulwark_maintenance_rows_removed_total',
@@ -98,7 +107,7 @@ export function createMetrics() {
     }),
   };
 
-  return { registry, http, audit, agents, commands, maintenance };
+  return { registry, http, audit, agents, commands, credentials, maintenance };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
@@ -107,3 +116,4 @@ export type HttpMetrics = Metrics['http'];
 export type AgentMetrics = Metrics['agents'];
 export type CommandMetrics = Metrics['commands'];
 export type MaintenanceMetrics = Metrics['maintenance'];
+export type CredentialMetrics = Metrics['credentials'];

@@ -6,8 +6,9 @@ import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
-import type { PasswordHasher } from '../identity/password-hasher.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
 import { passwordProblem } from '../identity/password-policy.js';
+import type { Passwords } from '../identity/passwords.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
 import { createInvitationsStore, type InvitationRow, type InvitationsStore } from './invitations.store.js';
 import { createOrgsStore } from './orgs.store.js';
@@ -43,11 +44,12 @@ export function invitationStatus(row: InvitationRow, now: number): InvitationSta
 export function createInvitationsService(deps: {
   invitations: InvitationsStore;
   users: UsersStore;
-  hasher: PasswordHasher;
+  passwords: Passwords;
+  seals: CredentialSeals;
   transact: Transact;
   clock: () => number;
 }) {
-  const { invitations, users, hasher, transact, clock } = deps;
+  const { invitations, users, passwords, seals, transact, clock } = deps;
 
   function acceptedEvents(
     row: InvitationRow,
@@ -103,6 +105,9 @@ export function createInvitationsService(deps: {
     if (!isWellFormedToken(token, 'bwi')) throw new InvitationInvalidError();
     const row = await invitations.findUsable(tokenHash(token), clock());
     if (!row) throw new InvitationInvalidError();
+    // An invitation the server did not issue (written into the database) admits nobody.
+    if (!(await seals.holds('invitation', row, { id: row.id, orgId: row.org_id })))
+      throw new InvitationInvalidError();
     return row;
   }
 
@@ -146,7 +151,9 @@ export function createInvitationsService(deps: {
           accepted_at: null,
           accepted_by: null,
           revoked_at: null,
+          seal: '',
         };
+        invitation.seal = await seals.inTransaction(trx).seal('invitation', invitation);
         await store.insert(invitation);
         events.push(
           callerEvent(
@@ -190,13 +197,14 @@ export function createInvitationsService(deps: {
         orgSlug: row.org_slug,
       });
       if (problem) throw new ValidationError([{ path: 'body.password', message: problem.message }]);
-      const passwordHash = await hasher.hash(input.password);
+      const userId = newId('usr', clock());
+      const passwordHash = await passwords.verifierFor(userId, input.password);
       return transact(async (trx, events) => {
         const now = clock();
         // CRYPTO-2: one acceptance at a time; the account is created only by the one that wins.
         if (!(await createInvitationsStore(trx).lockUsable(row.id, now))) throw new InvitationInvalidError();
         const user: UserRow = {
-          id: newId('usr', now),
+          id: userId,
           email: row.email,
           display_name: input.displayName,
           password_hash: passwordHash,

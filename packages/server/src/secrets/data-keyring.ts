@@ -27,6 +27,12 @@ const ACTIVE_KEY_RECHECK_MS = 60_000;
 
 const wrapContext = (row: Pick<DataKeyRow, 'id' | 'scope'>) => `data_keys/${row.id}/${row.scope}`;
 
+/** What a MAC under derived keys needs of the keyring (secrets/row-seal.ts). */
+export interface DataKeyLookup {
+  activeKeyId(scope: KeyScope): Promise<string>;
+  deriveKeyFrom(scope: KeyScope, keyId: string, purpose: string): Promise<Buffer>;
+}
+
 export interface Opened {
   plaintext: Buffer;
   /** True when the value was sealed by a retired data key and should be sealed again. */
@@ -94,13 +100,13 @@ export function createDataKeyring(deps: {
     return id;
   }
 
-  async function keyById(id: string, scope: KeyScope): Promise<Buffer> {
+  async function keyById(id: string, scope: KeyScope, from: DataKeysStore = store): Promise<Buffer> {
     const cached = unwrapped.get(id);
     if (cached) {
       if (cached.scope !== scope) throw new SealedValueError(`data key ${id} belongs to another scope`);
       return cached.key;
     }
-    const row = await store.byId(id);
+    const row = await from.byId(id);
     if (!row) throw new SealedValueError(`sealed by unknown data key ${id}`);
     if (row.scope !== scope) throw new SealedValueError(`data key ${id} belongs to another scope`);
     return unwrap(row);
@@ -138,6 +144,29 @@ export function createDataKeyring(deps: {
 
     /** The id of the scope's active data key. */
     activeKeyId,
+
+    /**
+     * Key lookups for work inside `trx`: what is not in memory is read through the transaction, never
+     * beside it (on SQLite's one connection a read beside an open transaction would wait for it
+     * forever). Nothing read here is remembered as the active key, as the transaction may roll back;
+     * a scope without an active key is refused rather than given one here.
+     */
+    within(trx: Kysely<DB>): DataKeyLookup {
+      const through = createDataKeysStore(trx);
+      return {
+        async activeKeyId(scope: KeyScope): Promise<string> {
+          const cached = active.get(scope);
+          if (cached) return cached.id;
+          const row = await through.activeOf(scope);
+          if (!row) throw new SealedValueError(`no active data key for ${scope}`);
+          return row.id;
+        },
+        async deriveKeyFrom(scope: KeyScope, keyId: string, purpose: string): Promise<Buffer> {
+          const key = await keyById(keyId, scope, through);
+          return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), `bulwark/${purpose}`, 32));
+        },
+      };
+    },
 
     /**
      * Retires the scope's active data key and makes a new one (SEC-2); what it sealed still opens.

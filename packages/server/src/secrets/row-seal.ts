@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { canonicalJson } from '@bulwark/protocol';
-import type { DataKeyring } from './data-keyring.js';
+import type { DataKeyLookup } from './data-keyring.js';
 import { SealedValueError } from './keyring.js';
 
 /** 128-bit MACs: forging one is as hard as guessing a 128-bit key. */
@@ -26,10 +26,7 @@ interface FieldSeal {
  * it outlives a data-key rotation. `seal`/`holds` cover a row with one MAC (`<key id>.<mac>`);
  * `sealFields`/`fieldMismatches` give each named field its own MAC, so a check can say which differ.
  */
-export function createRowSealer(
-  dataKeys: Pick<DataKeyring, 'activeKeyId' | 'deriveKeyFrom'>,
-  purpose: string,
-) {
+export function createRowSealer(dataKeys: DataKeyLookup, purpose: string) {
   const keys = new Map<string, Promise<Buffer>>();
   function keyOf(keyId: string): Promise<Buffer> {
     let key = keys.get(keyId);

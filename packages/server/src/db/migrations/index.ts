@@ -15,12 +15,18 @@ import * as commandSeals from './0013-command-seals.js';
 import * as maintenance from './0014-maintenance.js';
 import * as liveTickets from './0015-live-tickets.js';
 import * as agentKeySeals from './0016-agent-key-seals.js';
+import { type CredentialSealingContext, credentialSealsMigration } from './0017-credential-seals.js';
+
+export interface MigrationContext {
+  /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
+  credentials?: CredentialSealingContext;
+}
 
 /**
  * The one migration set for both dialects, in order. Names sort lexically; never rename or edit an
  * applied migration: add a new one.
  */
-export const migrations: Record<string, Migration> = {
+export const migrationsWith = (context: MigrationContext = {}): Record<string, Migration> => ({
   '0001-foundation': foundation,
   '0002-identity': identity,
   '0003-access': access,
@@ -37,4 +43,8 @@ export const migrations: Record<string, Migration> = {
   '0014-maintenance': maintenance,
   '0015-live-tickets': liveTickets,
   '0016-agent-key-seals': agentKeySeals,
-};
+  '0017-credential-seals': credentialSealsMigration(context.credentials),
+});
+
+/** The migrations, for counting and listing them (none of them is run from here). */
+export const migrations = migrationsWith();
