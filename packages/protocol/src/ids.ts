@@ -31,6 +31,8 @@ export const ID_PREFIXES = {
   registrationToken: 'rgt',
   service: 'svc',
   command: 'cmd',
+  ssoConnection: 'sso',
+  ssoIdentity: 'sid',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

@@ -317,6 +317,12 @@ export const settings = {
     defaultText: '600',
     parse: integer(10, 86_400),
   },
+  ssoTimeoutSeconds: {
+    env: 'BULWARK_SSO_TIMEOUT_SECONDS',
+    doc: 'How long a request to an identity provider (discovery, keys, token exchange) may take before the sign-in fails with a clear error (SSO-1).',
+    defaultText: '10',
+    parse: integer(1, 120),
+  },
   agentConnectsPerMinute: {
     env: 'BULWARK_AGENT_CONNECTS_PER_MINUTE',
     doc: 'Agent connection attempts accepted per client address per minute; beyond it the upgrade is answered 429. Raise it when many agents share one address (NAT, a proxy).',
@@ -457,6 +463,7 @@ export interface Config {
   loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
   agents: { heartbeatSeconds: number; connectsPerMinute: number };
   commands: { deliveryTimeoutSeconds: number };
+  sso: { timeoutSeconds: number };
   bootstrap: {
     email: string | undefined;
     password: string | undefined;
@@ -506,6 +513,7 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   loginWindowMinutes: 15,
   agentHeartbeatSeconds: 15,
   commandDeliveryTimeoutSeconds: 600,
+  ssoTimeoutSeconds: 10,
   agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
   bootstrapMfaRequired: true,
@@ -684,6 +692,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       connectsPerMinute: values.agentConnectsPerMinute,
     },
     commands: { deliveryTimeoutSeconds: values.commandDeliveryTimeoutSeconds },
+    sso: { timeoutSeconds: values.ssoTimeoutSeconds },
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -754,6 +763,7 @@ export function describeConfig(config: Config): string[] {
     agentHeartbeatSeconds: String(config.agents.heartbeatSeconds),
     agentConnectsPerMinute: String(config.agents.connectsPerMinute),
     commandDeliveryTimeoutSeconds: String(config.commands.deliveryTimeoutSeconds),
+    ssoTimeoutSeconds: String(config.sso.timeoutSeconds),
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,

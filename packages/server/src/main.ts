@@ -29,6 +29,7 @@ import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
 import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
+import { recordUpgradeNotes } from './db/upgrade-notes.js';
 import { createHttpApp } from './http/app.js';
 import { consoleRoutes } from './http/console.routes.js';
 import { BUILT_CONSOLE_DIR, createConsoleFiles } from './http/console-files.js';
@@ -79,6 +80,11 @@ import { secretsRoutes } from './secrets/secrets.routes.js';
 import { createSecretsService } from './secrets/secrets.service.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
+import { createOidcRelyingParty } from './sso/oidc.js';
+import { ssoRoutes } from './sso/sso.routes.js';
+import { createSsoStore } from './sso/sso.store.js';
+import { createSsoConnectionsService } from './sso/sso-connections.service.js';
+import { createSsoSignInService } from './sso/sso-sign-in.service.js';
 import { VERSION } from './version.js';
 
 /**
@@ -167,6 +173,28 @@ async function startIdentity(deps: {
     clock,
   });
   const relyingPartyOf = relyingPartyResolver(config.publicUrl);
+  const ssoStore = createSsoStore(db);
+  const oidcRelyingParty = createOidcRelyingParty({ timeoutSeconds: config.sso.timeoutSeconds, clock });
+  const ssoConnections = createSsoConnectionsService({
+    store: ssoStore,
+    access: accessStore,
+    dataKeys: core.dataKeys,
+    relyingParty: oidcRelyingParty,
+    transact,
+    clock,
+  });
+  const ssoSignIn = createSsoSignInService({
+    connections: ssoConnections,
+    store: ssoStore,
+    users,
+    access: accessStore,
+    relyingParty: oidcRelyingParty,
+    dataKeys: core.dataKeys,
+    seals,
+    sessions,
+    audit,
+    clock,
+  });
   return {
     access,
     transact,
@@ -193,6 +221,7 @@ async function startIdentity(deps: {
       ...invitationsRoutes({ invitations, auth }),
       ...accessReviewRoutes({ access, roles, members, invitations, apiKeys, mfa, audit, clock }),
       ...auditRoutes(audit),
+      ...ssoRoutes({ connections: ssoConnections, signIn: ssoSignIn, publicUrl: config.publicUrl }),
     ],
   };
 }
@@ -244,18 +273,9 @@ export async function openCore(
   const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
   const database = openDatabase(config);
   try {
-    let sealedAtUpgrade: Record<string, number> | undefined;
     const applied = await migrateToLatest(database, {
       onWaitForLock: () => logger.info('waiting for another process to finish migrating the database'),
-      context: {
-        credentials: {
-          masterKeys,
-          clock,
-          onSealed: (counts) => {
-            sealedAtUpgrade = counts;
-          },
-        },
-      },
+      context: { credentials: { masterKeys, clock } },
     });
     if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
     const dataKeys = createDataKeyring({
@@ -281,31 +301,13 @@ export async function openCore(
       options: config.audit,
     });
     await audit.ensureSigningKey();
-    if (sealedAtUpgrade) await recordSealedAtUpgrade(audit, logger, sealedAtUpgrade);
+    if ((await recordUpgradeNotes(database.db, audit, clock)) > 0)
+      logger.warn('sealed the credentials the database held before this upgrade (see the audit log)');
     return { database, groupCommit, audit, serverKeys, metrics, dataKeys, masterKeys };
   } catch (error) {
     await database.close();
     throw error;
   }
-}
-
-/**
- * The credentials an upgrade found were sealed as the database held them (migration 0017). Expected
- * once, at that upgrade; the same event at any other start means someone rolled the schema back to
- * have rows of their own sealed.
- */
-async function recordSealedAtUpgrade(
-  audit: CoreServices['audit'],
-  logger: Logger,
-  counts: Record<string, number>,
-): Promise<void> {
-  logger.warn({ sealed: counts }, 'sealed the credentials the database held before this upgrade');
-  await audit.record({
-    actor: { type: 'system', id: 'migration', display: 'database migration' },
-    action: 'credential.sealed_at_upgrade',
-    outcome: 'success',
-    details: { severity: 'critical', sealed: counts },
-  });
 }
 
 interface BackgroundJob {

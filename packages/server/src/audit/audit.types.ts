@@ -87,6 +87,9 @@ export const AUDIT_ACTIONS = [
   'org.security_policy_changed',
   'credential.integrity_failed',
   'credential.sealed_at_upgrade',
+  'sso.connection_created',
+  'sso.connection_deleted',
+  'sso.identity_linked',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -409,8 +409,65 @@ export interface CommandPoliciesTable {
   updated_at: number;
 }
 
+export interface SsoConnectionsTable {
+  id: string;
+  org_id: string;
+  kind: 'oidc';
+  name: string;
+  /** The whole configuration, secrets included, sealed by the organization's data key (sso/sso-config.ts). */
+  config_sealed: string;
+  enabled: number;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A provider's account (issuer, subject) linked to a user; sealed by the server (identity/credential-seals.ts). */
+export interface SsoIdentitiesTable {
+  id: string;
+  issuer: string;
+  subject: string;
+  user_id: string;
+  connection_id: string;
+  created_at: number;
+  last_sign_in_at: number | null;
+  seal: string;
+}
+
+/** A sign-in under way at a provider: taken once, by the browser that started it. */
+export interface SsoSignInsTable {
+  /** SHA-256 of the `state` sent to the provider. */
+  state_hash: string;
+  connection_id: string;
+  /** SHA-256 of the value in the starting browser's cookie. */
+  browser_hash: string;
+  nonce: string;
+  /** The PKCE verifier, sealed by the instance data key. */
+  verifier_sealed: string;
+  /** The callback address sent to the provider, which the token request must repeat. */
+  redirect_uri: string;
+  /** A path of the console to land on once signed in. */
+  return_to: string;
+  created_at: number;
+  expires_at: number;
+}
+
+/** What a migration did that the audit log must show; the next start records it (db/upgrade-notes.ts). */
+export interface UpgradeNotesTable {
+  /** The migration's name. */
+  id: string;
+  /** JSON. */
+  details: string;
+  created_at: number;
+  recorded_at: number | null;
+}
+
 export interface DB {
   audit_events: AuditEventsTable;
+  sso_connections: SsoConnectionsTable;
+  sso_identities: SsoIdentitiesTable;
+  sso_sign_ins: SsoSignInsTable;
+  upgrade_notes: UpgradeNotesTable;
   audit_chain_heads: AuditChainHeadsTable;
   audit_checkpoints: AuditCheckpointsTable;
   server_keys: ServerKeysTable;

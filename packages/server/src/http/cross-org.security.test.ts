@@ -39,6 +39,7 @@ interface Slot {
 
 /** Every kind of id an organization's people and things have; a free-form id filter is tried with each. */
 const ALL_PREFIXES: IdPrefix[] = [
+  'sso',
   'usr',
   'tea',
   'rol',
@@ -68,6 +69,19 @@ const BODIES: Record<string, unknown[]> = {
   changeMemberRole: [{ role: '$rol' }],
   updateTeam: [{ description: 'changed across organizations' }],
   createInvitation: [{ email: 'cross@example.test', role: '$rol' }],
+  createSsoConnection: [
+    {
+      name: 'cross IdP',
+      kind: 'oidc',
+      config: {
+        issuer: 'http://127.0.0.1:9',
+        clientId: 'cross',
+        clientSecret: 'cross-secret',
+        defaultRole: '$rol',
+        groupRoles: [{ group: 'cross', role: '$rol' }],
+      },
+    },
+  ],
   updateAgent: [{ name: 'renamed-across' }],
   createCommand: [{ agent: '$agt', service: 'app', action: 'ping' }],
   approveCommand: [{}],
@@ -109,6 +123,8 @@ const SLOT_RULES: Record<string, { use: Use; status: number }> = {
   'createRoleBinding body:subject.id': { use: 'lookup', status: 404 },
   'changeMemberRole body:role': { use: 'lookup', status: 422 },
   'createInvitation body:role': { use: 'lookup', status: 422 },
+  'createSsoConnection body:config.defaultRole': { use: 'lookup', status: 422 },
+  'createSsoConnection body:config.groupRoles[].role': { use: 'lookup', status: 422 },
   'createCommand body:agent': { use: 'lookup', status: 404 },
 };
 
@@ -125,6 +141,8 @@ const NOT_IDS: Record<string, string> = {
   'verifySecondFactor body:passkey.rawId': PASSKEY_CREDENTIAL,
   'addPasskey body:response.id': "a new passkey's credential id, from the authenticator's attestation",
   'addPasskey body:response.rawId': "a new passkey's credential id, from the authenticator's attestation",
+  'createSsoConnection body:config.clientId':
+    'the client id the identity provider issued to Bulwark: a name at the provider',
 };
 
 // --- Reading the route declarations ------------------------------------------------------------
@@ -233,6 +251,9 @@ function attemptsFor(routes: RegisteredRoute[], own: Ids): { attempts: Attempt[]
   const unknown: string[] = [];
   for (const route of routes) {
     const { declaration } = route;
+    // A public route acts for no organization (an SSO sign-in starts from a connection id anyone
+    // may be shown): there is no other organization's data for it to reach.
+    if ('public' in declaration.access) continue;
     const op = declaration.operationId;
     const pathParams = (route.url.match(/:([A-Za-z]+)/g) ?? [])
       .map((p) => p.slice(1))
@@ -418,7 +439,19 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
   const factor = await created<{ factorId: string }>('POST', '/api/auth/mfa/totp', {
     name: `${prefix} phone`,
   });
+  // A provider that is never asked (nothing listens there): the connection exists to be reached by id.
+  const connection = await created<{ id: string }>('POST', `/api/orgs/${slug}/sso/connections`, {
+    name: `${prefix} IdP`,
+    kind: 'oidc',
+    config: {
+      issuer: 'http://127.0.0.1:9',
+      clientId: prefix,
+      clientSecret: `${prefix}-secret`,
+      defaultRole: 'viewer',
+    },
+  });
   const ids: Ids = {
+    sso: connection.id,
     usr: joined.body.user.id,
     tea: team.id,
     rol: role.id,

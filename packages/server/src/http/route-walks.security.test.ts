@@ -98,7 +98,19 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
   });
   // An authenticator enrolment the owner started: another member reaching it by id finds nothing.
   const factor = await owner.json<{ factorId: string }>('POST', '/api/auth/mfa/totp', { name: 'walk' });
+  // A provider that is never asked (nothing listens there): the connection exists to be reached by id.
+  const ssoConnection = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/sso/connections`, {
+    name: `${prefix} IdP`,
+    kind: 'oidc',
+    config: {
+      issuer: 'http://127.0.0.1:9',
+      clientId: prefix,
+      clientSecret: `${prefix}-secret`,
+      defaultRole: 'viewer',
+    },
+  });
   const ids = {
+    connection: ssoConnection.body.id,
     factor: factor.body.factorId,
     key: apiKey.body.apiKey.id,
     user: joined.body.user.id,
@@ -148,6 +160,16 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     confirmTotpEnrolment: { code: '000000' },
     verifySecondFactor: { code: '000000' },
     setSecurityPolicy: { mfaRequired: true },
+    createSsoConnection: {
+      name: 'walk IdP',
+      kind: 'oidc',
+      config: {
+        issuer: 'http://127.0.0.1:9',
+        clientId: 'walk',
+        clientSecret: 'walk-secret',
+        defaultRole: 'viewer',
+      },
+    },
   };
   return bodies[operationId];
 }
@@ -214,6 +236,8 @@ describe.each(BACKENDS)('route walks on %s', (backend: Backend) => {
       const attacker = world.owner.client;
       const checked: string[] = [];
       for (const { method, url, declaration } of routes()) {
+        // A public route answers anyone, member or not (the SSO sign-in options of an organization).
+        if ('public' in declaration.access) continue;
         const idsOutsideUrl = ['explainAccess', 'createRoleBinding'].includes(declaration.operationId);
         const idsInUrl = url.replace(':org', '').includes(':');
         const attempts = new Set<string>();

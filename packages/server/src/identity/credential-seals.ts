@@ -10,6 +10,7 @@ import type {
   RecoveryCodesTable,
   RegistrationTokensTable,
   SessionsTable,
+  SsoIdentitiesTable,
 } from '../db/schema.js';
 import type { CredentialMetrics } from '../ops/metrics.js';
 import type { DataKeyLookup, DataKeyring } from '../secrets/data-keyring.js';
@@ -73,12 +74,15 @@ const SEALED_FIELDS = {
       'id' | 'org_id' | 'token_hash' | 'labels' | 'uses_allowed' | 'expires_at'
     >,
   ) => [r.id, r.org_id, r.token_hash, r.labels, r.uses_allowed, r.expires_at],
+  'sso-identity': (
+    r: Pick<SsoIdentitiesTable, 'id' | 'issuer' | 'subject' | 'user_id' | 'connection_id'>,
+  ) => [r.id, r.issuer, r.subject, r.user_id, r.connection_id],
 };
 
 export type CredentialKind = keyof typeof SEALED_FIELDS;
 export type SealedCredential<K extends CredentialKind> = Parameters<(typeof SEALED_FIELDS)[K]>[0];
 
-/** Every kind, for the migration that seals the rows an upgrade finds and for tests. */
+/** Every kind of credential the server seals. */
 export const CREDENTIAL_KINDS = Object.keys(SEALED_FIELDS) as CredentialKind[];
 
 /** A credential row whose seal does not hold: who it claimed to belong to, for the alert. */

@@ -91,12 +91,19 @@ export function createDataKeyring(deps: {
     return winner.id;
   }
 
+  // The active key ids already read, for `within`: a read still under way may be waiting for the
+  // very connection a transaction holds.
+  const knownActive = new Map<string, string>();
+
   function activeKeyId(scope: KeyScope): Promise<string> {
     const cached = active.get(scope);
     if (cached && clock() - cached.loadedAt < ACTIVE_KEY_RECHECK_MS) return cached.id;
     const id = loadActive(scope);
     active.set(scope, { id, loadedAt: clock() });
-    id.catch(() => active.delete(scope));
+    id.then(
+      (known) => knownActive.set(scope, known),
+      () => active.delete(scope),
+    );
     return id;
   }
 
@@ -155,8 +162,8 @@ export function createDataKeyring(deps: {
       const through = createDataKeysStore(trx);
       return {
         async activeKeyId(scope: KeyScope): Promise<string> {
-          const cached = active.get(scope);
-          if (cached) return cached.id;
+          const known = knownActive.get(scope);
+          if (known) return known;
           const row = await through.activeOf(scope);
           if (!row) throw new SealedValueError(`no active data key for ${scope}`);
           return row.id;
@@ -178,9 +185,11 @@ export function createDataKeyring(deps: {
       if (trx) {
         await createDataKeysStore(trx).retireAndInsert(scope, next, clock());
         active.delete(scope);
+        knownActive.delete(scope);
       } else {
         await store.replaceActive(scope, next, clock());
         active.set(scope, { id: Promise.resolve(next.id), loadedAt: clock() });
+        knownActive.set(scope, next.id);
       }
       return next.id;
     },

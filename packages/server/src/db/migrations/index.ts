@@ -16,6 +16,7 @@ import * as maintenance from './0014-maintenance.js';
 import * as liveTickets from './0015-live-tickets.js';
 import * as agentKeySeals from './0016-agent-key-seals.js';
 import { type CredentialSealingContext, credentialSealsMigration } from './0017-credential-seals.js';
+import * as sso from './0018-sso.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -44,6 +45,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0015-live-tickets': liveTickets,
   '0016-agent-key-seals': agentKeySeals,
   '0017-credential-seals': credentialSealsMigration(context.credentials),
+  '0018-sso': sso,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */

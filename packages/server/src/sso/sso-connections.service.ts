@@ -1,0 +1,184 @@
+import { newId } from '@bulwark/protocol';
+import { assertCanGrant } from '../access/access.service.js';
+import type { AccessStore } from '../access/access.store.js';
+import { type Caller, callerEvent } from '../access/caller.js';
+import type { Transact } from '../audit/audited-transaction.js';
+import { AppError, NotFoundError } from '../errors.js';
+import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
+import type { OidcRelyingParty } from './oidc.js';
+import { createSsoStore, type SsoConnectionRow, type SsoStore } from './sso.store.js';
+import { configContext, type OidcConfig, type OidcConfigView, viewOf } from './sso-config.js';
+
+export interface SsoConnectionView {
+  id: string;
+  kind: 'oidc';
+  name: string;
+  enabled: boolean;
+  config: OidcConfigView;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A connection as the server uses it: its configuration opened. */
+export interface OpenedConnection {
+  id: string;
+  orgId: string;
+  orgSlug?: string;
+  name: string;
+  enabled: boolean;
+  /** Changes whenever the configuration does: the provider's cached metadata is keyed by it. */
+  version: number;
+  config: OidcConfig;
+}
+
+/**
+ * An organization's identity-provider connections (SSO-4): several per organization, their
+ * configuration sealed at rest and the client secret never returned (write-only, like secrets).
+ * Changing them takes `security_configuration:manage`; each change is audited in the same
+ * transaction (AUD-7).
+ */
+export function createSsoConnectionsService(deps: {
+  store: SsoStore;
+  access: Pick<AccessStore, 'customRoles'>;
+  dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
+  relyingParty: OidcRelyingParty;
+  transact: Transact;
+  clock: () => number;
+}) {
+  const { store, dataKeys, relyingParty, transact, clock } = deps;
+
+  async function open(row: SsoConnectionRow & { org_slug?: string }): Promise<OpenedConnection> {
+    const opened = await dataKeys.open(
+      orgScope(row.org_id),
+      row.config_sealed,
+      configContext(row.org_id, row.id),
+    );
+    return {
+      id: row.id,
+      orgId: row.org_id,
+      ...(row.org_slug ? { orgSlug: row.org_slug } : {}),
+      name: row.name,
+      enabled: row.enabled === 1,
+      version: row.updated_at,
+      config: JSON.parse(opened.plaintext.toString('utf8')) as OidcConfig,
+    };
+  }
+
+  const viewOfOpened = (connection: OpenedConnection, row: SsoConnectionRow): SsoConnectionView => ({
+    id: connection.id,
+    kind: 'oidc',
+    name: connection.name,
+    enabled: connection.enabled,
+    config: viewOf(connection.config),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  });
+
+  return {
+    open,
+
+    async list(orgId: string): Promise<SsoConnectionView[]> {
+      const rows = await store.connections(orgId);
+      return Promise.all(rows.map(async (row) => viewOfOpened(await open(row), row)));
+    },
+
+    /** The connection a sign-in names, wherever it is; undefined when there is none or it is disabled. */
+    async forSignIn(id: string): Promise<OpenedConnection | undefined> {
+      const row = await store.connectionById(id);
+      if (!row || row.enabled !== 1) return undefined;
+      return open(row);
+    },
+
+    /** What an organization's sign-in page offers: the names of its enabled connections. */
+    offeredBy: (orgSlug: string) => store.enabledOf(orgSlug),
+
+    async create(caller: Caller, input: { name: string; config: OidcConfig }): Promise<SsoConnectionView> {
+      const now = clock();
+      const id = newId('sso', now);
+      for (const role of new Set([input.config.defaultRole, ...input.config.groupRoles.map((m) => m.role)]))
+        assertCanGrant(caller, 'give at sign-in', role, await deps.access.customRoles(caller.org.id));
+      const row: SsoConnectionRow = {
+        id,
+        org_id: caller.org.id,
+        kind: 'oidc',
+        name: input.name,
+        // Sealed before the transaction: the organization's data key may need reading, on a connection of its own.
+        config_sealed: await dataKeys.seal(
+          orgScope(caller.org.id),
+          JSON.stringify(input.config),
+          configContext(caller.org.id, id),
+        ),
+        enabled: 1,
+        created_by: caller.userId,
+        created_at: now,
+        updated_at: now,
+      };
+      await transact(async (trx, events) => {
+        const tx = createSsoStore(trx);
+        if ((await tx.connections(caller.org.id)).some((existing) => existing.name === input.name))
+          throw new AppError(
+            409,
+            'sso_connection_exists',
+            'A connection with this name exists; choose another name.',
+          );
+        await tx.insertConnection(row);
+        events.push(
+          callerEvent(
+            caller,
+            'sso.connection_created',
+            { type: 'sso_connection', id, display: input.name },
+            {
+              kind: 'oidc',
+              issuer: input.config.issuer,
+              clientId: input.config.clientId,
+              defaultRole: input.config.defaultRole,
+              jitProvisioning: input.config.jitProvisioning,
+            },
+          ),
+        );
+      });
+      return viewOfOpened(await open(row), row);
+    },
+
+    async remove(caller: Caller, id: string): Promise<void> {
+      await transact(async (trx, events) => {
+        const tx = createSsoStore(trx);
+        const row = await tx.connection(caller.org.id, id);
+        if (!row || !(await tx.deleteConnection(caller.org.id, id)))
+          throw new NotFoundError('No such connection.');
+        events.push(
+          callerEvent(caller, 'sso.connection_deleted', { type: 'sso_connection', id, display: row.name }),
+        );
+      });
+    },
+
+    /**
+     * Tries the connection as a sign-in would begin (discovery, metadata, the client's registration
+     * as far as the provider shows it) and says what went wrong in words an IdP administrator knows.
+     */
+    async test(orgId: string, id: string): Promise<{ ok: boolean; problem?: string; issuer?: string }> {
+      const row = await store.connection(orgId, id);
+      if (!row) throw new NotFoundError('No such connection.');
+      const connection = await open(row);
+      try {
+        // Read afresh: a test is asked for after changing something at the provider.
+        const configuration = await relyingParty.discover(connection.config);
+        const metadata = configuration.serverMetadata();
+        const problems: string[] = [];
+        if (!metadata.authorization_endpoint) problems.push('the provider names no authorization endpoint');
+        if (!metadata.token_endpoint) problems.push('the provider names no token endpoint');
+        if (!metadata.jwks_uri) problems.push('the provider publishes no signing keys (jwks_uri)');
+        const methods = metadata.code_challenge_methods_supported;
+        if (methods && !methods.includes('S256'))
+          problems.push('the provider does not support PKCE with S256');
+        return problems.length === 0
+          ? { ok: true, issuer: metadata.issuer }
+          : { ok: false, problem: `${problems.join('; ')}.`, issuer: metadata.issuer };
+      } catch (error) {
+        return { ok: false, problem: (error as Error).message };
+      }
+    },
+  };
+}
+
+export type SsoConnectionsService = ReturnType<typeof createSsoConnectionsService>;

@@ -1,0 +1,320 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { newId } from '@bulwark/protocol';
+import type { AccessStore } from '../access/access.store.js';
+import { isBuiltInRole } from '../access/permissions.js';
+import type { AuditService } from '../audit/audit.service.js';
+import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import type { CredentialSeals } from '../identity/credential-seals.js';
+import type { SessionsService } from '../identity/sessions.service.js';
+import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
+import { createOrgsStore } from '../orgs/orgs.store.js';
+import type { DataKeyring } from '../secrets/data-keyring.js';
+import { type OidcRelyingParty, SsoError } from './oidc.js';
+import { createSsoStore, type SsoStore } from './sso.store.js';
+import { groupsOf, roleFor } from './sso-config.js';
+import type { OpenedConnection, SsoConnectionsService } from './sso-connections.service.js';
+
+/** How long a browser has between leaving for the provider and coming back. */
+export const SSO_SIGN_IN_TTL_MS = 10 * 60_000;
+
+const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
+const verifierContext = (stateHash: string) => `sso_sign_ins/${stateHash}`;
+
+function sameHash(a: string, b: string): boolean {
+  const left = Buffer.from(a);
+  const right = Buffer.from(b);
+  return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** What the provider said went wrong, kept short and printable for the person and the log. */
+const printable = (text: string | null) => (text ?? '').replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
+
+/**
+ * Sign-in through an organization's OIDC provider (SSO-1, SSO-4). A sign-in under way is bound to the
+ * browser that started it (a cookie whose hash the record keeps), taken once, and short-lived. The
+ * person is whoever the provider's (issuer, subject) is linked to; a first sign-in provisions them
+ * just in time with the connection's role, never by matching an email address to an existing
+ * account. Group-to-role mappings are applied again at every sign-in.
+ */
+export function createSsoSignInService(deps: {
+  connections: SsoConnectionsService;
+  store: SsoStore;
+  users: UsersStore;
+  access: Pick<AccessStore, 'customRoles'>;
+  relyingParty: OidcRelyingParty;
+  dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
+  seals: CredentialSeals;
+  sessions: SessionsService;
+  audit: AuditService;
+  clock: () => number;
+}) {
+  const { connections, store, users, relyingParty, dataKeys, seals, sessions, audit, clock } = deps;
+
+  /** The user the provider's account is linked to, or why it cannot sign in. */
+  async function linkedUser(issuer: string, subject: string): Promise<UserRow | undefined> {
+    const identity = await store.identity(issuer, subject);
+    if (!identity) return undefined;
+    // A link the server did not make (written into the database) signs nobody in.
+    if (!(await seals.holds('sso-identity', identity, { id: identity.id, userId: identity.user_id })))
+      throw new SsoError('sso_identity_integrity', 'This account link is not valid; ask an administrator.');
+    return users.findById(identity.user_id);
+  }
+
+  async function checkedRole(connection: OpenedConnection, claims: Record<string, unknown>): Promise<string> {
+    const role = roleFor(connection.config, groupsOf(claims, connection.config.groupsClaim));
+    if (!isBuiltInRole(role) && !(await deps.access.customRoles(connection.orgId)).has(role))
+      throw new SsoError(
+        'sso_role_gone',
+        `The role "${role}" this connection gives no longer exists; an administrator must fix the connection.`,
+      );
+    return role;
+  }
+
+  async function provision(
+    connection: OpenedConnection,
+    proof: { issuer: string; subject: string; claims: Record<string, unknown> },
+    context: AuditRequestContext,
+  ) {
+    const { issuer, subject, claims } = proof;
+    let user = await linkedUser(issuer, subject);
+    const role = await checkedRole(connection, claims);
+    let newUser: UserRow | undefined;
+    if (!user) {
+      if (!connection.config.jitProvisioning)
+        throw new SsoError(
+          'sso_not_provisioned',
+          'You have no account here yet; ask an administrator to invite you.',
+        );
+      const email = typeof claims.email === 'string' ? claims.email.trim().toLowerCase() : '';
+      if (!email)
+        throw new SsoError(
+          'sso_no_email',
+          'The identity provider sent no email address: grant the "email" scope and claim to this application.',
+        );
+      if (claims.email_verified === false)
+        throw new SsoError(
+          'sso_email_unverified',
+          'The identity provider says this email address is not verified.',
+        );
+      // Never linked by email alone: an account that exists is not taken over by whoever the provider vouches for.
+      if (await users.findByEmail(email))
+        throw new SsoError(
+          'sso_account_exists',
+          'An account with this email exists and is not linked to this identity provider; sign in with it, or ask an administrator.',
+        );
+      const now = clock();
+      newUser = {
+        id: newId('usr', now),
+        email,
+        display_name:
+          typeof claims.name === 'string' && claims.name.trim()
+            ? claims.name.trim().slice(0, 100)
+            : email.split('@')[0]!,
+        password_hash: null,
+        status: 'active',
+        password_change_required_at: null,
+        password_changed_at: null,
+        created_at: now,
+        updated_at: now,
+      };
+      user = newUser;
+    }
+    if (user.status !== 'active') throw new SsoError('account_disabled', 'This account is disabled.');
+    const signedIn = user;
+    const actor = { type: 'user' as const, id: signedIn.id, display: signedIn.email };
+    const connectionTarget = { type: 'sso_connection', id: connection.id, display: connection.name };
+
+    const started = await audit.withEvents(async (trx, events: AuditInput[]) => {
+      const now = clock();
+      const orgs = createOrgsStore(trx);
+      const tx = createSsoStore(trx);
+      if (newUser) {
+        await createUsersStore(trx).insert(newUser);
+        const identity = {
+          id: newId('sid', now),
+          issuer,
+          subject,
+          user_id: newUser.id,
+          connection_id: connection.id,
+          created_at: now,
+          last_sign_in_at: now,
+          seal: '',
+        };
+        identity.seal = await seals.inTransaction(trx).seal('sso-identity', identity);
+        await tx.insertIdentity(identity);
+        events.push(
+          {
+            orgId: connection.orgId,
+            actor,
+            action: 'user.created',
+            target: { type: 'user', id: newUser.id, display: newUser.email },
+            outcome: 'success',
+            context,
+            details: { via: 'sso', connection: connection.id },
+          },
+          {
+            orgId: connection.orgId,
+            actor,
+            action: 'sso.identity_linked',
+            target: connectionTarget,
+            outcome: 'success',
+            context,
+            details: { issuer, subject },
+          },
+        );
+      }
+      const member = await orgs.findMember(connection.orgId, signedIn.id);
+      if (!member) {
+        if (!connection.config.jitProvisioning)
+          throw new SsoError(
+            'sso_not_provisioned',
+            'You are not a member of this organization; ask an administrator to invite you.',
+          );
+        await orgs.insertMembership({
+          org_id: connection.orgId,
+          user_id: signedIn.id,
+          role,
+          created_at: now,
+        });
+        events.push({
+          orgId: connection.orgId,
+          actor,
+          action: 'member.joined',
+          target: { type: 'user', id: signedIn.id, display: signedIn.email },
+          outcome: 'success',
+          context,
+          details: { role, via: 'sso', connection: connection.id },
+        });
+      } else if (connection.config.groupRoles.length > 0 && member.role !== role) {
+        // The provider's groups decide the role at every sign-in, when the connection maps them.
+        await orgs.setRole(connection.orgId, signedIn.id, role);
+        events.push({
+          orgId: connection.orgId,
+          actor,
+          action: 'member.role_changed',
+          target: { type: 'user', id: signedIn.id, display: signedIn.email },
+          outcome: 'success',
+          context,
+          details: { from: member.role, to: role, via: 'sso', connection: connection.id },
+        });
+      }
+      const identity = await tx.identity(issuer, subject);
+      if (identity) await tx.touchIdentity(identity.id, now);
+      const session = await sessions.inTransaction(trx).start(signedIn.id, context);
+      for (const ended of session.ended)
+        events.push({
+          actor,
+          action: 'auth.session_revoked',
+          target: { type: 'session', id: ended },
+          outcome: 'success',
+          context,
+          details: { reason: 'session_limit', newSession: session.sessionId },
+        });
+      events.push({
+        orgId: connection.orgId,
+        actor,
+        action: 'auth.login_succeeded',
+        target: { type: 'session', id: session.sessionId },
+        outcome: 'success',
+        context,
+        details: { via: 'sso', connection: connection.id, issuer },
+      });
+      return session;
+    });
+    return { token: started.token, userId: signedIn.id };
+  }
+
+  return {
+    /** Begins a sign-in: where to send the browser, and the value its cookie must carry back. */
+    async start(connectionId: string, options: { redirectUri: string; returnTo: string }) {
+      const connection = await connections.forSignIn(connectionId);
+      if (!connection)
+        throw new SsoError(
+          'sso_connection_unknown',
+          'There is no such sign-in connection, or it is disabled.',
+        );
+      const now = clock();
+      await store.deleteExpiredSignIns(now);
+      const begun = await relyingParty.start(connection, options.redirectUri);
+      const browserToken = randomBytes(32).toString('base64url');
+      const stateHash = sha256(begun.state);
+      await store.insertSignIn({
+        state_hash: stateHash,
+        connection_id: connection.id,
+        browser_hash: sha256(browserToken),
+        nonce: begun.nonce,
+        verifier_sealed: await dataKeys.seal('instance', begun.verifier, verifierContext(stateHash)),
+        redirect_uri: options.redirectUri,
+        return_to: options.returnTo,
+        created_at: now,
+        expires_at: now + SSO_SIGN_IN_TTL_MS,
+      });
+      return { location: begun.url, browserToken, expiresAt: now + SSO_SIGN_IN_TTL_MS };
+    },
+
+    /**
+     * Finishes a sign-in from the provider's callback: a new session for whoever the provider vouches
+     * for. Every refusal is audited with its reason before it is thrown.
+     */
+    async finish(callbackUrl: URL, browserToken: string | undefined, context: AuditRequestContext) {
+      let connection: OpenedConnection | undefined;
+      try {
+        const state = callbackUrl.searchParams.get('state');
+        if (!state)
+          throw new SsoError(
+            'sso_state_missing',
+            'The identity provider sent no state; start the sign-in again.',
+          );
+        const stateHash = sha256(state);
+        // Taken, not read: a state used once (or replayed) finds nothing the second time.
+        const pending = await store.takeSignIn(stateHash);
+        if (!pending || pending.expires_at <= clock())
+          throw new SsoError(
+            'sso_state_unknown',
+            'This sign-in is unknown, already finished or expired; start again.',
+          );
+        if (!browserToken || !sameHash(sha256(browserToken), pending.browser_hash))
+          throw new SsoError(
+            'sso_browser_mismatch',
+            'This sign-in was started in another browser; start again here.',
+          );
+        connection = await connections.forSignIn(pending.connection_id);
+        if (!connection)
+          throw new SsoError('sso_connection_unknown', 'This sign-in connection was removed or disabled.');
+        const error = callbackUrl.searchParams.get('error');
+        if (error)
+          throw new SsoError(
+            'sso_provider_error',
+            `The identity provider refused the sign-in: ${printable(error)} ${printable(callbackUrl.searchParams.get('error_description'))}`.trim(),
+          );
+        const verifier = (
+          await dataKeys.open('instance', pending.verifier_sealed, verifierContext(stateHash))
+        ).plaintext.toString('utf8');
+        const proof = await relyingParty.finish(connection, callbackUrl, {
+          state,
+          nonce: pending.nonce,
+          verifier,
+          redirectUri: pending.redirect_uri,
+        });
+        const { token, userId } = await provision(connection, proof, context);
+        return { token, userId, returnTo: pending.return_to };
+      } catch (error) {
+        if (error instanceof SsoError)
+          await audit.record({
+            orgId: connection?.orgId ?? null,
+            actor: { type: 'anonymous', display: 'single sign-on' },
+            action: 'auth.login_failed',
+            target: connection
+              ? { type: 'sso_connection', id: connection.id, display: connection.name }
+              : null,
+            outcome: 'failure',
+            context,
+            details: { reason: error.code, via: 'sso' },
+          });
+        throw error;
+      }
+    },
+  };
+}
+
+export type SsoSignInService = ReturnType<typeof createSsoSignInService>;

@@ -1,0 +1,254 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { callerOf } from '../access/caller.js';
+import { AppError } from '../errors.js';
+import { auditContextOf } from '../http/request-context.js';
+import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
+import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp } from '../http/schemas.js';
+import { setSessionCookie } from '../identity/auth.routes.js';
+import { SsoError } from './oidc.js';
+import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
+import type { SsoSignInService } from './sso-sign-in.service.js';
+
+/** The cookie that binds a sign-in under way to the browser that started it (login CSRF). */
+export const SSO_BROWSER_COOKIE = '__Host-bulwark_sso';
+export const OIDC_CALLBACK_PATH = '/api/auth/sso/oidc/callback';
+
+const ConnectionId = idOf('sso');
+
+/** A path of the console, never another site: the landing page after signing in. */
+const ReturnTo = z
+  .string()
+  .max(512)
+  .regex(/^\/(?!\/)[^\s\\]*$/, 'is not a path of this site')
+  .default('/');
+
+const OidcConfigInput = z.strictObject({
+  issuer: z
+    .url({ protocol: /^https?$/ })
+    .max(512)
+    .describe(
+      'The issuer URL; discovery reads <issuer>/.well-known/openid-configuration. HTTPS, or HTTP on this host',
+    ),
+  clientId: z.string().trim().min(1).max(512),
+  clientSecret: z.string().min(1).max(2048).describe('Write-only: never returned'),
+  scopes: z
+    .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,64}$/, 'is not a scope'))
+    .max(20)
+    .default(['email', 'profile']),
+  defaultRole: RoleRef,
+  jitProvisioning: z.boolean().default(true),
+  groupsClaim: z.string().trim().min(1).max(128).default('groups'),
+  groupRoles: z
+    .array(z.strictObject({ group: z.string().min(1).max(256), role: RoleRef }))
+    .max(100)
+    .default([]),
+});
+
+const ConnectionView = z.object({
+  id: z.string(),
+  kind: z.literal('oidc'),
+  name: z.string(),
+  enabled: z.boolean(),
+  config: OidcConfigInput.omit({ clientSecret: true }).extend({ issuer: z.string() }),
+  createdAt: Timestamp,
+  updatedAt: Timestamp,
+});
+
+const present = (view: SsoConnectionView) => ({
+  ...view,
+  createdAt: iso(view.createdAt),
+  updatedAt: iso(view.updatedAt),
+});
+
+/**
+ * Where the provider sends the browser back. With BULWARK_PUBLIC_URL, under it; without it, only a
+ * server reached on this very host (development, tests) can name itself, and any other is told what
+ * to set: a guessed address would be registered at the provider and fail in confusing ways later.
+ */
+function callbackUrlFor(publicUrl: string | undefined, request: FastifyRequest): string {
+  if (publicUrl) return new URL(OIDC_CALLBACK_PATH, publicUrl).href;
+  const origin = new URL(`${request.protocol}://${request.host}`);
+  if (!['localhost', '127.0.0.1', '[::1]'].includes(origin.hostname))
+    throw new AppError(
+      409,
+      'public_url_required',
+      'Single sign-on needs BULWARK_PUBLIC_URL: the address people open the console at.',
+    );
+  return new URL(OIDC_CALLBACK_PATH, origin).href;
+}
+
+function redirect(reply: FastifyReply, location: string) {
+  reply.code(303).header('location', location).header('cache-control', 'no-store');
+  return '';
+}
+
+export function ssoRoutes(deps: {
+  connections: SsoConnectionsService;
+  signIn: SsoSignInService;
+  publicUrl: string | undefined;
+}): RouteDefinition[] {
+  const { connections, signIn, publicUrl } = deps;
+  return [
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/sso/connections',
+      operationId: 'listSsoConnections',
+      summary: "The organization's identity-provider connections, without their secrets",
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: z.object({ connections: z.array(ConnectionView) }) },
+      handler: async ({ principal }) => ({
+        connections: (await connections.list(principal!.org!.id)).map(present),
+      }),
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/sso/connections',
+      operationId: 'createSsoConnection',
+      summary: 'Connect an OIDC identity provider; its client secret is sealed and never returned',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: z.strictObject({ name: DisplayText(100), kind: z.literal('oidc'), config: OidcConfigInput }),
+      response: { 201: ConnectionView },
+      handler: async ({ principal, request, body }) =>
+        present(
+          await connections.create(callerOf(principal, request), { name: body.name, config: body.config }),
+        ),
+    }),
+
+    defineRoute({
+      method: 'DELETE',
+      url: '/api/orgs/:org/sso/connections/:connection',
+      operationId: 'deleteSsoConnection',
+      summary: 'Remove a connection; the accounts it linked can no longer sign in through it',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug, connection: ConnectionId }),
+      response: { 200: Done },
+      handler: async ({ principal, request, params }) => {
+        await connections.remove(callerOf(principal, request), params.connection);
+        return done;
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/sso/connections/:connection/test',
+      operationId: 'testSsoConnection',
+      summary: "Try a connection's provider as a sign-in would begin, and say what went wrong",
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage' },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug, connection: ConnectionId }),
+      response: {
+        200: z.object({ ok: z.boolean(), problem: z.string().optional(), issuer: z.string().optional() }),
+      },
+      handler: ({ principal, params }) => connections.test(principal!.org!.id, params.connection),
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/auth/sso/orgs/:org',
+      operationId: 'listSsoSignInOptions',
+      summary: "The identity providers an organization's members can sign in with",
+      tags: ['auth', 'sso'],
+      access: { public: 'the sign-in page offers these before anyone is signed in; names only' },
+      rateLimit: 'auth',
+      params: z.strictObject({ org: OrgSlug }),
+      response: {
+        200: z.object({
+          connections: z.array(z.object({ id: z.string(), name: z.string(), startUrl: z.string() })),
+        }),
+      },
+      handler: async ({ params }) => ({
+        connections: (await connections.offeredBy(params.org)).map((connection) => ({
+          id: connection.id,
+          name: connection.name,
+          startUrl: `/api/auth/sso/${connection.id}/start`,
+        })),
+      }),
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/sso/:connection/start',
+      operationId: 'startSsoSignIn',
+      summary:
+        'Begin signing in at the identity provider: answers where to send the browser, and binds the sign-in to this browser with a cookie',
+      tags: ['auth', 'sso'],
+      access: { public: 'signing in is how a caller gets credentials; the sign-in is bound to this browser' },
+      rateLimit: 'auth',
+      params: z.strictObject({ connection: ConnectionId }),
+      query: z.strictObject({ returnTo: ReturnTo }),
+      response: { 200: z.object({ location: z.string().describe("The provider's authorization URL") }) },
+      handler: async ({ params, query, request, reply }) => {
+        const begun = await signIn.start(params.connection, {
+          redirectUri: callbackUrlFor(publicUrl, request),
+          returnTo: query.returnTo,
+        });
+        reply.setCookie(SSO_BROWSER_COOKIE, begun.browserToken, {
+          path: '/',
+          httpOnly: true,
+          secure: true,
+          // Sent on the provider's top-level redirect back, not on anything another site embeds.
+          sameSite: 'lax',
+          maxAge: Math.floor((begun.expiresAt - Date.now()) / 1000),
+        });
+        reply.header('cache-control', 'no-store');
+        return { location: begun.location };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: OIDC_CALLBACK_PATH,
+      operationId: 'finishOidcSignIn',
+      summary: "The identity provider's redirect back: starts a session and lands on the console",
+      tags: ['auth', 'sso'],
+      access: { public: "the provider's answer is checked against the sign-in this browser started" },
+      rateLimit: 'auth',
+      // What providers send back (RFC 6749, RFC 9207, OIDC session management, and Google's extras).
+      query: z.strictObject({
+        state: z.string().max(512).optional(),
+        code: z.string().max(4096).optional(),
+        iss: z.string().max(512).optional(),
+        error: z.string().max(256).optional(),
+        error_description: z.string().max(1024).optional(),
+        error_uri: z.string().max(1024).optional(),
+        session_state: z.string().max(512).optional(),
+        scope: z.string().max(1024).optional(),
+        authuser: z.string().max(16).optional(),
+        hd: z.string().max(256).optional(),
+        prompt: z.string().max(64).optional(),
+      }),
+      response: {
+        303: rawResponse('text/plain', 'Redirect to the console, signed in or with the reason why not'),
+      },
+      handler: async ({ request, reply }) => {
+        const callbackUrl = new URL(request.url, `${request.protocol}://${request.host}`);
+        const header = request.headers.cookie;
+        const browserToken = header ? request.server.parseCookie(header)[SSO_BROWSER_COOKIE] : undefined;
+        reply.clearCookie(SSO_BROWSER_COOKIE, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
+        try {
+          const finished = await signIn.finish(callbackUrl, browserToken, auditContextOf(request));
+          setSessionCookie(reply, finished.token);
+          return redirect(reply, finished.returnTo);
+        } catch (error) {
+          // The person lands on the sign-in page with the reason; the audit log has the detail.
+          if (error instanceof SsoError) {
+            request.log.warn({ code: error.code, reason: error.message }, 'single sign-on refused');
+            return redirect(reply, `/sign-in?ssoError=${encodeURIComponent(error.code)}`);
+          }
+          throw error;
+        }
+      },
+    }),
+  ];
+}

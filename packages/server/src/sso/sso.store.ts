@@ -1,0 +1,76 @@
+import type { Kysely } from 'kysely';
+import type { DB, SsoConnectionsTable, SsoIdentitiesTable, SsoSignInsTable } from '../db/schema.js';
+
+export type SsoConnectionRow = SsoConnectionsTable;
+export type SsoIdentityRow = SsoIdentitiesTable;
+export type SsoSignInRow = SsoSignInsTable;
+
+export function createSsoStore(db: Kysely<DB>) {
+  return {
+    insertConnection: async (row: SsoConnectionRow) => {
+      await db.insertInto('sso_connections').values(row).execute();
+    },
+    connections: (orgId: string) =>
+      db.selectFrom('sso_connections').selectAll().where('org_id', '=', orgId).orderBy('name').execute(),
+    connection: (orgId: string, id: string) =>
+      db
+        .selectFrom('sso_connections')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .executeTakeFirst(),
+    /** A connection by id alone: a sign-in names its connection before anyone is known. */
+    connectionById: (id: string) =>
+      db
+        .selectFrom('sso_connections')
+        .innerJoin('orgs', 'orgs.id', 'sso_connections.org_id')
+        .selectAll('sso_connections')
+        .select(['orgs.slug as org_slug'])
+        .where('sso_connections.id', '=', id)
+        .executeTakeFirst(),
+    /** The enabled connections of an organization, by its slug: what its sign-in page offers. */
+    enabledOf: (slug: string) =>
+      db
+        .selectFrom('sso_connections')
+        .innerJoin('orgs', 'orgs.id', 'sso_connections.org_id')
+        .select(['sso_connections.id', 'sso_connections.name', 'sso_connections.kind'])
+        .where('orgs.slug', '=', slug)
+        .where('sso_connections.enabled', '=', 1)
+        .orderBy('sso_connections.name')
+        .execute(),
+    async deleteConnection(orgId: string, id: string): Promise<boolean> {
+      const result = await db
+        .deleteFrom('sso_connections')
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .executeTakeFirst();
+      return result.numDeletedRows > 0n;
+    },
+
+    insertSignIn: async (row: SsoSignInRow) => {
+      await db.insertInto('sso_sign_ins').values(row).execute();
+    },
+    /** Takes a sign-in under way: of two callbacks with one `state`, exactly one gets it. */
+    takeSignIn: (stateHash: string) =>
+      db.deleteFrom('sso_sign_ins').where('state_hash', '=', stateHash).returningAll().executeTakeFirst(),
+    async deleteExpiredSignIns(now: number): Promise<void> {
+      await db.deleteFrom('sso_sign_ins').where('expires_at', '<=', now).execute();
+    },
+
+    identity: (issuer: string, subject: string) =>
+      db
+        .selectFrom('sso_identities')
+        .selectAll()
+        .where('issuer', '=', issuer)
+        .where('subject', '=', subject)
+        .executeTakeFirst(),
+    insertIdentity: async (row: SsoIdentityRow) => {
+      await db.insertInto('sso_identities').values(row).execute();
+    },
+    touchIdentity: async (id: string, at: number) => {
+      await db.updateTable('sso_identities').set({ last_sign_in_at: at }).where('id', '=', id).execute();
+    },
+  };
+}
+
+export type SsoStore = ReturnType<typeof createSsoStore>;
