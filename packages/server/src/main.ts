@@ -84,6 +84,7 @@ import { createOidcRelyingParty } from './sso/oidc.js';
 import { ssoRoutes } from './sso/sso.routes.js';
 import { createSsoStore } from './sso/sso.store.js';
 import { createSsoConnectionsService } from './sso/sso-connections.service.js';
+import { createSsoEnforcementService } from './sso/sso-enforcement.service.js';
 import { createSsoSignInService } from './sso/sso-sign-in.service.js';
 import { VERSION } from './version.js';
 
@@ -221,7 +222,12 @@ async function startIdentity(deps: {
       ...invitationsRoutes({ invitations, auth }),
       ...accessReviewRoutes({ access, roles, members, invitations, apiKeys, mfa, audit, clock }),
       ...auditRoutes(audit),
-      ...ssoRoutes({ connections: ssoConnections, signIn: ssoSignIn, publicUrl: config.publicUrl }),
+      ...ssoRoutes({
+        connections: ssoConnections,
+        signIn: ssoSignIn,
+        enforcement: createSsoEnforcementService({ store: ssoStore, orgs, mfa, transact }),
+        publicUrl: config.publicUrl,
+      }),
     ],
   };
 }

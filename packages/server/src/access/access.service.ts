@@ -123,6 +123,8 @@ export function createAccessService(deps: { store: AccessStore; audit: AuditServ
       name: org.name,
       role: org.role,
       mfaRequired: org.mfa_required === 1,
+      ssoRequired: org.sso_required === 1,
+      breakGlassUserId: org.break_glass_user_id,
       access: { orgId: org.id, userId, grants, customRoles },
     };
   }

@@ -29,7 +29,15 @@ export function createAccessStore(db: Kysely<DB>) {
       .leftJoin('memberships', (join) =>
         join.onRef('memberships.org_id', '=', 'orgs.id').on('memberships.user_id', '=', args.userId),
       )
-      .select(['orgs.id', 'orgs.slug', 'orgs.name', 'orgs.mfa_required', 'memberships.role'])
+      .select([
+        'orgs.id',
+        'orgs.slug',
+        'orgs.name',
+        'orgs.mfa_required',
+        'orgs.sso_required',
+        'orgs.break_glass_user_id',
+        'memberships.role',
+      ])
       .where('orgs.slug', '=', args.slug),
   );
   const bindingGrants = compiledOnce(db, (args: { orgId: string; userId: string }) =>

@@ -90,6 +90,8 @@ export const AUDIT_ACTIONS = [
   'sso.connection_created',
   'sso.connection_deleted',
   'sso.identity_linked',
+  'sso.enforcement_changed',
+  'auth.break_glass_sign_in',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -1,3 +1,5 @@
+import type { Generated } from 'kysely';
+
 /**
  * Row types of every table, shared by both dialects. Times are epoch milliseconds (UTC) in BIGINT
  * columns; JSON is stored as canonical JSON text so both dialects hash and compare the same bytes.
@@ -122,6 +124,10 @@ export interface OrgsTable {
   created_at: number;
   /** 1: members reach only MFA enrolment until they have a factor (MFA-4, the default). */
   mfa_required: number;
+  /** 1: members reach the organization only through one of its SSO connections (SSO-4). */
+  sso_required: Generated<number>;
+  /** The owner who may still sign in with a password and a second factor when SSO is required (AUTH-8). */
+  break_glass_user_id: string | null;
 }
 
 export interface MfaFactorsTable {
@@ -217,6 +223,8 @@ export interface SessionsTable {
   revoked_reason: string | null;
   /** 1 while a sign-in waits for its second factor: the session opens nothing but that step. */
   second_factor_pending: number;
+  /** The SSO connection the session was signed in through; null for a password. */
+  sso_connection_id: string | null;
   /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
   seal: string;
 }

@@ -69,6 +69,7 @@ const BODIES: Record<string, unknown[]> = {
   changeMemberRole: [{ role: '$rol' }],
   updateTeam: [{ description: 'changed across organizations' }],
   createInvitation: [{ email: 'cross@example.test', role: '$rol' }],
+  setSsoEnforcement: [{ ssoRequired: true, breakGlassUserId: '$usr' }],
   createSsoConnection: [
     {
       name: 'cross IdP',
@@ -124,6 +125,7 @@ const SLOT_RULES: Record<string, { use: Use; status: number }> = {
   'changeMemberRole body:role': { use: 'lookup', status: 422 },
   'createInvitation body:role': { use: 'lookup', status: 422 },
   'createSsoConnection body:config.defaultRole': { use: 'lookup', status: 422 },
+  'setSsoEnforcement body:breakGlassUserId': { use: 'lookup', status: 409 },
   'createSsoConnection body:config.groupRoles[].role': { use: 'lookup', status: 422 },
   'createCommand body:agent': { use: 'lookup', status: 404 },
 };

@@ -58,6 +58,10 @@ export interface OrgContext {
   role: string;
   /** The organization's policy: members without a second factor reach only enrolment (MFA-4). */
   mfaRequired: boolean;
+  /** Members reach the organization only through its SSO connections, but for the break-glass owner (SSO-4). */
+  ssoRequired: boolean;
+  /** The owner who may still sign in with a password and a second factor when SSO is required (AUTH-8). */
+  breakGlassUserId: string | null;
   access: AccessSnapshot;
 }
 

@@ -235,6 +235,7 @@ export function createAuthService(deps: {
       reason: string;
       details: { [key: string]: string | null };
     },
+    alsoRecorded: AuditInput[] = [],
   ) {
     const started = await withEvents(async (tx, events) => {
       // Exactly one replacement per session: a second proof racing this one finds it ended.
@@ -249,6 +250,7 @@ export function createAuthService(deps: {
         context,
         details: { ...event.details, replaced: session.id },
       });
+      events.push(...alsoRecorded);
       return replacement;
     });
     // Neither proof changes enrolment: the second step exists only for enrolled users.
@@ -321,11 +323,26 @@ export function createAuthService(deps: {
       if (!user) throw new UnauthenticatedError('Your session has ended; sign in again.');
       const method = await proveSecondFactor(session, proof, context);
       await limiter.recordSuccess(session.email);
-      return replaceSession(session, user, context, {
-        action: 'auth.mfa_verified',
-        reason: 'replaced after the second factor',
-        details: { method },
-      });
+      // AUTH-8: a password sign-in by the break-glass owner of an organization that requires SSO is
+      // the emergency it exists for, or someone holding that owner's password and factor.
+      const breakGlass = (await orgs.breakGlassOrgsOf(user.id)).map(
+        (org): AuditInput => ({
+          orgId: org.id,
+          actor: { type: 'user', id: user.id, display: user.email },
+          action: 'auth.break_glass_sign_in',
+          target: { type: 'user', id: user.id, display: user.email },
+          outcome: 'success',
+          context,
+          details: { severity: 'critical', via: 'password and second factor', secondFactor: method },
+        }),
+      );
+      return replaceSession(
+        session,
+        user,
+        context,
+        { action: 'auth.mfa_verified', reason: 'replaced after the second factor', details: { method } },
+        breakGlass,
+      );
     },
 
     /**

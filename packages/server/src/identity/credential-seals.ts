@@ -35,7 +35,9 @@ const SEALED_FIELDS = {
       | 'expires_at'
       | 'authenticated_at'
       | 'second_factor_pending'
-    >,
+    > &
+      // Absent from rows sealed before sessions named their SSO connection (migration 0017 ran first).
+      Partial<Pick<SessionsTable, 'sso_connection_id'>>,
   ) => [
     r.id,
     r.token_hash,
@@ -44,6 +46,7 @@ const SEALED_FIELDS = {
     r.expires_at,
     r.authenticated_at,
     r.second_factor_pending,
+    r.sso_connection_id ?? null,
   ],
   'api-key': (
     r: Pick<

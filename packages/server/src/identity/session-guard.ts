@@ -10,7 +10,7 @@ import type { RouteGuard } from '../http/app.js';
 import { auditContextOf, bearerTokenHashOf, bearerTokenOf } from '../http/request-context.js';
 import type { OrgContext, Principal } from '../http/route.js';
 import type { Csrf } from './csrf.js';
-import type { SessionsService } from './sessions.service.js';
+import type { LiveSession, SessionsService } from './sessions.service.js';
 
 /** `__Host-`: the browser sends it only to this exact origin over HTTPS (or localhost), path `/`, never set by a subdomain. */
 export const SESSION_COOKIE = '__Host-bulwark_session';
@@ -149,6 +149,36 @@ export function createRouteGuard(deps: {
     );
   }
 
+  /**
+   * SSO-4, AUTH-8: in an organization that requires SSO, a session reaches it only when it was signed
+   * in through one of the organization's own connections, or when it is the break-glass owner's,
+   * signed in with a password and a second factor. Everyone else is sent to their identity provider.
+   */
+  async function assertSsoPolicy(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    principal: Principal,
+    org: OrgContext,
+    session: LiveSession,
+  ): Promise<void> {
+    if (!org.ssoRequired || session.ssoOrgId === org.id) return;
+    const breakGlass = org.breakGlassUserId === session.userId && session.mfaEnrolled;
+    if (breakGlass) return;
+    await recordDenial(audit, {
+      orgId: org.id,
+      actor: actorOf(principal),
+      context: auditContextOf(request),
+      permission: route.access.permission,
+      route: `${route.method} ${route.url}`,
+      reason: 'the organization requires signing in through its identity provider',
+    });
+    throw new AppError(
+      403,
+      'sso_required',
+      'This organization requires signing in through its identity provider: sign out and choose single sign-on.',
+    );
+  }
+
   async function withSession(
     request: FastifyRequest,
     route: GuardedRoute,
@@ -191,6 +221,7 @@ export function createRouteGuard(deps: {
     if (permission !== SELF_PERMISSION) {
       principal.org = await authorizeInOrg(request, route, principal, generation);
       await assertMfaPolicy(request, route, principal, principal.org, session.mfaEnrolled);
+      await assertSsoPolicy(request, route, principal, principal.org, session);
     }
     if (privileged && clock() - session.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
     return principal;

@@ -34,6 +34,8 @@ export interface LiveSession {
   secondFactorPending: boolean;
   /** The user has a confirmed second factor (MFA-1, MFA-2). */
   mfaEnrolled: boolean;
+  /** The organization whose SSO connection this session was signed in through; null for a password. */
+  ssoOrgId: string | null;
 }
 
 /** Writing last-seen on every request would turn every read into a write; once a minute is enough. */
@@ -105,9 +107,15 @@ function sessionsServiceOn(deps: {
     async start(
       userId: string,
       context: AuditRequestContext,
-      options: { expiresAt?: number; authenticatedAt?: number; secondFactorPending?: boolean } = {},
+      options: {
+        expiresAt?: number;
+        authenticatedAt?: number;
+        secondFactorPending?: boolean;
+        /** Signed in through this SSO connection (an organization requiring SSO admits only these). */
+        ssoConnectionId?: string;
+      } = {},
     ): Promise<{ token: string; sessionId: string; ended: string[] }> {
-      const { expiresAt, authenticatedAt, secondFactorPending = false } = options;
+      const { expiresAt, authenticatedAt, secondFactorPending = false, ssoConnectionId } = options;
       const now = clock();
       const token = generateToken('bws');
       const sessionId = newId('ses', now);
@@ -124,6 +132,7 @@ function sessionsServiceOn(deps: {
         revoked_at: null,
         revoked_reason: null,
         second_factor_pending: secondFactorPending ? 1 : 0,
+        sso_connection_id: ssoConnectionId ?? null,
         seal: '',
       };
       row.seal = await seals.seal('session', row);
@@ -171,6 +180,7 @@ function sessionsServiceOn(deps: {
         secondFactorPending: row.second_factor_pending === 1,
         // SQLite answers 0/1, PostgreSQL true/false.
         mfaEnrolled: Boolean(row.mfa_enrolled),
+        ssoOrgId: row.sso_org_id ?? null,
       };
     },
 

@@ -21,8 +21,10 @@ function sessionsStoreOn(db: Kysely<DB>) {
     db
       .selectFrom('sessions')
       .innerJoin('users', 'users.id', 'sessions.user_id')
+      .leftJoin('sso_connections', 'sso_connections.id', 'sessions.sso_connection_id')
       .selectAll('sessions')
       .select(['users.email', 'users.display_name', 'users.status', 'users.password_change_required_at'])
+      .select('sso_connections.org_id as sso_org_id')
       .select(mfaEnrolledOf('sessions.user_id'))
       .where('sessions.token_hash', '=', args.tokenHash)
       .where('sessions.revoked_at', 'is', null),

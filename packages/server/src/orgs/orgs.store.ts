@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import type { Insertable, Kysely } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
 import type { DB, MembershipsTable, OrgsTable } from '../db/schema.js';
 
@@ -22,7 +22,7 @@ export function createOrgsStore(db: Kysely<DB>) {
   );
 
   return {
-    async insertOrg(row: OrgsTable): Promise<void> {
+    async insertOrg(row: Insertable<OrgsTable>): Promise<void> {
       await db.insertInto('orgs').values(row).execute();
     },
     findOrgBySlug: (slug: string) =>
@@ -46,6 +46,25 @@ export function createOrgsStore(db: Kysely<DB>) {
         .orderBy('orgs.slug')
         .execute(),
     listMembers: (orgId: string) => members.all({ orgId }),
+    async setSsoEnforcement(
+      orgId: string,
+      required: boolean,
+      breakGlassUserId: string | null,
+    ): Promise<void> {
+      await db
+        .updateTable('orgs')
+        .set({ sso_required: required ? 1 : 0, break_glass_user_id: breakGlassUserId })
+        .where('id', '=', orgId)
+        .execute();
+    },
+    /** The organizations requiring SSO whose break-glass owner this user is. */
+    breakGlassOrgsOf: (userId: string) =>
+      db
+        .selectFrom('orgs')
+        .select(['id', 'slug'])
+        .where('break_glass_user_id', '=', userId)
+        .where('sso_required', '=', 1)
+        .execute(),
     async setMfaRequired(orgId: string, required: boolean): Promise<void> {
       await db
         .updateTable('orgs')

@@ -1,7 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type Database, openPostgres, openSqlite } from '../db/database.js';
-import { SESSION_COOKIE } from '../identity/session-guard.js';
 import {
   OIDC_CLIENT,
   type OidcProvider,
@@ -10,6 +9,7 @@ import {
 } from '../test-support/oidc-provider.js';
 import { BACKENDS, type Backend, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
+import { CookieJar, ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
 import { OIDC_CALLBACK_PATH, SSO_BROWSER_COOKIE } from './sso.routes.js';
 
 /**
@@ -19,24 +19,6 @@ import { OIDC_CALLBACK_PATH, SSO_BROWSER_COOKIE } from './sso.routes.js';
  * a replayed `state`, a callback finished in another browser than the one that started it, an
  * account taken over by matching its email, an account link written into the database.
  */
-
-/** The cookies of one browser, as far as these redirects need them. */
-class CookieJar {
-  readonly values = new Map<string, string>();
-  absorb(response: Response): void {
-    for (const header of response.headers.getSetCookie()) {
-      const [pair = ''] = header.split(';');
-      const at = pair.indexOf('=');
-      const name = pair.slice(0, at);
-      const value = pair.slice(at + 1);
-      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(header)) this.values.delete(name);
-      else this.values.set(name, value);
-    }
-  }
-  header(): string {
-    return [...this.values].map(([name, value]) => `${name}=${value}`).join('; ');
-  }
-}
 
 type ErrorBody = { error: { code: string; message: string } };
 
@@ -83,45 +65,11 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     await world?.close();
   });
 
-  /** Starts a sign-in in a fresh browser and follows the provider until it sends the browser back. */
-  async function toCallback(account: ProviderAccount, connection = connectionId) {
-    await provider.nextAccount(account);
-    const browser = new CookieJar();
-    const started = await fetch(`${world.server.url}/api/auth/sso/${connection}/start?returnTo=%2Fagents`, {
-      method: 'POST',
-      headers: { origin: world.server.url, 'sec-fetch-site': 'same-origin' },
-    });
-    browser.absorb(started);
-    expect(started.status).toBe(200);
-    const atProvider = new CookieJar();
-    let url = ((await started.json()) as { location: string }).location;
-    for (let hop = 0; hop < 10; hop++) {
-      if (url.startsWith(`${world.server.url}${OIDC_CALLBACK_PATH}`)) return { browser, callbackUrl: url };
-      const response = await fetch(url, { redirect: 'manual', headers: { cookie: atProvider.header() } });
-      atProvider.absorb(response);
-      const next = response.headers.get('location');
-      if (!next)
-        throw new Error(`the provider stopped at ${url} with ${response.status}: ${await response.text()}`);
-      url = new URL(next, url).href;
-    }
-    throw new Error('the provider never sent the browser back');
-  }
-
-  /** Comes back to Bulwark with the provider's answer, as the browser would. */
-  async function finish(browser: CookieJar, callbackUrl: string) {
-    const response = await fetch(callbackUrl, { redirect: 'manual', headers: { cookie: browser.header() } });
-    browser.absorb(response);
-    return {
-      status: response.status,
-      location: response.headers.get('location'),
-      session: browser.values.get(SESSION_COOKIE),
-    };
-  }
-
-  const signIn = async (account: ProviderAccount) => {
-    const { browser, callbackUrl } = await toCallback(account);
-    return finish(browser, callbackUrl);
-  };
+  const browsers = () => ssoBrowser(world.server.url, provider);
+  const toCallback = (account: ProviderAccount, connection = connectionId) =>
+    browsers().toCallback(connection, account);
+  const finish = (browser: CookieJar, callbackUrl: string) => browsers().finish(browser, callbackUrl);
+  const signIn = (account: ProviderAccount) => browsers().signIn(connectionId, account);
 
   async function sessionOf(cookie: string) {
     const client = new SessionClient(world.server.url);
@@ -132,8 +80,7 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     }>('GET', '/api/auth/session');
   }
 
-  const refusal = (location: string | null) =>
-    new URL(location ?? '/', 'http://x').searchParams.get('ssoError');
+  const refusal = ssoRefusal;
 
   async function failureReasons(): Promise<string[]> {
     const rows = await writer.db

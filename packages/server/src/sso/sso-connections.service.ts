@@ -85,7 +85,7 @@ export function createSsoConnectionsService(deps: {
     /** The connection a sign-in names, wherever it is; undefined when there is none or it is disabled. */
     async forSignIn(id: string): Promise<OpenedConnection | undefined> {
       const row = await store.connectionById(id);
-      if (!row || row.enabled !== 1) return undefined;
+      if (row?.enabled !== 1) return undefined;
       return open(row);
     },
 

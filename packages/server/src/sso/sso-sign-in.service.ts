@@ -200,7 +200,9 @@ export function createSsoSignInService(deps: {
       }
       const identity = await tx.identity(issuer, subject);
       if (identity) await tx.touchIdentity(identity.id, now);
-      const session = await sessions.inTransaction(trx).start(signedIn.id, context);
+      const session = await sessions.inTransaction(trx).start(signedIn.id, context, {
+        ssoConnectionId: connection.id,
+      });
       for (const ended of session.ended)
         events.push({
           actor,

@@ -4,10 +4,11 @@ import { callerOf } from '../access/caller.js';
 import { AppError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
-import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp } from '../http/schemas.js';
+import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId } from '../http/schemas.js';
 import { setSessionCookie } from '../identity/auth.routes.js';
 import { SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
+import type { SsoEnforcementService } from './sso-enforcement.service.js';
 import type { SsoSignInService } from './sso-sign-in.service.js';
 
 /** The cookie that binds a sign-in under way to the browser that started it (login CSRF). */
@@ -15,6 +16,14 @@ export const SSO_BROWSER_COOKIE = '__Host-bulwark_sso';
 export const OIDC_CALLBACK_PATH = '/api/auth/sso/oidc/callback';
 
 const ConnectionId = idOf('sso');
+
+const Enforcement = z.object({
+  ssoRequired: z.boolean(),
+  breakGlassUserId: z
+    .string()
+    .nullable()
+    .describe('The owner who may still sign in with a password and a second factor'),
+});
 
 /** A path of the console, never another site: the landing page after signing in. */
 const ReturnTo = z
@@ -86,9 +95,10 @@ function redirect(reply: FastifyReply, location: string) {
 export function ssoRoutes(deps: {
   connections: SsoConnectionsService;
   signIn: SsoSignInService;
+  enforcement: SsoEnforcementService;
   publicUrl: string | undefined;
 }): RouteDefinition[] {
-  const { connections, signIn, publicUrl } = deps;
+  const { connections, signIn, enforcement, publicUrl } = deps;
   return [
     defineRoute({
       method: 'GET',
@@ -136,6 +146,39 @@ export function ssoRoutes(deps: {
         await connections.remove(callerOf(principal, request), params.connection);
         return done;
       },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/sso/enforcement',
+      operationId: 'getSsoEnforcement',
+      summary: 'Whether members must sign in through the identity provider, and who the break-glass owner is',
+      tags: ['sso'],
+      access: { permission: 'org:read' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: Enforcement },
+      handler: ({ principal, request }) => enforcement.current(callerOf(principal, request)),
+    }),
+
+    defineRoute({
+      method: 'PUT',
+      url: '/api/orgs/:org/sso/enforcement',
+      operationId: 'setSsoEnforcement',
+      summary:
+        'Require signing in through the identity provider (password sign-in then reaches nothing here but for the break-glass owner), or stop requiring it',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: z.strictObject({ ssoRequired: z.boolean(), breakGlassUserId: UserId.nullable() }),
+      response: { 200: Enforcement },
+      handler: ({ principal, request, body }) =>
+        enforcement.set(
+          callerOf(principal, request),
+          body,
+          principal?.session?.ssoOrgId === principal?.org?.id,
+        ),
     }),
 
     defineRoute({

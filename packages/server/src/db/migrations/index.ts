@@ -17,6 +17,7 @@ import * as liveTickets from './0015-live-tickets.js';
 import * as agentKeySeals from './0016-agent-key-seals.js';
 import { type CredentialSealingContext, credentialSealsMigration } from './0017-credential-seals.js';
 import * as sso from './0018-sso.js';
+import * as ssoEnforcement from './0019-sso-enforcement.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -46,6 +47,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0016-agent-key-seals': agentKeySeals,
   '0017-credential-seals': credentialSealsMigration(context.credentials),
   '0018-sso': sso,
+  '0019-sso-enforcement': ssoEnforcement,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
