@@ -456,6 +456,8 @@ export interface SsoSignInsTable {
   redirect_uri: string;
   /** A path of the console to land on once signed in. */
   return_to: string;
+  /** Set when this sign-in re-proves the holder of this session at the provider (MFA-5). */
+  step_up_session_id: string | null;
   created_at: number;
   expires_at: number;
 }

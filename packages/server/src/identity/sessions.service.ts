@@ -34,7 +34,8 @@ export interface LiveSession {
   secondFactorPending: boolean;
   /** The user has a confirmed second factor (MFA-1, MFA-2). */
   mfaEnrolled: boolean;
-  /** The organization whose SSO connection this session was signed in through; null for a password. */
+  /** The SSO connection this session was signed in through, and its organization; null for a password. */
+  ssoConnectionId: string | null;
   ssoOrgId: string | null;
 }
 
@@ -180,6 +181,7 @@ function sessionsServiceOn(deps: {
         secondFactorPending: row.second_factor_pending === 1,
         // SQLite answers 0/1, PostgreSQL true/false.
         mfaEnrolled: Boolean(row.mfa_enrolled),
+        ssoConnectionId: row.sso_connection_id ?? null,
         ssoOrgId: row.sso_org_id ?? null,
       };
     },

@@ -1,6 +1,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import { SESSION_COOKIE } from '../identity/session-guard.js';
 import {
   OIDC_CLIENT,
   type OidcProvider,
@@ -227,6 +228,62 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
       `/api/orgs/acme/sso/connections/${connectionId}/test`,
     );
     expect(healthy.body).toEqual({ ok: true, issuer: provider.issuer });
+  });
+
+  it('steps up an SSO session at the provider, which must authenticate the same person again', async () => {
+    const first = await signIn({ sub: 'gina', email: 'gina@acme.test' });
+    const browser = new CookieJar();
+    browser.values.set(SESSION_COOKIE, first.session!);
+    const csrfOf = async () => {
+      const view = await fetch(`${world.server.url}/api/auth/session`, {
+        headers: { cookie: browser.header() },
+      });
+      return ((await view.json()) as { csrfToken: string }).csrfToken;
+    };
+    let csrf = await csrfOf();
+    const post = async (path: string) => {
+      const response = await fetch(`${world.server.url}${path}`, {
+        method: 'POST',
+        headers: {
+          cookie: browser.header(),
+          'x-csrf-token': csrf,
+          origin: world.server.url,
+          'sec-fetch-site': 'same-origin',
+        },
+      });
+      browser.absorb(response);
+      return { status: response.status, body: (await response.json()) as ErrorBody & { location: string } };
+    };
+    // A privileged step (adding a passkey) once the sign-in is older than the step-up window.
+    world.clock.advance(16 * 60_000);
+    const privileged = '/api/auth/mfa/passkeys/options';
+    expect((await post(privileged)).body.error.code).toBe('step_up_required');
+
+    const stepUp = async (account: ProviderAccount) => {
+      await provider.nextAccount(account);
+      const started = await post('/api/auth/sso/reauthenticate?returnTo=%2Fprofile');
+      expect(started.status).toBe(200);
+      // The provider is told to ask for the credentials again, whatever session it holds.
+      const asked = new URL(started.body.location);
+      expect([asked.searchParams.get('max_age'), asked.searchParams.get('prompt')]).toEqual(['0', 'login']);
+      return browsers().finish(browser, await browsers().throughProvider(started.body.location));
+    };
+    // The provider signs in someone else: no step-up for this session.
+    expect(refusal((await stepUp({ sub: 'harry', email: 'harry@acme.test' })).location)).toBe(
+      'sso_reauthentication_other_person',
+    );
+    // A provider that did not ask again (an old auth_time) proves nothing now.
+    await provider.tamper('stale-auth-time');
+    expect(refusal((await stepUp({ sub: 'gina', email: 'gina@acme.test' })).location)).toBe(
+      'sso_reauthentication_stale',
+    );
+    await provider.tamper('none');
+    const done = await stepUp({ sub: 'gina', email: 'gina@acme.test' });
+    expect(done.location).toBe('/profile');
+    expect(done.session).not.toBe(first.session);
+    csrf = await csrfOf(); // a new session, so a new CSRF token
+    // Past the guard now: what stops it is that this server has no public URL for passkeys.
+    expect((await post(privileged)).body.error.code).toBe('public_url_required');
   });
 
   it('signs nobody in through an account link written into the database', async () => {

@@ -14,6 +14,9 @@ import { createSsoStore, type SsoStore } from './sso.store.js';
 import { groupsOf, roleFor } from './sso-config.js';
 import type { OpenedConnection, SsoConnectionsService } from './sso-connections.service.js';
 
+/** How far a provider's clock may be behind ours when it says when it authenticated someone. */
+const AUTH_TIME_SKEW_MS = 60_000;
+
 /** How long a browser has between leaving for the provider and coming back. */
 export const SSO_SIGN_IN_TTL_MS = 10 * 60_000;
 
@@ -226,9 +229,65 @@ export function createSsoSignInService(deps: {
     return { token: started.token, userId: signedIn.id };
   }
 
+  /**
+   * MFA-5: the provider authenticated the person again, just now (its `auth_time` says so), and it is
+   * the session's own user. The session is replaced by a new one (a new id at a privilege change) with
+   * the old one's absolute end and a fresh proof.
+   */
+  async function stepUp(
+    connection: OpenedConnection,
+    proof: { issuer: string; subject: string; claims: Record<string, unknown> },
+    target: { sessionId: string; startedAt: number },
+    context: AuditRequestContext,
+  ) {
+    const authTime = proof.claims.auth_time;
+    if (typeof authTime !== 'number' || authTime * 1000 < target.startedAt - AUTH_TIME_SKEW_MS)
+      throw new SsoError(
+        'sso_reauthentication_stale',
+        'The identity provider did not ask for your credentials again; it must honour max_age=0 and prompt=login.',
+      );
+    const user = await linkedUser(proof.issuer, proof.subject);
+    const session = user ? await sessions.openSessionOf(user.id, target.sessionId) : undefined;
+    if (!user || !session || session.sso_connection_id !== connection.id)
+      throw new SsoError(
+        'sso_reauthentication_other_person',
+        'The identity provider signed in someone other than the person of this session, or the session ended.',
+      );
+    const actor = { type: 'user' as const, id: user.id, display: user.email };
+    const started = await audit.withEvents(async (trx, events: AuditInput[]) => {
+      const tx = sessions.inTransaction(trx);
+      if (!(await tx.end(session.id, 'replaced at re-authentication')))
+        throw new SsoError(
+          'sso_reauthentication_other_person',
+          'This session ended meanwhile; sign in again.',
+        );
+      const replacement = await tx.start(user.id, context, {
+        expiresAt: session.expires_at,
+        ssoConnectionId: connection.id,
+      });
+      events.push({
+        actor,
+        action: 'auth.reauthenticated',
+        target: { type: 'session', id: replacement.sessionId },
+        outcome: 'success',
+        context,
+        details: { via: 'sso', connection: connection.id, replaced: session.id },
+      });
+      return replacement;
+    });
+    return { token: started.token, userId: user.id };
+  }
+
   return {
-    /** Begins a sign-in: where to send the browser, and the value its cookie must carry back. */
-    async start(connectionId: string, options: { redirectUri: string; returnTo: string }) {
+    /**
+     * Begins a sign-in: where to send the browser, and the value its cookie must carry back. With
+     * `stepUpSessionId`, a step-up of that session (MFA-5): the provider is asked to authenticate the
+     * person again (`max_age=0`, `prompt=login`), whatever session it holds.
+     */
+    async start(
+      connectionId: string,
+      options: { redirectUri: string; returnTo: string; stepUpSessionId?: string },
+    ) {
       const connection = await connections.forSignIn(connectionId);
       if (!connection)
         throw new SsoError(
@@ -237,7 +296,11 @@ export function createSsoSignInService(deps: {
         );
       const now = clock();
       await store.deleteExpiredSignIns(now);
-      const begun = await relyingParty.start(connection, options.redirectUri);
+      const begun = await relyingParty.start(
+        connection,
+        options.redirectUri,
+        options.stepUpSessionId !== undefined,
+      );
       const browserToken = randomBytes(32).toString('base64url');
       const stateHash = sha256(begun.state);
       await store.insertSignIn({
@@ -248,6 +311,7 @@ export function createSsoSignInService(deps: {
         verifier_sealed: await dataKeys.seal('instance', begun.verifier, verifierContext(stateHash)),
         redirect_uri: options.redirectUri,
         return_to: options.returnTo,
+        step_up_session_id: options.stepUpSessionId ?? null,
         created_at: now,
         expires_at: now + SSO_SIGN_IN_TTL_MS,
       });
@@ -298,7 +362,14 @@ export function createSsoSignInService(deps: {
           verifier,
           redirectUri: pending.redirect_uri,
         });
-        const { token, userId } = await provision(connection, proof, context);
+        const { token, userId } = pending.step_up_session_id
+          ? await stepUp(
+              connection,
+              proof,
+              { sessionId: pending.step_up_session_id, startedAt: pending.created_at },
+              context,
+            )
+          : await provision(connection, proof, context);
         return { token, userId, returnTo: pending.return_to };
       } catch (error) {
         if (error instanceof SsoError)

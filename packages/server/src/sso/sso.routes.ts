@@ -5,7 +5,8 @@ import { AppError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId } from '../http/schemas.js';
-import { setSessionCookie } from '../identity/auth.routes.js';
+import { sessionOf, setSessionCookie } from '../identity/auth.routes.js';
+import { SELF_PERMISSION } from '../identity/session-guard.js';
 import { SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
 import type { SsoEnforcementService } from './sso-enforcement.service.js';
@@ -85,6 +86,19 @@ function callbackUrlFor(publicUrl: string | undefined, request: FastifyRequest):
       'Single sign-on needs BULWARK_PUBLIC_URL: the address people open the console at.',
     );
   return new URL(OIDC_CALLBACK_PATH, origin).href;
+}
+
+/** The cookie only the browser that starts a sign-in holds; the callback must bring it back. */
+function bindToBrowser(reply: FastifyReply, begun: { browserToken: string; expiresAt: number }) {
+  reply.setCookie(SSO_BROWSER_COOKIE, begun.browserToken, {
+    path: '/',
+    httpOnly: true,
+    secure: true,
+    // Sent on the provider's top-level redirect back, not on anything another site embeds.
+    sameSite: 'lax',
+    maxAge: Math.floor((begun.expiresAt - Date.now()) / 1000),
+  });
+  reply.header('cache-control', 'no-store');
 }
 
 function redirect(reply: FastifyReply, location: string) {
@@ -236,15 +250,36 @@ export function ssoRoutes(deps: {
           redirectUri: callbackUrlFor(publicUrl, request),
           returnTo: query.returnTo,
         });
-        reply.setCookie(SSO_BROWSER_COOKIE, begun.browserToken, {
-          path: '/',
-          httpOnly: true,
-          secure: true,
-          // Sent on the provider's top-level redirect back, not on anything another site embeds.
-          sameSite: 'lax',
-          maxAge: Math.floor((begun.expiresAt - Date.now()) / 1000),
+        bindToBrowser(reply, begun);
+        return { location: begun.location };
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/sso/reauthenticate',
+      operationId: 'startSsoReauthentication',
+      summary:
+        'Step up a session signed in through SSO: the identity provider asks for the credentials again (max_age=0, prompt=login); answers where to send the browser',
+      tags: ['auth', 'sso'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'auth',
+      query: z.strictObject({ returnTo: ReturnTo }),
+      response: { 200: z.object({ location: z.string().describe("The provider's authorization URL") }) },
+      handler: async ({ principal, query, request, reply }) => {
+        const session = sessionOf(principal);
+        if (!session.ssoConnectionId)
+          throw new AppError(
+            409,
+            'not_signed_in_with_sso',
+            'This session was signed in with a password: re-authenticate with it (POST /api/auth/reauthenticate).',
+          );
+        const begun = await signIn.start(session.ssoConnectionId, {
+          redirectUri: callbackUrlFor(publicUrl, request),
+          returnTo: query.returnTo,
+          stepUpSessionId: session.id,
         });
-        reply.header('cache-control', 'no-store');
+        bindToBrowser(reply, begun);
         return { location: begun.location };
       },
     }),

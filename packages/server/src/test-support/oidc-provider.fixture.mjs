@@ -129,6 +129,13 @@ server.listen(Number(port), '127.0.0.1', () => {
           { ...payload, aud: 'another-client', azp: 'another-client' },
           createPrivateKey({ key: key.private, format: 'jwk' }),
         );
+      case 'stale-auth-time':
+        // A provider that did not ask for the credentials again, whatever max_age said.
+        return signed(
+          header,
+          { ...payload, auth_time: 1_600_000_000 },
+          createPrivateKey({ key: key.private, format: 'jwk' }),
+        );
       case 'other-nonce':
         return signed(
           header,

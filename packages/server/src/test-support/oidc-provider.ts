@@ -18,6 +18,7 @@ export type TamperMode =
   | 'expired'
   | 'wrong-audience'
   | 'other-nonce'
+  | 'stale-auth-time'
   | 'silent';
 
 export interface ProviderAccount {

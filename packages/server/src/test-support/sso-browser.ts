@@ -40,10 +40,16 @@ export function ssoBrowser(base: string, provider: OidcProvider) {
     });
     browser.absorb(started);
     if (started.status !== 200) throw new Error(`start answered ${started.status}: ${await started.text()}`);
+    const location = ((await started.json()) as { location: string }).location;
+    return { browser, callbackUrl: await throughProvider(location) };
+  }
+
+  /** Follows the provider from its authorization URL until it sends the browser back to Bulwark. */
+  async function throughProvider(location: string) {
     const atProvider = new CookieJar();
-    let url = ((await started.json()) as { location: string }).location;
+    let url = location;
     for (let hop = 0; hop < 10; hop++) {
-      if (url.startsWith(`${base}${OIDC_CALLBACK_PATH}`)) return { browser, callbackUrl: url };
+      if (url.startsWith(`${base}${OIDC_CALLBACK_PATH}`)) return url;
       const response = await fetch(url, { redirect: 'manual', headers: { cookie: atProvider.header() } });
       atProvider.absorb(response);
       const next = response.headers.get('location');
@@ -66,6 +72,7 @@ export function ssoBrowser(base: string, provider: OidcProvider) {
   }
 
   return {
+    throughProvider,
     toCallback,
     finish,
     async signIn(connection: string, account: ProviderAccount) {
