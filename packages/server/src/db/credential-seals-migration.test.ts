@@ -194,6 +194,7 @@ describe.each(testDatabases())('sealing the credentials an upgrade finds on $dia
       id: 'ses_forged',
       token_hash: tokenHash(generateToken('bws')),
       seal: '',
+      second_factor_at_provider: 0,
     };
     await db.insertInto('sessions').values(forged).execute();
     await db

@@ -225,6 +225,8 @@ export interface SessionsTable {
   second_factor_pending: number;
   /** The SSO connection the session was signed in through; null for a password. */
   sso_connection_id: string | null;
+  /** 1 when the provider's ID token said a second factor was proved there (amr "mfa"). */
+  second_factor_at_provider: number;
   /** The server's seal of who this credential belongs to and what it opens (identity/credential-seals.ts). */
   seal: string;
 }

@@ -37,7 +37,7 @@ const SEALED_FIELDS = {
       | 'second_factor_pending'
     > &
       // Absent from rows sealed before sessions named their SSO connection (migration 0017 ran first).
-      Partial<Pick<SessionsTable, 'sso_connection_id'>>,
+      Partial<{ sso_connection_id: string | null; second_factor_at_provider: number }>,
   ) => [
     r.id,
     r.token_hash,
@@ -47,6 +47,7 @@ const SEALED_FIELDS = {
     r.authenticated_at,
     r.second_factor_pending,
     r.sso_connection_id ?? null,
+    r.second_factor_at_provider ?? 0,
   ],
   'api-key': (
     r: Pick<

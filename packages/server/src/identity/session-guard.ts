@@ -220,7 +220,13 @@ export function createRouteGuard(deps: {
     }
     if (permission !== SELF_PERMISSION) {
       principal.org = await authorizeInOrg(request, route, principal, generation);
-      await assertMfaPolicy(request, route, principal, principal.org, session.mfaEnrolled);
+      await assertMfaPolicy(
+        request,
+        route,
+        principal,
+        principal.org,
+        session.mfaEnrolled || session.secondFactorAtProvider,
+      );
       await assertSsoPolicy(request, route, principal, principal.org, session);
     }
     if (privileged && clock() - session.authenticatedAt > stepUpMs) throw new StepUpRequiredError();

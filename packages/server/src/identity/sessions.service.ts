@@ -37,6 +37,8 @@ export interface LiveSession {
   /** The SSO connection this session was signed in through, and its organization; null for a password. */
   ssoConnectionId: string | null;
   ssoOrgId: string | null;
+  /** The provider said a second factor was proved there: it counts for an organization's MFA policy. */
+  secondFactorAtProvider: boolean;
 }
 
 /** Writing last-seen on every request would turn every read into a write; once a minute is enough. */
@@ -114,9 +116,12 @@ function sessionsServiceOn(deps: {
         secondFactorPending?: boolean;
         /** Signed in through this SSO connection (an organization requiring SSO admits only these). */
         ssoConnectionId?: string;
+        /** The provider's ID token said a second factor was proved there. */
+        secondFactorAtProvider?: boolean;
       } = {},
     ): Promise<{ token: string; sessionId: string; ended: string[] }> {
       const { expiresAt, authenticatedAt, secondFactorPending = false, ssoConnectionId } = options;
+      const secondFactorAtProvider = options.secondFactorAtProvider ? 1 : 0;
       const now = clock();
       const token = generateToken('bws');
       const sessionId = newId('ses', now);
@@ -134,6 +139,7 @@ function sessionsServiceOn(deps: {
         revoked_reason: null,
         second_factor_pending: secondFactorPending ? 1 : 0,
         sso_connection_id: ssoConnectionId ?? null,
+        second_factor_at_provider: secondFactorAtProvider,
         seal: '',
       };
       row.seal = await seals.seal('session', row);
@@ -183,6 +189,7 @@ function sessionsServiceOn(deps: {
         mfaEnrolled: Boolean(row.mfa_enrolled),
         ssoConnectionId: row.sso_connection_id ?? null,
         ssoOrgId: row.sso_org_id ?? null,
+        secondFactorAtProvider: row.second_factor_at_provider === 1,
       };
     },
 

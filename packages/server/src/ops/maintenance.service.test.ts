@@ -94,6 +94,7 @@ function insertSession(database: Database, id: string, times: { lastSeenAt: numb
       revoked_at: null,
       revoked_reason: null,
       second_factor_pending: 0,
+      second_factor_at_provider: 0,
       seal: '',
     })
     .execute();

@@ -110,6 +110,9 @@ export function createOidcRelyingParty(options: { timeoutSeconds: number; clock:
         nonce,
         // MFA-5: a step-up is a fresh sign-in at the provider, not its session cookie.
         ...(stepUp ? { max_age: '0', prompt: 'login' } : {}),
+        ...(connection.config.acrValues.length > 0
+          ? { acr_values: connection.config.acrValues.join(' ') }
+          : {}),
       });
       return { url: url.href, state, nonce, verifier };
     },

@@ -18,7 +18,27 @@ export interface OidcConfig {
   groupsClaim: string;
   /** The first group the person is in decides their role, at every sign-in. */
   groupRoles: Array<{ group: string; role: string }>;
+  /** Asked of the provider (`acr_values`); when set, the ID token's `acr` must be one of them. */
+  acrValues: string[];
+  /** Each must be in the ID token's `amr` (RFC 8176), e.g. `mfa`; checked at sign-in and step-up. */
+  requiredAmr: string[];
 }
+
+/** Why the provider's proof is weaker than the connection asks, or undefined when it is not. */
+export function strengthProblem(config: OidcConfig, claims: Record<string, unknown>): string | undefined {
+  const acr = typeof claims.acr === 'string' ? claims.acr : undefined;
+  if (config.acrValues.length > 0 && (!acr || !config.acrValues.includes(acr)))
+    return `the sign-in's authentication context (acr) is ${acr ?? 'missing'}, and this connection requires one of ${config.acrValues.join(', ')}`;
+  const amr = Array.isArray(claims.amr) ? claims.amr.filter((m): m is string => typeof m === 'string') : [];
+  const missing = config.requiredAmr.filter((method) => !amr.includes(method));
+  if (missing.length > 0)
+    return `the sign-in's authentication methods (amr) lack ${missing.join(', ')}, which this connection requires`;
+  return undefined;
+}
+
+/** RFC 8176: the person proved more than one factor at the provider. */
+export const provedSecondFactor = (claims: Record<string, unknown>) =>
+  Array.isArray(claims.amr) && claims.amr.includes('mfa');
 
 /** What an administrator may see of a connection: everything but the secret. */
 export type OidcConfigView = Omit<OidcConfig, 'clientSecret'>;

@@ -11,7 +11,7 @@ import { createOrgsStore } from '../orgs/orgs.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
 import { createSsoStore, type SsoStore } from './sso.store.js';
-import { groupsOf, roleFor } from './sso-config.js';
+import { groupsOf, provedSecondFactor, roleFor, strengthProblem } from './sso-config.js';
 import type { OpenedConnection, SsoConnectionsService } from './sso-connections.service.js';
 
 /** How far a provider's clock may be behind ours when it says when it authenticated someone. */
@@ -205,6 +205,7 @@ export function createSsoSignInService(deps: {
       if (identity) await tx.touchIdentity(identity.id, now);
       const session = await sessions.inTransaction(trx).start(signedIn.id, context, {
         ssoConnectionId: connection.id,
+        secondFactorAtProvider: provedSecondFactor(proof.claims),
       });
       for (const ended of session.ended)
         events.push({
@@ -264,6 +265,7 @@ export function createSsoSignInService(deps: {
       const replacement = await tx.start(user.id, context, {
         expiresAt: session.expires_at,
         ssoConnectionId: connection.id,
+        secondFactorAtProvider: provedSecondFactor(proof.claims),
       });
       events.push({
         actor,
@@ -362,6 +364,12 @@ export function createSsoSignInService(deps: {
           verifier,
           redirectUri: pending.redirect_uri,
         });
+        const weaker = strengthProblem(connection.config, proof.claims);
+        if (weaker)
+          throw new SsoError(
+            'sso_strength_insufficient',
+            `The sign-in at the identity provider is too weak: ${weaker}.`,
+          );
         const { token, userId } = pending.step_up_session_id
           ? await stepUp(
               connection,

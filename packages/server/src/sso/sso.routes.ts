@@ -53,6 +53,16 @@ const OidcConfigInput = z.strictObject({
     .array(z.strictObject({ group: z.string().min(1).max(256), role: RoleRef }))
     .max(100)
     .default([]),
+  acrValues: z
+    .array(z.string().regex(/^[\x21\x23-\x5b\x5d-\x7e]{1,256}$/, 'is not an acr value'))
+    .max(10)
+    .default([])
+    .describe("Asked of the provider; the ID token's acr must be one of them"),
+  requiredAmr: z
+    .array(z.string().regex(/^[A-Za-z0-9_-]{1,32}$/, 'is not an amr value'))
+    .max(10)
+    .default([])
+    .describe("Each must be in the ID token's amr (RFC 8176), e.g. mfa"),
 });
 
 const ConnectionView = z.object({

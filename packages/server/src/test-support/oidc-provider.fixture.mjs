@@ -37,12 +37,17 @@ server.listen(Number(port), '127.0.0.1', () => {
       return claims && { accountId: id, claims: () => claims };
     },
     claims: {
-      openid: ['sub'],
+      acr: null,
+      amr: null,
+      auth_time: null,
+      // How the person authenticated goes in every ID token, as Okta and Entra ID send it.
+      openid: ['sub', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name'],
       groups: ['groups'],
     },
     scopes: ['openid', 'email', 'profile', 'groups'],
+    acrValues: ['urn:acme:loa:1', 'urn:acme:loa:2'],
     conformIdTokenClaims: false,
     features: { devInteractions: { enabled: false } },
     pkce: { required: () => true },
@@ -72,7 +77,10 @@ server.listen(Number(port), '127.0.0.1', () => {
       }
       if (req.url?.startsWith('/interaction/')) {
         accounts.set(nextAccount.sub, nextAccount);
-        return await provider.interactionFinished(req, res, { login: { accountId: nextAccount.sub } });
+        const { sub, amr, acr } = nextAccount;
+        return await provider.interactionFinished(req, res, {
+          login: { accountId: sub, ...(amr ? { amr } : {}), ...(acr ? { acr } : {}) },
+        });
       }
       if (req.url === '/token' && tamper !== 'none') return tamperedToken(req, res, callback);
       return callback(req, res);

@@ -27,6 +27,9 @@ export interface ProviderAccount {
   email_verified?: boolean;
   name?: string;
   groups?: string[];
+  /** How the person authenticated at the provider (RFC 8176), e.g. ['pwd', 'mfa']. */
+  amr?: string[];
+  acr?: string;
 }
 
 function signingKey(): Record<string, unknown> {

@@ -13,10 +13,16 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .execute();
   await db.schema.alterTable('orgs').addColumn('break_glass_user_id', 'text').execute();
   await db.schema.alterTable('sessions').addColumn('sso_connection_id', 'text').execute();
+  // The provider's signed ID token said the person proved a second factor there (amr "mfa").
+  await db.schema
+    .alterTable('sessions')
+    .addColumn('second_factor_at_provider', 'integer', (c) => c.notNull().defaultTo(0))
+    .execute();
   await db.schema.alterTable('sso_sign_ins').addColumn('step_up_session_id', 'text').execute();
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
+  await db.schema.alterTable('sessions').dropColumn('second_factor_at_provider').execute();
   await db.schema.alterTable('sso_sign_ins').dropColumn('step_up_session_id').execute();
   await db.schema.alterTable('sessions').dropColumn('sso_connection_id').execute();
   await db.schema.alterTable('orgs').dropColumn('break_glass_user_id').execute();

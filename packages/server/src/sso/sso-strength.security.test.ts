@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OIDC_CLIENT, type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
+import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
+import { OIDC_CALLBACK_PATH } from './sso.routes.js';
+
+/**
+ * How strongly the provider authenticated someone (MFA-4, MFA-5). A connection may require methods
+ * in the ID token's `amr` (RFC 8176) or an `acr`; a sign-in that proves less is refused. A sign-in
+ * whose signed ID token says a second factor was proved at the provider (`amr` "mfa") satisfies an
+ * organization's "MFA required" policy without a factor kept here; one that does not is sent to
+ * enrol one, as a password sign-in would be.
+ */
+
+type ErrorBody = { error: { code: string } };
+
+describe.each(BACKENDS)('the strength of an SSO sign-in on %s', (backend: Backend) => {
+  let world: OrgWorld;
+  let provider: OidcProvider;
+  let plain: string;
+  let strict: string;
+
+  beforeAll(async () => {
+    // The default of a real installation: every member needs a second factor.
+    world = await startOrgWorld({ BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true' }, backend);
+    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PATH}`);
+    const connect = async (name: string, extra: Record<string, unknown>) => {
+      // The owner enrols a factor first: the organization requires one of them too.
+      const created = await world.owner.client.json<{ id: string }>(
+        'POST',
+        '/api/orgs/acme/sso/connections',
+        {
+          name,
+          kind: 'oidc',
+          config: {
+            issuer: provider.issuer,
+            clientId: OIDC_CLIENT.id,
+            clientSecret: OIDC_CLIENT.secret,
+            defaultRole: 'viewer',
+            ...extra,
+          },
+        },
+      );
+      return created;
+    };
+    const refused = await connect('Plain', {});
+    expect(refused.status).toBe(403); // the owner has no factor yet: the policy holds for them too
+    const started = await world.owner.client.json<{ factorId: string; secret: string }>(
+      'POST',
+      '/api/auth/mfa/totp',
+      {
+        name: 'phone',
+      },
+    );
+    const { generate } = await import('otplib');
+    const { NodeCryptoPlugin } = await import('@otplib/plugin-crypto-node');
+    const code = await generate({
+      secret: started.body.secret,
+      crypto: new NodeCryptoPlugin(),
+      epoch: Math.floor(world.clock.now() / 1000),
+    });
+    expect(
+      (await world.owner.client.json('POST', `/api/auth/mfa/totp/${started.body.factorId}/confirm`, { code }))
+        .status,
+    ).toBe(200);
+    plain = (await connect('Plain', {})).body.id;
+    strict = (await connect('Strict', { requiredAmr: ['mfa'], acrValues: ['urn:acme:loa:2'] })).body.id;
+  }, 60_000);
+
+  afterAll(async () => {
+    await provider?.stop();
+    await world?.close();
+  });
+
+  const reach = async (session: string) =>
+    (await ssoBrowser(world.server.url, provider).clientFor(session)).json<ErrorBody>(
+      'GET',
+      '/api/orgs/acme/agents',
+    );
+
+  it('refuses a sign-in weaker than the connection requires', async () => {
+    const browser = ssoBrowser(world.server.url, provider);
+    const passwordOnly = await browser.signIn(strict, {
+      sub: 'ivy',
+      email: 'ivy@acme.test',
+      amr: ['pwd'],
+      acr: 'urn:acme:loa:2',
+    });
+    expect(ssoRefusal(passwordOnly.location)).toBe('sso_strength_insufficient');
+    const lowerLevel = await browser.signIn(strict, {
+      sub: 'ivy',
+      email: 'ivy@acme.test',
+      amr: ['pwd', 'mfa'],
+      acr: 'urn:acme:loa:1',
+    });
+    expect(ssoRefusal(lowerLevel.location)).toBe('sso_strength_insufficient');
+    expect(passwordOnly.session ?? lowerLevel.session).toBeUndefined();
+  });
+
+  it("counts a second factor proved at the provider for the organization's MFA policy, and nothing less", async () => {
+    const browser = ssoBrowser(world.server.url, provider);
+    const strong = await browser.signIn(strict, {
+      sub: 'jack',
+      email: 'jack@acme.test',
+      amr: ['pwd', 'mfa'],
+      acr: 'urn:acme:loa:2',
+    });
+    expect(strong.location).toBe('/agents');
+    expect((await reach(strong.session!)).status).toBe(200);
+
+    // Through a connection that asks nothing, a password at the provider is a password: enrol a factor here.
+    const weak = await browser.signIn(plain, { sub: 'kate', email: 'kate@acme.test', amr: ['pwd'] });
+    expect(weak.location).toBe('/agents');
+    const refused = await reach(weak.session!);
+    expect([refused.status, refused.body.error.code]).toEqual([403, 'mfa_enrolment_required']);
+    // The same connection with a second factor proved at the provider: that counts.
+    const proved = await browser.signIn(plain, {
+      sub: 'kate',
+      email: 'kate@acme.test',
+      amr: ['pwd', 'otp', 'mfa'],
+    });
+    expect((await reach(proved.session!)).status).toBe(200);
+  });
+});
