@@ -2,6 +2,7 @@ import { useState } from 'react';
 import { Navigate, useLocation } from 'react-router';
 import { CurrentPasswordField, ErrorNote, InputField, useSubmit } from '../components/ui';
 import { useSession } from '../session';
+import { SsoSignIn, ssoRefusalText } from './sso-sign-in';
 
 /** Sign in. Part of the first chunk: it is what everyone loads first. */
 export function LoginPage() {
@@ -11,12 +12,19 @@ export function LoginPage() {
   const [password, setPassword] = useState('');
   const { busy, error, run } = useSubmit();
   const from = (location.state as { from?: string } | null)?.from ?? '/';
+  // Where the identity provider's redirect lands when single sign-on did not work, and why.
+  const ssoError = new URLSearchParams(location.search).get('ssoError');
   if (state.status === 'signed-in') return <Navigate to={from} replace />;
   if (state.status === 'second-factor') return <SecondFactorForm />;
   return (
     <main id="main" className="login">
       <h1>Sign in to Bulwark</h1>
       {state.status === 'anonymous' && state.notice && <p className="notice">{state.notice}</p>}
+      {ssoError && (
+        <p className="notice error" role="alert">
+          {ssoRefusalText(ssoError)}
+        </p>
+      )}
       <form
         onSubmit={(event) => {
           event.preventDefault();
@@ -37,6 +45,7 @@ export function LoginPage() {
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
       </form>
+      <SsoSignIn returnTo={from} />
     </main>
   );
 }

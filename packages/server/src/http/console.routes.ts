@@ -1,7 +1,12 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import { NotFoundError, ServiceUnavailableError } from '../errors.js';
 import { type ConsoleFiles, chooseEncoding } from './console-files.js';
 import { defineRoute, type RouteDefinition, rawResponse } from './route.js';
+
+const ConsoleState = z
+  .record(z.string().max(64), z.union([z.string().max(2048), z.array(z.string().max(2048)).max(20)]))
+  .refine((query) => Object.keys(query).length <= 20, 'at most 20 query parameters');
 
 /** Paths that belong to the API or the agents: never answered with the console's page. */
 const NOT_CONSOLE = /^\/(api|agent|metrics|healthz|readyz)(\/|$)/;
@@ -41,6 +46,9 @@ export function consoleRoutes(files: ConsoleFiles): RouteDefinition[] {
       tags: ['console'],
       access: { public: 'the console’s static files; every call it makes is checked by the API' },
       rateLimit: 'read',
+      // The console's own state in its address (why a sign-in ended, a list's filters): the page is
+      // the same whatever it holds, and the console reads it.
+      query: ConsoleState,
       response: { 200: rawResponse('text/html', 'the console page, or one of its built files') },
       handler: ({ request, reply }) => send(request, reply, new URL(request.url, 'http://x').pathname),
     });

@@ -332,7 +332,7 @@ export function ssoRoutes(deps: {
           // The person lands on the sign-in page with the reason; the audit log has the detail.
           if (error instanceof SsoError) {
             request.log.warn({ code: error.code, reason: error.message }, 'single sign-on refused');
-            return redirect(reply, `/sign-in?ssoError=${encodeURIComponent(error.code)}`);
+            return redirect(reply, `/login?ssoError=${encodeURIComponent(error.code)}`);
           }
           throw error;
         }
