@@ -2,7 +2,7 @@
  * sso-sign-in: the server-side work of an OIDC sign-in, beside a password sign-in in the same run.
  *
  * The OIDC figure is the time of the provider's redirect back to Bulwark (`GET
- * /api/auth/sso/oidc/callback`), which is all the server does for the sign-in: take the sign-in
+ * /api/auth/sso/oidc/<connection>/callback`), which is all the server does for the sign-in: take the sign-in
  * under way, exchange the code with the provider (a real oidc-provider process on loopback,
  * `client_secret_basic` and PKCE), check the ID token's signature and claims, look up the linked
  * person, start a session, and commit it with its audit events. The browser's trip through the
@@ -19,7 +19,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 200);
 const WARMUP = 10;
 
 const bulwark = await startBulwark({ BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '1000000' });
-const provider = await startOidcProvider(`${bulwark.url}/api/auth/sso/oidc/callback`);
+const provider = await startOidcProvider(`${bulwark.url}/api/auth/sso/oidc/`);
 try {
   const owner = await signIn(bulwark.url, OWNER.email, OWNER.password);
   const connection = await send<{ id: string }>(

@@ -6,7 +6,7 @@ import {
   startOidcProvider,
 } from '../../server/src/test-support/oidc-provider.js';
 import { SessionClient } from '../../server/src/test-support/session-client.js';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, startConsoleWorld } from './support.js';
+import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
 
 /**
  * Single sign-on from the sign-in page, in Chromium, against a real OpenID provider process (SSO-1,
@@ -26,7 +26,7 @@ describe.skipIf(!hasChromium)('single sign-on in the console', { timeout: 120_00
 
   beforeAll(async () => {
     world = await startConsoleWorld();
-    provider = await startOidcProvider(`${world.server.url}/api/auth/sso/oidc/callback`);
+    provider = await startOidcProvider(`${world.server.url}/api/auth/sso/oidc/`);
     // The owner sets the connection up through the API (the console's forms are exercised elsewhere).
     const owner = new SessionClient(world.server.url);
     expect((await owner.login(world.ownerEmail, world.firstPassword)).status).toBe(200);
@@ -86,6 +86,30 @@ describe.skipIf(!hasChromium)('single sign-on in the console', { timeout: 120_00
     await alert.waitFor();
     expect(await alert.textContent()).toContain('An account with your email address exists');
     expect(new URL(page.url()).pathname).toBe('/login');
+  });
+
+  it('lets the owner connect a provider from the Security page, and test it in words', async () => {
+    const { page } = await world.newPage();
+    await signIn(page, world.ownerEmail, OWNER_PASSWORD);
+    await page.getByRole('navigation').first().waitFor();
+    await page.goto(`/orgs/${slug}/security`);
+    await page.getByRole('heading', { name: 'Single sign-on' }).waitFor();
+    await page.getByRole('button', { name: 'Connect an identity provider' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Connect an identity provider' });
+    await dialog.getByRole('textbox', { name: 'Name' }).fill('Backup IdP');
+    await dialog.getByRole('textbox', { name: 'Issuer URL' }).fill(provider.issuer);
+    await dialog.getByRole('textbox', { name: 'Client ID' }).fill(OIDC_CLIENT.id);
+    await dialog.getByLabel('Client secret').fill(OIDC_CLIENT.secret);
+    await dialog.getByRole('button', { name: 'Connect' }).click();
+    // Its own redirect URI, to register at the provider, is on the page.
+    const item = page.getByRole('listitem').filter({ hasText: 'Backup IdP' });
+    expect(await item.locator('code').textContent()).toMatch(
+      new RegExp(`^${world.server.url}/api/auth/sso/oidc/sso_\\w+/callback$`),
+    );
+    await page.getByRole('button', { name: 'Test Backup IdP' }).click();
+    await page.getByRole('status').filter({ hasText: 'Works' }).waitFor();
+    // The secret went in and does not come back out.
+    expect(await page.content()).not.toContain(OIDC_CLIENT.secret);
   });
 
   it('saw no console error and no CSP violation on the way', () => {

@@ -193,6 +193,7 @@ async function startIdentity(deps: {
     dataKeys: core.dataKeys,
     seals,
     sessions,
+    mfa,
     audit,
     clock,
   });

@@ -3,6 +3,7 @@ import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { ConfirmDialog, ErrorNote, Loaded, useLoad } from '../components/ui';
 import { useAccess } from '../session';
+import { SsoSettings } from './sso-settings';
 
 /**
  * The organization's security policy (MFA-4): whether every member needs a second factor. On by
@@ -56,6 +57,7 @@ export default function SecurityPage() {
           </section>
         )}
       </Loaded>
+      {canManage && <SsoSettings org={org} />}
       {changing !== undefined && (
         <ConfirmDialog
           title={changing ? 'Require two-factor authentication' : 'Stop requiring two-factor authentication'}

@@ -21,6 +21,9 @@ const REFUSALS: Record<string, string> = {
     'This organization needs a stronger sign-in at your identity provider (for example with a second factor).',
   sso_reauthentication_stale: 'Your identity provider did not ask for your credentials again. Try again.',
   sso_reauthentication_other_person: 'You signed in at your identity provider as someone else.',
+  sso_connection_mismatch: 'That answer came back for another sign-in connection. Start again.',
+  sso_domain_not_allowed:
+    'Accounts of your email domain cannot join through this connection. Ask to be invited.',
   account_disabled: 'This account is disabled.',
 };
 

@@ -438,7 +438,8 @@ export interface SsoIdentitiesTable {
   issuer: string;
   subject: string;
   user_id: string;
-  connection_id: string;
+  /** The connection it was first linked through; null once that connection is removed. */
+  connection_id: string | null;
   created_at: number;
   last_sign_in_at: number | null;
   seal: string;

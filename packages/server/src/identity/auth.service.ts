@@ -241,7 +241,11 @@ export function createAuthService(deps: {
       // Exactly one replacement per session: a second proof racing this one finds it ended.
       if (!(await tx.sessions.end(session.id, event.reason)))
         throw new UnauthenticatedError('Your session has ended; sign in again.');
-      const replacement = await startSession(tx, events, user, context, { expiresAt: session.expiresAt });
+      // A session signed in through SSO stays one: an organization requiring SSO still admits it.
+      const replacement = await startSession(tx, events, user, context, {
+        expiresAt: session.expiresAt,
+        ...(session.ssoConnectionId ? { ssoConnectionId: session.ssoConnectionId } : {}),
+      });
       events.push({
         actor: { type: 'user', id: user.id, display: user.email },
         action: event.action,

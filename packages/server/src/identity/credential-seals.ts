@@ -78,9 +78,12 @@ const SEALED_FIELDS = {
       'id' | 'org_id' | 'token_hash' | 'labels' | 'uses_allowed' | 'expires_at'
     >,
   ) => [r.id, r.org_id, r.token_hash, r.labels, r.uses_allowed, r.expires_at],
-  'sso-identity': (
-    r: Pick<SsoIdentitiesTable, 'id' | 'issuer' | 'subject' | 'user_id' | 'connection_id'>,
-  ) => [r.id, r.issuer, r.subject, r.user_id, r.connection_id],
+  'sso-identity': (r: Pick<SsoIdentitiesTable, 'id' | 'issuer' | 'subject' | 'user_id'>) => [
+    r.id,
+    r.issuer,
+    r.subject,
+    r.user_id,
+  ],
 };
 
 export type CredentialKind = keyof typeof SEALED_FIELDS;

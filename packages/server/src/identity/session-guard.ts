@@ -162,7 +162,8 @@ export function createRouteGuard(deps: {
     session: LiveSession,
   ): Promise<void> {
     if (!org.ssoRequired || session.ssoOrgId === org.id) return;
-    const breakGlass = org.breakGlassUserId === session.userId && session.mfaEnrolled;
+    // Still an owner, signed in with a password and a proved second factor.
+    const breakGlass = org.breakGlassUserId === session.userId && org.role === 'owner' && session.mfaEnrolled;
     if (breakGlass) return;
     await recordDenial(audit, {
       orgId: org.id,

@@ -11,7 +11,7 @@ import {
 import { BACKENDS, type Backend, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { CookieJar, ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
-import { OIDC_CALLBACK_PATH, SSO_BROWSER_COOKIE } from './sso.routes.js';
+import { OIDC_CALLBACK_PREFIX, SSO_BROWSER_COOKIE } from './sso.routes.js';
 
 /**
  * Sign-in through an OIDC provider (SSO-1, SSO-4), against a real oidc-provider process. The
@@ -33,7 +33,7 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
 
   beforeAll(async () => {
     world = await startOrgWorld({ BULWARK_SSO_TIMEOUT_SECONDS: '5' }, backend);
-    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PATH}`);
+    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const created = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
       name: 'Acme IdP',
       kind: 'oidc',
@@ -284,6 +284,32 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     csrf = await csrfOf(); // a new session, so a new CSRF token
     // Past the guard now: what stops it is that this server has no public URL for passkeys.
     expect((await post(privileged)).body.error.code).toBe('public_url_required');
+  });
+
+  it('takes an answer only at the address of the connection it was asked of, and admits only allowed domains', async () => {
+    // Adding a connection is privileged, and time has moved on in the tests before: prove it is the owner.
+    expect((await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password })).status).toBe(200);
+    const other = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
+      name: 'Partner IdP',
+      kind: 'oidc',
+      config: {
+        issuer: provider.issuer,
+        clientId: OIDC_CLIENT.id,
+        clientSecret: OIDC_CLIENT.secret,
+        defaultRole: 'viewer',
+        allowedEmailDomains: ['partner.test'],
+      },
+    });
+    expect(other.status).toBe(201);
+    // Attack (mix-up): a provider's answer for one connection's sign-in, brought to another's address.
+    const { browser, callbackUrl } = await toCallback({ sub: 'nick', email: 'nick@acme.test' });
+    const elsewhere = callbackUrl.replace(`/oidc/${connectionId}/`, `/oidc/${other.body.id}/`);
+    expect(refusal((await finish(browser, elsewhere)).location)).toBe('sso_connection_mismatch');
+    // A provider that signs in people of many organizations: only the allowed domains join.
+    const outsider = await browsers().signIn(other.body.id, { sub: 'olive', email: 'olive@gmail.test' });
+    expect(refusal(outsider.location)).toBe('sso_domain_not_allowed');
+    const partner = await browsers().signIn(other.body.id, { sub: 'pete', email: 'pete@partner.test' });
+    expect(partner.location).toBe('/agents');
   });
 
   it('signs nobody in through an account link written into the database', async () => {

@@ -14,6 +14,12 @@ export interface OidcConfig {
   defaultRole: string;
   /** Whether a person the provider vouches for becomes a member at first sign-in (just in time). */
   jitProvisioning: boolean;
+  /**
+   * The email domains a first sign-in may come from; empty: any. Set it for a provider that signs in
+   * people of many organizations (Google, a multi-tenant Entra ID application): otherwise anyone with
+   * an account there could join.
+   */
+  allowedEmailDomains: string[];
   /** The ID token claim that lists the person's groups, for `groupRoles`. */
   groupsClaim: string;
   /** The first group the person is in decides their role, at every sign-in. */

@@ -144,8 +144,15 @@ export function createSsoConnectionsService(deps: {
       await transact(async (trx, events) => {
         const tx = createSsoStore(trx);
         const row = await tx.connection(caller.org.id, id);
-        if (!row || !(await tx.deleteConnection(caller.org.id, id)))
-          throw new NotFoundError('No such connection.');
+        if (!row) throw new NotFoundError('No such connection.');
+        const others = (await tx.connections(caller.org.id)).filter((c) => c.id !== id && c.enabled === 1);
+        if (caller.org.ssoRequired && others.length === 0)
+          throw new AppError(
+            409,
+            'sso_connection_required',
+            'This organization requires SSO and this is its last connection: stop requiring SSO first.',
+          );
+        if (!(await tx.deleteConnection(caller.org.id, id))) throw new NotFoundError('No such connection.');
         events.push(
           callerEvent(caller, 'sso.connection_deleted', { type: 'sso_connection', id, display: row.name }),
         );

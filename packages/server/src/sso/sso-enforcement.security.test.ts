@@ -13,7 +13,7 @@ import {
 } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { ssoBrowser } from '../test-support/sso-browser.js';
-import { OIDC_CALLBACK_PATH } from './sso.routes.js';
+import { OIDC_CALLBACK_PREFIX } from './sso.routes.js';
 
 /**
  * "SSO required" (SSO-4) with a break-glass owner (AUTH-8). Once an organization requires its
@@ -35,7 +35,7 @@ describe.each(BACKENDS)('SSO required on %s', (backend: Backend) => {
 
   beforeAll(async () => {
     world = await startOrgWorld({}, backend);
-    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PATH}`);
+    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const created = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
       name: 'Acme IdP',
       kind: 'oidc',
@@ -126,6 +126,12 @@ describe.each(BACKENDS)('SSO required on %s', (backend: Backend) => {
     }
     expect((await reach(alice)).status).toBe(200);
     expect((await reach(world.owner.client)).status).toBe(200);
+    // Its last connection cannot go while SSO is required: nobody but the break-glass owner could sign in.
+    const removed = await world.owner.client.json<ErrorBody>(
+      'DELETE',
+      `/api/orgs/acme/sso/connections/${connectionId}`,
+    );
+    expect([removed.status, removed.body.error.code]).toEqual([409, 'sso_connection_required']);
     const denials = await reader.db
       .selectFrom('audit_events')
       .select('details')

@@ -7,6 +7,7 @@ import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { SessionsService } from '../identity/sessions.service.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
+import type { MfaService } from '../mfa/mfa.service.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
@@ -48,6 +49,7 @@ export function createSsoSignInService(deps: {
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   seals: CredentialSeals;
   sessions: SessionsService;
+  mfa: Pick<MfaService, 'isEnrolled'>;
   audit: AuditService;
   clock: () => number;
 }) {
@@ -94,6 +96,13 @@ export function createSsoSignInService(deps: {
           'sso_no_email',
           'The identity provider sent no email address: grant the "email" scope and claim to this application.',
         );
+      const domain = email.slice(email.lastIndexOf('@') + 1);
+      const allowed = connection.config.allowedEmailDomains ?? [];
+      if (allowed.length > 0 && !allowed.includes(domain))
+        throw new SsoError(
+          'sso_domain_not_allowed',
+          `Accounts of ${domain} cannot join through this connection; ask an administrator to invite you.`,
+        );
       if (claims.email_verified === false)
         throw new SsoError(
           'sso_email_unverified',
@@ -124,6 +133,10 @@ export function createSsoSignInService(deps: {
     }
     if (user.status !== 'active') throw new SsoError('account_disabled', 'This account is disabled.');
     const signedIn = user;
+    // Someone with a factor here proves it after the provider, unless the provider's token says a
+    // second factor was proved there: the provider's password alone is not two factors.
+    const secondFactorPending =
+      !newUser && !provedSecondFactor(claims) && (await deps.mfa.isEnrolled(user.id));
     const actor = { type: 'user' as const, id: signedIn.id, display: signedIn.email };
     const connectionTarget = { type: 'sso_connection', id: connection.id, display: connection.name };
 
@@ -204,6 +217,7 @@ export function createSsoSignInService(deps: {
       const identity = await tx.identity(issuer, subject);
       if (identity) await tx.touchIdentity(identity.id, now);
       const session = await sessions.inTransaction(trx).start(signedIn.id, context, {
+        secondFactorPending,
         ssoConnectionId: connection.id,
         secondFactorAtProvider: provedSecondFactor(proof.claims),
       });
@@ -324,7 +338,12 @@ export function createSsoSignInService(deps: {
      * Finishes a sign-in from the provider's callback: a new session for whoever the provider vouches
      * for. Every refusal is audited with its reason before it is thrown.
      */
-    async finish(callbackUrl: URL, browserToken: string | undefined, context: AuditRequestContext) {
+    async finish(
+      connectionId: string,
+      callbackUrl: URL,
+      browserToken: string | undefined,
+      context: AuditRequestContext,
+    ) {
       let connection: OpenedConnection | undefined;
       try {
         const state = callbackUrl.searchParams.get('state');
@@ -346,6 +365,12 @@ export function createSsoSignInService(deps: {
             'sso_browser_mismatch',
             'This sign-in was started in another browser; start again here.',
           );
+        // An answer at another connection's address is not for this sign-in (the mix-up attack).
+        if (pending.connection_id !== connectionId)
+          throw new SsoError(
+            'sso_connection_mismatch',
+            'This answer came back for another sign-in connection; start again.',
+          );
         connection = await connections.forSignIn(pending.connection_id);
         if (!connection)
           throw new SsoError('sso_connection_unknown', 'This sign-in connection was removed or disabled.');
@@ -358,7 +383,10 @@ export function createSsoSignInService(deps: {
         const verifier = (
           await dataKeys.open('instance', pending.verifier_sealed, verifierContext(stateHash))
         ).plaintext.toString('utf8');
-        const proof = await relyingParty.finish(connection, callbackUrl, {
+        // The token request repeats the address the sign-in was started with, not the one this request came to.
+        const current = new URL(pending.redirect_uri);
+        current.search = callbackUrl.search;
+        const proof = await relyingParty.finish(connection, current, {
           state,
           nonce: pending.nonce,
           verifier,

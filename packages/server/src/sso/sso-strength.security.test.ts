@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OIDC_CLIENT, type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
 import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
-import { OIDC_CALLBACK_PATH } from './sso.routes.js';
+import { OIDC_CALLBACK_PREFIX } from './sso.routes.js';
 
 /**
  * How strongly the provider authenticated someone (MFA-4, MFA-5). A connection may require methods
@@ -23,7 +23,7 @@ describe.each(BACKENDS)('the strength of an SSO sign-in on %s', (backend: Backen
   beforeAll(async () => {
     // The default of a real installation: every member needs a second factor.
     world = await startOrgWorld({ BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true' }, backend);
-    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PATH}`);
+    provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const connect = async (name: string, extra: Record<string, unknown>) => {
       // The owner enrols a factor first: the organization requires one of them too.
       const created = await world.owner.client.json<{ id: string }>(
@@ -95,6 +95,49 @@ describe.each(BACKENDS)('the strength of an SSO sign-in on %s', (backend: Backen
     });
     expect(ssoRefusal(lowerLevel.location)).toBe('sso_strength_insufficient');
     expect(passwordOnly.session ?? lowerLevel.session).toBeUndefined();
+  });
+
+  it('asks someone with a factor here for it after the provider, unless the provider proved a second factor', async () => {
+    const browser = ssoBrowser(world.server.url, provider);
+    const first = await browser.signIn(plain, { sub: 'liam', email: 'liam@acme.test', amr: ['pwd', 'mfa'] });
+    const client = await browser.clientFor(first.session!);
+    const started = await client.json<{ factorId: string; secret: string }>('POST', '/api/auth/mfa/totp', {
+      name: 'phone',
+    });
+    const { generate } = await import('otplib');
+    const { NodeCryptoPlugin } = await import('@otplib/plugin-crypto-node');
+    const codeNow = () =>
+      generate({
+        secret: started.body.secret,
+        crypto: new NodeCryptoPlugin(),
+        epoch: Math.floor(world.clock.now() / 1000),
+      });
+    expect(
+      (
+        await client.json('POST', `/api/auth/mfa/totp/${started.body.factorId}/confirm`, {
+          code: await codeNow(),
+        })
+      ).status,
+    ).toBe(200);
+    world.clock.advance(30_000); // the next code: each is accepted once
+
+    // A password at the provider is one factor: the factor kept here is asked for, as after a password here.
+    const again = await browser.signIn(plain, { sub: 'liam', email: 'liam@acme.test', amr: ['pwd'] });
+    const pending = await browser.clientFor(again.session!);
+    const view = await pending.json<{ secondFactorRequired: boolean }>('GET', '/api/auth/session');
+    expect(view.body.secondFactorRequired).toBe(true);
+    expect((await pending.json<ErrorBody>('GET', '/api/orgs/acme/agents')).body.error.code).toBe(
+      'second_factor_required',
+    );
+    expect((await pending.json('POST', '/api/auth/mfa/verify', { code: await codeNow() })).status).toBe(200);
+    expect((await pending.json('GET', '/api/orgs/acme/agents')).status).toBe(200);
+
+    // The provider proved a second factor: nothing more is asked.
+    const proved = await browser.signIn(plain, { sub: 'liam', email: 'liam@acme.test', amr: ['pwd', 'mfa'] });
+    const provedView = await (await browser.clientFor(proved.session!)).json<{
+      secondFactorRequired: boolean;
+    }>('GET', '/api/auth/session');
+    expect(provedView.body.secondFactorRequired).toBe(false);
   });
 
   it("counts a second factor proved at the provider for the organization's MFA policy, and nothing less", async () => {

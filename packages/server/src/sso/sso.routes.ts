@@ -14,7 +14,13 @@ import type { SsoSignInService } from './sso-sign-in.service.js';
 
 /** The cookie that binds a sign-in under way to the browser that started it (login CSRF). */
 export const SSO_BROWSER_COOKIE = '__Host-bulwark_sso';
-export const OIDC_CALLBACK_PATH = '/api/auth/sso/oidc/callback';
+/**
+ * Where a provider sends the browser back: one address per connection, so that an answer can only
+ * be taken for the connection it was asked of (a provider answering for another one's sign-in, the
+ * OAuth mix-up attack, finds the wrong address).
+ */
+export const OIDC_CALLBACK_PREFIX = '/api/auth/sso/oidc/';
+export const oidcCallbackPath = (connectionId: string) => `${OIDC_CALLBACK_PREFIX}${connectionId}/callback`;
 
 const ConnectionId = idOf('sso');
 
@@ -30,7 +36,7 @@ const Enforcement = z.object({
 const ReturnTo = z
   .string()
   .max(512)
-  .regex(/^\/(?!\/)[^\s\\]*$/, 'is not a path of this site')
+  .regex(/^\/(?![/\\])[\x21-\x5b\x5d-\x7e]*$/, 'is not a path of this site')
   .default('/');
 
 const OidcConfigInput = z.strictObject({
@@ -48,6 +54,19 @@ const OidcConfigInput = z.strictObject({
     .default(['email', 'profile']),
   defaultRole: RoleRef,
   jitProvisioning: z.boolean().default(true),
+  allowedEmailDomains: z
+    .array(
+      z
+        .string()
+        .trim()
+        .toLowerCase()
+        .regex(/^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'is not a domain name'),
+    )
+    .max(50)
+    .default([])
+    .describe(
+      'The email domains a first sign-in may come from; empty: any (set it for multi-tenant providers)',
+    ),
   groupsClaim: z.string().trim().min(1).max(128).default('groups'),
   groupRoles: z
     .array(z.strictObject({ group: z.string().min(1).max(256), role: RoleRef }))
@@ -86,16 +105,25 @@ const present = (view: SsoConnectionView) => ({
  * server reached on this very host (development, tests) can name itself, and any other is told what
  * to set: a guessed address would be registered at the provider and fail in confusing ways later.
  */
-function callbackUrlFor(publicUrl: string | undefined, request: FastifyRequest): string {
-  if (publicUrl) return new URL(OIDC_CALLBACK_PATH, publicUrl).href;
-  const origin = new URL(`${request.protocol}://${request.host}`);
-  if (!['localhost', '127.0.0.1', '[::1]'].includes(origin.hostname))
+function callbackUrlFor(
+  publicUrl: string | undefined,
+  request: FastifyRequest,
+  connectionId: string,
+): string {
+  if (publicUrl) return new URL(oidcCallbackPath(connectionId), publicUrl).href;
+  let origin: URL | undefined;
+  try {
+    origin = new URL(`${request.protocol}://${request.host}`);
+  } catch {
+    origin = undefined; // a Host header that names no host
+  }
+  if (!origin || !['localhost', '127.0.0.1', '[::1]'].includes(origin.hostname))
     throw new AppError(
       409,
       'public_url_required',
       'Single sign-on needs BULWARK_PUBLIC_URL: the address people open the console at.',
     );
-  return new URL(OIDC_CALLBACK_PATH, origin).href;
+  return new URL(oidcCallbackPath(connectionId), origin).href;
 }
 
 /** The cookie only the browser that starts a sign-in holds; the callback must bring it back. */
@@ -257,7 +285,7 @@ export function ssoRoutes(deps: {
       response: { 200: z.object({ location: z.string().describe("The provider's authorization URL") }) },
       handler: async ({ params, query, request, reply }) => {
         const begun = await signIn.start(params.connection, {
-          redirectUri: callbackUrlFor(publicUrl, request),
+          redirectUri: callbackUrlFor(publicUrl, request, params.connection),
           returnTo: query.returnTo,
         });
         bindToBrowser(reply, begun);
@@ -285,7 +313,7 @@ export function ssoRoutes(deps: {
             'This session was signed in with a password: re-authenticate with it (POST /api/auth/reauthenticate).',
           );
         const begun = await signIn.start(session.ssoConnectionId, {
-          redirectUri: callbackUrlFor(publicUrl, request),
+          redirectUri: callbackUrlFor(publicUrl, request, session.ssoConnectionId),
           returnTo: query.returnTo,
           stepUpSessionId: session.id,
         });
@@ -296,12 +324,13 @@ export function ssoRoutes(deps: {
 
     defineRoute({
       method: 'GET',
-      url: OIDC_CALLBACK_PATH,
+      url: oidcCallbackPath(':connection'),
       operationId: 'finishOidcSignIn',
       summary: "The identity provider's redirect back: starts a session and lands on the console",
       tags: ['auth', 'sso'],
       access: { public: "the provider's answer is checked against the sign-in this browser started" },
       rateLimit: 'auth',
+      params: z.strictObject({ connection: ConnectionId }),
       // What providers send back (RFC 6749, RFC 9207, OIDC session management, and Google's extras).
       query: z.strictObject({
         state: z.string().max(512).optional(),
@@ -319,13 +348,19 @@ export function ssoRoutes(deps: {
       response: {
         303: rawResponse('text/plain', 'Redirect to the console, signed in or with the reason why not'),
       },
-      handler: async ({ request, reply }) => {
-        const callbackUrl = new URL(request.url, `${request.protocol}://${request.host}`);
+      handler: async ({ params, request, reply }) => {
+        // Only its query is read: the address it must have is the one the sign-in was started with.
+        const callbackUrl = new URL(request.url, 'http://callback.invalid');
         const header = request.headers.cookie;
         const browserToken = header ? request.server.parseCookie(header)[SSO_BROWSER_COOKIE] : undefined;
         reply.clearCookie(SSO_BROWSER_COOKIE, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
         try {
-          const finished = await signIn.finish(callbackUrl, browserToken, auditContextOf(request));
+          const finished = await signIn.finish(
+            params.connection,
+            callbackUrl,
+            browserToken,
+            auditContextOf(request),
+          );
           setSessionCookie(reply, finished.token);
           return redirect(reply, finished.returnTo);
         } catch (error) {

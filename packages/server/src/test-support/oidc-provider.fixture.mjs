@@ -3,13 +3,14 @@
 // a broken or hostile provider would (POST /_test/tamper): its ID token forged, unsigned, expired,
 // for another audience or another nonce, or no answer at all.
 //
-// argv: <port> <redirect uri> <keys file>; prints `listening <issuer>` once it accepts connections.
+// argv: <port> <redirect uri prefix> <keys file>; prints `listening <issuer>` once it accepts
+// connections. Bulwark has one callback per connection: any redirect URI under the prefix is allowed.
 import { createPrivateKey, sign } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
-const [port, redirectUri, keysFile] = process.argv.slice(2);
+const [port, redirectPrefix, keysFile] = process.argv.slice(2);
 const { keys, forger } = JSON.parse(readFileSync(keysFile, 'utf8'));
 const CLIENT = { id: 'bulwark', secret: 'bulwark-client-secret-for-tests' };
 
@@ -25,7 +26,7 @@ server.listen(Number(port), '127.0.0.1', () => {
       {
         client_id: CLIENT.id,
         client_secret: CLIENT.secret,
-        redirect_uris: [redirectUri],
+        redirect_uris: [`${redirectPrefix}registered/callback`],
         grant_types: ['authorization_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
@@ -63,6 +64,7 @@ server.listen(Number(port), '127.0.0.1', () => {
     },
     cookies: { keys: ['oidc-fixture-cookie-key'] },
   });
+  provider.Client.prototype.redirectUriAllowed = (uri) => uri.startsWith(redirectPrefix);
   const callback = provider.callback();
 
   server.on('request', async (req, res) => {

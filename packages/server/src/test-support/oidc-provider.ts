@@ -49,7 +49,8 @@ export interface OidcProvider {
 }
 
 /** A real oidc-provider process on a free loopback port (test-support/oidc-provider.fixture.mjs). */
-export async function startOidcProvider(redirectUri: string): Promise<OidcProvider> {
+/** `redirectPrefix`: the address under which Bulwark's per-connection callbacks live. */
+export async function startOidcProvider(redirectPrefix: string): Promise<OidcProvider> {
   const dir = await tempDir('oidc-provider');
   const keysFile = path.join(dir.path, 'keys.json');
   let child: ChildProcess | undefined;
@@ -58,7 +59,7 @@ export async function startOidcProvider(redirectUri: string): Promise<OidcProvid
   async function launch(port: number) {
     // A new signing key at every launch; the forger's key is one the provider never published.
     await writeFile(keysFile, JSON.stringify({ keys: [{ private: signingKey() }], forger: signingKey() }));
-    child = spawn(process.execPath, [FIXTURE, String(port), redirectUri, keysFile], {
+    child = spawn(process.execPath, [FIXTURE, String(port), redirectPrefix, keysFile], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

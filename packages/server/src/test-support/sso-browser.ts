@@ -1,5 +1,5 @@
 import { SESSION_COOKIE } from '../identity/session-guard.js';
-import { OIDC_CALLBACK_PATH } from '../sso/sso.routes.js';
+import { OIDC_CALLBACK_PREFIX } from '../sso/sso.routes.js';
 import type { OidcProvider, ProviderAccount } from './oidc-provider.js';
 import { SessionClient } from './session-client.js';
 
@@ -49,7 +49,7 @@ export function ssoBrowser(base: string, provider: OidcProvider) {
     const atProvider = new CookieJar();
     let url = location;
     for (let hop = 0; hop < 10; hop++) {
-      if (url.startsWith(`${base}${OIDC_CALLBACK_PATH}`)) return url;
+      if (url.startsWith(`${base}${OIDC_CALLBACK_PREFIX}`)) return url;
       const response = await fetch(url, { redirect: 'manual', headers: { cookie: atProvider.header() } });
       atProvider.absorb(response);
       const next = response.headers.get('location');

@@ -33,9 +33,9 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .addColumn('issuer', 'text', (c) => c.notNull())
     .addColumn('subject', 'text', (c) => c.notNull())
     .addColumn('user_id', 'text', (c) => c.notNull().references('users.id').onDelete('cascade'))
-    .addColumn('connection_id', 'text', (c) =>
-      c.notNull().references('sso_connections.id').onDelete('cascade'),
-    )
+    // The connection it was first linked through, for the record: removing a connection (to replace
+    // it) does not unlink its people, who sign in again through any connection to the same issuer.
+    .addColumn('connection_id', 'text', (c) => c.references('sso_connections.id').onDelete('set null'))
     .addColumn('created_at', 'bigint', (c) => c.notNull())
     .addColumn('last_sign_in_at', 'bigint')
     .addColumn('seal', 'text', (c) => c.notNull())
