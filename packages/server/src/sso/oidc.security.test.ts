@@ -288,7 +288,9 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
 
   it('takes an answer only at the address of the connection it was asked of, and admits only allowed domains', async () => {
     // Adding a connection is privileged, and time has moved on in the tests before: prove it is the owner.
-    expect((await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password })).status).toBe(200);
+    expect(
+      (await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password })).status,
+    ).toBe(200);
     const other = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
       name: 'Partner IdP',
       kind: 'oidc',
