@@ -6,6 +6,7 @@ import {
   startOidcProvider,
 } from '../../server/src/test-support/oidc-provider.js';
 import { SessionClient } from '../../server/src/test-support/session-client.js';
+import { connectProvider } from '../../server/src/test-support/sso-browser.js';
 import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
 
 /**
@@ -36,15 +37,8 @@ describe.skipIf(!hasChromium)('single sign-on in the console', { timeout: 120_00
     });
     expect(changed.status).toBe(200);
     slug = changed.body.memberships[0]!.slug;
-    const created = await owner.json('POST', `/api/orgs/${slug}/sso/connections`, {
-      name: 'Acme Identity',
-      kind: 'oidc',
-      config: {
-        issuer: provider.issuer,
-        clientId: OIDC_CLIENT.id,
-        clientSecret: OIDC_CLIENT.secret,
-        defaultRole: 'operator',
-      },
+    const created = await connectProvider(owner, slug, provider, 'Acme Identity', {
+      defaultRole: 'operator',
     });
     expect(created.status).toBe(201);
   }, 120_000);

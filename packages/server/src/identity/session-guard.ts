@@ -122,6 +122,25 @@ export function createRouteGuard(deps: {
     return org;
   }
 
+  /** An organization's policy refuses the caller: audited as a denial, answered 403 with `code`. */
+  async function refuseByPolicy(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    principal: Principal,
+    org: OrgContext,
+    refusal: { reason: string; code: string; message: string },
+  ): Promise<never> {
+    await recordDenial(audit, {
+      orgId: org.id,
+      actor: actorOf(principal),
+      context: auditContextOf(request),
+      permission: route.access.permission,
+      route: `${route.method} ${route.url}`,
+      reason: refusal.reason,
+    });
+    throw new AppError(403, refusal.code, refusal.message);
+  }
+
   /**
    * MFA-4: in an organization that requires a second factor, a member without one reaches nothing
    * there, through a session or through a key made before the policy or before the factor was removed.
@@ -134,19 +153,12 @@ export function createRouteGuard(deps: {
     mfaEnrolled: boolean,
   ): Promise<void> {
     if (!org.mfaRequired || mfaEnrolled) return;
-    await recordDenial(audit, {
-      orgId: org.id,
-      actor: actorOf(principal),
-      context: auditContextOf(request),
-      permission: route.access.permission,
-      route: `${route.method} ${route.url}`,
+    await refuseByPolicy(request, route, principal, org, {
       reason: 'the organization requires a second factor, and this member has none yet',
+      code: 'mfa_enrolment_required',
+      message:
+        'This organization requires two-factor authentication: add an authenticator app or a passkey in your profile first.',
     });
-    throw new AppError(
-      403,
-      'mfa_enrolment_required',
-      'This organization requires two-factor authentication: add an authenticator app or a passkey in your profile first.',
-    );
   }
 
   /**
@@ -165,19 +177,12 @@ export function createRouteGuard(deps: {
     // Still an owner, signed in with a password and a proved second factor.
     const breakGlass = org.breakGlassUserId === session.userId && org.role === 'owner' && session.mfaEnrolled;
     if (breakGlass) return;
-    await recordDenial(audit, {
-      orgId: org.id,
-      actor: actorOf(principal),
-      context: auditContextOf(request),
-      permission: route.access.permission,
-      route: `${route.method} ${route.url}`,
+    await refuseByPolicy(request, route, principal, org, {
       reason: 'the organization requires signing in through its identity provider',
+      code: 'sso_required',
+      message:
+        'This organization requires signing in through its identity provider: sign out and choose single sign-on.',
     });
-    throw new AppError(
-      403,
-      'sso_required',
-      'This organization requires signing in through its identity provider: sign out and choose single sign-on.',
-    );
   }
 
   async function withSession(

@@ -10,7 +10,7 @@ import {
 } from '../test-support/oidc-provider.js';
 import { BACKENDS, type Backend, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
-import { CookieJar, ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
+import { CookieJar, connectProvider, ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
 import { OIDC_CALLBACK_PREFIX, SSO_BROWSER_COOKIE } from './sso.routes.js';
 
 /**
@@ -34,17 +34,9 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
   beforeAll(async () => {
     world = await startOrgWorld({ BULWARK_SSO_TIMEOUT_SECONDS: '5' }, backend);
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
-    const created = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
-      name: 'Acme IdP',
-      kind: 'oidc',
-      config: {
-        issuer: provider.issuer,
-        clientId: OIDC_CLIENT.id,
-        clientSecret: OIDC_CLIENT.secret,
-        scopes: ['email', 'profile', 'groups'],
-        defaultRole: 'viewer',
-        groupRoles: [{ group: 'ops', role: 'operator' }],
-      },
+    const created = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP', {
+      scopes: ['email', 'profile', 'groups'],
+      groupRoles: [{ group: 'ops', role: 'operator' }],
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     connectionId = created.body.id;
@@ -291,16 +283,8 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     expect(
       (await world.owner.client.json('POST', '/api/auth/reauth', { password: OWNER.password })).status,
     ).toBe(200);
-    const other = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
-      name: 'Partner IdP',
-      kind: 'oidc',
-      config: {
-        issuer: provider.issuer,
-        clientId: OIDC_CLIENT.id,
-        clientSecret: OIDC_CLIENT.secret,
-        defaultRole: 'viewer',
-        allowedEmailDomains: ['partner.test'],
-      },
+    const other = await connectProvider(world.owner.client, 'acme', provider, 'Partner IdP', {
+      allowedEmailDomains: ['partner.test'],
     });
     expect(other.status).toBe(201);
     // Attack (mix-up): a provider's answer for one connection's sign-in, brought to another's address.

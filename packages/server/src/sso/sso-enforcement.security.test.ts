@@ -2,7 +2,7 @@ import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
 import { generate } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Database, openPostgres, openSqlite } from '../db/database.js';
-import { OIDC_CLIENT, type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
+import { type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
 import {
   BACKENDS,
   type Backend,
@@ -12,7 +12,7 @@ import {
   startOrgWorld,
 } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
-import { ssoBrowser } from '../test-support/sso-browser.js';
+import { connectProvider, ssoBrowser } from '../test-support/sso-browser.js';
 import { OIDC_CALLBACK_PREFIX } from './sso.routes.js';
 
 /**
@@ -36,15 +36,8 @@ describe.each(BACKENDS)('SSO required on %s', (backend: Backend) => {
   beforeAll(async () => {
     world = await startOrgWorld({}, backend);
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
-    const created = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/sso/connections', {
-      name: 'Acme IdP',
-      kind: 'oidc',
-      config: {
-        issuer: provider.issuer,
-        clientId: OIDC_CLIENT.id,
-        clientSecret: OIDC_CLIENT.secret,
-        defaultRole: 'operator',
-      },
+    const created = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP', {
+      defaultRole: 'operator',
     });
     expect(created.status).toBe(201);
     connectionId = created.body.id;

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OIDC_CLIENT, type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
+import { type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
 import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
-import { ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
+import { connectProvider, ssoBrowser, ssoRefusal } from '../test-support/sso-browser.js';
 import { OIDC_CALLBACK_PREFIX } from './sso.routes.js';
 
 /**
@@ -24,25 +24,8 @@ describe.each(BACKENDS)('the strength of an SSO sign-in on %s', (backend: Backen
     // The default of a real installation: every member needs a second factor.
     world = await startOrgWorld({ BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true' }, backend);
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
-    const connect = async (name: string, extra: Record<string, unknown>) => {
-      // The owner enrols a factor first: the organization requires one of them too.
-      const created = await world.owner.client.json<{ id: string }>(
-        'POST',
-        '/api/orgs/acme/sso/connections',
-        {
-          name,
-          kind: 'oidc',
-          config: {
-            issuer: provider.issuer,
-            clientId: OIDC_CLIENT.id,
-            clientSecret: OIDC_CLIENT.secret,
-            defaultRole: 'viewer',
-            ...extra,
-          },
-        },
-      );
-      return created;
-    };
+    const connect = (name: string, extra: Record<string, unknown>) =>
+      connectProvider(world.owner.client, 'acme', provider, name, extra);
     const refused = await connect('Plain', {});
     expect(refused.status).toBe(403); // the owner has no factor yet: the policy holds for them too
     const started = await world.owner.client.json<{ factorId: string; secret: string }>(

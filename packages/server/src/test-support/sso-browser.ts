@@ -1,6 +1,6 @@
 import { SESSION_COOKIE } from '../identity/session-guard.js';
 import { OIDC_CALLBACK_PREFIX } from '../sso/sso.routes.js';
-import type { OidcProvider, ProviderAccount } from './oidc-provider.js';
+import { OIDC_CLIENT, type OidcProvider, type ProviderAccount } from './oidc-provider.js';
 import { SessionClient } from './session-client.js';
 
 /** The cookies of one browser, as far as the sign-in redirects need them. */
@@ -88,4 +88,25 @@ export function ssoBrowser(base: string, provider: OidcProvider) {
       return client;
     },
   };
+}
+
+/** Connects `provider` to an organization through the API, as its owner would; `config` on top. */
+export function connectProvider(
+  owner: SessionClient,
+  org: string,
+  provider: OidcProvider,
+  name: string,
+  config: Record<string, unknown> = {},
+) {
+  return owner.json<{ id: string }>('POST', `/api/orgs/${org}/sso/connections`, {
+    name,
+    kind: 'oidc',
+    config: {
+      issuer: provider.issuer,
+      clientId: OIDC_CLIENT.id,
+      clientSecret: OIDC_CLIENT.secret,
+      defaultRole: 'viewer',
+      ...config,
+    },
+  });
 }
