@@ -80,11 +80,12 @@ try {
     oidc.push(await oidcCallback());
     password.push(await passwordSignIn());
   }
-  console.log(machine());
-  console.log(`${fmt(ROUNDS)} sign-ins of each kind, one at a time, after ${WARMUP} of each to warm up`);
-  console.log(line('password sign-in (baseline)', password));
-  console.log(line('OIDC callback (code exchange, ID token)', oidc));
-  console.log(`OIDC / password, p50: ${(percentile(oidc, 50) / percentile(password, 50)).toFixed(2)}`);
+  const print = (line: string) => process.stdout.write(`${line}\n`);
+  print(machine());
+  print(`${fmt(ROUNDS)} sign-ins of each kind, one at a time, after ${WARMUP} of each to warm up`);
+  print(line('password sign-in (baseline)', password));
+  print(line('OIDC callback (code exchange, ID token)', oidc));
+  print(`OIDC / password, p50: ${(percentile(oidc, 50) / percentile(password, 50)).toFixed(2)}`);
 } finally {
   await provider.stop();
   await bulwark.close();

@@ -13,9 +13,9 @@ import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '
 import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import { crossSiteProblem } from '../identity/csrf.js';
 import type { LiveTicketsService } from '../identity/live-tickets.service.js';
+import { TERMINAL_STATUSES } from './command-status.js';
 import { type CommandsService, paramsHashOf, type Requester } from './commands.service.js';
 import type { CommandApprovalRow, CommandRow } from './commands.store.js';
-import { TERMINAL_STATUSES } from './commands.store.js';
 import { subscribeLive } from './live-updates.js';
 import { MAX_APPROVALS } from './policy.js';
 

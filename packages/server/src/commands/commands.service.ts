@@ -28,12 +28,8 @@ import type { CommandMetrics } from '../ops/metrics.js';
 import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { CommandSealer } from './command-seal.js';
-import {
-  type CommandApprovalRow,
-  type CommandRow,
-  type CommandsStore,
-  TERMINAL_STATUSES,
-} from './commands.store.js';
+import { TERMINAL_STATUSES } from './command-status.js';
+import type { CommandApprovalRow, CommandRow, CommandsStore } from './commands.store.js';
 import { paramProblems } from './params-validator.js';
 import {
   APPROVAL_TTL_MS,

@@ -9,18 +9,11 @@ import type {
   DB,
 } from '../db/schema.js';
 
+import { TERMINAL_STATUSES } from './command-status.js';
+
 export type CommandRow = CommandsTable;
 export type CommandApprovalRow = CommandApprovalsTable;
 export type CommandOutputRow = CommandOutputTable;
-
-export const TERMINAL_STATUSES: readonly CommandStatus[] = [
-  'succeeded',
-  'failed',
-  'timed_out',
-  'cancelled',
-  'rejected',
-  'expired',
-];
 
 /**
  * Commands, approvals and output (CMD-4). Every change of status is a guarded update. Writes that

@@ -1,11 +1,9 @@
 import { ID_BODY_PATTERN, type IdPrefix } from '@bulwark/protocol';
 import { z } from 'zod';
 import { BUILT_IN_ROLE_NAMES } from '../access/permissions.js';
+import { EMAIL_SHAPE, SLUG_SHAPE } from '../shapes.js';
 
 /** Request pieces many routes share: identifiers are checked for shape before any query runs. */
-
-export const SLUG_SHAPE = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
-export const EMAIL_SHAPE = /^[^\s@]+@[^\s@]+$/;
 
 export const OrgSlug = z
   .string()

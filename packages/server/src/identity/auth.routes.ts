@@ -1,12 +1,17 @@
-import type { FastifyReply } from 'fastify';
 import { z } from 'zod';
 import { auditContextOf } from '../http/request-context.js';
-import { defineRoute, type Principal, type RouteDefinition } from '../http/route.js';
+import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
 import { type RelyingPartyOf, SecondFactorFields, secondFactorProofOf } from '../mfa/second-factor-input.js';
 import type { AuthService } from './auth.service.js';
 import { MAX_LENGTH } from './password-policy.js';
-import { SELF_PERMISSION, SESSION_COOKIE, sessionCookieOf } from './session-guard.js';
+import {
+  SELF_PERMISSION,
+  SESSION_COOKIE,
+  sessionCookieOf,
+  sessionOf,
+  setSessionCookie,
+} from './session-guard.js';
 
 export const SessionView = z.object({
   user: z.object({
@@ -38,16 +43,6 @@ export const Password = z
   .string()
   .min(1)
   .max(4 * MAX_LENGTH);
-
-export function setSessionCookie(reply: FastifyReply, token: string): void {
-  reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
-}
-
-/** The browser session of a self-service route's caller (the guard guarantees one). */
-export function sessionOf(principal: Principal | undefined) {
-  if (!principal?.session) throw new Error('self-service route reached without a browser session');
-  return principal.session;
-}
 
 export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): RouteDefinition[] {
   return [

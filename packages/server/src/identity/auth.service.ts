@@ -1,9 +1,9 @@
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '../errors.js';
-import { EMAIL_SHAPE } from '../http/schemas.js';
 import type { MfaService, SecondFactorProof } from '../mfa/mfa.service.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
+import { EMAIL_SHAPE } from '../shapes.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
 import { passwordProblem } from './password-policy.js';

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { type AccessService, recordDenial } from '../access/access.service.js';
 import { type AccessLimit, decide, isAllowed } from '../access/authorize.js';
 import { actorOf } from '../access/caller.js';
@@ -38,6 +38,16 @@ export class StepUpRequiredError extends AppError {
       'Confirm it is you: re-enter your password (and a code, if you use an authenticator) to continue.',
     );
   }
+}
+
+export function setSessionCookie(reply: FastifyReply, token: string): void {
+  reply.setCookie(SESSION_COOKIE, token, { path: '/', httpOnly: true, secure: true, sameSite: 'lax' });
+}
+
+/** The browser session of a self-service route's caller (the guard guarantees one). */
+export function sessionOf(principal: Principal | undefined) {
+  if (!principal?.session) throw new Error('self-service route reached without a browser session');
+  return principal.session;
 }
 
 export function sessionCookieOf(request: FastifyRequest): string | undefined {

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import { TERMINAL_STATUSES } from '../commands/commands.store.js';
+import { TERMINAL_STATUSES } from '../commands/command-status.js';
 import type { DB } from '../db/schema.js';
 
 /**

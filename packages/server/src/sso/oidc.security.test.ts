@@ -288,6 +288,15 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     expect(refusal(outsider.location)).toBe('sso_domain_not_allowed');
     const partner = await browsers().signIn(other.body.id, { sub: 'pete', email: 'pete@partner.test' });
     expect(partner.location).toBe('/agents');
+    const pete = (await sessionOf(partner.session!)).body.user.id;
+    // Removing the connection (to replace it) does not unlink its people: the same account at the
+    // same issuer signs in through another connection as the same person.
+    expect(
+      (await world.owner.client.json('DELETE', `/api/orgs/acme/sso/connections/${other.body.id}`)).status,
+    ).toBe(200);
+    const again = await browsers().signIn(connectionId, { sub: 'pete', email: 'pete@partner.test' });
+    expect(again.location).toBe('/agents');
+    expect((await sessionOf(again.session!)).body.user.id).toBe(pete);
   });
 
   it('signs nobody in through an account link written into the database', async () => {

@@ -20,10 +20,8 @@ export class SsoError extends AppError {
 
 const DISCOVERY_TTL_MS = 60 * 60_000;
 
-/** A provider on this very host may speak plain HTTP (a development IdP); any other must use HTTPS. */
-function isLoopback(url: URL): boolean {
-  return ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
-}
+/** Host names of this very machine: a provider there may speak plain HTTP (a development IdP). */
+export const isLoopbackHost = (hostname: string) => ['localhost', '127.0.0.1', '[::1]'].includes(hostname);
 
 /** What went wrong, in words an identity-provider administrator can act on. */
 function explain(error: unknown, timeoutSeconds: number): SsoError {
@@ -66,7 +64,7 @@ export function createOidcRelyingParty(options: { timeoutSeconds: number; clock:
       .discovery(issuer, config.clientId, config.clientSecret, oidc.ClientSecretBasic(config.clientSecret), {
         timeout: timeoutSeconds,
         execute: [
-          ...(isLoopback(issuer) ? [oidc.allowInsecureRequests] : []),
+          ...(isLoopbackHost(issuer.hostname) ? [oidc.allowInsecureRequests] : []),
           // The ID token's signature is checked against the provider's keys, not only its claims.
           oidc.enableNonRepudiationChecks,
         ],

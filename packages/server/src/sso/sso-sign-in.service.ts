@@ -1,5 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { newId } from '@bulwark/protocol';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { newId, tokenHash } from '@bulwark/protocol';
 import type { AccessStore } from '../access/access.store.js';
 import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
@@ -21,7 +21,6 @@ const AUTH_TIME_SKEW_MS = 60_000;
 /** How long a browser has between leaving for the provider and coming back. */
 export const SSO_SIGN_IN_TTL_MS = 10 * 60_000;
 
-const sha256 = (value: string) => createHash('sha256').update(value).digest('hex');
 const verifierContext = (stateHash: string) => `sso_sign_ins/${stateHash}`;
 
 function sameHash(a: string, b: string): boolean {
@@ -318,11 +317,11 @@ export function createSsoSignInService(deps: {
         options.stepUpSessionId !== undefined,
       );
       const browserToken = randomBytes(32).toString('base64url');
-      const stateHash = sha256(begun.state);
+      const stateHash = tokenHash(begun.state);
       await store.insertSignIn({
         state_hash: stateHash,
         connection_id: connection.id,
-        browser_hash: sha256(browserToken),
+        browser_hash: tokenHash(browserToken),
         nonce: begun.nonce,
         verifier_sealed: await dataKeys.seal('instance', begun.verifier, verifierContext(stateHash)),
         redirect_uri: options.redirectUri,
@@ -352,7 +351,7 @@ export function createSsoSignInService(deps: {
             'sso_state_missing',
             'The identity provider sent no state; start the sign-in again.',
           );
-        const stateHash = sha256(state);
+        const stateHash = tokenHash(state);
         // Taken, not read: a state used once (or replayed) finds nothing the second time.
         const pending = await store.takeSignIn(stateHash);
         if (!pending || pending.expires_at <= clock())
@@ -360,7 +359,7 @@ export function createSsoSignInService(deps: {
             'sso_state_unknown',
             'This sign-in is unknown, already finished or expired; start again.',
           );
-        if (!browserToken || !sameHash(sha256(browserToken), pending.browser_hash))
+        if (!browserToken || !sameHash(tokenHash(browserToken), pending.browser_hash))
           throw new SsoError(
             'sso_browser_mismatch',
             'This sign-in was started in another browser; start again here.',

@@ -5,9 +5,8 @@ import { AppError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId } from '../http/schemas.js';
-import { sessionOf, setSessionCookie } from '../identity/auth.routes.js';
-import { SELF_PERMISSION } from '../identity/session-guard.js';
-import { SsoError } from './oidc.js';
+import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/session-guard.js';
+import { isLoopbackHost, SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
 import type { SsoEnforcementService } from './sso-enforcement.service.js';
 import type { SsoSignInService } from './sso-sign-in.service.js';
@@ -117,7 +116,7 @@ function callbackUrlFor(
   } catch {
     origin = undefined; // a Host header that names no host
   }
-  if (!origin || !['localhost', '127.0.0.1', '[::1]'].includes(origin.hostname))
+  if (!origin || !isLoopbackHost(origin.hostname))
     throw new AppError(
       409,
       'public_url_required',

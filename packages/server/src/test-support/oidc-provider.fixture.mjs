@@ -91,7 +91,7 @@ server.listen(Number(port), '127.0.0.1', () => {
       res.end(String(error));
     }
   });
-  console.log(`listening ${issuer}`);
+  process.stdout.write(`listening ${issuer}\n`);
 
   /** Lets the provider answer, then changes its ID token as the chosen hostile provider would. */
   function tamperedToken(req, res, handle) {
