@@ -17,6 +17,8 @@ export const TOKEN_PREFIXES = {
   invitation: 'bwi',
   /** The console's ticket to open one live stream: single use, for seconds (NET-5). */
   liveTicket: 'bwt',
+  /** An organization's identity provider provisioning its people (SCIM, SSO-5). */
+  scim: 'bwp',
 } as const;
 
 export type TokenPrefix = (typeof TOKEN_PREFIXES)[keyof typeof TOKEN_PREFIXES];

@@ -72,6 +72,10 @@ import { createSecurityPolicyService } from './orgs/security-policy.service.js';
 import { teamsRoutes } from './orgs/teams.routes.js';
 import { createTeamsService } from './orgs/teams.service.js';
 import { createTeamsStore } from './orgs/teams.store.js';
+import { scimRoutes } from './scim/scim.routes.js';
+import { createScimService } from './scim/scim.service.js';
+import { createScimStore } from './scim/scim.store.js';
+import { createScimSettingsService } from './scim/scim-settings.service.js';
 import { createDataKeyring, type DataKeyring } from './secrets/data-keyring.js';
 import { createDataKeysStore } from './secrets/data-keys.store.js';
 import { createLocalKeyProvider, type MasterKeyProvider } from './secrets/key-provider.js';
@@ -197,6 +201,13 @@ async function startIdentity(deps: {
     audit,
     clock,
   });
+  const scimSettings = createScimSettingsService({
+    store: createScimStore(db),
+    access: accessStore,
+    seals,
+    transact,
+    clock,
+  });
   return {
     access,
     transact,
@@ -205,6 +216,7 @@ async function startIdentity(deps: {
     guard: createRouteGuard({
       sessions,
       apiKeys,
+      scim: scimSettings,
       csrf,
       audit,
       access,
@@ -227,6 +239,11 @@ async function startIdentity(deps: {
         connections: ssoConnections,
         signIn: ssoSignIn,
         enforcement: createSsoEnforcementService({ store: ssoStore, orgs, mfa, transact }),
+        publicUrl: config.publicUrl,
+      }),
+      ...scimRoutes({
+        scim: createScimService({ db, sessions, transact, clock }),
+        settings: scimSettings,
         publicUrl: config.publicUrl,
       }),
     ],

@@ -11,6 +11,9 @@ export interface Caller {
   context: AuditRequestContext;
 }
 
+/** Who acts and where, without a member's access: enough to attribute an event (SCIM acts so). */
+export type Acting = Pick<Caller, 'actor' | 'context'> & { org: Pick<OrgContext, 'id'> };
+
 export function actorOf(principal: Pick<Principal, 'type' | 'id' | 'display'>): AuditActor {
   return { type: principal.type, id: principal.id, display: principal.display };
 }
@@ -27,7 +30,7 @@ export function callerOf(principal: Principal | undefined, request: FastifyReque
 
 /** An audit event of something the caller did in their organization. */
 export function callerEvent(
-  caller: Caller,
+  caller: Acting,
   action: AuditInput['action'],
   target: AuditInput['target'],
   details: AuditInput['details'] = {},

@@ -2,7 +2,7 @@ import { generateToken, isWellFormedToken, newId, tokenHash } from '@bulwark/pro
 import type { Kysely, Transaction } from 'kysely';
 import { createAccessStore } from '../access/access.store.js';
 import { decide } from '../access/authorize.js';
-import { type Caller, callerEvent } from '../access/caller.js';
+import { type Acting, type Caller, callerEvent } from '../access/caller.js';
 import { parseSelector } from '../access/label-selector.js';
 import { AGENT_SCOPED_PERMISSIONS, type CataloguePermission } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
@@ -101,7 +101,7 @@ async function revokeWithDescendants(
 export async function revokeKeysOfMember(
   trx: Transaction<DB>,
   events: AuditInput[],
-  caller: Caller,
+  caller: Acting,
   userId: string,
   at: number,
 ): Promise<number> {

@@ -92,10 +92,15 @@ export const AUDIT_ACTIONS = [
   'sso.identity_linked',
   'sso.enforcement_changed',
   'auth.break_glass_sign_in',
+  'scim.configured',
+  'scim.token_rotated',
+  'scim.disabled',
+  'scim.rejected',
+  'user.updated',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
-export const ACTOR_TYPES = ['user', 'api_key', 'agent', 'system', 'anonymous'] as const;
+export const ACTOR_TYPES = ['user', 'api_key', 'scim', 'agent', 'system', 'anonymous'] as const;
 export type ActorType = (typeof ACTOR_TYPES)[number];
 
 export const OUTCOMES = ['success', 'failure', 'denied'] as const;

@@ -465,6 +465,45 @@ export interface SsoSignInsTable {
   expires_at: number;
 }
 
+/** An organization's SCIM provisioning: its token's hash, sealed by the server, and what SCIM may give. */
+export interface ScimConfigsTable {
+  org_id: string;
+  token_hash: string;
+  token_hint: string;
+  /** The role a person SCIM creates or activates gets, unless a group maps to another. */
+  default_role: string;
+  /** JSON: [{ group, role }], the first group (SCIM group display name) the person is in decides. */
+  group_roles: string;
+  created_by: string;
+  created_at: number;
+  rotated_at: number;
+  last_used_at: number | null;
+  seal: string;
+}
+
+/** What SCIM knows of a person beyond their membership (db/migrations/0020-scim.ts). */
+export interface ScimUsersTable {
+  org_id: string;
+  user_id: string;
+  user_name: string;
+  external_id: string | null;
+  /** 1 when SCIM created the account: only then does it change the account (email, name, status). */
+  owned: number;
+  /** The role given back when the person is activated again. */
+  role_when_active: string;
+  created_at: number;
+  updated_at: number;
+}
+
+/** A team SCIM created and manages. */
+export interface ScimGroupsTable {
+  team_id: string;
+  org_id: string;
+  external_id: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 /** What a migration did that the audit log must show; the next start records it (db/upgrade-notes.ts). */
 export interface UpgradeNotesTable {
   /** The migration's name. */
@@ -480,6 +519,9 @@ export interface DB {
   sso_connections: SsoConnectionsTable;
   sso_identities: SsoIdentitiesTable;
   sso_sign_ins: SsoSignInsTable;
+  scim_configs: ScimConfigsTable;
+  scim_users: ScimUsersTable;
+  scim_groups: ScimGroupsTable;
   upgrade_notes: UpgradeNotesTable;
   audit_chain_heads: AuditChainHeadsTable;
   audit_checkpoints: AuditCheckpointsTable;

@@ -256,6 +256,12 @@ export async function createHttpApp(
 
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
   app.removeContentTypeParser('text/plain');
+  // SCIM clients (Entra ID) send JSON as application/scim+json (RFC 7644 §3.1): the same parser.
+  app.addContentTypeParser(
+    'application/scim+json',
+    { parseAs: 'string' },
+    app.getDefaultJsonParser('error', 'error'),
+  );
   // Cookies are never signed: the session token carries its own integrity (random + checksum). They
   // are parsed only where read (sessionCookieOf in session-guard.ts), not on every request, so
   // `request.cookies` stays empty: read the session cookie through sessionCookieOf.

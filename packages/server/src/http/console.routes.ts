@@ -9,7 +9,7 @@ const ConsoleState = z
   .refine((query) => Object.keys(query).length <= 20, 'at most 20 query parameters');
 
 /** Paths that belong to the API or the agents: never answered with the console's page. */
-const NOT_CONSOLE = /^\/(api|agent|metrics|healthz|readyz)(\/|$)/;
+const NOT_CONSOLE = /^\/(api|agent|scim|metrics|healthz|readyz)(\/|$)/;
 /** Built file names carry a hash of their content: a cached copy never goes stale. */
 const IMMUTABLE = 'public, max-age=31536000, immutable';
 

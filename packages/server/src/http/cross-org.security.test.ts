@@ -2,6 +2,7 @@ import { type IdPrefix, newId } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { PERMISSION_NAMES } from '../access/permissions.js';
+import { SCIM_PERMISSION } from '../identity/session-guard.js';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
@@ -59,6 +60,12 @@ const ALL_PREFIXES: IdPrefix[] = [
  * `xyz` goes (the attacker's own by default; the other organization's in the attempt on that slot).
  * A route that takes an id and a body, with no entry here, fails the test: add one.
  */
+const SCIM_PATCH = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
+
+/** SCIM routes answer the organization's SCIM token only: it is their attacker's credential. */
+const isScim = (route: RegisteredRoute) =>
+  'permission' in route.declaration.access && route.declaration.access.permission === SCIM_PERMISSION;
+
 const BODIES: Record<string, unknown[]> = {
   createRole: [{ name: 'cross-role', permissions: [], includes: ['$rol'] }],
   updateRole: [{ includes: ['$rol'] }],
@@ -68,6 +75,15 @@ const BODIES: Record<string, unknown[]> = {
   ],
   changeMemberRole: [{ role: '$rol' }],
   updateTeam: [{ description: 'changed across organizations' }],
+  configureScim: [{ defaultRole: '$rol', groupRoles: [{ group: 'cross', role: '$rol' }] }],
+  replaceScimUser: [{ userName: 'cross@example.test' }],
+  patchScimUser: [
+    { schemas: [SCIM_PATCH], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
+  ],
+  replaceScimGroup: [{ displayName: 'cross' }],
+  patchScimGroup: [
+    { schemas: [SCIM_PATCH], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
+  ],
   createInvitation: [{ email: 'cross@example.test', role: '$rol' }],
   setSsoEnforcement: [{ ssoRequired: true, breakGlassUserId: '$usr' }],
   createSsoConnection: [
@@ -110,6 +126,8 @@ const QUERIES: Record<string, Record<string, string>> = {
  */
 const SLOT_RULES: Record<string, { use: Use; status: number }> = {
   'explainAccess query:user': { use: 'lookup', status: 404 },
+  'configureScim body:defaultRole': { use: 'lookup', status: 422 },
+  'configureScim body:groupRoles[].role': { use: 'lookup', status: 422 },
   'listServices query:agent': { use: 'filter', status: 200 },
   'listCommands query:agent': { use: 'filter', status: 200 },
   'listCommands query:before': { use: 'cursor', status: 200 },
@@ -388,7 +406,14 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
     password: MEMBER_PASSWORD,
   });
   expect(joined.status).toBe(200);
-  const team = await created<{ id: string }>('POST', `/api/orgs/${slug}/teams`, { name: `${prefix}-team` });
+  // SCIM on, and the team made through it: a SCIM group is one more way to reach a team by id.
+  const scim = await created<{ token: string }>('PUT', `/api/orgs/${slug}/scim`, { defaultRole: 'viewer' });
+  const scimClient = new SessionClient(owner.base, { authorization: `Bearer ${scim.token}` });
+  const team = (
+    await scimClient.json<{ id: string }>('POST', `/scim/v2/${slug}/Groups`, {
+      displayName: `${prefix}-team`,
+    })
+  ).body;
   await created('PUT', `/api/orgs/${slug}/teams/${team.id}/members/${joined.body.user.id}`);
   const role = await created<{ id: string }>('POST', `/api/orgs/${slug}/roles`, {
     name: `${prefix}-role`,
@@ -468,7 +493,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
     cmd: command.id,
   };
   for (const kind of ALL_PREFIXES) expect(ids[kind], kind).toBeTruthy();
-  return { ids, member, keyToken: apiKey.token };
+  return { ids, member, keyToken: apiKey.token, scimClient };
 }
 
 /** An id of the same kind and time as `id` that exists nowhere: the control every answer is compared to. */
@@ -483,6 +508,9 @@ function comparable(status: number, text: string, id: string) {
   } catch {}
   const error = (body as { error?: { requestId?: string } } | undefined)?.error;
   if (error) delete error.requestId;
+  // SCIM's error body keeps its request id at the top.
+  if (body && typeof body === 'object' && 'schemas' in body)
+    delete (body as { requestId?: string }).requestId;
   return { status, body };
 }
 
@@ -589,13 +617,14 @@ describe.each(BACKENDS)('cross-organization isolation over ids on %s (ACC-1, QA-
       ['session', world.owner.client],
       ['API key', acmeKey],
     ];
+    const scimPrincipal = (): Array<[string, SessionClient]> => [['SCIM token', acme.scimClient]];
     const tried: string[] = [];
     for (const attempt of attempts) {
       const kinds = attempt.slot.prefixes === 'any' ? ALL_PREFIXES : attempt.slot.prefixes;
       for (const kind of kinds) {
         const theirs = beta.ids[kind]!;
         const control = nowhere(theirs);
-        for (const [who, client] of principals) {
+        for (const [who, client] of isScim(attempt.route) ? scimPrincipal() : principals) {
           const what = `${who}: ${attempt.label} with beta's ${kind}`;
           const request = attempt.request(theirs);
           const answer = await ask(client, request, theirs);
@@ -628,10 +657,10 @@ describe.each(BACKENDS)('cross-organization isolation over ids on %s (ACC-1, QA-
       ).toBe(true);
 
     // Beta's own slug, with beta's ids, answers as an organization that does not exist.
-    for (const attempt of attempts.filter((a) => a.route.url.startsWith('/api/orgs/'))) {
+    for (const attempt of attempts.filter((a) => a.route.url.startsWith('/api/orgs/') || isScim(a.route))) {
       const kind = attempt.slot.prefixes === 'any' ? 'agt' : attempt.slot.prefixes[0]!;
       const theirs = beta.ids[kind]!;
-      for (const [who, client] of principals) {
+      for (const [who, client] of isScim(attempt.route) ? scimPrincipal() : principals) {
         const answer = await ask(client, attempt.request(theirs, 'beta'), theirs);
         const expected = await ask(client, attempt.request(theirs, 'no-such-org'), theirs);
         expect(answer.status, `${who}: ${attempt.label} under /api/orgs/beta`).toBe(404);

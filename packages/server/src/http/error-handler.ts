@@ -44,13 +44,41 @@ const FASTIFY_CLIENT_ERRORS: Record<string, { status: number; code: string; mess
   FST_ERR_ASYNC_CONSTRAINT: { status: 400, code: 'bad_request', message: 'The request could not be routed.' },
 };
 
+/** Where identity providers call: they read errors in SCIM's shape (RFC 7644 §3.12). */
+const SCIM_PREFIX = '/scim/';
+
+/** SCIM's error body: its own `scimType` where the refusal has one, the message as `detail`. */
+function sendScim(
+  reply: FastifyReply,
+  request: FastifyRequest,
+  status: number,
+  error: Omit<ErrorBody['error'], 'requestId'> & { scimType?: string },
+) {
+  // A request that does not validate is SCIM's 400, not a 422.
+  const answered = status === 422 ? 400 : status;
+  const scimType = error.scimType ?? (status === 422 ? 'invalidValue' : undefined);
+  const fields = error.fields?.map((field) => `${field.path} ${field.message}`).join('; ');
+  return reply
+    .code(answered)
+    .type('application/scim+json; charset=utf-8')
+    .send({
+      schemas: ['urn:ietf:params:scim:api:messages:2.0:Error'],
+      status: String(answered),
+      ...(scimType ? { scimType } : {}),
+      detail: fields ? `${error.message} ${fields}` : error.message,
+      requestId: request.id,
+    });
+}
+
 function send(
   reply: FastifyReply,
   request: FastifyRequest,
   status: number,
-  error: Omit<ErrorBody['error'], 'requestId'>,
+  error: Omit<ErrorBody['error'], 'requestId'> & { scimType?: string },
 ) {
-  const body: ErrorBody = { error: { ...error, requestId: request.id } };
+  if (request.url.startsWith(SCIM_PREFIX)) return sendScim(reply, request, status, error);
+  const { scimType: _scimOnly, ...rest } = error;
+  const body: ErrorBody = { error: { ...rest, requestId: request.id } };
   return reply.code(status).type('application/json; charset=utf-8').send(body);
 }
 
@@ -111,10 +139,12 @@ export function installErrorHandling(app: FastifyInstance): void {
       // Any refusal that knows when to try again says so (request limits, sign-in lockouts).
       const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds;
       if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
+      const scimType = (error as { scimType?: unknown }).scimType;
       return send(reply, request, error.status, {
         code: error.code,
         message: error.message,
         ...(error.fields ? { fields: error.fields } : {}),
+        ...(typeof scimType === 'string' ? { scimType } : {}),
       });
     }
     const known = error.code ? FASTIFY_CLIENT_ERRORS[error.code] : undefined;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Database, openDatabase } from '../db/database.js';
+import { SCIM_PERMISSION } from '../identity/session-guard.js';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { tableRows } from '../test-support/databases.js';
 import {
@@ -12,6 +13,7 @@ import {
 } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { registeredRoutesOf } from './app.js';
+import type { RouteDefinition } from './route.js';
 
 /**
  * Walks over every registered route, so a route added later is covered without anyone remembering to.
@@ -27,7 +29,12 @@ import { registeredRoutesOf } from './app.js';
 interface Fixtures {
   slug: string;
   ids: Record<string, string>;
+  /** Sends with the organization's SCIM token: the one credential SCIM routes answer. */
+  scim: SessionClient;
 }
+
+const isScim = (declaration: RouteDefinition) =>
+  'permission' in declaration.access && declaration.access.permission === SCIM_PERMISSION;
 
 /** Builds a member, a team, a role, a binding and a pending invitation in an organization. */
 async function populate(owner: SessionClient, slug: string, prefix: string): Promise<Fixtures> {
@@ -125,8 +132,14 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     secret: secret.body.id,
   };
   for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
-  return { slug, ids };
+  const scim = await owner.json<{ token: string }>('PUT', `/api/orgs/${slug}/scim`, {
+    defaultRole: 'viewer',
+  });
+  expect(scim.status).toBe(200);
+  return { slug, ids, scim: new SessionClient(owner.base, { authorization: `Bearer ${scim.body.token}` }) };
 }
+
+const SCIM_PATCH = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
 
 /** A valid body for each operation that takes one, with ids taken from `fixtures`. */
 function bodyFor(operationId: string, fixtures: Fixtures): unknown {
@@ -160,6 +173,16 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     confirmTotpEnrolment: { code: '000000' },
     verifySecondFactor: { code: '000000' },
     setSecurityPolicy: { mfaRequired: true },
+    replaceScimUser: { userName: 'walk@example.test' },
+    patchScimUser: {
+      schemas: [SCIM_PATCH],
+      Operations: [{ op: 'replace', path: 'displayName', value: 'walk' }],
+    },
+    replaceScimGroup: { displayName: 'walk' },
+    patchScimGroup: {
+      schemas: [SCIM_PATCH],
+      Operations: [{ op: 'replace', path: 'displayName', value: 'walk' }],
+    },
     createSsoConnection: {
       name: 'walk IdP',
       kind: 'oidc',
@@ -246,7 +269,7 @@ describe.each(BACKENDS)('route walks on %s', (backend: Backend) => {
         // The attacker's own organization, with the other organization's ids.
         if (idsInUrl || idsOutsideUrl) attempts.add(urlFor(url, beta, acme.slug));
         for (const target of attempts) {
-          const response = await attacker.json(
+          const response = await (isScim(declaration) ? acme.scim : attacker).json(
             method,
             `${target}${queryFor(declaration.operationId, beta)}`,
             bodyFor(declaration.operationId, beta),

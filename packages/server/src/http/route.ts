@@ -67,7 +67,7 @@ export interface OrgContext {
 
 /** Who is calling, as the guard established it. */
 export interface Principal {
-  type: 'user' | 'api_key';
+  type: 'user' | 'api_key' | 'scim';
   /** The user's id, or the API key's. */
   id: string;
   /** The user acting: the signed-in person, or the member an API key acts for. */
@@ -77,6 +77,8 @@ export interface Principal {
   keyOrgId?: string;
   /** An API key that holds `apikeys:use_privileged`: privileged routes and step-up rules let it through. */
   stepUpExempt?: boolean;
+  /** A SCIM token's organization: SCIM routes act there and nowhere else. */
+  scimOrgId?: string;
   /** The browser session the call came with, when it came with one. */
   session?: LiveSession;
   /** Set on organization routes: the guard has checked membership and the route's permission. */

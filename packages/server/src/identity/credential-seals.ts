@@ -9,6 +9,7 @@ import type {
   MfaFactorsTable,
   RecoveryCodesTable,
   RegistrationTokensTable,
+  ScimConfigsTable,
   SessionsTable,
   SsoIdentitiesTable,
 } from '../db/schema.js';
@@ -78,6 +79,12 @@ const SEALED_FIELDS = {
       'id' | 'org_id' | 'token_hash' | 'labels' | 'uses_allowed' | 'expires_at'
     >,
   ) => [r.id, r.org_id, r.token_hash, r.labels, r.uses_allowed, r.expires_at],
+  'scim-token': (r: Pick<ScimConfigsTable, 'org_id' | 'token_hash' | 'default_role' | 'group_roles'>) => [
+    r.org_id,
+    r.token_hash,
+    r.default_role,
+    r.group_roles,
+  ],
   'sso-identity': (r: Pick<SsoIdentitiesTable, 'id' | 'issuer' | 'subject' | 'user_id'>) => [
     r.id,
     r.issuer,

@@ -9,6 +9,7 @@ import { AppError, ForbiddenError, NotFoundError, UnauthenticatedError } from '.
 import type { RouteGuard } from '../http/app.js';
 import { auditContextOf, bearerTokenHashOf, bearerTokenOf } from '../http/request-context.js';
 import type { OrgContext, Principal } from '../http/route.js';
+import type { ScimSettingsService } from '../scim/scim-settings.service.js';
 import type { Csrf } from './csrf.js';
 import type { LiveSession, SessionsService } from './sessions.service.js';
 
@@ -19,6 +20,12 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /** Every signed-in user may manage their own session, profile and password. */
 export const SELF_PERMISSION = 'self:manage';
+
+/**
+ * The SCIM endpoints (SSO-5): held by an organization's SCIM token and by nothing else. No role can
+ * grant it (it is outside the catalogue), and a SCIM token reaches no other route.
+ */
+export const SCIM_PERMISSION = 'scim:provision';
 
 export class CsrfError extends AppError {
   constructor() {
@@ -66,7 +73,8 @@ type GuardedRoute = Parameters<RouteGuard>[1];
 
 /**
  * The guard of every permission route. It turns the credential into a principal: an API key in the
- * Authorization header (KEY-1), or else the session cookie (the session must be live; a
+ * Authorization header (KEY-1), an organization's SCIM token on the SCIM routes only (SSO-5), or else
+ * the session cookie (the session must be live; a
  * state-changing request must carry the CSRF token and come from this origin, AUTH-4; a password
  * that must be changed blocks everything but self-service). On `/api/orgs/:org/…` it loads the
  * caller's access in that organization — not a member answers 404, exactly like an organization that
@@ -78,6 +86,7 @@ type GuardedRoute = Parameters<RouteGuard>[1];
 export function createRouteGuard(deps: {
   sessions: SessionsService;
   apiKeys: ApiKeysService;
+  scim: Pick<ScimSettingsService, 'authenticate'>;
   csrf: Csrf;
   audit: AuditService;
   access: AccessService;
@@ -291,8 +300,30 @@ export function createRouteGuard(deps: {
     return principal;
   }
 
+  /** A SCIM route: the organization's SCIM token, for that organization, and nothing else. */
+  async function withScimToken(request: FastifyRequest, token: string | undefined): Promise<Principal> {
+    const opened = token ? await deps.scim.authenticate(token, bearerTokenHashOf(request, token)) : undefined;
+    if (!opened)
+      throw new UnauthenticatedError(
+        "This endpoint takes the organization's SCIM token as a bearer token; this one is unknown, or was rotated.",
+      );
+    // Another organization's address with this token: as if it did not exist.
+    if ((request.params as Record<string, unknown> | undefined)?.org !== opened.orgSlug)
+      throw new NotFoundError('No such organization.');
+    return {
+      type: 'scim',
+      id: opened.orgId,
+      userId: '',
+      display: 'SCIM provisioning',
+      scimOrgId: opened.orgId,
+    };
+  }
+
   return async (request, route, generation) => {
     const bearer = bearerTokenOf(request);
+    if (route.access.permission === SCIM_PERMISSION) return withScimToken(request, bearer);
+    if (bearer?.startsWith('bwp_'))
+      throw new AppError(403, 'scim_token_not_allowed', 'A SCIM token reaches the SCIM endpoints only.');
     if (bearer !== undefined) return withApiKey(request, route, bearer);
     const token = sessionCookieOf(request);
     if (!token) throw new UnauthenticatedError();

@@ -29,6 +29,17 @@ function usersStoreOn(db: Kysely<DB>) {
     async setStatus(id: string, status: UserRow['status'], now: number): Promise<void> {
       await db.updateTable('users').set({ status, updated_at: now }).where('id', '=', id).execute();
     },
+    async setProfile(
+      id: string,
+      profile: Pick<UserRow, 'email' | 'display_name'>,
+      now: number,
+    ): Promise<void> {
+      await db
+        .updateTable('users')
+        .set({ ...profile, email: profile.email.toLowerCase(), updated_at: now })
+        .where('id', '=', id)
+        .execute();
+    },
     async setPassword(id: string, passwordHash: string, now: number, changeRequired: boolean): Promise<void> {
       await db
         .updateTable('users')

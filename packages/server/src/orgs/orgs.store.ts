@@ -25,6 +25,7 @@ export function createOrgsStore(db: Kysely<DB>) {
     async insertOrg(row: Insertable<OrgsTable>): Promise<void> {
       await db.insertInto('orgs').values(row).execute();
     },
+    findOrgById: (id: string) => db.selectFrom('orgs').selectAll().where('id', '=', id).executeTakeFirst(),
     findOrgBySlug: (slug: string) =>
       db.selectFrom('orgs').selectAll().where('slug', '=', slug).executeTakeFirst(),
     async insertMembership(row: MembershipsTable): Promise<void> {

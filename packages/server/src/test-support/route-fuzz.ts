@@ -640,7 +640,8 @@ export function toJson(value: unknown): string {
 
 // --- Routes and requests --------------------------------------------------------------------------
 
-export type Identity = 'owner' | 'apiKey' | 'anonymous';
+/** `scim`: the organization's SCIM token, the one credential the SCIM routes answer. */
+export type Identity = 'owner' | 'apiKey' | 'scim' | 'anonymous';
 
 export interface FuzzRoute {
   method: string;
@@ -1036,8 +1037,9 @@ const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 
 const identities = fc.oneof(
   { arbitrary: fc.constant<Identity>('owner'), weight: 40 },
-  { arbitrary: fc.constant<Identity>('apiKey'), weight: 35 },
-  { arbitrary: fc.constant<Identity>('anonymous'), weight: 25 },
+  { arbitrary: fc.constant<Identity>('apiKey'), weight: 30 },
+  { arbitrary: fc.constant<Identity>('scim'), weight: 10 },
+  { arbitrary: fc.constant<Identity>('anonymous'), weight: 20 },
 );
 
 interface RequestParts {
@@ -1387,6 +1389,31 @@ export async function startFuzzWorld(env: Record<string, string> = {}): Promise<
   }
   await createApiKey();
 
+  /** SCIM on (again) with a new token: the fuzzer turns it off and rotates it. */
+  let scimToken = '';
+  async function renewScimToken() {
+    const renew = async () => {
+      const on = await owner.client.json<{ token?: string }>('PUT', '/api/orgs/acme/scim', {
+        defaultRole: 'viewer',
+      });
+      if (on.status !== 200 || on.body.token) return on;
+      return owner.client.json<{ token?: string }>('POST', '/api/orgs/acme/scim/token');
+    };
+    let answer = await renew();
+    if (answer.status === 401 || answer.status === 403) {
+      await owner.client.json('POST', '/api/auth/reauth', {
+        password: ownerPassword,
+        ...(totpSecret ? { code: await nextCode() } : {}),
+      });
+      answer = await renew();
+    }
+    if (answer.status !== 200 || !answer.body.token) return `${answer.status} ${JSON.stringify(answer.body)}`;
+    scimToken = answer.body.token;
+    return undefined;
+  }
+  const scimProblem = await renewScimToken();
+  if (scimProblem) throw new Error(`cannot turn SCIM on: ${scimProblem}`);
+
   const pools: FuzzPools = {
     ownSlug: 'acme',
     otherSlug: 'beta',
@@ -1509,6 +1536,17 @@ export async function startFuzzWorld(env: Record<string, string> = {}): Promise<
         continue;
       }
       if (key.status !== 200) throw new Error(`the API key is stuck: ${key.status}`);
+      const scim = await fetch(`${world.server.url}/scim/v2/acme/ServiceProviderConfig`, {
+        headers: { authorization: `Bearer ${scimToken}` },
+      });
+      await scim.arrayBuffer();
+      if (scim.status === 401) {
+        // The owner's session may have ended meanwhile: the next round restores it first.
+        if (await renewScimToken()) continue;
+        note('SCIM token made again (the fuzzer turned SCIM off or rotated it)');
+        pools.tokens.push(scimToken);
+        continue;
+      }
       if ([...serviced].every((id) => disabled.has(id))) await provisionAgent();
       return;
     }
@@ -1554,6 +1592,7 @@ export async function startFuzzWorld(env: Record<string, string> = {}): Promise<
     pools,
     credentials(identity, csrf): Record<string, string> {
       if (identity === 'apiKey') return { authorization: `Bearer ${apiKey}` };
+      if (identity === 'scim') return { authorization: `Bearer ${scimToken}` };
       if (identity === 'anonymous') return {};
       const client = owner.client;
       return {
@@ -1728,7 +1767,7 @@ export async function runRouteFuzz(
     requests: 0,
     seconds: 0,
     byStatus: {},
-    byIdentity: { owner: {}, apiKey: {}, anonymous: {} },
+    byIdentity: { owner: {}, apiKey: {}, scim: {}, anonymous: {} },
     schemaValid: 0,
     routes: fuzz.routes.length,
     routesWithSuccess: 0,
@@ -1821,7 +1860,7 @@ export async function runRouteFuzz(
       request.identity !== 'anonymous' &&
       ownCredential &&
       answer.status === 401 &&
-      answer.text.includes('"code":"unauthenticated"')
+      (answer.text.includes('"code":"unauthenticated"') || request.identity === 'scim')
     )
       await upkeepNow();
     if (answer.status >= 200 && answer.status < 300) {
@@ -1840,7 +1879,14 @@ export async function runRouteFuzz(
       }
     } else if (answer.status >= 400 && request.method !== 'HEAD') {
       // Every refusal has the one error shape with a stable code (DESIGN.md, errors).
-      const shaped = /^\{"error":\{"code":"[a-z_]+","message":/.test(answer.text);
+      // SCIM's endpoints answer in SCIM's error shape (RFC 7644 §3.12), which identity providers read.
+      // Headers too large are refused by the HTTP parser before any route is known: the one shape.
+      const shaped =
+        request.path.startsWith('/scim/') && answer.status !== 431
+          ? /^\{"schemas":\["urn:ietf:params:scim:api:messages:2\.0:Error"\],"status":"\d{3}",/.test(
+              answer.text,
+            )
+          : /^\{"error":\{"code":"[a-z_]+","message":/.test(answer.text);
       if (!shaped)
         report.failures.push({
           reason: `a ${answer.status} without the error shape`,
@@ -1896,7 +1942,7 @@ export function formatReport(report: FuzzReport): string {
   const lines = [
     `route fuzz: seed ${report.seed}, ${report.requests} requests in ${report.seconds.toFixed(1)} s (${Math.round(report.requests / report.seconds)}/s)`,
     `  answers by status: ${histogram(report.byStatus)}`,
-    ...(['owner', 'apiKey', 'anonymous'] as const).map(
+    ...(['owner', 'apiKey', 'scim', 'anonymous'] as const).map(
       (identity) => `  ${identity}: ${histogram(report.byIdentity[identity])}`,
     ),
     `  schema-valid requests: ${report.schemaValid}; routes ${report.routes}, of which ${report.routesWithSuccess} answered a success at least once`,

@@ -13,7 +13,7 @@ export interface CredentialSealingContext {
 }
 
 /** The tables this migration seals: every kind of credential that existed when it was written. */
-const TABLE_OF: Record<Exclude<CredentialKind, 'sso-identity'>, keyof DB> = {
+const TABLE_OF: Record<Exclude<CredentialKind, 'sso-identity' | 'scim-token'>, keyof DB> = {
   session: 'sessions',
   'api-key': 'api_keys',
   'live-ticket': 'live_tickets',

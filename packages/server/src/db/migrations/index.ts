@@ -18,6 +18,7 @@ import * as agentKeySeals from './0016-agent-key-seals.js';
 import { type CredentialSealingContext, credentialSealsMigration } from './0017-credential-seals.js';
 import * as sso from './0018-sso.js';
 import * as ssoEnforcement from './0019-sso-enforcement.js';
+import * as scim from './0020-scim.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -48,6 +49,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0017-credential-seals': credentialSealsMigration(context.credentials),
   '0018-sso': sso,
   '0019-sso-enforcement': ssoEnforcement,
+  '0020-scim': scim,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
