@@ -84,6 +84,7 @@ import { secretsRoutes } from './secrets/secrets.routes.js';
 import { createSecretsService } from './secrets/secrets.service.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
+import { createLdapDirectory } from './sso/ldap.js';
 import { createOidcRelyingParty } from './sso/oidc.js';
 import { ssoRoutes } from './sso/sso.routes.js';
 import { createSsoStore } from './sso/sso.store.js';
@@ -180,11 +181,13 @@ async function startIdentity(deps: {
   const relyingPartyOf = relyingPartyResolver(config.publicUrl);
   const ssoStore = createSsoStore(db);
   const oidcRelyingParty = createOidcRelyingParty({ timeoutSeconds: config.sso.timeoutSeconds, clock });
+  const ldapDirectory = createLdapDirectory({ timeoutSeconds: config.sso.timeoutSeconds });
   const ssoConnections = createSsoConnectionsService({
     store: ssoStore,
     access: accessStore,
     dataKeys: core.dataKeys,
     relyingParty: oidcRelyingParty,
+    directory: ldapDirectory,
     transact,
     clock,
   });
@@ -194,6 +197,8 @@ async function startIdentity(deps: {
     users,
     access: accessStore,
     relyingParty: oidcRelyingParty,
+    directory: ldapDirectory,
+    limiter,
     dataKeys: core.dataKeys,
     seals,
     sessions,

@@ -422,7 +422,7 @@ export interface CommandPoliciesTable {
 export interface SsoConnectionsTable {
   id: string;
   org_id: string;
-  kind: 'oidc';
+  kind: 'oidc' | 'ldap';
   name: string;
   /** The whole configuration, secrets included, sealed by the organization's data key (sso/sso-config.ts). */
   config_sealed: string;

@@ -339,6 +339,7 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     expect(body.connections.find((c) => c.id === connectionId)).toEqual({
       id: connectionId,
       name: 'Acme IdP',
+      kind: 'oidc',
       startUrl: `/api/auth/sso/${connectionId}/start`,
     });
   });

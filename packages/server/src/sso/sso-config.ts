@@ -1,15 +1,5 @@
-/**
- * An OIDC connection's configuration (SSO-1, SSO-4), stored as one value sealed by the organization's
- * data key and bound to the connection: the client secret never leaves it, and the rest is returned
- * only without the secret.
- */
-export interface OidcConfig {
-  /** The provider's issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`. */
-  issuer: string;
-  clientId: string;
-  clientSecret: string;
-  /** Requested beyond `openid`; `email` and `profile` by default. */
-  scopes: string[];
+/** What every kind of connection decides about the people it signs in (SSO-4). */
+export interface ProvisioningConfig {
   /** The role a person signing in for the first time gets, unless a group maps to another. */
   defaultRole: string;
   /** Whether a person the provider vouches for becomes a member at first sign-in (just in time). */
@@ -20,10 +10,24 @@ export interface OidcConfig {
    * an account there could join.
    */
   allowedEmailDomains: string[];
-  /** The ID token claim that lists the person's groups, for `groupRoles`. */
-  groupsClaim: string;
   /** The first group the person is in decides their role, at every sign-in. */
   groupRoles: Array<{ group: string; role: string }>;
+}
+
+/**
+ * An OIDC connection's configuration (SSO-1, SSO-4), stored as one value sealed by the organization's
+ * data key and bound to the connection: the client secret never leaves it, and the rest is returned
+ * only without the secret.
+ */
+export interface OidcConfig extends ProvisioningConfig {
+  /** The provider's issuer URL; discovery reads `<issuer>/.well-known/openid-configuration`. */
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+  /** Requested beyond `openid`; `email` and `profile` by default. */
+  scopes: string[];
+  /** The ID token claim that lists the person's groups, for `groupRoles`. */
+  groupsClaim: string;
   /** Asked of the provider (`acr_values`); when set, the ID token's `acr` must be one of them. */
   acrValues: string[];
   /** Each must be in the ID token's `amr` (RFC 8176), e.g. `mfa`; checked at sign-in and step-up. */
@@ -46,17 +50,51 @@ export function strengthProblem(config: OidcConfig, claims: Record<string, unkno
 export const provedSecondFactor = (claims: Record<string, unknown>) =>
   Array.isArray(claims.amr) && claims.amr.includes('mfa');
 
-/** What an administrator may see of a connection: everything but the secret. */
-export type OidcConfigView = Omit<OidcConfig, 'clientSecret'>;
+/**
+ * An LDAP or Active Directory connection's configuration (SSO-3), sealed like an OIDC one: the
+ * service account's password never leaves it. Always over TLS with the certificate verified: an
+ * `ldaps://` URL, or an `ldap://` one that is upgraded with StartTLS before anything is sent.
+ */
+export interface LdapConfig extends ProvisioningConfig {
+  url: string;
+  /** PEM of the CA that signed the directory's certificate, when it is not one the system trusts. */
+  caPem: string | null;
+  /** The service account that looks people up; people sign in by binding as themselves. */
+  bindDn: string;
+  bindPassword: string;
+  /** Where people are looked up, and the attribute they sign in with (uid, sAMAccountName, mail). */
+  userBaseDn: string;
+  loginAttribute: string;
+  emailAttribute: string;
+  nameAttribute: string;
+  /** Where groups are looked up (entries whose `member` is the person); null: no groups. */
+  groupBaseDn: string | null;
+  groupNameAttribute: string;
+}
 
-export const viewOf = ({ clientSecret: _secret, ...view }: OidcConfig): OidcConfigView => view;
+export type ConnectionKind = 'oidc' | 'ldap';
+export type ConnectionConfig = OidcConfig | LdapConfig;
+
+/** What an administrator may see of a connection: everything but its secret. */
+export type OidcConfigView = Omit<OidcConfig, 'clientSecret'>;
+export type LdapConfigView = Omit<LdapConfig, 'bindPassword'>;
+export type ConnectionConfigView = OidcConfigView | LdapConfigView;
+
+export function viewOf(config: ConnectionConfig): ConnectionConfigView {
+  if ('bindPassword' in config) {
+    const { bindPassword: _secret, ...view } = config;
+    return view;
+  }
+  const { clientSecret: _secret, ...view } = config;
+  return view;
+}
 
 /** Where a connection's sealed configuration is bound: it opens for this organization and connection only. */
 export const configContext = (orgId: string, connectionId: string) =>
   `sso_connections/${orgId}/${connectionId}`;
 
 /** The role a sign-in gives: the first mapped group the person is in, else the default. */
-export function roleFor(config: OidcConfig, groups: readonly string[]): string {
+export function roleFor(config: ProvisioningConfig, groups: readonly string[]): string {
   return config.groupRoles.find((mapping) => groups.includes(mapping.group))?.role ?? config.defaultRole;
 }
 

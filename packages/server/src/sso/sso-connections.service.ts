@@ -5,22 +5,36 @@ import { type Caller, callerEvent } from '../access/caller.js';
 import type { Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
+import type { LdapDirectory } from './ldap.js';
 import type { OidcRelyingParty } from './oidc.js';
 import { createSsoStore, type SsoConnectionRow, type SsoStore } from './sso.store.js';
-import { configContext, type OidcConfig, type OidcConfigView, viewOf } from './sso-config.js';
+import {
+  type ConnectionConfig,
+  type ConnectionConfigView,
+  type ConnectionKind,
+  configContext,
+  type LdapConfig,
+  type OidcConfig,
+  viewOf,
+} from './sso-config.js';
 
 export interface SsoConnectionView {
   id: string;
-  kind: 'oidc';
+  kind: ConnectionKind;
   name: string;
   enabled: boolean;
-  config: OidcConfigView;
+  config: ConnectionConfigView;
   createdAt: number;
   updatedAt: number;
 }
 
 /** A connection as the server uses it: its configuration opened. */
-export interface OpenedConnection {
+export type OpenedConnection = OpenedOf<'oidc', OidcConfig> | OpenedOf<'ldap', LdapConfig>;
+export type OpenedOidcConnection = OpenedOf<'oidc', OidcConfig>;
+export type OpenedLdapConnection = OpenedOf<'ldap', LdapConfig>;
+
+interface OpenedOf<K extends ConnectionKind, C extends ConnectionConfig> {
+  kind: K;
   id: string;
   orgId: string;
   orgSlug?: string;
@@ -28,7 +42,7 @@ export interface OpenedConnection {
   enabled: boolean;
   /** Changes whenever the configuration does: the provider's cached metadata is keyed by it. */
   version: number;
-  config: OidcConfig;
+  config: C;
 }
 
 /**
@@ -42,10 +56,11 @@ export function createSsoConnectionsService(deps: {
   access: Pick<AccessStore, 'customRoles'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   relyingParty: OidcRelyingParty;
+  directory: LdapDirectory;
   transact: Transact;
   clock: () => number;
 }) {
-  const { store, dataKeys, relyingParty, transact, clock } = deps;
+  const { store, dataKeys, relyingParty, directory, transact, clock } = deps;
 
   async function open(row: SsoConnectionRow & { org_slug?: string }): Promise<OpenedConnection> {
     const opened = await dataKeys.open(
@@ -54,19 +69,20 @@ export function createSsoConnectionsService(deps: {
       configContext(row.org_id, row.id),
     );
     return {
+      kind: row.kind,
       id: row.id,
       orgId: row.org_id,
       ...(row.org_slug ? { orgSlug: row.org_slug } : {}),
       name: row.name,
       enabled: row.enabled === 1,
       version: row.updated_at,
-      config: JSON.parse(opened.plaintext.toString('utf8')) as OidcConfig,
-    };
+      config: JSON.parse(opened.plaintext.toString('utf8')),
+    } as OpenedConnection;
   }
 
   const viewOfOpened = (connection: OpenedConnection, row: SsoConnectionRow): SsoConnectionView => ({
     id: connection.id,
-    kind: 'oidc',
+    kind: connection.kind,
     name: connection.name,
     enabled: connection.enabled,
     config: viewOf(connection.config),
@@ -92,7 +108,10 @@ export function createSsoConnectionsService(deps: {
     /** What an organization's sign-in page offers: the names of its enabled connections. */
     offeredBy: (orgSlug: string) => store.enabledOf(orgSlug),
 
-    async create(caller: Caller, input: { name: string; config: OidcConfig }): Promise<SsoConnectionView> {
+    async create(
+      caller: Caller,
+      input: { name: string } & ({ kind: 'oidc'; config: OidcConfig } | { kind: 'ldap'; config: LdapConfig }),
+    ): Promise<SsoConnectionView> {
       const now = clock();
       const id = newId('sso', now);
       for (const role of new Set([input.config.defaultRole, ...input.config.groupRoles.map((m) => m.role)]))
@@ -100,7 +119,7 @@ export function createSsoConnectionsService(deps: {
       const row: SsoConnectionRow = {
         id,
         org_id: caller.org.id,
-        kind: 'oidc',
+        kind: input.kind,
         name: input.name,
         // Sealed before the transaction: the organization's data key may need reading, on a connection of its own.
         config_sealed: await dataKeys.seal(
@@ -128,9 +147,14 @@ export function createSsoConnectionsService(deps: {
             'sso.connection_created',
             { type: 'sso_connection', id, display: input.name },
             {
-              kind: 'oidc',
-              issuer: input.config.issuer,
-              clientId: input.config.clientId,
+              kind: input.kind,
+              ...(input.kind === 'oidc'
+                ? { issuer: input.config.issuer, clientId: input.config.clientId }
+                : {
+                    url: input.config.url,
+                    serviceAccount: input.config.bindDn,
+                    userBaseDn: input.config.userBaseDn,
+                  }),
               defaultRole: input.config.defaultRole,
               jitProvisioning: input.config.jitProvisioning,
             },
@@ -167,6 +191,7 @@ export function createSsoConnectionsService(deps: {
       const row = await store.connection(orgId, id);
       if (!row) throw new NotFoundError('No such connection.');
       const connection = await open(row);
+      if (connection.kind === 'ldap') return directory.test(connection.config);
       try {
         // Read afresh: a test is asked for after changing something at the provider.
         const configuration = await relyingParty.discover(connection.config);

@@ -5,15 +5,21 @@ import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { CredentialSeals } from '../identity/credential-seals.js';
+import type { LoginLimiter } from '../identity/login-limiter.js';
 import type { SessionsService } from '../identity/sessions.service.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
 import type { MfaService } from '../mfa/mfa.service.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
+import { type LdapDirectory, LdapInvalidCredentialsError } from './ldap.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
 import { createSsoStore, type SsoStore } from './sso.store.js';
 import { groupsOf, provedSecondFactor, roleFor, strengthProblem } from './sso-config.js';
-import type { OpenedConnection, SsoConnectionsService } from './sso-connections.service.js';
+import type {
+  OpenedConnection,
+  OpenedOidcConnection,
+  SsoConnectionsService,
+} from './sso-connections.service.js';
 
 /** How far a provider's clock may be behind ours when it says when it authenticated someone. */
 const AUTH_TIME_SKEW_MS = 60_000;
@@ -27,6 +33,18 @@ function sameHash(a: string, b: string): boolean {
   const left = Buffer.from(a);
   const right = Buffer.from(b);
   return left.length === right.length && timingSafeEqual(left, right);
+}
+
+/** A redirect sign-in's connection: an OIDC one, enabled. */
+function oidcOnly(connection: OpenedConnection | undefined): OpenedOidcConnection {
+  if (!connection)
+    throw new SsoError('sso_connection_unknown', 'There is no such sign-in connection, or it is disabled.');
+  if (connection.kind !== 'oidc')
+    throw new SsoError(
+      'sso_connection_kind',
+      'This connection signs in with a user name and password at its directory, not through a redirect.',
+    );
+  return connection;
 }
 
 /** What the provider said went wrong, kept short and printable for the person and the log. */
@@ -45,6 +63,8 @@ export function createSsoSignInService(deps: {
   users: UsersStore;
   access: Pick<AccessStore, 'customRoles'>;
   relyingParty: OidcRelyingParty;
+  directory: LdapDirectory;
+  limiter: Pick<LoginLimiter, 'check' | 'recordFailure' | 'recordSuccess'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   seals: CredentialSeals;
   sessions: SessionsService;
@@ -52,7 +72,8 @@ export function createSsoSignInService(deps: {
   audit: AuditService;
   clock: () => number;
 }) {
-  const { connections, store, users, relyingParty, dataKeys, seals, sessions, audit, clock } = deps;
+  const { connections, store, users, relyingParty, directory, dataKeys, seals, sessions, audit, clock } =
+    deps;
 
   /** The user the provider's account is linked to, or why it cannot sign in. */
   async function linkedUser(issuer: string, subject: string): Promise<UserRow | undefined> {
@@ -64,8 +85,8 @@ export function createSsoSignInService(deps: {
     return users.findById(identity.user_id);
   }
 
-  async function checkedRole(connection: OpenedConnection, claims: Record<string, unknown>): Promise<string> {
-    const role = roleFor(connection.config, groupsOf(claims, connection.config.groupsClaim));
+  async function checkedRole(connection: OpenedConnection, groups: string[]): Promise<string> {
+    const role = roleFor(connection.config, groups);
     if (!isBuiltInRole(role) && !(await deps.access.customRoles(connection.orgId)).has(role))
       throw new SsoError(
         'sso_role_gone',
@@ -76,12 +97,12 @@ export function createSsoSignInService(deps: {
 
   async function provision(
     connection: OpenedConnection,
-    proof: { issuer: string; subject: string; claims: Record<string, unknown> },
+    proof: { issuer: string; subject: string; claims: Record<string, unknown>; groups: string[] },
     context: AuditRequestContext,
   ) {
     const { issuer, subject, claims } = proof;
     let user = await linkedUser(issuer, subject);
-    const role = await checkedRole(connection, claims);
+    const role = await checkedRole(connection, proof.groups);
     let newUser: UserRow | undefined;
     if (!user) {
       if (!connection.config.jitProvisioning)
@@ -293,7 +314,78 @@ export function createSsoSignInService(deps: {
     return { token: started.token, userId: user.id };
   }
 
+  /** One refused sign-in, on record with its reason, before it is answered. */
+  const refused = (
+    connection: OpenedConnection | undefined,
+    context: AuditRequestContext,
+    reason: string,
+    via: string,
+  ) =>
+    audit.record({
+      orgId: connection?.orgId ?? null,
+      actor: { type: 'anonymous', display: 'single sign-on' },
+      action: 'auth.login_failed',
+      target: connection ? { type: 'sso_connection', id: connection.id, display: connection.name } : null,
+      outcome: 'failure',
+      context,
+      details: { reason, via },
+    });
+
   return {
+    /**
+     * SSO-3: a sign-in with a user name and password checked by binding as that person at the
+     * connection's directory. Guesses count against the same limits as password sign-in (AUTH-6),
+     * per directory account and per address.
+     */
+    async signInAtDirectory(
+      connectionId: string,
+      credentials: { username: string; password: string },
+      context: AuditRequestContext,
+    ) {
+      const connection = await connections.forSignIn(connectionId);
+      if (connection?.kind !== 'ldap') {
+        await refused(connection, context, 'sso_connection_unknown', 'ldap');
+        throw new SsoError(
+          'sso_connection_unknown',
+          'There is no such directory connection, or it is disabled.',
+        );
+      }
+      const account = `ldap:${connection.id}:${credentials.username.trim().toLowerCase()}`;
+      const ip = context.ip ?? 'unknown';
+      const { delayMs } = await deps.limiter.check(account, ip);
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      try {
+        const proof = await directory.authenticate(
+          connection.config,
+          credentials.username,
+          credentials.password,
+        );
+        const started = await provision(connection, proof, context);
+        await deps.limiter.recordSuccess(account);
+        return started;
+      } catch (error) {
+        if (error instanceof LdapInvalidCredentialsError) {
+          const { lockouts } = await deps.limiter.recordFailure(account, ip);
+          for (const lockout of lockouts)
+            await audit.record({
+              orgId: connection.orgId,
+              actor: {
+                type: 'anonymous',
+                display: lockout.scope === 'account' ? account.slice(0, 200) : null,
+              },
+              action: 'auth.locked_out',
+              target: { type: 'sso_connection', id: connection.id, display: connection.name },
+              outcome: 'denied',
+              context,
+              details: { scope: lockout.scope, retryAfterSeconds: lockout.retryAfterSeconds, via: 'ldap' },
+            });
+        }
+        if (error instanceof SsoError || error instanceof LdapInvalidCredentialsError)
+          await refused(connection, context, error.code, 'ldap');
+        throw error;
+      }
+    },
+
     /**
      * Begins a sign-in: where to send the browser, and the value its cookie must carry back. With
      * `stepUpSessionId`, a step-up of that session (MFA-5): the provider is asked to authenticate the
@@ -303,12 +395,7 @@ export function createSsoSignInService(deps: {
       connectionId: string,
       options: { redirectUri: string; returnTo: string; stepUpSessionId?: string },
     ) {
-      const connection = await connections.forSignIn(connectionId);
-      if (!connection)
-        throw new SsoError(
-          'sso_connection_unknown',
-          'There is no such sign-in connection, or it is disabled.',
-        );
+      const connection = oidcOnly(await connections.forSignIn(connectionId));
       const now = clock();
       await store.deleteExpiredSignIns(now);
       const begun = await relyingParty.start(
@@ -370,9 +457,8 @@ export function createSsoSignInService(deps: {
             'sso_connection_mismatch',
             'This answer came back for another sign-in connection; start again.',
           );
-        connection = await connections.forSignIn(pending.connection_id);
-        if (!connection)
-          throw new SsoError('sso_connection_unknown', 'This sign-in connection was removed or disabled.');
+        const oidcConnection = oidcOnly(await connections.forSignIn(pending.connection_id));
+        connection = oidcConnection;
         const error = callbackUrl.searchParams.get('error');
         if (error)
           throw new SsoError(
@@ -385,13 +471,13 @@ export function createSsoSignInService(deps: {
         // The token request repeats the address the sign-in was started with, not the one this request came to.
         const current = new URL(pending.redirect_uri);
         current.search = callbackUrl.search;
-        const proof = await relyingParty.finish(connection, current, {
+        const proof = await relyingParty.finish(oidcConnection, current, {
           state,
           nonce: pending.nonce,
           verifier,
           redirectUri: pending.redirect_uri,
         });
-        const weaker = strengthProblem(connection.config, proof.claims);
+        const weaker = strengthProblem(oidcConnection.config, proof.claims);
         if (weaker)
           throw new SsoError(
             'sso_strength_insufficient',
@@ -404,21 +490,14 @@ export function createSsoSignInService(deps: {
               { sessionId: pending.step_up_session_id, startedAt: pending.created_at },
               context,
             )
-          : await provision(connection, proof, context);
+          : await provision(
+              connection,
+              { ...proof, groups: groupsOf(proof.claims, oidcConnection.config.groupsClaim) },
+              context,
+            );
         return { token, userId, returnTo: pending.return_to };
       } catch (error) {
-        if (error instanceof SsoError)
-          await audit.record({
-            orgId: connection?.orgId ?? null,
-            actor: { type: 'anonymous', display: 'single sign-on' },
-            action: 'auth.login_failed',
-            target: connection
-              ? { type: 'sso_connection', id: connection.id, display: connection.name }
-              : null,
-            outcome: 'failure',
-            context,
-            details: { reason: error.code, via: 'sso' },
-          });
+        if (error instanceof SsoError) await refused(connection, context, error.code, 'sso');
         throw error;
       }
     },

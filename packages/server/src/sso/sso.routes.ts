@@ -83,15 +83,57 @@ const OidcConfigInput = z.strictObject({
     .describe("Each must be in the ID token's amr (RFC 8176), e.g. mfa"),
 });
 
-const ConnectionView = z.object({
+/** An LDAP attribute's name (RFC 4512 descr). */
+const AttributeName = z.string().regex(/^[A-Za-z][A-Za-z0-9-]{0,63}$/, 'is not an LDAP attribute name');
+const Dn = z.string().trim().min(1).max(512);
+
+const LdapConfigInput = z.strictObject({
+  url: z
+    .url({ protocol: /^ldaps?$/ })
+    .max(512)
+    .describe('ldaps://host:636, or ldap://host:389, which is always upgraded with StartTLS'),
+  caPem: z
+    .string()
+    .max(20_000)
+    .regex(/-----BEGIN CERTIFICATE-----/, 'is not a PEM certificate')
+    .nullable()
+    .default(null)
+    .describe("The CA that signed the directory's certificate, when the system does not trust it"),
+  bindDn: Dn.describe('The service account that looks people up'),
+  bindPassword: z.string().min(1).max(1024).describe('Write-only: never returned'),
+  userBaseDn: Dn,
+  loginAttribute: AttributeName.default('uid').describe(
+    'uid (OpenLDAP), sAMAccountName or userPrincipalName (AD)',
+  ),
+  emailAttribute: AttributeName.default('mail'),
+  nameAttribute: AttributeName.default('cn'),
+  groupBaseDn: Dn.nullable().default(null).describe('Where groups whose member is the person are found'),
+  groupNameAttribute: AttributeName.default('cn'),
+  defaultRole: RoleRef,
+  jitProvisioning: z.boolean().default(true),
+  allowedEmailDomains: OidcConfigInput.shape.allowedEmailDomains,
+  groupRoles: OidcConfigInput.shape.groupRoles,
+});
+
+const ConnectionFields = {
   id: z.string(),
-  kind: z.literal('oidc'),
   name: z.string(),
   enabled: z.boolean(),
-  config: OidcConfigInput.omit({ clientSecret: true }).extend({ issuer: z.string() }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
-});
+};
+const ConnectionView = z.discriminatedUnion('kind', [
+  z.object({
+    ...ConnectionFields,
+    kind: z.literal('oidc'),
+    config: OidcConfigInput.omit({ clientSecret: true }).extend({ issuer: z.string() }),
+  }),
+  z.object({
+    ...ConnectionFields,
+    kind: z.literal('ldap'),
+    config: LdapConfigInput.omit({ bindPassword: true }).extend({ url: z.string() }),
+  }),
+]);
 
 const present = (view: SsoConnectionView) => ({
   ...view,
@@ -170,17 +212,19 @@ export function ssoRoutes(deps: {
       method: 'POST',
       url: '/api/orgs/:org/sso/connections',
       operationId: 'createSsoConnection',
-      summary: 'Connect an OIDC identity provider; its client secret is sealed and never returned',
+      summary:
+        'Connect an OIDC identity provider or an LDAP / Active Directory directory; its secret is sealed and never returned',
       tags: ['sso'],
       access: { permission: 'security_configuration:manage', privileged: true },
       rateLimit: 'write',
       params: z.strictObject({ org: OrgSlug }),
-      body: z.strictObject({ name: DisplayText(100), kind: z.literal('oidc'), config: OidcConfigInput }),
+      body: z.discriminatedUnion('kind', [
+        z.strictObject({ name: DisplayText(100), kind: z.literal('oidc'), config: OidcConfigInput }),
+        z.strictObject({ name: DisplayText(100), kind: z.literal('ldap'), config: LdapConfigInput }),
+      ]),
       response: { 201: ConnectionView },
       handler: async ({ principal, request, body }) =>
-        present(
-          await connections.create(callerOf(principal, request), { name: body.name, config: body.config }),
-        ),
+        present(await connections.create(callerOf(principal, request), body)),
     }),
 
     defineRoute({
@@ -258,14 +302,24 @@ export function ssoRoutes(deps: {
       params: z.strictObject({ org: OrgSlug }),
       response: {
         200: z.object({
-          connections: z.array(z.object({ id: z.string(), name: z.string(), startUrl: z.string() })),
+          connections: z.array(
+            z.object({
+              id: z.string(),
+              name: z.string(),
+              kind: z.enum(['oidc', 'ldap']),
+              startUrl: z
+                .string()
+                .describe('OIDC: POST to begin the redirect; LDAP: POST the user name and password here'),
+            }),
+          ),
         }),
       },
       handler: async ({ params }) => ({
         connections: (await connections.offeredBy(params.org)).map((connection) => ({
           id: connection.id,
           name: connection.name,
-          startUrl: `/api/auth/sso/${connection.id}/start`,
+          kind: connection.kind,
+          startUrl: `/api/auth/sso/${connection.id}/${connection.kind === 'ldap' ? 'ldap' : 'start'}`,
         })),
       }),
     }),
@@ -289,6 +343,33 @@ export function ssoRoutes(deps: {
         });
         bindToBrowser(reply, begun);
         return { location: begun.location };
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: '/api/auth/sso/:connection/ldap',
+      operationId: 'signInAtDirectory',
+      summary:
+        "Sign in with a user name and password checked by the organization's LDAP / Active Directory directory; starts a session (cookie)",
+      tags: ['auth', 'sso'],
+      access: {
+        public:
+          'signing in is how a caller gets credentials; failures are uniform and limited like password sign-in',
+      },
+      rateLimit: 'auth',
+      params: z.strictObject({ connection: ConnectionId }),
+      body: z.strictObject({
+        username: z.string().trim().min(1).max(256),
+        // Not required here: an empty password is refused by the sign-in itself, never sent to the directory.
+        password: z.string().max(1024),
+      }),
+      response: { 200: z.object({ status: z.literal('signed_in') }) },
+      handler: async ({ params, body, request, reply }) => {
+        const { token } = await signIn.signInAtDirectory(params.connection, body, auditContextOf(request));
+        setSessionCookie(reply, token);
+        reply.header('cache-control', 'no-store');
+        return { status: 'signed_in' as const };
       },
     }),
 

@@ -1,0 +1,203 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { SessionClient } from '../test-support/session-client.js';
+import { LDAP_GROUPS, LDAP_USERS, type Slapd, slapdUnavailable, startSlapd } from '../test-support/slapd.js';
+
+/**
+ * LDAP / Active Directory sign-in (SSO-3) against a real slapd the test starts with its own
+ * configuration, TLS and people. The attacks: a sign-in name that is an LDAP filter (injection), an
+ * empty password (which a directory may take as an anonymous bind that "succeeds"), guessing
+ * passwords without end, a directory whose certificate nobody vouches for, and reading the service
+ * account's password back from the API or the database.
+ */
+
+type ErrorBody = { error: { code: string; message: string; requestId?: string } };
+
+const unavailable = slapdUnavailable();
+if (unavailable && process.env.BULWARK_TEST_REQUIRE_SERVICES === '1')
+  throw new Error(`slapd is required here: ${unavailable}`);
+
+describe.skipIf(unavailable !== null).each(BACKENDS)('LDAP sign-in on %s', (backend: Backend) => {
+  let world: OrgWorld;
+  let slapd: Slapd;
+  let connectionId: string;
+  let reader: Database;
+
+  const ldapConfig = (overrides: Record<string, unknown> = {}) => ({
+    url: slapd.url,
+    caPem: slapd.caPem,
+    bindDn: slapd.serviceAccount.dn,
+    bindPassword: slapd.serviceAccount.password,
+    userBaseDn: `ou=people,${slapd.baseDn}`,
+    groupBaseDn: `ou=groups,${slapd.baseDn}`,
+    defaultRole: 'viewer',
+    groupRoles: [{ group: 'admins', role: 'admin' }],
+    ...overrides,
+  });
+  const connect = (name: string, config: Record<string, unknown>) =>
+    world.owner.client.json<{ id: string; config: Record<string, unknown> } & ErrorBody>(
+      'POST',
+      '/api/orgs/acme/sso/connections',
+      { name, kind: 'ldap', config },
+    );
+  const signIn = async (username: string, password: string, connection = connectionId) => {
+    const client = new SessionClient(world.server.url);
+    const answer = await client.json<ErrorBody & { status?: string }>(
+      'POST',
+      `/api/auth/sso/${connection}/ldap`,
+      { username, password },
+    );
+    return { ...answer, client };
+  };
+  const roleOf = async (email: string) => {
+    const members = await world.owner.client.json<{ members: Array<{ email: string; role: string }> }>(
+      'GET',
+      '/api/orgs/acme/members',
+    );
+    return members.body.members.find((member) => member.email === email)?.role;
+  };
+  const withoutRequestId = (body: ErrorBody) => ({ ...body, error: { ...body.error, requestId: undefined } });
+
+  beforeAll(async () => {
+    world = await startOrgWorld({ BULWARK_LOGIN_ACCOUNT_FAILURES: '5' }, backend);
+    slapd = await startSlapd();
+    const created = await connect('Corporate directory', ldapConfig());
+    expect(created.status, JSON.stringify(created.body)).toBe(201);
+    connectionId = created.body.id;
+    const config = world.server.config.database;
+    reader =
+      config.kind === 'sqlite'
+        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
+        : openPostgres({ url: config.url, poolMax: 1 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await reader?.db.destroy();
+    await slapd?.stop();
+    await world?.close();
+  });
+
+  it('signs a person in by binding as them over verified TLS, and provisions them with their groups’ role', async () => {
+    const alice = await signIn('alice', LDAP_USERS.alice.password);
+    expect([alice.status, alice.body.status]).toEqual([200, 'signed_in']);
+    const session = await alice.client.json<{ user: { email: string } }>('GET', '/api/auth/session');
+    expect(session.body.user.email).toBe(LDAP_USERS.alice.mail);
+    expect(await roleOf(LDAP_USERS.alice.mail)).toBe('viewer');
+
+    const bob = await signIn('bob', LDAP_USERS.bob.password);
+    expect(bob.status).toBe(200);
+    expect(await roleOf(LDAP_USERS.bob.mail)).toBe('admin');
+    // Out of the group at the directory: the role follows at the next sign-in.
+    await slapd.modify(
+      `dn: ${LDAP_GROUPS.admins.dn}\nchangetype: modify\nadd: member\nmember: ${LDAP_USERS.alice.dn}\n-\ndelete: member\nmember: ${LDAP_USERS.bob.dn}\n`,
+    );
+    expect((await signIn('bob', LDAP_USERS.bob.password)).status).toBe(200);
+    expect(await roleOf(LDAP_USERS.bob.mail)).toBe('viewer');
+    await slapd.modify(
+      `dn: ${LDAP_GROUPS.admins.dn}\nchangetype: modify\nadd: member\nmember: ${LDAP_USERS.bob.dn}\n-\ndelete: member\nmember: ${LDAP_USERS.alice.dn}\n`,
+    );
+  });
+
+  it('treats a sign-in name as a name, never as a filter (LDAP injection)', async () => {
+    const wrong = await signIn('alice', 'not-her-password');
+    expect([wrong.status, wrong.body.error.code]).toEqual([401, 'invalid_credentials']);
+    for (const name of [
+      '*',
+      'al*',
+      'alice)(uid=*',
+      '*)(objectClass=*',
+      'alice)(|(uid=*',
+      'bob\\29',
+      '\u0000',
+    ]) {
+      // With alice's password: a wildcard or a smuggled clause that matched her would sign in as her.
+      const answer = await signIn(name, LDAP_USERS.alice.password);
+      expect([answer.status, answer.body.error.code], name).toEqual([401, 'invalid_credentials']);
+      // The same answer as a wrong password: the name's fate is not told apart.
+      expect(withoutRequestId(answer.body)).toEqual(withoutRequestId(wrong.body));
+    }
+    const unknown = await signIn('nobody-here', 'whatever');
+    expect(withoutRequestId(unknown.body)).toEqual(withoutRequestId(wrong.body));
+  });
+
+  it('never signs anyone in with an empty password', async () => {
+    for (const name of ['alice', LDAP_USERS.alice.dn, slapd.serviceAccount.dn]) {
+      const answer = await signIn(name, '');
+      expect([answer.status, answer.body.error.code], name).toEqual([401, 'invalid_credentials']);
+      expect(answer.client.cookie).toBeUndefined();
+    }
+  });
+
+  it('locks an account after repeated wrong passwords, like password sign-in', async () => {
+    let locked: { status: number; body: ErrorBody } | undefined;
+    for (let attempt = 0; attempt < 8 && !locked; attempt++) {
+      const answer = await signIn('bob', `guess-${attempt}`);
+      if (answer.status === 429) locked = answer;
+      else expect(answer.status).toBe(401);
+    }
+    expect(locked?.body.error.code).toBe('too_many_attempts');
+    // Even the right password waits out the lock.
+    expect((await signIn('bob', LDAP_USERS.bob.password)).status).toBe(429);
+    const lockouts = await reader.db
+      .selectFrom('audit_events')
+      .select('details')
+      .where('action', '=', 'auth.locked_out')
+      .execute();
+    expect(lockouts.some((event) => String(event.details).includes('ldap'))).toBe(true);
+  });
+
+  it('refuses a directory whose certificate it cannot verify, and speaks StartTLS on ldap://', async () => {
+    // No CA given: the test directory's own CA is one this machine does not trust.
+    const unverified = await connect('Unverified directory', ldapConfig({ caPem: null }));
+    expect(unverified.status).toBe(201);
+    const refused = await signIn('alice', LDAP_USERS.alice.password, unverified.body.id);
+    expect([refused.status, refused.body.error.code]).toEqual([400, 'ldap_certificate']);
+    const tested = await world.owner.client.json<{ ok: boolean; problem: string }>(
+      'POST',
+      `/api/orgs/acme/sso/connections/${unverified.body.id}/test`,
+    );
+    expect(tested.body.ok).toBe(false);
+    expect(tested.body.problem).toMatch(/certificate/);
+
+    const startTls = await connect('StartTLS directory', ldapConfig({ url: slapd.startTlsUrl }));
+    expect(startTls.status).toBe(201);
+    expect((await signIn('alice', LDAP_USERS.alice.password, startTls.body.id)).status).toBe(200);
+  });
+
+  it('keeps the service account’s password sealed and says in words when it is wrong', async () => {
+    const listed = await world.owner.client.json<{ connections: Array<{ config: Record<string, unknown> }> }>(
+      'GET',
+      '/api/orgs/acme/sso/connections',
+    );
+    const text = JSON.stringify(listed.body);
+    expect(text).not.toContain(slapd.serviceAccount.password);
+    expect(text).toContain(slapd.serviceAccount.dn);
+    const rows = await reader.db.selectFrom('sso_connections').select('config_sealed').execute();
+    for (const row of rows) expect(row.config_sealed).not.toContain(slapd.serviceAccount.password);
+
+    const wrongService = await connect('Wrong service password', ldapConfig({ bindPassword: 'not-it' }));
+    const tested = await world.owner.client.json<{ ok: boolean; problem: string }>(
+      'POST',
+      `/api/orgs/acme/sso/connections/${wrongService.body.id}/test`,
+    );
+    expect(tested.body).toMatchObject({ ok: false, problem: expect.stringMatching(/service account/) });
+    const good = await world.owner.client.json<{ ok: boolean }>(
+      'POST',
+      `/api/orgs/acme/sso/connections/${connectionId}/test`,
+    );
+    expect(good.body.ok).toBe(true);
+  });
+
+  it('refuses a redirect sign-in on a directory connection, and junk in its fields', async () => {
+    const start = await new SessionClient(world.server.url).json<ErrorBody>(
+      'POST',
+      `/api/auth/sso/${connectionId}/start`,
+    );
+    expect([start.status, start.body.error.code]).toEqual([400, 'sso_connection_kind']);
+    const badUrl = await connect('Plain HTTP', ldapConfig({ url: 'http://127.0.0.1:389' }));
+    expect(badUrl.status).toBe(422);
+    const badAttribute = await connect('Bad attribute', ldapConfig({ loginAttribute: 'uid)(x' }));
+    expect(badAttribute.status).toBe(422);
+  });
+});
