@@ -86,6 +86,7 @@ import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
 import { createLdapDirectory } from './sso/ldap.js';
 import { createOidcRelyingParty } from './sso/oidc.js';
+import { createSamlServiceProvider } from './sso/saml.js';
 import { ssoRoutes } from './sso/sso.routes.js';
 import { createSsoStore } from './sso/sso.store.js';
 import { createSsoConnectionsService } from './sso/sso-connections.service.js';
@@ -182,12 +183,14 @@ async function startIdentity(deps: {
   const ssoStore = createSsoStore(db);
   const oidcRelyingParty = createOidcRelyingParty({ timeoutSeconds: config.sso.timeoutSeconds, clock });
   const ldapDirectory = createLdapDirectory({ timeoutSeconds: config.sso.timeoutSeconds });
+  const samlServiceProvider = createSamlServiceProvider({ clock });
   const ssoConnections = createSsoConnectionsService({
     store: ssoStore,
     access: accessStore,
     dataKeys: core.dataKeys,
     relyingParty: oidcRelyingParty,
     directory: ldapDirectory,
+    saml: samlServiceProvider,
     transact,
     clock,
   });
@@ -198,6 +201,7 @@ async function startIdentity(deps: {
     access: accessStore,
     relyingParty: oidcRelyingParty,
     directory: ldapDirectory,
+    saml: samlServiceProvider,
     limiter,
     dataKeys: core.dataKeys,
     seals,

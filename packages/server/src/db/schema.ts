@@ -422,7 +422,7 @@ export interface CommandPoliciesTable {
 export interface SsoConnectionsTable {
   id: string;
   org_id: string;
-  kind: 'oidc' | 'ldap';
+  kind: 'oidc' | 'ldap' | 'saml';
   name: string;
   /** The whole configuration, secrets included, sealed by the organization's data key (sso/sso-config.ts). */
   config_sealed: string;
@@ -462,6 +462,13 @@ export interface SsoSignInsTable {
   /** Set when this sign-in re-proves the holder of this session at the provider (MFA-5). */
   step_up_session_id: string | null;
   created_at: number;
+  expires_at: number;
+}
+
+/** An assertion a SAML sign-in took, kept until it expires: the replay cache (SSO-2). */
+export interface SamlAssertionsTable {
+  assertion_hash: string;
+  connection_id: string;
   expires_at: number;
 }
 
@@ -519,6 +526,7 @@ export interface DB {
   sso_connections: SsoConnectionsTable;
   sso_identities: SsoIdentitiesTable;
   sso_sign_ins: SsoSignInsTable;
+  saml_assertions: SamlAssertionsTable;
   scim_configs: ScimConfigsTable;
   scim_users: ScimUsersTable;
   scim_groups: ScimGroupsTable;

@@ -256,6 +256,34 @@ export async function createHttpApp(
 
   // The API speaks JSON only: a text/plain body is refused with 415 instead of reaching a handler as a string.
   app.removeContentTypeParser('text/plain');
+  // A form post only where a route takes one (a SAML IdP's response); anywhere else 415.
+  app.addContentTypeParser(
+    'application/x-www-form-urlencoded',
+    { parseAs: 'string' },
+    (request, body, done) => {
+      if (!declarationOf(request.routeOptions.config)?.formBody) {
+        done(
+          Object.assign(new Error('form bodies are not accepted here'), {
+            code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE',
+            statusCode: 415,
+          }),
+          undefined,
+        );
+        return;
+      }
+      // No prototype: a field named __proto__ is only a field.
+      const fields: Record<string, string> = Object.create(null);
+      for (const [name, value] of new URLSearchParams(body as string)) {
+        // A name given twice is ambiguous: which one a check read and which one was used could differ.
+        if (Object.hasOwn(fields, name)) {
+          done(Object.assign(new Error('a form field is given twice'), { statusCode: 400 }), undefined);
+          return;
+        }
+        fields[name] = value;
+      }
+      done(null, fields);
+    },
+  );
   // SCIM clients (Entra ID) send JSON as application/scim+json (RFC 7644 §3.1): the same parser.
   app.addContentTypeParser(
     'application/scim+json',

@@ -126,6 +126,12 @@ export interface RouteDefinition<
    * flood of them costs as little as possible.
    */
   admit?: () => void;
+  /**
+   * Takes an HTML form post (application/x-www-form-urlencoded) as its body: only for what a browser
+   * is made to post by another site (a SAML IdP's response). Every other route refuses it (415), so a
+   * cross-site form cannot reach the JSON API.
+   */
+  formBody?: true;
   params?: P;
   query?: Q;
   body?: B;

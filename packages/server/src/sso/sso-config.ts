@@ -72,15 +72,37 @@ export interface LdapConfig extends ProvisioningConfig {
   groupNameAttribute: string;
 }
 
-export type ConnectionKind = 'oidc' | 'ldap';
-export type ConnectionConfig = OidcConfig | LdapConfig;
+/**
+ * A SAML 2.0 identity provider (SSO-2), as its metadata describes it. Nothing here is secret (the SP
+ * signs nothing); it is sealed like the others so that it cannot be pointed at another IdP without
+ * the master key.
+ */
+export interface SamlConfig extends ProvisioningConfig {
+  idpEntityId: string;
+  /** The IdP's SSO endpoint for the HTTP-Redirect binding. */
+  idpSsoUrl: string;
+  /** PEM certificates whose keys may sign assertions (several during an IdP's key rollover). */
+  idpCertificates: string[];
+  /** The NameID format asked for; the NameID is the identity's subject. */
+  nameIdFormat: string;
+  /** Attribute names in the assertion. */
+  emailAttribute: string;
+  nameAttribute: string;
+  groupsAttribute: string;
+  /** Whether a response nobody asked for (IdP-initiated) is accepted; off unless set. */
+  allowIdpInitiated: boolean;
+}
+
+export type ConnectionKind = 'oidc' | 'ldap' | 'saml';
+export type ConnectionConfig = OidcConfig | LdapConfig | SamlConfig;
 
 /** What an administrator may see of a connection: everything but its secret. */
 export type OidcConfigView = Omit<OidcConfig, 'clientSecret'>;
 export type LdapConfigView = Omit<LdapConfig, 'bindPassword'>;
-export type ConnectionConfigView = OidcConfigView | LdapConfigView;
+export type ConnectionConfigView = OidcConfigView | LdapConfigView | SamlConfig;
 
 export function viewOf(config: ConnectionConfig): ConnectionConfigView {
+  if ('idpEntityId' in config) return config;
   if ('bindPassword' in config) {
     const { bindPassword: _secret, ...view } = config;
     return view;

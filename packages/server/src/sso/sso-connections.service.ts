@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { newId } from '@bulwark/protocol';
 import { assertCanGrant } from '../access/access.service.js';
 import type { AccessStore } from '../access/access.store.js';
@@ -7,6 +8,7 @@ import { AppError, NotFoundError } from '../errors.js';
 import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
 import type { LdapDirectory } from './ldap.js';
 import type { OidcRelyingParty } from './oidc.js';
+import { parseIdpMetadata, type SamlServiceProvider, type SpAddresses } from './saml.js';
 import { createSsoStore, type SsoConnectionRow, type SsoStore } from './sso.store.js';
 import {
   type ConnectionConfig,
@@ -15,6 +17,7 @@ import {
   configContext,
   type LdapConfig,
   type OidcConfig,
+  type SamlConfig,
   viewOf,
 } from './sso-config.js';
 
@@ -29,7 +32,11 @@ export interface SsoConnectionView {
 }
 
 /** A connection as the server uses it: its configuration opened. */
-export type OpenedConnection = OpenedOf<'oidc', OidcConfig> | OpenedOf<'ldap', LdapConfig>;
+export type OpenedConnection =
+  | OpenedOf<'oidc', OidcConfig>
+  | OpenedOf<'ldap', LdapConfig>
+  | OpenedOf<'saml', SamlConfig>;
+export type OpenedSamlConnection = OpenedOf<'saml', SamlConfig>;
 export type OpenedOidcConnection = OpenedOf<'oidc', OidcConfig>;
 export type OpenedLdapConnection = OpenedOf<'ldap', LdapConfig>;
 
@@ -51,16 +58,96 @@ interface OpenedOf<K extends ConnectionKind, C extends ConnectionConfig> {
  * Changing them takes `security_configuration:manage`; each change is audited in the same
  * transaction (AUD-7).
  */
+type NewConnection =
+  | { kind: 'oidc'; config: OidcConfig }
+  | { kind: 'ldap'; config: LdapConfig }
+  | { kind: 'saml'; config: SamlConfig };
+
+/** A SAML connection as an administrator gives it: the IdP's metadata, or its three facts by hand. */
+export type SamlConfigInput = Omit<SamlConfig, 'idpEntityId' | 'idpSsoUrl' | 'idpCertificates'> &
+  Partial<Pick<SamlConfig, 'idpEntityId' | 'idpSsoUrl' | 'idpCertificates'>> & {
+    metadataXml?: string | undefined;
+  };
+
+/** The IdP's entity ID, SSO address and certificates, from its metadata where given; each checked. */
+function resolvedSaml({ metadataXml, ...input }: SamlConfigInput): SamlConfig {
+  const imported = metadataXml ? parseIdpMetadata(metadataXml) : undefined;
+  const config = {
+    ...input,
+    idpEntityId: input.idpEntityId ?? imported?.entityId ?? '',
+    idpSsoUrl: input.idpSsoUrl ?? imported?.ssoUrl ?? '',
+    idpCertificates: input.idpCertificates ?? imported?.certificates ?? [],
+  };
+  if (!config.idpEntityId || !config.idpSsoUrl || config.idpCertificates.length === 0)
+    throw new AppError(
+      422,
+      'saml_idp_incomplete',
+      "Give the identity provider's metadata (metadataXml), or its entity ID, SSO URL and signing certificate.",
+    );
+  if (!/^https?:\/\//.test(config.idpSsoUrl))
+    throw new AppError(422, 'saml_idp_incomplete', "The identity provider's SSO URL is not an http(s) URL.");
+  for (const pem of config.idpCertificates) {
+    try {
+      new X509Certificate(pem);
+    } catch {
+      throw new AppError(
+        422,
+        'saml_certificate_invalid',
+        'A signing certificate of the identity provider is not a PEM certificate.',
+      );
+    }
+  }
+  return config;
+}
+
+/** The audit log's account of what a new connection points at (never its secret). */
+function whatItConnects(input: NewConnection): Record<string, string | boolean> {
+  switch (input.kind) {
+    case 'oidc':
+      return { issuer: input.config.issuer, clientId: input.config.clientId };
+    case 'ldap':
+      return {
+        url: input.config.url,
+        serviceAccount: input.config.bindDn,
+        userBaseDn: input.config.userBaseDn,
+      };
+    case 'saml':
+      return {
+        idpEntityId: input.config.idpEntityId,
+        idpSsoUrl: input.config.idpSsoUrl,
+        allowIdpInitiated: input.config.allowIdpInitiated,
+      };
+  }
+}
+
+/** What can be checked of a SAML IdP without a browser: that its certificates are certificates, in date. */
+function testSaml(config: SamlConfig): { ok: boolean; problem?: string; issuer?: string } {
+  const problems: string[] = [];
+  for (const [index, pem] of config.idpCertificates.entries()) {
+    try {
+      const certificate = new X509Certificate(pem);
+      if (Date.parse(certificate.validTo) < Date.now())
+        problems.push(`signing certificate ${index + 1} expired on ${certificate.validTo}`);
+    } catch {
+      problems.push(`signing certificate ${index + 1} is not a certificate`);
+    }
+  }
+  return problems.length === 0
+    ? { ok: true, issuer: config.idpEntityId }
+    : { ok: false, problem: `${problems.join('; ')}.`, issuer: config.idpEntityId };
+}
+
 export function createSsoConnectionsService(deps: {
   store: SsoStore;
   access: Pick<AccessStore, 'customRoles'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   relyingParty: OidcRelyingParty;
   directory: LdapDirectory;
+  saml: SamlServiceProvider;
   transact: Transact;
   clock: () => number;
 }) {
-  const { store, dataKeys, relyingParty, directory, transact, clock } = deps;
+  const { store, dataKeys, relyingParty, directory, saml, transact, clock } = deps;
 
   async function open(row: SsoConnectionRow & { org_slug?: string }): Promise<OpenedConnection> {
     const opened = await dataKeys.open(
@@ -105,13 +192,25 @@ export function createSsoConnectionsService(deps: {
       return open(row);
     },
 
+    /** A SAML connection's SP metadata, to give its IdP; undefined for no such SAML connection. */
+    async samlMetadata(id: string, addresses: SpAddresses): Promise<string | undefined> {
+      const row = await store.connectionById(id);
+      const connection = row && (await open(row));
+      return connection?.kind === 'saml' ? saml.metadata(connection.config, addresses) : undefined;
+    },
+
     /** What an organization's sign-in page offers: the names of its enabled connections. */
     offeredBy: (orgSlug: string) => store.enabledOf(orgSlug),
 
     async create(
       caller: Caller,
-      input: { name: string } & ({ kind: 'oidc'; config: OidcConfig } | { kind: 'ldap'; config: LdapConfig }),
+      given: { name: string } & (
+        | Exclude<NewConnection, { kind: 'saml' }>
+        | { kind: 'saml'; config: SamlConfigInput }
+      ),
     ): Promise<SsoConnectionView> {
+      const input: { name: string } & NewConnection =
+        given.kind === 'saml' ? { ...given, config: resolvedSaml(given.config) } : given;
       const now = clock();
       const id = newId('sso', now);
       for (const role of new Set([input.config.defaultRole, ...input.config.groupRoles.map((m) => m.role)]))
@@ -148,13 +247,7 @@ export function createSsoConnectionsService(deps: {
             { type: 'sso_connection', id, display: input.name },
             {
               kind: input.kind,
-              ...(input.kind === 'oidc'
-                ? { issuer: input.config.issuer, clientId: input.config.clientId }
-                : {
-                    url: input.config.url,
-                    serviceAccount: input.config.bindDn,
-                    userBaseDn: input.config.userBaseDn,
-                  }),
+              ...whatItConnects(input),
               defaultRole: input.config.defaultRole,
               jitProvisioning: input.config.jitProvisioning,
             },
@@ -192,6 +285,7 @@ export function createSsoConnectionsService(deps: {
       if (!row) throw new NotFoundError('No such connection.');
       const connection = await open(row);
       if (connection.kind === 'ldap') return directory.test(connection.config);
+      if (connection.kind === 'saml') return testSaml(connection.config);
       try {
         // Read afresh: a test is asked for after changing something at the provider.
         const configuration = await relyingParty.discover(connection.config);

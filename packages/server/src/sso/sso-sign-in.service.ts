@@ -13,11 +13,13 @@ import { createOrgsStore } from '../orgs/orgs.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { type LdapDirectory, LdapInvalidCredentialsError } from './ldap.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
+import type { SamlServiceProvider, SpAddresses } from './saml.js';
 import { createSsoStore, type SsoStore } from './sso.store.js';
 import { groupsOf, provedSecondFactor, roleFor, strengthProblem } from './sso-config.js';
 import type {
   OpenedConnection,
   OpenedOidcConnection,
+  OpenedSamlConnection,
   SsoConnectionsService,
 } from './sso-connections.service.js';
 
@@ -35,16 +37,29 @@ function sameHash(a: string, b: string): boolean {
   return left.length === right.length && timingSafeEqual(left, right);
 }
 
-/** A redirect sign-in's connection: an OIDC one, enabled. */
-function oidcOnly(connection: OpenedConnection | undefined): OpenedOidcConnection {
+/** Where a redirect sign-in comes back: an OIDC connection's callback, or a SAML one's SP addresses. */
+export interface SignInUrls {
+  oidcCallback: string;
+  saml: SpAddresses;
+}
+
+/** A redirect sign-in's connection: an OIDC or SAML one, enabled. */
+function redirected(connection: OpenedConnection | undefined): OpenedOidcConnection | OpenedSamlConnection {
   if (!connection)
     throw new SsoError('sso_connection_unknown', 'There is no such sign-in connection, or it is disabled.');
-  if (connection.kind !== 'oidc')
+  if (connection.kind === 'ldap')
     throw new SsoError(
       'sso_connection_kind',
       'This connection signs in with a user name and password at its directory, not through a redirect.',
     );
   return connection;
+}
+
+/** An OIDC callback's connection. */
+function oidcOnly(connection: OpenedConnection | undefined): OpenedOidcConnection {
+  const found = redirected(connection);
+  if (found.kind !== 'oidc') throw new SsoError('sso_connection_kind', 'This is not an OIDC connection.');
+  return found;
 }
 
 /** What the provider said went wrong, kept short and printable for the person and the log. */
@@ -64,6 +79,7 @@ export function createSsoSignInService(deps: {
   access: Pick<AccessStore, 'customRoles'>;
   relyingParty: OidcRelyingParty;
   directory: LdapDirectory;
+  saml: SamlServiceProvider;
   limiter: Pick<LoginLimiter, 'check' | 'recordFailure' | 'recordSuccess'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   seals: CredentialSeals;
@@ -72,8 +88,19 @@ export function createSsoSignInService(deps: {
   audit: AuditService;
   clock: () => number;
 }) {
-  const { connections, store, users, relyingParty, directory, dataKeys, seals, sessions, audit, clock } =
-    deps;
+  const {
+    connections,
+    store,
+    users,
+    relyingParty,
+    directory,
+    saml,
+    dataKeys,
+    seals,
+    sessions,
+    audit,
+    clock,
+  } = deps;
 
   /** The user the provider's account is linked to, or why it cannot sign in. */
   async function linkedUser(issuer: string, subject: string): Promise<UserRow | undefined> {
@@ -393,16 +420,28 @@ export function createSsoSignInService(deps: {
      */
     async start(
       connectionId: string,
-      options: { redirectUri: string; returnTo: string; stepUpSessionId?: string },
+      options: { urls: SignInUrls; returnTo: string; stepUpSessionId?: string },
     ) {
-      const connection = oidcOnly(await connections.forSignIn(connectionId));
+      const connection = redirected(await connections.forSignIn(connectionId));
       const now = clock();
       await store.deleteExpiredSignIns(now);
-      const begun = await relyingParty.start(
-        connection,
-        options.redirectUri,
-        options.stepUpSessionId !== undefined,
-      );
+      const stepUp = options.stepUpSessionId !== undefined;
+      let begun: { url: string; state: string; nonce: string; verifier: string; redirectUri: string };
+      if (connection.kind === 'oidc') {
+        const started = await relyingParty.start(connection, options.urls.oidcCallback, stepUp);
+        begun = { ...started, redirectUri: options.urls.oidcCallback };
+      } else {
+        // SAML: the RelayState plays the state's part; the AuthnRequest's ID, the nonce's.
+        const state = randomBytes(32).toString('base64url');
+        const started = await saml.start(connection.config, options.urls.saml, state, stepUp);
+        begun = {
+          url: started.url,
+          state,
+          nonce: started.requestId,
+          verifier: '',
+          redirectUri: options.urls.saml.acsUrl,
+        };
+      }
       const browserToken = randomBytes(32).toString('base64url');
       const stateHash = tokenHash(begun.state);
       await store.insertSignIn({
@@ -411,13 +450,98 @@ export function createSsoSignInService(deps: {
         browser_hash: tokenHash(browserToken),
         nonce: begun.nonce,
         verifier_sealed: await dataKeys.seal('instance', begun.verifier, verifierContext(stateHash)),
-        redirect_uri: options.redirectUri,
+        redirect_uri: begun.redirectUri,
         return_to: options.returnTo,
         step_up_session_id: options.stepUpSessionId ?? null,
         created_at: now,
         expires_at: now + SSO_SIGN_IN_TTL_MS,
       });
-      return { location: begun.url, browserToken, expiresAt: now + SSO_SIGN_IN_TTL_MS };
+      return {
+        location: begun.url,
+        browserToken,
+        expiresAt: now + SSO_SIGN_IN_TTL_MS,
+        kind: connection.kind,
+      };
+    },
+
+    /**
+     * SSO-2: a SAML response posted to a connection's ACS address. It must answer the AuthnRequest of
+     * a sign-in this browser started (its RelayState names the sign-in, its cookie proves the browser,
+     * its InResponseTo the request), unless the connection accepts IdP-initiated responses; its
+     * assertion is taken once (the replay cache).
+     */
+    async finishSaml(
+      connectionId: string,
+      posted: { samlResponse: string; relayState: string | undefined },
+      browserToken: string | undefined,
+      addresses: SpAddresses,
+      context: AuditRequestContext,
+    ) {
+      let connection: OpenedConnection | undefined;
+      try {
+        connection = await connections.forSignIn(connectionId);
+        if (connection?.kind !== 'saml')
+          throw new SsoError(
+            'sso_connection_unknown',
+            'There is no such SAML connection, or it is disabled.',
+          );
+        const samlConnection = connection;
+        const pending = posted.relayState ? await store.takeSignIn(tokenHash(posted.relayState)) : undefined;
+        if (pending) {
+          if (pending.expires_at <= clock())
+            throw new SsoError('sso_state_unknown', 'This sign-in expired; start again.');
+          if (!browserToken || !sameHash(tokenHash(browserToken), pending.browser_hash))
+            throw new SsoError(
+              'sso_browser_mismatch',
+              'This sign-in was started in another browser; start again here.',
+            );
+          if (pending.connection_id !== connectionId)
+            throw new SsoError(
+              'sso_connection_mismatch',
+              'This answer came back for another sign-in connection; start again.',
+            );
+        } else if (!samlConnection.config.allowIdpInitiated) {
+          throw new SsoError(
+            'saml_unsolicited',
+            'This SAML response answers no sign-in started here (IdP-initiated, or replayed); start the sign-in from Bulwark.',
+          );
+        }
+        const proof = await saml.finish(
+          samlConnection.config,
+          pending ? { ...addresses, acsUrl: pending.redirect_uri } : addresses,
+          posted.samlResponse,
+          pending?.nonce ?? null,
+        );
+        const now = clock();
+        if (
+          !(await store.takeAssertion(
+            tokenHash(`${connectionId} ${proof.assertionId}`),
+            connectionId,
+            proof.validUntil,
+            now,
+          ))
+        )
+          throw new SsoError(
+            'saml_replayed',
+            'This SAML assertion was used before; start the sign-in again.',
+          );
+        const claims = {
+          ...proof.claims,
+          ...(proof.authnInstant === undefined ? {} : { auth_time: Math.floor(proof.authnInstant / 1000) }),
+        };
+        const { token, userId } = pending?.step_up_session_id
+          ? await stepUp(
+              samlConnection,
+              { ...proof, claims },
+              { sessionId: pending.step_up_session_id, startedAt: pending.created_at },
+              context,
+            )
+          : await provision(samlConnection, { ...proof, claims }, context);
+        return { token, userId, returnTo: pending?.return_to ?? '/' };
+      } catch (error) {
+        if (error instanceof SsoError) await refused(connection, context, error.code, 'saml');
+        throw error;
+      }
     },
 
     /**

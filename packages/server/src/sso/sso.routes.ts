@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { callerOf } from '../access/caller.js';
-import { AppError } from '../errors.js';
+import { AppError, NotFoundError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId } from '../http/schemas.js';
@@ -9,7 +9,7 @@ import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/sessio
 import { isLoopbackHost, SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
 import type { SsoEnforcementService } from './sso-enforcement.service.js';
-import type { SsoSignInService } from './sso-sign-in.service.js';
+import type { SignInUrls, SsoSignInService } from './sso-sign-in.service.js';
 
 /** The cookie that binds a sign-in under way to the browser that started it (login CSRF). */
 export const SSO_BROWSER_COOKIE = '__Host-bulwark_sso';
@@ -115,6 +115,41 @@ const LdapConfigInput = z.strictObject({
   groupRoles: OidcConfigInput.shape.groupRoles,
 });
 
+const Pem = z
+  .string()
+  .max(20_000)
+  .regex(/-----BEGIN CERTIFICATE-----/, 'is not a PEM certificate');
+
+const SamlConfigInput = z.strictObject({
+  metadataXml: z
+    .string()
+    .max(500_000)
+    .optional()
+    .describe("The IdP's metadata XML: fills idpEntityId, idpSsoUrl and idpCertificates"),
+  idpEntityId: z.string().trim().min(1).max(1024).optional(),
+  idpSsoUrl: z
+    .url({ protocol: /^https?$/ })
+    .max(2048)
+    .optional()
+    .describe('HTTP-Redirect binding'),
+  idpCertificates: z.array(Pem).min(1).max(5).optional().describe('Signing certificates, PEM'),
+  nameIdFormat: z
+    .string()
+    .regex(/^urn:oasis:names:tc:SAML:[12]\.[01]:nameid-format:[A-Za-z]+$/, 'is not a NameID format')
+    .default('urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress'),
+  emailAttribute: z.string().trim().min(1).max(256).default('email'),
+  nameAttribute: z.string().trim().min(1).max(256).default('name'),
+  groupsAttribute: z.string().trim().min(1).max(256).default('groups'),
+  allowIdpInitiated: z
+    .boolean()
+    .default(false)
+    .describe('Accept responses no sign-in here asked for (IdP-initiated); off: they are refused'),
+  defaultRole: RoleRef,
+  jitProvisioning: z.boolean().default(true),
+  allowedEmailDomains: OidcConfigInput.shape.allowedEmailDomains,
+  groupRoles: OidcConfigInput.shape.groupRoles,
+});
+
 const ConnectionFields = {
   id: z.string(),
   name: z.string(),
@@ -133,6 +168,15 @@ const ConnectionView = z.discriminatedUnion('kind', [
     kind: z.literal('ldap'),
     config: LdapConfigInput.omit({ bindPassword: true }).extend({ url: z.string() }),
   }),
+  z.object({
+    ...ConnectionFields,
+    kind: z.literal('saml'),
+    config: SamlConfigInput.omit({ metadataXml: true }).extend({
+      idpEntityId: z.string(),
+      idpSsoUrl: z.string(),
+      idpCertificates: z.array(z.string()),
+    }),
+  }),
 ]);
 
 const present = (view: SsoConnectionView) => ({
@@ -141,40 +185,58 @@ const present = (view: SsoConnectionView) => ({
   updatedAt: iso(view.updatedAt),
 });
 
+/** The SAML SP's addresses of a connection: its entity ID (where its metadata is) and its ACS. */
+export const SAML_PREFIX = '/api/auth/sso/saml/';
+export const samlMetadataPath = (connectionId: string) => `${SAML_PREFIX}${connectionId}/metadata`;
+export const samlAcsPath = (connectionId: string) => `${SAML_PREFIX}${connectionId}/acs`;
+
 /**
  * Where the provider sends the browser back. With BULWARK_PUBLIC_URL, under it; without it, only a
  * server reached on this very host (development, tests) can name itself, and any other is told what
  * to set: a guessed address would be registered at the provider and fail in confusing ways later.
  */
-function callbackUrlFor(
+function signInUrlsFor(
   publicUrl: string | undefined,
   request: FastifyRequest,
   connectionId: string,
-): string {
-  if (publicUrl) return new URL(oidcCallbackPath(connectionId), publicUrl).href;
+): SignInUrls {
   let origin: URL | undefined;
-  try {
-    origin = new URL(`${request.protocol}://${request.host}`);
-  } catch {
-    origin = undefined; // a Host header that names no host
+  if (publicUrl) origin = new URL(publicUrl);
+  else {
+    try {
+      origin = new URL(`${request.protocol}://${request.host}`);
+    } catch {
+      origin = undefined; // a Host header that names no host
+    }
+    if (!origin || !isLoopbackHost(origin.hostname))
+      throw new AppError(
+        409,
+        'public_url_required',
+        'Single sign-on needs BULWARK_PUBLIC_URL: the address people open the console at.',
+      );
   }
-  if (!origin || !isLoopbackHost(origin.hostname))
-    throw new AppError(
-      409,
-      'public_url_required',
-      'Single sign-on needs BULWARK_PUBLIC_URL: the address people open the console at.',
-    );
-  return new URL(oidcCallbackPath(connectionId), origin).href;
+  return {
+    oidcCallback: new URL(oidcCallbackPath(connectionId), origin).href,
+    saml: {
+      entityId: new URL(samlMetadataPath(connectionId), origin).href,
+      acsUrl: new URL(samlAcsPath(connectionId), origin).href,
+    },
+  };
 }
 
 /** The cookie only the browser that starts a sign-in holds; the callback must bring it back. */
-function bindToBrowser(reply: FastifyReply, begun: { browserToken: string; expiresAt: number }) {
+function bindToBrowser(
+  reply: FastifyReply,
+  begun: { browserToken: string; expiresAt: number; kind: 'oidc' | 'saml' },
+) {
   reply.setCookie(SSO_BROWSER_COOKIE, begun.browserToken, {
     path: '/',
     httpOnly: true,
     secure: true,
-    // Sent on the provider's top-level redirect back, not on anything another site embeds.
-    sameSite: 'lax',
+    // OIDC: sent on the provider's top-level redirect back, not on anything another site embeds. A
+    // SAML IdP posts a form across sites, which a Lax cookie would not follow; the cookie only
+    // binds a sign-in, whose RelayState and AuthnRequest ID another site does not know.
+    sameSite: begun.kind === 'saml' ? 'none' : 'lax',
     maxAge: Math.floor((begun.expiresAt - Date.now()) / 1000),
   });
   reply.header('cache-control', 'no-store');
@@ -221,6 +283,7 @@ export function ssoRoutes(deps: {
       body: z.discriminatedUnion('kind', [
         z.strictObject({ name: DisplayText(100), kind: z.literal('oidc'), config: OidcConfigInput }),
         z.strictObject({ name: DisplayText(100), kind: z.literal('ldap'), config: LdapConfigInput }),
+        z.strictObject({ name: DisplayText(100), kind: z.literal('saml'), config: SamlConfigInput }),
       ]),
       response: { 201: ConnectionView },
       handler: async ({ principal, request, body }) =>
@@ -338,11 +401,76 @@ export function ssoRoutes(deps: {
       response: { 200: z.object({ location: z.string().describe("The provider's authorization URL") }) },
       handler: async ({ params, query, request, reply }) => {
         const begun = await signIn.start(params.connection, {
-          redirectUri: callbackUrlFor(publicUrl, request, params.connection),
+          urls: signInUrlsFor(publicUrl, request, params.connection),
           returnTo: query.returnTo,
         });
         bindToBrowser(reply, begun);
         return { location: begun.location };
+      },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: samlMetadataPath(':connection'),
+      operationId: 'getSamlServiceProviderMetadata',
+      summary: "A SAML connection's service-provider metadata (entity ID, ACS address) to give its IdP",
+      tags: ['auth', 'sso'],
+      access: { public: 'SP metadata is public by design: the IdP and its administrator read it' },
+      rateLimit: 'read',
+      params: z.strictObject({ connection: ConnectionId }),
+      response: { 200: rawResponse('application/samlmetadata+xml', 'SAML 2.0 metadata') },
+      handler: async ({ params, request, reply }) => {
+        const xml = await connections.samlMetadata(
+          params.connection,
+          signInUrlsFor(publicUrl, request, params.connection).saml,
+        );
+        if (!xml) throw new NotFoundError('No such SAML connection.');
+        reply.type('application/samlmetadata+xml; charset=utf-8');
+        return xml;
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
+      url: samlAcsPath(':connection'),
+      operationId: 'finishSamlSignIn',
+      summary:
+        "The SAML IdP's posted response (HTTP-POST binding): starts a session and lands on the console",
+      tags: ['auth', 'sso'],
+      access: {
+        public: "the response is checked against the sign-in this browser started, and the IdP's signature",
+      },
+      rateLimit: 'auth',
+      formBody: true,
+      params: z.strictObject({ connection: ConnectionId }),
+      body: z.strictObject({
+        SAMLResponse: z.string().min(1).max(1_000_000),
+        RelayState: z.string().max(1024).optional(),
+      }),
+      response: {
+        303: rawResponse('text/plain', 'Redirect to the console, signed in or with the reason why not'),
+      },
+      handler: async ({ params, body, request, reply }) => {
+        const header = request.headers.cookie;
+        const browserToken = header ? request.server.parseCookie(header)[SSO_BROWSER_COOKIE] : undefined;
+        reply.clearCookie(SSO_BROWSER_COOKIE, { path: '/', httpOnly: true, secure: true, sameSite: 'none' });
+        try {
+          const finished = await signIn.finishSaml(
+            params.connection,
+            { samlResponse: body.SAMLResponse, relayState: body.RelayState },
+            browserToken,
+            signInUrlsFor(publicUrl, request, params.connection).saml,
+            auditContextOf(request),
+          );
+          setSessionCookie(reply, finished.token);
+          return redirect(reply, finished.returnTo);
+        } catch (error) {
+          if (error instanceof SsoError) {
+            request.log.warn({ code: error.code, reason: error.message }, 'SAML sign-in refused');
+            return redirect(reply, `/login?ssoError=${encodeURIComponent(error.code)}`);
+          }
+          throw error;
+        }
       },
     }),
 
@@ -393,7 +521,7 @@ export function ssoRoutes(deps: {
             'This session was signed in with a password: re-authenticate with it (POST /api/auth/reauthenticate).',
           );
         const begun = await signIn.start(session.ssoConnectionId, {
-          redirectUri: callbackUrlFor(publicUrl, request, session.ssoConnectionId),
+          urls: signInUrlsFor(publicUrl, request, session.ssoConnectionId),
           returnTo: query.returnTo,
           stepUpSessionId: session.id,
         });

@@ -57,6 +57,22 @@ export function createSsoStore(db: Kysely<DB>) {
       await db.deleteFrom('sso_sign_ins').where('expires_at', '<=', now).execute();
     },
 
+    /** Takes an assertion: true the first time, false for one taken before (a replay). */
+    async takeAssertion(
+      hash: string,
+      connectionId: string,
+      expiresAt: number,
+      now: number,
+    ): Promise<boolean> {
+      await db.deleteFrom('saml_assertions').where('expires_at', '<=', now).execute();
+      const result = await db
+        .insertInto('saml_assertions')
+        .values({ assertion_hash: hash, connection_id: connectionId, expires_at: expiresAt })
+        .onConflict((oc) => oc.column('assertion_hash').doNothing())
+        .executeTakeFirst();
+      return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
+    },
+
     identity: (issuer: string, subject: string) =>
       db
         .selectFrom('sso_identities')

@@ -19,6 +19,7 @@ import { type CredentialSealingContext, credentialSealsMigration } from './0017-
 import * as sso from './0018-sso.js';
 import * as ssoEnforcement from './0019-sso-enforcement.js';
 import * as scim from './0020-scim.js';
+import * as saml from './0021-saml.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -50,6 +51,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0018-sso': sso,
   '0019-sso-enforcement': ssoEnforcement,
   '0020-scim': scim,
+  '0021-saml': saml,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
