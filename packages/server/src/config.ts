@@ -323,6 +323,16 @@ export const settings = {
     defaultText: '10',
     parse: integer(1, 120),
   },
+  dnsServers: {
+    env: 'BULWARK_DNS_SERVERS',
+    doc: "The DNS servers (comma-separated, host or host:port) asked for an organization's domain verification record; empty: the system's resolvers.",
+    parse: (raw: unknown) => {
+      const servers = list(raw);
+      for (const server of servers)
+        if (!/^[A-Za-z0-9.:[\]-]{1,100}$/.test(server)) fail(`"${server}" is not a DNS server address`);
+      return servers;
+    },
+  },
   agentConnectsPerMinute: {
     env: 'BULWARK_AGENT_CONNECTS_PER_MINUTE',
     doc: 'Agent connection attempts accepted per client address per minute; beyond it the upgrade is answered 429. Raise it when many agents share one address (NAT, a proxy).',
@@ -463,7 +473,7 @@ export interface Config {
   loginLimits: { accountFailures: number; ipFailures: number; windowSeconds: number };
   agents: { heartbeatSeconds: number; connectsPerMinute: number };
   commands: { deliveryTimeoutSeconds: number };
-  sso: { timeoutSeconds: number };
+  sso: { timeoutSeconds: number; dnsServers: string[] };
   bootstrap: {
     email: string | undefined;
     password: string | undefined;
@@ -514,6 +524,7 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   agentHeartbeatSeconds: 15,
   commandDeliveryTimeoutSeconds: 600,
   ssoTimeoutSeconds: 10,
+  dnsServers: [],
   agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
   bootstrapMfaRequired: true,
@@ -692,7 +703,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       connectsPerMinute: values.agentConnectsPerMinute,
     },
     commands: { deliveryTimeoutSeconds: values.commandDeliveryTimeoutSeconds },
-    sso: { timeoutSeconds: values.ssoTimeoutSeconds },
+    sso: { timeoutSeconds: values.ssoTimeoutSeconds, dnsServers: values.dnsServers },
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -764,6 +775,7 @@ export function describeConfig(config: Config): string[] {
     agentConnectsPerMinute: String(config.agents.connectsPerMinute),
     commandDeliveryTimeoutSeconds: String(config.commands.deliveryTimeoutSeconds),
     ssoTimeoutSeconds: String(config.sso.timeoutSeconds),
+    dnsServers: config.sso.dnsServers.join(','),
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,

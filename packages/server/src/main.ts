@@ -90,6 +90,7 @@ import { createSamlServiceProvider } from './sso/saml.js';
 import { ssoRoutes } from './sso/sso.routes.js';
 import { createSsoStore } from './sso/sso.store.js';
 import { createSsoConnectionsService } from './sso/sso-connections.service.js';
+import { createSsoDomainsService } from './sso/sso-domains.service.js';
 import { createSsoEnforcementService } from './sso/sso-enforcement.service.js';
 import { createSsoSignInService } from './sso/sso-sign-in.service.js';
 import { VERSION } from './version.js';
@@ -248,6 +249,13 @@ async function startIdentity(deps: {
         connections: ssoConnections,
         signIn: ssoSignIn,
         enforcement: createSsoEnforcementService({ store: ssoStore, orgs, mfa, transact }),
+        domains: createSsoDomainsService({
+          store: ssoStore,
+          transact,
+          clock,
+          dnsServers: config.sso.dnsServers,
+          timeoutSeconds: config.sso.timeoutSeconds,
+        }),
         publicUrl: config.publicUrl,
       }),
       ...scimRoutes({

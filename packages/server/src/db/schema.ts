@@ -465,6 +465,16 @@ export interface SsoSignInsTable {
   expires_at: number;
 }
 
+/** An email domain an organization claims, verified once its challenge is in DNS (SSO-4). */
+export interface SsoDomainsTable {
+  org_id: string;
+  domain: string;
+  challenge: string;
+  created_by: string;
+  created_at: number;
+  verified_at: number | null;
+}
+
 /** An assertion a SAML sign-in took, kept until it expires: the replay cache (SSO-2). */
 export interface SamlAssertionsTable {
   assertion_hash: string;
@@ -527,6 +537,7 @@ export interface DB {
   sso_identities: SsoIdentitiesTable;
   sso_sign_ins: SsoSignInsTable;
   saml_assertions: SamlAssertionsTable;
+  sso_domains: SsoDomainsTable;
   scim_configs: ScimConfigsTable;
   scim_users: ScimUsersTable;
   scim_groups: ScimGroupsTable;

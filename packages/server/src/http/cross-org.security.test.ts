@@ -62,6 +62,12 @@ const ALL_PREFIXES: IdPrefix[] = [
  */
 const SCIM_PATCH = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
 
+/**
+ * Path parameters that are names an organization chose (an email domain), not ids: another
+ * organization's name under one's own slug is walked in route-walks.security.test.ts (404).
+ */
+const NAME_PARAMS = new Set(['domain']);
+
 /** SCIM routes answer the organization's SCIM token only: it is their attacker's credential. */
 const isScim = (route: RegisteredRoute) =>
   'permission' in route.declaration.access && route.declaration.access.permission === SCIM_PERMISSION;
@@ -277,7 +283,7 @@ function attemptsFor(routes: RegisteredRoute[], own: Ids): { attempts: Attempt[]
     const op = declaration.operationId;
     const pathParams = (route.url.match(/:([A-Za-z]+)/g) ?? [])
       .map((p) => p.slice(1))
-      .filter((p) => p !== 'org');
+      .filter((p) => p !== 'org' && !NAME_PARAMS.has(p));
     const paramPrefixes = new Map(idFields(declaration.params).map((f) => [f.field, f.prefix]));
     const query = QUERIES[op] ?? {};
     const bodyIds = idFields(declaration.body).filter(({ field }) => !NOT_IDS[`${op} body:${field}`]);

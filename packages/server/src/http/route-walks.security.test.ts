@@ -116,7 +116,12 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
       defaultRole: 'viewer',
     },
   });
+  // An email domain claimed (not verified): another organization reaching it by name finds nothing.
+  const domain = await owner.json<{ domain: string }>('POST', `/api/orgs/${slug}/sso/domains`, {
+    domain: `${prefix}.example.test`,
+  });
   const ids = {
+    domain: domain.body.domain,
     connection: ssoConnection.body.id,
     factor: factor.body.factorId,
     key: apiKey.body.apiKey.id,

@@ -8,6 +8,7 @@ import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId
 import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/session-guard.js';
 import { isLoopbackHost, SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
+import type { DomainView as DomainViewOf, SsoDomainsService } from './sso-domains.service.js';
 import type { SsoEnforcementService } from './sso-enforcement.service.js';
 import type { SignInUrls, SsoSignInService } from './sso-sign-in.service.js';
 
@@ -22,6 +23,24 @@ export const OIDC_CALLBACK_PREFIX = '/api/auth/sso/oidc/';
 export const oidcCallbackPath = (connectionId: string) => `${OIDC_CALLBACK_PREFIX}${connectionId}/callback`;
 
 const ConnectionId = idOf('sso');
+
+const DomainName = z
+  .string()
+  .trim()
+  .toLowerCase()
+  .regex(/^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'is not a domain name');
+
+const DomainView = z.object({
+  domain: z.string(),
+  verified: z.boolean(),
+  verifiedAt: Timestamp.nullable(),
+  txtName: z.string().describe('Publish a TXT record with this name…'),
+  txtValue: z.string().describe('…and this value'),
+});
+const presentDomain = (view: DomainViewOf) => ({
+  ...view,
+  verifiedAt: view.verifiedAt === null ? null : iso(view.verifiedAt),
+});
 
 const Enforcement = z.object({
   ssoRequired: z.boolean(),
@@ -251,10 +270,111 @@ export function ssoRoutes(deps: {
   connections: SsoConnectionsService;
   signIn: SsoSignInService;
   enforcement: SsoEnforcementService;
+  domains: SsoDomainsService;
   publicUrl: string | undefined;
 }): RouteDefinition[] {
-  const { connections, signIn, enforcement, publicUrl } = deps;
+  const { connections, signIn, enforcement, domains, publicUrl } = deps;
+  const offered = async (slug: string) =>
+    (await connections.offeredBy(slug)).map((connection) => ({
+      id: connection.id,
+      name: connection.name,
+      kind: connection.kind,
+      startUrl: `/api/auth/sso/${connection.id}/${connection.kind === 'ldap' ? 'ldap' : 'start'}`,
+    }));
+  const DomainParams = z.strictObject({ org: OrgSlug, domain: DomainName });
   return [
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/sso/domains',
+      operationId: 'listSsoDomains',
+      summary: 'The email domains the organization claims, and the DNS record that verifies each',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage' },
+      rateLimit: 'read',
+      params: z.strictObject({ org: OrgSlug }),
+      response: { 200: z.object({ domains: z.array(DomainView) }) },
+      handler: async ({ principal }) => ({
+        domains: (await domains.list(principal!.org!.id)).map(presentDomain),
+      }),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/sso/domains',
+      operationId: 'addSsoDomain',
+      summary: 'Claim an email domain; it routes sign-in here once its TXT record is verified',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: z.strictObject({ org: OrgSlug }),
+      body: z.strictObject({ domain: DomainName }),
+      response: { 201: DomainView },
+      handler: async ({ principal, request, body }) =>
+        presentDomain(await domains.add(callerOf(principal, request), body.domain)),
+    }),
+    defineRoute({
+      method: 'POST',
+      url: '/api/orgs/:org/sso/domains/:domain/verify',
+      operationId: 'verifySsoDomain',
+      summary: "Look the domain's TXT record up in DNS now; verified when it holds the challenge",
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: DomainParams,
+      response: { 200: DomainView },
+      handler: async ({ principal, request, params }) =>
+        presentDomain(await domains.verify(callerOf(principal, request), params.domain)),
+    }),
+    defineRoute({
+      method: 'DELETE',
+      url: '/api/orgs/:org/sso/domains/:domain',
+      operationId: 'removeSsoDomain',
+      summary: 'Give up a domain: sign-ins from it are no longer routed here',
+      tags: ['sso'],
+      access: { permission: 'security_configuration:manage', privileged: true },
+      rateLimit: 'write',
+      params: DomainParams,
+      response: { 200: Done },
+      handler: async ({ principal, request, params }) => {
+        await domains.remove(callerOf(principal, request), params.domain);
+        return done;
+      },
+    }),
+    defineRoute({
+      method: 'GET',
+      url: '/api/auth/sso/discover',
+      operationId: 'discoverSsoSignIn',
+      summary:
+        "The identity providers of the organization that verified an email address's domain: where a sign-in starting from that address goes",
+      tags: ['auth', 'sso'],
+      access: {
+        public:
+          'the sign-in page asks before anyone is signed in; only verified domains answer, with names only',
+      },
+      rateLimit: 'auth',
+      query: z.strictObject({
+        email: z.string().trim().min(3).max(254).regex(/@/, 'is not an email address'),
+      }),
+      response: {
+        200: z.object({
+          connections: z.array(
+            z.object({
+              id: z.string(),
+              name: z.string(),
+              kind: z.enum(['oidc', 'ldap', 'saml']),
+              startUrl: z.string(),
+              org: z.string(),
+            }),
+          ),
+        }),
+      },
+      handler: async ({ query }) => {
+        const owner = await domains.ownerOf(query.email);
+        return {
+          connections: owner ? (await offered(owner.slug)).map((c) => ({ ...c, org: owner.slug })) : [],
+        };
+      },
+    }),
+
     defineRoute({
       method: 'GET',
       url: '/api/orgs/:org/sso/connections',
@@ -369,7 +489,7 @@ export function ssoRoutes(deps: {
             z.object({
               id: z.string(),
               name: z.string(),
-              kind: z.enum(['oidc', 'ldap']),
+              kind: z.enum(['oidc', 'ldap', 'saml']),
               startUrl: z
                 .string()
                 .describe('OIDC: POST to begin the redirect; LDAP: POST the user name and password here'),
@@ -377,14 +497,7 @@ export function ssoRoutes(deps: {
           ),
         }),
       },
-      handler: async ({ params }) => ({
-        connections: (await connections.offeredBy(params.org)).map((connection) => ({
-          id: connection.id,
-          name: connection.name,
-          kind: connection.kind,
-          startUrl: `/api/auth/sso/${connection.id}/${connection.kind === 'ldap' ? 'ldap' : 'start'}`,
-        })),
-      }),
+      handler: async ({ params }) => ({ connections: await offered(params.org) }),
     }),
 
     defineRoute({

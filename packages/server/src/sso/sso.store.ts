@@ -1,5 +1,11 @@
 import type { Kysely } from 'kysely';
-import type { DB, SsoConnectionsTable, SsoIdentitiesTable, SsoSignInsTable } from '../db/schema.js';
+import type {
+  DB,
+  SsoConnectionsTable,
+  SsoDomainsTable,
+  SsoIdentitiesTable,
+  SsoSignInsTable,
+} from '../db/schema.js';
 
 export type SsoConnectionRow = SsoConnectionsTable;
 export type SsoIdentityRow = SsoIdentitiesTable;
@@ -71,6 +77,44 @@ export function createSsoStore(db: Kysely<DB>) {
         .onConflict((oc) => oc.column('assertion_hash').doNothing())
         .executeTakeFirst();
       return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
+    },
+
+    domains: (orgId: string) =>
+      db.selectFrom('sso_domains').selectAll().where('org_id', '=', orgId).orderBy('domain').execute(),
+    domain: (orgId: string, domain: string) =>
+      db
+        .selectFrom('sso_domains')
+        .selectAll()
+        .where('org_id', '=', orgId)
+        .where('domain', '=', domain)
+        .executeTakeFirst(),
+    /** The organization that verified a domain, if one has. */
+    verifiedOwnerOf: (domain: string) =>
+      db
+        .selectFrom('sso_domains')
+        .innerJoin('orgs', 'orgs.id', 'sso_domains.org_id')
+        .select(['orgs.id', 'orgs.slug'])
+        .where('sso_domains.domain', '=', domain)
+        .where('sso_domains.verified_at', 'is not', null)
+        .executeTakeFirst(),
+    insertDomain: async (row: SsoDomainsTable) => {
+      await db.insertInto('sso_domains').values(row).execute();
+    },
+    markVerified: async (orgId: string, domain: string, at: number) => {
+      await db
+        .updateTable('sso_domains')
+        .set({ verified_at: at })
+        .where('org_id', '=', orgId)
+        .where('domain', '=', domain)
+        .execute();
+    },
+    async deleteDomain(orgId: string, domain: string): Promise<boolean> {
+      const result = await db
+        .deleteFrom('sso_domains')
+        .where('org_id', '=', orgId)
+        .where('domain', '=', domain)
+        .executeTakeFirst();
+      return result.numDeletedRows > 0n;
     },
 
     identity: (issuer: string, subject: string) =>

@@ -20,6 +20,7 @@ import * as sso from './0018-sso.js';
 import * as ssoEnforcement from './0019-sso-enforcement.js';
 import * as scim from './0020-scim.js';
 import * as saml from './0021-saml.js';
+import * as ssoDomains from './0022-sso-domains.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -52,6 +53,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0019-sso-enforcement': ssoEnforcement,
   '0020-scim': scim,
   '0021-saml': saml,
+  '0022-sso-domains': ssoDomains,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
