@@ -211,6 +211,13 @@ async function startIdentity(deps: {
     audit,
     clock,
   });
+  const ssoDomains = createSsoDomainsService({
+    store: ssoStore,
+    transact,
+    clock,
+    dnsServers: config.sso.dnsServers,
+    timeoutSeconds: config.sso.timeoutSeconds,
+  });
   const scimSettings = createScimSettingsService({
     store: createScimStore(db),
     access: accessStore,
@@ -243,19 +250,25 @@ async function startIdentity(deps: {
       ...secretsRoutes(secrets),
       ...apiKeysRoutes(apiKeys, clock),
       ...invitationsRoutes({ invitations, auth }),
-      ...accessReviewRoutes({ access, roles, members, invitations, apiKeys, mfa, audit, clock }),
+      ...accessReviewRoutes({
+        access,
+        roles,
+        members,
+        invitations,
+        apiKeys,
+        mfa,
+        sso: ssoConnections,
+        domains: ssoDomains,
+        scim: scimSettings,
+        audit,
+        clock,
+      }),
       ...auditRoutes(audit),
       ...ssoRoutes({
         connections: ssoConnections,
         signIn: ssoSignIn,
         enforcement: createSsoEnforcementService({ store: ssoStore, orgs, mfa, transact }),
-        domains: createSsoDomainsService({
-          store: ssoStore,
-          transact,
-          clock,
-          dnsServers: config.sso.dnsServers,
-          timeoutSeconds: config.sso.timeoutSeconds,
-        }),
+        domains: ssoDomains,
         publicUrl: config.publicUrl,
       }),
       ...scimRoutes({

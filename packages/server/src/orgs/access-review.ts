@@ -10,6 +10,9 @@ import type { AuditService } from '../audit/audit.service.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { iso, OrgSlug } from '../http/schemas.js';
 import type { MfaService } from '../mfa/mfa.service.js';
+import type { ScimSettingsService } from '../scim/scim-settings.service.js';
+import type { SsoConnectionsService } from '../sso/sso-connections.service.js';
+import type { SsoDomainsService } from '../sso/sso-domains.service.js';
 import type { InvitationsService } from './invitations.service.js';
 import type { MembersService } from './members.service.js';
 
@@ -26,12 +29,53 @@ export function accessReviewRoutes(deps: {
   invitations: InvitationsService;
   apiKeys: ApiKeysService;
   mfa: Pick<MfaService, 'enrolledAmong'>;
+  sso: Pick<SsoConnectionsService, 'list' | 'linkedIssuers'>;
+  domains: Pick<SsoDomainsService, 'list'>;
+  scim: Pick<ScimSettingsService, 'current' | 'provisionedAmong'>;
   audit: AuditService;
   clock: () => number;
 }): RouteDefinition[] {
   const { access, roles, members, invitations, apiKeys, mfa, audit, clock } = deps;
 
-  async function build(org: { id: string; slug: string; mfaRequired: boolean }) {
+  /** How the organization's people sign in and are provisioned, secrets left out. */
+  async function federation(org: { id: string; ssoRequired: boolean; breakGlassUserId: string | null }) {
+    const [connections, domains, scim] = await Promise.all([
+      deps.sso.list(org.id),
+      deps.domains.list(org.id),
+      deps.scim.current(org.id),
+    ]);
+    return {
+      sso: {
+        configured: connections.length > 0,
+        required: org.ssoRequired,
+        breakGlassUserId: org.breakGlassUserId,
+        connections: connections.map((connection) => ({
+          id: connection.id,
+          name: connection.name,
+          kind: connection.kind,
+          enabled: connection.enabled,
+          config: connection.config,
+        })),
+        domains: domains.map((domain) => ({ domain: domain.domain, verified: domain.verified })),
+      },
+      scim: {
+        configured: scim.enabled,
+        tokenHint: scim.tokenHint,
+        defaultRole: scim.defaultRole,
+        groupRoles: scim.groupRoles,
+        rotatedAt: scim.rotatedAt === null ? null : iso(scim.rotatedAt),
+        lastUsedAt: scim.lastUsedAt === null ? null : iso(scim.lastUsedAt),
+      },
+    };
+  }
+
+  async function build(org: {
+    id: string;
+    slug: string;
+    mfaRequired: boolean;
+    ssoRequired: boolean;
+    breakGlassUserId: string | null;
+  }) {
     const now = clock();
     const [memberRows, roleViews, bindings, open, keyRows] = await Promise.all([
       members.list(org.id),
@@ -41,7 +85,12 @@ export function accessReviewRoutes(deps: {
       apiKeys.list(org.id),
     ]);
     const keys = keyRows.map((row) => apiKeyView(row, now));
-    const enrolled = await mfa.enrolledAmong(memberRows.map((member) => member.id));
+    const ids = memberRows.map((member) => member.id);
+    const [enrolled, issuers, provisioned] = await Promise.all([
+      mfa.enrolledAmong(ids),
+      deps.sso.linkedIssuers(ids),
+      deps.scim.provisionedAmong(org.id),
+    ]);
     const reviewed = [];
     for (const member of memberRows) {
       const context = await access.load(org.slug, member.id);
@@ -61,6 +110,8 @@ export function accessReviewRoutes(deps: {
           .map((b) => ({ id: b.id, role: b.role, selector: b.selector, subjectType: b.subject_type })),
         permissions: context ? [...orgWidePermissions(context.access)].sort() : [],
         mfaEnrolled: enrolled.has(member.id),
+        signsInThrough: issuers.get(member.id) ?? [],
+        provisionedBy: provisioned.has(member.id) ? 'scim' : null,
         apiKeys: keys
           .filter((key) => key.createdBy.id === member.id && key.status === 'active')
           .map((key) => key.name),
@@ -81,9 +132,7 @@ export function accessReviewRoutes(deps: {
           expiresAt: iso(row.expires_at),
         })),
       apiKeys: keys,
-      // SSO and SCIM do not exist in this version; the review states it rather than omitting them.
-      sso: { configured: false },
-      scim: { configured: false },
+      ...(await federation(org)),
     };
   }
 
@@ -97,6 +146,8 @@ export function accessReviewRoutes(deps: {
       'bindings',
       'permissions',
       'mfa_enrolled',
+      'sso_issuers',
+      'provisioned_by',
       'active_api_keys',
     ];
     const rows = review.members.map((m) =>
@@ -109,6 +160,8 @@ export function accessReviewRoutes(deps: {
         m.bindings.map((b) => (b.selector ? `${b.role}@${b.selector}` : b.role)).join(' '),
         m.permissions.join(' '),
         m.mfaEnrolled ? 'yes' : 'no',
+        m.signsInThrough.join(' '),
+        m.provisionedBy ?? '',
         m.apiKeys.join(' | '),
       ]
         .map(csvCell)

@@ -410,8 +410,8 @@ describe.each(BACKENDS)('on %s', (backend) => {
       const csv = await world.owner.client.send('GET', '/api/orgs/acme/access-review?format=csv');
       const lines = (await csv.text()).split('\r\n').filter(Boolean);
       expect(lines).toHaveLength(3);
-      expect(lines[0]).toContain('mfa_enrolled,active_api_keys');
-      expect(lines.find((line) => line.startsWith(OWNER.email))).toMatch(/,no,deploy pipeline$/);
+      expect(lines[0]).toContain('mfa_enrolled,sso_issuers,provisioned_by,active_api_keys');
+      expect(lines.find((line) => line.startsWith(OWNER.email))).toMatch(/,no,,,deploy pipeline$/);
       expect(await auditActions(world, '&action=access.review_exported')).toHaveLength(2);
     });
   });

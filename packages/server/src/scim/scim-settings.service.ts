@@ -114,6 +114,10 @@ export function createScimSettingsService(deps: {
   return {
     current: async (orgId: string) => view(await store.config(orgId)),
 
+    /** The members whose accounts SCIM created here (for the access review). */
+    provisionedAmong: async (orgId: string) =>
+      new Set((await store.createdHere(orgId)).map((row) => row.user_id)),
+
     /** Turns SCIM on with a first token, or changes its settings and keeps the token. */
     async configure(caller: Caller, settings: ScimSettings) {
       const existing = await store.config(caller.org.id);

@@ -131,6 +131,23 @@ describe.each(BACKENDS)('SCIM provisioning on %s', (backend: Backend) => {
     expect(row).toEqual({ password_hash: null, display_name: 'Grace B. Hopper' });
   });
 
+  it('shows in the access review that SCIM is on and whom it provisioned, never its token', async () => {
+    const response = await world.owner.client.send('GET', '/api/orgs/acme/access-review');
+    const text = await response.text();
+    expect(text).not.toContain(token);
+    const review = JSON.parse(text) as {
+      scim: { configured: boolean; tokenHint: string; defaultRole: string };
+      members: Array<{ email: string; provisionedBy: string | null }>;
+    };
+    expect(review.scim).toMatchObject({
+      configured: true,
+      tokenHint: token.slice(0, 10),
+      defaultRole: 'viewer',
+    });
+    expect(review.members.find((m) => m.email === 'grace@acme.test')?.provisionedBy).toBe('scim');
+    expect(review.members.find((m) => m.email === OWNER.email)?.provisionedBy).toBeNull();
+  });
+
   it('provisions as Entra ID does: enterprise extension, capitalized ops, string booleans, soft then hard delete', async () => {
     const values = await replay(ENTRA, { email: 'alan@acme.test' });
     const member = await reader.db

@@ -95,6 +95,14 @@ export function createScimStore(db: Kysely<DB>) {
     async deleteUserRecord(orgId: string, userId: string): Promise<void> {
       await db.deleteFrom('scim_users').where('org_id', '=', orgId).where('user_id', '=', userId).execute();
     },
+    /** The people whose accounts this organization's SCIM created. */
+    createdHere: (orgId: string) =>
+      db
+        .selectFrom('scim_users')
+        .select('user_id')
+        .where('org_id', '=', orgId)
+        .where('owned', '=', 1)
+        .execute(),
     /** How many organizations the person belongs to: SCIM disables an account only when it is theirs alone. */
     async membershipCount(userId: string): Promise<number> {
       const row = await db

@@ -99,6 +99,23 @@ describe.skipIf(unavailable !== null).each(BACKENDS)('LDAP sign-in on %s', (back
     );
   });
 
+  it('shows in the access review the directory and who signs in through it, never its password', async () => {
+    const response = await world.owner.client.send('GET', '/api/orgs/acme/access-review');
+    const text = await response.text();
+    expect(text).not.toContain(slapd.serviceAccount.password);
+    const review = JSON.parse(text) as {
+      sso: { configured: boolean; connections: Array<{ kind: string; name: string }> };
+      members: Array<{ email: string; signsInThrough: string[] }>;
+    };
+    expect(review.sso.configured).toBe(true);
+    expect(review.sso.connections).toContainEqual(
+      expect.objectContaining({ kind: 'ldap', name: 'Corporate directory' }),
+    );
+    expect(review.members.find((m) => m.email === LDAP_USERS.alice.mail)?.signsInThrough).toEqual([
+      `ldaps://${new URL(slapd.url).host}/ou=people,${slapd.baseDn}`,
+    ]);
+  });
+
   it('treats a sign-in name as a name, never as a filter (LDAP injection)', async () => {
     const wrong = await signIn('alice', 'not-her-password');
     expect([wrong.status, wrong.body.error.code]).toEqual([401, 'invalid_credentials']);
@@ -162,7 +179,16 @@ describe.skipIf(unavailable !== null).each(BACKENDS)('LDAP sign-in on %s', (back
 
     const startTls = await connect('StartTLS directory', ldapConfig({ url: slapd.startTlsUrl }));
     expect(startTls.status).toBe(201);
-    expect((await signIn('alice', LDAP_USERS.alice.password, startTls.body.id)).status).toBe(200);
+    // Another address is another issuer: someone new signs in there (alice's account is linked to the ldaps one).
+    await slapd.addUser({
+      uid: 'carol',
+      cn: 'Carol Example',
+      mail: 'carol@example.test',
+      password: 'carol-password',
+    });
+    expect((await signIn('carol', 'carol-password', startTls.body.id)).status).toBe(200);
+    const linked = await signIn('alice', LDAP_USERS.alice.password, startTls.body.id);
+    expect(linked.body.error.code).toBe('sso_account_exists');
   });
 
   it('keeps the service account’s password sealed and says in words when it is wrong', async () => {

@@ -41,8 +41,14 @@ const first = (value: Entry[string] | undefined): string | undefined => {
   return Buffer.isBuffer(one) ? one.toString('hex') : String(one);
 };
 
-/** The identity's issuer: the directory and the part of it people live in. */
-export const ldapIssuer = (config: LdapConfig) => `${new URL(config.url).origin}/${config.userBaseDn}`;
+/**
+ * The identity's issuer: the directory (its host and port; an ldap: URL has no `origin`) and the
+ * part of it people live in. Two directories never share one, whatever their base DNs.
+ */
+export function ldapIssuer(config: LdapConfig): string {
+  const url = new URL(config.url);
+  return `${url.protocol}//${url.host}/${config.userBaseDn}`;
+}
 
 /** What went wrong talking to the directory, in words its administrator can act on. */
 function explain(error: unknown, timeoutSeconds: number, step: string): SsoError {

@@ -192,6 +192,14 @@ export function createSsoConnectionsService(deps: {
       return open(row);
     },
 
+    /** Which identity providers each of these people signs in through (for the access review). */
+    async linkedIssuers(userIds: string[]): Promise<Map<string, string[]>> {
+      const linked = new Map<string, string[]>();
+      for (const row of await store.issuersOf(userIds))
+        linked.set(row.user_id, [...(linked.get(row.user_id) ?? []), row.issuer]);
+      return linked;
+    },
+
     /** A SAML connection's SP metadata, to give its IdP; undefined for no such SAML connection. */
     async samlMetadata(id: string, addresses: SpAddresses): Promise<string | undefined> {
       const row = await store.connectionById(id);

@@ -117,6 +117,17 @@ export function createSsoStore(db: Kysely<DB>) {
       return result.numDeletedRows > 0n;
     },
 
+    /** The issuers each of these users is linked to (for the access review). */
+    issuersOf: (userIds: string[]) =>
+      userIds.length === 0
+        ? Promise.resolve([])
+        : db
+            .selectFrom('sso_identities')
+            .select(['user_id', 'issuer'])
+            .where('user_id', 'in', userIds)
+            .orderBy('issuer')
+            .execute(),
+
     identity: (issuer: string, subject: string) =>
       db
         .selectFrom('sso_identities')
