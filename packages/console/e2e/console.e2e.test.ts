@@ -249,7 +249,7 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
   it('runs an action with the keyboard alone, from sign-in to its output', async () => {
     const { page } = await world.newPage();
     await page.goto('/login');
-    await tabTo(page, page.getByLabel('Email'));
+    await tabTo(page, page.getByLabel('Email', { exact: true }));
     await page.keyboard.type(OPERATOR.email);
     await page.keyboard.press('Tab');
     await page.keyboard.type(OPERATOR.password);

@@ -80,7 +80,8 @@ export interface AgentAction {
   argv: string[];
 }
 
-export async function startConsoleWorld(): Promise<ConsoleWorld> {
+/** `env`: more server settings (BULWARK_*) for this world. */
+export async function startConsoleWorld(env: Record<string, string> = {}): Promise<ConsoleWorld> {
   const dir = await mkdtemp(path.join(tmpdir(), 'bulwark-console-'));
   const ownerEmail = 'owner@example.test';
   const server = await startServerProcess({
@@ -93,6 +94,7 @@ export async function startConsoleWorld(): Promise<ConsoleWorld> {
       BULWARK_RATE_LIMIT_READ_PER_MINUTE: '100000',
       BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '100000',
       BULWARK_RATE_LIMIT_AUTH_PER_MINUTE: '10000',
+      ...env,
     },
   });
   const firstPassword = /password:\s+(\S+)/.exec(server.output())?.[1];
@@ -273,7 +275,8 @@ export async function unnamedControls(page: Page): Promise<string[]> {
 /** Signs in through the login screen. */
 export async function signIn(page: Page, email: string, password: string): Promise<void> {
   await page.goto('/login');
-  await page.getByLabel('Email').fill(email);
-  await page.getByLabel('Password').fill(password);
+  // Exact: the single sign-on form below asks for a "work email" too.
+  await page.getByLabel('Email', { exact: true }).fill(email);
+  await page.getByLabel('Password', { exact: true }).fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
 }

@@ -102,7 +102,10 @@ const AccessContext = createContext<OrgAccess | undefined>(undefined);
 
 export function AccessProvider({ org, children }: { org: string; children: ReactNode }) {
   const [access, setAccess] = useState<MyAccess | undefined>();
-  const [failure, setFailure] = useState<{ message: string; needsFactor: boolean } | undefined>();
+  const { logout } = useSession();
+  const [failure, setFailure] = useState<
+    { message: string; needsFactor: boolean; needsSso: boolean } | undefined
+  >();
   useEffect(() => {
     setAccess(undefined);
     setFailure(undefined);
@@ -110,6 +113,7 @@ export function AccessProvider({ org, children }: { org: string; children: React
       setFailure({
         message: error instanceof ApiError ? error.message : 'The organization could not be loaded.',
         needsFactor: error instanceof ApiError && error.code === 'mfa_enrolment_required',
+        needsSso: error instanceof ApiError && error.code === 'sso_required',
       }),
     );
   }, [org]);
@@ -122,6 +126,11 @@ export function AccessProvider({ org, children }: { org: string; children: React
     return (
       <p className="notice error" role="alert">
         {failure.message} {failure.needsFactor && <Link to="/profile">Open your profile</Link>}
+        {failure.needsSso && (
+          <button type="button" onClick={() => void logout()}>
+            Sign out
+          </button>
+        )}
       </p>
     );
   if (!value) return <p className="muted">Loading…</p>;

@@ -84,6 +84,7 @@ import { secretsRoutes } from './secrets/secrets.routes.js';
 import { createSecretsService } from './secrets/secrets.service.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
+import { createExternalTokensService } from './sso/external-tokens.service.js';
 import { createLdapDirectory } from './sso/ldap.js';
 import { createOidcRelyingParty } from './sso/oidc.js';
 import { createSamlServiceProvider } from './sso/saml.js';
@@ -234,6 +235,16 @@ async function startIdentity(deps: {
       sessions,
       apiKeys,
       scim: scimSettings,
+      externalTokens: createExternalTokensService({
+        connections: ssoConnections,
+        relyingParty: oidcRelyingParty,
+        store: ssoStore,
+        users,
+        seals,
+        mfa,
+        clock,
+        timeoutSeconds: config.sso.timeoutSeconds,
+      }),
       csrf,
       audit,
       access,

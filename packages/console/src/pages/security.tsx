@@ -3,11 +3,13 @@ import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { ConfirmDialog, ErrorNote, Loaded, useLoad } from '../components/ui';
 import { useAccess } from '../session';
+import { ScimSettings } from './scim-settings';
 import { SsoSettings } from './sso-settings';
 
 /**
  * The organization's security policy (MFA-4): whether every member needs a second factor. On by
  * default; relaxing it is a deliberate, confirmed step (and the server asks for a recent sign-in).
+ * Managers also find single sign-on and SCIM provisioning here.
  */
 
 interface Policy {
@@ -58,6 +60,7 @@ export default function SecurityPage() {
         )}
       </Loaded>
       {canManage && <SsoSettings org={org} />}
+      {canManage && <ScimSettings org={org} />}
       {changing !== undefined && (
         <ConfirmDialog
           title={changing ? 'Require two-factor authentication' : 'Stop requiring two-factor authentication'}

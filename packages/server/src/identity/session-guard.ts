@@ -10,6 +10,7 @@ import type { RouteGuard } from '../http/app.js';
 import { auditContextOf, bearerTokenHashOf, bearerTokenOf } from '../http/request-context.js';
 import type { OrgContext, Principal } from '../http/route.js';
 import type { ScimSettingsService } from '../scim/scim-settings.service.js';
+import type { ExternalTokensService } from '../sso/external-tokens.service.js';
 import type { Csrf } from './csrf.js';
 import type { LiveSession, SessionsService } from './sessions.service.js';
 
@@ -87,6 +88,7 @@ export function createRouteGuard(deps: {
   sessions: SessionsService;
   apiKeys: ApiKeysService;
   scim: Pick<ScimSettingsService, 'authenticate'>;
+  externalTokens: Pick<ExternalTokensService, 'authenticate'>;
   csrf: Csrf;
   audit: AuditService;
   access: AccessService;
@@ -319,11 +321,46 @@ export function createRouteGuard(deps: {
     };
   }
 
+  /**
+   * SSO-6: an access token from the organization's identity provider, as the member it was issued
+   * for: their role in that organization, nothing of their own account, and no privileged route (a
+   * token proves no recent sign-in here).
+   */
+  async function withExternalToken(
+    request: FastifyRequest,
+    route: GuardedRoute,
+    token: string,
+  ): Promise<Principal> {
+    const notHere = (why: string) =>
+      new AppError(403, 'external_token_not_allowed', `An identity provider's access token ${why}.`);
+    if (route.access.permission === SELF_PERMISSION)
+      throw notHere("acts in its organization, not on one's own account");
+    const slug = (request.params as Record<string, unknown> | undefined)?.org;
+    const caller = typeof slug === 'string' ? await deps.externalTokens.authenticate(slug, token) : undefined;
+    if (!caller)
+      throw new UnauthenticatedError(
+        'This bearer token is not valid here: unknown, expired, revoked, for another audience, or for someone not linked to this organization.',
+      );
+    const principal: Principal = {
+      type: 'user',
+      id: caller.userId,
+      userId: caller.userId,
+      display: caller.email,
+    };
+    const org = await authorizeInOrg(request, route, principal, undefined);
+    principal.org = org;
+    await assertMfaPolicy(request, route, principal, org, caller.mfaEnrolled);
+    if (route.access.privileged) throw notHere('cannot prove a recent sign-in, which this route needs');
+    return principal;
+  }
+
   return async (request, route, generation) => {
     const bearer = bearerTokenOf(request);
     if (route.access.permission === SCIM_PERMISSION) return withScimToken(request, bearer);
     if (bearer?.startsWith('bwp_'))
       throw new AppError(403, 'scim_token_not_allowed', 'A SCIM token reaches the SCIM endpoints only.');
+    // Bulwark's own tokens name their kind (bwk_, bwp_); anything else is the identity provider's.
+    if (bearer && !/^bw[a-z]_/.test(bearer)) return withExternalToken(request, route, bearer);
     if (bearer !== undefined) return withApiKey(request, route, bearer);
     const token = sessionCookieOf(request);
     if (!token) throw new UnauthenticatedError();

@@ -89,6 +89,21 @@ export function createOidcRelyingParty(options: { timeoutSeconds: number; clock:
   return {
     discover,
 
+    /** The provider's metadata (cached like a sign-in's). */
+    async serverMetadata(connection: { id: string; version: number; config: OidcConfig }) {
+      return (await configurationOf(connection.id, connection.version, connection.config)).serverMetadata();
+    },
+
+    /** RFC 7662: what the provider says of a token now, authenticated as the connection's client. */
+    async introspect(connection: { id: string; version: number; config: OidcConfig }, token: string) {
+      const configuration = await configurationOf(connection.id, connection.version, connection.config);
+      try {
+        return await oidc.tokenIntrospection(configuration, token);
+      } catch (error) {
+        throw explain(error, timeoutSeconds);
+      }
+    },
+
     /** Where to send the browser, and what its callback must bring back. */
     async start(
       connection: { id: string; version: number; config: OidcConfig },

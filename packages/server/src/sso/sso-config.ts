@@ -32,6 +32,13 @@ export interface OidcConfig extends ProvisioningConfig {
   acrValues: string[];
   /** Each must be in the ID token's `amr` (RFC 8176), e.g. `mfa`; checked at sign-in and step-up. */
   requiredAmr: string[];
+  /**
+   * SSO-6: the audience of access tokens from this provider that the API accepts as its linked
+   * people (null: none). Never the client ID, or the provider's ID tokens would pass.
+   */
+  apiAudience?: string | null;
+  /** Whether those tokens are opaque and checked at the provider's introspection endpoint (RFC 7662). */
+  introspectTokens?: boolean;
 }
 
 /** Why the provider's proof is weaker than the connection asks, or undefined when it is not. */

@@ -219,6 +219,17 @@ export function createSsoConnectionsService(deps: {
     ): Promise<SsoConnectionView> {
       const input: { name: string } & NewConnection =
         given.kind === 'saml' ? { ...given, config: resolvedSaml(given.config) } : given;
+      // An ID token's audience is the client: accepting tokens for it would let ID tokens open the API.
+      if (
+        input.kind === 'oidc' &&
+        input.config.apiAudience &&
+        input.config.apiAudience === input.config.clientId
+      )
+        throw new AppError(
+          422,
+          'api_audience_is_client',
+          "The API's audience must be its own (the API's identifier at the provider), not the client ID.",
+        );
       const now = clock();
       const id = newId('sso', now);
       for (const role of new Set([input.config.defaultRole, ...input.config.groupRoles.map((m) => m.role)]))

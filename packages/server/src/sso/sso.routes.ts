@@ -100,6 +100,20 @@ const OidcConfigInput = z.strictObject({
     .max(10)
     .default([])
     .describe("Each must be in the ID token's amr (RFC 8176), e.g. mfa"),
+  apiAudience: z
+    .string()
+    .trim()
+    .min(1)
+    .max(512)
+    .nullable()
+    .default(null)
+    .describe(
+      "Accept the provider's access tokens with this audience as their linked members (SSO-6); never the client ID",
+    ),
+  introspectTokens: z
+    .boolean()
+    .default(false)
+    .describe('The tokens are opaque: ask the provider (RFC 7662 introspection) instead of checking a JWT'),
 });
 
 /** An LDAP attribute's name (RFC 4512 descr). */

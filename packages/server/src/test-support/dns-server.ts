@@ -12,11 +12,14 @@ export interface DnsServer {
   address: string;
   /** Publishes (replaces) the TXT records of `name`. */
   setTxt(name: string, values: string[]): void;
+  /** The names asked for, in order. */
+  asked: string[];
   close(): Promise<void>;
 }
 
 export async function startDnsServer(): Promise<DnsServer> {
   const records = new Map<string, string[]>();
+  const asked: string[] = [];
   const socket = createSocket('udp4');
   socket.on('message', (message: Buffer, from: RemoteInfo) => {
     let query: packet.Packet;
@@ -25,6 +28,7 @@ export async function startDnsServer(): Promise<DnsServer> {
     } catch {
       return; // not DNS: nothing to answer
     }
+    for (const question of query.questions ?? []) asked.push(question.name);
     const answers = (query.questions ?? []).flatMap((question) =>
       question.type === 'TXT'
         ? (records.get(question.name.toLowerCase()) ?? []).map((value) => ({
@@ -49,6 +53,7 @@ export async function startDnsServer(): Promise<DnsServer> {
   const { port } = socket.address();
   return {
     address: `127.0.0.1:${port}`,
+    asked,
     setTxt: (name, values) => records.set(name.toLowerCase(), values),
     close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
   };

@@ -47,10 +47,28 @@ server.listen(Number(port), '127.0.0.1', () => {
       profile: ['name'],
       groups: ['groups'],
     },
-    scopes: ['openid', 'email', 'profile', 'groups'],
+    scopes: ['openid', 'email', 'profile', 'groups', 'api'],
     acrValues: ['urn:acme:loa:1', 'urn:acme:loa:2'],
     conformIdTokenClaims: false,
-    features: { devInteractions: { enabled: false } },
+    features: {
+      devInteractions: { enabled: false },
+      // Access tokens for an API (SSO-6): a resource named …/opaque gets opaque tokens (introspected),
+      // any other a JWT signed with the provider's keys.
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => undefined,
+        useGrantedResource: () => true,
+        getResourceServerInfo: (_ctx, resourceIndicator) => ({
+          scope: 'api',
+          audience: resourceIndicator,
+          accessTokenTTL: 300,
+          accessTokenFormat: resourceIndicator.endsWith('/opaque') ? 'opaque' : 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        }),
+      },
+    },
     pkce: { required: () => true },
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     loadExistingGrant: async (ctx) => {
@@ -58,7 +76,11 @@ server.listen(Number(port), '127.0.0.1', () => {
         clientId: ctx.oidc.client.clientId,
         accountId: ctx.oidc.session.accountId,
       });
-      grant.addOIDCScope('openid email profile groups');
+      // Everything asked is granted at once; an API client asking for an API (SSO-6) gets its scope.
+      grant.addOIDCScope('openid email profile groups api');
+      const resource = ctx.oidc.params?.resource;
+      for (const indicator of Array.isArray(resource) ? resource : resource ? [resource] : [])
+        grant.addResourceScope(indicator, 'api');
       await grant.save();
       return grant;
     },

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -43,6 +43,14 @@ export interface OidcProvider {
   nextAccount(account: ProviderAccount): Promise<void>;
   /** How the provider answers token requests from now on. */
   tamper(mode: TamperMode): Promise<void>;
+  /**
+   * An access token the provider issues to an API client for `account`, for the API named
+   * `resource` (a JWT; an opaque token when it ends in /opaque), through a real authorization code
+   * flow with PKCE.
+   */
+  accessToken(account: ProviderAccount, resource: string): Promise<string>;
+  /** Revokes a token at the provider (RFC 7009). */
+  revoke(token: string): Promise<void>;
   /** Stops and starts again on the same address with a new signing key only: a key rotation. */
   rotateKey(): Promise<void>;
   stop(): Promise<void>;
@@ -89,8 +97,73 @@ export async function startOidcProvider(redirectPrefix: string): Promise<OidcPro
     await exited;
   }
 
+  const basic = `Basic ${Buffer.from(`${OIDC_CLIENT.id}:${OIDC_CLIENT.secret}`).toString('base64')}`;
+
+  async function accessToken(account: ProviderAccount, resource: string): Promise<string> {
+    await control('/_test/next-account', account);
+    const redirectUri = `${redirectPrefix}api-client/callback`;
+    const verifier = randomBytes(32).toString('base64url');
+    const authorize = new URL('/auth', issuer);
+    for (const [name, value] of Object.entries({
+      client_id: OIDC_CLIENT.id,
+      response_type: 'code',
+      redirect_uri: redirectUri,
+      scope: 'openid api',
+      resource,
+      state: randomUUID(),
+      code_challenge: createHash('sha256').update(verifier).digest('base64url'),
+      code_challenge_method: 'S256',
+    }))
+      authorize.searchParams.set(name, value);
+    // Through the provider's redirects (it signs in the account at once) until it sends the code back.
+    const cookies = new Map<string, string>();
+    let url = authorize.href;
+    for (let hop = 0; hop < 10 && !url.startsWith(redirectUri); hop++) {
+      const response = await fetch(url, {
+        redirect: 'manual',
+        headers: { cookie: [...cookies].map(([n, v]) => `${n}=${v}`).join('; ') },
+      });
+      for (const header of response.headers.getSetCookie()) {
+        const [pair = ''] = header.split(';');
+        const at = pair.indexOf('=');
+        const value = pair.slice(at + 1);
+        if (value === '' || /expires=Thu, 01 Jan 1970/i.test(header)) cookies.delete(pair.slice(0, at));
+        else cookies.set(pair.slice(0, at), value);
+      }
+      const next = response.headers.get('location');
+      if (!next)
+        throw new Error(`the provider stopped at ${url} with ${response.status}: ${await response.text()}`);
+      url = new URL(next, url).href;
+    }
+    const code = new URL(url).searchParams.get('code');
+    if (!code) throw new Error(`the provider sent no code: ${url}`);
+    const token = await fetch(new URL('/token', issuer), {
+      method: 'POST',
+      headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code,
+        redirect_uri: redirectUri,
+        code_verifier: verifier,
+        resource,
+      }),
+    });
+    const body = (await token.json()) as { access_token?: string };
+    if (!body.access_token) throw new Error(`no access token: ${JSON.stringify(body)}`);
+    return body.access_token;
+  }
+
   await launch(0);
   return {
+    accessToken,
+    async revoke(token) {
+      const response = await fetch(new URL('/token/revocation', issuer), {
+        method: 'POST',
+        headers: { authorization: basic, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ token }),
+      });
+      if (!response.ok) throw new Error(`revocation answered ${response.status}`);
+    },
     get issuer() {
       return issuer;
     },
