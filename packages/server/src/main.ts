@@ -202,6 +202,7 @@ async function startIdentity(deps: {
     users,
     access: accessStore,
     relyingParty: oidcRelyingParty,
+    provisioned: createScimStore(db),
     directory: ldapDirectory,
     saml: samlServiceProvider,
     limiter,

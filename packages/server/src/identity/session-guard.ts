@@ -194,6 +194,16 @@ export function createRouteGuard(deps: {
     org: OrgContext,
     session: LiveSession,
   ): Promise<void> {
+    // A sign-in through one organization's identity provider opens that organization only: its
+    // provider (and whoever runs it) vouches for people there, not in the other organizations they
+    // belong to.
+    if (session.ssoOrgId !== null && session.ssoOrgId !== org.id)
+      await refuseByPolicy(request, route, principal, org, {
+        reason: "the session was signed in through another organization's identity provider",
+        code: 'sso_session_other_org',
+        message:
+          "You signed in through another organization's identity provider: sign out and sign in to this organization.",
+      });
     if (!org.ssoRequired || session.ssoOrgId === org.id) return;
     // Still an owner, signed in with a password and a proved second factor.
     const breakGlass = org.breakGlassUserId === session.userId && org.role === 'owner' && session.mfaEnrolled;

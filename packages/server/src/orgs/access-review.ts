@@ -88,7 +88,7 @@ export function accessReviewRoutes(deps: {
     const ids = memberRows.map((member) => member.id);
     const [enrolled, issuers, provisioned] = await Promise.all([
       mfa.enrolledAmong(ids),
-      deps.sso.linkedIssuers(ids),
+      deps.sso.linkedIssuers(org.id, ids),
       deps.scim.provisionedAmong(org.id),
     ]);
     const reviewed = [];

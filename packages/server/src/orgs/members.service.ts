@@ -5,6 +5,7 @@ import { revokeKeysOfMember } from '../apikeys/api-keys.service.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import type { SessionsService } from '../identity/sessions.service.js';
+import { createScimStore } from '../scim/scim.store.js';
 import { createOrgsStore, type OrgsStore } from './orgs.store.js';
 import type { TeamsStore } from './teams.store.js';
 
@@ -96,6 +97,8 @@ export function createMembersService(deps: {
         if (member.role === 'owner' && (await store.countOwners(caller.org.id)) <= 1)
           throw new LastOwnerError();
         await store.removeMember(caller.org.id, userId);
+        // Removed here, not deactivated by SCIM: its provisioning forgets them and cannot bring them back.
+        await createScimStore(trx).deleteUserRecord(caller.org.id, userId);
         events.push(callerEvent(caller, 'member.removed', userTarget(member), { role: member.role }));
         await revokeKeysOfMember(trx, events, caller, userId, clock());
       });

@@ -130,6 +130,9 @@ const PatchBody = z.object({
 export function patched<T extends object>(resource: T, body: unknown): T {
   const parsed = PatchBody.safeParse(body);
   if (!parsed.success) throw invalid(parsed.error, 'the patch');
+  for (const operation of parsed.data.Operations)
+    if (reachesPrototype(operation.path) || reachesPrototype(operation.value))
+      throw new ScimError(400, 'invalidPath', 'The patch names an attribute no resource has.');
   try {
     return scimPatch(
       structuredClone(resource) as never,
@@ -143,6 +146,25 @@ export function patched<T extends object>(resource: T, body: unknown): T {
       `The patch cannot be applied: ${(error as Error).message}`.slice(0, 300),
     );
   }
+}
+
+/** Names that reach an object's prototype rather than an attribute. */
+const PROTOTYPE_NAMES = /(^|[^A-Za-z0-9_$])(__proto__|constructor|prototype)([^A-Za-z0-9_$]|$)/;
+
+/**
+ * Whether a patch's path or value names the prototype anywhere: scim-patch walks paths and value
+ * keys into whatever object they name, so `__proto__.x` (or a value `{ "constructor": … }`) would
+ * change every object of the server, not the resource.
+ */
+function reachesPrototype(value: unknown, depth = 0): boolean {
+  if (depth > 32) return true;
+  if (typeof value === 'string') return depth === 0 && PROTOTYPE_NAMES.test(value);
+  if (Array.isArray(value)) return value.some((item) => reachesPrototype(item, depth + 1));
+  if (value !== null && typeof value === 'object')
+    return Object.entries(value).some(
+      ([key, inner]) => PROTOTYPE_NAMES.test(key) || reachesPrototype(inner, depth + 1),
+    );
+  return false;
 }
 
 const MEMBER_ID = /^[A-Za-z0-9_-]{1,64}$/;

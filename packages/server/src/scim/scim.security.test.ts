@@ -1,6 +1,7 @@
 import { generateToken, tokenHash } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import type { Database } from '../db/database.js';
+import { openBeside } from '../test-support/databases.js';
 import { BACKENDS, type Backend, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { ENTRA, OKTA, type RecordedStep } from '../test-support/scim-recordings.js';
 
@@ -75,11 +76,7 @@ describe.each(BACKENDS)('SCIM provisioning on %s', (backend: Backend) => {
     token = turnedOn.body.token!;
     base = turnedOn.body.settings.baseUrl;
     expect(base).toBe(`${world.server.url}/scim/v2/acme`);
-    const config = world.server.config.database;
-    reader =
-      config.kind === 'sqlite'
-        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
-        : openPostgres({ url: config.url, poolMax: 1 });
+    reader = openBeside(world.server.config.database);
   }, 60_000);
 
   afterAll(async () => {
@@ -268,6 +265,26 @@ describe.each(BACKENDS)('SCIM provisioning on %s', (backend: Backend) => {
       .where('id', '=', erin.id)
       .executeTakeFirstOrThrow();
     expect(erinRow).toEqual({ email: 'erin@acme.test', display_name: 'erin' });
+  });
+
+  it('cannot bring back, with their old role, someone an owner removed in the console', async () => {
+    const frank = await world.join('frank@acme.test', 'admin');
+    // SCIM has touched him (it keeps a record: userName, the role to give back after a deactivation).
+    expect(
+      (await scim('PUT', `/Users/${frank.id}`, { userName: 'frank@acme.test', active: true })).status,
+    ).toBe(200);
+    expect((await world.owner.client.json('DELETE', `/api/orgs/acme/members/${frank.id}`)).status).toBe(200);
+    const back = await scim<ScimErrorBody>('PATCH', `/Users/${frank.id}`, {
+      schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'],
+      Operations: [{ op: 'replace', path: 'active', value: true }],
+    });
+    expect(back.status).toBe(404);
+    const member = await reader.db
+      .selectFrom('memberships')
+      .select('role')
+      .where('user_id', '=', frank.id)
+      .executeTakeFirst();
+    expect(member).toBeUndefined();
   });
 
   it('cannot deprovision the last owner', async () => {

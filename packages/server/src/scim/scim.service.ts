@@ -133,6 +133,8 @@ export function createScimService(deps: {
         .filter((team) => teamIds.has(team.id))
         .map((team) => team.name),
     );
+    // The role SCIM's own deactivation took away comes back (a member removed in the console has no
+    // SCIM record left to bring back: members.service.ts).
     const role =
       mappings.find((mapping) => groupNames.has(mapping.group))?.role ?? fallback ?? config.default_role;
     if (!isBuiltInRole(role) && !(await createAccessStore(trx).customRoles(orgId)).has(role))
@@ -250,7 +252,10 @@ export function createScimService(deps: {
         updated_at: now,
       });
       // The account itself only when SCIM made it and it is nobody else's member.
-      const ownAccount = record.owned === 1 && (await createScimStore(trx).membershipCount(current.id)) <= 1;
+      const memberships = await createScimStore(trx).membershipCount(current.id);
+      // Its own account: made by this SCIM, and a member of this organization alone (or of none).
+      const ownAccount =
+        record.owned === 1 && (memberships === 0 || (memberships === 1 && current.role !== null));
       if (ownAccount && (input.email !== current.email || input.displayName !== current.display_name)) {
         if (input.email !== current.email && (await createUsersStore(trx).findByEmail(input.email)))
           throw new ScimError(409, 'uniqueness', `An account with the email ${input.email} exists already.`);

@@ -68,10 +68,10 @@ export function createExternalTokensService(deps: {
   async function verifyJwt(connection: OpenedOidcConnection, token: string): Promise<Proof | undefined> {
     const metadata = await relyingParty.serverMetadata(connection);
     if (!metadata.jwks_uri) return undefined;
-    const typ = decodeProtectedHeader(token).typ?.toLowerCase();
-    // An ID token is for the client that signed someone in, not a key to the API.
-    if (typ !== undefined && !['at+jwt', 'application/at+jwt', 'jwt'].includes(typ)) return undefined;
     try {
+      const typ = decodeProtectedHeader(token).typ?.toLowerCase();
+      // An ID token is for the client that signed someone in, not a key to the API.
+      if (typ !== undefined && !['at+jwt', 'application/at+jwt', 'jwt'].includes(typ)) return undefined;
       const { payload } = await jwtVerify(token, keySetOf(metadata.jwks_uri), {
         issuer: connection.config.issuer,
         audience: connection.config.apiAudience!,

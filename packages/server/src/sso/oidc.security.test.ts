@@ -1,7 +1,8 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import type { Database } from '../db/database.js';
 import { SESSION_COOKIE } from '../identity/session-guard.js';
+import { openBeside } from '../test-support/databases.js';
 import {
   OIDC_CLIENT,
   type OidcProvider,
@@ -40,11 +41,7 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
     });
     expect(created.status, JSON.stringify(created.body)).toBe(201);
     connectionId = created.body.id;
-    const config = world.server.config.database;
-    writer =
-      config.kind === 'sqlite'
-        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
-        : openPostgres({ url: config.url, poolMax: 1 });
+    writer = openBeside(world.server.config.database);
     // A provider that accepts connections and never answers.
     tarpit = createServer((socket) => held.push(socket));
     await new Promise<void>((resolve) => tarpit.listen(0, '127.0.0.1', resolve));

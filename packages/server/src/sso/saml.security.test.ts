@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import type { Database } from '../db/database.js';
 import { SESSION_COOKIE } from '../identity/session-guard.js';
+import { openBeside } from '../test-support/databases.js';
 import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { postedForm, type SamlAccount, type SamlIdp, startSamlIdp } from '../test-support/saml-idp.js';
 import { CookieJar, ssoRefusal } from '../test-support/sso-browser.js';
@@ -51,11 +52,7 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
     expect(created.body.config).toMatchObject({ idpEntityId: idp.entityId, idpSsoUrl: idp.ssoUrl });
     acsUrl = `${world.server.url}${samlAcsPath(connectionId)}`;
     await idp.serviceProvider({ entityId: `${world.server.url}${samlMetadataPath(connectionId)}`, acsUrl });
-    const config = world.server.config.database;
-    reader =
-      config.kind === 'sqlite'
-        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
-        : openPostgres({ url: config.url, poolMax: 1 });
+    reader = openBeside(world.server.config.database);
   }, 60_000);
 
   afterAll(async () => {
@@ -245,6 +242,93 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
     });
     return ((await view.json()) as { csrfToken: string }).csrfToken;
   }
+
+  it("links an account the organization's SCIM made at its first sign-in, and keeps out whom SCIM removed", async () => {
+    const turnedOn = await world.owner.client.json<{ token: string }>('PUT', '/api/orgs/acme/scim', {
+      defaultRole: 'operator',
+    });
+    const scim = (method: string, path: string, body?: unknown) =>
+      fetch(`${world.server.url}/scim/v2/acme${path}`, {
+        method,
+        headers: { authorization: `Bearer ${turnedOn.body.token}`, 'content-type': 'application/scim+json' },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const created = (await (await scim('POST', '/Users', { userName: 'carol@example.test' })).json()) as {
+      id: string;
+    };
+    const carol = { nameId: 'carol@example.test', email: 'carol@example.test', name: 'Carol' };
+    const landed = await signInWith('none', carol);
+    expect([landed.status, ssoRefusal(landed.location)]).toEqual([303, null]);
+    const me = await fetch(`${world.server.url}/api/auth/session`, {
+      headers: { cookie: `${SESSION_COOKIE}=${landed.session}` },
+    });
+    expect(((await me.json()) as { user: { id: string } }).user.id).toBe(created.id);
+    // Deprovisioned by SCIM: a sign-in through the provider does not make her a member again.
+    await scim('PATCH', `/Users/${created.id}`, {
+      schemas: ['urn:ietf:params:scim:api:messages:2.0:PatchOp'],
+      Operations: [{ op: 'replace', path: 'active', value: false }],
+    });
+    expect(ssoRefusal((await signInWith('none', carol)).location)).not.toBeNull();
+    expect((await world.owner.client.json('DELETE', '/api/orgs/acme/scim')).status).toBe(200);
+  });
+
+  it("keeps another organization's SAML connection from signing in this one's people, and a session to its organization", async () => {
+    // Beta's owner connects the very same IdP (its entity ID, its certificate): Alice's link is acme's.
+    const beta = await world.admin(
+      'create-org',
+      '--name',
+      'Beta',
+      '--owner',
+      'owner@acme.test',
+      '--mfa-optional',
+    );
+    expect(beta.code, beta.stderr).toBe(0);
+    const copied = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/beta/sso/connections', {
+      name: 'Same IdP, other organization',
+      kind: 'saml',
+      config: { metadataXml: await idp.metadataXml(), defaultRole: 'owner' },
+    });
+    expect(copied.status).toBe(201);
+    const otherAcs = `${world.server.url}${samlAcsPath(copied.body.id)}`;
+    await idp.serviceProvider({
+      entityId: `${world.server.url}${samlMetadataPath(copied.body.id)}`,
+      acsUrl: otherAcs,
+    });
+    try {
+      const started = await fetch(`${world.server.url}/api/auth/sso/${copied.body.id}/start`, {
+        method: 'POST',
+        headers: { origin: world.server.url, 'sec-fetch-site': 'same-origin' },
+      });
+      const browser = new CookieJar();
+      browser.absorb(started);
+      await idp.nextAccount(ALICE);
+      const atIdp = await fetch(((await started.json()) as { location: string }).location);
+      const refused = await post(browser, postedForm(await atIdp.text()));
+      // Not Alice: beta's connection finds no link of its own, and her account is not taken by email.
+      expect(ssoRefusal(refused.location)).toBe('sso_account_exists');
+    } finally {
+      await idp.serviceProvider({ entityId: `${world.server.url}${samlMetadataPath(connectionId)}`, acsUrl });
+    }
+    // Alice, made an owner of Gamma too, reaches it only by signing in there: acme's IdP vouches for acme.
+    const gamma = await world.admin(
+      'create-org',
+      '--name',
+      'Gamma',
+      '--owner',
+      ALICE.email!,
+      '--mfa-optional',
+    );
+    expect(gamma.code, gamma.stderr).toBe(0);
+    const landed = await signInWith('none');
+    const reach = async (slug: string) =>
+      (
+        await fetch(`${world.server.url}/api/orgs/${slug}/members`, {
+          headers: { cookie: `${SESSION_COOKIE}=${landed.session}` },
+        })
+      ).status;
+    expect(await reach('acme')).toBe(200);
+    expect(await reach('gamma')).toBe(403);
+  });
 
   it('refuses a form body on any other route, and junk at the ACS', async () => {
     const form = await fetch(`${world.server.url}/api/auth/login`, {

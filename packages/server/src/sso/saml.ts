@@ -118,14 +118,19 @@ function verifiedAssertionFacts(assertionXml: string) {
     (node) => node.getAttribute('Recipient'),
   );
   const statement = document.getElementsByTagNameNS(ASSERTION, 'AuthnStatement')[0];
-  const conditions = document.getElementsByTagNameNS(ASSERTION, 'Conditions')[0];
   const instant = statement?.getAttribute('AuthnInstant');
-  const notOnOrAfter = conditions?.getAttribute('NotOnOrAfter');
+  // The latest of the assertion's validity ends (Conditions, SubjectConfirmationData).
+  const ends = [
+    ...Array.from(document.getElementsByTagNameNS(ASSERTION, 'Conditions')),
+    ...Array.from(document.getElementsByTagNameNS(ASSERTION, 'SubjectConfirmationData')),
+  ]
+    .map((node) => Date.parse(node.getAttribute('NotOnOrAfter') ?? ''))
+    .filter((time) => !Number.isNaN(time));
   return {
     id: assertion?.getAttribute('ID') ?? '',
     recipients,
     authnInstant: instant ? Date.parse(instant) : undefined,
-    notOnOrAfter: notOnOrAfter ? Date.parse(notOnOrAfter) : undefined,
+    notOnOrAfter: ends.length > 0 ? Math.max(...ends) : undefined,
   };
 }
 
@@ -224,7 +229,8 @@ export function createSamlServiceProvider(options: { clock: () => number }) {
         groups: strings(profile[config.groupsAttribute]),
         authnInstant: facts.authnInstant,
         assertionId: facts.id,
-        validUntil: Math.max(facts.notOnOrAfter ?? now, now) + SAML_CLOCK_SKEW_MS,
+        // Kept at least as long as a sign-in may take, whatever the assertion says of itself.
+        validUntil: Math.max(facts.notOnOrAfter ?? 0, now + REQUEST_TTL_MS) + SAML_CLOCK_SKEW_MS,
       };
     },
   };

@@ -118,6 +118,16 @@ export function viewOf(config: ConnectionConfig): ConnectionConfigView {
   return view;
 }
 
+/**
+ * The issuer an identity is linked under. An OIDC issuer is proved by the provider (its discovery
+ * document and signing keys live at that URL); a SAML entity ID or an LDAP address is only what an
+ * organization's administrator typed, with keys or a directory of their choosing, so it is kept to
+ * that organization: another organization naming the same IdP can never sign in its people.
+ */
+export function identityIssuer(connection: { kind: ConnectionKind; orgId: string }, issuer: string): string {
+  return connection.kind === 'oidc' ? issuer : `${connection.kind}:${connection.orgId}:${issuer}`;
+}
+
 /** Where a connection's sealed configuration is bound: it opens for this organization and connection only. */
 export const configContext = (orgId: string, connectionId: string) =>
   `sso_connections/${orgId}/${connectionId}`;

@@ -193,9 +193,9 @@ export function createSsoConnectionsService(deps: {
     },
 
     /** Which identity providers each of these people signs in through (for the access review). */
-    async linkedIssuers(userIds: string[]): Promise<Map<string, string[]>> {
+    async linkedIssuers(orgId: string, userIds: string[]): Promise<Map<string, string[]>> {
       const linked = new Map<string, string[]>();
-      for (const row of await store.issuersOf(userIds))
+      for (const row of await store.issuersOf(orgId, userIds))
         linked.set(row.user_id, [...(linked.get(row.user_id) ?? []), row.issuer]);
       return linked;
     },

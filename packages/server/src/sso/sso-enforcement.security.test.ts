@@ -1,7 +1,8 @@
 import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
 import { generate } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Database, openPostgres, openSqlite } from '../db/database.js';
+import type { Database } from '../db/database.js';
+import { openBeside } from '../test-support/databases.js';
 import { type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
 import {
   BACKENDS,
@@ -41,11 +42,7 @@ describe.each(BACKENDS)('SSO required on %s', (backend: Backend) => {
     });
     expect(created.status).toBe(201);
     connectionId = created.body.id;
-    const config = world.server.config.database;
-    reader =
-      config.kind === 'sqlite'
-        ? openSqlite({ file: config.file, busyTimeoutMs: 10_000 })
-        : openPostgres({ url: config.url, poolMax: 1 });
+    reader = openBeside(world.server.config.database);
   }, 60_000);
 
   afterAll(async () => {

@@ -10,12 +10,13 @@ import type { SessionsService } from '../identity/sessions.service.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
 import type { MfaService } from '../mfa/mfa.service.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
+import { createScimStore, type ScimStore } from '../scim/scim.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { type LdapDirectory, LdapInvalidCredentialsError } from './ldap.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
 import type { SamlServiceProvider, SpAddresses } from './saml.js';
 import { createSsoStore, type SsoStore } from './sso.store.js';
-import { groupsOf, provedSecondFactor, roleFor, strengthProblem } from './sso-config.js';
+import { groupsOf, identityIssuer, provedSecondFactor, roleFor, strengthProblem } from './sso-config.js';
 import type {
   OpenedConnection,
   OpenedOidcConnection,
@@ -78,6 +79,8 @@ export function createSsoSignInService(deps: {
   users: UsersStore;
   access: Pick<AccessStore, 'customRoles'>;
   relyingParty: OidcRelyingParty;
+  /** What this organization's SCIM knows of a person (scim/scim.store.ts). */
+  provisioned: Pick<ScimStore, 'userRecord'>;
   directory: LdapDirectory;
   saml: SamlServiceProvider;
   limiter: Pick<LoginLimiter, 'check' | 'recordFailure' | 'recordSuccess'>;
@@ -122,6 +125,25 @@ export function createSsoSignInService(deps: {
     return role;
   }
 
+  /**
+   * An account this organization's SCIM created for the person the provider now signs in, not yet
+   * linked to this provider: the organization's own provider made it, so its first sign-in links it
+   * (by the email both name). Any other account with the email is never linked (sso_account_exists).
+   */
+  async function provisionedHere(
+    connection: OpenedConnection,
+    issuer: string,
+    claims: Record<string, unknown>,
+  ): Promise<UserRow | undefined> {
+    const email = typeof claims.email === 'string' ? claims.email.trim().toLowerCase() : '';
+    if (!email || claims.email_verified === false) return undefined;
+    const existing = await users.findByEmail(email);
+    if (!existing || (await deps.provisioned.userRecord(connection.orgId, existing.id))?.owned !== 1)
+      return undefined;
+    const linked = await store.issuersOfUser(existing.id);
+    return linked.some((identity) => identity.issuer === issuer) ? undefined : existing;
+  }
+
   async function provision(
     connection: OpenedConnection,
     proof: { issuer: string; subject: string; claims: Record<string, unknown>; groups: string[] },
@@ -131,6 +153,8 @@ export function createSsoSignInService(deps: {
     let user = await linkedUser(issuer, subject);
     const role = await checkedRole(connection, proof.groups);
     let newUser: UserRow | undefined;
+    const linkTo = user ? undefined : await provisionedHere(connection, issuer, claims);
+    user ??= linkTo;
     if (!user) {
       if (!connection.config.jitProvisioning)
         throw new SsoError(
@@ -191,13 +215,14 @@ export function createSsoSignInService(deps: {
       const now = clock();
       const orgs = createOrgsStore(trx);
       const tx = createSsoStore(trx);
-      if (newUser) {
-        await createUsersStore(trx).insert(newUser);
+      if (newUser) await createUsersStore(trx).insert(newUser);
+      const linked = newUser ?? linkTo;
+      if (linked) {
         const identity = {
           id: newId('sid', now),
           issuer,
           subject,
-          user_id: newUser.id,
+          user_id: linked.id,
           connection_id: connection.id,
           created_at: now,
           last_sign_in_at: now,
@@ -205,8 +230,8 @@ export function createSsoSignInService(deps: {
         };
         identity.seal = await seals.inTransaction(trx).seal('sso-identity', identity);
         await tx.insertIdentity(identity);
-        events.push(
-          {
+        if (newUser)
+          events.push({
             orgId: connection.orgId,
             actor,
             action: 'user.created',
@@ -214,19 +239,24 @@ export function createSsoSignInService(deps: {
             outcome: 'success',
             context,
             details: { via: 'sso', connection: connection.id },
-          },
-          {
-            orgId: connection.orgId,
-            actor,
-            action: 'sso.identity_linked',
-            target: connectionTarget,
-            outcome: 'success',
-            context,
-            details: { issuer, subject },
-          },
-        );
+          });
+        events.push({
+          orgId: connection.orgId,
+          actor,
+          action: 'sso.identity_linked',
+          target: connectionTarget,
+          outcome: 'success',
+          context,
+          details: { issuer, subject, ...(linkTo ? { account: 'provisioned by SCIM' } : {}) },
+        });
       }
       const member = await orgs.findMember(connection.orgId, signedIn.id);
+      // Deprovisioned by the organization's SCIM: the provider's provisioning, not a sign-in, brings them back.
+      if (!member && (await createScimStore(trx).userRecord(connection.orgId, signedIn.id)))
+        throw new SsoError(
+          'sso_not_provisioned',
+          'Your access to this organization was removed by its identity provider; ask an administrator.',
+        );
       if (!member) {
         if (!connection.config.jitProvisioning)
           throw new SsoError(
@@ -387,7 +417,11 @@ export function createSsoSignInService(deps: {
           credentials.username,
           credentials.password,
         );
-        const started = await provision(connection, proof, context);
+        const started = await provision(
+          connection,
+          { ...proof, issuer: identityIssuer(connection, proof.issuer) },
+          context,
+        );
         await deps.limiter.recordSuccess(account);
         return started;
       } catch (error) {
@@ -525,6 +559,7 @@ export function createSsoSignInService(deps: {
             'saml_replayed',
             'This SAML assertion was used before; start the sign-in again.',
           );
+        const issuer = identityIssuer(samlConnection, proof.issuer);
         const claims = {
           ...proof.claims,
           ...(proof.authnInstant === undefined ? {} : { auth_time: Math.floor(proof.authnInstant / 1000) }),
@@ -532,11 +567,11 @@ export function createSsoSignInService(deps: {
         const { token, userId } = pending?.step_up_session_id
           ? await stepUp(
               samlConnection,
-              { ...proof, claims },
+              { ...proof, issuer, claims },
               { sessionId: pending.step_up_session_id, startedAt: pending.created_at },
               context,
             )
-          : await provision(samlConnection, { ...proof, claims }, context);
+          : await provision(samlConnection, { ...proof, issuer, claims }, context);
         return { token, userId, returnTo: pending?.return_to ?? '/' };
       } catch (error) {
         if (error instanceof SsoError) await refused(connection, context, error.code, 'saml');

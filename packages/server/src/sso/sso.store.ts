@@ -117,16 +117,21 @@ export function createSsoStore(db: Kysely<DB>) {
       return result.numDeletedRows > 0n;
     },
 
-    /** The issuers each of these users is linked to (for the access review). */
-    issuersOf: (userIds: string[]) =>
+    /** The issuers each of these users is linked to through this organization's connections. */
+    issuersOf: (orgId: string, userIds: string[]) =>
       userIds.length === 0
         ? Promise.resolve([])
         : db
             .selectFrom('sso_identities')
-            .select(['user_id', 'issuer'])
-            .where('user_id', 'in', userIds)
-            .orderBy('issuer')
+            .innerJoin('sso_connections', 'sso_connections.id', 'sso_identities.connection_id')
+            .select(['sso_identities.user_id', 'sso_identities.issuer'])
+            .where('sso_connections.org_id', '=', orgId)
+            .where('sso_identities.user_id', 'in', userIds)
+            .orderBy('sso_identities.issuer')
             .execute(),
+    /** The issuers a user is linked to, anywhere. */
+    issuersOfUser: (userId: string) =>
+      db.selectFrom('sso_identities').select('issuer').where('user_id', '=', userId).execute(),
 
     identity: (issuer: string, subject: string) =>
       db

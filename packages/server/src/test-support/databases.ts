@@ -118,3 +118,15 @@ export async function tableRows(database: Database): Promise<Array<{ table: stri
   }
   return dump;
 }
+
+/**
+ * A second connection to a running server's database, to read (or, in an attack, write) beside it:
+ * its own SQLite handle on the same file, or one PostgreSQL connection.
+ */
+export function openBeside(
+  database: { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string },
+): Database {
+  return database.kind === 'sqlite'
+    ? openSqlite({ file: database.file, busyTimeoutMs: 10_000 })
+    : openPostgres({ url: database.url, poolMax: 1 });
+}
