@@ -81,6 +81,9 @@ describe.each(BACKENDS)('external access tokens on %s', (backend: Backend) => {
     const [, payload] = token.split('.');
     const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt' })).toString('base64url')}.${payload}.`;
     expect((await call(unsigned)).status).toBe(401);
+    // A header that is no JSON, under claims naming the provider: refused, not a 500.
+    const junkHeader = `${Buffer.from('notjson').toString('base64url')}.${Buffer.from(JSON.stringify({ iss: provider.issuer })).toString('base64url')}.x`;
+    expect((await call(junkHeader)).status).toBe(401);
     // A changed claim breaks the signature.
     const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString()) as Record<string, unknown>;
     const tampered = token.replace(
