@@ -189,6 +189,7 @@ async function startIdentity(deps: {
   const ssoConnections = createSsoConnectionsService({
     store: ssoStore,
     access: accessStore,
+    teams: teamsStore,
     dataKeys: core.dataKeys,
     relyingParty: oidcRelyingParty,
     directory: ldapDirectory,

@@ -85,6 +85,47 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
       .map((d) => d.reason);
   }
 
+  it('puts a person in the teams their groups map to, and takes them out when they leave the group', async () => {
+    const team = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/teams', {
+      name: 'on-call',
+    });
+    const untouched = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/acme/teams', {
+      name: 'hand-kept',
+    });
+    const mapped = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP (teams)', {
+      scopes: ['email', 'profile', 'groups'],
+      groupTeams: [{ group: 'sre', team: team.body.id }],
+    });
+    expect(mapped.status, JSON.stringify(mapped.body)).toBe(201);
+    const browser = ssoBrowser(world.server.url, provider);
+    const teamsOf = async (email: string) => {
+      const listed = await world.owner.client.json<{
+        members: Array<{ email: string; teams: Array<{ name: string }> }>;
+      }>('GET', '/api/orgs/acme/members');
+      return listed.body.members.find((m) => m.email === email)?.teams.map((t) => t.name) ?? [];
+    };
+    await browser.signIn(mapped.body.id, { sub: 'tess', email: 'tess@acme.test', groups: ['sre'] });
+    expect(await teamsOf('tess@acme.test')).toEqual(['on-call']);
+    // A team the connection does not map is the console's to manage.
+    const tess = (
+      await world.owner.client.json<{ members: Array<{ id: string; email: string }> }>(
+        'GET',
+        '/api/orgs/acme/members',
+      )
+    ).body.members.find((m) => m.email === 'tess@acme.test')!;
+    expect(
+      (await world.owner.client.json('PUT', `/api/orgs/acme/teams/${untouched.body.id}/members/${tess.id}`))
+        .status,
+    ).toBeLessThan(300);
+    await browser.signIn(mapped.body.id, { sub: 'tess', email: 'tess@acme.test', groups: [] });
+    expect(await teamsOf('tess@acme.test')).toEqual(['hand-kept']);
+    // A team of another kind of id, or of nowhere, is refused when the connection is made.
+    const nowhere = await connectProvider(world.owner.client, 'acme', provider, 'Bad mapping', {
+      groupTeams: [{ group: 'sre', team: 'tea_00000000000000000000000000' }],
+    });
+    expect(nowhere.status).toBe(422);
+  });
+
   it('provisions a new person just in time with the role their groups map to, and re-applies it at every sign-in', async () => {
     const first = await signIn({ sub: 'alice', email: 'Alice@Acme.test', name: 'Alice', groups: ['ops'] });
     expect([first.status, first.location]).toEqual([303, '/agents']);

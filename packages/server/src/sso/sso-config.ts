@@ -12,6 +12,11 @@ export interface ProvisioningConfig {
   allowedEmailDomains: string[];
   /** The first group the person is in decides their role, at every sign-in. */
   groupRoles: Array<{ group: string; role: string }>;
+  /**
+   * Teams that follow groups: at every sign-in the person is put in each mapped team whose group
+   * they are in, and taken out of each whose group they are not. Teams not mapped are left alone.
+   */
+  groupTeams?: Array<{ group: string; team: string }>;
 }
 
 /**

@@ -5,6 +5,7 @@ import type { AccessStore } from '../access/access.store.js';
 import { type Caller, callerEvent } from '../access/caller.js';
 import type { Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
+import type { TeamsStore } from '../orgs/teams.store.js';
 import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
 import type { LdapDirectory } from './ldap.js';
 import type { OidcRelyingParty } from './oidc.js';
@@ -140,6 +141,7 @@ function testSaml(config: SamlConfig): { ok: boolean; problem?: string; issuer?:
 export function createSsoConnectionsService(deps: {
   store: SsoStore;
   access: Pick<AccessStore, 'customRoles'>;
+  teams: Pick<TeamsStore, 'list'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   relyingParty: OidcRelyingParty;
   directory: LdapDirectory;
@@ -232,6 +234,14 @@ export function createSsoConnectionsService(deps: {
         );
       const now = clock();
       const id = newId('sso', now);
+      const teams = await deps.teams.list(caller.org.id);
+      for (const mapping of input.config.groupTeams ?? [])
+        if (!teams.some((team) => team.id === mapping.team))
+          throw new AppError(
+            422,
+            'team_not_found',
+            `No team ${mapping.team} in this organization for group "${mapping.group}".`,
+          );
       for (const role of new Set([input.config.defaultRole, ...input.config.groupRoles.map((m) => m.role)]))
         assertCanGrant(caller, 'give at sign-in', role, await deps.access.customRoles(caller.org.id));
       const row: SsoConnectionRow = {

@@ -1,15 +1,18 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { newId, tokenHash } from '@bulwark/protocol';
+import type { Kysely } from 'kysely';
 import type { AccessStore } from '../access/access.store.js';
 import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import type { DB } from '../db/schema.js';
 import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { LoginLimiter } from '../identity/login-limiter.js';
 import type { SessionsService } from '../identity/sessions.service.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
 import type { MfaService } from '../mfa/mfa.service.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
+import { createTeamsStore } from '../orgs/teams.store.js';
 import { createScimStore, type ScimStore } from '../scim/scim.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import { type LdapDirectory, LdapInvalidCredentialsError } from './ldap.js';
@@ -142,6 +145,46 @@ export function createSsoSignInService(deps: {
       return undefined;
     const linked = await store.issuersOfUser(existing.id);
     return linked.some((identity) => identity.issuer === issuer) ? undefined : existing;
+  }
+
+  /** SSO-4: the teams mapped to groups follow the person's groups at this sign-in. */
+  async function followGroups(
+    trx: Kysely<DB>,
+    events: AuditInput[],
+    connection: OpenedConnection,
+    person: { id: string; email: string },
+    groups: string[],
+    actor: AuditInput['actor'],
+    context: AuditRequestContext,
+  ) {
+    const teams = createTeamsStore(trx);
+    for (const mapping of connection.config.groupTeams ?? []) {
+      const team = await teams.find(connection.orgId, mapping.team);
+      if (!team) continue; // removed since: the mapping waits for an administrator
+      const target = { type: 'team', id: team.id, display: team.name };
+      const details = { userId: person.id, via: 'sso', group: mapping.group };
+      if (groups.includes(mapping.group)) {
+        if (await teams.addMember(connection.orgId, team.id, person.id, clock()))
+          events.push({
+            orgId: connection.orgId,
+            actor,
+            action: 'team.member_added',
+            target,
+            outcome: 'success',
+            context,
+            details,
+          });
+      } else if (await teams.removeMember(connection.orgId, team.id, person.id))
+        events.push({
+          orgId: connection.orgId,
+          actor,
+          action: 'team.member_removed',
+          target,
+          outcome: 'success',
+          context,
+          details,
+        });
+    }
   }
 
   async function provision(
@@ -291,6 +334,7 @@ export function createSsoSignInService(deps: {
           details: { from: member.role, to: role, via: 'sso', connection: connection.id },
         });
       }
+      await followGroups(trx, events, connection, signedIn, proof.groups, actor, context);
       const identity = await tx.identity(issuer, subject);
       if (identity) await tx.touchIdentity(identity.id, now);
       const session = await sessions.inTransaction(trx).start(signedIn.id, context, {

@@ -4,7 +4,18 @@ import { callerOf } from '../access/caller.js';
 import { AppError, NotFoundError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
-import { DisplayText, Done, done, idOf, iso, OrgSlug, RoleRef, Timestamp, UserId } from '../http/schemas.js';
+import {
+  DisplayText,
+  Done,
+  done,
+  idOf,
+  iso,
+  OrgSlug,
+  RoleRef,
+  TeamId,
+  Timestamp,
+  UserId,
+} from '../http/schemas.js';
 import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/session-guard.js';
 import { isLoopbackHost, SsoError } from './oidc.js';
 import type { SsoConnectionsService, SsoConnectionView } from './sso-connections.service.js';
@@ -100,6 +111,11 @@ const OidcConfigInput = z.strictObject({
     .max(10)
     .default([])
     .describe("Each must be in the ID token's amr (RFC 8176), e.g. mfa"),
+  groupTeams: z
+    .array(z.strictObject({ group: z.string().min(1).max(256), team: TeamId }))
+    .max(100)
+    .default([])
+    .describe("Teams that follow the provider's groups at every sign-in"),
   apiAudience: z
     .string()
     .trim()
@@ -146,6 +162,7 @@ const LdapConfigInput = z.strictObject({
   jitProvisioning: z.boolean().default(true),
   allowedEmailDomains: OidcConfigInput.shape.allowedEmailDomains,
   groupRoles: OidcConfigInput.shape.groupRoles,
+  groupTeams: OidcConfigInput.shape.groupTeams,
 });
 
 const Pem = z
@@ -181,6 +198,7 @@ const SamlConfigInput = z.strictObject({
   jitProvisioning: z.boolean().default(true),
   allowedEmailDomains: OidcConfigInput.shape.allowedEmailDomains,
   groupRoles: OidcConfigInput.shape.groupRoles,
+  groupTeams: OidcConfigInput.shape.groupTeams,
 });
 
 const ConnectionFields = {
