@@ -114,6 +114,40 @@ describe.skipIf(unavailable !== null).each(BACKENDS)('LDAP sign-in on %s', (back
     ]);
   });
 
+  it('steps a directory session up by asking the directory for the password again', async () => {
+    const alice = await signIn('alice', LDAP_USERS.alice.password);
+    expect(alice.status).toBe(200);
+    await alice.client.json('GET', '/api/auth/session'); // the CSRF token, as the console holds it
+    const before = alice.client.cookie;
+    const again = (password: string) =>
+      alice.client.json<ErrorBody & { status?: string }>('POST', '/api/auth/sso/reauthenticate/directory', {
+        password,
+      });
+    for (const wrong of ['', 'not-her-password']) {
+      const refused = await again(wrong);
+      expect([refused.status, refused.body.error.code], wrong).toEqual([401, 'invalid_credentials']);
+    }
+    const done = await again(LDAP_USERS.alice.password);
+    expect([done.status, done.body.status]).toEqual([200, 'reauthenticated']);
+    // A new session replaces the old one, which ends.
+    expect(alice.client.cookie).not.toBe(before);
+    const old = await fetch(`${world.server.url}/api/auth/session`, {
+      headers: { cookie: `__Host-bulwark_session=${before}` },
+    });
+    expect(old.status).toBe(401);
+    const events = await reader.db
+      .selectFrom('audit_events')
+      .select('details')
+      .where('action', '=', 'auth.reauthenticated')
+      .execute();
+    expect(events.some((event) => String(event.details).includes(connectionId))).toBe(true);
+    // A session signed in with a password has no directory to ask.
+    const owner = await world.owner.client.json<ErrorBody>('POST', '/api/auth/sso/reauthenticate/directory', {
+      password: 'x',
+    });
+    expect([owner.status, owner.body.error.code]).toEqual([400, 'sso_connection_kind']);
+  });
+
   it('treats a sign-in name as a name, never as a filter (LDAP injection)', async () => {
     const wrong = await signIn('alice', 'not-her-password');
     expect([wrong.status, wrong.body.error.code]).toEqual([401, 'invalid_credentials']);

@@ -174,6 +174,46 @@ export function createLdapDirectory(options: { timeoutSeconds: number }) {
       }
     },
 
+    /**
+     * MFA-5 for a directory session: the person the identity names (its entryUUID, objectGUID or DN)
+     * proves their password again by binding as themselves.
+     */
+    async reauthenticate(config: LdapConfig, subject: string, password: string): Promise<void> {
+      if (password.length === 0) throw new LdapInvalidCredentialsError();
+      const service = await asServiceAccount(config);
+      let dn: string | undefined;
+      try {
+        const filter = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(subject)
+          ? new EqualityFilter({ attribute: 'entryUUID', value: subject })
+          : /^[0-9a-f]{32}$/i.test(subject)
+            ? new EqualityFilter({ attribute: 'objectGUID', value: Buffer.from(subject, 'hex') })
+            : undefined;
+        const { searchEntries } = await service
+          .search(filter ? config.userBaseDn : subject, {
+            scope: filter ? 'sub' : 'base',
+            ...(filter ? { filter } : {}),
+            attributes: ['objectClass'],
+            sizeLimit: 2,
+          })
+          .catch((error: unknown) => {
+            throw explain(error, timeoutSeconds, 'the search for the person');
+          });
+        if (searchEntries.length !== 1) throw new LdapInvalidCredentialsError();
+        dn = searchEntries[0]!.dn;
+      } finally {
+        await service.unbind().catch(() => undefined);
+      }
+      const person = await connect(config);
+      try {
+        await person.bind(dn, password);
+      } catch (error) {
+        if (error instanceof InvalidCredentialsError) throw new LdapInvalidCredentialsError();
+        throw explain(error, timeoutSeconds, "the person's bind");
+      } finally {
+        await person.unbind().catch(() => undefined);
+      }
+    },
+
     /** Tries the connection as a sign-in would: TLS, the service account, the people's base. */
     async test(config: LdapConfig): Promise<{ ok: boolean; problem?: string; issuer?: string }> {
       try {

@@ -15,7 +15,7 @@ import { createOrgsStore } from '../orgs/orgs.store.js';
 import { createTeamsStore } from '../orgs/teams.store.js';
 import { createScimStore, type ScimStore } from '../scim/scim.store.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
-import { type LdapDirectory, LdapInvalidCredentialsError } from './ldap.js';
+import { type LdapDirectory, LdapInvalidCredentialsError, ldapIssuer } from './ldap.js';
 import { type OidcRelyingParty, SsoError } from './oidc.js';
 import type { SamlServiceProvider, SpAddresses } from './saml.js';
 import { createSsoStore, type SsoStore } from './sso.store.js';
@@ -489,6 +489,52 @@ export function createSsoSignInService(deps: {
           await refused(connection, context, error.code, 'ldap');
         throw error;
       }
+    },
+
+    /**
+     * MFA-5 for a session signed in through a directory: the person binds as themselves again with
+     * their password; the session is replaced as after any step-up. Wrong passwords count like
+     * sign-in failures.
+     */
+    async reauthenticateAtDirectory(
+      session: { id: string; userId: string; ssoConnectionId: string | null },
+      password: string,
+      context: AuditRequestContext,
+    ) {
+      const connection = session.ssoConnectionId
+        ? await connections.forSignIn(session.ssoConnectionId)
+        : undefined;
+      if (connection?.kind !== 'ldap')
+        throw new SsoError('sso_connection_kind', 'This session was not signed in through a directory.');
+      const issuer = identityIssuer(connection, ldapIssuer(connection.config));
+      const identity = await store.identityOf(session.userId, issuer);
+      if (
+        !identity ||
+        !(await seals.holds('sso-identity', identity, { id: identity.id, userId: identity.user_id }))
+      )
+        throw new SsoError(
+          'sso_reauthentication_other_person',
+          'This session has no valid link to the directory.',
+        );
+      const account = `ldap:${connection.id}:reauthenticate:${session.userId}`;
+      const ip = context.ip ?? 'unknown';
+      await deps.limiter.check(account, ip);
+      const startedAt = clock();
+      try {
+        await directory.reauthenticate(connection.config, identity.subject, password);
+      } catch (error) {
+        if (error instanceof LdapInvalidCredentialsError) await deps.limiter.recordFailure(account, ip);
+        if (error instanceof SsoError || error instanceof LdapInvalidCredentialsError)
+          await refused(connection, context, error.code, 'ldap');
+        throw error;
+      }
+      await deps.limiter.recordSuccess(account);
+      return stepUp(
+        connection,
+        { issuer, subject: identity.subject, claims: { auth_time: Math.floor(clock() / 1000) } },
+        { sessionId: session.id, startedAt },
+        context,
+      );
     },
 
     /**

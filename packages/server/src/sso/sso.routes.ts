@@ -648,6 +648,29 @@ export function ssoRoutes(deps: {
 
     defineRoute({
       method: 'POST',
+      url: '/api/auth/sso/reauthenticate/directory',
+      operationId: 'reauthenticateAtDirectory',
+      summary:
+        'Step up a session signed in through an LDAP / Active Directory connection: the directory checks the password again',
+      tags: ['auth', 'sso'],
+      access: { permission: SELF_PERMISSION },
+      rateLimit: 'auth',
+      body: z.strictObject({ password: z.string().max(1024) }),
+      response: { 200: z.object({ status: z.literal('reauthenticated') }) },
+      handler: async ({ principal, body, request, reply }) => {
+        const { token } = await signIn.reauthenticateAtDirectory(
+          sessionOf(principal),
+          body.password,
+          auditContextOf(request),
+        );
+        setSessionCookie(reply, token);
+        reply.header('cache-control', 'no-store');
+        return { status: 'reauthenticated' as const };
+      },
+    }),
+
+    defineRoute({
+      method: 'POST',
       url: '/api/auth/sso/reauthenticate',
       operationId: 'startSsoReauthentication',
       summary:

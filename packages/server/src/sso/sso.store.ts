@@ -133,6 +133,15 @@ export function createSsoStore(db: Kysely<DB>) {
     issuersOfUser: (userId: string) =>
       db.selectFrom('sso_identities').select('issuer').where('user_id', '=', userId).execute(),
 
+    /** The user's identity at an issuer, if they have one. */
+    identityOf: (userId: string, issuer: string) =>
+      db
+        .selectFrom('sso_identities')
+        .selectAll()
+        .where('user_id', '=', userId)
+        .where('issuer', '=', issuer)
+        .executeTakeFirst(),
+
     identity: (issuer: string, subject: string) =>
       db
         .selectFrom('sso_identities')
