@@ -62,15 +62,7 @@ describe.each(BACKENDS)('SCIM provisioning on %s', (backend: Backend) => {
 
   beforeAll(async () => {
     world = await startOrgWorld({}, backend);
-    const created = await world.admin(
-      'create-org',
-      '--name',
-      'Beta',
-      '--owner',
-      OWNER.email,
-      '--mfa-optional',
-    );
-    expect(created.code, created.stderr).toBe(0);
+    await world.createOrg('Beta');
     const turnedOn = await configure({ defaultRole: 'viewer' });
     expect(turnedOn.status).toBe(200);
     token = turnedOn.body.token!;

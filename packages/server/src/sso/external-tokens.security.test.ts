@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OidcProvider, startOidcProvider } from '../test-support/oidc-provider.js';
-import { BACKENDS, type Backend, type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
+import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { connectProvider, ssoBrowser } from '../test-support/sso-browser.js';
 import { OIDC_CALLBACK_PREFIX } from './sso.routes.js';
 
@@ -44,15 +44,7 @@ describe.each(BACKENDS)('external access tokens on %s', (backend: Backend) => {
     // Alice signs in once through SSO: her provider account is linked, and she is a member.
     const landed = await ssoBrowser(world.server.url, provider).signIn(jwtConnection.body.id, ALICE);
     expect(landed.session).toBeDefined();
-    const created = await world.admin(
-      'create-org',
-      '--name',
-      'Beta',
-      '--owner',
-      OWNER.email,
-      '--mfa-optional',
-    );
-    expect(created.code, created.stderr).toBe(0);
+    await world.createOrg('Beta');
   }, 60_000);
 
   afterAll(async () => {

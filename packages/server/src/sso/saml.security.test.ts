@@ -274,15 +274,7 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
 
   it("keeps another organization's SAML connection from signing in this one's people, and a session to its organization", async () => {
     // Beta's owner connects the very same IdP (its entity ID, its certificate): Alice's link is acme's.
-    const beta = await world.admin(
-      'create-org',
-      '--name',
-      'Beta',
-      '--owner',
-      'owner@acme.test',
-      '--mfa-optional',
-    );
-    expect(beta.code, beta.stderr).toBe(0);
+    await world.createOrg('Beta', 'owner@acme.test');
     const copied = await world.owner.client.json<{ id: string }>('POST', '/api/orgs/beta/sso/connections', {
       name: 'Same IdP, other organization',
       kind: 'saml',
@@ -310,15 +302,7 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
       await idp.serviceProvider({ entityId: `${world.server.url}${samlMetadataPath(connectionId)}`, acsUrl });
     }
     // Alice, made an owner of Gamma too, reaches it only by signing in there: acme's IdP vouches for acme.
-    const gamma = await world.admin(
-      'create-org',
-      '--name',
-      'Gamma',
-      '--owner',
-      ALICE.email!,
-      '--mfa-optional',
-    );
-    expect(gamma.code, gamma.stderr).toBe(0);
+    await world.createOrg('Gamma', ALICE.email!);
     const landed = await signInWith('none');
     const reach = async (slug: string) =>
       (

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DnsServer, startDnsServer } from '../test-support/dns-server.js';
-import { type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
+import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 
 /**
@@ -22,15 +22,7 @@ describe('verified email domains', () => {
   beforeAll(async () => {
     dns = await startDnsServer();
     world = await startOrgWorld({ BULWARK_DNS_SERVERS: dns.address });
-    const created = await world.admin(
-      'create-org',
-      '--name',
-      'Beta',
-      '--owner',
-      OWNER.email,
-      '--mfa-optional',
-    );
-    expect(created.code, created.stderr).toBe(0);
+    await world.createOrg('Beta');
     beta = world.owner.client;
     for (const slug of ['acme', 'beta'])
       expect(

@@ -29,6 +29,8 @@ export interface OrgWorld {
   /** Invites and accepts: a new member, signed in. */
   join(email: string, role: string): Promise<Member>;
   signIn(email: string, password?: string): Promise<Member>;
+  /** Creates another organization with the operator's CLI (`bulwark admin create-org`), MFA optional. */
+  createOrg(name: string, ownerEmail?: string): Promise<void>;
   /** Runs `bulwark admin …` against this server's data (a real process). */
   admin(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }>;
   /** Runs any `bulwark` command against this server's data (a real process). */
@@ -110,6 +112,18 @@ export async function startOrgWorld(
       return { id: accepted.body.user.id, email, client };
     },
     signIn,
+    async createOrg(name, ownerEmail = OWNER.email) {
+      const created = await cli(
+        'admin',
+        'create-org',
+        '--name',
+        name,
+        '--owner',
+        ownerEmail,
+        '--mfa-optional',
+      );
+      expect(created.code, created.stderr).toBe(0);
+    },
     admin: (...args) => cli('admin', ...args),
     cli,
     async close() {
