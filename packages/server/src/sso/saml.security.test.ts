@@ -219,21 +219,32 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
     }
   });
 
-  it('asks the IdP to authenticate again (ForceAuthn) for a step-up', async () => {
-    const landed = await signInWith('none');
+  /** A session's step-up through the IdP, as the console starts it and the browser follows it. */
+  async function stepUp(session: string) {
+    const browser = new CookieJar();
     const reauth = await fetch(`${world.server.url}/api/auth/sso/reauthenticate`, {
       method: 'POST',
       headers: {
-        cookie: `${SESSION_COOKIE}=${landed.session}`,
+        cookie: `${SESSION_COOKIE}=${session}`,
         origin: world.server.url,
         'sec-fetch-site': 'same-origin',
-        'x-csrf-token': await csrfOf(landed.session!),
+        'x-csrf-token': await csrfOf(session),
       },
     });
+    browser.absorb(reauth);
     expect(reauth.status).toBe(200);
     const { location } = (await reauth.json()) as { location: string };
-    await fetch(location);
+    const atIdp = await fetch(location);
+    return post(browser, postedForm(await atIdp.text()));
+  }
+
+  it('steps a session up at the IdP with ForceAuthn, and replaces the session', async () => {
+    const landed = await signInWith('none');
+    const stepped = await stepUp(landed.session!);
     expect((await idp.lastRequest())?.forceAuthn).toBe(true);
+    expect([stepped.status, ssoRefusal(stepped.location)]).toEqual([303, null]);
+    expect(stepped.session).toBeDefined();
+    expect(stepped.session).not.toBe(landed.session);
   });
 
   async function csrfOf(session: string) {
@@ -340,5 +351,17 @@ describe.each(BACKENDS)('SAML sign-in on %s', (backend: Backend) => {
       body: 'RelayState=x',
     });
     expect(missing.status).toBe(422);
+  });
+
+  // Last: it moves the server's clock past the IdP's, which every later sign-in would notice.
+  it('refuses a step-up whose assertion says the person authenticated before it began', async () => {
+    // The IdP answers with AuthnInstant "now" by its clock; the server's clock is ten minutes ahead
+    // of it, as if the IdP had answered from an old session without asking for the password.
+    world.clock.advance(Date.now() - world.clock.now() + 10 * 60_000);
+    const landed = await signInWith('none');
+    expect(landed.session).toBeDefined();
+    const stale = await stepUp(landed.session!);
+    expect(ssoRefusal(stale.location)).toBe('sso_reauthentication_stale');
+    expect(stale.session).toBeUndefined();
   });
 });
