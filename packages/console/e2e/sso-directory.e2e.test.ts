@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DnsServer, startDnsServer } from '../../server/src/test-support/dns-server.js';
 import { type SamlIdp, startSamlIdp } from '../../server/src/test-support/saml-idp.js';
 import { SessionClient } from '../../server/src/test-support/session-client.js';
-import { LDAP_USERS, type Slapd, slapdUnavailable, startSlapd } from '../../server/src/test-support/slapd.js';
+import { LDAP_USERS, type Slapd, slapdForSuite, startSlapd } from '../../server/src/test-support/slapd.js';
 import {
   type ConsoleWorld,
   hasChromium,
@@ -32,9 +32,7 @@ import {
  */
 
 requireChromiumInCi('the console directory sign-in tests');
-const unavailable = slapdUnavailable();
-if (unavailable && process.env.BULWARK_TEST_REQUIRE_SERVICES === '1')
-  throw new Error(`slapd is required here: ${unavailable}`);
+const slapdHere = slapdForSuite('the console directory sign-in tests');
 
 const OWNER_PASSWORD = 'Tr4il-Harbor-Quartz-81!';
 const MEMBER = { email: 'pat@example.test', password: 'Quiet-Harbor-Lantern-93' };
@@ -43,7 +41,7 @@ const SAML_NAME = 'Acme SAML';
 const CAROL = { email: 'carol@example.test', name: 'Carol Example' };
 const crypto = new NodeCryptoPlugin();
 
-describe.skipIf(!hasChromium || unavailable !== null)(
+describe.skipIf(!hasChromium || !slapdHere.available)(
   'directory sign-in, domains, SCIM and SSO required in the console',
   { timeout: 180_000 },
   () => {

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { z } from 'zod';
 import { PERMISSION_NAMES } from '../access/permissions.js';
 import { SCIM_PERMISSION } from '../identity/session-guard.js';
+import { SCIM } from '../scim/scim-resources.js';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { BACKENDS, MEMBER_PASSWORD, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
@@ -60,8 +61,6 @@ const ALL_PREFIXES: IdPrefix[] = [
  * `xyz` goes (the attacker's own by default; the other organization's in the attempt on that slot).
  * A route that takes an id and a body, with no entry here, fails the test: add one.
  */
-const SCIM_PATCH = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
-
 /**
  * Path parameters that are names an organization chose (an email domain), not ids: another
  * organization's name under one's own slug is walked in route-walks.security.test.ts (404).
@@ -84,11 +83,11 @@ const BODIES: Record<string, unknown[]> = {
   configureScim: [{ defaultRole: '$rol', groupRoles: [{ group: 'cross', role: '$rol' }] }],
   replaceScimUser: [{ userName: 'cross@example.test' }],
   patchScimUser: [
-    { schemas: [SCIM_PATCH], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
+    { schemas: [SCIM.patch], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
   ],
   replaceScimGroup: [{ displayName: 'cross' }],
   patchScimGroup: [
-    { schemas: [SCIM_PATCH], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
+    { schemas: [SCIM.patch], Operations: [{ op: 'replace', path: 'displayName', value: 'x' }] },
   ],
   createInvitation: [{ email: 'cross@example.test', role: '$rol' }],
   setSsoEnforcement: [{ ssoRequired: true, breakGlassUserId: '$usr' }],

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Database, openDatabase } from '../db/database.js';
 import { SCIM_PERMISSION } from '../identity/session-guard.js';
+import { SCIM } from '../scim/scim-resources.js';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { tableRows } from '../test-support/databases.js';
 import {
@@ -144,8 +145,6 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
   return { slug, ids, scim: new SessionClient(owner.base, { authorization: `Bearer ${scim.body.token}` }) };
 }
 
-const SCIM_PATCH = 'urn:ietf:params:scim:api:messages:2.0:PatchOp';
-
 /** A valid body for each operation that takes one, with ids taken from `fixtures`. */
 function bodyFor(operationId: string, fixtures: Fixtures): unknown {
   const bodies: Record<string, unknown> = {
@@ -180,12 +179,12 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     setSecurityPolicy: { mfaRequired: true },
     replaceScimUser: { userName: 'walk@example.test' },
     patchScimUser: {
-      schemas: [SCIM_PATCH],
+      schemas: [SCIM.patch],
       Operations: [{ op: 'replace', path: 'displayName', value: 'walk' }],
     },
     replaceScimGroup: { displayName: 'walk' },
     patchScimGroup: {
-      schemas: [SCIM_PATCH],
+      schemas: [SCIM.patch],
       Operations: [{ op: 'replace', path: 'displayName', value: 'walk' }],
     },
     createSsoConnection: {

@@ -3,8 +3,8 @@ import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
 import { type RelyingPartyOf, SecondFactorFields, secondFactorProofOf } from '../mfa/second-factor-input.js';
+import { Password, SessionView } from './auth.schemas.js';
 import type { AuthService } from './auth.service.js';
-import { MAX_LENGTH } from './password-policy.js';
 import {
   SELF_PERMISSION,
   SESSION_COOKIE,
@@ -12,37 +12,6 @@ import {
   sessionOf,
   setSessionCookie,
 } from './session-guard.js';
-
-export const SessionView = z.object({
-  user: z.object({
-    id: z.string(),
-    email: z.string(),
-    displayName: z.string(),
-    passwordChangeRequired: z.boolean(),
-    mfaEnrolled: z.boolean(),
-  }),
-  secondFactorRequired: z
-    .boolean()
-    .describe('The password was right; finish with POST /api/auth/mfa/verify. Nothing else opens until then'),
-  memberships: z.array(
-    z.object({
-      orgId: z.string(),
-      slug: z.string(),
-      name: z.string(),
-      role: z.string(),
-      mfaRequired: z.boolean(),
-    }),
-  ),
-  csrfToken: z
-    .string()
-    .describe('Send as X-CSRF-Token on every state-changing request; keep it in memory only'),
-});
-
-// Bounded so an attacker cannot make the server hash megabytes; the policy's own limit is lower.
-export const Password = z
-  .string()
-  .min(1)
-  .max(4 * MAX_LENGTH);
 
 export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): RouteDefinition[] {
   return [

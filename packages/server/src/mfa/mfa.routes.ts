@@ -4,7 +4,7 @@ import { ValidationError } from '../errors.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { DisplayText, idOf, iso, Timestamp } from '../http/schemas.js';
-import { SessionView } from '../identity/auth.routes.js';
+import { SessionView } from '../identity/auth.schemas.js';
 import type { AuthService } from '../identity/auth.service.js';
 import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/session-guard.js';
 import type { LiveSession } from '../identity/sessions.service.js';

@@ -13,7 +13,7 @@ import {
   RoleRef,
   Timestamp,
 } from '../http/schemas.js';
-import { Password, SessionView } from '../identity/auth.routes.js';
+import { Password, SessionView } from '../identity/auth.schemas.js';
 import type { AuthService } from '../identity/auth.service.js';
 import { SELF_PERMISSION, sessionOf, setSessionCookie } from '../identity/session-guard.js';
 import type { InvitationsService } from './invitations.service.js';

@@ -111,49 +111,50 @@ export function createScimService(deps: {
   }
 
   /**
-   * The role SCIM gives this person: the first mapped group they are in, else `fallback` (the role
-   * they had before a deactivation), else the default.
+   * The role SCIM gives a person: the first mapped group they are in, else `fallback` (the role they
+   * had before SCIM deactivated them), else the default. Reads the organization's settings, groups
+   * and custom roles once, for however many people a change touches; undefined without SCIM settings.
    */
-  async function mappedRole(
-    trx: Tx,
-    orgId: string,
-    userId: string,
-    fallback?: string,
-  ): Promise<string | undefined> {
-    const config = await createScimStore(trx).config(orgId);
+  async function roleMapper(trx: Tx, orgId: string) {
+    const tx = createScimStore(trx);
+    const config = await tx.config(orgId);
     if (!config) return undefined;
     const mappings = parseGroupRoles(config.group_roles);
-    const teamIds = new Set(
-      (await createScimStore(trx).groupMembers(orgId))
-        .filter((row) => row.id === userId)
-        .map((row) => row.team_id),
-    );
-    const groupNames = new Set(
-      (await createScimStore(trx).groups(orgId))
-        .filter((team) => teamIds.has(team.id))
-        .map((team) => team.name),
-    );
-    // The role SCIM's own deactivation took away comes back (a member removed in the console has no
-    // SCIM record left to bring back: members.service.ts).
-    const role =
-      mappings.find((mapping) => groupNames.has(mapping.group))?.role ?? fallback ?? config.default_role;
-    if (!isBuiltInRole(role) && !(await createAccessStore(trx).customRoles(orgId)).has(role))
-      throw new ScimError(
-        409,
-        undefined,
-        `The role "${role}" SCIM gives no longer exists; an administrator must change the SCIM settings.`,
-      );
-    return role;
+    const [groups, members, customRoles] = await Promise.all([
+      tx.groups(orgId),
+      tx.groupMembers(orgId),
+      createAccessStore(trx).customRoles(orgId),
+    ]);
+    const groupName = new Map(groups.map((team) => [team.id, team.name]));
+    return {
+      mapsGroups: mappings.length > 0,
+      roleOf(userId: string, fallback?: string): string {
+        const names = new Set(
+          members.filter((row) => row.id === userId).map((row) => groupName.get(row.team_id)),
+        );
+        // The role SCIM's own deactivation took away comes back (a member removed in the console has
+        // no SCIM record left to bring back: members.service.ts).
+        const role =
+          mappings.find((mapping) => names.has(mapping.group))?.role ?? fallback ?? config.default_role;
+        if (!isBuiltInRole(role) && !customRoles.has(role))
+          throw new ScimError(
+            409,
+            undefined,
+            `The role "${role}" SCIM gives no longer exists; an administrator must change the SCIM settings.`,
+          );
+        return role;
+      },
+    };
   }
 
   /** Group-to-role mappings, applied again when someone's groups change. */
   async function reapplyRoles(trx: Tx, events: AuditInput[], caller: ScimCaller, userIds: Iterable<string>) {
-    const config = await createScimStore(trx).config(caller.orgId);
-    if (!config || parseGroupRoles(config.group_roles).length === 0) return;
+    const mapper = await roleMapper(trx, caller.orgId);
+    if (!mapper?.mapsGroups) return;
     const orgs = createOrgsStore(trx);
     for (const userId of userIds) {
       const member = await orgs.findMember(caller.orgId, userId);
-      const role = member && (await mappedRole(trx, caller.orgId, userId));
+      const role = member && mapper.roleOf(userId);
       if (!member || !role || role === member.role) continue;
       if (await protectedMember(trx, caller.orgId, member)) continue;
       await orgs.setRole(caller.orgId, userId, role);
@@ -201,7 +202,8 @@ export function createScimService(deps: {
     const orgs = createOrgsStore(trx);
     if (await orgs.findMember(caller.orgId, person.id)) return;
     const record = await createScimStore(trx).userRecord(caller.orgId, person.id);
-    const role = (await mappedRole(trx, caller.orgId, person.id, record?.role_when_active)) ?? 'viewer';
+    const role =
+      (await roleMapper(trx, caller.orgId))?.roleOf(person.id, record?.role_when_active) ?? 'viewer';
     const now = clock();
     if (person.owned === 1 && person.status !== 'active') {
       await createUsersStore(trx).setStatus(person.id, 'active', now);
@@ -395,7 +397,7 @@ export function createScimService(deps: {
         };
         await users.insert(user);
         events.push(callerEvent(acting(caller), 'user.created', userTarget(user), { via: 'scim' }));
-        const role = (await mappedRole(trx, caller.orgId, user.id)) ?? 'viewer';
+        const role = (await roleMapper(trx, caller.orgId))?.roleOf(user.id) ?? 'viewer';
         await createScimStore(trx).putUserRecord({
           org_id: caller.orgId,
           user_id: user.id,

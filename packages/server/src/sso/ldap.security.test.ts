@@ -3,7 +3,7 @@ import type { Database } from '../db/database.js';
 import { openBeside } from '../test-support/databases.js';
 import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
-import { LDAP_GROUPS, LDAP_USERS, type Slapd, slapdUnavailable, startSlapd } from '../test-support/slapd.js';
+import { LDAP_GROUPS, LDAP_USERS, type Slapd, slapdForSuite, startSlapd } from '../test-support/slapd.js';
 
 /**
  * LDAP / Active Directory sign-in (SSO-3) against a real slapd the test starts with its own
@@ -15,11 +15,9 @@ import { LDAP_GROUPS, LDAP_USERS, type Slapd, slapdUnavailable, startSlapd } fro
 
 type ErrorBody = { error: { code: string; message: string; requestId?: string } };
 
-const unavailable = slapdUnavailable();
-if (unavailable && process.env.BULWARK_TEST_REQUIRE_SERVICES === '1')
-  throw new Error(`slapd is required here: ${unavailable}`);
+const slapdHere = slapdForSuite('the LDAP sign-in tests');
 
-describe.skipIf(unavailable !== null).each(BACKENDS)('LDAP sign-in on %s', (backend: Backend) => {
+describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (backend: Backend) => {
   let world: OrgWorld;
   let slapd: Slapd;
   let connectionId: string;

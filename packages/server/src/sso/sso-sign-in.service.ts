@@ -415,6 +415,44 @@ export function createSsoSignInService(deps: {
     return { token: started.token, userId: user.id };
   }
 
+  /**
+   * A password tried at a directory, under the same limits as password sign-in (AUTH-6): refused
+   * while the account or address is locked, slowed after a few failures; a wrong password counts,
+   * and a lockout it starts is audited; every refusal is on record.
+   */
+  async function limitedAtDirectory<T>(
+    connection: OpenedConnection,
+    account: string,
+    context: AuditRequestContext,
+    attempt: () => Promise<T>,
+  ): Promise<T> {
+    const ip = context.ip ?? 'unknown';
+    const { delayMs } = await deps.limiter.check(account, ip);
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    try {
+      const result = await attempt();
+      await deps.limiter.recordSuccess(account);
+      return result;
+    } catch (error) {
+      if (error instanceof LdapInvalidCredentialsError) {
+        const { lockouts } = await deps.limiter.recordFailure(account, ip);
+        for (const lockout of lockouts)
+          await audit.record({
+            orgId: connection.orgId,
+            actor: { type: 'anonymous', display: lockout.scope === 'account' ? account.slice(0, 200) : null },
+            action: 'auth.locked_out',
+            target: { type: 'sso_connection', id: connection.id, display: connection.name },
+            outcome: 'denied',
+            context,
+            details: { scope: lockout.scope, retryAfterSeconds: lockout.retryAfterSeconds, via: 'ldap' },
+          });
+      }
+      if (error instanceof SsoError || error instanceof LdapInvalidCredentialsError)
+        await refused(connection, context, error.code, 'ldap');
+      throw error;
+    }
+  }
+
   /** One refused sign-in, on record with its reason, before it is answered. */
   const refused = (
     connection: OpenedConnection | undefined,
@@ -452,43 +490,14 @@ export function createSsoSignInService(deps: {
         );
       }
       const account = `ldap:${connection.id}:${credentials.username.trim().toLowerCase()}`;
-      const ip = context.ip ?? 'unknown';
-      const { delayMs } = await deps.limiter.check(account, ip);
-      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-      try {
+      return limitedAtDirectory(connection, account, context, async () => {
         const proof = await directory.authenticate(
           connection.config,
           credentials.username,
           credentials.password,
         );
-        const started = await provision(
-          connection,
-          { ...proof, issuer: identityIssuer(connection, proof.issuer) },
-          context,
-        );
-        await deps.limiter.recordSuccess(account);
-        return started;
-      } catch (error) {
-        if (error instanceof LdapInvalidCredentialsError) {
-          const { lockouts } = await deps.limiter.recordFailure(account, ip);
-          for (const lockout of lockouts)
-            await audit.record({
-              orgId: connection.orgId,
-              actor: {
-                type: 'anonymous',
-                display: lockout.scope === 'account' ? account.slice(0, 200) : null,
-              },
-              action: 'auth.locked_out',
-              target: { type: 'sso_connection', id: connection.id, display: connection.name },
-              outcome: 'denied',
-              context,
-              details: { scope: lockout.scope, retryAfterSeconds: lockout.retryAfterSeconds, via: 'ldap' },
-            });
-        }
-        if (error instanceof SsoError || error instanceof LdapInvalidCredentialsError)
-          await refused(connection, context, error.code, 'ldap');
-        throw error;
-      }
+        return provision(connection, { ...proof, issuer: identityIssuer(connection, proof.issuer) }, context);
+      });
     },
 
     /**
@@ -517,18 +526,10 @@ export function createSsoSignInService(deps: {
           'This session has no valid link to the directory.',
         );
       const account = `ldap:${connection.id}:reauthenticate:${session.userId}`;
-      const ip = context.ip ?? 'unknown';
-      await deps.limiter.check(account, ip);
       const startedAt = clock();
-      try {
-        await directory.reauthenticate(connection.config, identity.subject, password);
-      } catch (error) {
-        if (error instanceof LdapInvalidCredentialsError) await deps.limiter.recordFailure(account, ip);
-        if (error instanceof SsoError || error instanceof LdapInvalidCredentialsError)
-          await refused(connection, context, error.code, 'ldap');
-        throw error;
-      }
-      await deps.limiter.recordSuccess(account);
+      await limitedAtDirectory(connection, account, context, () =>
+        directory.reauthenticate(connection.config, identity.subject, password),
+      );
       return stepUp(
         connection,
         { issuer, subject: identity.subject, claims: { auth_time: Math.floor(clock() / 1000) } },
