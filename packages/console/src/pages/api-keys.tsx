@@ -101,7 +101,7 @@ function CreateKeyDialog(props: {
         />
         <InputField
           label="Only on agents matching (optional)"
-          hint="Empty for the whole organization. Terms such as env=prod or !canary; only agent permissions can be scoped."
+          hint="Empty for the whole organization; only agent permissions can be scoped. For example env=prod,team notin (legacy,test)"
           maxLength={512}
           placeholder="env=prod"
           value={selector}

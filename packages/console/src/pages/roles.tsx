@@ -158,7 +158,7 @@ function BindingDialog(props: {
       </Field>
       <InputField
         label="Only on agents matching (optional)"
-        hint="Empty for the whole organization. Terms such as env=prod, tier!=db, region or !canary; all must hold. Only agent permissions can be scoped."
+        hint="Empty for the whole organization. Only agent permissions can be scoped. Comma-separated terms, all must hold, for example env=prod,tier!=db,team in (payments,core),!canary"
         maxLength={1000}
         placeholder="env=prod"
         value={selector}
