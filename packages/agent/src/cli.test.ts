@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { generateToken } from '@bulwark/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeStateFile } from './state.js';
 import { AGENT_CLI, agentStateFor, tempDir } from './test-support/agent-state.js';
@@ -20,18 +21,20 @@ afterAll(async () => {
 async function cli(
   args: string[],
   env: Record<string, string> = {},
+  stdin?: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [AGENT_CLI, ...args], {
     cwd: dir.path,
     env: { PATH: process.env.PATH ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
   });
+  if (stdin !== undefined) child.stdin?.end(stdin);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (chunk) => {
+  child.stdout?.on('data', (chunk) => {
     stdout += chunk;
   });
-  child.stderr.on('data', (chunk) => {
+  child.stderr?.on('data', (chunk) => {
     stderr += chunk;
   });
   const [code] = (await once(child, 'close')) as [number | null];
@@ -52,7 +55,9 @@ describe('bulwark-agent', () => {
   it('exits non-zero with a clear message on bad input', async () => {
     const missing = await cli(['register', '--server', 'https://bulwark.example.com']);
     expect(missing.code).not.toBe(0);
-    expect(missing.stderr).toMatch(/required option '--token <token>' not specified/);
+    expect(missing.stderr).toMatch(
+      /^bulwark-agent: a registration token is needed: set BULWARK_REGISTRATION_TOKEN, or pipe it in with --token-stdin/,
+    );
     const unknown = await cli(['frobnicate']);
     expect(unknown.code).not.toBe(0);
     const noConfig = await cli(['run', '--config', 'missing.yaml']);
@@ -69,6 +74,60 @@ describe('bulwark-agent', () => {
     const noState = await cli(['status', '--config', 'empty.yaml']);
     expect(noState.code).toBe(1);
     expect(noState.stderr).toMatch(/no state file at .*bulwark-agent\.state\.json; register the agent first/);
+  });
+
+  it('takes the registration token from standard input or the environment, from one place only', async () => {
+    const server = await startFakeServer();
+    try {
+      const register = (name: string, extra: string[] = []) => [
+        'register',
+        '--server',
+        server.url,
+        '--name',
+        name,
+        '--state',
+        path.join(dir.path, 'tokens', `${name}.json`),
+        ...extra,
+      ];
+      // Piped in: the first line is the token, whatever follows it.
+      const piped = generateToken('bwr');
+      const fromStdin = await cli(register('piped', ['--token-stdin']), {}, `${piped}\nnot the token\n`);
+      expect(fromStdin.code, fromStdin.stderr).toBe(0);
+      expect(fromStdin.stderr).toBe('');
+      const fromEnv = generateToken('bwr');
+      const viaEnv = await cli(register('env'), { BULWARK_REGISTRATION_TOKEN: fromEnv });
+      expect(viaEnv.code, viaEnv.stderr).toBe(0);
+      expect(viaEnv.stderr).toBe('');
+      expect(server.registrations.map((r) => [r.name, r.token])).toEqual([
+        ['piped', piped],
+        ['env', fromEnv],
+      ]);
+
+      // Two sources would leave which token registered to chance: refused before anything is sent.
+      const both = await cli(
+        register('both', ['--token-stdin']),
+        { BULWARK_REGISTRATION_TOKEN: fromEnv },
+        piped,
+      );
+      expect(both.code).toBe(1);
+      expect(both.stderr).toMatch(
+        /--token-stdin and --token \(or BULWARK_REGISTRATION_TOKEN\) both give a token/,
+      );
+      const empty = await cli(register('empty', ['--token-stdin']), {}, '\n');
+      expect(empty.code).toBe(1);
+      expect(empty.stderr).toMatch(/^bulwark-agent: no registration token on standard input/);
+      const long = await cli(register('long', ['--token-stdin']), {}, 'x'.repeat(5000));
+      expect(long.code).toBe(1);
+      expect(long.stderr).toMatch(/too long to be a registration token/);
+
+      // On the command line it still works, with a warning about what it exposes.
+      const argv = await cli(register('argv', ['--token', generateToken('bwr')]));
+      expect(argv.code, argv.stderr).toBe(0);
+      expect(argv.stderr).toMatch(/warning: a token on the command line is visible to other users \(ps\)/);
+      expect(server.registrations.map((r) => r.name)).toEqual(['piped', 'env', 'argv']);
+    } finally {
+      await server.close();
+    }
   });
 
   it('status exits 2 when the handshake fails', async () => {

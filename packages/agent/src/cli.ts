@@ -8,6 +8,7 @@ import { createLogger, type Logger } from './log.js';
 import { InsecureServerError, printable } from './net.js';
 import { RegisterError, register } from './register.js';
 import { DEFAULT_STATE_FILE, describeState, loadStateFile, StateFileError } from './state.js';
+import { readTokenFromStdin, TokenInputError } from './token-input.js';
 import { AGENT_VERSION } from './version.js';
 
 /**
@@ -37,6 +38,7 @@ const OPERATOR_ERRORS = [
   InsecureServerError,
   InvalidArgumentError,
   JournalError,
+  TokenInputError,
 ];
 
 function notEmpty(what: string) {
@@ -46,19 +48,48 @@ function notEmpty(what: string) {
   };
 }
 
-async function registerCommand(options: {
-  server: string;
-  token: string;
-  name?: string;
-  state: string;
-  caFile?: string;
-  fingerprint?: string;
-  hostname?: string;
-}): Promise<void> {
+/**
+ * The token from exactly one place. Standard input and the environment keep it out of `ps` and shell
+ * history; `--token` on the command line still works (scripts rely on it) but says what it costs.
+ */
+async function registrationToken(options: { token?: string; tokenStdin?: boolean }, command: Command) {
+  if (options.tokenStdin) {
+    if (options.token !== undefined)
+      throw new InvalidArgumentError(
+        '--token-stdin and --token (or BULWARK_REGISTRATION_TOKEN) both give a token; use one',
+      );
+    return readTokenFromStdin();
+  }
+  if (options.token === undefined)
+    throw new InvalidArgumentError(
+      'a registration token is needed: set BULWARK_REGISTRATION_TOKEN, or pipe it in with --token-stdin',
+    );
+  if (command.getOptionValueSource('token') === 'cli')
+    err(
+      'bulwark-agent: warning: a token on the command line is visible to other users (ps) and kept in shell history; ' +
+        'prefer BULWARK_REGISTRATION_TOKEN or --token-stdin',
+    );
+  return options.token;
+}
+
+async function registerCommand(
+  options: {
+    server: string;
+    token?: string;
+    tokenStdin?: boolean;
+    name?: string;
+    state: string;
+    caFile?: string;
+    fingerprint?: string;
+    hostname?: string;
+  },
+  command: Command,
+): Promise<void> {
+  const token = await registrationToken(options, command);
   const name = options.name ?? hostname().toLowerCase().split('.')[0] ?? '';
   const state = await register({
     server: options.server,
-    token: options.token,
+    token,
     name,
     stateFile: options.state,
     ...(options.hostname ? { hostname: options.hostname } : {}),
@@ -185,12 +216,15 @@ export function buildProgram(): Command {
       'the server URL, e.g. https://bulwark.example.com',
       notEmpty('--server'),
     )
-    // The environment variable keeps the token out of `ps` and shell history.
+    // The environment variable and standard input keep the token out of `ps` and shell history.
     .addOption(
-      new Option('--token <token>', 'a registration token (bwr_…) from the console')
+      new Option('--token <token>', 'a registration token (bwr_…) from the console; prefer the environment')
         .env('BULWARK_REGISTRATION_TOKEN')
-        .argParser(notEmpty('--token'))
-        .makeOptionMandatory(),
+        .argParser(notEmpty('--token')),
+    )
+    .option(
+      '--token-stdin',
+      'read the registration token from standard input (the first line; asked for without echo at a terminal)',
     )
     .option('--name <name>', "the agent's name (default: this host's short name)")
     .option('--state <file>', 'where to write the state file', DEFAULT_STATE_FILE)

@@ -193,7 +193,7 @@ describe('register', () => {
       stateFile('cli'),
     ]);
     expect(remote.code).toBe(1);
-    expect(remote.stderr).toMatch(/^bulwark-agent: refusing plain http:\/\/ to bulwark\.example\.com/);
+    expect(remote.stderr).toMatch(/^bulwark-agent: refusing plain http:\/\/ to bulwark\.example\.com/m);
     expect(remote.stderr).not.toContain(token);
 
     const existing = stateFile('cli-existing');
