@@ -124,8 +124,11 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await owner.getByRole('button', { name: 'New registration token' }).click();
     await owner.getByRole('button', { name: 'Create token' }).click();
     const install = await owner.getByLabel('Install command').inputValue();
-    const token = /bwr_\S+/.exec(install)?.[0];
-    expect(install).toContain(`--server ${world.server.url}`);
+    const token = await owner.getByLabel('Registration token', { exact: true }).inputValue();
+    expect(token).toMatch(/^bwr_\S+$/);
+    expect(install).toContain(`--server ${world.server.url} --token-stdin`);
+    // The copied line never carries the token: it would land in `ps` and shell history on the host.
+    expect(install).not.toContain(token);
     await world.screenshot(owner, 'registration-token');
     await owner.getByRole('button', { name: 'Done' }).click();
 
@@ -195,18 +198,17 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
     await owner.goto(`/orgs/${org}/services`);
     await owner.getByRole('link', { name: 'Run restart on web (web-1)' }).click();
     await owner.getByRole('button', { name: 'Review and run' }).click();
-    const dialog = owner.getByRole('dialog', { name: 'Run restart?' });
+    const dialog = owner.getByRole('dialog', { name: 'Request approval to run restart?' });
     expect(await dialog.textContent()).toContain('1 approval by someone other than you');
-    await dialog.getByRole('button', { name: 'Run restart' }).click();
+    await dialog.getByRole('button', { name: 'Request approval' }).click();
     await owner.waitForURL(/\/commands\/cmd_/);
     const commandUrl = owner.url();
     await waitUntil(async () =>
       expect(await owner.locator('.toolbar .badge').last().textContent()).toBe('awaiting approval'),
     );
-    // The requester tries to approve their own command: the server refuses, and the console says so.
-    await owner.getByRole('button', { name: 'Approve' }).click();
-    await owner.getByRole('alert').waitFor();
-    expect(await owner.getByRole('alert').textContent()).toContain('Someone other than the requester');
+    // The requester is offered no way to approve their own command (the server refuses it anyway).
+    await owner.getByText('You asked for this command').waitFor();
+    expect(await owner.getByRole('button', { name: 'Approve' }).count()).toBe(0);
 
     await operator.goto(`/orgs/${org}/approvals`);
     const card = operator.getByRole('article', { name: 'web/restart' });
@@ -228,7 +230,7 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
   it('filters the audit log, verifies its chain and exports what the filter selects', async () => {
     await owner.goto(`/orgs/${org}/audit`);
     await owner.getByText(/Chain verified/).waitFor();
-    await owner.getByLabel('Action').fill('command.created');
+    await owner.getByLabel('Event type').selectOption('command.created');
     await owner.getByRole('button', { name: 'Apply filters' }).click();
     await waitUntil(async () => {
       const actions = await owner.locator('table[aria-label="Audit events"] tbody td code').allTextContents();
@@ -385,7 +387,7 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
 
     await owner.getByRole('button', { name: 'New registration token' }).click();
     await owner.getByRole('button', { name: 'Create token' }).click();
-    const token = /bwr_\S+/.exec(await owner.getByLabel('Install command').inputValue())?.[0];
+    const token = await owner.getByLabel('Registration token', { exact: true }).inputValue();
     await owner.getByRole('button', { name: 'Done' }).click();
     await world.startAgent(token!, 'web-2', []);
     const second = owner.getByRole('row', { name: /web-2/ });
@@ -707,11 +709,10 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
   it('saw no CSP violation and no console error on any page of the run', () => {
     expect(world.problems).toEqual([]);
     // The only refusals the browser logged are the ones the tests provoked: the wrong password, the
-    // requester approving their own command, the operator's two calls past hidden controls, the two
+    // operator's two calls past hidden controls, the two
     // step-ups the server asked for, and the operator without a factor once the policy required one.
     expect(world.refusals.map((r) => r.replace(/\/(cmd|agt|mfa)_\w+/, '/$1_…'))).toEqual([
       '401 /api/auth/login',
-      `403 /api/orgs/${org}/commands/cmd_…/approve`,
       `403 /api/orgs/${org}/agents/agt_…/disable`,
       `403 /api/orgs/${org}/invitations`,
       `403 /api/orgs/${org}/agents/agt_…/revoke`,

@@ -1,7 +1,7 @@
 import { lazy, type ReactNode, Suspense, useEffect, useRef, useState } from 'react';
 import { BrowserRouter, Navigate, Route, Routes, useLocation } from 'react-router';
 import { api, setStepUpPrompt } from './api';
-import { OrgLayout, PlainLayout } from './components/layout';
+import { OpenLayout, OrgLayout, PlainLayout } from './components/layout';
 import { CurrentPasswordField, DialogActions, InputField, Loading, Modal } from './components/ui';
 import { LoginPage } from './pages/login';
 import { passkeyProof } from './passkeys';
@@ -12,10 +12,14 @@ import type { SessionView } from './types';
 const ChangePasswordPage = lazy(() => import('./pages/change-password'));
 const DashboardPage = lazy(() => import('./pages/dashboard'));
 const AgentsPage = lazy(() => import('./pages/agents'));
+const AgentPage = lazy(() => import('./pages/agent'));
+const ServiceHistoryPage = lazy(() => import('./pages/service-history'));
 const ServicesPage = lazy(() => import('./pages/services'));
 const RunActionPage = lazy(() => import('./pages/run-action'));
 const CommandsPage = lazy(() => import('./pages/commands'));
 const CommandPage = lazy(() => import('./pages/command'));
+const BulkRunsPage = lazy(() => import('./pages/bulk-runs'));
+const BulkRunPage = lazy(() => import('./pages/bulk-run'));
 const ApprovalsPage = lazy(() => import('./pages/approvals'));
 const AuditPage = lazy(() => import('./pages/audit'));
 const MembersPage = lazy(() => import('./pages/members'));
@@ -27,6 +31,7 @@ const ProfilePage = lazy(() => import('./pages/profile'));
 const SecretsPage = lazy(() => import('./pages/secrets'));
 const ApiKeysPage = lazy(() => import('./pages/api-keys'));
 const SecurityPage = lazy(() => import('./pages/security'));
+const NotFoundPage = lazy(() => import('./pages/not-found'));
 
 /**
  * The re-authentication the server asks for before privileged work (step-up): shown over whatever
@@ -110,6 +115,14 @@ function Gate({ children }: { children: ReactNode }) {
   return children;
 }
 
+/** One's profile opens inside one's organization's frame (header and sections), so the way back is there. */
+function ProfileHome() {
+  const view = useSession().state;
+  const first = view.status === 'signed-in' ? view.view.memberships[0] : undefined;
+  if (first) return <Navigate to={`/orgs/${encodeURIComponent(first.slug)}/profile`} replace />;
+  return <ProfilePage />;
+}
+
 function Home() {
   const { state } = useSession();
   if (state.status !== 'signed-in') return null;
@@ -137,7 +150,7 @@ export function App() {
             >
               <Route path="/" element={<Home />} />
               <Route path="/change-password" element={<ChangePasswordPage />} />
-              <Route path="/profile" element={<ProfilePage />} />
+              <Route path="/profile" element={<ProfileHome />} />
             </Route>
             <Route
               path="/orgs/:org"
@@ -149,10 +162,14 @@ export function App() {
             >
               <Route index element={<DashboardPage />} />
               <Route path="agents" element={<AgentsPage />} />
+              <Route path="agents/:agent" element={<AgentPage />} />
+              <Route path="services/:agent/:service" element={<ServiceHistoryPage />} />
               <Route path="services" element={<ServicesPage />} />
               <Route path="services/:agent/:service/:action" element={<RunActionPage />} />
               <Route path="commands" element={<CommandsPage />} />
               <Route path="commands/:command" element={<CommandPage />} />
+              <Route path="bulk-runs" element={<BulkRunsPage />} />
+              <Route path="bulk-runs/:run" element={<BulkRunPage />} />
               <Route path="approvals" element={<ApprovalsPage />} />
               <Route path="audit" element={<AuditPage />} />
               <Route path="members" element={<MembersPage />} />
@@ -162,8 +179,13 @@ export function App() {
               <Route path="secrets" element={<SecretsPage />} />
               <Route path="api-keys" element={<ApiKeysPage />} />
               <Route path="security" element={<SecurityPage />} />
+              <Route path="profile" element={<ProfilePage />} />
+              <Route path="change-password" element={<ChangePasswordPage />} />
+              <Route path="*" element={<NotFoundPage />} />
             </Route>
-            <Route path="*" element={<p className="notice">There is no such page.</p>} />
+            <Route element={<OpenLayout />}>
+              <Route path="*" element={<NotFoundPage />} />
+            </Route>
           </Routes>
         </Suspense>
       </BrowserRouter>

@@ -100,7 +100,16 @@ export interface OrgAccess {
 
 const AccessContext = createContext<OrgAccess | undefined>(undefined);
 
-export function AccessProvider({ org, children }: { org: string; children: ReactNode }) {
+export function AccessProvider({
+  org,
+  children,
+  failed = (notice) => notice,
+}: {
+  org: string;
+  children: ReactNode;
+  /** Where the refusal is shown: the layout keeps its frame and offers a way on (a dead end never is one). */
+  failed?: (notice: ReactNode) => ReactNode;
+}) {
   const [access, setAccess] = useState<MyAccess | undefined>();
   const { logout } = useSession();
   const [failure, setFailure] = useState<
@@ -111,7 +120,12 @@ export function AccessProvider({ org, children }: { org: string; children: React
     setFailure(undefined);
     api<MyAccess>('GET', orgPath(org, '/access/me')).then(setAccess, (error: unknown) =>
       setFailure({
-        message: error instanceof ApiError ? error.message : 'The organization could not be loaded.',
+        message:
+          error instanceof ApiError && error.status === 404
+            ? `There is no organization “${org}”, or you are not a member of it.`
+            : error instanceof ApiError
+              ? error.message
+              : 'The organization could not be loaded.',
         needsFactor: error instanceof ApiError && error.code === 'mfa_enrolment_required',
         needsSso: error instanceof ApiError && error.code === 'sso_required',
       }),
@@ -123,15 +137,18 @@ export function AccessProvider({ org, children }: { org: string; children: React
     return { slug: access.org.slug, name: access.org.name, role: access.role, can: (p) => held.has(p) };
   }, [access]);
   if (failure)
-    return (
+    return failed(
       <p className="notice error" role="alert">
-        {failure.message} {failure.needsFactor && <Link to="/profile">Open your profile</Link>}
+        {failure.message}{' '}
+        {failure.needsFactor && (
+          <Link to={`/orgs/${encodeURIComponent(org)}/profile`}>Open your profile</Link>
+        )}
         {failure.needsSso && (
           <button type="button" onClick={() => void logout()}>
             Sign out
           </button>
         )}
-      </p>
+      </p>,
     );
   if (!value) return <p className="muted">Loading…</p>;
   return <AccessContext.Provider value={value}>{children}</AccessContext.Provider>;

@@ -41,8 +41,15 @@ export interface AgentView {
   hostname: string;
   labels: Labels;
   status: 'online' | 'offline' | 'disabled' | 'revoked';
+  /** Why a disabled or revoked agent runs nothing. */
+  statusReason: string | null;
   lastSeenAt: string | null;
   createdAt: string;
+}
+
+/** One agent's page: its live connection to the server it is asked of, when connected there. */
+export interface AgentDetailView extends AgentView {
+  connection: { connectedAt: string; address: string; agentVersion: string } | null;
 }
 
 export interface RegistrationTokenView {
@@ -71,7 +78,10 @@ export interface ActionView {
 export interface ServiceView {
   id: string;
   name: string;
-  agent: { id: string; name: string };
+  agent: { id: string; name: string; status: AgentView['status'] };
+  /** False when the agent is disabled or revoked: nothing can be run, and `unavailableReason` says why. */
+  available: boolean;
+  unavailableReason: string | null;
   kind: string;
   version: string;
   health: { status: string; message: string };
@@ -83,6 +93,7 @@ export interface ServiceView {
 /** Every state a command can be in, in the order of its life (the commands filter lists them so). */
 export const COMMAND_STATUSES = [
   'awaiting_approval',
+  'held',
   'queued',
   'dispatched',
   'running',
@@ -92,6 +103,7 @@ export const COMMAND_STATUSES = [
   'cancelled',
   'rejected',
   'expired',
+  'skipped',
 ] as const;
 export type CommandStatus = (typeof COMMAND_STATUSES)[number];
 
@@ -102,6 +114,7 @@ export const TERMINAL: readonly CommandStatus[] = [
   'cancelled',
   'rejected',
   'expired',
+  'skipped',
 ];
 
 export interface CommandView {
@@ -114,8 +127,19 @@ export interface CommandView {
   risk: Risk;
   status: CommandStatus;
   requestedBy: string;
+  /** Empty when the account no longer exists: show the id then. */
+  requestedByName: string;
+  requestedByEmail: string;
+  agentName: string;
   requiredApprovals: number;
-  approvals: Array<{ userId: string; decision: 'approved' | 'rejected'; comment: string; at: string }>;
+  approvals: Array<{
+    userId: string;
+    name: string;
+    email: string;
+    decision: 'approved' | 'rejected';
+    comment: string;
+    at: string;
+  }>;
   exitCode: number | null;
   message: string;
   outputBytes: number;
@@ -159,4 +183,53 @@ export interface JsonSchema {
 export interface FactorChange {
   recoveryCodes?: string[];
   otherSessions: number;
+}
+
+export type BulkRunStatus =
+  | 'awaiting_approval'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'rejected'
+  | 'expired';
+
+export interface PersonView {
+  id: string;
+  email: string;
+  name: string;
+}
+
+/** A bulk run (CMD-8): one action on every agent a selector matched, a few at a time. */
+export interface BulkRunSummary {
+  id: string;
+  selector: string;
+  service: string;
+  action: string;
+  params: Record<string, unknown>;
+  reason: string;
+  risk: Risk;
+  status: BulkRunStatus;
+  requestedBy: PersonView;
+  maxConcurrency: { asked: string; resolved: number };
+  maxErrors: { asked: string; resolved: number };
+  targetCount: number;
+  counts: Partial<Record<CommandStatus, number>>;
+  stopReason: string;
+  createdAt: string;
+  finishedAt: string | null;
+}
+
+export interface BulkRunView extends BulkRunSummary {
+  requiredApprovals: number;
+  approvals: Array<{ by: PersonView; decision: 'approved' | 'rejected'; comment: string; at: string }>;
+  targets: Array<{
+    commandId: string;
+    agent: { id: string; name: string };
+    status: CommandStatus;
+    exitCode: number | null;
+    message: string;
+    startedAt: string | null;
+    finishedAt: string | null;
+  }>;
 }

@@ -31,8 +31,10 @@ export const ID_PREFIXES = {
   registrationToken: 'rgt',
   service: 'svc',
   command: 'cmd',
+  bulkRun: 'blk',
   ssoConnection: 'sso',
   ssoIdentity: 'sid',
+  notification: 'ntf',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

@@ -21,10 +21,16 @@ import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
 import { createAuditedTransactions } from './audit/audited-transaction.js';
+import { bulkRunsRoutes } from './commands/bulk-runs.routes.js';
+import { createBulkRunsService } from './commands/bulk-runs.service.js';
+import { createBulkRunsStore } from './commands/bulk-runs.store.js';
+import { createCommandNamesStore } from './commands/command-names.store.js';
 import { createCommandSealer } from './commands/command-seal.js';
 import { commandsRoutes } from './commands/commands.routes.js';
 import { createCommandsService } from './commands/commands.service.js';
 import { createCommandsStore } from './commands/commands.store.js';
+import { createOrgEvents } from './commands/org-events.js';
+import { orgEventsRoutes } from './commands/org-events.routes.js';
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
@@ -53,6 +59,9 @@ import { createLogger } from './logging.js';
 import { mfaRoutes } from './mfa/mfa.routes.js';
 import { createMfaService } from './mfa/mfa.service.js';
 import { relyingPartyResolver } from './mfa/relying-party.js';
+import { notificationsRoutes } from './notifications/notifications.routes.js';
+import { createNotificationsService, withNotifications } from './notifications/notifications.service.js';
+import { createNotificationsStore } from './notifications/notifications.store.js';
 import { createMaintenanceService } from './ops/maintenance.service.js';
 import { createMaintenanceStore } from './ops/maintenance.store.js';
 import { createMetrics } from './ops/metrics.js';
@@ -61,11 +70,15 @@ import { opsRoutes } from './ops/ops.routes.js';
 import { warnAboutPrivileges } from './ops/privilege-warnings.js';
 import { createReadinessCheck } from './ops/readiness.js';
 import { accessReviewRoutes } from './orgs/access-review.js';
+import { dashboardRoutes } from './orgs/dashboard.routes.js';
+import { createDashboardService } from './orgs/dashboard.service.js';
+import { createDashboardStore } from './orgs/dashboard.store.js';
 import { invitationsRoutes } from './orgs/invitations.routes.js';
 import { createInvitationsService } from './orgs/invitations.service.js';
 import { createInvitationsStore } from './orgs/invitations.store.js';
 import { membersRoutes } from './orgs/members.routes.js';
 import { createMembersService } from './orgs/members.service.js';
+import { createMembersStore } from './orgs/members.store.js';
 import { createOrgsStore } from './orgs/orgs.store.js';
 import { securityPolicyRoutes } from './orgs/security-policy.routes.js';
 import { createSecurityPolicyService } from './orgs/security-policy.service.js';
@@ -169,7 +182,14 @@ async function startIdentity(deps: {
   const roles = createRolesService({ store: accessStore, transact, clock });
   const mfa = createMfaService({ db, dataKeys: core.dataKeys, seals, audit, clock });
   const auth = createAuthService({ users, orgs, sessions, passwords, csrf, audit, limiter, mfa, clock });
-  const members = createMembersService({ orgs, teams: teamsStore, sessions, transact, clock });
+  const members = createMembersService({
+    orgs,
+    members: createMembersStore(db),
+    teams: teamsStore,
+    sessions,
+    transact,
+    clock,
+  });
   const teams = createTeamsService({ teams: teamsStore, transact, clock });
   const secrets = createSecretsService({ db, transact, dataKeys: core.dataKeys, clock });
   const apiKeys = createApiKeysService({ db, transact, seals, audit, clock });
@@ -256,6 +276,7 @@ async function startIdentity(deps: {
     routes: [
       ...authRoutes(auth, relyingPartyOf),
       ...mfaRoutes(mfa, auth, relyingPartyOf),
+      ...notificationsRoutes(createNotificationsService({ store: createNotificationsStore(db), clock })),
       ...securityPolicyRoutes(createSecurityPolicyService({ transact, mfa })),
       ...accessRoutes({ access, roles }),
       ...membersRoutes(members),
@@ -359,14 +380,18 @@ export async function openCore(
     await serverKeys.assertIntegrity();
     const metrics = createMetrics();
     const groupCommit = createGroupCommit(database.db);
-    const audit = createAuditService({
-      store: createAuditStore(database.db, database.dialect, groupCommit),
-      serverKeys,
-      clock,
-      logger,
-      metrics: metrics.audit,
-      options: config.audit,
-    });
+    // Changes to a person's account tell that person (NOTIFY-1), in the change's own transaction.
+    const audit = withNotifications(
+      createAuditService({
+        store: createAuditStore(database.db, database.dialect, groupCommit),
+        serverKeys,
+        clock,
+        logger,
+        metrics: metrics.audit,
+        options: config.audit,
+      }),
+      createNotificationsService({ store: createNotificationsStore(database.db), clock }),
+    );
     await audit.ensureSigningKey();
     if ((await recordUpgradeNotes(database.db, audit, clock)) > 0)
       logger.warn('sealed the credentials the database held before this upgrade (see the audit log)');
@@ -455,6 +480,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const services = createServicesService({ services: servicesStore, audit, clock });
   const commandsStore = createCommandsStore(database.db, core.groupCommit);
   const agentKeys = createAgentKeySeals(core.dataKeys);
+  const orgEvents = createOrgEvents({
+    agents: agentsStore,
+    onError: (error) => logger.error({ err: error }, 'could not publish a live event'),
+  });
   const gateway = createAgentGateway({
     agents: agentsStore,
     agentKeys,
@@ -466,6 +495,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
     metrics: metrics.agents,
     options: { ...config.agents, tls: config.tls !== undefined, trustedProxies: config.trustedProxies },
+    presence: orgEvents.agentPresence,
   });
   const agents = createAgentsService({
     agents: agentsStore,
@@ -484,6 +514,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
   });
 
+  const commandSealer = createCommandSealer(core.dataKeys);
   const commandsService = createCommandsService({
     commands: commandsStore,
     agents: agentsStore,
@@ -493,29 +524,45 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     serverKeys: core.serverKeys,
     secrets: identity.secrets,
     audit,
-    sealer: createCommandSealer(core.dataKeys),
+    sealer: commandSealer,
     agentKeys,
     deliveryTtlMs: config.commands.deliveryTimeoutSeconds * 1000,
     metrics: metrics.commands,
     clock,
     stepUpMs: config.sessions.stepUpMinutes * 60_000,
+    events: orgEvents,
   });
   gateway.attachCommands(commandsService.handlers);
+  const bulkRuns = createBulkRunsService({
+    store: createBulkRunsStore(database.db),
+    commands: commandsService,
+    commandsStore,
+    access: identity.access,
+    secrets: identity.secrets,
+    audit,
+    sealer: commandSealer,
+    deliveryTtlMs: config.commands.deliveryTimeoutSeconds * 1000,
+    clock,
+  });
+  const liveTickets = createLiveTicketsService({
+    store: createLiveTicketsStore(database.db),
+    seals: identity.seals,
+    audit,
+    clock,
+  });
 
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
     ...identity.routes,
+    ...bulkRunsRoutes({ bulkRuns }),
     ...commandsRoutes({
       commands: commandsService,
       agents: agentsStore,
       access: identity.access,
-      liveTickets: createLiveTicketsService({
-        store: createLiveTicketsStore(database.db),
-        seals: identity.seals,
-        audit,
-        clock,
-      }),
+      liveTickets,
+      names: createCommandNamesStore(database.db),
     }),
+    ...orgEventsRoutes({ events: orgEvents, liveTickets }),
     ...agentsRoutes({
       agents,
       tokens,
@@ -524,6 +571,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       gateway,
       onRevoked: (caller, agentId) => commandsService.endForRevokedAgent(caller, agentId),
     }),
+    ...dashboardRoutes(
+      createDashboardService({
+        store: createDashboardStore(database.db),
+        lastHeartbeat: (agentId) => gateway.lastHeartbeat(agentId),
+        inbox: (caller) => commandsService.inbox(caller),
+        criticalEvents: (orgId, since, limit) => audit.recentCritical(orgId, since, limit),
+        clock,
+      }),
+    ),
   ];
   routes.push(openApiRoute(routes, VERSION));
   // After the OpenAPI document: the console's files are not part of the API.
@@ -563,7 +619,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ),
     every(RETENTION_EVERY_MS, logger, 'audit-retention', () => audit.prune()),
     every(COMMAND_DEADLINES_EVERY_MS, logger, 'command-deadlines', () => commandsService.expireOverdue()),
+    every(COMMAND_DEADLINES_EVERY_MS, logger, 'bulk-runs', () => bulkRuns.advanceAll()),
     every(config.maintenance.intervalSeconds * 1000, logger, 'maintenance', () => maintenance.runAll()),
+    every(config.maintenance.intervalSeconds * 1000, logger, 'api-key-expiry-notices', () =>
+      createNotificationsService({
+        store: createNotificationsStore(database.db),
+        clock,
+      }).noticeExpiringApiKeys(),
+    ),
   ];
   await audit.record({
     actor: { type: 'system', id: 'server', display: 'bulwark server' },
@@ -583,6 +646,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await Promise.all(jobs.map((job) => job.stop()));
     // Agent connections first: they are not HTTP requests, and the listener would wait for them.
     await gateway.close();
+    // Live streams last until their reader leaves: ended here, or the wait below would never end.
+    orgEvents.close();
     // Fastify stops accepting, answers requests on open connections with 503, and waits for in-flight ones.
     await app.close();
     await metricsListener?.close();

@@ -1,12 +1,48 @@
 import { useId, useState } from 'react';
-import { Link, NavLink, Outlet, useNavigate, useParams } from 'react-router';
+import { Link, NavLink, Outlet, useMatch, useNavigate, useParams } from 'react-router';
+import { LiveProvider } from '../live';
 import { AccessProvider, useAccess, useSession, useSignedIn } from '../session';
+import { ApprovalsBadge } from './approvals-badge';
+import { NotificationsBell } from './notifications';
+
+/**
+ * The first thing a keyboard reaches on every screen (WCAG 2.4.1): past the header and sections,
+ * straight to the screen's content. Hidden until focused.
+ */
+function SkipLink() {
+  return (
+    <a href="#main" className="skip-link">
+      Skip to content
+    </a>
+  );
+}
+
+/** Where to go from a screen the organization refused: the person's other organizations, or their profile. */
+function WaysOn({ current }: { current: string }) {
+  const view = useSignedIn();
+  const others = view.memberships.filter((m) => m.slug !== current);
+  return (
+    <nav aria-label="Ways on">
+      <ul>
+        {others.map((m) => (
+          <li key={m.orgId}>
+            <Link to={`/orgs/${encodeURIComponent(m.slug)}`}>Go to {m.name}</Link>
+          </li>
+        ))}
+        <li>
+          <Link to="/profile">Your profile</Link>
+        </li>
+      </ul>
+    </nav>
+  );
+}
 
 const SECTIONS: Array<{ path: string; label: string; permission?: string }> = [
   { path: '', label: 'Dashboard' },
   { path: 'agents', label: 'Agents', permission: 'agents:read' },
   { path: 'services', label: 'Services', permission: 'services:read' },
   { path: 'commands', label: 'Commands', permission: 'commands:read' },
+  { path: 'bulk-runs', label: 'Bulk runs', permission: 'commands:read' },
   { path: 'approvals', label: 'Approvals', permission: 'approvals:decide' },
   { path: 'audit', label: 'Audit log', permission: 'audit:read' },
   { path: 'members', label: 'Members', permission: 'members:read' },
@@ -53,6 +89,12 @@ function Navigation({ org, onNavigate }: { org: string; onNavigate: () => void }
               onClick={onNavigate}
             >
               {section.label}
+              {section.path === 'approvals' && (
+                <>
+                  {' '}
+                  <ApprovalsBadge org={org} />
+                </>
+              )}
             </NavLink>
           </li>
         ))}
@@ -67,39 +109,60 @@ export function OrgLayout() {
   const view = useSignedIn();
   const { logout } = useSession();
   const [menuOpen, setMenuOpen] = useState(false);
+  // One's own screens open even where the organization refuses the person (until they enrol a
+  // second factor, say): they are how to get in.
+  const profile = useMatch('/orgs/:org/profile');
+  const password = useMatch('/orgs/:org/change-password');
+  const personal = Boolean(profile ?? password);
   return (
-    <AccessProvider org={org}>
-      <div className="shell">
-        <header className="topbar">
-          <Link to={`/orgs/${org}`} className="brand">
-            Bulwark
-          </Link>
-          <OrgSwitcher current={org} />
-          <button
-            type="button"
-            className="menu-toggle"
-            aria-expanded={menuOpen}
-            aria-controls="sidebar"
-            onClick={() => setMenuOpen(!menuOpen)}
-          >
-            Menu
-          </button>
-          <span className="spacer" />
-          <Link to="/profile">{view.user.displayName || view.user.email}</Link>
-          <button type="button" onClick={() => void logout()}>
-            Sign out
-          </button>
-        </header>
-        <div className="body">
-          <aside id="sidebar" className={menuOpen ? 'open' : ''}>
-            <Navigation org={org} onNavigate={() => setMenuOpen(false)} />
-          </aside>
-          <main id="main">
-            <Outlet />
-          </main>
-        </div>
-      </div>
-    </AccessProvider>
+    <div className="shell">
+      <SkipLink />
+      <header className="topbar">
+        <Link to={`/orgs/${org}`} className="brand">
+          Bulwark
+        </Link>
+        <OrgSwitcher current={org} />
+        <button
+          type="button"
+          className="menu-toggle"
+          aria-expanded={menuOpen}
+          aria-controls="sidebar"
+          onClick={() => setMenuOpen(!menuOpen)}
+        >
+          Menu
+        </button>
+        <span className="spacer" />
+        <NotificationsBell />
+        <Link to={`/orgs/${encodeURIComponent(org)}/profile`}>
+          {view.user.displayName || view.user.email}
+        </Link>
+        <button type="button" onClick={() => void logout()}>
+          Sign out
+        </button>
+      </header>
+      <AccessProvider
+        org={org}
+        failed={(notice) => (
+          <div className="body">
+            <main id="main" tabIndex={-1}>
+              {notice}
+              {personal ? <Outlet /> : <WaysOn current={org} />}
+            </main>
+          </div>
+        )}
+      >
+        <LiveProvider org={org}>
+          <div className="body">
+            <aside id="sidebar" className={menuOpen ? 'open' : ''}>
+              <Navigation org={org} onNavigate={() => setMenuOpen(false)} />
+            </aside>
+            <main id="main" tabIndex={-1}>
+              <Outlet />
+            </main>
+          </div>
+        </LiveProvider>
+      </AccessProvider>
+    </div>
   );
 }
 
@@ -110,16 +173,38 @@ export function PlainLayout() {
   const home = view.memberships[0] ? `/orgs/${view.memberships[0].slug}` : '/';
   return (
     <div className="shell">
+      <SkipLink />
       <header className="topbar">
         <Link to={home} className="brand">
           Bulwark
         </Link>
         <span className="spacer" />
+        <NotificationsBell />
+        <Link to="/profile">{view.user.displayName || view.user.email}</Link>
         <button type="button" onClick={() => void logout()}>
           Sign out
         </button>
       </header>
-      <main id="main" className="narrow">
+      <main id="main" className="narrow" tabIndex={-1}>
+        <Outlet />
+      </main>
+    </div>
+  );
+}
+
+/** A screen anyone may reach (no such page): the signed-in frame when signed in, else a bare one. */
+export function OpenLayout() {
+  const { state } = useSession();
+  if (state.status === 'signed-in') return <PlainLayout />;
+  return (
+    <div className="shell">
+      <SkipLink />
+      <header className="topbar">
+        <Link to="/login" className="brand">
+          Bulwark
+        </Link>
+      </header>
+      <main id="main" className="narrow" tabIndex={-1}>
         <Outlet />
       </main>
     </div>

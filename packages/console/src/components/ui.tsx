@@ -59,19 +59,96 @@ export function messageOf(error: unknown): string {
   return 'Something went wrong. Try again.';
 }
 
-/** An error as the person can act on it: the server's message, and which fields it names. */
-export function ErrorNote({ error }: { error: unknown }) {
-  if (!error) return null;
+/** `body.newPassword` → "New password", `body.params.port` → "Port", `body.items[2].name` → "Name (item 3)". */
+export function fieldLabel(path: string): string {
+  const parts = path.split('.').filter((part) => !['body', 'query', 'params'].includes(part));
+  const last = parts.at(-1) ?? path;
+  const indexed = /^(.*)\[(\d+)\]$/.exec(last);
+  const name = indexed ? indexed[1]! : last;
+  const words = name
+    .replace(/\[\d+\]/g, '')
+    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+    .replace(/[_-]+/g, ' ')
+    .trim()
+    .toLowerCase();
+  const label = words ? words[0]!.toUpperCase() + words.slice(1) : 'This field';
+  const item = /\[(\d+)\]/.exec(parts.join('.'));
+  return item ? `${label} (item ${Number(item[1]) + 1})` : label;
+}
+
+/**
+ * The validator's terse words said as what to do. The server's own messages are already written for
+ * people ("is not your current password"); the schema validator's ("Too small: expected string to
+ * have >=1 characters") are not.
+ */
+export function plainProblem(message: string): string {
+  const rules: Array<[RegExp, (m: RegExpExecArray) => string]> = [
+    [/^Too small: expected string to have >=1 characters?/, () => 'is required: fill it in'],
+    [
+      /^Too small: expected string to have >=(\d+) characters?/,
+      (m) => `is too short: use at least ${m[1]} characters`,
+    ],
+    [
+      /^Too big: expected string to have <=(\d+) characters?/,
+      (m) => `is too long: use at most ${m[1]} characters`,
+    ],
+    [/^Too small: expected number to be >=?(-?[\d.]+)/, (m) => `is too small: use ${m[1]} or more`],
+    [/^Too big: expected number to be <=?(-?[\d.]+)/, (m) => `is too large: use ${m[1]} or less`],
+    [/^Too small: expected array to have >=(\d+) items?/, (m) => `needs at least ${m[1]} chosen`],
+    [/^Invalid input: expected \w+, received undefined/, () => 'is required: fill it in'],
+    [/^Invalid input: expected (number|int)/, () => 'must be a whole number'],
+    [/^Invalid (email|input: expected email)/i, () => 'must be an email address, like name@example.com'],
+    [/^Invalid option: expected one of (.*)$/, (m) => `must be one of ${m[1]!.replaceAll('|', ', ')}`],
+    [/^Invalid string: must match pattern/, () => 'is not in the expected form'],
+  ];
+  for (const [pattern, say] of rules) {
+    const match = pattern.exec(message);
+    if (match) return say(match);
+  }
+  return message;
+}
+
+/** "Current password is not your current password." — a field problem as one sentence naming the field. */
+export function fieldSentence(label: string, message: string): string {
+  const said = plainProblem(message).trim();
+  const sentence = /^[a-z]/.test(said) ? `${label} ${said}` : `${label}: ${said}`;
+  return /[.!?]$/.test(sentence) ? sentence : `${sentence}.`;
+}
+
+const squash = (text: string) => text.toLowerCase().replace(/[^a-z0-9]/g, '');
+
+/**
+ * An error as the person can act on it: what went wrong in words and, for each field the server
+ * names, the field by its label on this form (found beside the note, or given in `labels`) and what
+ * to change.
+ */
+export function ErrorNote({ error, labels = {} }: { error: unknown; labels?: Record<string, string> }) {
+  const ref = useRef<HTMLDivElement>(null);
+  const [formLabels, setFormLabels] = useState<string[]>([]);
   const fields = error instanceof ApiError ? error.fields : [];
+  // biome-ignore lint/correctness/useExhaustiveDependencies: the labels are read again for each new error.
+  useEffect(() => {
+    const form = ref.current?.closest('form, dialog, section');
+    setFormLabels(
+      form ? [...form.querySelectorAll('label')].map((label) => label.textContent?.trim() ?? '') : [],
+    );
+  }, [error]);
+  if (!error) return null;
+  const labelOf = (path: string) => {
+    const given = labels[path] ?? labels[path.replace(/^(body|query|params)\./, '')];
+    if (given) return given;
+    const guessed = fieldLabel(path);
+    // The form's own label when one reads as the field's name ("Expires in (days)" for expiresInDays).
+    return formLabels.find((label) => label && squash(label).startsWith(squash(guessed))) ?? guessed;
+  };
+  const validation = error instanceof ApiError && error.code === 'validation_failed' && fields.length > 0;
   return (
-    <div className="notice error" role="alert">
-      <p>{messageOf(error)}</p>
+    <div className="notice error" role="alert" ref={ref}>
+      <p>{validation ? 'Some of what you entered needs a change:' : messageOf(error)}</p>
       {fields.length > 0 && (
         <ul>
           {fields.map((field) => (
-            <li key={field.path}>
-              <code>{field.path.replace(/^body\./, '')}</code>: {field.message}
-            </li>
+            <li key={field.path}>{fieldSentence(labelOf(field.path), field.message)}</li>
           ))}
         </ul>
       )}

@@ -1,13 +1,12 @@
-import { useState } from 'react';
-import { useParams } from 'react-router';
+import { useEffect, useState } from 'react';
+import { Link, useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import { DataTable, RowButton } from '../components/data-table';
+import { DataTable, Pager, RowButton, SearchBox, useListParams } from '../components/data-table';
+import { InstallAgentDialog } from '../components/install-agent';
 import {
   ConfirmDialog,
-  CopyButton,
   DialogActions,
   ErrorNote,
-  Field,
   InputField,
   Labels,
   Loaded,
@@ -17,6 +16,7 @@ import {
   useLoad,
   When,
 } from '../components/ui';
+import { useLiveRefresh } from '../live';
 import { useAccess } from '../session';
 import type { AgentView, RegistrationTokenView } from '../types';
 
@@ -45,25 +45,8 @@ function CreateTokenDialog({ org, onClose }: { org: string; onClose: () => void 
   const [created, setCreated] = useState<{ token: string; expiresAt: string } | undefined>();
   const parsed = parseLabelText(labels);
 
-  if (created) {
-    const install = `bulwark-agent register --server ${location.origin} --token ${created.token}`;
-    return (
-      <Modal title="Registration token created" onClose={onClose}>
-        <p className="notice">
-          This token is shown only now. It expires <When at={created.expiresAt} />.
-        </p>
-        <Field label="Install command">
-          {(id) => <textarea id={id} readOnly rows={3} value={install} className="mono" />}
-        </Field>
-        <div className="actions">
-          <CopyButton text={install} label="Copy command" />
-          <button type="button" className="primary" onClick={onClose}>
-            Done
-          </button>
-        </div>
-      </Modal>
-    );
-  }
+  if (created)
+    return <InstallAgentDialog token={created.token} expiresAt={created.expiresAt} onClose={onClose} />;
   return (
     <Modal title="New registration token" onClose={onClose}>
       <form
@@ -209,17 +192,23 @@ function RegistrationTokens({ org }: { org: string }) {
 export default function AgentsPage() {
   const { org = '' } = useParams();
   const access = useAccess();
-  const [selector, setSelector] = useState('');
-  const [applied, setApplied] = useState('');
+  // Search, filters, sort and page live in the URL: a link shows the same list, a reload keeps it.
+  const list = useListParams({ q: '', status: '', selector: '', sort: 'name' });
+  const applied = list.get('selector');
+  const [selector, setSelector] = useState(applied);
+  useEffect(() => setSelector(applied), [applied]);
   const [pending, setPending] = useState<{ agent: AgentView; verb: Lifecycle } | undefined>();
   const agents = useLoad(
     () =>
       api<{ agents: AgentView[]; next: string | null }>(
         'GET',
-        orgPath(org, `/agents?limit=200${applied ? `&selector=${encodeURIComponent(applied)}` : ''}`),
+        orgPath(org, `/agents?${list.query({ limit: '50' })}`),
       ),
-    [org, applied],
+    [org, list.key],
   );
+  const filtered = Boolean(applied || list.get('q') || list.get('status'));
+  // Online, offline and last seen change as agents come and go: the live stream says when.
+  useLiveRefresh(['agent'], agents.reload);
   const canManage = access.can('agents:manage');
   return (
     <section>
@@ -228,9 +217,25 @@ export default function AgentsPage() {
         className="toolbar"
         onSubmit={(event) => {
           event.preventDefault();
-          setApplied(selector.trim());
+          list.set({ selector: selector.trim() });
         }}
       >
+        <SearchBox label="Search agents" value={list.get('q')} onSearch={(q) => list.set({ q })} />
+        <div className="field">
+          <label htmlFor="agent-status-filter">Status</label>
+          <select
+            id="agent-status-filter"
+            value={list.get('status')}
+            onChange={(event) => list.set({ status: event.target.value })}
+          >
+            <option value="">any</option>
+            {['online', 'offline', 'disabled', 'revoked'].map((status) => (
+              <option key={status} value={status}>
+                {status}
+              </option>
+            ))}
+          </select>
+        </div>
         <InputField
           label="Label selector"
           hint="For example env=prod,team in (payments, core)"
@@ -247,17 +252,31 @@ export default function AgentsPage() {
         {(data) => (
           <DataTable
             label="Agents"
-            columns={['Name', 'Status', 'Labels', 'Last seen', 'Host']}
+            columns={[
+              { label: 'Name', sort: 'name' },
+              'Status',
+              'Labels',
+              'Last seen',
+              { label: 'Host', sort: 'hostname' },
+              { label: 'Registered', sort: 'created' },
+            ]}
+            sorting={list.sorting('name')}
             actions={canManage}
             quietActionsHeading
             rows={data.agents}
-            empty={`No agents${applied ? ' match this selector' : ''}.`}
+            empty={`No agents${filtered ? ' match' : ''}.`}
           >
             {(agent) => (
               <tr key={agent.id} data-agent={agent.id}>
-                <td>{agent.name}</td>
                 <td>
-                  <StatusBadge status={agent.status} />
+                  <Link to={`/orgs/${org}/agents/${agent.id}`} title={agent.id}>
+                    {agent.name}
+                  </Link>
+                </td>
+                <td>
+                  <span title={agent.statusReason ?? undefined}>
+                    <StatusBadge status={agent.status} />
+                  </span>
                 </td>
                 <td>
                   <Labels labels={agent.labels} />
@@ -266,6 +285,9 @@ export default function AgentsPage() {
                   <When at={agent.lastSeenAt} />
                 </td>
                 <td>{agent.hostname}</td>
+                <td>
+                  <When at={agent.createdAt} />
+                </td>
                 {canManage && (
                   <td className="row-actions">
                     {agent.status === 'disabled' && (
@@ -294,6 +316,7 @@ export default function AgentsPage() {
           </DataTable>
         )}
       </Loaded>
+      {agents.data && <Pager label="Agents" {...list.pager(agents.data.next)} />}
       {pending && (
         <ConfirmDialog
           title={`${LIFECYCLE_TEXT[pending.verb].title} ${pending.agent.name}`}

@@ -1,8 +1,12 @@
 import { useEffect, useRef, useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
+import { LoadFailed } from '../components/dead-end';
 import { Decide } from '../components/decide';
-import { ConfirmDialog, ErrorNote, Loading, RiskBadge, StatusBadge, useLoad, When } from '../components/ui';
+import { AgentName, Person } from '../components/people';
+import { Ago, Elapsed, formatDuration } from '../components/time';
+import { ConfirmDialog, Loading, RiskBadge, StatusBadge, useLoad } from '../components/ui';
+import { useLiveRefresh } from '../live';
 import { useAccess } from '../session';
 import { type CommandView, TERMINAL } from '../types';
 
@@ -10,6 +14,46 @@ interface Chunk {
   seq: number;
   stream: 'stdout' | 'stderr';
   data: string;
+  /** When the server received it from the agent. */
+  at: string;
+}
+
+/** hh:mm:ss of a chunk, in the reader's time zone; the full time is on hover. */
+const clockTime = (at: string) =>
+  new Date(at).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+
+/**
+ * The output as lines, each started by the time its chunk arrived: a chunk may end mid-line, and the
+ * rest of that line then carries no second time.
+ */
+function OutputLines({ chunks }: { chunks: Chunk[] }) {
+  const pieces: Array<{ key: string; stream: Chunk['stream']; at?: string; text: string }> = [];
+  let lineStart = true;
+  for (const chunk of [...chunks].sort((a, b) => a.seq - b.seq)) {
+    chunk.data.split(/(?<=\n)/).forEach((text, index) => {
+      pieces.push({
+        key: `${chunk.seq}.${index}`,
+        stream: chunk.stream,
+        ...(lineStart ? { at: chunk.at } : {}),
+        text,
+      });
+      lineStart = text.endsWith('\n');
+    });
+  }
+  return (
+    <>
+      {pieces.map((piece) => (
+        <span key={piece.key} className={piece.stream}>
+          {piece.at && (
+            <time className="stamp" dateTime={piece.at} title={new Date(piece.at).toLocaleString()}>
+              {clockTime(piece.at)}{' '}
+            </time>
+          )}
+          {piece.text}
+        </span>
+      ))}
+    </>
+  );
 }
 
 /** Reconnections in a row, without a successful one between, before the live view gives up. */
@@ -114,7 +158,9 @@ export default function CommandPage() {
     reload,
   } = useLoad(() => api<CommandView>('GET', orgPath(org, `/commands/${id}`)), [org, id]);
   const { chunks, notice, finished } = useLiveOutput(org, id, reload);
-  if (error) return <ErrorNote error={error} />;
+  // Decisions and changes of state made anywhere, from the organization's live stream.
+  useLiveRefresh(['command'], reload, (changed) => changed.id === id);
+  if (error) return <LoadFailed error={error} what="command" />;
   if (!command) return <Loading what="the command" />;
   const ended = TERMINAL.includes(command.status);
   return (
@@ -134,13 +180,23 @@ export default function CommandPage() {
         <div>
           <dt>Command</dt>
           <dd>
-            <code>{command.id}</code>
+            <code title={command.id}>{command.id}</code>
           </dd>
         </div>
         <div>
           <dt>Agent</dt>
           <dd>
-            <code>{command.agentId}</code>
+            <AgentName id={command.agentId} name={command.agentName} />
+          </dd>
+        </div>
+        <div>
+          <dt>Requested by</dt>
+          <dd>
+            <Person
+              id={command.requestedBy}
+              name={command.requestedByName}
+              email={command.requestedByEmail}
+            />
           </dd>
         </div>
         <div>
@@ -158,20 +214,31 @@ export default function CommandPage() {
         <div>
           <dt>Created</dt>
           <dd>
-            <When at={command.createdAt} />
+            <Ago at={command.createdAt} />
           </dd>
         </div>
         <div>
           <dt>Started</dt>
           <dd>
-            <When at={command.startedAt} />
+            <Ago at={command.startedAt} none={ended ? 'never started' : 'not yet'} />
           </dd>
         </div>
         <div>
-          <dt>Finished</dt>
+          <dt>{!ended && command.startedAt ? 'Running for' : 'Finished'}</dt>
           <dd>
-            <When at={command.finishedAt} />
-            {command.exitCode !== null && ` · exit code ${command.exitCode}`}
+            {ended ? (
+              <>
+                <Ago at={command.finishedAt} none="—" />
+                {command.startedAt &&
+                  command.finishedAt &&
+                  ` · took ${formatDuration(Date.parse(command.finishedAt) - Date.parse(command.startedAt))}`}
+                {command.exitCode !== null && ` · exit code ${command.exitCode}`}
+              </>
+            ) : command.startedAt ? (
+              <Elapsed since={command.startedAt} />
+            ) : (
+              <span className="muted">not yet</span>
+            )}
           </dd>
         </div>
         {command.message && (
@@ -191,7 +258,8 @@ export default function CommandPage() {
           <ul>
             {command.approvals.map((a) => (
               <li key={a.userId}>
-                <StatusBadge status={a.decision} /> by <code>{a.userId}</code> <When at={a.at} />
+                <StatusBadge status={a.decision} /> by <Person id={a.userId} name={a.name} email={a.email} />{' '}
+                <Ago at={a.at} />
                 {a.comment && ` — ${a.comment}`}
               </li>
             ))}
@@ -207,13 +275,7 @@ export default function CommandPage() {
         {chunks.length === 0 ? (
           <span className="muted">{finished ? 'No output.' : 'Waiting for output…'}</span>
         ) : (
-          chunks
-            .sort((a, b) => a.seq - b.seq)
-            .map((chunk) => (
-              <span key={chunk.seq} className={chunk.stream}>
-                {chunk.data}
-              </span>
-            ))
+          <OutputLines chunks={chunks} />
         )}
       </pre>
       {command.outputTruncated && <p className="muted">The server keeps the first 1 MiB of output.</p>}

@@ -1,7 +1,7 @@
 import { useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
-import { DataTable, RowButton } from '../components/data-table';
+import { DataTable, Pager, RowButton, SearchBox, useListParams } from '../components/data-table';
 import { FormDialog } from '../components/dialog-form';
 import { RoleSelectField, useRoles } from '../components/fields';
 import { ConfirmDialog, ErrorNote, Loaded, StatusBadge, useLoad, When } from '../components/ui';
@@ -59,7 +59,16 @@ export default function MembersPage() {
   const me = useSignedIn().user.id;
   const canManage = access.can('members:manage');
   const canEndSessions = access.can('members:end_sessions');
-  const members = useLoad(() => api<{ members: MemberView[] }>('GET', orgPath(org, '/members')), [org]);
+  // Search, filters, sort and page live in the URL: a link shows the same list, a reload keeps it.
+  const list = useListParams({ q: '', role: '', status: '', sort: 'email' });
+  const members = useLoad(
+    () =>
+      api<{ members: MemberView[]; next: string | null }>(
+        'GET',
+        orgPath(org, `/members?${list.query({ limit: '50' })}`),
+      ),
+    [org, list.key],
+  );
   const roles = useRoles(org);
   const [pending, setPending] = useState<Pending | undefined>();
   const [notice, setNotice] = useState<string | undefined>();
@@ -75,18 +84,57 @@ export default function MembersPage() {
           {notice}
         </p>
       )}
+      <div className="toolbar">
+        <SearchBox label="Search members" value={list.get('q')} onSearch={(q) => list.set({ q })} />
+        <div className="field">
+          <label htmlFor="member-role-filter">Role</label>
+          <select
+            id="member-role-filter"
+            value={list.get('role')}
+            onChange={(event) => list.set({ role: event.target.value })}
+          >
+            <option value="">any</option>
+            {roleList.map((role) => (
+              <option key={role.id} value={role.id}>
+                {role.name}
+              </option>
+            ))}
+          </select>
+        </div>
+        <div className="field">
+          <label htmlFor="member-status-filter">Status</label>
+          <select
+            id="member-status-filter"
+            value={list.get('status')}
+            onChange={(event) => list.set({ status: event.target.value })}
+          >
+            <option value="">any</option>
+            <option value="active">active</option>
+            <option value="disabled">disabled</option>
+          </select>
+        </div>
+      </div>
       <ErrorNote error={members.error ?? roles.error} />
       <Loaded load={members} what="members">
         {(data) => (
           <DataTable
             label="Members"
-            columns={['Name', 'Email', 'Role', 'Teams', 'Status', 'Joined']}
+            columns={[
+              { label: 'Name', sort: 'name' },
+              { label: 'Email', sort: 'email' },
+              { label: 'Role', sort: 'role' },
+              'Teams',
+              'Status',
+              { label: 'Joined', sort: 'joined' },
+            ]}
+            sorting={list.sorting('email')}
             actions={canManage || canEndSessions}
             rows={data.members}
+            empty="No members match."
           >
             {(member) => (
               <tr key={member.id}>
-                <td>{member.displayName || <span className="muted">none</span>}</td>
+                <td title={member.id}>{member.displayName || <span className="muted">none</span>}</td>
                 <td>{member.email}</td>
                 <td>{roleName(member.role)}</td>
                 <td>
@@ -143,6 +191,7 @@ export default function MembersPage() {
           </DataTable>
         )}
       </Loaded>
+      {members.data && <Pager label="Members" {...list.pager(members.data.next)} />}
 
       {pending?.kind === 'role' && (
         <ChangeRoleDialog

@@ -11,9 +11,19 @@ interface SessionRow {
   current: boolean;
   ip: string | null;
   userAgent: string | null;
+  device: { browser: string | null; os: string | null; type: string };
   createdAt: string;
   lastSeenAt: string;
   expiresAt: string;
+}
+
+/** "Firefox 128 on Ubuntu (desktop)": what a person recognises, parsed by the server. */
+function deviceName(session: SessionRow): string {
+  const { browser, os, type } = session.device;
+  if (!browser && !os)
+    return session.userAgent ? `A program (${session.userAgent.slice(0, 40)})` : 'An unknown device';
+  const kind = type === 'unknown' ? '' : ` (${type})`;
+  return `${browser ?? 'A browser'}${os ? ` on ${os}` : ''}${kind}`;
 }
 
 function Sessions({ generation }: { generation: number }) {
@@ -34,7 +44,7 @@ function Sessions({ generation }: { generation: number }) {
           >
             {(session) => (
               <tr key={session.id}>
-                <td>{session.userAgent ?? <span className="muted">unknown</span>}</td>
+                <td title={session.userAgent ?? undefined}>{deviceName(session)}</td>
                 <td>{session.ip ?? <span className="muted">unknown</span>}</td>
                 <td>
                   <When at={session.createdAt} />
@@ -48,7 +58,7 @@ function Sessions({ generation }: { generation: number }) {
                   ) : (
                     <RowButton
                       danger
-                      target={`the session from ${session.ip ?? 'an unknown address'}`}
+                      target={`the session of ${deviceName(session)} from ${session.ip ?? 'an unknown address'}`}
                       disabled={busy === session.id}
                       onClick={async () => {
                         setBusy(session.id);

@@ -1,8 +1,9 @@
 import { useMemo, useState } from 'react';
 import { useNavigate, useParams } from 'react-router';
 import { api, orgPath } from '../api';
+import { LoadFailed, NotFound } from '../components/dead-end';
 import { initialValues, paramsOf, SchemaFields } from '../components/schema-form';
-import { ErrorNote, Field, Loading, Modal, RiskBadge, useLoad } from '../components/ui';
+import { ErrorNote, Field, Loading, Modal, RiskBadge, StatusBadge, useLoad } from '../components/ui';
 import type { ActionView, CommandPolicy, CommandView, ServiceView } from '../types';
 
 function describeRule(policy: CommandPolicy | undefined, action: ActionView): string {
@@ -29,7 +30,12 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
   // One key per confirmed attempt: a double submit, or a retry after a lost answer, runs it once.
   const [idempotencyKey, setIdempotencyKey] = useState(() => crypto.randomUUID());
   const { params, problems } = useMemo(() => paramsOf(action.params, values), [action.params, values]);
-  const valid = Object.keys(problems).length === 0;
+  // The server refuses a critical command without a reason: approvers and the log must know why.
+  const reasonRequired = action.risk === 'critical';
+  const reasonMissing = reasonRequired && reason.trim() === '';
+  const valid = Object.keys(problems).length === 0 && !reasonMissing;
+  // Held for approvals by policy: confirming asks for them, it does not run anything yet.
+  const needsApproval = (policy?.[action.risk]?.approvals ?? 0) > 0;
 
   return (
     <>
@@ -48,12 +54,22 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
           showProblems={submitted}
           onChange={setValues}
         />
-        <Field label="Reason (optional)" hint="Shown to approvers and kept in the audit log.">
+        <Field
+          label={reasonRequired ? 'Reason (required)' : 'Reason (optional)'}
+          hint={
+            reasonRequired
+              ? 'A critical action needs a reason. Shown to approvers and kept in the audit log.'
+              : 'Shown to approvers and kept in the audit log.'
+          }
+          {...(submitted && reasonMissing ? { error: 'Say why this critical action should run.' } : {})}
+        >
           {(id, describedBy) => (
             <input
               id={id}
               maxLength={500}
               value={reason}
+              required={reasonRequired}
+              aria-invalid={submitted && reasonMissing}
               aria-describedby={describedBy}
               onChange={(e) => setReason(e.target.value)}
             />
@@ -61,7 +77,9 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
         </Field>
         {submitted && !valid && (
           <p className="notice error" role="alert">
-            Some parameters need attention.
+            {reasonMissing && Object.keys(problems).length === 0
+              ? 'A critical action needs a reason.'
+              : 'Some parameters need attention.'}
           </p>
         )}
         <button type="submit" className="primary">
@@ -69,7 +87,10 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
         </button>
       </form>
       {confirming && (
-        <Modal title={`Run ${action.name}?`} onClose={() => setConfirming(false)}>
+        <Modal
+          title={needsApproval ? `Request approval to run ${action.name}?` : `Run ${action.name}?`}
+          onClose={() => setConfirming(false)}
+        >
           <dl className="summary">
             <div>
               <dt>Agent</dt>
@@ -92,6 +113,11 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
               </dd>
             </div>
           </dl>
+          {reason && (
+            <p>
+              Reason: <q>{reason}</q>
+            </p>
+          )}
           <p>{describeRule(policy, action)}</p>
           <ErrorNote error={error} />
           <div className="actions">
@@ -127,7 +153,7 @@ function RunForm(props: { org: string; service: ServiceView; action: ActionView;
                 }
               }}
             >
-              Run {action.name}
+              {needsApproval ? 'Request approval' : `Run ${action.name}`}
             </button>
           </div>
         </Modal>
@@ -141,17 +167,20 @@ export default function RunActionPage() {
   const { data, error } = useLoad(
     () =>
       Promise.all([
-        api<{ services: ServiceView[] }>('GET', orgPath(org, `/services?agent=${encodeURIComponent(agent)}`)),
+        api<{ services: ServiceView[] }>(
+          'GET',
+          orgPath(org, `/services?agent=${encodeURIComponent(agent)}&limit=200`),
+        ),
         api<CommandPolicy>('GET', orgPath(org, '/command-policy')).catch(() => undefined),
       ]),
     [org, agent],
   );
-  if (error) return <ErrorNote error={error} />;
+  if (error) return <LoadFailed error={error} what="action" />;
   if (!data) return <Loading what="the action" />;
   const [{ services }, policy] = data;
   const service = services.find((s) => s.name === serviceName);
   const action = service?.actions.find((a) => a.name === actionName);
-  if (!service || !action) return <p className="notice">This agent declares no such service and action.</p>;
+  if (!service || !action) return <NotFound what="service and action on this agent" />;
   return (
     <section>
       <h1>
@@ -161,7 +190,19 @@ export default function RunActionPage() {
         {service.name} on {service.agent.name} · {action.description} · times out after{' '}
         {action.timeoutSeconds} s
       </p>
-      <RunForm org={org} service={service} action={action} {...(policy ? { policy } : {})} />
+      {service.available ? (
+        <RunForm org={org} service={service} action={action} {...(policy ? { policy } : {})} />
+      ) : (
+        // The server refuses commands to a disabled or revoked agent; the form says so first.
+        <div className="unavailable-note" role="note">
+          <p>
+            <StatusBadge status={service.agent.status} /> Unavailable: {service.unavailableReason}
+          </p>
+          <button type="button" disabled>
+            Run {action.name}
+          </button>
+        </div>
+      )}
     </section>
   );
 }

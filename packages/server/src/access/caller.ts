@@ -46,3 +46,16 @@ export function callerEvent(
     details,
   };
 }
+
+/**
+ * The caller with when they last proved a credential, for the step-up rules of commands. A key cannot
+ * re-authenticate: it passes a step-up rule only when it holds apikeys:use_privileged.
+ */
+export function requesterOf(
+  principal: Principal | undefined,
+  request: FastifyRequest,
+): Caller & { authenticatedAt: number } {
+  const authenticatedAt =
+    principal?.session?.authenticatedAt ?? (principal?.stepUpExempt ? Number.POSITIVE_INFINITY : 0);
+  return { ...callerOf(principal, request), authenticatedAt };
+}

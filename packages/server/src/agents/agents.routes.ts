@@ -12,12 +12,15 @@ import type { AccessService } from '../access/access.service.js';
 import { isAllowed } from '../access/authorize.js';
 import { type Caller, callerOf } from '../access/caller.js';
 import { parseSelector, selectorMatches } from '../access/label-selector.js';
+import { sortOrderOf, sortValues, visiblePage } from '../db/keyset.js';
+import type { AgentStatus } from '../db/schema.js';
 import { ValidationError } from '../errors.js';
+import { CursorText, cursorFrom, cursorText, SearchText } from '../http/list-query.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { AgentId, Description, iso, OrgSlug, RegistrationTokenId, Timestamp } from '../http/schemas.js';
-import { type AgentsService, parseLabels } from './agents.service.js';
-import type { AgentListRow } from './agents.store.js';
+import { type AgentsService, parseLabels, unavailableReason } from './agents.service.js';
+import type { AgentListRow, AgentSortColumn } from './agents.store.js';
 import type { AgentGateway } from './gateway.js';
 import {
   DEFAULT_TOKEN_MINUTES,
@@ -26,6 +29,7 @@ import {
   type RegistrationTokensService,
 } from './registration-tokens.service.js';
 import type { ServicesService } from './services.service.js';
+import type { ServiceListRow, ServiceSortColumn } from './services.store.js';
 
 const RegistrationTokenView = z.object({
   id: z.string(),
@@ -39,20 +43,47 @@ const RegistrationTokenView = z.object({
   expiresAt: Timestamp,
 });
 
+const AGENT_STATUSES = ['online', 'offline', 'disabled', 'revoked'] as const;
 const AgentView = z.object({
   id: z.string(),
   name: z.string(),
   hostname: z.string(),
   labels: Labels,
-  status: z.enum(['online', 'offline', 'disabled', 'revoked']),
+  status: z.enum(AGENT_STATUSES),
+  /** Why a disabled or revoked agent runs nothing; null while it may. */
+  statusReason: z.string().nullable(),
   lastSeenAt: Timestamp.nullable(),
   createdAt: Timestamp,
 });
 
+/** One agent's page: what the list shows, and its live connection to this server when it has one. */
+const AgentDetailView = AgentView.extend({
+  connection: z.object({ connectedAt: Timestamp, address: z.string(), agentVersion: z.string() }).nullable(),
+});
+
+/** Sort keys of the agent list and the column each stands for (`created`: ids sort by creation). */
+const AGENT_SORTS = { created: 'id', name: 'name', hostname: 'hostname' } as const satisfies Record<
+  string,
+  AgentSortColumn
+>;
+const AgentSort = z.enum(sortValues(['created', 'name', 'hostname'] as const));
+const SERVICE_SORTS = {
+  name: 'services.name',
+  agent: 'agents.name',
+  health: 'services.health_status',
+  updated: 'services.updated_at',
+} as const satisfies Record<string, ServiceSortColumn>;
+const ServiceSort = z.enum(sortValues(['name', 'agent', 'health', 'updated'] as const));
+/** Rows read per query when the caller's scope may hide some of them. */
+const SCOPED_BATCH = 500;
+
 const ServiceView = z.object({
   id: z.string(),
   name: z.string(),
-  agent: z.object({ id: z.string(), name: z.string() }),
+  agent: z.object({ id: z.string(), name: z.string(), status: z.enum(AGENT_STATUSES) }),
+  /** False when the agent is disabled or revoked: nothing can be run, `unavailableReason` says why. */
+  available: z.boolean(),
+  unavailableReason: z.string().nullable(),
   kind: z.string(),
   version: z.string(),
   health: z.object({ status: z.enum(HEALTH_STATUSES), message: z.string() }),
@@ -71,8 +102,6 @@ const ServiceView = z.object({
 });
 
 const PAGE_MAX = 200;
-/** The most agents one list request looks at, whatever it finds visible among them. */
-const SCAN_MAX = 5000;
 
 export function agentsRoutes(deps: {
   agents: AgentsService;
@@ -86,6 +115,9 @@ export function agentsRoutes(deps: {
   const { agents, tokens, services, access, gateway, onRevoked } = deps;
   const OrgAgent = z.strictObject({ org: OrgSlug, agent: AgentId });
 
+  const liveStatus = (status: AgentListRow['status'], heartbeat: number | undefined) =>
+    status !== 'active' ? status : heartbeat !== undefined ? ('online' as const) : ('offline' as const);
+
   const agentView = (row: AgentListRow, heartbeat = gateway.lastHeartbeat(row.id)) => {
     const lastSeen = heartbeat ?? row.last_seen_at;
     return {
@@ -93,16 +125,30 @@ export function agentsRoutes(deps: {
       name: row.name,
       hostname: row.hostname,
       labels: parseLabels(row.labels),
-      status:
-        row.status !== 'active'
-          ? row.status
-          : heartbeat !== undefined
-            ? ('online' as const)
-            : ('offline' as const),
+      status: liveStatus(row.status, heartbeat),
+      statusReason: unavailableReason(row.status),
       lastSeenAt: lastSeen === null ? null : iso(lastSeen),
       createdAt: iso(row.created_at),
     };
   };
+
+  const serviceView = (row: ServiceListRow) => ({
+    id: row.id,
+    name: row.name,
+    agent: {
+      id: row.agent_id,
+      name: row.agent_name,
+      status: liveStatus(row.agent_status, gateway.lastHeartbeat(row.agent_id)),
+    },
+    available: row.agent_status === 'active',
+    unavailableReason: unavailableReason(row.agent_status),
+    kind: row.kind,
+    version: row.version,
+    health: { status: row.health_status, message: row.health_message },
+    config: JSON.parse(row.config) as unknown[],
+    actions: JSON.parse(row.actions) as unknown[],
+    updatedAt: iso(row.updated_at),
+  });
 
   const lifecycle = (verb: 'disable' | 'enable' | 'revoke', summary: string) =>
     defineRoute({
@@ -221,14 +267,18 @@ export function agentsRoutes(deps: {
       method: 'GET',
       url: '/api/orgs/:org/agents',
       operationId: 'listAgents',
-      summary: 'Agents you may see, with status and last seen; filter by label selector; paged by id',
+      summary:
+        'Agents you may see, with status and last seen; searched, filtered by status or label selector, sorted, paged with a cursor',
       tags: ['agents'],
       access: { permission: 'agents:read' },
       rateLimit: 'read',
       params: z.strictObject({ org: OrgSlug }),
       query: z.strictObject({
+        q: SearchText.optional().describe('Found in the name, hostname or id'),
+        status: z.enum(AGENT_STATUSES).optional(),
         selector: z.string().max(1000).optional(),
-        after: AgentId.optional(),
+        sort: AgentSort.default('created'),
+        after: CursorText.optional(),
         limit: z.coerce.number().int().min(1).max(PAGE_MAX).default(50),
       }),
       response: { 200: z.object({ agents: z.array(AgentView), next: z.string().nullable() }) },
@@ -238,34 +288,48 @@ export function agentsRoutes(deps: {
         const selector = query.selector === undefined ? undefined : parseSelector(query.selector);
         if (selector && 'problem' in selector)
           throw new ValidationError([{ path: 'query.selector', message: selector.problem }]);
-        const visible: AgentListRow[] = [];
-        let after = query.after;
-        let scanned = 0;
-        let exhausted = false;
-        // A scoped role or a selector may hide agents: read on until the page is full, the fleet ends,
-        // or SCAN_MAX agents were looked at (then `next` resumes the scan where it stopped).
+        const sortKey = query.sort.replace(/^-/, '') as keyof typeof AGENT_SORTS;
+        const order = { column: AGENT_SORTS[sortKey], direction: sortOrderOf(query.sort).direction };
         // Granted on the whole organization, agents:read covers every agent: no decision per row.
         const everyAgent = isAllowed(org.access, 'agents:read', { kind: 'org' });
-        while (visible.length < query.limit && !exhausted && scanned < SCAN_MAX) {
-          const rows = await agents.page(org.id, query.limit, after);
-          exhausted = rows.length < query.limit;
-          for (const row of rows) {
-            scanned++;
-            after = row.id;
-            const labels = parseLabels(row.labels);
-            if (selector && !selectorMatches(selector, labels)) continue;
-            if (!everyAgent && !isAllowed(org.access, 'agents:read', { kind: 'agent', labels })) continue;
-            visible.push(row);
-            if (visible.length === query.limit) break;
-          }
-        }
-        const more = visible.length === query.limit || (!exhausted && scanned >= SCAN_MAX);
+        // Online and offline are both `active` in the database; which one is known to the gateway.
+        const live = query.status === 'online' || query.status === 'offline' ? query.status : undefined;
+        const statuses: AgentStatus[] | undefined =
+          query.status === undefined
+            ? undefined
+            : live || query.status === 'online' || query.status === 'offline'
+              ? ['active']
+              : [query.status];
+        const keep = (row: AgentListRow) => {
+          const labels = parseLabels(row.labels);
+          if (selector && !selectorMatches(selector, labels)) return false;
+          if (!everyAgent && !isAllowed(org.access, 'agents:read', { kind: 'agent', labels })) return false;
+          return !live || liveStatus(row.status, gateway.lastHeartbeat(row.id)) === live;
+        };
+        const { rows: visible, next } = await visiblePage({
+          read: (from, batch) =>
+            agents.list(org.id, {
+              ...(query.q ? { text: query.q } : {}),
+              ...(statuses ? { statuses } : {}),
+              order,
+              ...(from ? { from } : {}),
+              limit: batch,
+            }),
+          cursorOf: (row) => ({ value: row[order.column], id: row.id }),
+          keep,
+          limit: query.limit,
+          from: cursorFrom(query.sort, query.after, 'agt'),
+          batch: everyAgent && !selector && !live ? query.limit + 1 : Math.max(query.limit + 1, SCOPED_BATCH),
+        });
         // Status and last seen come from the agents' live connections, not only from the database.
         const heartbeats = visible.map((row) => gateway.lastHeartbeat(row.id));
-        reusableWhile(() => visible.every((row, i) => gateway.lastHeartbeat(row.id) === heartbeats[i]));
+        // Filtered on being online, the answer also hangs on agents it left out: never given again.
+        reusableWhile(
+          () => !live && visible.every((row, i) => gateway.lastHeartbeat(row.id) === heartbeats[i]),
+        );
         return {
           agents: visible.map((row, i) => agentView(row, heartbeats[i])),
-          next: more ? (after ?? null) : null,
+          next: next ? cursorText(query.sort, next) : null,
         };
       },
     }),
@@ -274,17 +338,28 @@ export function agentsRoutes(deps: {
       method: 'GET',
       url: '/api/orgs/:org/agents/:agent',
       operationId: 'getAgent',
-      summary: 'One agent with status and last seen',
+      summary:
+        'One agent with status, last seen, and its live connection (since when, from where, agent version)',
       tags: ['agents'],
       access: { permission: 'agents:read' },
       rateLimit: 'read',
       params: OrgAgent,
-      response: { 200: AgentView },
+      response: { 200: AgentDetailView },
       handler: async ({ principal, request, params }) => {
         const caller = callerOf(principal, request);
         const row = await agents.get(caller.org.id, params.agent);
         await access.authorize(caller, 'agents:read', { kind: 'agent', labels: parseLabels(row.labels) });
-        return agentView(row);
+        const connection = gateway.connectionOf(row.id);
+        return {
+          ...agentView(row),
+          connection: connection
+            ? {
+                connectedAt: iso(connection.connectedAt),
+                address: connection.address,
+                agentVersion: connection.agentVersion,
+              }
+            : null,
+        };
       },
     }),
 
@@ -315,31 +390,52 @@ export function agentsRoutes(deps: {
       url: '/api/orgs/:org/services',
       operationId: 'listServices',
       summary:
-        'Services reported by the agents you may see, with health, configuration (never secret values) and actions',
+        'Services reported by the agents you may see, with health, configuration (never secret values), actions and whether their agent can run them; searched, filtered, sorted, paged with a cursor',
       tags: ['agents'],
       access: { permission: 'services:read' },
       rateLimit: 'read',
       params: z.strictObject({ org: OrgSlug }),
-      query: z.strictObject({ agent: AgentId.optional() }),
-      response: { 200: z.object({ services: z.array(ServiceView) }) },
+      query: z.strictObject({
+        agent: AgentId.optional(),
+        q: SearchText.optional().describe("Found in the service's name or kind, or its agent's name"),
+        health: z.enum(HEALTH_STATUSES).optional(),
+        sort: ServiceSort.default('name'),
+        after: CursorText.optional(),
+        limit: z.coerce.number().int().min(1).max(PAGE_MAX).default(100),
+      }),
+      response: { 200: z.object({ services: z.array(ServiceView), next: z.string().nullable() }) },
       handler: async ({ principal, query }) => {
         const org = principal!.org!;
-        const visible = (labels: string) =>
-          isAllowed(org.access, 'services:read', { kind: 'agent', labels: parseLabels(labels) });
+        const everyAgent = isAllowed(org.access, 'services:read', { kind: 'org' });
+        const sortKey = query.sort.replace(/^-/, '') as keyof typeof SERVICE_SORTS;
+        const order = { column: SERVICE_SORTS[sortKey], direction: sortOrderOf(query.sort).direction };
+        const sortValueOf: Record<ServiceSortColumn, (row: ServiceListRow) => string | number> = {
+          'services.name': (row) => row.name,
+          'agents.name': (row) => row.agent_name,
+          'services.health_status': (row) => row.health_status,
+          'services.updated_at': (row) => row.updated_at,
+        };
+        const { rows, next } = await visiblePage({
+          read: (from, batch) =>
+            services.list(org.id, {
+              ...(query.agent ? { agentId: query.agent } : {}),
+              ...(query.q ? { text: query.q } : {}),
+              ...(query.health ? { health: query.health } : {}),
+              order,
+              ...(from ? { from } : {}),
+              limit: batch,
+            }),
+          cursorOf: (row) => ({ value: sortValueOf[order.column](row), id: row.id }),
+          keep: (row) =>
+            everyAgent ||
+            isAllowed(org.access, 'services:read', { kind: 'agent', labels: parseLabels(row.agent_labels) }),
+          limit: query.limit,
+          from: cursorFrom(query.sort, query.after, 'svc'),
+          batch: everyAgent ? query.limit + 1 : Math.max(query.limit + 1, SCOPED_BATCH),
+        });
         return {
-          services: (await services.list(org.id, query.agent))
-            .filter((row) => visible(row.agent_labels))
-            .map((row) => ({
-              id: row.id,
-              name: row.name,
-              agent: { id: row.agent_id, name: row.agent_name },
-              kind: row.kind,
-              version: row.version,
-              health: { status: row.health_status, message: row.health_message },
-              config: JSON.parse(row.config) as unknown[],
-              actions: JSON.parse(row.actions) as unknown[],
-              updatedAt: iso(row.updated_at),
-            })),
+          services: rows.map(serviceView),
+          next: next ? cursorText(query.sort, next) : null,
         };
       },
     }),

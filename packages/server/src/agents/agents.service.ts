@@ -15,7 +15,7 @@ import { AppError, NotFoundError } from '../errors.js';
 import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { AgentKeySeals } from './agent-keys.js';
-import { type AgentRow, type AgentsStore, createAgentsStore } from './agents.store.js';
+import { type AgentListQuery, type AgentRow, type AgentsStore, createAgentsStore } from './agents.store.js';
 import { registrationTokenStatus } from './registration-tokens.service.js';
 import { createRegistrationTokensStore, type RegistrationTokensStore } from './registration-tokens.store.js';
 
@@ -39,6 +39,18 @@ export class RegistrationRefusedError extends AppError {
 
 export const parseLabels = (json: string): Record<string, string> =>
   JSON.parse(json) as Record<string, string>;
+
+/**
+ * Why an agent runs nothing, said wherever its services are offered (the console disables Run with
+ * it); null for an active agent, online or not (an offline agent's commands wait for it).
+ */
+export function unavailableReason(status: AgentStatus): string | null {
+  if (status === 'disabled')
+    return 'The agent is disabled: it cannot connect or run anything until someone enables it again.';
+  if (status === 'revoked')
+    return 'The agent is revoked: it can never connect or run anything again; register the host as a new agent.';
+  return null;
+}
 
 export function createAgentsService(deps: {
   agents: AgentsStore;
@@ -184,6 +196,7 @@ export function createAgentsService(deps: {
     },
 
     page: (orgId: string, limit: number, after?: string) => agents.page(orgId, limit, after),
+    list: (orgId: string, query: AgentListQuery) => agents.list(orgId, query),
 
     async get(orgId: string, id: string): Promise<AgentRow> {
       const row = await agents.find(orgId, id);

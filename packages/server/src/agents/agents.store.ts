@@ -1,8 +1,21 @@
 import type { Kysely } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
+import { afterCursor, type Cursor, containsAny, type SortOrder } from '../db/keyset.js';
 import type { AgentStatus, AgentsTable, DB } from '../db/schema.js';
 
 export type AgentRow = AgentsTable;
+/** The columns the agent list sorts by; `id` is creation order (ids sort by creation time). */
+export type AgentSortColumn = 'id' | 'name' | 'hostname';
+
+export interface AgentListQuery {
+  /** Found in the name, hostname or id. */
+  text?: string;
+  statuses?: readonly AgentStatus[];
+  order: SortOrder<AgentSortColumn>;
+  from?: Cursor;
+  limit: number;
+}
+
 export type AgentListRow = Pick<
   AgentRow,
   'id' | 'name' | 'hostname' | 'labels' | 'status' | 'created_at' | 'last_seen_at'
@@ -68,6 +81,16 @@ export function createAgentsStore(db: Kysely<DB>) {
     /** Up to `limit` agents in id order (ids sort by creation time), after `after` when given. */
     page: (orgId: string, limit: number, after?: string) =>
       after === undefined ? firstPage.all({ orgId, limit }) : nextPage.all({ orgId, limit, after }),
+    /** A page of the agent list, searched and sorted; the caller decides which rows may be seen. */
+    list: (orgId: string, q: AgentListQuery): Promise<AgentListRow[]> => {
+      let query = db.selectFrom('agents').select(listed).where('org_id', '=', orgId);
+      if (q.text) query = query.where(containsAny(['name', 'hostname', 'id'], q.text));
+      if (q.statuses) query = query.where('status', 'in', [...q.statuses]);
+      if (q.from) query = query.where(afterCursor(q.order.column, 'id', q.order.direction, q.from));
+      query = query.orderBy(q.order.column, q.order.direction);
+      if (q.order.column !== 'id') query = query.orderBy('id', q.order.direction);
+      return query.limit(q.limit).execute();
+    },
     /** Moves an agent between states; a revoked agent never moves again. */
     async setStatus(orgId: string, id: string, status: AgentStatus, now: number): Promise<boolean> {
       const result = await db

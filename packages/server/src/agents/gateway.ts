@@ -92,6 +92,9 @@ interface Connection {
   agent: AgentRow & { org_slug: string };
   lastHeartbeat: number;
   context: AuditRequestContext;
+  /** For the agent's page: since when, and the agent software's version it said in its hello. */
+  connectedAt: number;
+  agentVersion: string;
 }
 
 const isLoopback = (address: string | undefined) =>
@@ -135,6 +138,8 @@ export function createAgentGateway(deps: {
   clock: () => number;
   metrics: AgentMetrics;
   options: GatewayOptions;
+  /** Told when an agent comes online, goes offline, or was seen (in the last-seen batches): the console shows it live. */
+  presence?: (orgId: string, agentId: string, online: boolean, lastSeenAt: number) => void;
 }) {
   const { agents, services, commandOwner, agentKeys, serverKeys, audit, logger, clock, metrics, options } =
     deps;
@@ -202,12 +207,13 @@ export function createAgentGateway(deps: {
     socket: WebSocket,
     agent: AgentRow & { org_slug: string },
     context: AuditRequestContext,
+    agentVersion: string,
   ) {
     const previous = connections.get(agent.id);
     if (previous) previous.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
     else metrics.connected.inc();
     const now = clock();
-    connections.set(agent.id, { socket, agent, lastHeartbeat: now, context });
+    connections.set(agent.id, { socket, agent, lastHeartbeat: now, context, connectedAt: now, agentVersion });
     seen.set(agent.id, now);
     send(socket, {
       v: AGENT_PROTOCOL_VERSION,
@@ -216,11 +222,13 @@ export function createAgentGateway(deps: {
       agent: { id: agent.id, name: agent.name, labels: parseLabels(agent.labels) },
     });
     await audit.record(connectionEvent(agent, 'agent.connected', context));
+    deps.presence?.(agent.org_id, agent.id, true, now);
     await commandHandlers?.welcomed(agent);
   }
 
   function onConnection(socket: WebSocket, context: AuditRequestContext): void {
     let nonces: HandshakeNonces | undefined;
+    let agentVersion = '';
     let authenticated: (AgentRow & { org_slug: string }) | undefined;
     // How the handshake ended, counted once: a welcome or the deadline when they happen; a refusal,
     // or the agent gone first, when the socket closes.
@@ -270,6 +278,7 @@ export function createAgentGateway(deps: {
       if (current?.socket !== socket || !authenticated) return;
       connections.delete(authenticated.id);
       seen.set(authenticated.id, current.lastHeartbeat);
+      deps.presence?.(authenticated.org_id, authenticated.id, false, current.lastHeartbeat);
       const recorded = audit
         .record(connectionEvent(authenticated, 'agent.disconnected', context))
         .catch((error: unknown) => logger.error({ err: error }, 'could not audit an agent disconnection'))
@@ -334,6 +343,7 @@ export function createAgentGateway(deps: {
       const message = result.data;
       if (!authenticated) {
         if (message.type === 'hello' && !nonces) {
+          agentVersion = message.agentVersion;
           nonces = {
             agentId: message.agentId,
             agentNonce: message.agentNonce,
@@ -382,7 +392,7 @@ export function createAgentGateway(deps: {
           metrics.handshakes.inc({ outcome: 'welcome' });
           clearTimeout(handshakeTimer);
           metrics.handshakeSeconds.observe((performance.now() - upgradedAt) / 1000);
-          await welcome(socket, agent, context);
+          await welcome(socket, agent, context, agentVersion);
           return;
         }
         refuse(socket, 'handshake_expected', 'Prove the agent identity first.');
@@ -449,6 +459,10 @@ export function createAgentGateway(deps: {
     const batch = new Map(seen);
     seen.clear();
     await agents.touch(batch);
+    for (const [id, at] of batch) {
+      const connection = connections.get(id);
+      if (connection) deps.presence?.(connection.agent.org_id, id, true, at);
+    }
   }
   const flusher = setInterval(() => {
     flushLastSeen().catch((error: unknown) =>
@@ -479,6 +493,17 @@ export function createAgentGateway(deps: {
     },
     isOnline: (agentId: string) => connections.has(agentId),
     lastHeartbeat: (agentId: string) => connections.get(agentId)?.lastHeartbeat,
+    /** The agent's live connection to this instance, as its page shows it. */
+    connectionOf(agentId: string) {
+      const connection = connections.get(agentId);
+      return connection
+        ? {
+            connectedAt: connection.connectedAt,
+            address: connection.context.ip ?? '',
+            agentVersion: connection.agentVersion,
+          }
+        : undefined;
+    },
     onlineCount: () => connections.size,
     /** Ends an agent's live connection, e.g. when it is disabled or revoked. */
     disconnect(agentId: string, code: string): void {

@@ -7,7 +7,7 @@ import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
 import { keyNamesASecret, valueLooksSecret } from '../secrets/secret-detection.js';
 import type { AgentRow } from './agents.store.js';
-import type { ServiceRow, ServicesStore } from './services.store.js';
+import type { ServiceListQuery, ServiceRow, ServicesStore } from './services.store.js';
 
 /**
  * Service reports (AGT-5). A report is what an agent says about the services beside it: kind,
@@ -221,7 +221,7 @@ export function createServicesService(deps: {
       return { accepted, refused, foreign };
     },
 
-    list: (orgId: string, agentId?: string) => services.list(orgId, agentId),
+    list: (orgId: string, query: ServiceListQuery) => services.list(orgId, query),
   };
 }
 

@@ -1,8 +1,31 @@
 import type { Kysely } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
-import type { DB, ServicesTable } from '../db/schema.js';
+import { afterCursor, type Cursor, containsAny, type SortOrder } from '../db/keyset.js';
+import type { AgentStatus, DB, HealthStatus, ServicesTable } from '../db/schema.js';
 
 export type ServiceRow = ServicesTable;
+export type ServiceSortColumn =
+  | 'services.name'
+  | 'agents.name'
+  | 'services.health_status'
+  | 'services.updated_at';
+
+export interface ServiceListQuery {
+  agentId?: string;
+  /** Found in the service's name or kind, or its agent's name. */
+  text?: string;
+  health?: HealthStatus;
+  order: SortOrder<ServiceSortColumn>;
+  from?: Cursor;
+  limit: number;
+}
+
+/** A service with what its agent decides: visibility (labels) and whether it can run anything (status). */
+export type ServiceListRow = ServiceRow & {
+  agent_name: string;
+  agent_labels: string;
+  agent_status: AgentStatus;
+};
 
 /** Services reported by agents (AGT-5); each row belongs to the one agent that reported it. */
 export function createServicesStore(db: Kysely<DB>) {
@@ -25,16 +48,27 @@ export function createServicesStore(db: Kysely<DB>) {
         .where('agent_id', '=', agent_id)
         .execute();
     },
-    /** With the owning agent's name and labels: visibility is decided on the agent's labels. */
-    list: (orgId: string, agentId?: string) => {
+    /** A page, with the owning agent's name, labels and status: visibility is decided on its labels. */
+    list: (orgId: string, q: ServiceListQuery): Promise<ServiceListRow[]> => {
       let query = db
         .selectFrom('services')
         .innerJoin('agents', 'agents.id', 'services.agent_id')
         .selectAll('services')
-        .select(['agents.name as agent_name', 'agents.labels as agent_labels'])
+        .select([
+          'agents.name as agent_name',
+          'agents.labels as agent_labels',
+          'agents.status as agent_status',
+        ])
         .where('services.org_id', '=', orgId);
-      if (agentId) query = query.where('services.agent_id', '=', agentId);
-      return query.orderBy('services.name').orderBy('services.id').limit(1000).execute();
+      if (q.agentId) query = query.where('services.agent_id', '=', q.agentId);
+      if (q.text) query = query.where(containsAny(['services.name', 'services.kind', 'agents.name'], q.text));
+      if (q.health) query = query.where('services.health_status', '=', q.health);
+      if (q.from) query = query.where(afterCursor(q.order.column, 'services.id', q.order.direction, q.from));
+      return query
+        .orderBy(q.order.column, q.order.direction)
+        .orderBy('services.id', q.order.direction)
+        .limit(q.limit)
+        .execute();
     },
   };
 }

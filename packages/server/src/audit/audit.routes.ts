@@ -1,38 +1,88 @@
 import { Readable } from 'node:stream';
+import { ID_BODY_PATTERN } from '@bulwark/protocol';
 import { z } from 'zod';
 import { callerOf } from '../access/caller.js';
+import { ValidationError } from '../errors.js';
 import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js';
 import { iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { AuditEventRow } from './audit.chain.js';
 import { EXPORT_FORMATS } from './audit.export.js';
 import { type AuditService, MAX_QUERY_LIMIT } from './audit.service.js';
-import { type AuditFilters, auditFilters } from './audit.store.js';
+import { AUDIT_SORTS, type AuditFilters, auditFilters } from './audit.store.js';
 import { AUDIT_ACTIONS, OUTCOMES } from './audit.types.js';
 
 const OrgParams = z.strictObject({ org: OrgSlug });
 
+/** Event type prefixes (`command.*`): choosing one selects every type of that family. */
+export const AUDIT_ACTION_PREFIXES = [
+  ...new Set(AUDIT_ACTIONS.map((action) => `${action.slice(0, action.indexOf('.'))}.*`)),
+] as const as readonly `${string}.*`[];
+
+const ActionOrPrefix = z
+  .enum([...AUDIT_ACTIONS, ...AUDIT_ACTION_PREFIXES] as [string, ...string[]], {
+    error: 'is not an audit event type, nor a type family such as command.*',
+  })
+  .optional()
+  .describe('An event type (command.failed) or a type family (command.*)');
+
 const Filters = {
-  action: z.enum(AUDIT_ACTIONS).optional(),
-  actor: z.string().max(64).optional().describe('Actor id'),
+  action: ActionOrPrefix,
+  actor: z
+    .string()
+    .trim()
+    .min(1, 'is empty')
+    .max(254, 'is longer than any id, email address or name')
+    .optional()
+    .describe('Actor: an id, an email address or a display name'),
   target: z.string().max(128).optional().describe('Target id'),
-  outcome: z.enum(OUTCOMES).optional(),
-  since: z.iso.datetime().optional().describe('Inclusive, ISO-8601'),
-  until: z.iso.datetime().optional().describe('Exclusive, ISO-8601'),
+  outcome: z.enum(OUTCOMES, { error: 'is not an outcome (success, failure or denied)' }).optional(),
+  since: z.iso
+    .datetime({ error: 'is not an ISO-8601 date and time' })
+    .optional()
+    .describe('Inclusive, ISO-8601'),
+  until: z.iso
+    .datetime({ error: 'is not an ISO-8601 date and time' })
+    .optional()
+    .describe('Exclusive, ISO-8601'),
 };
 
-function filtersOf(query: {
-  action?: string | undefined;
-  actor?: string | undefined;
-  target?: string | undefined;
-  outcome?: (typeof OUTCOMES)[number] | undefined;
-  since?: string | undefined;
-  until?: string | undefined;
-}): AuditFilters {
-  return auditFilters({
+/** Something shaped like one of our ids (`usr_…`, `agt_…`): matched as an id, not looked up as a name. */
+const ID_SHAPE = new RegExp(`^[a-z]{2,5}_${ID_BODY_PATTERN}$`);
+
+async function filtersOf(
+  audit: AuditService,
+  query: {
+    action?: string | undefined;
+    actor?: string | undefined;
+    target?: string | undefined;
+    outcome?: (typeof OUTCOMES)[number] | undefined;
+    since?: string | undefined;
+    until?: string | undefined;
+  },
+): Promise<AuditFilters> {
+  const since = query.since === undefined ? undefined : Date.parse(query.since);
+  const until = query.until === undefined ? undefined : Date.parse(query.until);
+  if (since !== undefined && until !== undefined && until <= since)
+    throw new ValidationError([{ path: 'query.until', message: 'must be later than since' }]);
+  const prefix = query.action?.endsWith('.*') ? query.action.slice(0, -1) : undefined;
+  const actorIsId = query.actor !== undefined && ID_SHAPE.test(query.actor);
+  const filters = auditFilters({
     ...query,
-    since: query.since === undefined ? undefined : Date.parse(query.since),
-    until: query.until === undefined ? undefined : Date.parse(query.until),
+    action: prefix === undefined ? query.action : undefined,
+    actor: actorIsId ? query.actor : undefined,
+    since,
+    until,
   });
+  if (prefix !== undefined) filters.actions = AUDIT_ACTIONS.filter((action) => action.startsWith(prefix));
+  // A person searches by email or name; the server finds whom that names. Only events of this
+  // organization's view are ever returned, so resolving against every account reveals nothing.
+  if (query.actor !== undefined && !actorIsId)
+    // The text itself may be an actor id of another shape (a system actor's), so it is one of the ids.
+    filters.actorMatch = {
+      ids: [...(await audit.usersNamed(query.actor)), query.actor],
+      display: query.actor,
+    };
+  return filters;
 }
 
 const EventView = z.object({
@@ -52,6 +102,22 @@ const EventView = z.object({
   requestId: z.string().nullable(),
   details: z.record(z.string(), z.unknown()),
   hash: z.string(),
+});
+
+const SearchedEventView = EventView.extend({
+  /** `org`: this organization's chain; `instance`: a member's account security event from the instance chain. */
+  chain: z.enum(['org', 'instance']),
+  prevHash: z.string(),
+  /** Covered by a signed checkpoint of its chain. */
+  signed: z.boolean(),
+  actor: z.object({
+    type: z.string(),
+    id: z.string().nullable(),
+    display: z.string().nullable(),
+    /** The user's current name and email, for a user actor. */
+    name: z.string().nullable(),
+    email: z.string().nullable(),
+  }),
 });
 
 const eventView = (row: AuditEventRow) => ({
@@ -83,17 +149,63 @@ export function auditRoutes(audit: AuditService): RouteDefinition[] {
       params: OrgParams,
       query: z.strictObject({
         ...Filters,
+        sort: z.enum(AUDIT_SORTS, { error: 'is not a sort order (time or action)' }).default('time'),
+        order: z.enum(['desc', 'asc'], { error: 'is not asc or desc' }).default('desc'),
+        members: z
+          .enum(['include', 'exclude'], { error: 'is not include or exclude' })
+          .default('include')
+          .describe("Include members' sign-ins, lockouts and factor changes from the instance log"),
         limit: z.coerce.number().int().min(1).max(MAX_QUERY_LIMIT).default(100),
-        cursor: z.string().max(100).optional(),
+        cursor: z.string().max(400).optional(),
       }),
-      response: { 200: z.object({ events: z.array(EventView), nextCursor: z.string().nullable() }) },
+      response: {
+        200: z.object({ events: z.array(SearchedEventView), nextCursor: z.string().nullable() }),
+      },
       handler: async ({ principal, query }) => {
-        const page = await audit.query(principal!.org!.id, filtersOf(query), {
+        const page = await audit.search(principal!.org!.id, await filtersOf(audit, query), {
           limit: query.limit,
+          sort: query.sort,
+          order: query.order,
+          memberSecurity: query.members === 'include',
           ...(query.cursor ? { cursor: query.cursor } : {}),
         });
-        return { events: page.events.map(eventView), nextCursor: page.nextCursor };
+        return {
+          events: page.events.map(({ row, chain, signed, actorUser }) => {
+            const view = eventView(row);
+            return {
+              ...view,
+              actor: { ...view.actor, name: actorUser?.name ?? null, email: actorUser?.email ?? null },
+              chain,
+              prevHash: row.prev_hash,
+              signed,
+            };
+          }),
+          nextCursor: page.nextCursor,
+        };
       },
+    }),
+
+    defineRoute({
+      method: 'GET',
+      url: '/api/orgs/:org/audit/types',
+      operationId: 'listAuditEventTypes',
+      summary: 'Every audit event type, grouped by family (the prefix a filter may name as family.*)',
+      tags: ['audit'],
+      access: { permission: 'audit:read' },
+      rateLimit: 'read',
+      params: OrgParams,
+      response: {
+        200: z.object({
+          groups: z.array(z.object({ prefix: z.string(), family: z.string(), types: z.array(z.string()) })),
+        }),
+      },
+      handler: () => ({
+        groups: AUDIT_ACTION_PREFIXES.map((prefix) => ({
+          prefix,
+          family: prefix.slice(0, -2),
+          types: AUDIT_ACTIONS.filter((action) => action.startsWith(prefix.slice(0, -1))),
+        })),
+      }),
     }),
 
     defineRoute({
@@ -112,7 +224,7 @@ export function auditRoutes(audit: AuditService): RouteDefinition[] {
         const caller = callerOf(principal, request);
         const chunks = await audit.openExport({
           chainId: caller.org.id,
-          filters: filtersOf(query),
+          filters: await filtersOf(audit, query),
           format: query.format,
           actor: caller.actor,
           context: caller.context,

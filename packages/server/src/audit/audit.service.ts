@@ -1,4 +1,4 @@
-import { newId } from '@bulwark/protocol';
+import { type JsonValue, newId } from '@bulwark/protocol';
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import type { DB } from '../db/schema.js';
@@ -8,7 +8,7 @@ import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type AuditEventRow, hashOfRow, signedStatement } from './audit.chain.js';
 import { type ExportFormat, exportFormatters } from './audit.export.js';
 import { guardDetails, guardText } from './audit.guard.js';
-import type { AuditFilters, AuditStore, ChainHead } from './audit.store.js';
+import type { AuditFilters, AuditSearchKey, AuditSort, AuditStore, ChainHead } from './audit.store.js';
 import {
   type AuditAction,
   type AuditActor,
@@ -28,6 +28,107 @@ const MAX_TEXT = 512;
 const PRUNE_CHUNK = 10_000;
 const EXPORT_PAGE = 1000;
 export const MAX_QUERY_LIMIT = 500;
+
+/**
+ * The instance chain's events an organization's auditor sees about the org's own members: their
+ * sign-ins and failed sign-ins, lockouts, CSRF refusals, second-factor checks and factor changes. A
+ * whitelist: an event type added to the instance chain later is not shown to org auditors until it is
+ * judged safe here (it might name another organization).
+ */
+export const MEMBER_SECURITY_ACTIONS = [
+  'auth.login_succeeded',
+  'auth.login_failed',
+  'auth.locked_out',
+  'auth.csrf_rejected',
+  'auth.mfa_failed',
+  'auth.password_changed',
+  'mfa.factor_added',
+  'mfa.factor_removed',
+  'mfa.recovery_codes_generated',
+  'mfa.recovery_code_used',
+] as const satisfies readonly AuditAction[];
+
+/**
+ * The details of those events an org auditor is shown; every other key is dropped. The events above
+ * hold only these today; the list keeps it so should one of them one day record, say, the
+ * organization a request was for.
+ */
+const MEMBER_SECURITY_DETAILS = new Set([
+  'via',
+  'secondFactorRequired',
+  'reason',
+  'scope',
+  'retryAfterSeconds',
+  'type',
+  'count',
+  'remaining',
+  'factorsLeft',
+  'method',
+]);
+
+/** What the dashboard lists as critical: attacks refused, integrity failures, security changes. */
+export const CRITICAL_ACTIONS = [
+  'access.denied',
+  'auth.locked_out',
+  'auth.break_glass_sign_in',
+  'auth.api_key_rejected',
+  'agent.misbehaved',
+  'agent.connection_refused',
+  'agent.registration_refused',
+  'agent.revoked',
+  'service.report_refused',
+  'command.integrity_failed',
+  'command.refused_by_agent',
+  'credential.integrity_failed',
+  'scim.rejected',
+  'org.security_policy_changed',
+  'sso.enforcement_changed',
+] as const satisfies readonly AuditAction[];
+
+/** An event as an organization's search shows it: where it stands in its chain, and whether signed. */
+export interface SearchedEvent {
+  row: AuditEventRow;
+  /** `org`: the organization's own chain; `instance`: a member's account event from the instance chain. */
+  chain: 'org' | 'instance';
+  /** A signed checkpoint at or after this event covers it (through the hash chain). */
+  signed: boolean;
+  /** The current name and email of a user actor. */
+  actorUser: { email: string; name: string } | null;
+}
+
+function encodeSearchCursor(sort: AuditSort, descending: boolean, key: AuditSearchKey): string {
+  return Buffer.from(JSON.stringify({ s: sort, d: descending ? 'desc' : 'asc', ...key })).toString(
+    'base64url',
+  );
+}
+
+function decodeSearchCursor(cursor: string, sort: AuditSort, descending: boolean): AuditSearchKey {
+  const invalid = () =>
+    new BadRequestError(
+      'invalid_cursor',
+      'The cursor is not one this server issued for this sort order; start again from the first page.',
+    );
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw invalid();
+  }
+  const c = parsed as { s?: unknown; d?: unknown; ts?: unknown; id?: unknown; action?: unknown };
+  if (
+    typeof parsed !== 'object' ||
+    parsed === null ||
+    c.s !== sort ||
+    c.d !== (descending ? 'desc' : 'asc') ||
+    typeof c.ts !== 'number' ||
+    !Number.isSafeInteger(c.ts) ||
+    typeof c.id !== 'string' ||
+    c.id.length > 64 ||
+    (sort === 'action' && (typeof c.action !== 'string' || c.action.length > 64))
+  )
+    throw invalid();
+  return { ts: c.ts, id: c.id, ...(sort === 'action' ? { action: c.action as string } : {}) };
+}
 
 export class AuditUnavailableError extends ServiceUnavailableError {
   constructor(message: string) {
@@ -634,6 +735,82 @@ export function createAuditService(deps: {
     },
 
     /**
+     * The organization's audit search (AUD-4): its own chain, plus (with `memberSecurity`) its current
+     * members' account security events from the instance chain, whose details are cut down to
+     * {@link MEMBER_SECURITY_DETAILS}. Sorted by time or by type, keyset-paged.
+     */
+    async search(
+      orgId: string,
+      filters: AuditFilters,
+      page: {
+        limit: number;
+        cursor?: string;
+        sort?: AuditSort;
+        order?: 'asc' | 'desc';
+        memberSecurity?: boolean;
+      },
+    ): Promise<{ events: SearchedEvent[]; nextCursor: string | null }> {
+      const limit = Math.min(Math.max(1, page.limit), MAX_QUERY_LIMIT);
+      const sort = page.sort ?? 'time';
+      const descending = (page.order ?? 'desc') === 'desc';
+      const after = page.cursor === undefined ? undefined : decodeSearchCursor(page.cursor, sort, descending);
+      const rows = await store.search(orgId, filters, {
+        limit: limit + 1,
+        sort,
+        descending,
+        ...(after ? { after } : {}),
+        ...(page.memberSecurity ? { memberSecurity: MEMBER_SECURITY_ACTIONS } : {}),
+      });
+      const shown = rows.slice(0, limit);
+      const signed = await store.signedThrough(shown.map((row) => row.chain_id));
+      const users = await store.userNames(
+        shown.filter((row) => row.actor_type === 'user' && row.actor_id).map((row) => row.actor_id!),
+      );
+      const events = shown.map((row): SearchedEvent => {
+        const fromInstance = row.chain_id !== orgId;
+        const details = fromInstance
+          ? JSON.stringify(
+              Object.fromEntries(
+                Object.entries(JSON.parse(row.details) as Record<string, unknown>).filter(([key]) =>
+                  MEMBER_SECURITY_DETAILS.has(key),
+                ),
+              ),
+            )
+          : row.details;
+        return {
+          row: { ...row, details },
+          chain: fromInstance ? 'instance' : 'org',
+          signed: (signed.get(row.chain_id) ?? 0) >= row.seq,
+          actorUser: row.actor_type === 'user' && row.actor_id ? (users.get(row.actor_id) ?? null) : null,
+        };
+      });
+      const last = shown.at(-1);
+      return {
+        events,
+        nextCursor:
+          rows.length > limit && last
+            ? encodeSearchCursor(sort, descending, {
+                ts: last.ts,
+                id: last.id,
+                ...(sort === 'action' ? { action: last.action } : {}),
+              })
+            : null,
+      };
+    },
+
+    /** Resolves what a person typed for an actor (an email or a name) to the user ids it names. */
+    usersNamed: (text: string) => store.usersNamed(text),
+
+    /** The organization's critical events since `since`, newest first (the dashboard's list). */
+    async recentCritical(orgId: string, since: number, limit: number): Promise<AuditEventRow[]> {
+      return store.search(
+        orgId,
+        { actions: CRITICAL_ACTIONS, since },
+        { limit, sort: 'time', descending: true },
+      );
+    },
+
+    /**
      * Opens an export of a chain's events, oldest first, with no row limit: the returned iterable
      * reads page by page as the consumer pulls, so memory stays flat for any size. The export is
      * recorded before it is returned, and refused if that record cannot be written.
@@ -654,7 +831,10 @@ export function createAuditService(deps: {
         target: { type: 'audit_log', id: chainId },
         outcome: 'success',
         ...(request.context ? { context: request.context } : {}),
-        details: { format, filters: { ...filters } },
+        details: {
+          format,
+          filters: JSON.parse(JSON.stringify(filters)) as { [key: string]: JsonValue },
+        },
       });
       return exportChunks(chainId, filters, format, request.onProgress);
     },

@@ -1,14 +1,21 @@
-import type { InsertResult, Kysely, SelectQueryBuilder, Transaction } from 'kysely';
+import { type InsertResult, type Kysely, type SelectQueryBuilder, sql, type Transaction } from 'kysely';
 import { type CompiledOnce, compiledOnce } from '../db/compiled-once.js';
 import type { Dialect } from '../db/database.js';
 import { createGroupCommit } from '../db/group-commit.js';
 import type { AuditCheckpointsTable, DB } from '../db/schema.js';
 import { type AuditEventRow, GENESIS_HASH, type SignedStatementKind } from './audit.chain.js';
-import type { Outcome } from './audit.types.js';
+import { INSTANCE_CHAIN, type Outcome } from './audit.types.js';
 
 export interface AuditFilters {
   action?: string;
+  /** Any of these actions: a type prefix (`command.*`) expanded to the actions it names. */
+  actions?: readonly string[];
   actorId?: string;
+  /**
+   * An actor named the way a person knows them: any of these actor ids (the users an email or a name
+   * resolved to), or this exact display, case-insensitively (an API key's name, an agent's name).
+   */
+  actorMatch?: { ids: readonly string[]; display: string };
   targetId?: string;
   outcome?: Outcome;
   /** Inclusive lower bound, epoch ms. */
@@ -34,6 +41,16 @@ export function auditFilters(criteria: {
     ...(criteria.since !== undefined ? { since: criteria.since } : {}),
     ...(criteria.until !== undefined ? { until: criteria.until } : {}),
   };
+}
+
+export const AUDIT_SORTS = ['time', 'action'] as const;
+export type AuditSort = (typeof AUDIT_SORTS)[number];
+
+/** Where a search page ended: the sort key of its last event. */
+export interface AuditSearchKey {
+  ts: number;
+  id: string;
+  action?: string;
 }
 
 export interface ChainHead {
@@ -95,7 +112,21 @@ function applyFilters<O>(
 ): SelectQueryBuilder<DB, 'audit_events', O> {
   let q = query;
   if (filters.action !== undefined) q = q.where('action', '=', filters.action);
+  if (filters.actions !== undefined) {
+    const actions = [...filters.actions];
+    // An empty list matches nothing; `in ()` is not valid SQL.
+    q = actions.length > 0 ? q.where('action', 'in', actions) : q.where(sql<boolean>`1 = 0`);
+  }
   if (filters.actorId !== undefined) q = q.where('actor_id', '=', filters.actorId);
+  if (filters.actorMatch !== undefined) {
+    const { ids, display } = filters.actorMatch;
+    q = q.where((eb) =>
+      eb.or([
+        ...(ids.length > 0 ? [eb('actor_id', 'in', [...ids])] : []),
+        eb(eb.fn('lower', ['actor_display']), '=', display.toLowerCase()),
+      ]),
+    );
+  }
   if (filters.targetId !== undefined) q = q.where('target_id', '=', filters.targetId);
   if (filters.outcome !== undefined) q = q.where('outcome', '=', filters.outcome);
   if (filters.since !== undefined) q = q.where('ts', '>=', filters.since);
@@ -231,6 +262,120 @@ export function createAuditStore(db: Kysely<DB>, dialect: Dialect, groupCommit =
         .orderBy('seq', 'asc')
         .limit(limit)
         .execute();
+    },
+
+    /**
+     * One page of an organization's audit search, ordered by `sort` then time then id, keyset-paged
+     * after `after`. With `memberSecurity`, the instance chain's events of those actions join in, when
+     * they are about a current member of the organization (as actor, or as the account targeted by a
+     * failed sign-in or a lockout) and happened after they joined: what an org's auditor may see of
+     * its members' account security, and nothing the instance holds about anyone else.
+     */
+    async search(
+      orgId: string,
+      filters: AuditFilters,
+      options: {
+        limit: number;
+        sort: AuditSort;
+        descending: boolean;
+        after?: AuditSearchKey;
+        memberSecurity?: readonly string[];
+      },
+    ): Promise<AuditEventRow[]> {
+      const { memberSecurity } = options;
+      let q = applyFilters(
+        db
+          .selectFrom('audit_events')
+          .selectAll()
+          .where((eb) =>
+            memberSecurity === undefined || memberSecurity.length === 0
+              ? eb('chain_id', '=', orgId)
+              : eb.or([
+                  eb('chain_id', '=', orgId),
+                  eb.and([
+                    eb('chain_id', '=', INSTANCE_CHAIN),
+                    eb('action', 'in', [...memberSecurity]),
+                    eb.exists(
+                      eb
+                        .selectFrom('memberships')
+                        .select('memberships.user_id')
+                        .where('memberships.org_id', '=', orgId)
+                        .whereRef('memberships.created_at', '<=', 'audit_events.ts')
+                        .where((m) =>
+                          m.or([
+                            m.and([
+                              m('audit_events.actor_type', '=', 'user'),
+                              m('memberships.user_id', '=', m.ref('audit_events.actor_id')),
+                            ]),
+                            m.and([
+                              m('audit_events.target_type', '=', 'user'),
+                              m('memberships.user_id', '=', m.ref('audit_events.target_id')),
+                            ]),
+                          ]),
+                        ),
+                    ),
+                  ]),
+                ]),
+          ),
+        filters,
+      );
+      const { after, descending } = options;
+      const beyond = descending ? '<' : '>';
+      if (after) {
+        q = q.where((eb) => {
+          const byTime = eb.or([
+            eb('ts', beyond, after.ts),
+            eb.and([eb('ts', '=', after.ts), eb('id', beyond, after.id)]),
+          ]);
+          if (options.sort === 'time') return byTime;
+          const action = after.action ?? '';
+          return eb.or([eb('action', beyond, action), eb.and([eb('action', '=', action), byTime])]);
+        });
+      }
+      const direction = descending ? 'desc' : 'asc';
+      if (options.sort === 'action') q = q.orderBy('action', direction);
+      return q.orderBy('ts', direction).orderBy('id', direction).limit(options.limit).execute();
+    },
+
+    /** Per chain, the newest sequence number a signed checkpoint covers (0 when none). */
+    async signedThrough(chainIds: readonly string[]): Promise<Map<string, number>> {
+      if (chainIds.length === 0) return new Map();
+      const rows = await db
+        .selectFrom('audit_checkpoints')
+        .select(['chain_id', (eb) => eb.fn.max('seq').as('seq')])
+        .where('chain_id', 'in', [...new Set(chainIds)])
+        .where('kind', '=', 'checkpoint' satisfies SignedStatementKind)
+        .groupBy('chain_id')
+        .execute();
+      return new Map(rows.map((row) => [row.chain_id, Number(row.seq ?? 0)]));
+    },
+
+    /** Users an email (exact) or a display name (whole, case-insensitive) names: at most a few dozen. */
+    async usersNamed(text: string): Promise<string[]> {
+      const lowered = text.toLowerCase();
+      const rows = await db
+        .selectFrom('users')
+        .select('id')
+        .where((eb) =>
+          eb.or([
+            eb(eb.fn('lower', ['email']), '=', lowered),
+            eb(eb.fn('lower', ['display_name']), '=', lowered),
+          ]),
+        )
+        .limit(50)
+        .execute();
+      return rows.map((row) => row.id);
+    },
+
+    /** The current names of these users, for showing people rather than ids. */
+    async userNames(ids: readonly string[]): Promise<Map<string, { email: string; name: string }>> {
+      if (ids.length === 0) return new Map();
+      const rows = await db
+        .selectFrom('users')
+        .select(['id', 'email', 'display_name'])
+        .where('id', 'in', [...new Set(ids)])
+        .execute();
+      return new Map(rows.map((row) => [row.id, { email: row.email, name: row.display_name }]));
     },
 
     async eventAt(chainId: string, seq: number, tx?: Transaction<DB>): Promise<AuditEventRow | undefined> {

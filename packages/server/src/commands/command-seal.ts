@@ -49,8 +49,12 @@ export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 
   const requests = createRowSealer(dataKeys, 'command-request');
   const decisions = createRowSealer(dataKeys, 'command-decision');
   // Each field's MAC is bound to the command's id and the field's name: none can be moved.
-  const fieldsOf = (row: CommandRow) =>
-    Object.fromEntries(FIELD_NAMES.map((field) => [field, [row.id, field, SEALED_FIELDS[field](row)]]));
+  // A bulk run's target also seals the run it belongs to, so a command cannot be slipped into a run
+  // and approved with it. Only then: the seals of commands made before bulk runs existed still hold.
+  const fieldsOf = (row: CommandRow) => ({
+    ...Object.fromEntries(FIELD_NAMES.map((field) => [field, [row.id, field, SEALED_FIELDS[field](row)]])),
+    ...(row.bulk_run_id === null ? {} : { bulkRunId: [row.id, 'bulkRunId', row.bulk_run_id] }),
+  });
   const decisionParts = (decision: CommandApprovalRow) => [
     decision.command_id,
     decision.user_id,
@@ -63,7 +67,7 @@ export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 
     sealRequest: (row: CommandRow) => requests.sealFields(fieldsOf(row)),
     /** The fields of `row` that differ from what the server sealed; `['seal']` when there is no valid seal. */
     requestMismatches: (row: CommandRow) =>
-      requests.fieldMismatches(row.seal, fieldsOf(row)) as Promise<Array<SealedField | 'seal'>>,
+      requests.fieldMismatches(row.seal, fieldsOf(row)) as Promise<Array<SealedField | 'bulkRunId' | 'seal'>>,
     /** The seal of a decision, made as it is given. */
     sealDecision: (decision: CommandApprovalRow) => decisions.seal(decisionParts(decision)),
     /** Whether the server sealed this decision as it stands. */

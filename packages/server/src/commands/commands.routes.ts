@@ -3,35 +3,35 @@ import { AgentName } from '@bulwark/protocol';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { AccessService } from '../access/access.service.js';
-import { decide } from '../access/authorize.js';
+import { isAllowed } from '../access/authorize.js';
 import { callerOf } from '../access/caller.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentsStore } from '../agents/agents.store.js';
+import { sortOrderOf, sortValues, visiblePage } from '../db/keyset.js';
 import { NotFoundError, ValidationError } from '../errors.js';
+import { CursorText, cursorFrom, cursorText, SearchText } from '../http/list-query.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
-import { AgentId, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
+import { AgentId, idOf, iso, OrgSlug, Timestamp, UserId } from '../http/schemas.js';
 import { crossSiteProblem } from '../identity/csrf.js';
 import type { LiveTicketsService } from '../identity/live-tickets.service.js';
-import { TERMINAL_STATUSES } from './command-status.js';
+import type { CommandNamesStore, PersonName } from './command-names.store.js';
+import { COMMAND_STATUSES, TERMINAL_STATUSES } from './command-status.js';
 import { type CommandsService, paramsHashOf, type Requester } from './commands.service.js';
-import type { CommandApprovalRow, CommandRow } from './commands.store.js';
+import type { CommandApprovalRow, CommandRow, CommandSortColumn } from './commands.store.js';
 import { subscribeLive } from './live-updates.js';
 import { MAX_APPROVALS } from './policy.js';
 
 const CommandId = idOf('cmd');
-const STATUSES = [
-  'awaiting_approval',
-  'queued',
-  'dispatched',
-  'running',
-  'succeeded',
-  'failed',
-  'timed_out',
-  'cancelled',
-  'rejected',
-  'expired',
-] as const;
+/** Sort keys of the command list and the column each stands for (`created`: ids sort by creation). */
+const COMMAND_SORTS = {
+  created: 'id',
+  service: 'service',
+  action: 'action',
+  status: 'status',
+} as const satisfies Record<string, CommandSortColumn>;
+const CommandSort = z.enum(sortValues(['created', 'service', 'action', 'status'] as const));
+const STATUSES = COMMAND_STATUSES;
 
 const CommandView = z.object({
   id: z.string(),
@@ -43,10 +43,17 @@ const CommandView = z.object({
   risk: z.enum(['low', 'medium', 'high', 'critical']),
   status: z.enum(STATUSES),
   requestedBy: z.string(),
+  /** Who asked, as people know them: empty when the account no longer exists. */
+  requestedByName: z.string(),
+  requestedByEmail: z.string(),
+  /** The agent's name, as its list shows it; empty when the agent no longer exists. */
+  agentName: z.string(),
   requiredApprovals: z.number(),
   approvals: z.array(
     z.object({
       userId: z.string(),
+      name: z.string(),
+      email: z.string(),
       decision: z.enum(['approved', 'rejected']),
       comment: z.string(),
       at: Timestamp,
@@ -92,6 +99,11 @@ const Decision = z.strictObject({
     .regex(/^[0-9a-f]{64}$/)
     .optional(),
 });
+/** A rejection says why: the requester reads it, and so does whoever reads the log later. */
+const WHY_REJECTED = 'is needed to reject: say why';
+const Rejection = Decision.extend({
+  comment: z.string({ error: WHY_REJECTED }).trim().min(1, WHY_REJECTED).max(500),
+});
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{8,128}$/;
 
 function requesterOf(principal: Principal | undefined, request: FastifyRequest): Requester {
@@ -106,24 +118,42 @@ export function commandsRoutes(deps: {
   agents: AgentsStore;
   access: AccessService;
   liveTickets: LiveTicketsService;
+  names: CommandNamesStore;
 }): RouteDefinition[] {
-  const { commands, agents, access, liveTickets } = deps;
+  const { commands, agents, access, liveTickets, names } = deps;
   /** The live stream a ticket opens: one command's events. */
   const eventsOf = (commandId: string) => `command:${commandId}`;
   const OrgCommand = z.strictObject({ org: OrgSlug, command: CommandId });
 
-  /** Many commands at once: their decisions in one query. */
+  /** Many commands at once: their decisions, the people and the agents named, one query each. */
   async function views(rows: CommandRow[]) {
+    if (rows.length === 0) return [];
     const decisions = await commands.decisionsOf(rows.map((row) => row.id));
-    return rows.map((row) => viewOf(row, decisions.get(row.id) ?? []));
+    const [people, agentNames] = await Promise.all([
+      names.people([
+        ...rows.map((row) => row.requested_by),
+        ...[...decisions.values()].flat().map((d) => d.user_id),
+      ]),
+      names.agents(
+        rows[0]!.org_id,
+        rows.map((row) => row.agent_id),
+      ),
+    ]);
+    return rows.map((row) => viewOf(row, decisions.get(row.id) ?? [], people, agentNames));
   }
 
   async function view(row: CommandRow) {
-    return viewOf(row, await commands.decisions(row.id));
+    return (await views([row]))[0]!;
   }
 
-  function viewOf(row: CommandRow, decisions: CommandApprovalRow[]) {
+  function viewOf(
+    row: CommandRow,
+    decisions: CommandApprovalRow[],
+    people: ReadonlyMap<string, PersonName>,
+    agentNames: ReadonlyMap<string, string>,
+  ) {
     const params = JSON.parse(row.params) as Record<string, unknown>;
+    const requester = people.get(row.requested_by);
     return {
       id: row.id,
       agentId: row.agent_id,
@@ -134,9 +164,14 @@ export function commandsRoutes(deps: {
       risk: row.risk,
       status: row.status,
       requestedBy: row.requested_by,
+      requestedByName: requester?.name ?? '',
+      requestedByEmail: requester?.email ?? '',
+      agentName: agentNames.get(row.agent_id) ?? '',
       requiredApprovals: row.required_approvals,
       approvals: decisions.map((d) => ({
         userId: d.user_id,
+        name: people.get(d.user_id)?.name ?? '',
+        email: people.get(d.user_id)?.email ?? '',
         decision: d.decision,
         comment: d.comment,
         at: iso(d.created_at),
@@ -181,7 +216,7 @@ export function commandsRoutes(deps: {
       access: { permission: 'approvals:decide' },
       rateLimit: 'write',
       params: OrgCommand,
-      body: Decision,
+      body: verb === 'reject' ? Rejection : Decision,
       response: { 200: CommandView },
       handler: async ({ principal, request, params, body }) =>
         view(
@@ -240,7 +275,8 @@ export function commandsRoutes(deps: {
       method: 'GET',
       url: '/api/orgs/:org/commands',
       operationId: 'listCommands',
-      summary: 'Commands on the agents you may see, newest first',
+      summary:
+        'Commands on the agents you may see, newest first unless sorted otherwise; filtered by status, agent, service or requester, searched, paged with a cursor',
       tags: ['commands'],
       access: { permission: 'commands:read' },
       rateLimit: 'read',
@@ -248,32 +284,70 @@ export function commandsRoutes(deps: {
       query: z.strictObject({
         status: z.enum(STATUSES).optional(),
         agent: AgentId.optional(),
-        before: CommandId.optional(),
+        service: AgentName.optional(),
+        requester: UserId.optional(),
+        q: SearchText.optional().describe("Found in the command's service, action or reason"),
+        sort: CommandSort.default('-created'),
+        after: CursorText.optional(),
+        before: CommandId.optional().describe(
+          'The `next` of the previous page, newest first (older form of `after`)',
+        ),
         limit: z.coerce.number().int().min(1).max(200).default(50),
       }),
       response: { 200: z.object({ commands: z.array(CommandView), next: z.string().nullable() }) },
       handler: async ({ principal, request, query }) => {
         const caller = callerOf(principal, request);
-        const rows = await commands.page(caller.org.id, query.limit, {
-          ...(query.status ? { status: query.status } : {}),
-          ...(query.agent ? { agentId: query.agent } : {}),
-          ...(query.before ? { before: query.before } : {}),
-        });
-        const labels = await agents.labelsOf(
-          caller.org.id,
-          rows.map((row) => row.agent_id),
-        );
-        const visible = rows.filter(
-          (row) =>
-            decide(caller.org.access, 'commands:read', {
-              kind: 'agent',
-              labels: parseLabels(labels.get(row.agent_id) ?? '{}'),
-            }).allowed,
-        );
-        return {
-          commands: await views(visible),
-          next: rows.length === query.limit ? rows.at(-1)!.id : null,
+        if (query.before !== undefined && (query.after !== undefined || query.sort !== '-created'))
+          throw new ValidationError([
+            { path: 'query.before', message: 'goes only with the default order and without after' },
+          ]);
+        const from = cursorFrom(query.sort, query.after ?? query.before, 'cmd');
+        const order = {
+          column: COMMAND_SORTS[query.sort.replace(/^-/, '') as keyof typeof COMMAND_SORTS],
+          direction: sortOrderOf(query.sort).direction,
         };
+        // A label-scoped caller sees the commands of the agents in scope: those agents are found
+        // first, so that neither rows nor the cursor ever come from an agent out of scope.
+        let inScope: Set<string> | undefined;
+        if (!isAllowed(caller.org.access, 'commands:read', { kind: 'org' })) {
+          inScope = new Set();
+          for (let after: string | undefined; ; ) {
+            const rows = await agents.page(caller.org.id, 1000, after);
+            for (const row of rows)
+              if (
+                isAllowed(caller.org.access, 'commands:read', {
+                  kind: 'agent',
+                  labels: parseLabels(row.labels),
+                })
+              )
+                inScope.add(row.id);
+            if (rows.length < 1000) break;
+            after = rows.at(-1)!.id;
+          }
+          if (inScope.size === 0 || (query.agent && !inScope.has(query.agent)))
+            return { commands: [], next: null };
+        }
+        // Up to this many agents are named in the query itself; beyond, rows are filtered as read.
+        const named = inScope && !query.agent && inScope.size <= 1000 ? [...inScope] : undefined;
+        const { rows, next } = await visiblePage({
+          read: (after, batch) =>
+            commands.page(caller.org.id, batch, {
+              ...(query.status ? { status: query.status } : {}),
+              ...(query.agent ? { agentId: query.agent } : {}),
+              ...(named ? { agentIds: named } : {}),
+              ...(query.service ? { service: query.service } : {}),
+              ...(query.requester ? { requestedBy: query.requester } : {}),
+              ...(query.q ? { text: query.q } : {}),
+              order,
+              ...(after ? { from: after } : {}),
+            }),
+          cursorOf: (row) => ({ value: row[order.column], id: row.id }),
+          keep: (row) => !inScope || inScope.has(row.agent_id),
+          limit: query.limit,
+          from,
+          batch: inScope && !named ? Math.max(query.limit + 1, 500) : query.limit + 1,
+        });
+        return { commands: await views(rows), next: next ? cursorText(query.sort, next) : null };
       },
     }),
 
@@ -304,7 +378,13 @@ export function commandsRoutes(deps: {
       response: {
         200: z.object({
           chunks: z.array(
-            z.object({ seq: z.number(), stream: z.enum(['stdout', 'stderr']), data: z.string() }),
+            z.object({
+              seq: z.number(),
+              stream: z.enum(['stdout', 'stderr']),
+              data: z.string(),
+              /** When the server received the chunk from the agent. */
+              at: Timestamp,
+            }),
           ),
           truncated: z.boolean(),
         }),
@@ -313,7 +393,7 @@ export function commandsRoutes(deps: {
         const row = await readable(principal, request, params.command);
         const chunks = await commands.output(row.id, query.after);
         return {
-          chunks: chunks.map((c) => ({ seq: c.seq, stream: c.stream, data: c.data })),
+          chunks: chunks.map((c) => ({ seq: c.seq, stream: c.stream, data: c.data, at: iso(c.created_at) })),
           truncated: row.output_truncated === 1,
         };
       },
@@ -352,7 +432,7 @@ export function commandsRoutes(deps: {
       response: {
         200: rawResponse(
           'text/event-stream',
-          'events `output` {seq, stream, data}, `status` {status}, `overflow` if the reader fell behind, and `ended` when the reader lost access',
+          'events `output` {seq, stream, data, at}, `status` {status}, `overflow` if the reader fell behind, and `ended` when the reader lost access',
         ),
       },
       handler: async ({ principal, request, reply, params, query, reauthorize }) => {
@@ -383,7 +463,12 @@ export function commandsRoutes(deps: {
           let lastSeq = -1;
           for (const chunk of await commands.output(row.id)) {
             lastSeq = chunk.seq;
-            yield event('output', { seq: chunk.seq, stream: chunk.stream, data: chunk.data });
+            yield event('output', {
+              seq: chunk.seq,
+              stream: chunk.stream,
+              data: chunk.data,
+              at: iso(chunk.created_at),
+            });
           }
           const current = (await commands.find(row.org_id, row.id)) ?? row;
           yield event('status', { status: current.status });
@@ -403,7 +488,12 @@ export function commandsRoutes(deps: {
               if (update.kind === 'output') {
                 if (update.seq <= lastSeq) continue;
                 lastSeq = update.seq;
-                yield event('output', { seq: update.seq, stream: update.stream, data: update.data });
+                yield event('output', {
+                  seq: update.seq,
+                  stream: update.stream,
+                  data: update.data,
+                  at: iso(update.at),
+                });
               } else {
                 yield event('status', { status: update.status });
                 if (TERMINAL_STATUSES.includes(update.status)) return;
@@ -473,9 +563,12 @@ export function commandsRoutes(deps: {
       rateLimit: 'read',
       params: z.strictObject({ org: OrgSlug }),
       response: { 200: z.object({ commands: z.array(CommandView) }) },
-      handler: async ({ principal, request }) => ({
-        commands: await views(await commands.inbox(callerOf(principal, request))),
-      }),
+      handler: async ({ principal, request }) => {
+        const caller = callerOf(principal, request);
+        const waiting = await views(await commands.inbox(caller));
+        // A card leaves "waiting for you" once you have decided on it, though others may still have to.
+        return { commands: waiting.filter((c) => !c.approvals.some((a) => a.userId === caller.userId)) };
+      },
     }),
   ];
 }

@@ -310,6 +310,7 @@ describe.each(BACKENDS)('commands on %s', (backend: Backend) => {
       const created = await create(world.owner.client, {
         action: 'restart-critical',
         params: { unit: 'web' },
+        reason: 'failover drill',
         confirm: true,
       });
       expect(created.body.status).toBe('awaiting_approval');
@@ -326,6 +327,7 @@ describe.each(BACKENDS)('commands on %s', (backend: Backend) => {
       const requester = await create(world.owner.client, {
         action: 'restart-critical',
         params: { unit: 'web' },
+        reason: 'failover drill',
         confirm: true,
       });
       expect(requester.body.error.code).toBe('step_up_required');

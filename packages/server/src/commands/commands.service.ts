@@ -30,6 +30,7 @@ import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { CommandSealer } from './command-seal.js';
 import { TERMINAL_STATUSES } from './command-status.js';
 import type { CommandApprovalRow, CommandRow, CommandsStore } from './commands.store.js';
+import type { OrgEvents } from './org-events.js';
 import { paramProblems } from './params-validator.js';
 import {
   APPROVAL_TTL_MS,
@@ -60,6 +61,7 @@ const ENDED_ACTIONS = [
   'command.expired',
   'command.refused_by_agent',
   'command.integrity_failed',
+  'command.skipped',
 ] as const satisfies readonly AuditInput['action'][];
 
 /** The SHA-256 of a command's params in canonical JSON: what `command.created` records and approvers see. */
@@ -92,7 +94,7 @@ export class CommandStateError extends AppError {
 }
 
 export type LiveOutput =
-  | { kind: 'output'; seq: number; stream: 'stdout' | 'stderr'; data: string }
+  | { kind: 'output'; seq: number; stream: 'stdout' | 'stderr'; data: string; at: number }
   | { kind: 'status'; status: CommandStatus };
 
 export function createCommandsService(deps: {
@@ -112,12 +114,16 @@ export function createCommandsService(deps: {
   deliveryTtlMs?: number;
   clock: () => number;
   stepUpMs: number;
+  /** The organization's live event bus: told of every change of a command's status. */
+  events?: Pick<OrgEvents, 'commandChanged'>;
 }) {
   const { commands, agents, services, access, gateway, serverKeys, secrets, audit, sealer, clock, stepUpMs } =
     deps;
   const deliveryTtlMs = deps.deliveryTtlMs ?? DELIVERY_TTL_MS;
   const live = new EventEmitter();
   live.setMaxListeners(0);
+  /** The bulk runs' scheduler (CMD-8), told when one of a run's targets ends so it releases the next. */
+  let bulkTargetEnded: (bulkRunId: string) => void = () => {};
 
   const target = (row: Pick<CommandRow, 'id' | 'service' | 'action'>) => ({
     type: 'command',
@@ -161,7 +167,11 @@ export function createCommandsService(deps: {
       },
       { grouped: true },
     );
-    if (moved) live.emit(row.id, { kind: 'status', status: to } satisfies LiveOutput);
+    if (moved) {
+      live.emit(row.id, { kind: 'status', status: to } satisfies LiveOutput);
+      if (row.bulk_run_id !== null && TERMINAL_STATUSES.includes(to)) bulkTargetEnded(row.bulk_run_id);
+      deps.events?.commandChanged(row.status, { ...row, ...changes, status: to });
+    }
     return moved;
   }
 
@@ -368,6 +378,13 @@ export function createCommandsService(deps: {
       kind: 'agent',
       labels: parseLabels(agent?.labels ?? '{}'),
     });
+    // A bulk run's target is decided on with its run, as one request: never one target at a time.
+    if (row.bulk_run_id !== null)
+      throw new AppError(
+        409,
+        'bulk_run_target',
+        'This command is one target of a bulk run; approve or reject the bulk run.',
+      );
     if (row.requested_by === caller.userId) {
       await audit.record(
         callerEvent(
@@ -468,6 +485,12 @@ export function createCommandsService(deps: {
           'Confirm the command to run it.',
         );
       assertStepUp(caller, policy);
+      // Whoever approves, and whoever reads the log later, must be told why something this risky ran.
+      if (declared.risk === 'critical' && input.reason.trim() === '')
+        throw new ValidationError(
+          [{ path: 'body.reason', message: 'is needed for a critical-risk action' }],
+          'Say why this critical command should run.',
+        );
 
       const now = clock();
       const paramsHash = paramsHashOf(input.params);
@@ -501,6 +524,7 @@ export function createCommandsService(deps: {
         final_acked: 0,
         secrets: JSON.stringify(grants),
         seal: '',
+        bulk_run_id: null,
       };
       // CMD-7: what was asked, sealed as the server accepts it; dispatch checks it before signing.
       row.seal = await sealer.sealRequest(row);
@@ -554,6 +578,7 @@ export function createCommandsService(deps: {
           );
         return winner;
       }
+      deps.events?.commandChanged(undefined, row);
       if (!deliverNow) await dispatch(row);
       else await sendOrRequeue(row, now);
       return (await commands.find(caller.org.id, row.id)) ?? row;
@@ -583,6 +608,8 @@ export function createCommandsService(deps: {
           updated_at: clock(),
         });
       });
+      // Released or not, the approvals inbox changed: one decision fewer is wanted.
+      deps.events?.commandChanged(row.status, released ? queued : row);
       if (released) {
         live.emit(row.id, { kind: 'status', status: 'queued' } satisfies LiveOutput);
         await dispatch(queued);
@@ -607,6 +634,7 @@ export function createCommandsService(deps: {
         events.push(callerEvent(caller, 'command.rejected', target(row), { comment }));
       });
       live.emit(row.id, { kind: 'status', status: 'rejected' } satisfies LiveOutput);
+      deps.events?.commandChanged(row.status, { ...row, status: 'rejected', finished_at: clock() });
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
 
@@ -620,11 +648,11 @@ export function createCommandsService(deps: {
       });
       if (TERMINAL_STATUSES.includes(row.status)) throw new CommandStateError(row.status, 'cancelled');
       const requested = callerEvent(caller, 'command.cancel_requested', target(row), { status: row.status });
-      if (row.status === 'awaiting_approval' || row.status === 'queued') {
+      if (row.status === 'awaiting_approval' || row.status === 'queued' || row.status === 'held') {
         const message = 'cancelled before it ran';
         await move(
           row,
-          ['awaiting_approval', 'queued'],
+          ['awaiting_approval', 'queued', 'held'],
           'cancelled',
           { finished_at: clock(), message },
           requested,
@@ -644,6 +672,27 @@ export function createCommandsService(deps: {
     },
 
     policyOf,
+
+    /**
+     * What bulk runs (CMD-8) take from commands: each target is a command, checked, sealed, moved and
+     * delivered by the same code as one run alone.
+     */
+    bulk: {
+      /** Called when a target of a run ends, whatever ended it. */
+      onTargetEnded(listener: (bulkRunId: string) => void) {
+        bulkTargetEnded = listener;
+      },
+      declaredAction,
+      assertStepUp,
+      dispatch,
+      move,
+      failTampered,
+      storeDecision,
+      target,
+      /** Tells the organization's live stream that a target moved outside `move()`. */
+      changed: (before: CommandStatus | undefined, after: CommandRow) =>
+        deps.events?.commandChanged(before, after),
+    },
 
     /** Sets the organization's policy; refused (422) where it would loosen the built-in one (CMD-3). */
     async setPolicy(caller: Caller, policy: OrgPolicy): Promise<OrgPolicy> {
@@ -702,7 +751,7 @@ export function createCommandsService(deps: {
      */
     async endForRevokedAgent(caller: Caller, agentId: string): Promise<number> {
       let ended = 0;
-      const from: CommandStatus[] = ['awaiting_approval', 'queued', 'dispatched', 'running'];
+      const from: CommandStatus[] = ['awaiting_approval', 'held', 'queued', 'dispatched', 'running'];
       const message = 'the agent was revoked; it can never report how this command ended';
       for (const row of await commands.inFlightOf(agentId)) {
         const event = callerEvent(
@@ -842,11 +891,12 @@ export function createCommandsService(deps: {
     // reported; anything the command produced is kept, as long as the command was ever delivered.
     if (row.dispatched_at === null && row.started_at === null) return;
     const bytes = Buffer.byteLength(message.data);
+    const at = clock();
     const fits = row.output_bytes + bytes <= MAX_STORED_OUTPUT_BYTES;
     if (!row.output_truncated) {
       const data = fits ? message.data : TRUNCATION_MARKER;
       await commands.appendOutput(
-        { command_id: row.id, seq: message.seq, stream: message.stream, data, created_at: clock() },
+        { command_id: row.id, seq: message.seq, stream: message.stream, data, created_at: at },
         fits ? bytes : 0,
         !fits,
       );
@@ -857,6 +907,7 @@ export function createCommandsService(deps: {
       seq: message.seq,
       stream: message.stream,
       data: message.data,
+      at,
     } satisfies LiveOutput);
   }
 }

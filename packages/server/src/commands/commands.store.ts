@@ -1,6 +1,7 @@
 import type { Kysely, Transaction } from 'kysely';
 import { compiledOnce } from '../db/compiled-once.js';
 import type { GroupCommit } from '../db/group-commit.js';
+import { afterCursor, type Cursor, containsAny, type SortOrder } from '../db/keyset.js';
 import type {
   CommandApprovalsTable,
   CommandOutputTable,
@@ -8,10 +9,25 @@ import type {
   CommandsTable,
   DB,
 } from '../db/schema.js';
-
 import { TERMINAL_STATUSES } from './command-status.js';
 
 export type CommandRow = CommandsTable;
+/** The columns the command list sorts by; `id` is creation order. */
+export type CommandSortColumn = 'id' | 'service' | 'action' | 'status';
+
+export interface CommandListQuery {
+  status?: CommandStatus;
+  agentId?: string;
+  /** Only these agents' commands (those of a label-scoped caller's agents). */
+  agentIds?: readonly string[];
+  service?: string;
+  requestedBy?: string;
+  /** Found in the service, action or reason. */
+  text?: string;
+  /** Newest first unless said otherwise. */
+  order?: SortOrder<CommandSortColumn>;
+  from?: Cursor;
+}
 export type CommandApprovalRow = CommandApprovalsTable;
 export type CommandOutputRow = CommandOutputTable;
 
@@ -109,18 +125,22 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
         .selectFrom('commands')
         .selectAll()
         .where('agent_id', '=', agentId)
-        .where('status', 'in', ['awaiting_approval', 'queued', 'dispatched', 'running'])
+        .where('status', 'in', ['awaiting_approval', 'held', 'queued', 'dispatched', 'running'])
         .execute(),
-    page: (
-      orgId: string,
-      limit: number,
-      filters: { status?: CommandStatus; agentId?: string; before?: string },
-    ) => {
+    /** A page of the command list: filtered, searched, in (column, id) order after `from`. */
+    page: (orgId: string, limit: number, filters: CommandListQuery) => {
       let query = db.selectFrom('commands').selectAll().where('org_id', '=', orgId);
       if (filters.status) query = query.where('status', '=', filters.status);
       if (filters.agentId) query = query.where('agent_id', '=', filters.agentId);
-      if (filters.before) query = query.where('id', '<', filters.before);
-      return query.orderBy('id', 'desc').limit(limit).execute();
+      if (filters.agentIds) query = query.where('agent_id', 'in', [...filters.agentIds]);
+      if (filters.service) query = query.where('service', '=', filters.service);
+      if (filters.requestedBy) query = query.where('requested_by', '=', filters.requestedBy);
+      if (filters.text) query = query.where(containsAny(['service', 'action', 'reason'], filters.text));
+      const order = filters.order ?? { column: 'id', direction: 'desc' };
+      if (filters.from) query = query.where(afterCursor(order.column, 'id', order.direction, filters.from));
+      query = query.orderBy(order.column, order.direction);
+      if (order.column !== 'id') query = query.orderBy('id', order.direction);
+      return query.limit(limit).execute();
     },
     awaitingApproval: (orgId: string) =>
       db
@@ -128,6 +148,8 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
         .selectAll()
         .where('org_id', '=', orgId)
         .where('status', '=', 'awaiting_approval')
+        // A bulk run's targets wait in its own inbox entry, decided on as one.
+        .where('bulk_run_id', 'is', null)
         .orderBy('id')
         .limit(500)
         .execute(),

@@ -8,6 +8,7 @@ const output = (seq: number): LiveOutput => ({
   seq,
   stream: 'stdout',
   data: `line ${seq}\n`,
+  at: seq,
 });
 
 describe('live updates for one reader', () => {

@@ -356,7 +356,11 @@ export type CommandStatus =
   | 'timed_out'
   | 'cancelled'
   | 'rejected'
-  | 'expired';
+  | 'expired'
+  /** A bulk run's target waiting for its turn (CMD-8): approved, not yet released to its agent. */
+  | 'held'
+  /** A bulk run's target never sent: the run stopped at its error threshold or was cancelled first. */
+  | 'skipped';
 
 export interface CommandsTable {
   id: string;
@@ -391,6 +395,58 @@ export interface CommandsTable {
   secrets: string;
   /** CMD-7: MACs of what was requested, made by the server when it accepted the command (command-seal.ts). */
   seal: string;
+  /** The bulk run this command is one target of (CMD-8); sealed with the request when set. */
+  bulk_run_id: string | null;
+}
+
+export type BulkRunStatus =
+  | 'awaiting_approval'
+  | 'running'
+  | 'succeeded'
+  | 'failed'
+  | 'cancelled'
+  | 'rejected'
+  | 'expired';
+
+/** Notifications (NOTIFY-1): per user; `read_at` null while unread. */
+export interface NotificationsTable {
+  id: string;
+  user_id: string;
+  kind: string;
+  title: string;
+  body: string;
+  dedup_key: string | null;
+  created_at: number;
+  read_at: number | null;
+}
+
+export interface UserDevicesTable {
+  user_id: string;
+  device_key: string;
+  first_seen_at: number;
+}
+
+export interface BulkRunsTable {
+  id: string;
+  org_id: string;
+  selector: string;
+  service: string;
+  action: string;
+  /** JSON object. */
+  params: string;
+  reason: string;
+  risk: 'low' | 'medium' | 'high' | 'critical';
+  requested_by: string;
+  status: BulkRunStatus;
+  max_concurrency_spec: string;
+  max_concurrency: number;
+  max_errors_spec: string;
+  max_errors: number;
+  target_count: number;
+  stop_reason: string;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
 }
 
 export interface CommandApprovalsTable {
@@ -532,6 +588,9 @@ export interface UpgradeNotesTable {
 }
 
 export interface DB {
+  notifications: NotificationsTable;
+  user_devices: UserDevicesTable;
+  bulk_runs: BulkRunsTable;
   audit_events: AuditEventsTable;
   sso_connections: SsoConnectionsTable;
   sso_identities: SsoIdentitiesTable;

@@ -54,6 +54,8 @@ const ALL_PREFIXES: IdPrefix[] = [
   'apk',
   'sec',
   'cmd',
+  'blk',
+  'ntf',
 ];
 
 /**
@@ -107,7 +109,9 @@ const BODIES: Record<string, unknown[]> = {
   updateAgent: [{ name: 'renamed-across' }],
   createCommand: [{ agent: '$agt', service: 'app', action: 'ping' }],
   approveCommand: [{}],
-  rejectCommand: [{}],
+  rejectCommand: [{ comment: 'rejected across organizations' }],
+  approveBulkRun: [{}],
+  rejectBulkRun: [{ comment: 'rejected across organizations' }],
   updateSecretValue: [{ value: 'overwritten-across-organizations' }],
   confirmTotpEnrolment: [{ code: '000000' }],
 };
@@ -116,8 +120,10 @@ const BODIES: Record<string, unknown[]> = {
 const QUERIES: Record<string, Record<string, string>> = {
   explainAccess: { permission: 'audit:read', user: '$usr' },
   listServices: { agent: '$agt' },
-  listCommands: { agent: '$agt', before: '$cmd' },
+  listCommands: { agent: '$agt', before: '$cmd', after: '$cmd', requester: '$usr' },
+  listMembers: { role: '$rol' },
   listAgents: { after: '$agt' },
+  listBulkRuns: { before: '$blk' },
   listAuditEvents: { actor: '$any', target: '$any' },
   exportAuditEvents: { actor: '$any', target: '$any' },
 };
@@ -136,7 +142,11 @@ const SLOT_RULES: Record<string, { use: Use; status: number }> = {
   'listServices query:agent': { use: 'filter', status: 200 },
   'listCommands query:agent': { use: 'filter', status: 200 },
   'listCommands query:before': { use: 'cursor', status: 200 },
+  'listCommands query:after': { use: 'cursor', status: 200 },
+  'listCommands query:requester': { use: 'filter', status: 200 },
+  'listMembers query:role': { use: 'filter', status: 200 },
   'listAgents query:after': { use: 'cursor', status: 200 },
+  'listBulkRuns query:before': { use: 'cursor', status: 200 },
   'listAuditEvents query:actor': { use: 'filter', status: 200 },
   'listAuditEvents query:target': { use: 'filter', status: 200 },
   'exportAuditEvents query:actor': { use: 'filter', status: 200 },
@@ -160,6 +170,9 @@ const PASSKEY_CREDENTIAL =
  * into another organization.
  */
 const NOT_IDS: Record<string, string> = {
+  // These lists have no creation order: their cursor is always an encoded (sort value, id) pair.
+  'listServices query:after': 'an encoded cursor of the sorted list, never an id',
+  'listMembers query:after': 'an encoded cursor of the sorted list, never an id',
   'reauthenticate body:passkey.id': PASSKEY_CREDENTIAL,
   'reauthenticate body:passkey.rawId': PASSKEY_CREDENTIAL,
   'verifySecondFactor body:passkey.id': PASSKEY_CREDENTIAL,
@@ -437,6 +450,9 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
     `/api/orgs/${slug}/invitations`,
   );
   const sessions = await member.json<{ sessions: Array<{ id: string }> }>('GET', '/api/auth/sessions');
+  // The member's role changes: they are told, and the notice is one more id to reach.
+  await created('PATCH', `/api/orgs/${slug}/members/${joined.body.user.id}`, { role: 'operator' });
+  const notices = await member.json<{ notifications: Array<{ id: string }> }>('GET', '/api/notifications');
   const apiKey = await created<{ apiKey: { id: string }; token: string }>(
     'POST',
     `/api/orgs/${slug}/api-keys`,
@@ -452,7 +468,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
   const registration = await created<{ id: string; token: string }>(
     'POST',
     `/api/orgs/${slug}/agent-registration-tokens`,
-    { uses: 3 },
+    { uses: 3, labels: { cross: prefix } },
   );
   const agent = await connectAndReport(owner.base, registration.token, `${prefix}-agent`, [
     ping,
@@ -468,6 +484,14 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
     confirm: true,
   });
   expect(command.status).toBe('awaiting_approval');
+  // A bulk run over the agent, awaiting approval too: deciding on it across organizations would show.
+  const bulkRun = await created<{ id: string; status: string }>('POST', `/api/orgs/${slug}/bulk-runs`, {
+    selector: `cross=${prefix}`,
+    service: 'app',
+    action: 'deploy',
+    confirm: true,
+  });
+  expect(bulkRun.status).toBe('awaiting_approval');
   const factor = await created<{ factorId: string }>('POST', '/api/auth/mfa/totp', {
     name: `${prefix} phone`,
   });
@@ -496,6 +520,8 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
     apk: apiKey.apiKey.id,
     sec: secret.id,
     cmd: command.id,
+    blk: bulkRun.id,
+    ntf: notices.body.notifications[0]?.id ?? '',
   };
   for (const kind of ALL_PREFIXES) expect(ids[kind], kind).toBeTruthy();
   return { ids, member, keyToken: apiKey.token, scimClient };

@@ -72,7 +72,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
   const registration = await owner.json<{ id: string; token: string }>(
     'POST',
     `/api/orgs/${slug}/agent-registration-tokens`,
-    { uses: 2 },
+    { uses: 2, labels: { walk: prefix } },
   );
   const agent = await registerAgent(owner.base, registration.body.token, `${prefix}-agent`);
   // The agent reports a service with one action, then goes away; a command for it is cancelled
@@ -96,6 +96,13 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     action: 'ping',
   });
   await owner.json('POST', `/api/orgs/${slug}/commands/${command.body.id}/cancel`);
+  // A bulk run over that agent, cancelled too: final, to be reached by id.
+  const bulkRun = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/bulk-runs`, {
+    selector: `walk=${prefix}`,
+    service: 'app',
+    action: 'ping',
+  });
+  await owner.json('POST', `/api/orgs/${slug}/bulk-runs/${bulkRun.body.id}/cancel`);
   const secret = await owner.json<{ id: string }>('POST', `/api/orgs/${slug}/secrets`, {
     name: `${prefix.toUpperCase()}_TOKEN`,
     value: `${prefix}-walk-value`,
@@ -121,7 +128,15 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
   const domain = await owner.json<{ domain: string }>('POST', `/api/orgs/${slug}/sso/domains`, {
     domain: `${prefix}.example.test`,
   });
+  // A sign-in from a device the member never used: a notification of theirs to reach by id.
+  const elsewhere = new SessionClient(owner.base, { 'user-agent': `${prefix}-walk-device/1.0` });
+  await elsewhere.login(`${prefix}-member@example.test`, MEMBER_PASSWORD);
+  const notifications = await member.json<{ notifications: Array<{ id: string }> }>(
+    'GET',
+    '/api/notifications',
+  );
   const ids = {
+    notification: notifications.body.notifications[0]?.id ?? '',
     domain: domain.body.domain,
     connection: ssoConnection.body.id,
     factor: factor.body.factorId,
@@ -135,6 +150,7 @@ async function populate(owner: SessionClient, slug: string, prefix: string): Pro
     token: registration.body.id,
     agent: agent.agentId,
     command: command.body.id,
+    run: bulkRun.body.id,
     secret: secret.body.id,
   };
   for (const [name, id] of Object.entries(ids)) expect(id, name).toBeTruthy();
@@ -170,9 +186,12 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
     updateAgent: { name: 'walk-renamed' },
     createCommand: { agent: fixtures.ids.agent, service: 'app', action: 'ping' },
     approveCommand: {},
+    createBulkRun: { selector: 'walk', service: 'app', action: 'ping' },
+    approveBulkRun: {},
+    rejectBulkRun: { comment: 'refused by the walk' },
     createSecret: { name: 'WALK_SECRET', value: 'walk-value' },
     updateSecretValue: { value: 'walk-value-2' },
-    rejectCommand: {},
+    rejectCommand: { comment: 'refused by the walk' },
     createApiKey: { name: 'walk key', permissions: ['org:read'] },
     confirmTotpEnrolment: { code: '000000' },
     verifySecondFactor: { code: '000000' },
@@ -202,7 +221,11 @@ function bodyFor(operationId: string, fixtures: Fixtures): unknown {
 }
 
 const queryFor = (operationId: string, fixtures: Fixtures) =>
-  operationId === 'explainAccess' ? `?permission=audit:read&user=${fixtures.ids.user}` : '';
+  operationId === 'explainAccess'
+    ? `?permission=audit:read&user=${fixtures.ids.user}`
+    : operationId === 'previewBulkRun'
+      ? '?selector=walk&service=app&action=ping'
+      : '';
 
 function urlFor(template: string, fixtures: Fixtures, org: string): string {
   return template.replace(/:([A-Za-z]+)/g, (_, name: string) => {

@@ -5,6 +5,7 @@ import { Done, done, iso, SessionId, Timestamp } from '../http/schemas.js';
 import { type RelyingPartyOf, SecondFactorFields, secondFactorProofOf } from '../mfa/second-factor-input.js';
 import { Password, SessionView } from './auth.schemas.js';
 import type { AuthService } from './auth.service.js';
+import { describeDevice } from './devices.js';
 import {
   SELF_PERMISSION,
   SESSION_COOKIE,
@@ -154,6 +155,11 @@ export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): R
               current: z.boolean(),
               ip: z.string().nullable(),
               userAgent: z.string().nullable(),
+              device: z.object({
+                browser: z.string().nullable(),
+                os: z.string().nullable(),
+                type: z.string(),
+              }),
               createdAt: Timestamp,
               lastSeenAt: Timestamp,
               expiresAt: Timestamp,
@@ -169,6 +175,7 @@ export function authRoutes(auth: AuthService, relyingPartyOf: RelyingPartyOf): R
             current: row.id === current.id,
             ip: row.ip,
             userAgent: row.user_agent,
+            device: describeDevice(row.user_agent),
             createdAt: iso(row.created_at),
             lastSeenAt: iso(row.last_seen_at),
             expiresAt: iso(row.expires_at),

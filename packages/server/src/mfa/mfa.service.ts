@@ -287,7 +287,10 @@ export function createMfaService(deps: {
         const left = (await tx.factorsOf(owner.userId)).length;
         if (left === 0) await tx.replaceRecoveryCodes(owner.userId, [], clock());
         events.push(
-          eventOf(owner, 'mfa.factor_removed', factorTarget(factor), context, { factorsLeft: left }),
+          eventOf(owner, 'mfa.factor_removed', factorTarget(factor), context, {
+            factorsLeft: left,
+            type: factor.type,
+          }),
         );
         return { factorsLeft: left };
       });

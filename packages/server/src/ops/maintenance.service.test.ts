@@ -197,6 +197,7 @@ async function insertCommand(
     output_truncated: 0,
     final_acked: 0,
     secrets: '[]',
+    bulk_run_id: null,
   };
   // Columns that later migrations add to commands have database defaults; these rows are never
   // dispatched, so what those columns hold does not matter here.

@@ -6,6 +6,7 @@ import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError } from '../errors.js';
 import type { SessionsService } from '../identity/sessions.service.js';
 import { createScimStore } from '../scim/scim.store.js';
+import type { MemberListQuery, MembersStore } from './members.store.js';
 import { createOrgsStore, type OrgsStore } from './orgs.store.js';
 import type { TeamsStore } from './teams.store.js';
 
@@ -25,12 +26,25 @@ const userTarget = (x: { id: string; email: string }) => ({ type: 'user', id: x.
 
 export function createMembersService(deps: {
   orgs: OrgsStore;
+  members: MembersStore;
   teams: TeamsStore;
   sessions: SessionsService;
   transact: Transact;
   clock: () => number;
 }) {
   const { orgs, teams, sessions, transact, clock } = deps;
+
+  async function withTeams<Row extends { id: string }>(orgId: string, members: Row[]) {
+    if (members.length === 0) return [];
+    const memberTeams = await teams.teamsOfMembers(orgId);
+    const teamsOf = new Map<string, Array<{ id: string; name: string }>>();
+    for (const row of memberTeams) {
+      const list = teamsOf.get(row.user_id) ?? [];
+      list.push({ id: row.id, name: row.name });
+      teamsOf.set(row.user_id, list);
+    }
+    return members.map((member) => ({ ...member, teams: teamsOf.get(member.id) ?? [] }));
+  }
 
   return {
     async list(orgId: string) {
@@ -45,6 +59,11 @@ export function createMembersService(deps: {
         teamsOf.set(row.user_id, list);
       }
       return members.map((member) => ({ ...member, teams: teamsOf.get(member.id) ?? [] }));
+    },
+
+    /** A page of the members list, searched, filtered and sorted, with each member's teams. */
+    async page(orgId: string, query: MemberListQuery) {
+      return withTeams(orgId, await deps.members.page(orgId, query));
     },
 
     changeRole(caller: Caller, userId: string, role: string) {

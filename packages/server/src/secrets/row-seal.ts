@@ -91,9 +91,13 @@ export function createRowSealer(dataKeys: DataKeyLookup, purpose: string) {
       const macs = parsed?.v === 1 && typeof parsed.macs === 'object' ? parsed.macs : undefined;
       const key = macs ? await keyNamed(parsed.key) : undefined;
       if (!macs || !key) return ['seal'];
-      return Object.entries(fields)
+      const differing = Object.entries(fields)
         .filter(([name, parts]) => !sameMac(mac(key, parts), macs[name]))
         .map(([name]) => name);
+      // A field the seal vouches for that the row no longer has (an optional one set back to null)
+      // differs as much as a changed one.
+      const dropped = Object.keys(macs).filter((name) => !Object.hasOwn(fields, name));
+      return [...differing, ...dropped];
     },
   };
 }

@@ -21,6 +21,8 @@ import * as ssoEnforcement from './0019-sso-enforcement.js';
 import * as scim from './0020-scim.js';
 import * as saml from './0021-saml.js';
 import * as ssoDomains from './0022-sso-domains.js';
+import * as bulkRuns from './0023-bulk-runs.js';
+import * as notifications from './0024-notifications.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -54,6 +56,8 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0020-scim': scim,
   '0021-saml': saml,
   '0022-sso-domains': ssoDomains,
+  '0023-bulk-runs': bulkRuns,
+  '0024-notifications': notifications,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */

@@ -1,0 +1,175 @@
+import AxeBuilder from '@axe-core/playwright';
+import type { Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+
+/**
+ * UI-2: every screen of the console passes axe-core's checks (WCAG 2.x A and AA, and axe's best
+ * practices) with no violation of serious or critical impact — at desktop width and at phone width,
+ * where tables scroll sideways and a scrollable region must be reachable from the keyboard. Plus the
+ * skip link: the first thing Tab reaches, and it moves the focus to the screen's content.
+ */
+
+requireChromiumInCi('the accessibility tests');
+
+const OWNER_PASSWORD = 'Lantern-Quay-Basalt-64!';
+const NODE = process.execPath;
+const PHONE = { width: 390, height: 844 };
+
+let world: ConsoleWorld;
+let owner: Page;
+let org = '';
+
+const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 30_000, interval: 200 });
+
+/** The serious and critical violations axe finds on the page as it is now, as readable lines. */
+async function violations(page: Page): Promise<string[]> {
+  const results = await new AxeBuilder({ page })
+    .withTags(['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'])
+    .analyze();
+  return results.violations
+    .filter((violation) => violation.impact === 'serious' || violation.impact === 'critical')
+    .map(
+      (violation) =>
+        `${new URL(page.url()).pathname}: ${violation.id} (${violation.impact}) ${violation.help}: ${violation.nodes
+          .slice(0, 3)
+          .map((node) => node.target.join(' '))
+          .join(' | ')}`,
+    );
+}
+
+/** Opens a screen and waits until it has drawn its heading (the screens load their data after). */
+async function visit(page: Page, path: string): Promise<void> {
+  await page.goto(path);
+  await page.getByRole('heading', { level: 1 }).first().waitFor();
+  // Lists and details arrive after the heading: wait until nothing says it is loading.
+  await waitUntil(async () => expect(await page.getByText(/^Loading .*…$/).count()).toBe(0));
+}
+
+describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 }, () => {
+  beforeAll(async () => {
+    world = await startConsoleWorld();
+    owner = (await world.newPage()).page;
+    await signIn(owner, world.ownerEmail, world.firstPassword);
+    await owner.waitForURL('**/change-password');
+    await owner.getByLabel('Current password').fill(world.firstPassword);
+    await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
+    await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
+    await owner.getByRole('button', { name: 'Change password' }).click();
+    await owner.waitForURL(/\/orgs\/[^/]+$/);
+    org = new URL(owner.url()).pathname.split('/')[2]!;
+
+    // A real agent with an action, and one command run, so the action and command screens exist.
+    await owner.goto(`/orgs/${org}/agents`);
+    await owner.getByRole('button', { name: 'New registration token' }).click();
+    await owner.getByRole('button', { name: 'Create token' }).click();
+    const token = await owner.getByLabel('Registration token', { exact: true }).inputValue();
+    await owner.getByRole('button', { name: 'Done' }).click();
+    await world.startAgent(token, 'web-1', [
+      {
+        name: 'hello',
+        description: 'Says hello',
+        risk: 'low',
+        params: {
+          type: 'object',
+          properties: { greeting: { type: 'string', enum: ['hello', 'hi'] } },
+          required: ['greeting'],
+          additionalProperties: false,
+        },
+        argv: [NODE, '-e', 'console.log(process.argv[1] + " from web")', '{{greeting}}'],
+      },
+    ]);
+    await owner.goto(`/orgs/${org}/services`);
+    await waitUntil(async () => {
+      await owner.goto(`/orgs/${org}/services`);
+      await owner.getByRole('link', { name: 'Run hello on web (web-1)' }).waitFor({ timeout: 2000 });
+    });
+    await owner.getByRole('link', { name: 'Run hello on web (web-1)' }).click();
+    await owner.getByLabel('greeting').selectOption('hello');
+    await owner.getByRole('button', { name: 'Review and run' }).click();
+    await owner
+      .getByRole('dialog', { name: 'Run hello?' })
+      .getByRole('button', { name: 'Run hello' })
+      .click();
+    await owner.waitForURL(/\/commands\/cmd_/);
+  }, 300_000);
+  afterAll(async () => {
+    await world?.close();
+  });
+
+  it('finds no serious or critical violation on any screen, at 1280×800 and at phone width', async () => {
+    const commandPage = new URL(owner.url()).pathname;
+    await owner.goto(`/orgs/${org}/services`);
+    const runAction = await owner
+      .getByRole('link', { name: 'Run hello on web (web-1)' })
+      .getAttribute('href');
+    const screens = [
+      ...[
+        '',
+        '/agents',
+        '/services',
+        '/commands',
+        '/approvals',
+        '/audit',
+        '/members',
+        '/invitations',
+        '/teams',
+        '/roles',
+        '/secrets',
+        '/api-keys',
+        '/security',
+        '/profile',
+        '/no-such-screen',
+      ].map((path) => `/orgs/${org}${path}`),
+      runAction!,
+      commandPage,
+      '/no-such-page',
+    ];
+    const found: string[] = [];
+    for (const viewport of [{ width: 1280, height: 800 }, PHONE]) {
+      await owner.setViewportSize(viewport);
+      for (const screen of screens) {
+        await visit(owner, screen);
+        found.push(...(await violations(owner)));
+      }
+      // The notifications panel, open.
+      await visit(owner, `/orgs/${org}`);
+      await owner.getByRole('button', { name: /^Notifications/ }).click();
+      await owner.getByRole('heading', { name: 'Notifications' }).waitFor();
+      found.push(...(await violations(owner)));
+    }
+    await owner.setViewportSize({ width: 1280, height: 800 });
+
+    // The sign-in screen, to someone signed out.
+    const { context, page: visitor } = await world.newPage();
+    await visitor.goto('/login');
+    await visitor.getByRole('button', { name: 'Sign in' }).waitFor();
+    found.push(...(await violations(visitor)));
+    await visitor.setViewportSize(PHONE);
+    found.push(...(await violations(visitor)));
+    await context.close();
+
+    expect(found).toEqual([]);
+  });
+
+  it('puts a skip link first on every frame; it takes the keyboard to the screen’s content', async () => {
+    for (const screen of [`/orgs/${org}/agents`, '/no-such-page']) {
+      await visit(owner, screen);
+      await owner.keyboard.press('Tab');
+      const skip = owner.getByRole('link', { name: 'Skip to content' });
+      expect(await skip.evaluate((element) => element === document.activeElement)).toBe(true);
+      // Visible once focused, not only present.
+      const box = await skip.boundingBox();
+      expect(box && box.y >= 0 && box.height > 0).toBe(true);
+      await owner.keyboard.press('Enter');
+      expect(await owner.evaluate(() => document.activeElement?.id)).toBe('main');
+      // The next Tab lands inside the content, past the header and the sections.
+      await owner.keyboard.press('Tab');
+      expect(await owner.evaluate(() => Boolean(document.activeElement?.closest('main')))).toBe(true);
+    }
+  });
+
+  it('saw no CSP violation and no console error', () => {
+    expect(world.problems).toEqual([]);
+  });
+});

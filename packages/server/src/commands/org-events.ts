@@ -1,0 +1,192 @@
+import { EventEmitter } from 'node:events';
+import { type AccessSnapshot, decide } from '../access/authorize.js';
+import type { Labels } from '../access/label-selector.js';
+import { parseLabels } from '../agents/agents.service.js';
+import type { AgentRow } from '../agents/agents.store.js';
+import type { CommandStatus } from '../db/schema.js';
+import type { CommandRow } from './commands.store.js';
+
+/**
+ * The organization's event bus: what the console's one live stream per tab shows as it happens —
+ * commands changing state, the approvals inbox changing, agents coming and going. The commands
+ * service and the agent gateway tell it what changed; each event is then published with the labels
+ * its agent has at that moment (one read per event, not per reader), and every reader's stream
+ * decides, with the reader's own access, whether the reader may see it (org-events.routes.ts).
+ *
+ * Events are delivered in the order they were told, as a list row updated by "running" must never be
+ * overwritten by a late "dispatched". Nothing is read or queued for an organization nobody watches.
+ */
+
+/** A command's state as a list row shows it. */
+export interface CommandChange {
+  id: string;
+  agentId: string;
+  service: string;
+  action: string;
+  risk: CommandRow['risk'];
+  status: CommandStatus;
+  requestedBy: string;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  exitCode: number | null;
+}
+
+export type OrgEvent =
+  | { type: 'command'; command: CommandChange }
+  /** The approvals inbox changed: a command entered it, was decided on, or left it. */
+  | { type: 'approval'; commandId: string; status: CommandStatus; requestedBy: string }
+  | { type: 'agent'; agentId: string; online: boolean; lastSeenAt: number | null };
+
+/** An event as a reader's stream receives it: the organization and agent it is about, and the agent's labels. */
+export interface PublishedEvent {
+  orgId: string;
+  agentId: string;
+  labels: Labels;
+  event: OrgEvent;
+}
+
+/** What a reader must hold, on the event's agent, to see it. */
+const PERMISSION_OF: Record<OrgEvent['type'], string> = {
+  command: 'commands:read',
+  approval: 'approvals:decide',
+  agent: 'agents:read',
+};
+
+/** Whether the reader with this access may see the event: never another organization's, only agents in their scope. */
+export function visibleTo(access: AccessSnapshot, published: PublishedEvent): boolean {
+  if (access.orgId !== published.orgId) return false;
+  return decide(access, PERMISSION_OF[published.event.type], { kind: 'agent', labels: published.labels })
+    .allowed;
+}
+
+/** Leaving or entering `awaiting_approval`, or a decision while in it, changes the approvals inbox. */
+const touchesInbox = (before: CommandStatus, after: CommandStatus) =>
+  before === 'awaiting_approval' || after === 'awaiting_approval';
+
+export function createOrgEvents(deps: {
+  agents: { find(orgId: string, id: string): Promise<AgentRow | undefined> };
+  onError: (error: unknown) => void;
+}) {
+  const bus = new EventEmitter();
+  bus.setMaxListeners(0);
+  // One publication at a time: events reach readers in the order they were told.
+  let chain = Promise.resolve();
+  // Readers' streams never end on their own: the server's shutdown ends them, or it would wait forever.
+  let closed = false;
+  const closers = new Set<() => void>();
+
+  function publish(orgId: string, agentId: string, events: OrgEvent[]): void {
+    if (closed || bus.listenerCount(orgId) === 0) return;
+    chain = chain
+      .then(async () => {
+        // Read as the event is published: an agent relabelled out of a reader's scope is out of it now.
+        const agent = await deps.agents.find(orgId, agentId);
+        if (!agent) return;
+        const labels = parseLabels(agent.labels);
+        for (const event of events)
+          bus.emit(orgId, { orgId, agentId, labels, event } satisfies PublishedEvent);
+      })
+      .catch(deps.onError);
+  }
+
+  return {
+    /**
+     * A command moved from `before` (its status then) to `after`; a decision that released nothing
+     * is a move from awaiting_approval to itself.
+     */
+    commandChanged(before: CommandStatus | undefined, after: CommandRow): void {
+      const events: OrgEvent[] = [
+        {
+          type: 'command',
+          command: {
+            id: after.id,
+            agentId: after.agent_id,
+            service: after.service,
+            action: after.action,
+            risk: after.risk,
+            status: after.status,
+            requestedBy: after.requested_by,
+            createdAt: after.created_at,
+            startedAt: after.started_at,
+            finishedAt: after.finished_at,
+            exitCode: after.exit_code,
+          },
+        },
+      ];
+      if (touchesInbox(before ?? after.status, after.status))
+        events.push({
+          type: 'approval',
+          commandId: after.id,
+          status: after.status,
+          requestedBy: after.requested_by,
+        });
+      publish(after.org_id, after.agent_id, events);
+    },
+
+    /** An agent connected, disconnected, or was seen (its heartbeats, in batches). */
+    agentPresence(orgId: string, agentId: string, online: boolean, lastSeenAt: number | null): void {
+      publish(orgId, agentId, [{ type: 'agent', agentId, online, lastSeenAt }]);
+    },
+
+    /**
+     * One reader's subscription to an organization's events, like subscribeLive: events wait in a
+     * queue until the reader takes them, and a reader `maxQueued` behind is dropped with `overflow`.
+     * Taken in batches, so that a burst costs one check of the reader's access, not one per event.
+     */
+    subscribe(orgId: string, maxQueued: number) {
+      const queue: PublishedEvent[] = [];
+      let overflowed = false;
+      let wake: (() => void) | undefined;
+      const listener = (published: PublishedEvent) => {
+        if (queue.length >= maxQueued) {
+          overflowed = true;
+          bus.off(orgId, listener);
+        } else {
+          queue.push(published);
+        }
+        wake?.();
+      };
+      bus.on(orgId, listener);
+      const closer = () => wake?.();
+      closers.add(closer);
+      return async function* batches(signal: AbortSignal): AsyncGenerator<PublishedEvent[] | 'overflow'> {
+        try {
+          while (!signal.aborted && !closed) {
+            if (queue.length > 0) {
+              yield queue.splice(0, queue.length);
+              continue;
+            }
+            if (overflowed) {
+              yield 'overflow';
+              return;
+            }
+            await new Promise<void>((resolve) => {
+              wake = resolve;
+              signal.addEventListener('abort', () => resolve(), { once: true });
+            });
+            wake = undefined;
+          }
+        } finally {
+          bus.off(orgId, listener);
+          closers.delete(closer);
+        }
+      };
+    },
+
+    /** Ends every reader's stream (server shutdown); nothing is published after. */
+    close(): void {
+      closed = true;
+      bus.removeAllListeners();
+      for (const closer of closers) closer();
+    },
+
+    /** Readers now subscribed to the organization (for tests and metrics). */
+    readers: (orgId: string) => bus.listenerCount(orgId),
+
+    /** Resolves once everything told so far has been published. */
+    settled: () => chain,
+  };
+}
+
+export type OrgEvents = ReturnType<typeof createOrgEvents>;
