@@ -1,7 +1,13 @@
 import AxeBuilder from '@axe-core/playwright';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+import {
+  type ConsoleWorld,
+  hasChromium,
+  requireChromiumInCi,
+  signInFirstOwner,
+  startConsoleWorld,
+} from './support.js';
 
 /**
  * UI-2: every screen of the console passes axe-core's checks (WCAG 2.x A and AA, and axe's best
@@ -50,14 +56,7 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
   beforeAll(async () => {
     world = await startConsoleWorld();
     owner = (await world.newPage()).page;
-    await signIn(owner, world.ownerEmail, world.firstPassword);
-    await owner.waitForURL('**/change-password');
-    await owner.getByLabel('Current password').fill(world.firstPassword);
-    await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
-    await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
-    await owner.getByRole('button', { name: 'Change password' }).click();
-    await owner.waitForURL(/\/orgs\/[^/]+$/);
-    org = new URL(owner.url()).pathname.split('/')[2]!;
+    org = await signInFirstOwner(world, owner, OWNER_PASSWORD);
 
     // A real agent with an action, and one command run, so the action and command screens exist.
     await owner.goto(`/orgs/${org}/agents`);

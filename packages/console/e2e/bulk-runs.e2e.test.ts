@@ -1,6 +1,12 @@
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+import {
+  type ConsoleWorld,
+  hasChromium,
+  requireChromiumInCi,
+  signInFirstOwner,
+  startConsoleWorld,
+} from './support.js';
 
 /**
  * A bulk run (CMD-8) from the console, on three real agent processes: the form previews the agents
@@ -23,14 +29,7 @@ describe.skipIf(!hasChromium)('bulk runs in the console', { timeout: 180_000 }, 
   beforeAll(async () => {
     world = await startConsoleWorld();
     owner = (await world.newPage()).page;
-    await signIn(owner, world.ownerEmail, world.firstPassword);
-    await owner.waitForURL('**/change-password');
-    await owner.getByLabel('Current password').fill(world.firstPassword);
-    await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
-    await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
-    await owner.getByRole('button', { name: 'Change password' }).click();
-    await owner.waitForURL(/\/orgs\/[^/]+$/);
-    org = new URL(owner.url()).pathname.split('/')[2]!;
+    org = await signInFirstOwner(world, owner, OWNER_PASSWORD);
 
     // One token for three agents labelled env=prod, and the three agents, real processes.
     await owner.goto(`/orgs/${org}/agents`);

@@ -3,7 +3,13 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { registerAgent } from '../../server/src/test-support/agents.js';
 import { SessionClient } from '../../server/src/test-support/session-client.js';
 import { measureFirstLoad, measureSignInToDashboard } from './first-load.js';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+import {
+  type ConsoleWorld,
+  hasChromium,
+  requireChromiumInCi,
+  signInFirstOwner,
+  startConsoleWorld,
+} from './support.js';
 
 /**
  * "Is anything wrong?" and "who did what?" in a real browser against a real server and a real agent
@@ -29,14 +35,7 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
   beforeAll(async () => {
     world = await startConsoleWorld();
     page = (await world.newPage()).page;
-    await signIn(page, world.ownerEmail, world.firstPassword);
-    await page.waitForURL('**/change-password');
-    await page.getByLabel('Current password').fill(world.firstPassword);
-    await page.getByLabel('New password', { exact: true }).fill(PASSWORD);
-    await page.getByLabel('New password again').fill(PASSWORD);
-    await page.getByRole('button', { name: 'Change password' }).click();
-    await page.waitForURL(/\/orgs\/[^/]+$/);
-    org = new URL(page.url()).pathname.split('/')[2]!;
+    org = await signInFirstOwner(world, page, PASSWORD);
 
     // The fleet, set up through the API: one real agent that runs a failing action, one that
     // registered and never came back.

@@ -85,9 +85,10 @@ describe.skipIf(!hasChromium)('npm run demo, in the console', { timeout: 120_000
     await owner.goto('/orgs/default/services');
     await owner.getByRole('link', { name: /^Run rotate-logs on example / }).click();
     await owner.getByRole('button', { name: 'Review and run' }).click();
-    const confirm = owner.getByRole('dialog', { name: 'Run rotate-logs?' });
+    // It asks for approval: nothing runs yet, and the button says so.
+    const confirm = owner.getByRole('dialog', { name: 'Request approval to run rotate-logs?' });
     expect(await confirm.textContent()).toContain('1 approval by someone other than you');
-    await confirm.getByRole('button', { name: 'Run rotate-logs' }).click();
+    await confirm.getByRole('button', { name: 'Request approval' }).click();
     await owner.waitForURL(/\/commands\/cmd_/);
     await waitUntil(async () => expect(await commandStatus(owner).textContent()).toBe('awaiting approval'));
 

@@ -1,6 +1,13 @@
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+import {
+  type ConsoleWorld,
+  hasChromium,
+  requireChromiumInCi,
+  signIn,
+  signInFirstOwner,
+  startConsoleWorld,
+} from './support.js';
 
 /**
  * The console's lists in a real browser, against the real server and real agent processes (UI-1):
@@ -50,14 +57,7 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
   beforeAll(async () => {
     world = await startConsoleWorld();
     owner = (await world.newPage()).page;
-    await signIn(owner, world.ownerEmail, world.firstPassword);
-    await owner.waitForURL('**/change-password');
-    await owner.getByLabel('Current password').fill(world.firstPassword);
-    await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
-    await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
-    await owner.getByRole('button', { name: 'Change password' }).click();
-    await owner.waitForURL(/\/orgs\/[^/]+$/);
-    org = new URL(owner.url()).pathname.split('/')[2]!;
+    org = await signInFirstOwner(world, owner, OWNER_PASSWORD);
 
     const token = await call<{ token: string }>('POST', `/api/orgs/${org}/agent-registration-tokens`, {
       labels: { env: 'staging' },

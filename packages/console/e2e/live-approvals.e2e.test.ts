@@ -1,6 +1,12 @@
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { type ConsoleWorld, hasChromium, requireChromiumInCi, signIn, startConsoleWorld } from './support.js';
+import {
+  type ConsoleWorld,
+  hasChromium,
+  requireChromiumInCi,
+  signInFirstOwner,
+  startConsoleWorld,
+} from './support.js';
 
 /**
  * Approvals as they happen, in two browsers at once: the requester asks for a high-risk action, and
@@ -27,14 +33,7 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
   beforeAll(async () => {
     world = await startConsoleWorld();
     requester = (await world.newPage()).page;
-    await signIn(requester, world.ownerEmail, world.firstPassword);
-    await requester.waitForURL('**/change-password');
-    await requester.getByLabel('Current password').fill(world.firstPassword);
-    await requester.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
-    await requester.getByLabel('New password again').fill(OWNER_PASSWORD);
-    await requester.getByRole('button', { name: 'Change password' }).click();
-    await requester.waitForURL(/\/orgs\/[^/]+$/);
-    org = new URL(requester.url()).pathname.split('/')[2]!;
+    org = await signInFirstOwner(world, requester, OWNER_PASSWORD);
 
     // The approver joins in a browser of their own.
     await requester.goto(`/orgs/${org}/invitations`);

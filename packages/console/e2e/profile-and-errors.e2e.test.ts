@@ -8,6 +8,7 @@ import {
   hasChromium,
   requireChromiumInCi,
   signIn,
+  signInFirstOwner,
   startConsoleWorld,
   watchPage,
 } from './support.js';
@@ -39,14 +40,7 @@ describe.skipIf(!hasChromium)(
     beforeAll(async () => {
       world = await startConsoleWorld();
       owner = (await world.newPage()).page;
-      await signIn(owner, world.ownerEmail, world.firstPassword);
-      await owner.waitForURL('**/change-password');
-      await owner.getByLabel('Current password').fill(world.firstPassword);
-      await owner.getByLabel('New password', { exact: true }).fill(OWNER_PASSWORD);
-      await owner.getByLabel('New password again').fill(OWNER_PASSWORD);
-      await owner.getByRole('button', { name: 'Change password' }).click();
-      await owner.waitForURL(/\/orgs\/[^/]+$/);
-      org = new URL(owner.url()).pathname.split('/')[2]!;
+      org = await signInFirstOwner(world, owner, OWNER_PASSWORD);
     }, 120_000);
     afterAll(async () => {
       await world?.close();

@@ -280,3 +280,23 @@ export async function signIn(page: Page, email: string, password: string): Promi
   await page.getByLabel('Password', { exact: true }).fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
+
+/**
+ * The first owner's first sign-in, with the password the server printed, through the forced
+ * password change to the organization's dashboard: the start of most browser tests. Returns the
+ * organization's slug.
+ */
+export async function signInFirstOwner(
+  world: ConsoleWorld,
+  page: Page,
+  newPassword: string,
+): Promise<string> {
+  await signIn(page, world.ownerEmail, world.firstPassword);
+  await page.waitForURL('**/change-password');
+  await page.getByLabel('Current password').fill(world.firstPassword);
+  await page.getByLabel('New password', { exact: true }).fill(newPassword);
+  await page.getByLabel('New password again').fill(newPassword);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.waitForURL(/\/orgs\/[^/]+$/);
+  return new URL(page.url()).pathname.split('/')[2]!;
+}

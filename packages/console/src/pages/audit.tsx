@@ -106,7 +106,10 @@ function ChainStatus({ org }: { org: string }) {
   if (!data) return <Loading what="the chain verification" />;
   return data.ok ? (
     <p className="notice ok" role="status">
-      Chain verified: {data.events} events, signed through #{data.signedSeq} of #{data.headSeq}.
+      Chain verified: {data.events} events
+      {data.signedSeq > 0
+        ? `, signed through #${data.signedSeq} of #${data.headSeq}.`
+        : '; no signed checkpoint yet (one is made on the checkpoint interval).'}
     </p>
   ) : (
     <p className="notice error" role="alert">

@@ -70,6 +70,7 @@ export const AUDIT_ACTIONS = [
   'command.integrity_failed',
   'command.policy_changed',
   'command.skipped',
+  'command.released',
   'bulk_run.created',
   'bulk_run.approved',
   'bulk_run.rejected',

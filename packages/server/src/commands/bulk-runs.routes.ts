@@ -4,9 +4,8 @@ import { callerOf, requesterOf } from '../access/caller.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { BulkRunsService } from './bulk-runs.service.js';
-import type { BulkRunRow, BulkTarget, TargetCounts } from './bulk-runs.store.js';
+import type { BulkRunRow, BulkTarget, RunDecision, TargetCounts } from './bulk-runs.store.js';
 import { COMMAND_STATUSES } from './command-status.js';
-import type { CommandApprovalRow } from './commands.store.js';
 
 const BulkRunId = idOf('blk');
 const RUN_STATUSES = [
@@ -95,7 +94,8 @@ export function bulkRunsRoutes(deps: { bulkRuns: BulkRunsService }): RouteDefini
       requestedBy: personOf(people, run.requested_by),
       maxConcurrency: { asked: run.max_concurrency_spec, resolved: run.max_concurrency },
       maxErrors: { asked: run.max_errors_spec, resolved: run.max_errors },
-      targetCount: run.target_count,
+      // The targets the reader may see: those outside their scope are not counted either.
+      targetCount: Object.values(counts).reduce((total, n) => total + (n ?? 0), 0),
       counts: counts as Record<string, number>,
       stopReason: run.stop_reason,
       createdAt: iso(run.created_at),
@@ -103,7 +103,7 @@ export function bulkRunsRoutes(deps: { bulkRuns: BulkRunsService }): RouteDefini
     };
   }
 
-  async function viewOf(run: BulkRunRow, targets: BulkTarget[], decisions: CommandApprovalRow[]) {
+  async function viewOf(run: BulkRunRow, targets: BulkTarget[], decisions: RunDecision[]) {
     const people = await bulkRuns.peopleOf([run.requested_by, ...decisions.map((d) => d.user_id)]);
     const counts: TargetCounts = {};
     for (const target of targets) counts[target.status] = (counts[target.status] ?? 0) + 1;
@@ -146,7 +146,7 @@ export function bulkRunsRoutes(deps: { bulkRuns: BulkRunsService }): RouteDefini
       handler: async ({ principal, request, params, body }) => {
         const caller = requesterOf(principal, request);
         await bulkRuns[verb](caller, params.run, body.comment);
-        const { run, targets, decisions } = await bulkRuns.view(caller, params.run);
+        const { run, targets, decisions } = await bulkRuns.view(caller, params.run, 'approvals:decide');
         return viewOf(run, targets, decisions);
       },
     });
@@ -301,7 +301,7 @@ export function bulkRunsRoutes(deps: { bulkRuns: BulkRunsService }): RouteDefini
       handler: async ({ principal, request, params }) => {
         const caller = callerOf(principal, request);
         await bulkRuns.cancel(caller, params.run);
-        const { run, targets, decisions } = await bulkRuns.view(caller, params.run);
+        const { run, targets, decisions } = await bulkRuns.view(caller, params.run, 'commands:cancel');
         return viewOf(run, targets, decisions);
       },
     }),

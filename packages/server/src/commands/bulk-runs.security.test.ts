@@ -419,6 +419,19 @@ describe.each(BACKENDS)('bulk runs on %s', (backend: Backend) => {
     expect(wide.status).toBe(201);
     const seen = await get(wide.body.id, scoped.client);
     expect(seen.targets.every((t) => t.agent.name.startsWith('staging'))).toBe(true);
+    // Nor count it: their list says three targets, not fifty-three.
+    const listed = await scoped.client.json<{ runs: RunView[] }>('GET', '/api/orgs/acme/bulk-runs');
+    const wideListed = listed.body.runs.find((r) => r.id === wide.body.id);
+    expect(wideListed).toMatchObject({ targetCount: 3, counts: { awaiting_approval: 3 } });
+    expect(seen.targetCount).toBe(3);
+    // Nor stop it: cancelling stops every target, and most are not theirs to cancel.
+    const stopped = await scoped.client.json<RunView>(
+      'POST',
+      `/api/orgs/acme/bulk-runs/${wide.body.id}/cancel`,
+    );
+    expect(stopped.status).toBe(403);
+    // And the refusal left the run as it was: not stopped, every target still waiting.
+    expect(await get(wide.body.id)).toMatchObject({ status: 'awaiting_approval', stopReason: '' });
     // Their inbox does not offer it: a decision they could give on part of it only.
     const scopedInbox = await scoped.client.json<{ runs: Array<{ id: string }> }>(
       'GET',
@@ -482,6 +495,60 @@ describe.each(BACKENDS)('bulk runs on %s', (backend: Backend) => {
     expect(
       (await world.owner.client.json('POST', `/api/orgs/acme/bulk-runs/${run.body.id}/cancel`)).status,
     ).toBe(200);
+  });
+
+  it('never releases a target whose run and status were rewritten in the database without its approval', async () => {
+    const before = agentsOf.delivered.length;
+    // Every failure tolerated, so that each target meets the check rather than the threshold.
+    const created = await start(world.owner.client, {
+      selector: 'env=staging',
+      action: 'restart-high',
+      confirm: true,
+      maxErrors: '100%',
+    });
+    expect(created.body.status).toBe('awaiting_approval');
+    // The attacker skips the approval: the run says it is running, its targets that they wait their turn.
+    const database = openBeside(world.server.config.database);
+    try {
+      await database.db
+        .updateTable('bulk_runs')
+        .set({ status: 'running' })
+        .where('id', '=', created.body.id)
+        .execute();
+      // ... and, to pass dispatch's own check, that they are low-risk and need no approval.
+      await database.db
+        .updateTable('commands')
+        .set({ status: 'held', risk: 'low', required_approvals: 0 })
+        .where('bulk_run_id', '=', created.body.id)
+        .execute();
+    } finally {
+      await database.close();
+    }
+    // The scheduler's sweep finds the run; each target fails its check, and none is sent.
+    const run = await ended(created.body.id);
+    expect(run.counts).toEqual({ failed: 3 });
+    expect(run.targets.every((t) => /command_integrity.*risk, requiredApprovals/.test(t.message))).toBe(true);
+    expect(agentsOf.delivered.length).toBe(before);
+  });
+
+  it('skips the targets its requester may no longer run commands on', async () => {
+    const before = agentsOf.delivered.length;
+    const created = await start(scoped.client, { selector: 'env=staging', maxConcurrency: 1 });
+    expect(created.status).toBe(201);
+    await agentsOf.deliveries(before + 1);
+    // The member loses the binding that let them run commands on staging, mid-run.
+    const bindings = await world.owner.client.json<{
+      bindings: Array<{ id: string; subject: { id: string } }>;
+    }>('GET', '/api/orgs/acme/role-bindings');
+    const theirs = bindings.body.bindings.find((b) => b.subject.id === scoped.id)!;
+    expect(
+      (await world.owner.client.json('DELETE', `/api/orgs/acme/role-bindings/${theirs.id}`)).status,
+    ).toBe(200);
+    agentsOf.end(agentsOf.delivered[before]!.commandId, 'succeeded');
+    const run = await ended(created.body.id);
+    expect(run.counts).toEqual({ succeeded: 1, skipped: 2 });
+    expect(run.targets.filter((t) => /requester may no longer/.test(t.message))).toHaveLength(2);
+    expect(agentsOf.delivered.length - before).toBe(1);
   });
 
   it('cancels a running run: nothing more is released, and what runs is told to stop', async () => {

@@ -179,10 +179,13 @@ export function createBulkRunsService(deps: {
     return decisions;
   }
 
+  /** A run as the scheduler reads it, with its organization's slug (to load the requester's access). */
+  type ScheduledRun = BulkRunRow & { org_slug: string };
+
   /**
    * Moves a running run on: stops it at its error threshold, releases waiting targets up to its
-   * concurrency, and ends it once no target is left to run. Safe to call at any time, from anywhere:
-   * every step is a guarded update under the run's lock.
+   * concurrency, and ends it once no target is left to run. Safe to call at any time, from anywhere,
+   * and again after a crash: every step is a guarded update under the run's lock.
    */
   async function advance(runId: string): Promise<void> {
     const run = await store.findById(runId);
@@ -195,26 +198,64 @@ export function createBulkRunsService(deps: {
     }
     const errors = sum(counts, ERRORS);
     const held = counts.held ?? 0;
-    if (held > 0 && run.stop_reason === '' && errors > run.max_errors) await stop(run, errors);
-    else if (held > 0 && run.stop_reason === '') await release(run);
+    // A run stopped or cancelled earlier whose waiting targets were not all marked (a crash, a
+    // failed write, a target out of the canceller's reach): they are marked now.
+    if (held > 0 && run.stop_reason !== '') await skipHeld(run, stoppedMessage(run, errors));
+    else if (held > 0 && errors > run.max_errors) await stop(run, errors);
+    else if (held > 0) await release(run);
     const now = await store.counts(run.id);
     if (!now.held && !now.awaiting_approval && sum(now, IN_FLIGHT) === 0) await end(run, now);
   }
 
-  /** Releases as many held targets as the run's concurrency leaves room for, and sends them. */
-  async function release(run: BulkRunRow): Promise<void> {
-    const candidates = await store.targetsIn(run.id, ['held'], run.max_concurrency);
+  const stoppedMessage = (run: BulkRunRow, errors: number) =>
+    run.stop_reason === 'cancelled'
+      ? 'cancelled with its run before it was sent'
+      : `skipped: the run stopped after ${errors} failed target(s), more than the ${run.max_errors} it allows`;
+
+  /**
+   * Releases as many held targets as the run's concurrency leaves room for, and sends them. Each is
+   * checked first as dispatch checks a command (CMD-7): its seal, its approvals, its organization;
+   * and the requester must still be allowed to run it, for a run can outlast their access.
+   */
+  async function release(run: ScheduledRun): Promise<void> {
     const now = clock();
-    // Each released target gets its delivery time from now, and its seal made again for it.
+    const requester = await access.load(run.org_slug, run.requested_by);
     const prepared: CommandRow[] = [];
-    for (const target of candidates) {
+    for (const { agent_name: _name, agent_labels: labels, ...target } of await store.targetsIn(
+      run.id,
+      ['held'],
+      run.max_concurrency,
+    )) {
+      const intact =
+        target.org_id === run.org_id ? await bulk.approversIfIntact(target) : { mismatched: ['orgId'] };
+      if ('mismatched' in intact) {
+        await bulk.failTampered(target, intact.mismatched, now);
+        continue;
+      }
+      const allowed =
+        requester &&
+        decide(requester.access, 'commands:create', { kind: 'agent', labels: parseLabels(labels) }).allowed;
+      if (!allowed) {
+        await skip(
+          run,
+          target,
+          'skipped: the requester may no longer run commands on this agent',
+          'requester_access',
+        );
+        continue;
+      }
+      // Its delivery time from now, and its seal made again for it: from the row just checked.
       const queued: CommandRow = { ...target, status: 'queued', expires_at: now + deps.deliveryTtlMs };
       queued.seal = await sealer.sealRequest(queued);
       prepared.push(queued);
     }
-    const released = await audit.withEvents(async (tx) => {
-      if (!(await store.lock(tx, run.id, ['running'], now))) return [];
-      const room = run.max_concurrency - sum(await store.counts(run.id, tx), IN_FLIGHT);
+    const released = await audit.withEvents(async (tx, events) => {
+      const locked = await store.lock(tx, run.id, ['running'], now);
+      // Stopped, cancelled or past its threshold since the counts above were read: nothing more goes.
+      if (locked?.stop_reason !== '') return [];
+      const counts = await store.counts(run.id, tx);
+      if (sum(counts, ERRORS) > run.max_errors) return [];
+      const room = run.max_concurrency - sum(counts, IN_FLIGHT);
       const moved: CommandRow[] = [];
       for (const queued of prepared.slice(0, Math.max(0, room)))
         if (
@@ -223,8 +264,17 @@ export function createBulkRunsService(deps: {
             seal: queued.seal,
             updated_at: now,
           })
-        )
+        ) {
           moved.push(queued);
+          events.push({
+            orgId: run.org_id,
+            actor: schedulerActor,
+            action: 'command.released',
+            target: bulk.target(queued),
+            outcome: 'success',
+            details: { bulkRunId: run.id, agentId: queued.agent_id },
+          });
+        }
       return moved;
     });
     for (const target of released) {
@@ -250,47 +300,54 @@ export function createBulkRunsService(deps: {
       });
       return true;
     });
-    if (stopped)
-      await skipHeld(
-        run,
-        `skipped: the run stopped after ${errors} failed target(s), more than the ${run.max_errors} it allows`,
-      );
+    if (stopped) await skipHeld({ ...run, stop_reason: 'error_threshold' }, stoppedMessage(run, errors));
+  }
+
+  /** Marks one target never sent, saying why: cancelled with its run, skipped otherwise. */
+  function skip(run: BulkRunRow, target: CommandRow, message: string, reason: string) {
+    const cancelled = run.stop_reason === 'cancelled';
+    return bulk.move(
+      target,
+      ['held'],
+      cancelled ? 'cancelled' : 'skipped',
+      { finished_at: clock(), message },
+      {
+        orgId: run.org_id,
+        actor: schedulerActor,
+        action: cancelled ? 'command.cancelled' : 'command.skipped',
+        target: bulk.target(target),
+        outcome: 'failure',
+        details: { bulkRunId: run.id, reason },
+      },
+    );
   }
 
   async function skipHeld(run: BulkRunRow, message: string): Promise<void> {
-    for (const target of await store.targetsIn(run.id, ['held'], MAX_BULK_TARGETS))
-      await bulk.move(
-        target,
-        ['held'],
-        'skipped',
-        { finished_at: clock(), message },
-        {
-          orgId: run.org_id,
-          actor: schedulerActor,
-          action: 'command.skipped',
-          target: bulk.target(target),
-          outcome: 'failure',
-          details: { bulkRunId: run.id, reason: run.stop_reason || 'stopped' },
-        },
-      );
+    for (const { agent_name: _name, agent_labels: _labels, ...target } of await store.targetsIn(
+      run.id,
+      ['held'],
+      MAX_BULK_TARGETS,
+    ))
+      await skip(run, target, message, run.stop_reason || 'stopped');
   }
 
-  /** No target is left to run: the run ends, saying how. */
+  /** No target is left to run: the run ends, saying how (from its row as locked, not as read before). */
   async function end(run: BulkRunRow, counts: TargetCounts): Promise<void> {
     const now = clock();
-    const ran = run.target_count - (counts.skipped ?? 0);
-    const status: BulkRunStatus =
-      run.status === 'awaiting_approval'
-        ? counts.cancelled
-          ? 'cancelled'
-          : 'expired'
-        : run.stop_reason === 'cancelled'
-          ? 'cancelled'
-          : run.stop_reason === '' && (counts.succeeded ?? 0) === ran
-            ? 'succeeded'
-            : 'failed';
     await audit.withEvents(async (tx, events) => {
-      if (!(await store.lock(tx, run.id, [run.status], now))) return;
+      const locked = await store.lock(tx, run.id, [run.status], now);
+      if (!locked) return;
+      const ran = locked.target_count - (counts.skipped ?? 0);
+      const status: BulkRunStatus =
+        locked.status === 'awaiting_approval'
+          ? counts.cancelled
+            ? 'cancelled'
+            : 'expired'
+          : locked.stop_reason === 'cancelled'
+            ? 'cancelled'
+            : locked.stop_reason === '' && (counts.succeeded ?? 0) === ran
+              ? 'succeeded'
+              : 'failed';
       await store.finish(tx, run.id, { status, finished_at: now });
       events.push({
         orgId: run.org_id,
@@ -356,14 +413,33 @@ export function createBulkRunsService(deps: {
     return { selector, runnable, excluded };
   }
 
+  /** Each run's targets by status, counting only those on agents within the caller's `permission`. */
+  async function visibleCounts(caller: Caller, runs: readonly BulkRunRow[], permission: string) {
+    const counts = new Map<string, TargetCounts>();
+    for (const row of await store.countsByLabels(runs.map((run) => run.id))) {
+      if (!decide(caller.org.access, permission, { kind: 'agent', labels: parseLabels(row.labels) }).allowed)
+        continue;
+      const run = counts.get(row.bulk_run_id as string) ?? {};
+      run[row.status] = (run[row.status] ?? 0) + Number(row.n);
+      counts.set(row.bulk_run_id as string, run);
+    }
+    return counts;
+  }
+
   return {
     advance,
 
     /** The sweep behind the event-driven steps: a step lost to a crash or an error is taken here. */
     async advanceAll(): Promise<number> {
-      const active = await store.active();
-      for (const run of active) await advance(run.id);
-      return active.length;
+      let swept = 0;
+      // Every run that may move, a page at a time: none waits behind others that cannot.
+      for (let after = ''; ; ) {
+        const page = await store.active(after, clock() - APPROVAL_TTL_MS, 500);
+        for (const run of page) await advance(run.id);
+        swept += page.length;
+        if (page.length < 500) return swept;
+        after = page.at(-1)!.id;
+      }
     },
 
     /** What a run would target and ask for, before it is asked: the console shows it beside the form. */
@@ -611,7 +687,14 @@ export function createBulkRunsService(deps: {
 
     /** Cancels the run: no target is released any more, and those not finished are cancelled. */
     async cancel(caller: Caller, id: string): Promise<BulkRunRow> {
-      const { run, targets } = await readable(caller, id, 'commands:cancel');
+      const { run, targets, visible } = await readable(caller, id, 'commands:cancel');
+      // Cancelling stops the whole run: the caller must be allowed to cancel on every target.
+      if (visible.length < targets.length)
+        for (const target of targets)
+          await access.authorize(caller, 'commands:cancel', {
+            kind: 'agent',
+            labels: parseLabels(target.agent_labels),
+          });
       if (run.status !== 'awaiting_approval' && run.status !== 'running')
         throw bulkRunState(run.status, 'cancelled');
       const now = clock();
@@ -657,14 +740,20 @@ export function createBulkRunsService(deps: {
                 .allowed,
           ),
       );
-      return { runs: waiting, counts: await store.countsOf(waiting.map((run) => run.id)) };
+      return { runs: waiting, counts: await visibleCounts(caller, waiting, 'approvals:decide') };
     },
 
-    /** A run with the targets the caller may read, and their counts. */
-    async view(caller: Caller, id: string) {
-      const { run, visible } = await readable(caller, id, 'commands:read');
-      const decisions = visible[0] ? await commandsStore.decisions(visible[0].id) : [];
-      return { run, targets: visible, decisions };
+    /**
+     * A run with the targets the caller may see, and the decisions on it. Read with the permission the
+     * caller came with: an approver who may decide but not read commands still sees what they decided.
+     */
+    async view(
+      caller: Caller,
+      id: string,
+      permission: 'commands:read' | 'approvals:decide' | 'commands:cancel' = 'commands:read',
+    ) {
+      const { run, visible } = await readable(caller, id, permission);
+      return { run, targets: visible, decisions: await store.decisionsOf(run.id) };
     },
 
     /** Runs newest first, those touching at least one agent the caller may read commands on. */
@@ -679,7 +768,7 @@ export function createBulkRunsService(deps: {
       );
       return {
         runs: visible,
-        counts: await store.countsOf(visible.map((run) => run.id)),
+        counts: await visibleCounts(caller, visible, 'commands:read'),
         more: runs.length === limit ? runs.at(-1)?.id : undefined,
       };
     },

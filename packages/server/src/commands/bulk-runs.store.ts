@@ -7,6 +7,14 @@ export type BulkRunRow = BulkRunsTable;
 /** A run's target: its command, with its agent's name and labels. */
 export type BulkTarget = CommandRow & { agent_name: string; agent_labels: string };
 
+/** A decision on a run, as given once by a person over every target. */
+export interface RunDecision {
+  user_id: string;
+  decision: 'approved' | 'rejected';
+  comment: string;
+  created_at: number;
+}
+
 /** A run's targets, counted by the status of their commands. */
 export type TargetCounts = Partial<Record<CommandStatus, number>>;
 
@@ -36,8 +44,15 @@ export function createBulkRunsStore(db: Kysely<DB>) {
           .execute();
     },
 
-    /** A run by id alone: the scheduler's read, never a caller's. */
-    findById: (id: string) => db.selectFrom('bulk_runs').selectAll().where('id', '=', id).executeTakeFirst(),
+    /** A run by id alone, with its organization's slug: the scheduler's read, never a caller's. */
+    findById: (id: string) =>
+      db
+        .selectFrom('bulk_runs')
+        .innerJoin('orgs', 'orgs.id', 'bulk_runs.org_id')
+        .selectAll('bulk_runs')
+        .select('orgs.slug as org_slug')
+        .where('bulk_runs.id', '=', id)
+        .executeTakeFirst(),
 
     find: (orgId: string, id: string) =>
       db
@@ -54,14 +69,23 @@ export function createBulkRunsStore(db: Kysely<DB>) {
       return query.orderBy('id', 'desc').limit(limit).execute();
     },
 
-    /** Runs still deciding or releasing targets: the scheduler's sweep looks at each. */
-    active: () =>
+    /**
+     * Runs the scheduler's sweep looks at, a page at a time after `afterId`: every running run, and
+     * runs awaiting approval once their approvals may have run out (`approvalsDueBefore`).
+     */
+    active: (afterId: string, approvalsDueBefore: number, limit: number) =>
       db
         .selectFrom('bulk_runs')
         .select('id')
-        .where('status', 'in', ['awaiting_approval', 'running'])
+        .where('id', '>', afterId)
+        .where((eb) =>
+          eb.or([
+            eb('status', '=', 'running'),
+            eb.and([eb('status', '=', 'awaiting_approval'), eb('created_at', '<=', approvalsDueBefore)]),
+          ]),
+        )
         .orderBy('id')
-        .limit(500)
+        .limit(limit)
         .execute(),
 
     /** The org's agents with the asked service's declaration: the candidates a selector picks from. */
@@ -133,14 +157,32 @@ export function createBulkRunsStore(db: Kysely<DB>) {
       return new Map(rows.map((row) => [row.id, { email: row.email, name: row.display_name }]));
     },
 
-    targetsIn: (runId: string, statuses: readonly CommandStatus[], limit: number) =>
+    targetsIn: (runId: string, statuses: readonly CommandStatus[], limit: number): Promise<BulkTarget[]> =>
       db
         .selectFrom('commands')
-        .selectAll()
-        .where('bulk_run_id', '=', runId)
-        .where('status', 'in', statuses)
-        .orderBy('id')
+        .innerJoin('agents', 'agents.id', 'commands.agent_id')
+        .selectAll('commands')
+        .select(['agents.name as agent_name', 'agents.labels as agent_labels'])
+        .where('commands.bulk_run_id', '=', runId)
+        .where('commands.status', 'in', statuses)
+        .orderBy('commands.id')
         .limit(limit)
+        .execute(),
+
+    /** Every decision on a run, once per person: each is stored on every target it covered. */
+    decisionsOf: (runId: string): Promise<RunDecision[]> =>
+      db
+        .selectFrom('command_approvals')
+        .innerJoin('commands', 'commands.id', 'command_approvals.command_id')
+        .select([
+          'command_approvals.user_id',
+          'command_approvals.decision',
+          'command_approvals.comment',
+          'command_approvals.created_at',
+        ])
+        .distinct()
+        .where('commands.bulk_run_id', '=', runId)
+        .orderBy('command_approvals.created_at')
         .execute(),
 
     async counts(runId: string, executor: Kysely<DB> | Transaction<DB> = db): Promise<TargetCounts> {
@@ -153,23 +195,25 @@ export function createBulkRunsStore(db: Kysely<DB>) {
       return Object.fromEntries(rows.map((row) => [row.status, Number(row.n)]));
     },
 
-    /** Counts of many runs at once (a list page), by run. */
-    async countsOf(runIds: readonly string[]): Promise<Map<string, TargetCounts>> {
-      const counts = new Map<string, TargetCounts>();
-      if (runIds.length === 0) return counts;
-      const rows = await db
-        .selectFrom('commands')
-        .select((eb) => ['bulk_run_id', 'status', eb.fn.countAll<string | number>().as('n')])
-        .where('bulk_run_id', 'in', runIds)
-        .groupBy(['bulk_run_id', 'status'])
-        .execute();
-      for (const row of rows) {
-        const run = counts.get(row.bulk_run_id as string) ?? {};
-        run[row.status] = Number(row.n);
-        counts.set(row.bulk_run_id as string, run);
-      }
-      return counts;
-    },
+    /**
+     * The targets of many runs (a list page) counted by status and by their agent's labels, so that a
+     * reader counts only the targets in their scope.
+     */
+    countsByLabels: (runIds: readonly string[]) =>
+      runIds.length === 0
+        ? Promise.resolve([])
+        : db
+            .selectFrom('commands')
+            .innerJoin('agents', 'agents.id', 'commands.agent_id')
+            .select((eb) => [
+              'commands.bulk_run_id',
+              'commands.status',
+              'agents.labels',
+              eb.fn.countAll<string | number>().as('n'),
+            ])
+            .where('commands.bulk_run_id', 'in', runIds)
+            .groupBy(['commands.bulk_run_id', 'commands.status', 'agents.labels'])
+            .execute(),
 
     /**
      * Takes the run's row for the rest of `tx` (PostgreSQL locks it; SQLite's one writer already

@@ -256,7 +256,7 @@ export function createCommandsService(deps: {
     deps.metrics.integrityFailures.inc();
     await move(
       row,
-      ['awaiting_approval', 'queued', 'dispatched'],
+      ['awaiting_approval', 'held', 'queued', 'dispatched'],
       'failed',
       {
         finished_at: now,
@@ -684,6 +684,7 @@ export function createCommandsService(deps: {
       },
       declaredAction,
       assertStepUp,
+      approversIfIntact,
       dispatch,
       move,
       failTampered,

@@ -98,12 +98,12 @@ export function orgEventsRoutes(deps: {
         });
         const stop = new AbortController();
         request.raw.on('close', () => stop.abort());
-        const batches = events.subscribe(caller.org.id, MAX_QUEUED_EVENTS);
+        const batches = events.subscribe(caller.org.id, MAX_QUEUED_EVENTS, stop.signal);
         async function* stream() {
           const sse = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
           yield sse('ready', {});
           try {
-            for await (const batch of batches(stop.signal)) {
+            for await (const batch of batches()) {
               if (batch === 'overflow') {
                 yield sse('overflow', {
                   message: 'This stream fell behind; reload to see the current state.',

@@ -134,7 +134,7 @@ export function createOrgEvents(deps: {
      * queue until the reader takes them, and a reader `maxQueued` behind is dropped with `overflow`.
      * Taken in batches, so that a burst costs one check of the reader's access, not one per event.
      */
-    subscribe(orgId: string, maxQueued: number) {
+    subscribe(orgId: string, maxQueued: number, signal: AbortSignal) {
       const queue: PublishedEvent[] = [];
       let overflowed = false;
       let wake: (() => void) | undefined;
@@ -147,10 +147,18 @@ export function createOrgEvents(deps: {
         }
         wake?.();
       };
-      bus.on(orgId, listener);
+      // Let go when the reader goes, whether or not it ever started reading (a client that left
+      // while the first message was on its way).
+      const unsubscribe = () => {
+        bus.off(orgId, listener);
+        closers.delete(closer);
+        wake?.();
+      };
       const closer = () => wake?.();
+      bus.on(orgId, listener);
       closers.add(closer);
-      return async function* batches(signal: AbortSignal): AsyncGenerator<PublishedEvent[] | 'overflow'> {
+      signal.addEventListener('abort', unsubscribe, { once: true });
+      return async function* batches(): AsyncGenerator<PublishedEvent[] | 'overflow'> {
         try {
           while (!signal.aborted && !closed) {
             if (queue.length > 0) {
@@ -161,15 +169,16 @@ export function createOrgEvents(deps: {
               yield 'overflow';
               return;
             }
+            // One waiter at a time, woken by an event, the reader leaving, or shutdown.
             await new Promise<void>((resolve) => {
               wake = resolve;
-              signal.addEventListener('abort', () => resolve(), { once: true });
+              if (signal.aborted || closed) resolve();
             });
             wake = undefined;
           }
         } finally {
-          bus.off(orgId, listener);
-          closers.delete(closer);
+          signal.removeEventListener('abort', unsubscribe);
+          unsubscribe();
         }
       };
     },
