@@ -202,7 +202,7 @@ export function createBulkRunsService(deps: {
     // failed write, a target out of the canceller's reach): they are marked now.
     if (held > 0 && run.stop_reason !== '') await skipHeld(run, stoppedMessage(run, errors));
     else if (held > 0 && errors > run.max_errors) await stop(run, errors);
-    else if (held > 0) await release(run);
+    else if (held > 0) await release(run, counts);
     const now = await store.counts(run.id);
     if (!now.held && !now.awaiting_approval && sum(now, IN_FLIGHT) === 0) await end(run, now);
   }
@@ -217,14 +217,18 @@ export function createBulkRunsService(deps: {
    * checked first as dispatch checks a command (CMD-7): its seal, its approvals, its organization;
    * and the requester must still be allowed to run it, for a run can outlast their access.
    */
-  async function release(run: ScheduledRun): Promise<void> {
+  async function release(run: ScheduledRun, counts: TargetCounts): Promise<void> {
+    // Only as many as there is room for are checked and sealed (the room is counted again below,
+    // under the run's lock): a target ending releases one, not a wave's worth of checks.
+    const room = run.max_concurrency - sum(counts, IN_FLIGHT);
+    if (room <= 0) return;
     const now = clock();
     const requester = await access.load(run.org_slug, run.requested_by);
     const prepared: CommandRow[] = [];
     for (const { agent_name: _name, agent_labels: labels, ...target } of await store.targetsIn(
       run.id,
       ['held'],
-      run.max_concurrency,
+      room,
     )) {
       const intact =
         target.org_id === run.org_id ? await bulk.approversIfIntact(target) : { mismatched: ['orgId'] };
