@@ -100,7 +100,8 @@ describe.each(BACKENDS)('bulwark keys on %s', (backend) => {
       .split('\n')
       .map((line) => (JSON.parse(line) as { action: string }).action);
     expect(actions.filter((a) => a === 'keys.data_keys_rewrapped')).toHaveLength(2);
-  });
+    // Two server starts and nine CLI processes: on a loaded machine each start alone can take seconds.
+  }, 180_000);
 });
 
 // Decided from the configuration before any data is read: the same on every backend.
@@ -113,5 +114,5 @@ describe('bulwark keys with the master key in the environment', () => {
     const result = await runCli(['keys', 'rotate'], { cwd: dir.path, env: fromEnv });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('the master key comes from BULWARK_MASTER_KEY');
-  });
+  }, 120_000);
 });
