@@ -6,9 +6,10 @@ import { type Caller, callerEvent } from '../access/caller.js';
 import { parseSelector, selectorMatches } from '../access/label-selector.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { BulkRunStatus, CommandStatus } from '../db/schema.js';
+import type { CommandStatus } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
+import { createBulkRunScheduler, MAX_BULK_TARGETS, runTarget } from './bulk-runs.scheduler.js';
 import type { BulkRunRow, BulkRunsStore, CandidateAgent, TargetCounts } from './bulk-runs.store.js';
 import type { CommandSealer } from './command-seal.js';
 import { TERMINAL_STATUSES } from './command-status.js';
@@ -39,14 +40,8 @@ export interface CreateBulkRun {
   maxErrors: string;
 }
 
-/** The most targets one run may have: beyond, split the fleet with a narrower selector. */
-export const MAX_BULK_TARGETS = 5000;
-
 const RISK_ORDER = ['low', 'medium', 'high', 'critical'] as const;
 type Risk = (typeof RISK_ORDER)[number];
-/** Outcomes that count against the run's error threshold. */
-const ERRORS: readonly CommandStatus[] = ['failed', 'timed_out', 'expired'];
-const IN_FLIGHT: readonly CommandStatus[] = ['queued', 'dispatched', 'running'];
 
 const LIMIT_SPEC = /^(\d{1,5})(%?)$/;
 
@@ -84,13 +79,6 @@ export function createBulkRunsService(deps: {
 }) {
   const { store, commands, commandsStore, access, secrets, audit, sealer, clock } = deps;
   const { bulk } = commands;
-
-  const runTarget = (run: Pick<BulkRunRow, 'id' | 'service' | 'action'>) => ({
-    type: 'bulk_run',
-    id: run.id,
-    display: `${run.service}/${run.action}`,
-  });
-  const schedulerActor = { type: 'system' as const, id: 'bulk-scheduler', display: 'bulk run scheduler' };
 
   /** The run as the caller may see it: 404 when it is not the org's, or touches no agent in their scope. */
   async function readable(caller: Caller, id: string, permission: string) {
@@ -179,196 +167,17 @@ export function createBulkRunsService(deps: {
     return decisions;
   }
 
-  /** A run as the scheduler reads it, with its organization's slug (to load the requester's access). */
-  type ScheduledRun = BulkRunRow & { org_slug: string };
-
-  /**
-   * Moves a running run on: stops it at its error threshold, releases waiting targets up to its
-   * concurrency, and ends it once no target is left to run. Safe to call at any time, from anywhere,
-   * and again after a crash: every step is a guarded update under the run's lock.
-   */
-  async function advance(runId: string): Promise<void> {
-    const run = await store.findById(runId);
-    if (!run || (run.status !== 'running' && run.status !== 'awaiting_approval')) return;
-    const counts = await store.counts(run.id);
-    if (run.status === 'awaiting_approval') {
-      // Every target's approval ran out (or was cancelled): the run ends with them.
-      if (!counts.awaiting_approval) await end(run, counts);
-      return;
-    }
-    const errors = sum(counts, ERRORS);
-    const held = counts.held ?? 0;
-    // A run stopped or cancelled earlier whose waiting targets were not all marked (a crash, a
-    // failed write, a target out of the canceller's reach): they are marked now.
-    if (held > 0 && run.stop_reason !== '') await skipHeld(run, stoppedMessage(run, errors));
-    else if (held > 0 && errors > run.max_errors) await stop(run, errors);
-    else if (held > 0) await release(run, counts);
-    const now = await store.counts(run.id);
-    if (!now.held && !now.awaiting_approval && sum(now, IN_FLIGHT) === 0) await end(run, now);
-  }
-
-  const stoppedMessage = (run: BulkRunRow, errors: number) =>
-    run.stop_reason === 'cancelled'
-      ? 'cancelled with its run before it was sent'
-      : `skipped: the run stopped after ${errors} failed target(s), more than the ${run.max_errors} it allows`;
-
-  /**
-   * Releases as many held targets as the run's concurrency leaves room for, and sends them. Each is
-   * checked first as dispatch checks a command (CMD-7): its seal, its approvals, its organization;
-   * and the requester must still be allowed to run it, for a run can outlast their access.
-   */
-  async function release(run: ScheduledRun, counts: TargetCounts): Promise<void> {
-    // Only as many as there is room for are checked and sealed (the room is counted again below,
-    // under the run's lock): a target ending releases one, not a wave's worth of checks.
-    const room = run.max_concurrency - sum(counts, IN_FLIGHT);
-    if (room <= 0) return;
-    const now = clock();
-    const requester = await access.load(run.org_slug, run.requested_by);
-    const prepared: CommandRow[] = [];
-    for (const { agent_name: _name, agent_labels: labels, ...target } of await store.targetsIn(
-      run.id,
-      ['held'],
-      room,
-    )) {
-      const intact =
-        target.org_id === run.org_id ? await bulk.approversIfIntact(target) : { mismatched: ['orgId'] };
-      if ('mismatched' in intact) {
-        await bulk.failTampered(target, intact.mismatched, now);
-        continue;
-      }
-      const allowed =
-        requester &&
-        decide(requester.access, 'commands:create', { kind: 'agent', labels: parseLabels(labels) }).allowed;
-      if (!allowed) {
-        await skip(
-          run,
-          target,
-          'skipped: the requester may no longer run commands on this agent',
-          'requester_access',
-        );
-        continue;
-      }
-      // Its delivery time from now, and its seal made again for it: from the row just checked.
-      const queued: CommandRow = { ...target, status: 'queued', expires_at: now + deps.deliveryTtlMs };
-      queued.seal = await sealer.sealRequest(queued);
-      prepared.push(queued);
-    }
-    const released = await audit.withEvents(async (tx, events) => {
-      const locked = await store.lock(tx, run.id, ['running'], now);
-      // Stopped, cancelled or past its threshold since the counts above were read: nothing more goes.
-      if (locked?.stop_reason !== '') return [];
-      const counts = await store.counts(run.id, tx);
-      if (sum(counts, ERRORS) > run.max_errors) return [];
-      const room = run.max_concurrency - sum(counts, IN_FLIGHT);
-      const moved: CommandRow[] = [];
-      for (const queued of prepared.slice(0, Math.max(0, room)))
-        if (
-          await commandsStore.transition(tx, queued.id, ['held'], 'queued', {
-            expires_at: queued.expires_at,
-            seal: queued.seal,
-            updated_at: now,
-          })
-        ) {
-          moved.push(queued);
-          events.push({
-            orgId: run.org_id,
-            actor: schedulerActor,
-            action: 'command.released',
-            target: bulk.target(queued),
-            outcome: 'success',
-            details: { bulkRunId: run.id, agentId: queued.agent_id },
-          });
-        }
-      return moved;
-    });
-    for (const target of released) {
-      bulk.changed('held', target);
-      await bulk.dispatch(target);
-    }
-  }
-
-  /** The error threshold is passed: nothing more is released, and the waiting targets are marked. */
-  async function stop(run: BulkRunRow, errors: number): Promise<void> {
-    const now = clock();
-    const stopped = await audit.withEvents(async (tx, events) => {
-      const locked = await store.lock(tx, run.id, ['running'], now);
-      if (locked?.stop_reason !== '') return false;
-      await store.finish(tx, run.id, { stop_reason: 'error_threshold' });
-      events.push({
-        orgId: run.org_id,
-        actor: schedulerActor,
-        action: 'bulk_run.stopped',
-        target: runTarget(run),
-        outcome: 'failure',
-        details: { reason: 'error_threshold', errors, maxErrors: run.max_errors },
-      });
-      return true;
-    });
-    if (stopped) await skipHeld({ ...run, stop_reason: 'error_threshold' }, stoppedMessage(run, errors));
-  }
-
-  /** Marks one target never sent, saying why: cancelled with its run, skipped otherwise. */
-  function skip(run: BulkRunRow, target: CommandRow, message: string, reason: string) {
-    const cancelled = run.stop_reason === 'cancelled';
-    return bulk.move(
-      target,
-      ['held'],
-      cancelled ? 'cancelled' : 'skipped',
-      { finished_at: clock(), message },
-      {
-        orgId: run.org_id,
-        actor: schedulerActor,
-        action: cancelled ? 'command.cancelled' : 'command.skipped',
-        target: bulk.target(target),
-        outcome: 'failure',
-        details: { bulkRunId: run.id, reason },
-      },
-    );
-  }
-
-  async function skipHeld(run: BulkRunRow, message: string): Promise<void> {
-    for (const { agent_name: _name, agent_labels: _labels, ...target } of await store.targetsIn(
-      run.id,
-      ['held'],
-      MAX_BULK_TARGETS,
-    ))
-      await skip(run, target, message, run.stop_reason || 'stopped');
-  }
-
-  /** No target is left to run: the run ends, saying how (from its row as locked, not as read before). */
-  async function end(run: BulkRunRow, counts: TargetCounts): Promise<void> {
-    const now = clock();
-    await audit.withEvents(async (tx, events) => {
-      const locked = await store.lock(tx, run.id, [run.status], now);
-      if (!locked) return;
-      const ran = locked.target_count - (counts.skipped ?? 0);
-      const status: BulkRunStatus =
-        locked.status === 'awaiting_approval'
-          ? counts.cancelled
-            ? 'cancelled'
-            : 'expired'
-          : locked.stop_reason === 'cancelled'
-            ? 'cancelled'
-            : locked.stop_reason === '' && (counts.succeeded ?? 0) === ran
-              ? 'succeeded'
-              : 'failed';
-      await store.finish(tx, run.id, { status, finished_at: now });
-      events.push({
-        orgId: run.org_id,
-        actor: schedulerActor,
-        action: 'bulk_run.finished',
-        target: runTarget(run),
-        outcome: status === 'succeeded' ? 'success' : 'failure',
-        details: { status, counts: counts as Record<string, number> },
-      });
-    });
-  }
-
-  bulk.onTargetEnded((runId) => {
-    advance(runId).catch(() => {
-      // The sweep (advanceAll) picks the run up again: a failed step here loses nothing.
-    });
+  const scheduler = createBulkRunScheduler({
+    store,
+    commands,
+    commandsStore,
+    access,
+    audit,
+    sealer,
+    deliveryTtlMs: deps.deliveryTtlMs,
+    clock,
   });
+  const { advance } = scheduler;
 
   /** The agents a selector picks for the caller: those that can run the action, and those that cannot. */
   async function candidatesFor(
@@ -434,17 +243,7 @@ export function createBulkRunsService(deps: {
     advance,
 
     /** The sweep behind the event-driven steps: a step lost to a crash or an error is taken here. */
-    async advanceAll(): Promise<number> {
-      let swept = 0;
-      // Every run that may move, a page at a time: none waits behind others that cannot.
-      for (let after = ''; ; ) {
-        const page = await store.active(after, clock() - APPROVAL_TTL_MS, 500);
-        for (const run of page) await advance(run.id);
-        swept += page.length;
-        if (page.length < 500) return swept;
-        after = page.at(-1)!.id;
-      }
-    },
+    advanceAll: scheduler.advanceAll,
 
     /** What a run would target and ask for, before it is asked: the console shows it beside the form. */
     async preview(caller: Caller, input: Pick<CreateBulkRun, 'selector' | 'service' | 'action'>) {
@@ -779,10 +578,6 @@ export function createBulkRunsService(deps: {
 
     peopleOf: store.peopleOf,
   };
-}
-
-function sum(counts: TargetCounts, statuses: readonly CommandStatus[]): number {
-  return statuses.reduce((total, status) => total + (counts[status] ?? 0), 0);
 }
 
 function bulkRunState(status: string, wanted: string) {
