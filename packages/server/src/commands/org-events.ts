@@ -70,15 +70,16 @@ export function createOrgEvents(deps: {
 }) {
   const bus = new EventEmitter();
   bus.setMaxListeners(0);
-  // One publication at a time: events reach readers in the order they were told.
-  let chain = Promise.resolve();
+  // One publication at a time per organization: its events reach its readers in the order they were
+  // told, and a burst in one organization (a bulk run over thousands of agents) never delays another's.
+  const chains = new Map<string, Promise<void>>();
   // Readers' streams never end on their own: the server's shutdown ends them, or it would wait forever.
   let closed = false;
   const closers = new Set<() => void>();
 
   function publish(orgId: string, agentId: string, events: OrgEvent[]): void {
     if (closed || bus.listenerCount(orgId) === 0) return;
-    chain = chain
+    const next = (chains.get(orgId) ?? Promise.resolve())
       .then(async () => {
         // Read as the event is published: an agent relabelled out of a reader's scope is out of it now.
         const agent = await deps.agents.find(orgId, agentId);
@@ -87,7 +88,12 @@ export function createOrgEvents(deps: {
         for (const event of events)
           bus.emit(orgId, { orgId, agentId, labels, event } satisfies PublishedEvent);
       })
-      .catch(deps.onError);
+      .catch(deps.onError)
+      .finally(() => {
+        // The last link of a quiet organization's chain is let go.
+        if (chains.get(orgId) === next) chains.delete(orgId);
+      });
+    chains.set(orgId, next);
   }
 
   return {
@@ -194,7 +200,7 @@ export function createOrgEvents(deps: {
     readers: (orgId: string) => bus.listenerCount(orgId),
 
     /** Resolves once everything told so far has been published. */
-    settled: () => chain,
+    settled: () => Promise.all([...chains.values()]).then(() => undefined),
   };
 }
 
