@@ -68,8 +68,8 @@ export function createBulkRunScheduler(deps: {
     }
     const errors = sum(counts, ERRORS);
     const held = counts.held ?? 0;
-    // A run stopped or cancelled earlier whose waiting targets were not all marked (a crash, a
-    // failed write, a target out of the canceller's reach): they are marked now.
+    // A run stopped or cancelled earlier whose waiting targets were not all marked (a crash or a
+    // failed write between the two steps): they are marked now.
     if (held > 0 && run.stop_reason !== '') await skipHeld(run, stoppedMessage(run, errors));
     else if (held > 0 && errors > run.max_errors) await stop(run, errors);
     else if (held > 0) await release(run, counts);
