@@ -7,8 +7,13 @@ import { defineRoute, type RouteDefinition, rawResponse } from '../http/route.js
 import { iso, OrgSlug, Timestamp } from '../http/schemas.js';
 import type { AuditEventRow } from './audit.chain.js';
 import { EXPORT_FORMATS } from './audit.export.js';
-import { type AuditService, MAX_QUERY_LIMIT } from './audit.service.js';
-import { AUDIT_SORTS, type AuditFilters, auditFilters } from './audit.store.js';
+import {
+  AUDIT_SORTS,
+  type AuditFilters,
+  type AuditService,
+  auditFilters,
+  MAX_QUERY_LIMIT,
+} from './audit.service.js';
 import { AUDIT_ACTIONS, OUTCOMES } from './audit.types.js';
 
 const OrgParams = z.strictObject({ org: OrgSlug });

@@ -9,6 +9,10 @@ import { type AuditEventRow, hashOfRow, signedStatement } from './audit.chain.js
 import { type ExportFormat, exportFormatters } from './audit.export.js';
 import { guardDetails, guardText } from './audit.guard.js';
 import type { AuditFilters, AuditSearchKey, AuditSort, AuditStore, ChainHead } from './audit.store.js';
+
+// The search vocabulary routes validate against: theirs through the service, never from the store.
+export { AUDIT_SORTS, type AuditFilters, auditFilters } from './audit.store.js';
+
 import {
   type AuditAction,
   type AuditActor,
