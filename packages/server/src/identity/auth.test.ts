@@ -188,11 +188,13 @@ describe.each(BACKENDS)('sign-in, sessions and CSRF on %s', (backend: Backend) =
         // A successful sign-in clears the account's failure count, so no progressive delay builds up.
         await signIn();
       }
-      const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-      const ratio = median(unknown) / median(known);
-      // Without the dummy hash the unknown path is a single indexed lookup: a ratio near 0.05.
-      expect(ratio).toBeGreaterThan(0.67);
-      expect(ratio).toBeLessThan(1.5);
+      // The fastest of each: load on the machine only ever adds time, so the minimum is the cost of
+      // the path itself, where a median still moves with whatever else a busy CI machine runs.
+      const ratio = Math.min(...unknown) / Math.min(...known);
+      // Without the dummy hash the unknown path is a single indexed lookup: a ratio near 0.05. The
+      // band is wide on purpose; what it must catch is an order of magnitude, not a few percent.
+      expect(ratio).toBeGreaterThan(0.5);
+      expect(ratio).toBeLessThan(2);
     });
 
     it('issues a new session at every sign-in, and logout ends it for good', async () => {
