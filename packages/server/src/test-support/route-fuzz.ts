@@ -338,16 +338,32 @@ function withinLength(schema: JsonSchema) {
   return (s: string) => (s.length > max ? s.slice(0, max) : s.length < min ? s.padEnd(min, 'a') : s);
 }
 
+/**
+ * `fc.stringMatching` of a pattern, built once per pattern (undefined: fast-check cannot read it).
+ * Building one costs tens of milliseconds (fast-check tokenizes its own hostile strings against the
+ * pattern's characters), and the same few patterns (ids, printable text) recur in hundreds of fields:
+ * built per field, they took seconds before the first request. An arbitrary holds no state, so a
+ * shared one draws, from the same seed, exactly the values a new one would.
+ */
+const matchingByPattern = new Map<string, fc.Arbitrary<string> | undefined>();
+function stringsMatching(pattern: string): fc.Arbitrary<string> | undefined {
+  if (!matchingByPattern.has(pattern)) {
+    let arbitrary: fc.Arbitrary<string> | undefined;
+    try {
+      arbitrary = fc.stringMatching(new RegExp(pattern, 'u'));
+    } catch {
+      arbitrary = undefined;
+    }
+    matchingByPattern.set(pattern, arbitrary);
+  }
+  return matchingByPattern.get(pattern);
+}
+
 /** A string for a field with a pattern: real ids for id fields, else strings the pattern matches. */
 function patternString(schema: JsonSchema, pools: FuzzPools): fc.Arbitrary<string> {
   const pattern = schema.pattern!;
   const fit = withinLength(schema);
-  let matching: fc.Arbitrary<string>;
-  try {
-    matching = fc.stringMatching(new RegExp(pattern, 'u')).map(fit);
-  } catch {
-    matching = interestingString(pools).map(fit);
-  }
+  const matching = (stringsMatching(pattern) ?? interestingString(pools)).map(fit);
   const id = ID_IN_PATTERN.exec(pattern);
   if (!id) {
     // Printable-text fields (`^[^\p{Cc}]+$`) take any unicode but control characters: give them some.
@@ -520,13 +536,7 @@ export function tidyOf(schema: JsonSchema, pools: FuzzPools, name = ''): fc.Arbi
           idShaped(prefix),
         );
       }
-      if (schema.pattern) {
-        try {
-          return fc.stringMatching(new RegExp(schema.pattern, 'u')).map(fit);
-        } catch {
-          return fc.constant('x').map(fit);
-        }
-      }
+      if (schema.pattern) return (stringsMatching(schema.pattern) ?? fc.constant('x')).map(fit);
       const min = Math.max(1, schema.minLength ?? 0);
       return charsOf(ALPHANUMERIC, min, Math.max(min, Math.min(schema.maxLength ?? 20, 20))).map(fit);
     }
