@@ -73,6 +73,11 @@ export interface ActionDefinition<S extends ParamsSchema> {
   timeoutSeconds?: number;
   /** Names of the secrets the action may receive. */
   secrets?: string[];
+  /**
+   * A workload-identity JWT for this audience (SEC-4), in `context.secrets.BULWARK_WORKLOAD_IDENTITY_TOKEN`;
+   * the server mints it only for an audience its configuration allows.
+   */
+  workloadIdentity?: { audience: string };
   /** Resolves: `succeeded` (a returned string is added to the output). Throws: `failed`, with the error's message. */
   handler(params: z.output<S>, context: ActionContext): HandlerReturn;
 }
@@ -154,6 +159,7 @@ export function action<S extends ParamsSchema>(definition: ActionDefinition<S>):
     risk: definition.risk,
     timeoutSeconds: definition.timeoutSeconds,
     secrets: definition.secrets ?? [],
+    ...(definition.workloadIdentity ? { workloadIdentity: definition.workloadIdentity } : {}),
   });
   if (!declared.success) {
     throw new SdkDefinitionError(`${where}: ${problemsOf(declared.error).join('; ')}`);

@@ -5,6 +5,7 @@ import {
   MIN_APPROVALS,
   openSecrets,
   verifyStatement,
+  WORKLOAD_IDENTITY_TOKEN_ENV,
 } from '@bulwark/protocol';
 import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } from './config.js';
 
@@ -23,7 +24,9 @@ import { type ActionCatalog, actionKey, type ExecAction, type HandlerAction } fr
  *    substituted parameter does not match its pattern as a whole, or (SDK actions) the action's own
  *    zod schema refuses them.
  * 7. `bad_secrets`: the sealed secrets do not open with this agent's X25519 key for this command, or
- *    carry a secret the action does not declare in agent.yaml or the SDK.
+ *    carry a secret the action does not declare in agent.yaml or the SDK; or a workload-identity
+ *    token comes for an action that does not declare `workloadIdentity`, or does not come for one
+ *    that does.
  * 8. `insufficient_approvals`: fewer approvers, other than the requester, than the risk this agent
  *    declares for the action asks for (MIN_APPROVALS). The server enforces its policy; this holds it
  *    to the floor even if the risk it read from its database was lowered there.
@@ -122,6 +125,40 @@ export function verifyCommand(
         message: clip(`secrets the action does not declare: ${undeclared.join(', ')}`),
       };
     }
+  }
+  // SEC-4: the token is opened like the secrets and reaches the process the same way (its
+  // environment, masked in output), only for an action this agent's own config says wants one.
+  const wantsToken = action.declaration.workloadIdentity !== undefined;
+  if (envelope.workloadIdentity && !wantsToken) {
+    return {
+      ok: false,
+      reason: 'bad_secrets',
+      message: 'a workload-identity token for an action that does not declare workloadIdentity',
+    };
+  }
+  if (wantsToken && !envelope.workloadIdentity) {
+    return {
+      ok: false,
+      reason: 'bad_secrets',
+      message: 'the action declares workloadIdentity but the command carries no token',
+    };
+  }
+  if (envelope.workloadIdentity) {
+    let opened: Secrets;
+    try {
+      opened = openSecrets(context.encryptionKey, envelope.workloadIdentity, envelope);
+    } catch {
+      return {
+        ok: false,
+        reason: 'bad_secrets',
+        message: 'the workload-identity token does not open for this agent and command',
+      };
+    }
+    const token = opened[WORKLOAD_IDENTITY_TOKEN_ENV];
+    if (token === undefined || Object.keys(opened).length !== 1) {
+      return { ok: false, reason: 'bad_secrets', message: 'the workload-identity box holds no token' };
+    }
+    secrets = { ...secrets, [WORKLOAD_IDENTITY_TOKEN_ENV]: token };
   }
   const approvers = new Set(envelope.approvedBy.filter((user) => user !== envelope.requestedBy));
   const needed = MIN_APPROVALS[action.declaration.risk];

@@ -26,7 +26,7 @@ describe.skipIf(!hasChromium)('single sign-on in the console', { timeout: 120_00
   let slug: string;
 
   beforeAll(async () => {
-    world = await startConsoleWorld();
+    world = await startConsoleWorld({ BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1' });
     provider = await startOidcProvider(`${world.server.url}/api/auth/sso/oidc/`);
     // The owner sets the connection up through the API (the console's forms are exercised elsewhere).
     const owner = new SessionClient(world.server.url);

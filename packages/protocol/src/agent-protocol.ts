@@ -102,8 +102,25 @@ export const ActionDeclaration = z.strictObject({
   timeoutSeconds: z.number().int().min(1).max(86_400).default(DEFAULT_EXECUTION_TIMEOUT_SECONDS),
   /** Names of the secrets the action may receive. */
   secrets: z.array(z.string().min(1).max(128)).max(32).default([]),
+  /**
+   * A short-lived workload-identity JWT for this audience (SEC-4), handed to the action's process
+   * in {@link WORKLOAD_IDENTITY_TOKEN_ENV}. The server mints it only for an audience its
+   * configuration allows for the agent's organization: an agent cannot pick any audience it likes.
+   */
+  workloadIdentity: z
+    .strictObject({
+      audience: z
+        .string()
+        .min(1)
+        .max(256)
+        .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+    })
+    .optional(),
 });
 export type ActionDeclaration = z.infer<typeof ActionDeclaration>;
+
+/** Where an action's process finds its workload-identity JWT (and the name it is masked under in output). */
+export const WORKLOAD_IDENTITY_TOKEN_ENV = 'BULWARK_WORKLOAD_IDENTITY_TOKEN';
 
 export const ServiceReport = z.strictObject({
   name: AgentName,
@@ -181,6 +198,11 @@ export const CommandEnvelope = z
     nonce: Base64Url32,
     /** The secrets the action declared, sealed to this agent for this command; absent when none. */
     secrets: SealedSecrets.optional(),
+    /**
+     * The workload-identity JWT for an action that declares one (SEC-4), sealed to this agent for
+     * this command like the secrets: `{ [WORKLOAD_IDENTITY_TOKEN_ENV]: jwt }`.
+     */
+    workloadIdentity: SealedSecrets.optional(),
   })
   .refine((envelope) => envelope.expiresAt - envelope.issuedAt <= MAX_DELIVERY_WINDOW_MS, {
     // The agent keeps every id it has seen until its expiry has long passed: the window is bounded.

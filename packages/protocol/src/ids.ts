@@ -35,6 +35,9 @@ export const ID_PREFIXES = {
   ssoConnection: 'sso',
   ssoIdentity: 'sid',
   notification: 'ntf',
+  emailMessage: 'eml',
+  piiKey: 'pik',
+  auditSink: 'snk',
 } as const;
 
 export type IdPrefix = (typeof ID_PREFIXES)[keyof typeof ID_PREFIXES];

@@ -19,6 +19,8 @@ export const TOKEN_PREFIXES = {
   liveTicket: 'bwt',
   /** An organization's identity provider provisioning its people (SCIM, SSO-5). */
   scim: 'bwp',
+  /** The key an audit webhook's deliveries are signed with (HMAC-SHA256, AUD-6); shown once. */
+  auditWebhook: 'bwh',
 } as const;
 
 export type TokenPrefix = (typeof TOKEN_PREFIXES)[keyof typeof TOKEN_PREFIXES];

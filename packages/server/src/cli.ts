@@ -5,18 +5,22 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
-import { auditFilters } from './audit/audit.store.js';
+import { auditFilters, createAuditStore } from './audit/audit.store.js';
 import { type AuditActor, OUTCOMES, type Outcome } from './audit/audit.types.js';
+import { checkWitness, witnessLines } from './audit/witness.js';
 import { API_KEY_VARIABLE, callApi, SERVER_VARIABLE } from './cli-api.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import type { MigrationContext } from './db/migrations/index.js';
+import { AppError } from './errors.js';
 import { AdminError, createAdminService } from './identity/admin.service.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createPasswords } from './identity/passwords.js';
+import { createPersonalDataService } from './identity/personal-data.service.js';
 import { createLogger } from './logging.js';
 import { openCore, startServer } from './main.js';
+import { backupCommands } from './ops/backup.cli.js';
 import { exitOnUnhandledErrors } from './ops/last-resort.js';
 import { createLocalKeyProvider } from './secrets/key-provider.js';
 import {
@@ -27,6 +31,13 @@ import {
   scopesOf,
 } from './secrets/key-rotation.js';
 import { assertPrivateFile, reloadMasterKeys } from './secrets/master-key.js';
+import {
+  createWorkloadIdentityService,
+  DEFAULT_OVERLAP_MS,
+  DEFAULT_PUBLISH_DELAY_MS,
+  WorkloadKeyRotationError,
+} from './secrets/workload-identity.service.js';
+import { createWorkloadIdentityKeysStore } from './secrets/workload-identity-keys.store.js';
 import { VERSION } from './version.js';
 
 /** The `bulwark` command (CLI-1). Human output on stdout, progress and errors on stderr, non-zero exit on any failure. */
@@ -138,7 +149,7 @@ function configCheck(command: Command): void {
   out('configuration is valid');
 }
 
-async function auditVerify(options: { org?: string }, command: Command): Promise<void> {
+async function auditVerify(options: { org?: string; witness?: string[] }, command: Command): Promise<void> {
   const config = configFrom(command);
   requireExistingDatabase(config);
   const core = await openCore(config, cliLogger());
@@ -161,6 +172,25 @@ async function auditVerify(options: { org?: string }, command: Command): Promise
         out(
           `BROKEN  ${chainId}: first broken link at seq ${b.seq}${b.eventId ? ` (event ${b.eventId})` : ''}: ${b.reason}`,
         );
+      }
+    }
+    if (options.witness && options.witness.length > 0) {
+      // AUD-6: a sink's copy catches a tail deleted with its checkpoints, which the database cannot.
+      const witness = await checkWitness(
+        createAuditStore(core.database.db, core.database.dialect),
+        await core.serverKeys.publicKeys('audit-checkpoint'),
+        witnessLines(options.witness),
+        options.org,
+      );
+      if (witness.unreadable > 0) err(`witness: skipped ${witness.unreadable} lines that are not JSON`);
+      if (witness.ok) {
+        out(
+          `ok      witness: ${witness.checkpoints} signed checkpoints and ${witness.events} events found in the database`,
+        );
+      } else {
+        broken++;
+        const p = witness.problem!;
+        out(`BROKEN  witness: ${p.chain} at seq ${p.seq}: ${p.reason}`);
       }
     }
     if (broken > 0)
@@ -327,6 +357,58 @@ function keysCommands(program: Command): void {
           out(`${scope}: new data key ${keyId}`);
       }),
     );
+  const seconds = (value: string) => {
+    if (!/^\d{1,9}$/.test(value)) throw new InvalidArgumentError('expected a whole number of seconds');
+    return Number(value) * 1000;
+  };
+  keys
+    .command('rotate-workload-identity')
+    .description(
+      'make a new workload-identity signing key (SEC-4): published in the JWKS at once, signing after the publish delay; the old key leaves the JWKS after the overlap',
+    )
+    .option(
+      '--publish-delay <seconds>',
+      'how long the new key is published before it signs',
+      seconds,
+      DEFAULT_PUBLISH_DELAY_MS,
+    )
+    .option(
+      '--overlap <seconds>',
+      'how long older keys stay in the JWKS after the new key starts signing',
+      seconds,
+      DEFAULT_OVERLAP_MS,
+    )
+    .option('--revoke-previous', 'for a leaked key: sign with the new key now and unpublish the old ones now')
+    .action(
+      (options: { publishDelay: number; overlap: number; revokePrevious?: boolean }, command: Command) =>
+        withKeys(command, async (core, actor) => {
+          const issuer = createWorkloadIdentityService({
+            store: createWorkloadIdentityKeysStore(core.database.db),
+            dataKeys: core.dataKeys,
+            issuer: undefined,
+            audiences: [],
+            clock: Date.now,
+          });
+          try {
+            const result = await issuer.rotate({
+              publishDelayMs: options.publishDelay,
+              overlapMs: options.overlap,
+              revokePrevious: options.revokePrevious === true,
+              audit: core.audit,
+              actor,
+            });
+            out(
+              `new workload-identity key ${result.keyId}: published now, signs from ${new Date(result.signsFrom).toISOString()}`,
+            );
+            out(
+              `${result.previousKeys} older key(s) leave the JWKS at ${new Date(result.previousRetireAt).toISOString()}`,
+            );
+          } catch (error) {
+            if (error instanceof WorkloadKeyRotationError) throw new CliError(error.message);
+            throw error;
+          }
+        }),
+    );
   keys
     .command('status')
     .description('the master key in use and every data key: scope, status, which master key wraps it')
@@ -433,6 +515,34 @@ function adminCommands(program: Command): void {
         out(`ended ${ended} session(s)`);
       }),
     );
+  admin
+    .command('erase-user')
+    .description(
+      "erase a person (DATA-2): delete their account, sessions and memberships and shred their PII key, so the audit log's record of them can no longer be read; cannot be undone",
+    )
+    .requiredOption('--email <email>', 'email address')
+    .action(async (options: { email: string }, command: Command) => {
+      const config = configFrom(command);
+      requireExistingDatabase(config);
+      const core = await openCore(config, cliLogger());
+      try {
+        const erased = await createPersonalDataService({
+          db: core.database.db,
+          audit: core.audit,
+          pii: core.pii,
+          clock: Date.now,
+        }).eraseByEmail(options.email, { type: 'system', id: 'cli', display: `cli:${userInfo().username}` });
+        out(
+          `erased ${erased.userId}: ${erased.memberships} membership(s), ${erased.sessionsEnded} session(s) ended, ${erased.shredded} PII key(s) shredded`,
+        );
+      } catch (error) {
+        if (error instanceof AppError) throw new CliError(error.message);
+        throw error;
+      } finally {
+        await core.audit.close();
+        await core.database.close();
+      }
+    });
 }
 
 export function buildProgram(): Command {
@@ -464,6 +574,10 @@ export function buildProgram(): Command {
     .command('verify')
     .description('verify the hash chains and signed checkpoints; exits 1 naming the first broken link')
     .option('--org <id>', 'verify one chain (an organization id, or "instance"); default: all')
+    .option(
+      '--witness <files...>',
+      "also check an audit sink's NDJSON copy (file sink output, saved webhook bodies): every signed checkpoint and event in it must still be in the database",
+    )
     .action(auditVerify);
   audit
     .command('export')
@@ -499,6 +613,7 @@ export function buildProgram(): Command {
 
   adminCommands(program);
   keysCommands(program);
+  backupCommands(program);
   return program;
 }
 

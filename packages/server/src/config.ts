@@ -108,11 +108,18 @@ function databaseUrl(raw: unknown): string {
     return value;
   }
   if (/^postgres(ql)?:\/\//.test(value)) {
+    let url: URL;
     try {
-      new URL(value);
+      url = new URL(value);
     } catch {
-      fail('is not a valid postgres:// URL');
+      return fail('is not a valid postgres:// URL');
     }
+    // NET-4: skipping certificate checks is the one explicit setting's job, said at every start.
+    const mode = url.searchParams.get('sslmode');
+    if (mode === 'no-verify' || mode === 'allow')
+      fail(
+        `sslmode=${mode} does not verify the server's certificate; use sslmode=verify-full (and BULWARK_TLS_INSECURE_SKIP_VERIFY=postgres only if you must)`,
+      );
     return value;
   }
   return fail('must start with sqlite: or postgres://');
@@ -151,6 +158,35 @@ function publicUrl(raw: unknown): string {
   return url.origin;
 }
 
+/**
+ * The audiences the issuer mints for (SEC-4). An agent declares the audience its action wants; only
+ * these are honoured, so a rogue agent cannot obtain a token for any relying party it likes, and an
+ * `org-slug=` entry keeps one team's audience (its own GCP pool, say) away from other organizations.
+ */
+export interface WorkloadAudienceRule {
+  org: string | undefined;
+  audience: string;
+}
+
+function workloadAudiences(raw: unknown): WorkloadAudienceRule[] {
+  return list(raw).map((entry) => {
+    const scoped = /^([a-z0-9][a-z0-9-]{0,62})=(.+)$/.exec(entry);
+    const audience = scoped ? scoped[2]! : entry;
+    if (!/^[\x21-\x7e]{1,256}$/.test(audience))
+      fail(`"${entry}": an audience is 1 to 256 printable ASCII characters without spaces`);
+    return { org: scoped?.[1], audience };
+  });
+}
+
+const BACKING_SERVICES = ['postgres', 'redis', 'ldap', 'smtp'] as const;
+
+function backingServices(raw: unknown): Array<(typeof BACKING_SERVICES)[number]> {
+  const entries = list(raw);
+  const bad = entries.find((entry) => !(BACKING_SERVICES as readonly string[]).includes(entry));
+  if (bad !== undefined) fail(`"${bad}" is not one of ${BACKING_SERVICES.join(', ')}`);
+  return [...new Set(entries)] as Array<(typeof BACKING_SERVICES)[number]>;
+}
+
 function trustedProxies(raw: unknown): string[] {
   const entries = list(raw);
   const bad = entries.find((entry) => !isAddressOrCidr(entry));
@@ -160,6 +196,29 @@ function trustedProxies(raw: unknown): string[] {
   const everyone = entries.find((entry) => entry.endsWith('/0'));
   if (everyone !== undefined) fail(`"${everyone}" would trust every client; list the proxies' own addresses`);
   return entries;
+}
+
+// An outbound allow entry: host name, `.domain` / `*.domain`, IP or CIDR (net/outbound.ts matches them).
+function outboundEntries(raw: unknown): string[] {
+  const entries = list(raw).map((entry) => entry.toLowerCase());
+  const hostPattern = /^(\*\.|\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/;
+  const bad = entries.find((entry) => !isAddressOrCidr(entry) && !hostPattern.test(entry));
+  if (bad !== undefined) fail(`"${bad}" is not a host name, .domain, IP address or CIDR`);
+  return entries;
+}
+
+function breachedPasswordsUrl(raw: unknown): string {
+  const value = nonEmpty(raw);
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    fail('must be an http(s) URL');
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') fail('must be an http(s) URL');
+  if (url.username || url.password || url.search || url.hash)
+    fail('must not carry credentials, a query or a fragment');
+  return url.href.endsWith('/') ? url.href : `${url.href}/`;
 }
 
 const optional =
@@ -223,6 +282,12 @@ export const settings = {
     doc: 'The address people open the console at, like `https://bulwark.example.com`. Passkeys are bound to its host name; unset, they work only at `http://localhost`.',
     parse: optional(publicUrl),
   },
+  workloadIdentityAudiences: {
+    env: 'BULWARK_WORKLOAD_IDENTITY_AUDIENCES',
+    doc: 'Comma-separated audiences workload-identity JWTs may be minted for ([workload-identity.md](workload-identity.md)): `audience` for every organization, `org-slug=audience` for one. Needs `BULWARK_PUBLIC_URL` (the issuer).',
+    defaultText: '(none)',
+    parse: workloadAudiences,
+  },
   tlsCertFile: {
     env: 'BULWARK_TLS_CERT_FILE',
     doc: 'PEM certificate chain; with `BULWARK_TLS_KEY_FILE` the server terminates TLS itself and sends HSTS.',
@@ -238,6 +303,72 @@ export const settings = {
     doc: 'Oldest TLS version accepted: `TLSv1.3` or `TLSv1.2`.',
     defaultText: 'TLSv1.3',
     parse: oneOf('TLSv1.3', 'TLSv1.2'),
+  },
+  backingTlsCaFile: {
+    env: 'BULWARK_BACKING_TLS_CA_FILE',
+    doc: "PEM bundle of the CAs that sign the certificates of PostgreSQL, Redis, LDAP and SMTP (NET-4); when set, only these are trusted for them, otherwise the system's roots.",
+    parse: optional(nonEmpty),
+  },
+  backingTlsInsecureSkipVerify: {
+    env: 'BULWARK_TLS_INSECURE_SKIP_VERIFY',
+    doc: 'Comma-separated backing services (`postgres`, `redis`, `ldap`, `smtp`) whose TLS certificates are NOT verified; logged at warn on every start. Never in production.',
+    defaultText: '(none)',
+    parse: backingServices,
+  },
+  smtpHost: {
+    env: 'BULWARK_SMTP_HOST',
+    doc: 'SMTP server for email notifications ([email.md](email.md)); unset, no email is sent (the console inbox works either way).',
+    parse: optional(nonEmpty),
+  },
+  smtpPort: {
+    env: 'BULWARK_SMTP_PORT',
+    doc: 'SMTP port: 587 for STARTTLS, 465 for implicit TLS.',
+    defaultText: '587',
+    parse: integer(1, 65_535),
+  },
+  smtpTls: {
+    env: 'BULWARK_SMTP_TLS',
+    doc: '`starttls` (required: a server that does not offer it is refused) or `implicit` (TLS from the first byte). There is no plain-text mode.',
+    defaultText: 'starttls',
+    parse: oneOf('starttls', 'implicit'),
+  },
+  smtpCaFile: {
+    env: 'BULWARK_SMTP_CA_FILE',
+    doc: "PEM bundle trusted for the SMTP server's certificate instead of `BULWARK_BACKING_TLS_CA_FILE` (a public relay with a private database, say).",
+    parse: optional(nonEmpty),
+  },
+  smtpFrom: {
+    env: 'BULWARK_SMTP_FROM',
+    doc: 'The From address of notification emails, like `Bulwark <bulwark@example.com>`; required with `BULWARK_SMTP_HOST`.',
+    parse: optional(nonEmpty),
+  },
+  smtpUser: {
+    env: 'BULWARK_SMTP_USER',
+    doc: 'SMTP user name, when the server asks for authentication.',
+    parse: optional(nonEmpty),
+  },
+  smtpPassword: {
+    env: 'BULWARK_SMTP_PASSWORD',
+    doc: 'SMTP password (prefer `BULWARK_SMTP_PASSWORD_FILE`). Never logged.',
+    secret: true,
+    parse: optional(nonEmpty),
+  },
+  smtpPasswordFile: {
+    env: 'BULWARK_SMTP_PASSWORD_FILE',
+    doc: 'File holding the SMTP password (trailing newline ignored); must not be readable by group or others.',
+    parse: optional(nonEmpty),
+  },
+  smtpMaxAttempts: {
+    env: 'BULWARK_SMTP_MAX_ATTEMPTS',
+    doc: 'Attempts to send one email (with backoff from 30 s up to 1 h between them) before it is marked failed and counted in `bulwark_email_failed_total`.',
+    defaultText: '20',
+    parse: integer(1, 1000),
+  },
+  smtpPollSeconds: {
+    env: 'BULWARK_SMTP_POLL_SECONDS',
+    doc: 'How often the email outbox is checked for messages to send.',
+    defaultText: '5',
+    parse: integer(1, 3600),
   },
   trustedProxies: {
     env: 'BULWARK_TRUSTED_PROXIES',
@@ -325,13 +456,30 @@ export const settings = {
   },
   dnsServers: {
     env: 'BULWARK_DNS_SERVERS',
-    doc: "The DNS servers (comma-separated, host or host:port) asked for an organization's domain verification record; empty: the system's resolvers.",
+    doc: "The DNS servers (comma-separated, host or host:port) asked for an organization's domain verification record and for the names server-side requests go to (NET-3); empty: the system's resolvers.",
     parse: (raw: unknown) => {
       const servers = list(raw);
       for (const server of servers)
         if (!/^[A-Za-z0-9.:[\]-]{1,100}$/.test(server)) fail(`"${server}" is not a DNS server address`);
       return servers;
     },
+  },
+  outboundAllowlist: {
+    env: 'BULWARK_OUTBOUND_ALLOWLIST',
+    doc: 'When set, the only destinations server-side requests (IdPs, webhooks, breached-password checks) may reach: comma-separated host names, `.domain` (with subdomains), IPs or CIDRs (NET-3, [security/outbound.md](security/outbound.md)).',
+    defaultText: '(any public address)',
+    parse: outboundEntries,
+  },
+  outboundAllowPrivate: {
+    env: 'BULWARK_OUTBOUND_ALLOW_PRIVATE',
+    doc: 'Destinations that may be private, loopback or link-local for server-side requests, such as an on-prem IdP: comma-separated host names, `.domain`, IPs or CIDRs. Empty: only public addresses are reached.',
+    defaultText: '(none)',
+    parse: outboundEntries,
+  },
+  breachedPasswordsUrl: {
+    env: 'BULWARK_BREACHED_PASSWORDS_URL',
+    doc: 'Base URL of a k-anonymity range API (`https://api.pwnedpasswords.com/range/`); set, new passwords found in it are refused and an unreachable service refuses the change with 503 (AUTH-1). Unset: no check.',
+    parse: optional(breachedPasswordsUrl),
   },
   agentConnectsPerMinute: {
     env: 'BULWARK_AGENT_CONNECTS_PER_MINUTE',
@@ -410,6 +558,29 @@ export const settings = {
     defaultText: '300',
     parse: integer(1, 86_400),
   },
+  auditSinkDir: {
+    env: 'BULWARK_AUDIT_SINK_DIR',
+    doc: 'The directory NDJSON file audit sinks write in (one file per sink, named by the server). Unset: file sinks are refused.',
+    parse: optional(nonEmpty),
+  },
+  auditSinkFileMaxBytes: {
+    env: 'BULWARK_AUDIT_SINK_FILE_MAX_BYTES',
+    doc: 'A file audit sink starts a new file once its current one would pass this size; rotated files are kept.',
+    defaultText: '104857600',
+    parse: integer(4096, 1_099_511_627_776),
+  },
+  auditSinkPollMs: {
+    env: 'BULWARK_AUDIT_SINK_POLL_MS',
+    doc: 'How often audit sink delivery looks for new events and checkpoints to send.',
+    defaultText: '1000',
+    parse: integer(10, 60_000),
+  },
+  auditSinkBackoffMaxSeconds: {
+    env: 'BULWARK_AUDIT_SINK_BACKOFF_MAX_SECONDS',
+    doc: 'Longest wait (before jitter) between attempts to deliver to an audit sink that keeps failing.',
+    defaultText: '300',
+    parse: integer(1, 86_400),
+  },
   maintenanceIntervalSeconds: {
     env: 'BULWARK_MAINTENANCE_INTERVAL_SECONDS',
     doc: 'How often expired sessions, registration tokens, invitations and passkey challenges are deleted and command output past its retention is pruned.',
@@ -463,7 +634,13 @@ export interface Config {
   port: number;
   /** The console's origin, when configured (passkeys' relying party). */
   publicUrl: string | undefined;
+  /** The workload-identity issuer (SEC-4): on with `publicUrl`, minting only for these audiences. */
+  workloadIdentity: { audiences: WorkloadAudienceRule[] };
   tls: { certFile: string; keyFile: string; minVersion: 'TLSv1.3' | 'TLSv1.2' } | undefined;
+  /** TLS to PostgreSQL, Redis, LDAP and SMTP (NET-4). */
+  backingTls: { caFile: string | undefined; insecureSkipVerify: Parsed<'backingTlsInsecureSkipVerify'> };
+  /** Email notifications; undefined when no SMTP server is configured. */
+  smtp: SmtpConfig | undefined;
   trustedProxies: string[];
   bodyLimitBytes: number;
   masterKey: Buffer | undefined;
@@ -474,6 +651,10 @@ export interface Config {
   agents: { heartbeatSeconds: number; connectsPerMinute: number };
   commands: { deliveryTimeoutSeconds: number };
   sso: { timeoutSeconds: number; dnsServers: string[] };
+  /** Where server-side requests may go (NET-3); the DNS servers are `sso.dnsServers`. */
+  outbound: { allowlist: string[]; allowPrivate: string[] };
+  /** The breached-password range API (AUTH-1); undefined: no check. */
+  breachedPasswordsUrl: string | undefined;
   bootstrap: {
     email: string | undefined;
     password: string | undefined;
@@ -485,11 +666,27 @@ export interface Config {
   metricsPort: number | undefined;
   shutdownTimeoutMs: number;
   audit: { retentionDays: number; checkpointEvery: number; checkpointIntervalSeconds: number };
+  auditSinks: { dir: string | undefined; fileMaxBytes: number; pollMs: number; backoffMaxSeconds: number };
   maintenance: { intervalSeconds: number; commandOutputRetentionDays: number };
   rateLimits: { read: number; write: number; auth: number; export: number };
   /** Where each setting's value came from, for `config check`. */
   sources: Record<SettingKey, SettingSource>;
   configFile: string | undefined;
+}
+
+export interface SmtpConfig {
+  host: string;
+  port: number;
+  tls: 'starttls' | 'implicit';
+  /** A CA bundle for SMTP only; otherwise the backing-services CA (or the system's roots). */
+  caFile: string | undefined;
+  from: string;
+  user: string | undefined;
+  /** From BULWARK_SMTP_PASSWORD or read from BULWARK_SMTP_PASSWORD_FILE at start. */
+  password: string | undefined;
+  passwordFile: string | undefined;
+  maxAttempts: number;
+  pollSeconds: number;
 }
 
 export interface ConfigProblem {
@@ -511,7 +708,13 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   host: '127.0.0.1',
   port: 8080,
   tlsMinVersion: 'TLSv1.3',
+  backingTlsInsecureSkipVerify: [],
+  smtpPort: 587,
+  smtpTls: 'starttls',
+  smtpMaxAttempts: 20,
+  smtpPollSeconds: 5,
   trustedProxies: [],
+  workloadIdentityAudiences: [],
   bodyLimitBytes: 1024 * 1024,
   logLevel: 'info',
   sessionIdleMinutes: 30,
@@ -525,6 +728,8 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   commandDeliveryTimeoutSeconds: 600,
   ssoTimeoutSeconds: 10,
   dnsServers: [],
+  outboundAllowlist: [],
+  outboundAllowPrivate: [],
   agentConnectsPerMinute: 120,
   bootstrapOrgName: 'Default',
   bootstrapMfaRequired: true,
@@ -532,6 +737,9 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   auditRetentionDays: 365,
   auditCheckpointEvery: 1000,
   auditCheckpointIntervalSeconds: 300,
+  auditSinkFileMaxBytes: 104_857_600,
+  auditSinkPollMs: 1000,
+  auditSinkBackoffMaxSeconds: 300,
   maintenanceIntervalSeconds: 300,
   commandOutputRetentionDays: 30,
   rateLimitReadPerMinute: 600,
@@ -663,6 +871,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
         }
       : undefined;
 
+  const smtp = smtpConfig(values, cwd, problems);
+
   if (!isLoopbackHost(values.host) && !tls && values.trustedProxies.length === 0) {
     problems.push({
       setting: settings.host.env,
@@ -681,7 +891,13 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     host: values.host,
     port: values.port,
     publicUrl: values.publicUrl,
+    workloadIdentity: { audiences: values.workloadIdentityAudiences },
     tls,
+    backingTls: {
+      caFile: values.backingTlsCaFile ? path.resolve(cwd, values.backingTlsCaFile) : undefined,
+      insecureSkipVerify: values.backingTlsInsecureSkipVerify,
+    },
+    smtp,
     trustedProxies: values.trustedProxies,
     bodyLimitBytes: values.bodyLimitBytes,
     masterKey: values.masterKey,
@@ -704,6 +920,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     },
     commands: { deliveryTimeoutSeconds: values.commandDeliveryTimeoutSeconds },
     sso: { timeoutSeconds: values.ssoTimeoutSeconds, dnsServers: values.dnsServers },
+    outbound: { allowlist: values.outboundAllowlist, allowPrivate: values.outboundAllowPrivate },
+    breachedPasswordsUrl: values.breachedPasswordsUrl,
     bootstrap: {
       email: values.bootstrapEmail,
       password: values.bootstrapPassword,
@@ -719,6 +937,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       checkpointEvery: values.auditCheckpointEvery,
       checkpointIntervalSeconds: values.auditCheckpointIntervalSeconds,
     },
+    auditSinks: {
+      dir: values.auditSinkDir ? path.resolve(cwd, values.auditSinkDir) : undefined,
+      fileMaxBytes: values.auditSinkFileMaxBytes,
+      pollMs: values.auditSinkPollMs,
+      backoffMaxSeconds: values.auditSinkBackoffMaxSeconds,
+    },
     maintenance: {
       intervalSeconds: values.maintenanceIntervalSeconds,
       commandOutputRetentionDays: values.commandOutputRetentionDays,
@@ -731,6 +955,60 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     },
     sources,
     configFile: configFile ? path.resolve(cwd, configFile) : undefined,
+  };
+}
+
+/** The SMTP settings as one whole, or undefined when email is off; what is missing or unsafe is a problem. */
+function smtpConfig(
+  values: { [K in SettingKey]: Parsed<K> },
+  cwd: string,
+  problems: ConfigProblem[],
+): SmtpConfig | undefined {
+  if (!values.smtpHost) return undefined;
+  if (!values.publicUrl)
+    problems.push({
+      setting: settings.publicUrl.env,
+      reason: 'is required with BULWARK_SMTP_HOST: emails name the console, and invitations link to it',
+    });
+  if (!values.smtpFrom)
+    problems.push({ setting: settings.smtpFrom.env, reason: 'is required with BULWARK_SMTP_HOST' });
+  else if (/[\r\n]/.test(values.smtpFrom))
+    problems.push({ setting: settings.smtpFrom.env, reason: 'must be one line' });
+  if (values.smtpPassword && values.smtpPasswordFile)
+    problems.push({
+      setting: settings.smtpPasswordFile.env,
+      reason: 'give the password or its file, not both',
+    });
+  let password = values.smtpPassword;
+  const passwordFile = values.smtpPasswordFile ? path.resolve(cwd, values.smtpPasswordFile) : undefined;
+  if (passwordFile && !values.smtpPassword) {
+    try {
+      if ((statSync(passwordFile).mode & 0o077) !== 0)
+        problems.push({
+          setting: settings.smtpPasswordFile.env,
+          reason: `${passwordFile} is readable or writable by group or others; run: chmod 600 ${passwordFile}`,
+        });
+      password = readFileSync(passwordFile, 'utf8').replace(/\r?\n$/, '');
+    } catch (error) {
+      problems.push({
+        setting: settings.smtpPasswordFile.env,
+        reason: `cannot read ${passwordFile} (${(error as NodeJS.ErrnoException).code})`,
+      });
+    }
+  }
+  if (password && !values.smtpUser)
+    problems.push({ setting: settings.smtpUser.env, reason: 'is required when an SMTP password is given' });
+  return {
+    host: values.smtpHost,
+    port: values.smtpPort,
+    tls: values.smtpTls,
+    caFile: values.smtpCaFile ? path.resolve(cwd, values.smtpCaFile) : undefined,
+    from: values.smtpFrom ?? '',
+    user: values.smtpUser,
+    password,
+    passwordFile,
+    maxAttempts: values.smtpMaxAttempts,
+    pollSeconds: values.smtpPollSeconds,
   };
 }
 
@@ -756,9 +1034,24 @@ export function describeConfig(config: Config): string[] {
     host: config.host,
     port: String(config.port),
     publicUrl: config.publicUrl ?? '',
+    workloadIdentityAudiences: config.workloadIdentity.audiences
+      .map((rule) => (rule.org ? `${rule.org}=${rule.audience}` : rule.audience))
+      .join(','),
     tlsCertFile: config.tls?.certFile ?? '',
     tlsKeyFile: config.tls?.keyFile ?? '',
     tlsMinVersion: config.tls?.minVersion ?? 'TLSv1.3',
+    backingTlsCaFile: config.backingTls.caFile ?? '',
+    backingTlsInsecureSkipVerify: config.backingTls.insecureSkipVerify.join(','),
+    smtpHost: config.smtp?.host ?? '',
+    smtpPort: String(config.smtp?.port ?? 587),
+    smtpTls: config.smtp?.tls ?? 'starttls',
+    smtpCaFile: config.smtp?.caFile ?? '',
+    smtpFrom: config.smtp?.from ?? '',
+    smtpUser: config.smtp?.user ?? '',
+    smtpPassword: config.smtp?.password ? '**** (set)' : '',
+    smtpPasswordFile: config.smtp?.passwordFile ?? '',
+    smtpMaxAttempts: String(config.smtp?.maxAttempts ?? 20),
+    smtpPollSeconds: String(config.smtp?.pollSeconds ?? 5),
     trustedProxies: config.trustedProxies.join(','),
     bodyLimitBytes: String(config.bodyLimitBytes),
     masterKey: config.masterKey ? '**** (set)' : '',
@@ -776,6 +1069,9 @@ export function describeConfig(config: Config): string[] {
     commandDeliveryTimeoutSeconds: String(config.commands.deliveryTimeoutSeconds),
     ssoTimeoutSeconds: String(config.sso.timeoutSeconds),
     dnsServers: config.sso.dnsServers.join(','),
+    outboundAllowlist: config.outbound.allowlist.join(','),
+    outboundAllowPrivate: config.outbound.allowPrivate.join(','),
+    breachedPasswordsUrl: config.breachedPasswordsUrl ?? '',
     bootstrapEmail: config.bootstrap.email ?? '',
     bootstrapPassword: config.bootstrap.password ? '**** (set)' : '',
     bootstrapOrgName: config.bootstrap.orgName,
@@ -788,6 +1084,10 @@ export function describeConfig(config: Config): string[] {
     auditRetentionDays: String(config.audit.retentionDays),
     auditCheckpointEvery: String(config.audit.checkpointEvery),
     auditCheckpointIntervalSeconds: String(config.audit.checkpointIntervalSeconds),
+    auditSinkDir: config.auditSinks.dir ?? '',
+    auditSinkFileMaxBytes: String(config.auditSinks.fileMaxBytes),
+    auditSinkPollMs: String(config.auditSinks.pollMs),
+    auditSinkBackoffMaxSeconds: String(config.auditSinks.backoffMaxSeconds),
     maintenanceIntervalSeconds: String(config.maintenance.intervalSeconds),
     commandOutputRetentionDays: String(config.maintenance.commandOutputRetentionDays),
     rateLimitReadPerMinute: String(config.rateLimits.read),

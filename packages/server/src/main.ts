@@ -20,7 +20,9 @@ import { createApiKeysService } from './apikeys/api-keys.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
 import { createAuditService } from './audit/audit.service.js';
 import { createAuditStore } from './audit/audit.store.js';
+import { type AuditPii, createAuditPii } from './audit/audit-pii.js';
 import { createAuditedTransactions } from './audit/audited-transaction.js';
+import { createAuditSinks } from './audit/sinks.js';
 import { bulkRunsRoutes } from './commands/bulk-runs.routes.js';
 import { createBulkRunsService } from './commands/bulk-runs.service.js';
 import { createBulkRunsStore } from './commands/bulk-runs.store.js';
@@ -44,6 +46,7 @@ import type { RouteDefinition } from './http/route.js';
 import { authRoutes } from './identity/auth.routes.js';
 import { createAuthService } from './identity/auth.service.js';
 import { bootstrapFirstOwner } from './identity/bootstrap.js';
+import { createBreachedPasswords } from './identity/breached-passwords.js';
 import { createCredentialSeals, credentialIntegrityAlarm } from './identity/credential-seals.js';
 import { createCsrf } from './identity/csrf.js';
 import { createLiveTicketsService } from './identity/live-tickets.service.js';
@@ -51,6 +54,8 @@ import { createLiveTicketsStore } from './identity/live-tickets.store.js';
 import { createLoginLimiter } from './identity/login-limiter.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createPasswords } from './identity/passwords.js';
+import { personalDataRoutes } from './identity/personal-data.routes.js';
+import { createPersonalDataService } from './identity/personal-data.service.js';
 import { createRouteGuard } from './identity/session-guard.js';
 import { createSessionsService } from './identity/sessions.service.js';
 import { createSessionsStore } from './identity/sessions.store.js';
@@ -59,9 +64,19 @@ import { createLogger } from './logging.js';
 import { mfaRoutes } from './mfa/mfa.routes.js';
 import { createMfaService } from './mfa/mfa.service.js';
 import { relyingPartyResolver } from './mfa/relying-party.js';
+import { createBackingTls, warnAboutUnverifiedTls } from './net/backing-tls.js';
+import { createGuardedFetch, type GuardedFetch, outboundPolicyOf } from './net/outbound.js';
+import { type EmailSetup, setUpEmail } from './notifications/email-setup.js';
 import { notificationsRoutes } from './notifications/notifications.routes.js';
-import { createNotificationsService, withNotifications } from './notifications/notifications.service.js';
+import {
+  createNotificationsService,
+  type NotificationsService,
+  withNotifications,
+} from './notifications/notifications.service.js';
 import { createNotificationsStore } from './notifications/notifications.store.js';
+import { backupRoutes } from './ops/backup.routes.js';
+import { createBackupService } from './ops/backup.service.js';
+import { createBackupStore } from './ops/backup.store.js';
 import { createMaintenanceService } from './ops/maintenance.service.js';
 import { createMaintenanceStore } from './ops/maintenance.store.js';
 import { createMetrics } from './ops/metrics.js';
@@ -97,6 +112,9 @@ import { secretsRoutes } from './secrets/secrets.routes.js';
 import { createSecretsService } from './secrets/secrets.service.js';
 import { createServerKeysService } from './secrets/server-keys.service.js';
 import { createServerKeysStore } from './secrets/server-keys.store.js';
+import { workloadIdentityRoutes } from './secrets/workload-identity.routes.js';
+import { createWorkloadIdentityService } from './secrets/workload-identity.service.js';
+import { createWorkloadIdentityKeysStore } from './secrets/workload-identity-keys.store.js';
 import { createExternalTokensService } from './sso/external-tokens.service.js';
 import { createLdapDirectory } from './sso/ldap.js';
 import { createOidcRelyingParty } from './sso/oidc.js';
@@ -139,6 +157,7 @@ async function startIdentity(deps: {
   clock: () => number;
   print: (line: string) => void;
   redis: Redis | undefined;
+  outbound: GuardedFetch;
 }) {
   const { config, core, logger, clock } = deps;
   const { audit } = core;
@@ -173,7 +192,11 @@ async function startIdentity(deps: {
     limits: config.loginLimits,
     ...(deps.redis ? { redis: deps.redis } : {}),
   });
-  await bootstrapFirstOwner({ config, users, passwords, audit, clock, print: deps.print });
+  // AUTH-1's optional breached-password check, through the SSRF guard; off unless configured.
+  const breached = config.breachedPasswordsUrl
+    ? createBreachedPasswords({ fetch: deps.outbound, baseUrl: config.breachedPasswordsUrl })
+    : undefined;
+  await bootstrapFirstOwner({ config, users, passwords, audit, clock, print: deps.print, breached });
 
   const transact = createAuditedTransactions(audit);
   const accessStore = createAccessStore(db);
@@ -181,7 +204,18 @@ async function startIdentity(deps: {
   const access = createAccessService({ store: accessStore, audit });
   const roles = createRolesService({ store: accessStore, transact, clock });
   const mfa = createMfaService({ db, dataKeys: core.dataKeys, seals, audit, clock });
-  const auth = createAuthService({ users, orgs, sessions, passwords, csrf, audit, limiter, mfa, clock });
+  const auth = createAuthService({
+    users,
+    orgs,
+    sessions,
+    passwords,
+    csrf,
+    audit,
+    limiter,
+    mfa,
+    clock,
+    breached,
+  });
   const members = createMembersService({
     orgs,
     members: createMembersStore(db),
@@ -200,11 +234,20 @@ async function startIdentity(deps: {
     seals,
     transact,
     clock,
+    breached,
+    email: core.email?.outbox,
   });
   const relyingPartyOf = relyingPartyResolver(config.publicUrl);
   const ssoStore = createSsoStore(db);
-  const oidcRelyingParty = createOidcRelyingParty({ timeoutSeconds: config.sso.timeoutSeconds, clock });
-  const ldapDirectory = createLdapDirectory({ timeoutSeconds: config.sso.timeoutSeconds });
+  const oidcRelyingParty = createOidcRelyingParty({
+    timeoutSeconds: config.sso.timeoutSeconds,
+    clock,
+    fetch: deps.outbound,
+  });
+  const ldapDirectory = createLdapDirectory({
+    timeoutSeconds: config.sso.timeoutSeconds,
+    tls: createBackingTls(config.backingTls),
+  });
   const samlServiceProvider = createSamlServiceProvider({ clock });
   const ssoConnections = createSsoConnectionsService({
     store: ssoStore,
@@ -266,6 +309,7 @@ async function startIdentity(deps: {
         mfa,
         clock,
         timeoutSeconds: config.sso.timeoutSeconds,
+        fetch: deps.outbound,
       }),
       csrf,
       audit,
@@ -275,6 +319,7 @@ async function startIdentity(deps: {
     }),
     routes: [
       ...authRoutes(auth, relyingPartyOf),
+      ...personalDataRoutes(createPersonalDataService({ db, audit, pii: core.pii, clock })),
       ...mfaRoutes(mfa, auth, relyingPartyOf),
       ...notificationsRoutes(createNotificationsService({ store: createNotificationsStore(db), clock })),
       ...securityPolicyRoutes(createSecurityPolicyService({ transact, mfa })),
@@ -339,6 +384,11 @@ export interface CoreServices {
   dataKeys: DataKeyring;
   /** Wraps the data keys (SEC-1). */
   masterKeys: MasterKeyProvider;
+  /** Seals and opens the personal fields of audit events under per-person keys (DATA-2). */
+  pii: AuditPii;
+  /** The email outbox and its sender, when SMTP is configured (NOTIFY-1). */
+  email: EmailSetup | undefined;
+  notifications: NotificationsService;
 }
 
 /**
@@ -379,7 +429,15 @@ export async function openCore(
     });
     await serverKeys.assertIntegrity();
     const metrics = createMetrics();
+    const pii = createAuditPii({ db: database.db, provider: masterKeys, clock });
     const groupCommit = createGroupCommit(database.db);
+    // Email (NOTIFY-1) when SMTP is configured: written to the outbox with the change it tells about.
+    const email = await setUpEmail({ config, dataKeys, db: database.db, clock });
+    const notifications = createNotificationsService({
+      store: createNotificationsStore(database.db),
+      clock,
+      email: email?.outbox,
+    });
     // Changes to a person's account tell that person (NOTIFY-1), in the change's own transaction.
     const audit = withNotifications(
       createAuditService({
@@ -389,13 +447,25 @@ export async function openCore(
         logger,
         metrics: metrics.audit,
         options: config.audit,
+        pii,
       }),
-      createNotificationsService({ store: createNotificationsStore(database.db), clock }),
+      notifications,
     );
     await audit.ensureSigningKey();
     if ((await recordUpgradeNotes(database.db, audit, clock)) > 0)
       logger.warn('sealed the credentials the database held before this upgrade (see the audit log)');
-    return { database, groupCommit, audit, serverKeys, metrics, dataKeys, masterKeys };
+    return {
+      database,
+      groupCommit,
+      audit,
+      serverKeys,
+      metrics,
+      dataKeys,
+      masterKeys,
+      pii,
+      email,
+      notifications,
+    };
   } catch (error) {
     await database.close();
     throw error;
@@ -435,8 +505,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ...(options.logDestination ? { destination: options.logDestination } : {}),
   });
   if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
+  warnAboutUnverifiedTls(logger, config.backingTls);
   const clock = options.clock ?? Date.now;
   const core = await openCore(config, logger, clock);
+  // The one SSRF-guarded fetch (NET-3): every server-side HTTP request goes through it.
+  const outbound = createGuardedFetch(outboundPolicyOf(config));
   await warnAboutPrivileges(logger, core.database);
   const { database, audit, metrics } = core;
   // Sign what a previous run left unsigned (it may have stopped before its last checkpoint); each
@@ -450,6 +523,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         enableOfflineQueue: false,
         // A Redis that accepts connections but never answers must fail sign-in closed (503), not hang it.
         commandTimeout: 2000,
+        // NET-4: `rediss://` is verified against the backing-services CA; a certificate from any other
+        // CA fails the connection, and the limiter then fails closed like any Redis outage.
+        ...(config.redisUrl.startsWith('rediss:')
+          ? { tls: createBackingTls(config.backingTls).options('redis') }
+          : {}),
       })
     : undefined;
   redis?.on('error', (error) => logger.warn({ err: error }, 'redis connection error'));
@@ -472,6 +550,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
     print: options.print ?? printToTerminal,
     redis,
+    outbound,
   });
 
   const agentsStore = createAgentsStore(database.db);
@@ -515,6 +594,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   });
 
   const commandSealer = createCommandSealer(core.dataKeys);
+  const workloadIdentity = createWorkloadIdentityService({
+    store: createWorkloadIdentityKeysStore(database.db),
+    dataKeys: core.dataKeys,
+    issuer: config.publicUrl,
+    audiences: config.workloadIdentity.audiences,
+    clock,
+  });
+  await workloadIdentity.ensureKey();
   const commandsService = createCommandsService({
     commands: commandsStore,
     agents: agentsStore,
@@ -531,6 +618,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
     stepUpMs: config.sessions.stepUpMinutes * 60_000,
     events: orgEvents,
+    workloadIdentity,
+    orgs: createOrgsStore(database.db),
   });
   gateway.attachCommands(commandsService.handlers);
   const bulkRuns = createBulkRunsService({
@@ -551,9 +640,36 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
   });
 
+  // AUD-6: audit sinks; their one delivery loop of this process starts once the server listens.
+  const auditSinks = createAuditSinks({
+    config,
+    database,
+    audit,
+    dataKeys: core.dataKeys,
+    transact: identity.transact,
+    fetch: outbound,
+    outboundPolicy: outboundPolicyOf(config),
+    metrics,
+    logger,
+    clock,
+  });
+
   const routes: RouteDefinition[] = [
     ...opsRoutes({ readiness, registry: metrics.registry, metricsToken: config.metricsToken, audit }),
+    ...backupRoutes({
+      backups: createBackupService({
+        config,
+        masterKeys: core.masterKeys,
+        audit,
+        access: identity.access,
+        store: createBackupStore(database.db),
+        clock,
+      }),
+      audit,
+    }),
     ...identity.routes,
+    ...auditSinks.routes,
+    ...workloadIdentityRoutes(workloadIdentity),
     ...bulkRunsRoutes({ bulkRuns }),
     ...commandsRoutes({
       commands: commandsService,
@@ -613,6 +729,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       commandOutputRetentionDays: config.maintenance.commandOutputRetentionDays,
     },
   });
+  auditSinks.start();
   const jobs = [
     every(config.audit.checkpointIntervalSeconds * 1000, logger, 'audit-checkpoint', () =>
       audit.checkpointAll(),
@@ -622,12 +739,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     every(COMMAND_DEADLINES_EVERY_MS, logger, 'bulk-runs', () => bulkRuns.advanceAll()),
     every(config.maintenance.intervalSeconds * 1000, logger, 'maintenance', () => maintenance.runAll()),
     every(config.maintenance.intervalSeconds * 1000, logger, 'api-key-expiry-notices', () =>
-      createNotificationsService({
-        store: createNotificationsStore(database.db),
-        clock,
-      }).noticeExpiringApiKeys(),
+      core.notifications.noticeExpiringApiKeys(),
     ),
   ];
+  const emailWorker = core.email?.worker(logger, metrics.registry);
+  if (emailWorker && config.smtp)
+    jobs.push(every(config.smtp.pollSeconds * 1000, logger, 'email-outbox', () => emailWorker.runOnce()));
   await audit.record({
     actor: { type: 'system', id: 'server', display: 'bulwark server' },
     action: 'system.started',
@@ -644,6 +761,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     stopping = true;
     maintenance.stop();
     await Promise.all(jobs.map((job) => job.stop()));
+    // What it has not delivered stays behind its cursor for the next start (the chain is the outbox).
+    await auditSinks.stop();
     // Agent connections first: they are not HTTP requests, and the listener would wait for them.
     await gateway.close();
     // Live streams last until their reader leaves: ended here, or the wait below would never end.

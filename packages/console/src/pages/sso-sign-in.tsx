@@ -12,6 +12,8 @@ const REFUSALS: Record<string, string> = {
   sso_provider_refused: "Your identity provider's answer could not be trusted. Ask your administrator.",
   sso_provider_timeout: 'Your identity provider did not answer in time. Try again in a moment.',
   sso_provider_unreachable: 'Your identity provider could not be reached. Try again in a moment.',
+  sso_provider_blocked:
+    "This server is not allowed to reach your identity provider's address. Ask your administrator.",
   sso_account_exists:
     'An account with your email address exists and is not linked to your identity provider. Sign in with its password, or ask your administrator.',
   sso_no_email: 'Your identity provider did not share your email address. Ask your administrator.',

@@ -31,6 +31,8 @@ describe('built-in roles (ACC-2)', () => {
       'security_configuration:manage',
       'backups:manage',
       'members:end_sessions',
+      'members:export_data',
+      'members:erase',
     ] as const) {
       expect(BUILT_IN_ROLES.owner.permissions).toContain(permission);
       for (const role of ['admin', 'operator', 'viewer', 'auditor'] as const)

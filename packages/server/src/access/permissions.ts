@@ -10,6 +10,9 @@ export const PERMISSIONS = {
   'members:invite': 'Invite people, with a role no stronger than your own',
   'members:manage': "Change members' roles and remove members",
   'members:end_sessions': "End a member's sessions",
+  'members:export_data': 'Export what the organization holds about a member (DATA-2)',
+  'members:erase':
+    'Erase a member the organization alone holds: delete the account and shred their personal data (DATA-2)',
   'roles:read': 'List roles and role bindings',
   'roles:manage': 'Create, edit and delete custom roles and role bindings',
   'teams:read': 'List teams and their members',
@@ -74,6 +77,8 @@ const OWNER_ONLY: CataloguePermission[] = [
   'backups:manage',
   'members:end_sessions',
   'apikeys:use_privileged',
+  'members:export_data',
+  'members:erase',
 ];
 
 export const BUILT_IN_ROLES = {

@@ -70,10 +70,13 @@ describe.each(BACKENDS)('credential-shaped input in audited requests on %s', (ba
   it('records the request context (a header) with the token redacted, and keeps the rest of it', async () => {
     const client = new SessionClient(world.server.url, { 'user-agent': `curl/8.5 ${plant('bwk')} x` });
     expect((await client.login('viewer@acme.test', 'Quiet-Harbor-Lantern-93')).status).toBe(200);
-    const [login] = (await eventsOf('auth.login_succeeded')).filter((e) =>
-      e.user_agent?.startsWith('curl/8.5'),
+    // A person's user agent is stored sealed (DATA-2): read it the way the console does, opened.
+    const listed = await world.owner.client.json<{ events: Array<{ userAgent: string | null }> }>(
+      'GET',
+      '/api/orgs/acme/audit/events?members=include&action=auth.login_succeeded&limit=100',
     );
-    expect(login!.user_agent).toBe('curl/8.5 [redacted: a Bulwark token] x');
+    const [login] = listed.body.events.filter((e) => e.userAgent?.startsWith('curl/8.5'));
+    expect(login!.userAgent).toBe('curl/8.5 [redacted: a Bulwark token] x');
   });
 
   it('still records a denial when the denied request is full of tokens', async () => {

@@ -3,7 +3,8 @@ import { type AuditEventRow, chainedEvent } from './audit.chain.js';
 
 /**
  * Export formats (AUD-4). Both carry the chain fields (seq, prevHash, hash) so a third party can
- * verify an export without Bulwark: see docs/audit.md.
+ * verify an export without Bulwark: see docs/audit.md. Personal fields are exported as hashed (sealed,
+ * for events written since DATA-2) and, beside them, as read (`shown`: opened, or `(erased)`).
  */
 
 export const EXPORT_FORMATS = ['ndjson', 'csv'] as const;
@@ -30,6 +31,10 @@ const CSV_COLUMNS = [
   'details',
   'prev_hash',
   'hash',
+  'shown_actor_display',
+  'shown_ip',
+  'shown_user_agent',
+  'shown_target_display',
 ] as const;
 
 /**
@@ -47,7 +52,7 @@ export function csvCell(value: string | number | null): string {
   return /[",;\t\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
 }
 
-function csvLine(row: AuditEventRow): string {
+function csvLine(row: AuditEventRow, shown: AuditEventRow): string {
   const cells: Record<(typeof CSV_COLUMNS)[number], string | number | null> = {
     seq: row.seq,
     id: row.id,
@@ -69,18 +74,36 @@ function csvLine(row: AuditEventRow): string {
     details: row.details,
     prev_hash: row.prev_hash,
     hash: row.hash,
+    shown_actor_display: shown.actor_display,
+    shown_ip: shown.ip,
+    shown_user_agent: shown.user_agent,
+    shown_target_display: shown.target_display,
   };
   return `${CSV_COLUMNS.map((column) => csvCell(cells[column])).join(',')}\r\n`;
 }
 
-/** One JSON object per line: exactly the hashed event, plus `prevHash`, `hash` and a readable `time`. */
-function ndjsonLine(row: AuditEventRow): string {
-  return `${canonicalJson({ ...chainedEvent(row), prevHash: row.prev_hash, hash: row.hash, time: new Date(row.ts).toISOString() })}\n`;
+/**
+ * One JSON object per line: exactly the hashed event, plus `prevHash`, `hash`, a readable `time` and
+ * `shown`, the personal fields as read (opened, or `(erased)`; the same as hashed for plain events).
+ */
+function ndjsonLine(row: AuditEventRow, shown: AuditEventRow): string {
+  return `${canonicalJson({
+    ...chainedEvent(row),
+    prevHash: row.prev_hash,
+    hash: row.hash,
+    time: new Date(row.ts).toISOString(),
+    shown: {
+      actorDisplay: shown.actor_display,
+      ip: shown.ip,
+      userAgent: shown.user_agent,
+      targetDisplay: shown.target_display,
+    },
+  })}\n`;
 }
 
 export const exportFormatters: Record<
   ExportFormat,
-  { header?: string; contentType: string; line: (row: AuditEventRow) => string }
+  { header?: string; contentType: string; line: (row: AuditEventRow, shown: AuditEventRow) => string }
 > = {
   ndjson: { contentType: 'application/x-ndjson', line: ndjsonLine },
   csv: { header: `${CSV_COLUMNS.join(',')}\r\n`, contentType: 'text/csv; charset=utf-8', line: csvLine },

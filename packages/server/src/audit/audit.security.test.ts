@@ -116,7 +116,8 @@ describe.each(testDatabases())('audit log under attack on $dialect', (target: Te
     // NUL makes PostgreSQL refuse the whole batch, failing other callers' events with it.
     const { audit, db } = await openAudit(database());
     const hostile = event(1, {
-      actor: { type: 'user', id: 'usr_x', display: 'Mallory \ud800 the lone surrogate' },
+      // An agent's name: stored as written (a user's would be sealed, DATA-2).
+      actor: { type: 'agent', id: 'agt_x', display: 'Mallory \ud800 the lone surrogate' },
       context: { ip: '192.0.2.1', userAgent: 'curl\u0000/8', requestId: 'req_1' },
     });
     const [ref] = await Promise.all([audit.record(hostile), audit.record(event(2))]);

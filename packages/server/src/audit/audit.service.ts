@@ -9,6 +9,7 @@ import { type AuditEventRow, hashOfRow, signedStatement } from './audit.chain.js
 import { type ExportFormat, exportFormatters } from './audit.export.js';
 import { guardDetails, guardText } from './audit.guard.js';
 import type { AuditFilters, AuditSearchKey, AuditSort, AuditStore, ChainHead } from './audit.store.js';
+import type { AuditPii } from './audit-pii.js';
 
 // The search vocabulary routes validate against: theirs through the service, never from the store.
 export { AUDIT_SORTS, type AuditFilters, auditFilters } from './audit.store.js';
@@ -198,8 +199,10 @@ export function createAuditService(deps: {
   logger: Logger;
   metrics: AuditMetrics;
   options: AuditServiceOptions;
+  /** Seals the personal fields of events as they are appended, opens them as they are read (DATA-2). */
+  pii: AuditPii;
 }) {
-  const { store, serverKeys, clock, logger, metrics, options } = deps;
+  const { store, serverKeys, clock, logger, metrics, options, pii } = deps;
   const queue: Pending[] = [];
   let draining: Promise<void> | undefined;
   let closed = false;
@@ -244,7 +247,9 @@ export function createAuditService(deps: {
       heads.set(chainId, head);
       found.set(chainId, head);
     }
-    const hashed: AuditEventRow[] = rows.map((pending) => {
+    // Sealed before hashing: the chain covers the sealed form, so it verifies without keys and after an erasure.
+    const sealed = await pii.sealRows(tx, rows);
+    const hashed: AuditEventRow[] = sealed.map((pending) => {
       const head = heads.get(pending.chain_id)!;
       const unhashed = { ...pending, seq: head.seq + 1, prev_hash: head.hash };
       const row = { ...unhashed, hash: hashOfRow(unhashed) };
@@ -594,7 +599,10 @@ export function createAuditService(deps: {
     let afterSeq = 0;
     for (;;) {
       const page = await store.pageAscending(chainId, filters, EXPORT_PAGE, afterSeq);
-      if (page.length > 0) yield page.map(formatter.line).join('');
+      if (page.length > 0) {
+        const shown = await pii.openRows(page);
+        yield page.map((row, i) => formatter.line(row, shown[i]!)).join('');
+      }
       rows += page.length;
       onProgress?.(rows);
       if (page.length < EXPORT_PAGE) return;
@@ -734,7 +742,7 @@ export function createAuditService(deps: {
       const limit = Math.min(Math.max(1, page.limit), MAX_QUERY_LIMIT);
       const beforeSeq = page.cursor === undefined ? undefined : decodeCursor(page.cursor);
       const rows = await store.page(chainId, filters, limit + 1, beforeSeq);
-      const events = rows.slice(0, limit);
+      const events = await pii.openRows(rows.slice(0, limit));
       return { events, nextCursor: rows.length > limit ? encodeCursor(events.at(-1)!.seq) : null };
     },
 
@@ -765,7 +773,7 @@ export function createAuditService(deps: {
         ...(after ? { after } : {}),
         ...(page.memberSecurity ? { memberSecurity: MEMBER_SECURITY_ACTIONS } : {}),
       });
-      const shown = rows.slice(0, limit);
+      const shown = await pii.openRows(rows.slice(0, limit));
       const signed = await store.signedThrough(shown.map((row) => row.chain_id));
       const users = await store.userNames(
         shown.filter((row) => row.actor_type === 'user' && row.actor_id).map((row) => row.actor_id!),
@@ -807,10 +815,12 @@ export function createAuditService(deps: {
 
     /** The organization's critical events since `since`, newest first (the dashboard's list). */
     async recentCritical(orgId: string, since: number, limit: number): Promise<AuditEventRow[]> {
-      return store.search(
-        orgId,
-        { actions: CRITICAL_ACTIONS, since },
-        { limit, sort: 'time', descending: true },
+      return pii.openRows(
+        await store.search(
+          orgId,
+          { actions: CRITICAL_ACTIONS, since },
+          { limit, sort: 'time', descending: true },
+        ),
       );
     },
 
@@ -858,6 +868,21 @@ export function createAuditService(deps: {
 
     /** Chains that exist (organizations and the instance chain), including any whose head record is gone. */
     chains: () => store.chainIds(),
+
+    /**
+     * A chain's events after `afterSeq`, oldest first, each with its NDJSON export line: what audit
+     * sinks deliver (AUD-6), so a sink's copy is read and verified exactly like an export.
+     */
+    async exportLines(
+      chainId: string,
+      filters: AuditFilters,
+      limit: number,
+      afterSeq: number,
+    ): Promise<Array<{ row: AuditEventRow; line: string }>> {
+      const page = await store.pageAscending(chainId, filters, limit, afterSeq);
+      const shown = page.length > 0 ? await pii.openRows(page) : [];
+      return page.map((row, i) => ({ row, line: exportFormatters.ndjson.line(row, shown[i]!) }));
+    },
   };
 }
 

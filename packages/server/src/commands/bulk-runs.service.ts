@@ -202,6 +202,13 @@ export function createBulkRunsService(deps: {
         : undefined;
       if (agent.status !== 'active') excluded.push({ agent, reason: `the agent is ${agent.status}` });
       else if (!declared) excluded.push({ agent, reason: 'the agent declares no such service and action' });
+      // SEC-4: a workload identity is minted per command, after its audience is checked for the
+      // command; a run does not carry that check, so such actions run one command at a time.
+      else if (declared.workloadIdentity)
+        excluded.push({
+          agent,
+          reason: 'the action asks for a workload identity: run it as a single command',
+        });
       else runnable.push({ agent, declared });
     }
     return { selector, runnable, excluded };

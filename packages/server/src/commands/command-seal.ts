@@ -54,6 +54,10 @@ export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 
   const fieldsOf = (row: CommandRow) => ({
     ...Object.fromEntries(FIELD_NAMES.map((field) => [field, [row.id, field, SEALED_FIELDS[field](row)]])),
     ...(row.bulk_run_id === null ? {} : { bulkRunId: [row.id, 'bulkRunId', row.bulk_run_id] }),
+    // The audience a workload-identity token is minted for (SEC-4): one written in later is refused.
+    ...(row.workload_audience == null
+      ? {}
+      : { workloadAudience: [row.id, 'workloadAudience', row.workload_audience] }),
   });
   const decisionParts = (decision: CommandApprovalRow) => [
     decision.command_id,
@@ -67,7 +71,9 @@ export function createCommandSealer(dataKeys: Pick<DataKeyring, 'activeKeyId' | 
     sealRequest: (row: CommandRow) => requests.sealFields(fieldsOf(row)),
     /** The fields of `row` that differ from what the server sealed; `['seal']` when there is no valid seal. */
     requestMismatches: (row: CommandRow) =>
-      requests.fieldMismatches(row.seal, fieldsOf(row)) as Promise<Array<SealedField | 'bulkRunId' | 'seal'>>,
+      requests.fieldMismatches(row.seal, fieldsOf(row)) as Promise<
+        Array<SealedField | 'bulkRunId' | 'workloadAudience' | 'seal'>
+      >,
     /** The seal of a decision, made as it is given. */
     sealDecision: (decision: CommandApprovalRow) => decisions.seal(decisionParts(decision)),
     /** Whether the server sealed this decision as it stands. */

@@ -9,6 +9,7 @@ import {
   commandStatement,
   newId,
   sealSecrets,
+  WORKLOAD_IDENTITY_TOKEN_ENV,
 } from '@bulwark/protocol';
 import type { Transaction } from 'kysely';
 import type { AccessService } from '../access/access.service.js';
@@ -27,6 +28,7 @@ import { StepUpRequiredError } from '../identity/session-guard.js';
 import type { CommandMetrics } from '../ops/metrics.js';
 import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
+import type { WorkloadIdentityService } from '../secrets/workload-identity.service.js';
 import type { CommandSealer } from './command-seal.js';
 import { TERMINAL_STATUSES } from './command-status.js';
 import type { CommandApprovalRow, CommandRow, CommandsStore } from './commands.store.js';
@@ -116,6 +118,10 @@ export function createCommandsService(deps: {
   stepUpMs: number;
   /** The organization's live event bus: told of every change of a command's status. */
   events?: Pick<OrgEvents, 'commandChanged'>;
+  /** The workload-identity issuer (SEC-4): checks an action's audience at creation, mints at dispatch. */
+  workloadIdentity: Pick<WorkloadIdentityService, 'assertAllowed' | 'mint'>;
+  /** Organizations' slugs, which a workload-identity token names. */
+  orgs: { findOrgById(id: string): Promise<{ slug: string } | undefined> };
 }) {
   const { commands, agents, services, access, gateway, serverKeys, secrets, audit, sealer, clock, stepUpMs } =
     deps;
@@ -221,6 +227,76 @@ export function createCommandsService(deps: {
   }
 
   /**
+   * The command's workload-identity JWT sealed to its agent (SEC-4), undefined when its action asks
+   * for none. Minted here, at dispatch, for the audience sealed with the request, and only while the
+   * configuration still allows it; never stored, logged or shown: only its issuance is audited.
+   */
+  async function workloadIdentityFor(row: CommandRow, now: number) {
+    const audience = row.workload_audience ?? null;
+    if (audience === null) return undefined;
+    const [agent, org] = await Promise.all([
+      agents.find(row.org_id, row.agent_id),
+      deps.orgs.findOrgById(row.org_id),
+    ]);
+    let refusal: string | undefined;
+    if (!agent || !org) refusal = 'the agent or its organization is gone';
+    else if (!(await deps.agentKeys.holds(agent))) {
+      await failTampered(row, ['agent:encryptionKey'], now);
+      return null;
+    } else {
+      try {
+        deps.workloadIdentity.assertAllowed(org.slug, audience);
+      } catch (error) {
+        if (!(error instanceof AppError)) throw error;
+        refusal = error.message;
+      }
+    }
+    if (!agent || !org || refusal !== undefined) {
+      await move(
+        row,
+        ['queued', 'dispatched'],
+        'failed',
+        { finished_at: now, message: `workload identity refused: ${refusal}`.slice(0, 500) },
+        {
+          orgId: row.org_id,
+          actor: systemActor('dispatcher', 'command dispatcher'),
+          action: 'command.failed',
+          target: target(row),
+          outcome: 'failure',
+          details: { reason: 'workload_identity_refused', audience },
+        },
+      );
+      return null;
+    }
+    // Valid while the command may still start and run, and never more than 15 minutes.
+    const notAfter = row.expires_at + row.timeout_seconds * 1000;
+    const minted = await deps.workloadIdentity.mint({
+      orgSlug: org.slug,
+      agentId: row.agent_id,
+      service: row.service,
+      action: row.action,
+      commandId: row.id,
+      requester: row.requested_by,
+      audience,
+      notAfter,
+    });
+    // Recorded (durably) before it leaves: no token is out without its record. Never the token.
+    await audit.record({
+      orgId: row.org_id,
+      actor: systemActor('dispatcher', 'command dispatcher'),
+      action: 'workload_identity.issued',
+      target: target(row),
+      outcome: 'success',
+      details: { agentId: row.agent_id, audience, signedBy: minted.keyId, expiresAt: minted.expiresAt },
+    });
+    return sealSecrets(
+      agent.encryption_key,
+      { [WORKLOAD_IDENTITY_TOKEN_ENV]: minted.token },
+      { commandId: row.id, agentId: row.agent_id },
+    );
+  }
+
+  /**
    * CMD-7: the users whose sealed approvals let this command run, or what no longer matches what the
    * server sealed. The request must match its seal field for field; every approval on it must be one
    * the server sealed as it was given, by someone other than the requester; and there must be as many
@@ -289,6 +365,8 @@ export function createCommandsService(deps: {
     }
     const sealed = await sealedSecretsFor(row, now);
     if (sealed === null) return false;
+    const identity = await workloadIdentityFor(row, now);
+    if (identity === null) return false;
     const envelope: CommandEnvelope = {
       v: AGENT_PROTOCOL_VERSION,
       commandId: row.id,
@@ -304,6 +382,7 @@ export function createCommandsService(deps: {
       timeoutSeconds: row.timeout_seconds,
       nonce: row.nonce,
       ...(sealed ? { secrets: sealed } : {}),
+      ...(identity ? { workloadIdentity: identity } : {}),
     };
     const signer = await serverKeys.signer('agent-channel');
     return gateway.send(row.agent_id, {
@@ -478,6 +557,14 @@ export function createCommandsService(deps: {
         await access.authorize(caller, 'secrets:use', { kind: 'agent', labels: parseLabels(agent.labels) });
         grants = await secrets.grants(caller.org.id, declared.secrets);
       }
+      // SEC-4: a workload identity is a credential like a secret (the same permission hands it to the
+      // agent), and only for an audience this server allows for this organization: the agent chose
+      // the audience, and a rogue agent would choose another team's.
+      const workloadAudience = declared.workloadIdentity?.audience ?? null;
+      if (workloadAudience !== null) {
+        await access.authorize(caller, 'secrets:use', { kind: 'agent', labels: parseLabels(agent.labels) });
+        deps.workloadIdentity.assertAllowed(caller.org.slug, workloadAudience);
+      }
       const policy = (await policyOf(caller.org.id))[declared.risk];
       if (policy.confirmation && !input.confirm)
         throw new ValidationError(
@@ -525,6 +612,7 @@ export function createCommandsService(deps: {
         secrets: JSON.stringify(grants),
         seal: '',
         bulk_run_id: null,
+        ...(workloadAudience !== null ? { workload_audience: workloadAudience } : {}),
       };
       // CMD-7: what was asked, sealed as the server accepts it; dispatch checks it before signing.
       row.seal = await sealer.sealRequest(row);
@@ -546,6 +634,7 @@ export function createCommandsService(deps: {
                 // What was asked, provable from the log alone: the SHA-256 of the canonical params.
                 paramsHash,
                 reason: input.reason,
+                ...(workloadAudience !== null ? { workloadAudience } : {}),
               }),
             );
             // Each use of a secret is audited by name and version, never by value.

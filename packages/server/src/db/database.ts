@@ -5,6 +5,7 @@ import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient, sq
 import pg from 'pg';
 import type { Config } from '../config.js';
 import { DatabaseUnavailableError, StorageFullError } from '../errors.js';
+import { createBackingTls, postgresTls } from '../net/backing-tls.js';
 import { type GenerationReader, noGenerations, sqliteGenerations } from './read-cache.js';
 import type { DB } from './schema.js';
 import { BulwarkSqliteDialect } from './sqlite-driver.js';
@@ -140,11 +141,18 @@ function typedFailures(pool: pg.Pool): PostgresPool {
 export interface PostgresOptions {
   url: string;
   poolMax: number;
+  /** TLS to the server (NET-4): asked for by the URL's `sslmode`, always verified unless configured not to. */
+  backingTls?: Config['backingTls'];
 }
 
-export function openPostgres({ url, poolMax }: PostgresOptions): Database {
+export function openPostgres({ url, poolMax, backingTls }: PostgresOptions): Database {
+  const { connectionString, ssl } = postgresTls(
+    url,
+    createBackingTls(backingTls ?? { caFile: undefined, insecureSkipVerify: [] }),
+  );
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString,
+    ssl,
     max: poolMax,
     application_name: 'bulwark',
     // A transaction stuck on a row lock (say, an audit chain head held by a hung instance) must fail
@@ -180,9 +188,14 @@ export function openPostgres({ url, poolMax }: PostgresOptions): Database {
 }
 
 export function openDatabase(
-  config: Pick<Config, 'database' | 'databasePoolMax' | 'sqliteBusyTimeoutMs'>,
+  config: Pick<Config, 'database' | 'databasePoolMax' | 'sqliteBusyTimeoutMs'> &
+    Partial<Pick<Config, 'backingTls'>>,
 ): Database {
   return config.database.kind === 'sqlite'
     ? openSqlite({ file: config.database.file, busyTimeoutMs: config.sqliteBusyTimeoutMs })
-    : openPostgres({ url: config.database.url, poolMax: config.databasePoolMax });
+    : openPostgres({
+        url: config.database.url,
+        poolMax: config.databasePoolMax,
+        ...(config.backingTls ? { backingTls: config.backingTls } : {}),
+      });
 }

@@ -57,6 +57,22 @@ export interface ServerKeysTable {
   created_at: number;
 }
 
+/** Workload-identity signing keys (SEC-4): RS256, rotating; see migration 0026. */
+export interface WorkloadIdentityKeysTable {
+  /** `key_…`: the JWT header's `kid`. */
+  id: string;
+  algorithm: string;
+  /** SPKI DER, base64. */
+  public_key: string;
+  /** PKCS#8 private key sealed by the instance data key; never stored in clear. */
+  private_key_sealed: string;
+  created_at: number;
+  /** When it starts signing; it is in the JWKS from its creation. */
+  signs_from: number;
+  /** When it leaves the JWKS; null until a newer key replaces it. */
+  retires_at: number | null;
+}
+
 export interface DataKeysTable {
   /** `dek_…`: named by every value it seals. */
   id: string;
@@ -397,6 +413,8 @@ export interface CommandsTable {
   seal: string;
   /** The bulk run this command is one target of (CMD-8); sealed with the request when set. */
   bulk_run_id: string | null;
+  /** The audience of the workload-identity JWT its action declared (SEC-4); sealed with the request when set. */
+  workload_audience?: string | null;
 }
 
 export type BulkRunStatus =
@@ -408,6 +426,40 @@ export type BulkRunStatus =
   | 'rejected'
   | 'expired';
 
+/** Audit sinks (AUD-6): the configuration sealed; the rest is the delivery cursor into the org's chain. */
+export interface AuditSinksTable {
+  id: string;
+  org_id: string;
+  name: string;
+  kind: string;
+  config_sealed: string;
+  enabled: number;
+  delivered_seq: number;
+  checkpoint_seq: number;
+  priority_seq: number;
+  failures: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  last_delivered_at: number | null;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+/**
+ * A person's PII key (DATA-2): seals the personal fields of audit events about them (audit/audit-pii.ts).
+ * Deleting the row is their erasure (crypto-shredding).
+ */
+export interface PiiKeysTable {
+  user_id: string;
+  /** `pik_…`: named by every value it seals. */
+  id: string;
+  /** The 256-bit key, sealed by the master key named in it. */
+  wrapped_key: string;
+  master_key_id: string;
+  created_at: number;
+}
+
 /** Notifications (NOTIFY-1): per user; `read_at` null while unread. */
 export interface NotificationsTable {
   id: string;
@@ -418,6 +470,24 @@ export interface NotificationsTable {
   dedup_key: string | null;
   created_at: number;
   read_at: number | null;
+}
+
+export type EmailState = 'pending' | 'sent' | 'failed';
+
+/** The email outbox (NOTIFY-1): written with the change, sent by a worker; see migration 0027. */
+export interface EmailOutboxTable {
+  id: string;
+  user_id: string | null;
+  kind: string;
+  recipient: string;
+  /** Subject and body, sealed by the instance data key; '' once sent. */
+  sealed: string;
+  state: EmailState;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  created_at: number;
+  sent_at: number | null;
 }
 
 export interface UserDevicesTable {
@@ -588,8 +658,11 @@ export interface UpgradeNotesTable {
 }
 
 export interface DB {
+  audit_pii_keys: PiiKeysTable;
+  audit_sinks: AuditSinksTable;
   notifications: NotificationsTable;
   user_devices: UserDevicesTable;
+  email_outbox: EmailOutboxTable;
   bulk_runs: BulkRunsTable;
   audit_events: AuditEventsTable;
   sso_connections: SsoConnectionsTable;
@@ -604,6 +677,7 @@ export interface DB {
   audit_chain_heads: AuditChainHeadsTable;
   audit_checkpoints: AuditCheckpointsTable;
   server_keys: ServerKeysTable;
+  workload_identity_keys: WorkloadIdentityKeysTable;
   orgs: OrgsTable;
   users: UsersTable;
   memberships: MembershipsTable;

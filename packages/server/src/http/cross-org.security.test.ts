@@ -56,6 +56,7 @@ const ALL_PREFIXES: IdPrefix[] = [
   'cmd',
   'blk',
   'ntf',
+  'snk',
 ];
 
 /**
@@ -107,6 +108,7 @@ const BODIES: Record<string, unknown[]> = {
     },
   ],
   updateAgent: [{ name: 'renamed-across' }],
+  updateAuditSink: [{ name: 'renamed across organizations' }],
   createCommand: [{ agent: '$agt', service: 'app', action: 'ping' }],
   approveCommand: [{}],
   rejectCommand: [{ comment: 'rejected across organizations' }],
@@ -506,7 +508,15 @@ async function populate(owner: SessionClient, slug: string, prefix: string) {
       defaultRole: 'viewer',
     },
   });
+  // An audit sink that is never reached (nothing listens there): it exists to be reached by id.
+  const sink = await created<{ sink: { id: string } }>('POST', `/api/orgs/${slug}/audit/sinks`, {
+    name: `${prefix} SIEM`,
+    config: { kind: 'webhook', url: 'https://127.0.0.1:9/audit' },
+    from: 'now',
+  });
+  await created('PATCH', `/api/orgs/${slug}/audit/sinks/${sink.sink.id}`, { enabled: false });
   const ids: Ids = {
+    snk: sink.sink.id,
     sso: connection.id,
     usr: joined.body.user.id,
     tea: team.id,

@@ -4,6 +4,7 @@ import { AppError, NotFoundError, UnauthenticatedError, ValidationError } from '
 import type { MfaService, SecondFactorProof } from '../mfa/mfa.service.js';
 import type { OrgsStore } from '../orgs/orgs.store.js';
 import { EMAIL_SHAPE } from '../shapes.js';
+import type { BreachedPasswords } from './breached-passwords.js';
 import type { Csrf } from './csrf.js';
 import type { LoginLimiter } from './login-limiter.js';
 import { passwordProblem } from './password-policy.js';
@@ -72,6 +73,8 @@ export function createAuthService(deps: {
   limiter: LoginLimiter;
   mfa: MfaService;
   clock: () => number;
+  /** The breached-password check (AUTH-1), when configured. */
+  breached?: BreachedPasswords;
   /** How the progressive delay waits; a real timer in production. */
   wait?: (ms: number) => Promise<void>;
 }) {
@@ -481,10 +484,14 @@ export function createAuthService(deps: {
       const problem =
         input.newPassword === input.currentPassword
           ? { message: 'Choose a password different from the current one.' }
-          : await passwordProblem(input.newPassword, {
-              email: user.email,
-              ...(memberships[0] ? { orgName: memberships[0].name, orgSlug: memberships[0].slug } : {}),
-            });
+          : await passwordProblem(
+              input.newPassword,
+              {
+                email: user.email,
+                ...(memberships[0] ? { orgName: memberships[0].name, orgSlug: memberships[0].slug } : {}),
+              },
+              deps.breached,
+            );
       if (problem) throw new ValidationError([{ path: 'body.newPassword', message: problem.message }]);
 
       const passwordHash = await passwords.verifierFor(user.id, input.newPassword);

@@ -4,6 +4,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config.js';
 import { ConfigError } from '../config.js';
 import { createOrgsStore } from '../orgs/orgs.store.js';
+import { BreachedCheckUnavailableError, type BreachedPasswords } from './breached-passwords.js';
 import { passwordProblem } from './password-policy.js';
 import type { Passwords } from './passwords.js';
 import type { UsersStore } from './users.store.js';
@@ -44,6 +45,8 @@ export async function bootstrapFirstOwner(deps: {
   audit: AuditService;
   clock: () => number;
   print: (line: string) => void;
+  /** The breached-password check (AUTH-1), when configured: a chosen first password goes through it. */
+  breached?: BreachedPasswords;
 }): Promise<void> {
   const { config, users, passwords, audit, clock, print } = deps;
   if ((await users.count()) > 0) return;
@@ -52,7 +55,20 @@ export async function bootstrapFirstOwner(deps: {
   const orgName = config.bootstrap.orgName;
   const given = config.bootstrap.password;
   if (given) {
-    const problem = await passwordProblem(given, { email, orgName, orgSlug: slugify(orgName) });
+    const problem = await passwordProblem(
+      given,
+      { email, orgName, orgSlug: slugify(orgName) },
+      deps.breached,
+    ).catch((error: unknown) => {
+      if (!(error instanceof BreachedCheckUnavailableError)) throw error;
+      // Fail closed at start too, in words the operator can act on.
+      throw new ConfigError([
+        {
+          setting: 'BULWARK_BREACHED_PASSWORDS_URL',
+          reason: 'could not be reached to check BULWARK_BOOTSTRAP_PASSWORD',
+        },
+      ]);
+    });
     if (problem) throw new ConfigError([{ setting: 'BULWARK_BOOTSTRAP_PASSWORD', reason: problem.message }]);
   }
   const password = given ?? oneTimePassword();

@@ -1,10 +1,12 @@
 import type { zxcvbn } from '@zxcvbn-ts/core';
+import type { BreachedPasswords } from './breached-passwords.js';
 
 /**
  * AUTH-1: which passwords are accepted. Length 8 to 256 characters; refused when it is in the shipped
  * list of common passwords (zxcvbn-ts's, ~49,000 entries), when it contains a word from its context
  * (the product, the organization, the user's email), or when zxcvbn scores it below 3 of 4 ("safely
- * unguessable: moderate protection from offline slow-hash scenario").
+ * unguessable: moderate protection from offline slow-hash scenario"); and, when a breached-password
+ * range service is configured, when it is in that corpus (breached-passwords.ts).
  */
 
 interface StrengthCheck {
@@ -44,7 +46,7 @@ const MIN_SCORE = 3;
 const MIN_CONTEXT_WORD = 4;
 
 export type PasswordProblem =
-  | { code: 'too_short' | 'too_long' | 'common'; message: string }
+  | { code: 'too_short' | 'too_long' | 'common' | 'breached'; message: string }
   | { code: 'contains_context'; message: string; word: string }
   | { code: 'too_weak'; message: string };
 
@@ -67,6 +69,8 @@ function contextWords(context: PasswordContext): string[] {
 export async function passwordProblem(
   password: string,
   context: PasswordContext = {},
+  /** The breached-password check, when configured; asked last, so refused passwords never leave. */
+  breached?: BreachedPasswords,
 ): Promise<PasswordProblem | undefined> {
   const length = [...password].length;
   if (length < MIN_LENGTH) return { code: 'too_short', message: `Use at least ${MIN_LENGTH} characters.` };
@@ -93,5 +97,10 @@ export async function passwordProblem(
         'This password would be easy to guess; make it longer or less predictable.',
     };
   }
+  if (breached && (await breached.isBreached(password)))
+    return {
+      code: 'breached',
+      message: 'This password has appeared in a data breach; choose another one.',
+    };
   return undefined;
 }

@@ -5,6 +5,8 @@ import type { AuditInput } from '../audit/audit.types.js';
 import type { DB } from '../db/schema.js';
 import { NotFoundError } from '../errors.js';
 import { describeDevice, deviceKey } from '../identity/devices.js';
+import { breakGlassEmail, noticeEmail } from './email-messages.js';
+import type { EmailOutbox } from './email-outbox.js';
 import type {
   InboxCursor,
   NotificationRow,
@@ -62,10 +64,57 @@ export function decodeCursor(text: string): InboxCursor {
   return { read: text.startsWith('r.'), before: text.slice(2) };
 }
 
-export function createNotificationsService(deps: { store: NotificationsStore; clock: () => number }) {
-  const { store, clock } = deps;
+export function createNotificationsService(deps: {
+  store: NotificationsStore;
+  clock: () => number;
+  /** Email (NOTIFY-1's email half): set when SMTP is configured; each new notice is also emailed. */
+  email?: EmailOutbox | undefined;
+}) {
+  const { store, clock, email } = deps;
 
   async function add(tx: NotificationsStoreIn, notice: Notice): Promise<boolean> {
+    const added = await addToInbox(tx, notice);
+    // The email is written in the same transaction as the notice: both or neither.
+    if (added && email) {
+      const to = await tx.contact(notice.userId);
+      if (to)
+        await email.enqueue(tx.on, {
+          userId: notice.userId,
+          kind: notice.kind,
+          to: to.email,
+          name: to.display_name,
+          email: noticeEmail(notice, email.consoleUrl),
+        });
+    }
+    return added;
+  }
+
+  /**
+   * AUTH-8: a break-glass sign-in alerts the organization's other owners by email, who can tell an
+   * agreed emergency from a stolen password and factor. (The event is also critical in the audit log
+   * and on the dashboard; email reaches them when they are not looking at either.)
+   */
+  async function breakGlass(tx: NotificationsStoreIn, event: AuditInput) {
+    if (!email || !event.orgId || !event.actor.id) return;
+    const orgName = (await tx.orgName(event.orgId)) ?? 'an organization';
+    const message = breakGlassEmail({
+      orgName,
+      who: event.actor.display ?? 'The break-glass owner',
+      at: clock(),
+      ip: event.context?.ip ?? undefined,
+      consoleUrl: email.consoleUrl,
+    });
+    for (const owner of await tx.otherOwners(event.orgId, event.actor.id))
+      await email.enqueue(tx.on, {
+        userId: owner.id,
+        kind: 'break_glass_sign_in',
+        to: owner.email,
+        name: owner.display_name,
+        email: message,
+      });
+  }
+
+  async function addToInbox(tx: NotificationsStoreIn, notice: Notice): Promise<boolean> {
     const now = clock();
     return tx.insert({
       id: newId('ntf', now),
@@ -111,6 +160,8 @@ export function createNotificationsService(deps: { store: NotificationsStore; cl
     switch (event.action) {
       case 'auth.login_succeeded':
         return signedIn(tx, event);
+      case 'auth.break_glass_sign_in':
+        return breakGlass(tx, event);
       case 'auth.password_changed':
       case 'user.password_reset':
         if (!targetUser) return;
@@ -213,13 +264,17 @@ export function createNotificationsService(deps: { store: NotificationsStore; cl
       const now = clock();
       let told = 0;
       for (const key of await store.expiringApiKeys(now, now + API_KEY_NOTICE_MS)) {
-        const added = await add(store, {
-          userId: key.user_id,
-          kind: 'api_key_expiring',
-          title: `Your API key “${key.name}” in ${key.org_name} expires soon`,
-          body: `It stops working at ${new Date(key.expires_at).toISOString()}. Create a new key and move to it before then.`,
-          dedupKey: `api_key_expiring:${key.id}`,
-        });
+        // Each notice with its email in one transaction: the dedup key that stops a second notice
+        // then also stops a second email.
+        const added = await store.transaction((tx) =>
+          add(tx, {
+            userId: key.user_id,
+            kind: 'api_key_expiring',
+            title: `Your API key “${key.name}” in ${key.org_name} expires soon`,
+            body: `It stops working at ${new Date(key.expires_at).toISOString()}. Create a new key and move to it before then.`,
+            dedupKey: `api_key_expiring:${key.id}`,
+          }),
+        );
         if (added) told += 1;
       }
       return told;
@@ -235,6 +290,7 @@ const NOTIFYING_ACTIONS: ReadonlySet<string> = new Set<AuditInput['action']>([
   'mfa.factor_removed',
   'mfa.recovery_codes_generated',
   'member.role_changed',
+  'auth.break_glass_sign_in',
 ]);
 
 export type NotificationsService = ReturnType<typeof createNotificationsService>;

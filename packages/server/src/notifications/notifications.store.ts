@@ -17,6 +17,9 @@ export function createNotificationsStore(db: Kysely<DB>) {
   return {
     ...notificationsStoreOn(db),
     inTransaction: (trx: Kysely<DB>) => notificationsStoreOn(trx),
+    /** Runs `work` in a transaction of its own, for a notice that is not part of a change (a sweep). */
+    transaction: <T>(work: (tx: ReturnType<typeof notificationsStoreOn>) => Promise<T>): Promise<T> =>
+      db.transaction().execute((trx) => work(notificationsStoreOn(trx))),
   };
 }
 
@@ -24,6 +27,25 @@ function notificationsStoreOn(db: Kysely<DB>) {
   const ofUser = (userId: string) => db.selectFrom('notifications').selectAll().where('user_id', '=', userId);
 
   return {
+    /** The database or transaction this store works on, for the emails written beside a notice. */
+    on: db,
+
+    /** Where to email a person, and the name to address them by. */
+    contact: (userId: string) =>
+      db.selectFrom('users').select(['email', 'display_name']).where('id', '=', userId).executeTakeFirst(),
+
+    /** The owners of an organization other than `userId`, with their email addresses. */
+    otherOwners: (orgId: string, userId: string) =>
+      db
+        .selectFrom('memberships')
+        .innerJoin('users', 'users.id', 'memberships.user_id')
+        .select(['users.id', 'users.email', 'users.display_name'])
+        .where('memberships.org_id', '=', orgId)
+        .where('memberships.role', '=', 'owner')
+        .where('memberships.user_id', '!=', userId)
+        .where('users.status', '=', 'active')
+        .execute(),
+
     /** Adds a notification; one with a `dedup_key` the user already has is not added again. */
     async insert(row: NotificationRow): Promise<boolean> {
       const result = await db

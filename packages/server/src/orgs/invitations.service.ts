@@ -6,10 +6,12 @@ import { isBuiltInRole } from '../access/permissions.js';
 import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { DeniedError, type Transact } from '../audit/audited-transaction.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
+import type { BreachedPasswords } from '../identity/breached-passwords.js';
 import type { CredentialSeals } from '../identity/credential-seals.js';
 import { passwordProblem } from '../identity/password-policy.js';
 import type { Passwords } from '../identity/passwords.js';
 import { createUsersStore, type UserRow, type UsersStore } from '../identity/users.store.js';
+import type { EmailOutbox } from '../notifications/email-outbox.js';
 import { createInvitationsStore, type InvitationRow, type InvitationsStore } from './invitations.store.js';
 import { createOrgsStore } from './orgs.store.js';
 
@@ -48,6 +50,10 @@ export function createInvitationsService(deps: {
   seals: CredentialSeals;
   transact: Transact;
   clock: () => number;
+  /** The breached-password check (AUTH-1), when configured. */
+  breached?: BreachedPasswords;
+  /** Emails the invitee the link (NOTIFY-1), in the invitation's own transaction, when SMTP is configured. */
+  email?: Pick<EmailOutbox, 'invitation'> | undefined;
 }) {
   const { invitations, users, passwords, seals, transact, clock } = deps;
 
@@ -155,6 +161,14 @@ export function createInvitationsService(deps: {
         };
         invitation.seal = await seals.inTransaction(trx).seal('invitation', invitation);
         await store.insert(invitation);
+        await deps.email?.invitation(trx, {
+          email,
+          orgName: caller.org.name,
+          inviterName: caller.actor.display ?? 'A member',
+          role: input.role,
+          token,
+          expiresAt: invitation.expires_at,
+        });
         events.push(
           callerEvent(
             caller,
@@ -191,11 +205,11 @@ export function createInvitationsService(deps: {
       const row = await usable(input.token);
       if (await users.findByEmail(row.email))
         throw new AppError(409, 'sign_in_to_accept', 'An account with this email exists; sign in to accept.');
-      const problem = await passwordProblem(input.password, {
-        email: row.email,
-        orgName: row.org_name,
-        orgSlug: row.org_slug,
-      });
+      const problem = await passwordProblem(
+        input.password,
+        { email: row.email, orgName: row.org_name, orgSlug: row.org_slug },
+        deps.breached,
+      );
       if (problem) throw new ValidationError([{ path: 'body.password', message: problem.message }]);
       const userId = newId('usr', clock());
       const passwordHash = await passwords.verifierFor(userId, input.password);

@@ -30,7 +30,7 @@ describe.each(BACKENDS)('external access tokens on %s', (backend: Backend) => {
     );
 
   beforeAll(async () => {
-    world = await startOrgWorld({}, backend);
+    world = await startOrgWorld({ BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1' }, backend);
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const jwtConnection = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP', {
       apiAudience: API,

@@ -1,8 +1,9 @@
 import { tokenHash } from '@bulwark/protocol';
-import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import type { CredentialSeals } from '../identity/credential-seals.js';
 import type { UsersStore } from '../identity/users.store.js';
 import type { MfaService } from '../mfa/mfa.service.js';
+import type { GuardedFetch } from '../net/outbound.js';
 import type { OidcRelyingParty } from './oidc.js';
 import type { SsoStore } from './sso.store.js';
 import type { OpenedOidcConnection, SsoConnectionsService } from './sso-connections.service.js';
@@ -48,6 +49,8 @@ export function createExternalTokensService(deps: {
   mfa: Pick<MfaService, 'isEnrolled'>;
   clock: () => number;
   timeoutSeconds: number;
+  /** The SSRF-guarded fetch (NET-3): a provider's jwks_uri is as untrusted as its issuer URL. */
+  fetch: GuardedFetch;
 }) {
   const { connections, relyingParty, store, users, seals, clock } = deps;
   const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
@@ -59,6 +62,7 @@ export function createExternalTokensService(deps: {
       keys = createRemoteJWKSet(new URL(uri), {
         timeoutDuration: deps.timeoutSeconds * 1000,
         cooldownDuration: 30_000,
+        [customFetch]: deps.fetch,
       });
       keySets.set(uri, keys);
     }

@@ -7,6 +7,7 @@ import {
   PresenceFilter,
 } from 'ldapts';
 import { AppError } from '../errors.js';
+import type { BackingTls } from '../net/backing-tls.js';
 import { SsoError } from './oidc.js';
 import type { LdapConfig } from './sso-config.js';
 
@@ -67,16 +68,20 @@ function explain(error: unknown, timeoutSeconds: number, step: string): SsoError
   return new SsoError('ldap_error', `The directory refused ${step}: ${text.slice(0, 200)}`);
 }
 
-export function createLdapDirectory(options: { timeoutSeconds: number }) {
+export function createLdapDirectory(options: { timeoutSeconds: number; tls?: BackingTls }) {
   const { timeoutSeconds } = options;
   const ms = timeoutSeconds * 1000;
 
   /** A connection with TLS up and the certificate verified, before anything else is sent. */
   async function connect(config: LdapConfig): Promise<Client> {
     const url = new URL(config.url);
+    // The connection's own CA first, else the backing-services CA (NET-4); verified unless the
+    // operator named `ldap` in BULWARK_TLS_INSECURE_SKIP_VERIFY.
+    const sharedCa = options.tls?.caPem('ldap');
+    const ca = config.caPem ?? sharedCa;
     const tlsOptions = {
-      ...(config.caPem ? { ca: [config.caPem] } : {}),
-      rejectUnauthorized: true,
+      ...(ca ? { ca: [ca] } : {}),
+      rejectUnauthorized: options.tls?.verifies('ldap') ?? true,
       minVersion: 'TLSv1.2' as const,
     };
     const client = new Client({

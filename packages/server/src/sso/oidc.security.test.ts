@@ -33,7 +33,11 @@ describe.each(BACKENDS)('OIDC sign-in on %s', (backend: Backend) => {
   const held: Socket[] = [];
 
   beforeAll(async () => {
-    world = await startOrgWorld({ BULWARK_SSO_TIMEOUT_SECONDS: '5' }, backend);
+    world = await startOrgWorld(
+      // The test IdPs run on loopback: allowed explicitly, as an on-prem deployment would (NET-3).
+      { BULWARK_SSO_TIMEOUT_SECONDS: '5', BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1' },
+      backend,
+    );
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const created = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP', {
       scopes: ['email', 'profile', 'groups'],

@@ -1,5 +1,11 @@
 import * as oidc from 'openid-client';
 import { AppError } from '../errors.js';
+import {
+  type GuardedFetch,
+  type GuardedRequestInit,
+  OutboundBlockedError,
+  OutboundError,
+} from '../net/outbound.js';
 import type { OidcConfig } from './sso-config.js';
 
 /**
@@ -26,6 +32,22 @@ export const isLoopbackHost = (hostname: string) => ['localhost', '127.0.0.1', '
 /** What went wrong, in words an identity-provider administrator can act on. */
 function explain(error: unknown, timeoutSeconds: number): SsoError {
   if (error instanceof SsoError) return error;
+  const outbound = outboundErrorIn(error);
+  if (outbound instanceof OutboundBlockedError)
+    return new SsoError(
+      'sso_provider_blocked',
+      `The identity provider's address is refused by the outbound policy (${outbound.reason}); an on-prem provider needs BULWARK_OUTBOUND_ALLOW_PRIVATE.`,
+    );
+  if (outbound?.reason === 'timeout')
+    return new SsoError(
+      'sso_provider_timeout',
+      `The identity provider did not answer within ${timeoutSeconds} s.`,
+    );
+  if (outbound !== undefined)
+    return new SsoError(
+      'sso_provider_unreachable',
+      `The identity provider could not be reached (${outbound.reason}).`,
+    );
   const { code, message, cause } = error as { code?: unknown; message?: unknown; cause?: unknown };
   if (code === 'OAUTH_TIMEOUT' || code === 'OAUTH_ABORT')
     return new SsoError(
@@ -46,6 +68,16 @@ function explain(error: unknown, timeoutSeconds: number): SsoError {
   );
 }
 
+/** openid-client passes the guard's errors through, sometimes wrapped as a `cause`. */
+function outboundErrorIn(error: unknown): OutboundError | undefined {
+  let current = error;
+  for (let depth = 0; depth < 4 && current instanceof Error; depth++) {
+    if (current instanceof OutboundError) return current;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
 export interface OidcStart {
   url: string;
   state: string;
@@ -53,7 +85,12 @@ export interface OidcStart {
   verifier: string;
 }
 
-export function createOidcRelyingParty(options: { timeoutSeconds: number; clock: () => number }) {
+export function createOidcRelyingParty(options: {
+  timeoutSeconds: number;
+  clock: () => number;
+  /** The SSRF-guarded fetch (NET-3): discovery, JWKS, token, userinfo and introspection go through it. */
+  fetch: GuardedFetch;
+}) {
   const { timeoutSeconds, clock } = options;
   const discovered = new Map<string, { config: Promise<oidc.Configuration>; loadedAt: number }>();
 
@@ -63,6 +100,9 @@ export function createOidcRelyingParty(options: { timeoutSeconds: number; clock:
     return oidc
       .discovery(issuer, config.clientId, config.clientSecret, oidc.ClientSecretBasic(config.clientSecret), {
         timeout: timeoutSeconds,
+        // Kept by the Configuration, so every later request to the provider uses it too.
+        // openid-client's body type includes any Uint8Array; undici takes it as RequestInit's body.
+        [oidc.customFetch]: (url, init) => options.fetch(url, init as GuardedRequestInit),
         execute: [
           ...(isLoopbackHost(issuer.hostname) ? [oidc.allowInsecureRequests] : []),
           // The ID token's signature is checked against the provider's keys, not only its claims.

@@ -35,7 +35,7 @@ describe.each(BACKENDS)('SSO required on %s', (backend: Backend) => {
   let ownerSecret: string;
 
   beforeAll(async () => {
-    world = await startOrgWorld({}, backend);
+    world = await startOrgWorld({ BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1' }, backend);
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const created = await connectProvider(world.owner.client, 'acme', provider, 'Acme IdP', {
       defaultRole: 'operator',

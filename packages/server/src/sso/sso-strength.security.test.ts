@@ -22,7 +22,10 @@ describe.each(BACKENDS)('the strength of an SSO sign-in on %s', (backend: Backen
 
   beforeAll(async () => {
     // The default of a real installation: every member needs a second factor.
-    world = await startOrgWorld({ BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true' }, backend);
+    world = await startOrgWorld(
+      { BULWARK_BOOTSTRAP_MFA_REQUIRED: 'true', BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1' },
+      backend,
+    );
     provider = await startOidcProvider(`${world.server.url}${OIDC_CALLBACK_PREFIX}`);
     const connect = (name: string, extra: Record<string, unknown>) =>
       connectProvider(world.owner.client, 'acme', provider, name, extra);

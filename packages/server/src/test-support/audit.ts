@@ -4,6 +4,7 @@ import pino from 'pino';
 import { GENESIS_HASH, hashOfRow } from '../audit/audit.chain.js';
 import { createAuditService } from '../audit/audit.service.js';
 import { createAuditStore } from '../audit/audit.store.js';
+import { createAuditPii } from '../audit/audit-pii.js';
 import type { Database } from '../db/database.js';
 import type { GroupCommit } from '../db/group-commit.js';
 import { migrateToLatest } from '../db/migrate.js';
@@ -66,6 +67,7 @@ export async function openAudit(
       retentionDays: options.retentionDays ?? 365,
       checkpointIntervalSeconds: 300,
     },
+    pii: createAuditPii({ db: database.db, provider: masterKeys, clock }),
   });
   return { audit, store, serverKeys, masterKey, db: database.db };
 }

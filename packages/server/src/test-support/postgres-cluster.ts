@@ -1,6 +1,6 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { chown, mkdtemp, readFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdtemp, readFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -86,7 +86,12 @@ export interface PostgresCluster {
   close(): Promise<void>;
 }
 
-export async function startPostgresCluster(): Promise<PostgresCluster> {
+export interface PostgresClusterOptions {
+  /** Serve TLS (`ssl = on`) with this certificate and key (copied into the cluster's directory). */
+  ssl?: { certFile: string; keyFile: string };
+}
+
+export async function startPostgresCluster(options: PostgresClusterOptions = {}): Promise<PostgresCluster> {
   const unavailable = privateClusterUnavailable();
   if (unavailable) throw new Error(`cannot run a private PostgreSQL: ${unavailable}`);
   const bin = binDir()!;
@@ -143,11 +148,25 @@ export async function startPostgresCluster(): Promise<PostgresCluster> {
         '-c full_page_writes=off',
         '-c shared_buffers=16MB',
         '-c max_connections=50',
+        ...(options.ssl
+          ? ['-c ssl=on', `-c ssl_cert_file=${dir}/server.crt`, `-c ssl_key_file=${dir}/server.key`]
+          : []),
       ].join(' '),
     ]);
 
   try {
     await pg('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--locale=C', '-N']);
+    if (options.ssl) {
+      // PostgreSQL refuses a key file that others can read or that its user does not own.
+      await copyFile(options.ssl.certFile, path.join(dir, 'server.crt'));
+      await copyFile(options.ssl.keyFile, path.join(dir, 'server.key'));
+      await chmod(path.join(dir, 'server.key'), 0o600);
+      if (runningAsRoot) {
+        const user = postgresUser()!;
+        for (const file of ['server.crt', 'server.key'])
+          await chown(path.join(dir, file), user.uid, user.gid);
+      }
+    }
     // Another process may take the chosen port before the server binds it: choose again.
     for (let attempt = 1; ; attempt++) {
       port = await portOutsideEphemeralRange();

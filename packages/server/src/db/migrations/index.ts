@@ -23,6 +23,10 @@ import * as saml from './0021-saml.js';
 import * as ssoDomains from './0022-sso-domains.js';
 import * as bulkRuns from './0023-bulk-runs.js';
 import * as notifications from './0024-notifications.js';
+import * as auditSinks from './0025-audit-sinks.js';
+import * as workloadIdentity from './0026-workload-identity.js';
+import * as emailOutbox from './0027-email-outbox.js';
+import * as personalData from './0028-personal-data.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -58,6 +62,10 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0022-sso-domains': ssoDomains,
   '0023-bulk-runs': bulkRuns,
   '0024-notifications': notifications,
+  '0025-audit-sinks': auditSinks,
+  '0026-workload-identity': workloadIdentity,
+  '0027-email-outbox': emailOutbox,
+  '0028-personal-data': personalData,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */

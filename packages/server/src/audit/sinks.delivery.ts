@@ -1,0 +1,202 @@
+import type { Logger } from 'pino';
+import type { AuditEventRow } from './audit.chain.js';
+import type { AuditFilters } from './audit.store.js';
+import type { SinkConfig } from './sinks.config.js';
+import {
+  eventLine,
+  PRIORITY_ACTIONS,
+  type SinkLine,
+  type SinkTransport,
+  statementLine,
+} from './sinks.lines.js';
+import type { SinkMetrics } from './sinks.metrics.js';
+import type { AuditSinkRow, SinkProgress, SinksStore } from './sinks.store.js';
+
+export interface DeliveryOptions {
+  /** Lines per batch (one POST, one syslog connection, one file write). */
+  batchSize: number;
+  pollMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  /** Batches one sink may send per pass before the others get their turn. */
+  batchesPerPass: number;
+}
+
+export const DEFAULT_DELIVERY: Omit<DeliveryOptions, 'pollMs' | 'backoffMaxMs'> = {
+  batchSize: 200,
+  backoffBaseMs: 1000,
+  batchesPerPass: 20,
+};
+
+/**
+ * The wait before the next attempt after `failures` failures in a row: exponential from the base,
+ * capped, with "equal jitter" (half fixed, half random) so sinks that failed together (a receiver
+ * restart) do not all come back in the same instant, yet never retry sooner than half the backoff.
+ */
+export function backoffMs(failures: number, base: number, max: number, random: () => number): number {
+  const ceiling = Math.min(max, base * 2 ** Math.min(failures - 1, 30));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+/**
+ * Delivers every enabled sink's backlog: from its cursor in the org's chain, oldest first, events
+ * with the signed checkpoints that cover them; critical events of a long backlog are sent ahead (and
+ * again in order: receivers dedupe on `id`). Each sink runs on its own: a slow or failing one never
+ * holds up another, nor the audit log, which it only reads. One loop per server process; the CLI
+ * never delivers (several instances each deliver until the lease of a later issue: at least once).
+ */
+export function createSinkDelivery(deps: {
+  store: SinksStore;
+  exportLines: (
+    chainId: string,
+    filters: AuditFilters,
+    limit: number,
+    afterSeq: number,
+  ) => Promise<Array<{ row: AuditEventRow; line: string }>>;
+  open: (row: AuditSinkRow) => Promise<SinkConfig>;
+  transportOf: (sinkId: string, config: SinkConfig) => SinkTransport;
+  metrics: SinkMetrics;
+  clock: () => number;
+  logger: Logger;
+  options: DeliveryOptions;
+  random?: () => number;
+}) {
+  const { store, metrics, clock, logger, options } = deps;
+  const random = deps.random ?? Math.random;
+  const inFlight = new Map<string, Promise<void>>();
+  const transports = new Map<string, { version: string; transport: SinkTransport }>();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+
+  async function transportFor(row: AuditSinkRow): Promise<SinkTransport> {
+    const version = `${row.updated_at}:${row.config_sealed.length}`;
+    const cached = transports.get(row.id);
+    if (cached?.version === version) return cached.transport;
+    const transport = deps.transportOf(row.id, await deps.open(row));
+    transports.set(row.id, { version, transport });
+    return transport;
+  }
+
+  async function observe(row: AuditSinkRow, deliveredSeq: number): Promise<void> {
+    const labels = { sink: row.id, kind: row.kind };
+    const head = await store.headSeq(row.org_id);
+    metrics.depth.set(labels, Math.max(0, head - deliveredSeq));
+    const oldest = head > deliveredSeq ? await store.oldestAfter(row.org_id, deliveredSeq) : undefined;
+    metrics.lagSeconds.set(labels, oldest === undefined ? 0 : Math.max(0, (clock() - oldest) / 1000));
+  }
+
+  async function deliver(row: AuditSinkRow): Promise<void> {
+    const labels = { sink: row.id, kind: row.kind };
+    let progress: SinkProgress = {
+      delivered_seq: row.delivered_seq,
+      checkpoint_seq: row.checkpoint_seq,
+      priority_seq: row.priority_seq,
+    };
+    const chain = row.org_id;
+    const batch = options.batchSize;
+    const move = async (to: SinkProgress, lines: number): Promise<boolean> => {
+      if (!(await store.advance(row.id, progress, to, clock()))) return false;
+      progress = to;
+      metrics.delivered.inc(labels, lines);
+      return true;
+    };
+    try {
+      const transport = await transportFor(row);
+      // Critical events behind a backlog go out first (AUTH-8's alert cannot wait for a day of events).
+      const head = await store.headSeq(chain);
+      if (head - progress.delivered_seq > batch) {
+        const after = Math.max(progress.priority_seq, progress.delivered_seq + batch);
+        const ahead = await deps.exportLines(chain, { actions: PRIORITY_ACTIONS }, batch, after);
+        if (ahead.length > 0) {
+          await transport.send(ahead.map(({ row: event, line }) => eventLine(event, line)));
+          if (!(await move({ ...progress, priority_seq: ahead.at(-1)!.row.seq }, ahead.length))) return;
+        }
+      }
+      for (let n = 0; n < options.batchesPerPass && !stopped; n++) {
+        const events = await deps.exportLines(chain, {}, batch, progress.delivered_seq);
+        const through = events.at(-1)?.row.seq ?? progress.delivered_seq;
+        const statements = await store.statementsBetween(chain, progress.checkpoint_seq, through);
+        if (events.length === 0 && statements.length === 0) break;
+        // A statement right after the event it covers: a reader meets the event before its witness.
+        const lines: Array<SinkLine & { order: number }> = [
+          ...events.map(({ row: event, line }) => ({ ...eventLine(event, line), order: 0 })),
+          ...statements.map((statement) => ({ ...statementLine(statement), order: 1 })),
+        ].sort((a, b) => a.seq - b.seq || a.order - b.order);
+        await transport.send(lines);
+        const moved = await move(
+          {
+            delivered_seq: through,
+            checkpoint_seq: statements.at(-1)?.seq ?? progress.checkpoint_seq,
+            priority_seq: Math.max(progress.priority_seq, through),
+          },
+          lines.length,
+        );
+        if (!moved || events.length < batch) break;
+      }
+    } catch (error) {
+      const failures = row.failures + 1;
+      const wait = backoffMs(failures, options.backoffBaseMs, options.backoffMaxMs, random);
+      const message = error instanceof Error ? error.message : String(error);
+      metrics.failures.inc(labels);
+      logger.warn(
+        { sink: row.id, kind: row.kind, failures, retryInMs: wait, err: message },
+        'audit sink delivery failed',
+      );
+      await store.failed(row.id, failures, clock() + wait, message.slice(0, 500));
+    } finally {
+      await observe(row, progress.delivered_seq).catch(() => undefined);
+    }
+  }
+
+  /** One pass: starts delivery for every due sink not already delivering; resolves when those end. */
+  async function tick(): Promise<void> {
+    const rows = await store.enabled();
+    const now = clock();
+    const started: Promise<void>[] = [];
+    for (const row of rows) {
+      if (inFlight.has(row.id)) continue;
+      if (row.next_attempt_at > now) {
+        started.push(observe(row, row.delivered_seq).catch(() => undefined));
+        continue;
+      }
+      const run = deliver(row).finally(() => inFlight.delete(row.id));
+      inFlight.set(row.id, run);
+      started.push(run);
+    }
+    const live = new Set(rows.map((row) => row.id));
+    for (const id of transports.keys()) if (!live.has(id)) transports.delete(id);
+    await Promise.allSettled(started);
+  }
+
+  function schedule(): void {
+    if (stopped) return;
+    // Not waiting for the pass: a sink stuck in a slow send must not delay the others' next pass
+    // (a sink still delivering is skipped until it is done).
+    timer = setTimeout(() => {
+      tick().catch((error) => logger.error({ err: error }, 'audit sink delivery pass failed'));
+      schedule();
+    }, options.pollMs);
+    timer.unref();
+  }
+
+  return {
+    tick,
+    start(): void {
+      stopped = false;
+      schedule();
+    },
+    /** Stops scheduling and waits for deliveries in progress: their cursors move or they are sent again. */
+    async stop(): Promise<void> {
+      stopped = true;
+      clearTimeout(timer);
+      await Promise.allSettled([...inFlight.values()]);
+    },
+    /** Forgets a deleted or disabled sink's metrics. */
+    forget(sinkId: string, kind: string): void {
+      for (const metric of [metrics.lagSeconds, metrics.depth]) metric.remove({ sink: sinkId, kind });
+      transports.delete(sinkId);
+    },
+  };
+}
+
+export type SinkDelivery = ReturnType<typeof createSinkDelivery>;

@@ -1,0 +1,319 @@
+import { X509Certificate } from 'node:crypto';
+import { generateToken, newId } from '@bulwark/protocol';
+import { type Caller, callerEvent } from '../access/caller.js';
+import { AppError, NotFoundError } from '../errors.js';
+import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
+import type { Transact } from './audited-transaction.js';
+import {
+  type SinkConfig,
+  type SinkConfigView,
+  type SinkKind,
+  sinkConfigContext,
+  viewOfConfig,
+} from './sinks.config.js';
+import { type SinkTransport, testLine } from './sinks.lines.js';
+import { type AuditSinkRow, createSinksStore, type SinksStore } from './sinks.store.js';
+import { DEFAULT_SYSLOG_FACILITY } from './sinks.syslog.js';
+
+/** What a caller asks for; the server adds the webhook's signing secret. */
+export type SinkInput =
+  | { kind: 'webhook'; url: string }
+  | {
+      kind: 'syslog';
+      host: string;
+      port: number;
+      caPem: string;
+      serverName?: string | null | undefined;
+      facility?: number | undefined;
+      appHostname?: string | null | undefined;
+    }
+  | { kind: 'file' }
+  | { kind: 'otlp'; url: string; headers?: Record<string, string> | undefined };
+
+export interface SinkView {
+  id: string;
+  name: string;
+  kind: SinkKind;
+  enabled: boolean;
+  config: SinkConfigView;
+  delivery: {
+    deliveredSeq: number;
+    checkpointSeq: number;
+    failures: number;
+    lastError: string | null;
+    nextAttemptAt: number | null;
+    lastDeliveredAt: number | null;
+  };
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Where a sink sends, for the audit event: the host (a URL's path or query may carry a token). */
+function destinationOf(input: SinkInput): string {
+  switch (input.kind) {
+    case 'webhook':
+    case 'otlp':
+      return new URL(input.url).host;
+    case 'syslog':
+      return `${input.host}:${input.port}`;
+    case 'file':
+      return 'file';
+  }
+}
+
+/**
+ * An organization's audit sinks (AUD-6): configuration sealed under the org's data key, every change
+ * audited in its own transaction, the webhook signing secret shown once (at creation or rotation).
+ */
+export function createSinksService(deps: {
+  store: SinksStore;
+  dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
+  transact: Transact;
+  clock: () => number;
+  /** Where file sinks write; undefined: file sinks are refused. */
+  fileDir: string | undefined;
+  transportOf: (sinkId: string, config: SinkConfig) => SinkTransport;
+  /** Told when a sink is deleted or disabled, so its metrics go. */
+  onRemoved?: (sinkId: string, kind: string) => void;
+}) {
+  const { store, dataKeys, transact, clock } = deps;
+
+  async function open(row: AuditSinkRow): Promise<SinkConfig> {
+    const opened = await dataKeys.open(
+      orgScope(row.org_id),
+      row.config_sealed,
+      sinkConfigContext(row.org_id, row.id),
+    );
+    return JSON.parse(opened.plaintext.toString('utf8')) as SinkConfig;
+  }
+
+  const seal = (orgId: string, id: string, config: SinkConfig) =>
+    dataKeys.seal(orgScope(orgId), JSON.stringify(config), sinkConfigContext(orgId, id));
+
+  async function view(row: AuditSinkRow): Promise<SinkView> {
+    return {
+      id: row.id,
+      name: row.name,
+      kind: row.kind as SinkKind,
+      enabled: row.enabled === 1,
+      config: viewOfConfig(await open(row), row.id),
+      delivery: {
+        deliveredSeq: row.delivered_seq,
+        checkpointSeq: row.checkpoint_seq,
+        failures: row.failures,
+        lastError: row.last_error,
+        nextAttemptAt: row.next_attempt_at > 0 ? row.next_attempt_at : null,
+        lastDeliveredAt: row.last_delivered_at,
+      },
+      createdAt: row.created_at,
+      updatedAt: row.updated_at,
+    };
+  }
+
+  function configOf(input: SinkInput): { config: SinkConfig; signingSecret?: string } {
+    switch (input.kind) {
+      case 'webhook': {
+        const signingSecret = generateToken('bwh');
+        return { config: { kind: 'webhook', url: input.url, signingSecret }, signingSecret };
+      }
+      case 'syslog':
+        try {
+          new X509Certificate(input.caPem);
+        } catch {
+          throw new AppError(422, 'invalid_ca_certificate', 'caPem is not a PEM certificate.');
+        }
+        return {
+          config: {
+            kind: 'syslog',
+            host: input.host,
+            port: input.port,
+            caPem: input.caPem,
+            serverName: input.serverName ?? null,
+            facility: input.facility ?? DEFAULT_SYSLOG_FACILITY,
+            appHostname: input.appHostname ?? null,
+          },
+        };
+      case 'file':
+        if (!deps.fileDir)
+          throw new AppError(
+            409,
+            'file_sinks_disabled',
+            'File sinks need BULWARK_AUDIT_SINK_DIR set on the server (where their files go).',
+          );
+        return { config: { kind: 'file' } };
+      case 'otlp':
+        return { config: { kind: 'otlp', url: input.url, headers: input.headers ?? {} } };
+    }
+  }
+
+  async function existing(orgId: string, id: string): Promise<AuditSinkRow> {
+    const row = await store.get(orgId, id);
+    if (!row) throw new NotFoundError('No such audit sink.');
+    return row;
+  }
+
+  return {
+    open,
+
+    async list(orgId: string): Promise<SinkView[]> {
+      return Promise.all((await store.list(orgId)).map(view));
+    },
+
+    async get(orgId: string, id: string): Promise<SinkView> {
+      return view(await existing(orgId, id));
+    },
+
+    async create(
+      caller: Caller,
+      input: { name: string; config: SinkInput; from: 'start' | 'now' },
+    ): Promise<{ sink: SinkView; signingSecret?: string }> {
+      const now = clock();
+      const id = newId('snk', now);
+      const { config, signingSecret } = configOf(input.config);
+      // Sealed before the transaction: the org's data key may need reading, on a connection of its own.
+      const sealed = await seal(caller.org.id, id, config);
+      const row = await transact(async (trx, events) => {
+        const tx = createSinksStore(trx);
+        if ((await tx.list(caller.org.id)).some((sink) => sink.name === input.name))
+          throw new AppError(
+            409,
+            'audit_sink_exists',
+            'An audit sink with this name exists; choose another.',
+          );
+        // `now`: from the head as it is (this very event included, it is appended after).
+        const start = input.from === 'now' ? await tx.headSeq(caller.org.id) : 0;
+        const row: AuditSinkRow = {
+          id,
+          org_id: caller.org.id,
+          name: input.name,
+          kind: config.kind,
+          config_sealed: sealed,
+          enabled: 1,
+          delivered_seq: start,
+          checkpoint_seq: start,
+          priority_seq: start,
+          failures: 0,
+          next_attempt_at: 0,
+          last_error: null,
+          last_delivered_at: null,
+          created_by: caller.userId,
+          created_at: now,
+          updated_at: now,
+        };
+        await tx.insert(row);
+        events.push(
+          callerEvent(
+            caller,
+            'audit.sink_created',
+            { type: 'audit_sink', id, display: input.name },
+            { kind: config.kind, destination: destinationOf(input.config), from: input.from },
+          ),
+        );
+        return row;
+      });
+      return { sink: await view(row), ...(signingSecret ? { signingSecret } : {}) };
+    },
+
+    /** Renames, enables or disables a sink, or gives a webhook a new signing secret (shown once). */
+    async update(
+      caller: Caller,
+      id: string,
+      patch: {
+        name?: string | undefined;
+        enabled?: boolean | undefined;
+        rotateSigningSecret?: boolean | undefined;
+      },
+    ): Promise<{ sink: SinkView; signingSecret?: string }> {
+      const current = await existing(caller.org.id, id);
+      let signingSecret: string | undefined;
+      let sealed: string | undefined;
+      if (patch.rotateSigningSecret) {
+        const config = await open(current);
+        if (config.kind !== 'webhook')
+          throw new AppError(422, 'not_a_webhook', 'Only a webhook sink has a signing secret to rotate.');
+        signingSecret = generateToken('bwh');
+        sealed = await seal(caller.org.id, id, { ...config, signingSecret });
+      }
+      const now = Math.max(clock(), current.updated_at + 1);
+      await transact(async (trx, events) => {
+        const tx = createSinksStore(trx);
+        if (patch.name !== undefined && patch.name !== current.name) {
+          if ((await tx.list(caller.org.id)).some((sink) => sink.name === patch.name))
+            throw new AppError(
+              409,
+              'audit_sink_exists',
+              'An audit sink with this name exists; choose another.',
+            );
+        }
+        const updated = await tx.update(caller.org.id, id, {
+          ...(patch.name !== undefined ? { name: patch.name } : {}),
+          ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
+          ...(sealed ? { config_sealed: sealed } : {}),
+          // Re-enabled or re-keyed: try again now rather than at the end of a long backoff.
+          failures: 0,
+          next_attempt_at: 0,
+          updated_at: now,
+        });
+        if (!updated) throw new NotFoundError('No such audit sink.');
+        events.push(
+          callerEvent(
+            caller,
+            'audit.sink_updated',
+            { type: 'audit_sink', id, display: patch.name ?? current.name },
+            {
+              kind: current.kind,
+              ...(patch.name !== undefined ? { renamedFrom: current.name } : {}),
+              ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}),
+              ...(patch.rotateSigningSecret ? { signingRotated: true } : {}),
+            },
+          ),
+        );
+      });
+      if (patch.enabled === false) deps.onRemoved?.(id, current.kind);
+      const sink = await view(await existing(caller.org.id, id));
+      return { sink, ...(signingSecret ? { signingSecret } : {}) };
+    },
+
+    async remove(caller: Caller, id: string): Promise<void> {
+      const current = await existing(caller.org.id, id);
+      await transact(async (trx, events) => {
+        if (!(await createSinksStore(trx).remove(caller.org.id, id)))
+          throw new NotFoundError('No such audit sink.');
+        events.push(
+          callerEvent(
+            caller,
+            'audit.sink_deleted',
+            { type: 'audit_sink', id, display: current.name },
+            { kind: current.kind, deliveredSeq: current.delivered_seq },
+          ),
+        );
+      });
+      deps.onRemoved?.(id, current.kind);
+    },
+
+    /** Sends one test line (`"kind":"test"`) now, outside the stream, and says what went wrong. */
+    async test(caller: Caller, id: string): Promise<{ ok: boolean; problem?: string }> {
+      const row = await existing(caller.org.id, id);
+      let problem: string | undefined;
+      try {
+        await deps.transportOf(row.id, await open(row)).send([testLine(caller.org.id, row.id, clock())]);
+      } catch (error) {
+        problem = (error instanceof Error ? error.message : String(error)).slice(0, 500);
+      }
+      await transact(async (_trx, events) => {
+        events.push(
+          callerEvent(
+            caller,
+            'audit.sink_tested',
+            { type: 'audit_sink', id, display: row.name },
+            { kind: row.kind, ...(problem ? { problem } : {}) },
+            problem ? 'failure' : 'success',
+          ),
+        );
+      });
+      return problem ? { ok: false, problem } : { ok: true };
+    },
+  };
+}
+
+export type SinksService = ReturnType<typeof createSinksService>;
