@@ -10,6 +10,7 @@ import { type AuditActor, OUTCOMES, type Outcome } from './audit/audit.types.js'
 import { checkWitness, witnessLines } from './audit/witness.js';
 import { API_KEY_VARIABLE, callApi, SERVER_VARIABLE } from './cli-api.js';
 import { type Config, describeConfig, loadConfig } from './config.js';
+import { openCore } from './core.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import type { MigrationContext } from './db/migrations/index.js';
@@ -19,7 +20,6 @@ import { createPasswordHasher } from './identity/password-hasher.js';
 import { createPasswords } from './identity/passwords.js';
 import { createPersonalDataService } from './identity/personal-data.service.js';
 import { createLogger } from './logging.js';
-import { openCore, startServer } from './main.js';
 import { backupCommands } from './ops/backup.cli.js';
 import { exitOnUnhandledErrors } from './ops/last-resort.js';
 import { createLocalKeyProvider } from './secrets/key-provider.js';
@@ -84,6 +84,8 @@ function parseTime(value: string): number {
 
 async function serve(command: Command): Promise<void> {
   const config = configFrom(command);
+  // Loaded here, not at the top: the HTTP server and every route are only for `serve`.
+  const { startServer } = await import('./main.js');
   const server = await startServer(config);
   // The log destination is asynchronous: exit only once its last lines are written.
   const exit = (code: number) => server.logger.flush(() => process.exit(code));
@@ -378,7 +380,7 @@ function keysCommands(program: Command): void {
       seconds,
       DEFAULT_OVERLAP_MS,
     )
-    .option('--revoke-previous', 'for a leaked key: sign with the new key now and unpublish the old ones now')
+    .option('--revoke-previous', 'for a leaked key: sign with the new key now and delete the old ones now')
     .action(
       (options: { publishDelay: number; overlap: number; revokePrevious?: boolean }, command: Command) =>
         withKeys(command, async (core, actor) => {
@@ -401,7 +403,9 @@ function keysCommands(program: Command): void {
               `new workload-identity key ${result.keyId}: published now, signs from ${new Date(result.signsFrom).toISOString()}`,
             );
             out(
-              `${result.previousKeys} older key(s) leave the JWKS at ${new Date(result.previousRetireAt).toISOString()}`,
+              options.revokePrevious
+                ? `${result.previousKeys} older key(s) deleted: out of the JWKS now, for good (after restoring an older backup, revoke again)`
+                : `${result.previousKeys} older key(s) leave the JWKS at ${new Date(result.previousRetireAt).toISOString()}`,
             );
           } catch (error) {
             if (error instanceof WorkloadKeyRotationError) throw new CliError(error.message);

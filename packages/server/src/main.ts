@@ -18,9 +18,6 @@ import { createServicesStore } from './agents/services.store.js';
 import { apiKeysRoutes } from './apikeys/api-keys.routes.js';
 import { createApiKeysService } from './apikeys/api-keys.service.js';
 import { auditRoutes } from './audit/audit.routes.js';
-import { createAuditService } from './audit/audit.service.js';
-import { createAuditStore } from './audit/audit.store.js';
-import { type AuditPii, createAuditPii } from './audit/audit-pii.js';
 import { createAuditedTransactions } from './audit/audited-transaction.js';
 import { createAuditSinks } from './audit/sinks.js';
 import { bulkRunsRoutes } from './commands/bulk-runs.routes.js';
@@ -34,10 +31,8 @@ import { createCommandsStore } from './commands/commands.store.js';
 import { createOrgEvents } from './commands/org-events.js';
 import { orgEventsRoutes } from './commands/org-events.routes.js';
 import type { Config } from './config.js';
-import { type Database, openDatabase } from './db/database.js';
-import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
-import { migrateToLatest, migrationsUpToDate } from './db/migrate.js';
-import { recordUpgradeNotes } from './db/upgrade-notes.js';
+import { type CoreServices, openCore } from './core.js';
+import { migrationsUpToDate } from './db/migrate.js';
 import { createHttpApp } from './http/app.js';
 import { consoleRoutes } from './http/console.routes.js';
 import { BUILT_CONSOLE_DIR, createConsoleFiles } from './http/console-files.js';
@@ -64,22 +59,20 @@ import { createLogger } from './logging.js';
 import { mfaRoutes } from './mfa/mfa.routes.js';
 import { createMfaService } from './mfa/mfa.service.js';
 import { relyingPartyResolver } from './mfa/relying-party.js';
-import { createBackingTls, warnAboutUnverifiedTls } from './net/backing-tls.js';
-import { createGuardedFetch, type GuardedFetch, outboundPolicyOf } from './net/outbound.js';
-import { type EmailSetup, setUpEmail } from './notifications/email-setup.js';
-import { notificationsRoutes } from './notifications/notifications.routes.js';
 import {
-  createNotificationsService,
-  type NotificationsService,
-  withNotifications,
-} from './notifications/notifications.service.js';
+  createBackingTls,
+  warnAboutPlaintextBackingServices,
+  warnAboutUnverifiedTls,
+} from './net/backing-tls.js';
+import { createGuardedFetch, type GuardedFetch, outboundPolicyOf } from './net/outbound.js';
+import { notificationsRoutes } from './notifications/notifications.routes.js';
+import { createNotificationsService } from './notifications/notifications.service.js';
 import { createNotificationsStore } from './notifications/notifications.store.js';
 import { backupRoutes } from './ops/backup.routes.js';
-import { createBackupService } from './ops/backup.service.js';
+import { createBackupService, sweepBackupScratch } from './ops/backup.service.js';
 import { createBackupStore } from './ops/backup.store.js';
 import { createMaintenanceService } from './ops/maintenance.service.js';
 import { createMaintenanceStore } from './ops/maintenance.store.js';
-import { createMetrics } from './ops/metrics.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
 import { opsRoutes } from './ops/ops.routes.js';
 import { warnAboutPrivileges } from './ops/privilege-warnings.js';
@@ -104,14 +97,9 @@ import { scimRoutes } from './scim/scim.routes.js';
 import { createScimService } from './scim/scim.service.js';
 import { createScimStore } from './scim/scim.store.js';
 import { createScimSettingsService } from './scim/scim-settings.service.js';
-import { createDataKeyring, type DataKeyring } from './secrets/data-keyring.js';
-import { createDataKeysStore } from './secrets/data-keys.store.js';
-import { createLocalKeyProvider, type MasterKeyProvider } from './secrets/key-provider.js';
-import { assertPrivateFile, loadMasterKeys, reloadMasterKeys } from './secrets/master-key.js';
+import { assertPrivateFile } from './secrets/master-key.js';
 import { secretsRoutes } from './secrets/secrets.routes.js';
 import { createSecretsService } from './secrets/secrets.service.js';
-import { createServerKeysService } from './secrets/server-keys.service.js';
-import { createServerKeysStore } from './secrets/server-keys.store.js';
 import { workloadIdentityRoutes } from './secrets/workload-identity.routes.js';
 import { createWorkloadIdentityService } from './secrets/workload-identity.service.js';
 import { createWorkloadIdentityKeysStore } from './secrets/workload-identity-keys.store.js';
@@ -236,6 +224,7 @@ async function startIdentity(deps: {
     clock,
     breached,
     email: core.email?.outbox,
+    limits: config.invitationEmails,
   });
   const relyingPartyOf = relyingPartyResolver(config.publicUrl);
   const ssoStore = createSsoStore(db);
@@ -373,105 +362,6 @@ const LISTEN_BACKLOG = 4096;
 /** Approval and delivery deadlines are checked this often (an indexed query that usually finds nothing). */
 const COMMAND_DEADLINES_EVERY_MS = 1000;
 
-export interface CoreServices {
-  database: Database;
-  /** The one group commit of the database: audit appends and command writes share its commits. */
-  groupCommit: GroupCommit;
-  audit: ReturnType<typeof createAuditService>;
-  serverKeys: ReturnType<typeof createServerKeysService>;
-  metrics: ReturnType<typeof createMetrics>;
-  /** Seals and opens every sensitive value at rest (DATA-1). */
-  dataKeys: DataKeyring;
-  /** Wraps the data keys (SEC-1). */
-  masterKeys: MasterKeyProvider;
-  /** Seals and opens the personal fields of audit events under per-person keys (DATA-2). */
-  pii: AuditPii;
-  /** The email outbox and its sender, when SMTP is configured (NOTIFY-1). */
-  email: EmailSetup | undefined;
-  notifications: NotificationsService;
-}
-
-/**
- * Opens the database (migrated) and the services the CLI and the server share. Refuses a master key
- * that does not open the server's keys: starting with the wrong key would silently fork the audit
- * signing identity.
- */
-export async function openCore(
-  config: Config,
-  logger: Logger,
-  clock: () => number = Date.now,
-): Promise<CoreServices> {
-  const masterKeySource = { fromEnv: config.masterKey, file: config.masterKeyFile };
-  const master = loadMasterKeys(masterKeySource);
-  if (master.origin === 'generated')
-    logger.warn(
-      { file: config.masterKeyFile },
-      'generated a new master key file; back it up apart from the database',
-    );
-  const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
-  const database = openDatabase(config);
-  try {
-    const applied = await migrateToLatest(database, {
-      onWaitForLock: () => logger.info('waiting for another process to finish migrating the database'),
-      context: { credentials: { masterKeys, clock } },
-    });
-    if (applied.length > 0) logger.info({ applied }, 'database migrations applied');
-    const dataKeys = createDataKeyring({
-      store: createDataKeysStore(database.db),
-      provider: masterKeys,
-      clock,
-    });
-    const serverKeys = createServerKeysService({
-      store: createServerKeysStore(database.db),
-      dataKeys,
-      masterKeys,
-      clock,
-    });
-    await serverKeys.assertIntegrity();
-    const metrics = createMetrics();
-    const pii = createAuditPii({ db: database.db, provider: masterKeys, clock });
-    const groupCommit = createGroupCommit(database.db);
-    // Email (NOTIFY-1) when SMTP is configured: written to the outbox with the change it tells about.
-    const email = await setUpEmail({ config, dataKeys, db: database.db, clock });
-    const notifications = createNotificationsService({
-      store: createNotificationsStore(database.db),
-      clock,
-      email: email?.outbox,
-    });
-    // Changes to a person's account tell that person (NOTIFY-1), in the change's own transaction.
-    const audit = withNotifications(
-      createAuditService({
-        store: createAuditStore(database.db, database.dialect, groupCommit),
-        serverKeys,
-        clock,
-        logger,
-        metrics: metrics.audit,
-        options: config.audit,
-        pii,
-      }),
-      notifications,
-    );
-    await audit.ensureSigningKey();
-    if ((await recordUpgradeNotes(database.db, audit, clock)) > 0)
-      logger.warn('sealed the credentials the database held before this upgrade (see the audit log)');
-    return {
-      database,
-      groupCommit,
-      audit,
-      serverKeys,
-      metrics,
-      dataKeys,
-      masterKeys,
-      pii,
-      email,
-      notifications,
-    };
-  } catch (error) {
-    await database.close();
-    throw error;
-  }
-}
-
 interface BackgroundJob {
   /** Stops scheduling and waits for a run in progress, so shutdown never closes the database under it. */
   stop(): Promise<void>;
@@ -506,6 +396,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   });
   if (config.tls) assertPrivateFile(config.tls.keyFile, 'TLS private key');
   warnAboutUnverifiedTls(logger, config.backingTls);
+  warnAboutPlaintextBackingServices(logger, {
+    databaseUrl: config.database.kind === 'postgres' ? config.database.url : undefined,
+    redisUrl: config.redisUrl,
+  });
+  // A crash mid-backup or mid-restore leaves plaintext scratch copies (and a pgpass) behind.
+  for (const file of sweepBackupScratch(config))
+    logger.warn({ file }, 'removed a scratch file left by a backup or restore that did not finish');
   const clock = options.clock ?? Date.now;
   const core = await openCore(config, logger, clock);
   // The one SSRF-guarded fetch (NET-3): every server-side HTTP request goes through it.

@@ -3,11 +3,16 @@ import { userInfo } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
 import { type Config, loadConfig } from '../config.js';
+import { openCore } from '../core.js';
 import { createLogger } from '../logging.js';
-import { openCore } from '../main.js';
 import { createLocalKeyProvider, type MasterKeyProvider } from '../secrets/key-provider.js';
 import { assertPrivateFile, reloadMasterKeys } from '../secrets/master-key.js';
-import { type BackupProgress, createBackupService, restoreBackup } from './backup.service.js';
+import {
+  type BackupProgress,
+  createBackupService,
+  restoreBackup,
+  sweepBackupScratch,
+} from './backup.service.js';
 import { stanzaTypesOf } from './backup-envelope.js';
 
 /**
@@ -40,6 +45,11 @@ function throttled(report: (line: string) => void, everyMs = 1000): (line: strin
     }
   };
 }
+
+/** What a crashed backup or restore left (a plaintext database copy, a pgpass), now removed. */
+const reportSwept = (files: string[]) => {
+  for (const file of files) err(`removed ${file}, left by a backup or restore that did not finish`);
+};
 
 const mib = (bytes: number) => `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 
@@ -82,6 +92,7 @@ async function create(
     throw new BackupCliError(`--no-keyring needs a passphrase (${PASSPHRASE_VARIABLE} or --passphrase-file)`);
   if (config.database.kind === 'sqlite' && !existsSync(config.database.file))
     throw new BackupCliError(`no database at ${config.database.file}; nothing to back up`);
+  reportSwept(sweepBackupScratch(config));
   let fd: number;
   try {
     // A backup describes the whole installation: private to its owner, and never over another file.
@@ -131,6 +142,7 @@ async function restore(file: string, options: { passphraseFile?: string }, comma
   const config = configFrom(command);
   if (!existsSync(file)) throw new BackupCliError(`no backup at ${file}`);
   const passphrase = passphraseOf(options);
+  reportSwept(sweepBackupScratch(config));
   const masterKeys = existingMasterKeys(config);
   const stanzas = await stanzaTypesOf(file);
   if (passphrase === undefined && !(masterKeys && stanzas.includes('keyring')))
