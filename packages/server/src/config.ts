@@ -370,6 +370,18 @@ export const settings = {
     defaultText: '5',
     parse: integer(1, 3600),
   },
+  invitationEmailsPerOrgPerDay: {
+    env: 'BULWARK_INVITATION_EMAILS_PER_ORG_PER_DAY',
+    doc: 'Invitation emails one organization may send in 24 hours (revoked invitations count); more are refused with 429 `invitation_email_limit`.',
+    defaultText: '100',
+    parse: integer(1, 100_000),
+  },
+  invitationRecipientCooldownMinutes: {
+    env: 'BULWARK_INVITATION_RECIPIENT_COOLDOWN_MINUTES',
+    doc: 'Minutes before an organization may email another invitation to the same address (revoked ones count); sooner is 429 `invitation_recently_sent`.',
+    defaultText: '60',
+    parse: integer(0, 10_080),
+  },
   trustedProxies: {
     env: 'BULWARK_TRUSTED_PROXIES',
     doc: 'Comma-separated IPs or CIDRs of reverse proxies whose `X-Forwarded-*` headers are believed; empty trusts none.',
@@ -472,7 +484,7 @@ export const settings = {
   },
   outboundAllowPrivate: {
     env: 'BULWARK_OUTBOUND_ALLOW_PRIVATE',
-    doc: 'Destinations that may be private, loopback or link-local for server-side requests, such as an on-prem IdP: comma-separated host names, `.domain`, IPs or CIDRs. Empty: only public addresses are reached.',
+    doc: 'Destinations that may be private, loopback or link-local for server-side requests, such as an on-prem IdP: comma-separated host names, `.domain`, IPs or CIDRs. A name entry reaches only private, unique-local and CGNAT addresses; loopback and link-local need an IP or CIDR entry. Empty: only public addresses are reached.',
     defaultText: '(none)',
     parse: outboundEntries,
   },
@@ -641,6 +653,8 @@ export interface Config {
   backingTls: { caFile: string | undefined; insecureSkipVerify: Parsed<'backingTlsInsecureSkipVerify'> };
   /** Email notifications; undefined when no SMTP server is configured. */
   smtp: SmtpConfig | undefined;
+  /** Invitation email limits (per organization), so `members:invite` is no mail cannon. */
+  invitationEmails: { perOrgPerDay: number; recipientCooldownMinutes: number };
   trustedProxies: string[];
   bodyLimitBytes: number;
   masterKey: Buffer | undefined;
@@ -713,6 +727,8 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   smtpTls: 'starttls',
   smtpMaxAttempts: 20,
   smtpPollSeconds: 5,
+  invitationEmailsPerOrgPerDay: 100,
+  invitationRecipientCooldownMinutes: 60,
   trustedProxies: [],
   workloadIdentityAudiences: [],
   bodyLimitBytes: 1024 * 1024,
@@ -898,6 +914,10 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
       insecureSkipVerify: values.backingTlsInsecureSkipVerify,
     },
     smtp,
+    invitationEmails: {
+      perOrgPerDay: values.invitationEmailsPerOrgPerDay,
+      recipientCooldownMinutes: values.invitationRecipientCooldownMinutes,
+    },
     trustedProxies: values.trustedProxies,
     bodyLimitBytes: values.bodyLimitBytes,
     masterKey: values.masterKey,
@@ -1052,6 +1072,8 @@ export function describeConfig(config: Config): string[] {
     smtpPasswordFile: config.smtp?.passwordFile ?? '',
     smtpMaxAttempts: String(config.smtp?.maxAttempts ?? 20),
     smtpPollSeconds: String(config.smtp?.pollSeconds ?? 5),
+    invitationEmailsPerOrgPerDay: String(config.invitationEmails.perOrgPerDay),
+    invitationRecipientCooldownMinutes: String(config.invitationEmails.recipientCooldownMinutes),
     trustedProxies: config.trustedProxies.join(','),
     bodyLimitBytes: String(config.bodyLimitBytes),
     masterKey: config.masterKey ? '**** (set)' : '',

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { newId } from '@bulwark/protocol';
 import type { Kysely } from 'kysely';
 import type { DB, PiiKeysTable } from '../db/schema.js';
@@ -27,7 +27,7 @@ import type { AuditEventRow } from './audit.chain.js';
  *   can erase: their events stay plain, with two exceptions that would otherwise name a person: an
  *   API key's display (`<name> (API key of <email>)`) is sealed under the key owner's PII key, and an
  *   invitation's display (the invited address, before it has an account) under a key for that
- *   address ({@link emailSubject}), which erasing the account with that address shreds too.
+ *   address ({@link emailSubjectUnder}), which erasing the account with that address shreds too.
  *
  * Keys are cached for {@link CACHE_MS}: an erasure on this instance forgets its key at once; another
  * instance stops opening that person's fields within that time (it re-reads the key row and finds none).
@@ -55,12 +55,17 @@ export function isSealedPii(value: string | null): value is string {
 type Unhashed = Omit<AuditEventRow, 'seq' | 'prev_hash' | 'hash'>;
 
 /**
- * The key holder of an address that has no account yet (an invitation's). A hash, so the key row does
- * not spell the address; it is deleted when the account with that address is erased.
+ * The key holder of an address that has no account yet (an invitation's, a sign-in attempt's): an
+ * HMAC of the address under an instance key, so the key row neither spells the address nor lets a
+ * reader of the database test whether some address was invited (an unsalted hash would). It is
+ * deleted when the account with that address is erased.
  */
-export function emailSubject(email: string): string {
-  return `email:${createHash('sha256').update(email.trim().toLowerCase()).digest('hex')}`;
+export function emailSubjectUnder(key: Buffer, email: string): string {
+  return `email:${createHmac('sha256', key).update(email.trim().toLowerCase()).digest('hex')}`;
 }
+
+/** The purpose the subject key is derived for (from the instance's first data key: stable across rotations). */
+export const EMAIL_SUBJECT_PURPOSE = 'audit-pii/email-subject';
 
 /**
  * Whose key seals each personal column of an event, or none. The person is the user who acted; a
@@ -68,21 +73,46 @@ export function emailSubject(email: string): string {
  * and browser of the attempt are that account's sign-in history). A user target's display is the
  * target's own.
  */
-function ownersOf(row: Unhashed, apiKeyOwner: string | undefined): Partial<Record<SealableColumn, string>> {
+function ownersOf(
+  row: Unhashed,
+  apiKeyOwner: string | undefined,
+  emailSubject: (email: string) => string,
+): Partial<Record<SealableColumn, string>> {
   const actorUser = row.actor_type === 'user' && row.actor_id ? row.actor_id : null;
   const targetUser = row.target_type === 'user' && row.target_id ? row.target_id : null;
-  const person = actorUser ?? (row.actor_type === 'anonymous' ? targetUser : null);
+  // A failed sign-in against an address with no account: the typed address, the IP and browser are
+  // still a person's (whoever holds that mailbox), kept under the address's key holder.
+  const typedAddress =
+    row.actor_type === 'anonymous' && !targetUser && row.actor_display?.includes('@')
+      ? emailSubject(row.actor_display)
+      : null;
+  // An API key acts for its owner: the key's display names them, and the IP and browser are theirs.
+  const person =
+    actorUser ?? apiKeyOwner ?? (row.actor_type === 'anonymous' ? (targetUser ?? typedAddress) : null);
   const owners: Partial<Record<SealableColumn, string>> = {};
   if (person) {
     if (row.actor_display !== null) owners.actor_display = person;
     if (row.ip !== null) owners.ip = person;
     if (row.user_agent !== null) owners.user_agent = person;
   }
-  if (apiKeyOwner && row.actor_display !== null) owners.actor_display = apiKeyOwner;
   if (targetUser && row.target_display !== null) owners.target_display = targetUser;
   if (row.target_type === 'invitation' && row.target_display !== null)
     owners.target_display = emailSubject(row.target_display);
   return owners;
+}
+
+/**
+ * Whether a stored field of an event was sealed, by the same rule {@link ownersOf} seals by (read from
+ * the plain columns), never by its text alone: a plain value that merely starts like a sealed one (a
+ * crafted User-Agent on an agent's or SCIM's request) is shown as typed, not as "(erased)".
+ */
+function sealedByRule(row: AuditEventRow, column: SealableColumn): boolean {
+  if (!isSealedPii(row[column])) return false;
+  const targetUser = row.target_type === 'user' && row.target_id !== null;
+  if (column === 'target_display') return targetUser || row.target_type === 'invitation';
+  if ((row.actor_type === 'user' || row.actor_type === 'api_key') && row.actor_id) return true;
+  // Anonymous: about the account tried, or (no account) the typed address, itself sealed then.
+  return row.actor_type === 'anonymous' && (targetUser || isSealedPii(row.actor_display));
 }
 
 interface CachedKey {
@@ -91,8 +121,19 @@ interface CachedKey {
   loadedAt: number;
 }
 
-export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvider; clock: () => number }) {
+export function createAuditPii(deps: {
+  db: Kysely<DB>;
+  provider: MasterKeyProvider;
+  clock: () => number;
+  /**
+   * The instance key addresses are HMACed under ({@link emailSubjectUnder}); main.ts derives it from the
+   * keyring. Absent only in test harnesses without a keyring: a key of this process then.
+   */
+  subjectKey?: Buffer;
+}) {
   const { db, provider, clock } = deps;
+  const subjectKey = deps.subjectKey ?? randomBytes(32);
+  const emailSubject = (email: string) => emailSubjectUnder(subjectKey, email);
   const byUser = new Map<string, CachedKey>();
   // Keys by id for opening; `null`: no such key (erased), remembered as briefly as a key.
   const byId = new Map<string, { key: Buffer | null; loadedAt: number }>();
@@ -238,6 +279,7 @@ export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvid
         ownersOf(
           row,
           row.actor_type === 'api_key' && row.actor_id ? apiKeyOwners.get(row.actor_id) : undefined,
+          emailSubject,
         ),
       );
       const userIds = owners.flatMap((o) => Object.values(o));
@@ -263,8 +305,8 @@ export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvid
      */
     async openRows(rows: AuditEventRow[]): Promise<AuditEventRow[]> {
       const ids = rows.flatMap((row) =>
-        SEALABLE.map((column) => row[column]).flatMap((value) =>
-          isSealedPii(value) ? [keyIdOf(value) ?? ''] : [],
+        SEALABLE.flatMap((column) =>
+          sealedByRule(row, column) ? [keyIdOf(row[column] as string) ?? ''] : [],
         ),
       );
       if (ids.length === 0) return rows;
@@ -273,7 +315,7 @@ export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvid
         const opened = { ...row };
         for (const column of SEALABLE) {
           const value = row[column];
-          if (!isSealedPii(value)) continue;
+          if (!sealedByRule(row, column) || value === null) continue;
           const key = keys.get(keyIdOf(value) ?? '');
           try {
             opened[column] = key
@@ -305,7 +347,9 @@ export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvid
      * one) inside the erasure's transaction; forgotten here at once. Returns how many were deleted.
      */
     async shred(tx: Kysely<DB>, person: { userId: string; email: string }): Promise<number> {
-      const subjects = [person.userId, emailSubject(person.email)];
+      // The unsalted SHA-256 holder of keys made before the HMAC one: still shredded with the account.
+      const legacy = `email:${createHash('sha256').update(person.email.trim().toLowerCase()).digest('hex')}`;
+      const subjects = [person.userId, emailSubject(person.email), legacy];
       const rows = await tx
         .selectFrom('audit_pii_keys')
         .select(['id', 'user_id'])
@@ -317,6 +361,9 @@ export function createAuditPii(deps: { db: Kysely<DB>; provider: MasterKeyProvid
     },
 
     forget,
+
+    /** The key holder of an address without an account (what erasing that address's account shreds). */
+    emailSubject,
   };
 }
 

@@ -85,19 +85,25 @@ function csvLine(row: AuditEventRow, shown: AuditEventRow): string {
 /**
  * One JSON object per line: exactly the hashed event, plus `prevHash`, `hash`, a readable `time` and
  * `shown`, the personal fields as read (opened, or `(erased)`; the same as hashed for plain events).
+ * Without `shown` (a sink not trusted with personal data) the line holds only the sealed/hashed form,
+ * which is all verification needs, and which erasure (shredding the person's key) reaches.
  */
-function ndjsonLine(row: AuditEventRow, shown: AuditEventRow): string {
+export function ndjsonLine(row: AuditEventRow, shown?: AuditEventRow): string {
   return `${canonicalJson({
     ...chainedEvent(row),
     prevHash: row.prev_hash,
     hash: row.hash,
     time: new Date(row.ts).toISOString(),
-    shown: {
-      actorDisplay: shown.actor_display,
-      ip: shown.ip,
-      userAgent: shown.user_agent,
-      targetDisplay: shown.target_display,
-    },
+    ...(shown
+      ? {
+          shown: {
+            actorDisplay: shown.actor_display,
+            ip: shown.ip,
+            userAgent: shown.user_agent,
+            targetDisplay: shown.target_display,
+          },
+        }
+      : {}),
   })}\n`;
 }
 

@@ -6,7 +6,7 @@ import { BadRequestError, ServiceUnavailableError } from '../errors.js';
 import type { AuditMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import { type AuditEventRow, hashOfRow, signedStatement } from './audit.chain.js';
-import { type ExportFormat, exportFormatters } from './audit.export.js';
+import { type ExportFormat, exportFormatters, ndjsonLine } from './audit.export.js';
 import { guardDetails, guardText } from './audit.guard.js';
 import type { AuditFilters, AuditSearchKey, AuditSort, AuditStore, ChainHead } from './audit.store.js';
 import type { AuditPii } from './audit-pii.js';
@@ -878,10 +878,12 @@ export function createAuditService(deps: {
       filters: AuditFilters,
       limit: number,
       afterSeq: number,
+      /** Whether lines carry `shown` (opened personal data); off: only the sealed/hashed form. */
+      personalData = false,
     ): Promise<Array<{ row: AuditEventRow; line: string }>> {
       const page = await store.pageAscending(chainId, filters, limit, afterSeq);
-      const shown = page.length > 0 ? await pii.openRows(page) : [];
-      return page.map((row, i) => ({ row, line: exportFormatters.ndjson.line(row, shown[i]!) }));
+      const shown = personalData && page.length > 0 ? await pii.openRows(page) : [];
+      return page.map((row, i) => ({ row, line: ndjsonLine(row, shown[i]) }));
     },
   };
 }

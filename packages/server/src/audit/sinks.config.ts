@@ -13,7 +13,16 @@ export type SinkKind = (typeof SINK_KINDS)[number];
  * (the webhook signing secret, OTLP headers) are inside and never returned; the destination is inside
  * too, so a database writer cannot quietly point an organization's audit stream elsewhere.
  */
-export type SinkConfig =
+export type SinkConfig = SinkDestination & {
+  /**
+   * Whether lines carry `shown` (people's opened email/name, IP, user agent). Off (the default, and
+   * for sinks sealed before it existed): only the sealed/hashed form, which a person's erasure
+   * reaches; a copy delivered with personal data is beyond erasure (the receiver's retention applies).
+   */
+  personalData?: boolean;
+};
+
+type SinkDestination =
   | { kind: 'webhook'; url: string; signingSecret: string }
   | {
       kind: 'syslog';
@@ -28,22 +37,24 @@ export type SinkConfig =
   | { kind: 'otlp'; url: string; headers: Record<string, string> };
 
 /** What the API shows of a configuration: everything but the credentials. */
-export type SinkConfigView =
+export type SinkConfigView = (
   | { kind: 'webhook'; url: string }
-  | Omit<Extract<SinkConfig, { kind: 'syslog' }>, never>
+  | Extract<SinkDestination, { kind: 'syslog' }>
   | { kind: 'file'; file: string }
-  | { kind: 'otlp'; url: string; headerNames: string[] };
+  | { kind: 'otlp'; url: string; headerNames: string[] }
+) & { personalData: boolean };
 
 export function viewOfConfig(config: SinkConfig, sinkId: string): SinkConfigView {
+  const personalData = config.personalData === true;
   switch (config.kind) {
     case 'webhook':
-      return { kind: 'webhook', url: config.url };
+      return { kind: 'webhook', url: config.url, personalData };
     case 'syslog':
-      return { ...config };
+      return { ...config, personalData };
     case 'file':
-      return { kind: 'file', file: `${sinkId}.ndjson` };
+      return { kind: 'file', file: `${sinkId}.ndjson`, personalData };
     case 'otlp':
-      return { kind: 'otlp', url: config.url, headerNames: Object.keys(config.headers) };
+      return { kind: 'otlp', url: config.url, headerNames: Object.keys(config.headers), personalData };
   }
 }
 

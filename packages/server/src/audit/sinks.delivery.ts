@@ -10,6 +10,7 @@ import {
   statementLine,
 } from './sinks.lines.js';
 import type { SinkMetrics } from './sinks.metrics.js';
+import { sinkProblem } from './sinks.problems.js';
 import type { AuditSinkRow, SinkProgress, SinksStore } from './sinks.store.js';
 
 export interface DeliveryOptions {
@@ -20,12 +21,15 @@ export interface DeliveryOptions {
   backoffMaxMs: number;
   /** Batches one sink may send per pass before the others get their turn. */
   batchesPerPass: number;
+  /** Sinks delivering at once in this process (each holds a connection and a batch in memory). */
+  concurrency: number;
 }
 
 export const DEFAULT_DELIVERY: Omit<DeliveryOptions, 'pollMs' | 'backoffMaxMs'> = {
   batchSize: 200,
   backoffBaseMs: 1000,
   batchesPerPass: 20,
+  concurrency: 4,
 };
 
 /**
@@ -52,6 +56,7 @@ export function createSinkDelivery(deps: {
     filters: AuditFilters,
     limit: number,
     afterSeq: number,
+    personalData: boolean,
   ) => Promise<Array<{ row: AuditEventRow; line: string }>>;
   open: (row: AuditSinkRow) => Promise<SinkConfig>;
   transportOf: (sinkId: string, config: SinkConfig) => SinkTransport;
@@ -64,17 +69,27 @@ export function createSinkDelivery(deps: {
   const { store, metrics, clock, logger, options } = deps;
   const random = deps.random ?? Math.random;
   const inFlight = new Map<string, Promise<void>>();
-  const transports = new Map<string, { version: string; transport: SinkTransport }>();
+  const transports = new Map<string, { version: string; transport: SinkTransport; personalData: boolean }>();
+  /** When each sink last started delivering (a counter): the fairness order under the bound. */
+  const lastStarted = new Map<string, number>();
+  let starts = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
 
-  async function transportFor(row: AuditSinkRow): Promise<SinkTransport> {
+  async function transportFor(
+    row: AuditSinkRow,
+  ): Promise<{ transport: SinkTransport; personalData: boolean }> {
     const version = `${row.updated_at}:${row.config_sealed.length}`;
     const cached = transports.get(row.id);
-    if (cached?.version === version) return cached.transport;
-    const transport = deps.transportOf(row.id, await deps.open(row));
-    transports.set(row.id, { version, transport });
-    return transport;
+    if (cached?.version === version) return cached;
+    const config = await deps.open(row);
+    const entry = {
+      version,
+      transport: deps.transportOf(row.id, config),
+      personalData: config.personalData === true,
+    };
+    transports.set(row.id, entry);
+    return entry;
   }
 
   async function observe(row: AuditSinkRow, deliveredSeq: number): Promise<void> {
@@ -101,19 +116,25 @@ export function createSinkDelivery(deps: {
       return true;
     };
     try {
-      const transport = await transportFor(row);
+      const { transport, personalData } = await transportFor(row);
       // Critical events behind a backlog go out first (AUTH-8's alert cannot wait for a day of events).
       const head = await store.headSeq(chain);
       if (head - progress.delivered_seq > batch) {
         const after = Math.max(progress.priority_seq, progress.delivered_seq + batch);
-        const ahead = await deps.exportLines(chain, { actions: PRIORITY_ACTIONS }, batch, after);
+        const ahead = await deps.exportLines(
+          chain,
+          { actions: PRIORITY_ACTIONS },
+          batch,
+          after,
+          personalData,
+        );
         if (ahead.length > 0) {
           await transport.send(ahead.map(({ row: event, line }) => eventLine(event, line)));
           if (!(await move({ ...progress, priority_seq: ahead.at(-1)!.row.seq }, ahead.length))) return;
         }
       }
       for (let n = 0; n < options.batchesPerPass && !stopped; n++) {
-        const events = await deps.exportLines(chain, {}, batch, progress.delivered_seq);
+        const events = await deps.exportLines(chain, {}, batch, progress.delivered_seq, personalData);
         const through = events.at(-1)?.row.seq ?? progress.delivered_seq;
         const statements = await store.statementsBetween(chain, progress.checkpoint_seq, through);
         if (events.length === 0 && statements.length === 0) break;
@@ -142,29 +163,39 @@ export function createSinkDelivery(deps: {
         { sink: row.id, kind: row.kind, failures, retryInMs: wait, err: message },
         'audit sink delivery failed',
       );
-      await store.failed(row.id, failures, clock() + wait, message.slice(0, 500));
+      // The stored error is shown by the API: a fixed reason, never Node's message with addresses.
+      await store.failed(row.id, failures, clock() + wait, sinkProblem(error));
     } finally {
       await observe(row, progress.delivered_seq).catch(() => undefined);
     }
   }
 
-  /** One pass: starts delivery for every due sink not already delivering; resolves when those end. */
+  /**
+   * One pass: starts delivery for due sinks not already delivering, at most `concurrency` in flight
+   * in this process (across passes: a slow pass's deliveries count); resolves when those end. Due
+   * sinks beyond the bound wait for the next pass, longest-waiting first (least recently tried).
+   */
   async function tick(): Promise<void> {
     const rows = await store.enabled();
     const now = clock();
     const started: Promise<void>[] = [];
+    const due: AuditSinkRow[] = [];
     for (const row of rows) {
       if (inFlight.has(row.id)) continue;
-      if (row.next_attempt_at > now) {
-        started.push(observe(row, row.delivered_seq).catch(() => undefined));
-        continue;
-      }
+      if (row.next_attempt_at > now) started.push(observe(row, row.delivered_seq).catch(() => undefined));
+      else due.push(row);
+    }
+    due.sort((a, b) => (lastStarted.get(a.id) ?? 0) - (lastStarted.get(b.id) ?? 0));
+    for (const row of due) {
+      if (inFlight.size >= options.concurrency) break;
+      lastStarted.set(row.id, ++starts);
       const run = deliver(row).finally(() => inFlight.delete(row.id));
       inFlight.set(row.id, run);
       started.push(run);
     }
     const live = new Set(rows.map((row) => row.id));
     for (const id of transports.keys()) if (!live.has(id)) transports.delete(id);
+    for (const id of lastStarted.keys()) if (!live.has(id)) lastStarted.delete(id);
     await Promise.allSettled(started);
   }
 

@@ -1,3 +1,4 @@
+import { constants, statSync } from 'node:fs';
 import { open, rename, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { SinkLine, SinkTransport } from './sinks.lines.js';
@@ -15,6 +16,36 @@ import type { SinkLine, SinkTransport } from './sinks.lines.js';
 export function fileSinkPath(dir: string, sinkId: string): string {
   return path.join(dir, `${sinkId}.ndjson`);
 }
+
+/**
+ * Refuses (at server start) a sink directory someone else could write in: another user or group able
+ * to create entries there could pre-create `<sink id>.ndjson` as a symlink (refused at open, below) or
+ * replace and delete rotated files, which are the audit log's witnesses.
+ */
+export function checkSinkDir(dir: string): void {
+  let info: ReturnType<typeof statSync>;
+  try {
+    info = statSync(dir);
+  } catch (error) {
+    throw new Error(
+      `BULWARK_AUDIT_SINK_DIR "${dir}" cannot be used (${(error as NodeJS.ErrnoException).code ?? 'unreadable'}): create it, owned by the server's user, mode 0700.`,
+    );
+  }
+  if (!info.isDirectory()) throw new Error(`BULWARK_AUDIT_SINK_DIR "${dir}" is not a directory.`);
+  if ((info.mode & 0o022) !== 0)
+    throw new Error(
+      `BULWARK_AUDIT_SINK_DIR "${dir}" is writable by its group or by everyone (mode ${(info.mode & 0o777).toString(8)}): make it 0700 (or 0750).`,
+    );
+  const uid = process.getuid?.();
+  if (uid !== undefined && info.uid !== uid)
+    throw new Error(
+      `BULWARK_AUDIT_SINK_DIR "${dir}" is owned by uid ${info.uid}, not by the server's user (uid ${uid}).`,
+    );
+}
+
+// Append-only and never through a symlink: a link planted under the sink file's name cannot send
+// audit lines (with whatever personal data they hold) into another file.
+const OPEN_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW;
 
 export function createFileTransport(options: {
   dir: string;
@@ -45,7 +76,7 @@ export function createFileTransport(options: {
       const bytes = Buffer.from(lines.map((line) => line.text).join(''), 'utf8');
       const size = await sizeOf();
       if (size > 0 && size + bytes.length > options.maxBytes) await rotate();
-      const handle = await open(file, 'a', 0o600);
+      const handle = await open(file, OPEN_FLAGS, 0o600);
       try {
         await handle.write(bytes);
         await handle.sync();

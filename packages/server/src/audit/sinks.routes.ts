@@ -75,10 +75,17 @@ const SinkInput = z.discriminatedUnion('kind', [
   }),
 ]);
 
+const PersonalData = z
+  .boolean()
+  .describe(
+    "Lines carry people's opened email/name, IP and user agent (`shown`); off: only the sealed/hashed form, which erasure reaches",
+  );
+
 const ConfigView = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('webhook'), url: z.string() }),
+  z.object({ kind: z.literal('webhook'), url: z.string(), personalData: PersonalData }),
   z.object({
     kind: z.literal('syslog'),
+    personalData: PersonalData,
     host: z.string(),
     port: z.number(),
     caPem: z.string(),
@@ -86,8 +93,17 @@ const ConfigView = z.discriminatedUnion('kind', [
     facility: z.number(),
     appHostname: z.string().nullable(),
   }),
-  z.object({ kind: z.literal('file'), file: z.string().describe('In BULWARK_AUDIT_SINK_DIR') }),
-  z.object({ kind: z.literal('otlp'), url: z.string(), headerNames: z.array(z.string()) }),
+  z.object({
+    kind: z.literal('file'),
+    file: z.string().describe('In BULWARK_AUDIT_SINK_DIR'),
+    personalData: PersonalData,
+  }),
+  z.object({
+    kind: z.literal('otlp'),
+    url: z.string(),
+    headerNames: z.array(z.string()),
+    personalData: PersonalData,
+  }),
 ]);
 
 const SinkViewSchema = z.object({
@@ -163,6 +179,7 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
           .enum(['start', 'now'])
           .default('start')
           .describe('Deliver the chain from its first event, or only what happens from now on'),
+        personalData: PersonalData.default(false),
       }),
       response: { 201: WithSecret },
       handler: async ({ principal, request, body }) => {
@@ -186,7 +203,8 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
       method: 'PATCH',
       url: '/api/orgs/:org/audit/sinks/:sink',
       operationId: 'updateAuditSink',
-      summary: 'Rename, disable or enable an audit sink, or rotate a webhook’s signing secret',
+      summary:
+        'Rename, disable or enable an audit sink, rotate a webhook’s signing secret, or turn personal data in its lines on or off',
       tags: ['audit'],
       access: { permission: 'security_configuration:manage', privileged: true },
       rateLimit: 'write',
@@ -195,6 +213,7 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
         name: DisplayText(100).optional(),
         enabled: z.boolean().optional(),
         rotateSigningSecret: z.literal(true).optional(),
+        personalData: PersonalData.optional(),
       }),
       response: { 200: WithSecret },
       handler: async ({ principal, request, params, body }) => {

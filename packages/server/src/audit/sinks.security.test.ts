@@ -9,16 +9,24 @@
  *   only when the receiver's certificate is from the configured CA (no talking to an impostor).
  * - Reading the database must not give away a sink's credentials: the webhook signing secret is
  *   sealed, shown once and never returned; every configuration change is in the audit log.
+ * - A person's erasure shreds the key of their sealed personal fields, but cannot reach a copy already
+ *   delivered in the clear: so no sink (not even the file on this server's disk) gets people's opened
+ *   email/name, IP or user agent unless its configuration opts in, visibly and audited.
+ * - An organization admin creates sinks without end, each a delivery and a connection per pass: the
+ *   count is capped (409 `audit_sink_limit`).
  * - A member without the security-configuration permission cannot list or change sinks (403), and an
  *   organization cannot reach another's sink by its id (404).
  */
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer as createNetServer } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Database, openSqlite } from '../db/database.js';
-import { type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
+import { type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
 import { makeTestCertificates, type Rsyslog, startRsyslog } from '../test-support/rsyslog.js';
 import { tempDir } from '../test-support/temp.js';
+import { checkSinkDir, createFileTransport } from './sinks.file.js';
+import { testLine } from './sinks.lines.js';
 
 interface SinkAnswer {
   sink: { id: string; kind: string; config: Record<string, unknown>; delivery: Record<string, unknown> };
@@ -107,7 +115,11 @@ describe('audit sinks', () => {
     const created = await api<SinkAnswer>('POST', '', { name: 'local file', config: { kind: 'file' } });
     expect(created.status).toBe(201);
     const sinkId = created.body.sink.id;
-    expect(created.body.sink.config).toEqual({ kind: 'file', file: `${sinkId}.ndjson` });
+    expect(created.body.sink.config).toEqual({
+      kind: 'file',
+      file: `${sinkId}.ndjson`,
+      personalData: false,
+    });
     await makeEvents(24, 'file');
     const target = await head();
     const signed = async () =>
@@ -127,6 +139,9 @@ describe('audit sinks', () => {
         : undefined;
     });
     const lines = await sinkLines(sinkId);
+    // Not opted in to personal data: only the sealed form, which the owner's erasure would reach.
+    expect(lines.some((line) => 'shown' in line)).toBe(false);
+    expect(JSON.stringify(lines)).not.toContain(OWNER.email);
     expect(lines.filter((line) => line.kind === 'checkpoint').length).toBeGreaterThanOrEqual(4);
     // Rotation happened (4 KiB files), and no line was lost or cut: every event 1..head, once or more.
     expect((await sinkFiles(sinkId)).length).toBeGreaterThan(2);
@@ -327,5 +342,118 @@ describe('audit sinks', () => {
     ]);
     expect(JSON.stringify(audited)).not.toContain('bwh_');
     expect(JSON.stringify(audited)).not.toContain('channel=audit');
+  }, 60_000);
+  test('personal data reaches a sink only when it opts in (shown in its view, audited); sinks per org are capped', async () => {
+    const created = await api<SinkAnswer>('POST', '', {
+      name: 'with personal data',
+      config: { kind: 'file' },
+      from: 'now',
+      personalData: true,
+    });
+    expect(created.status).toBe(201);
+    const sinkId = created.body.sink.id;
+    expect(created.body.sink.config).toMatchObject({ personalData: true });
+    await makeEvents(1, 'personal');
+    const target = await head();
+    await until('the sink to catch up', async () =>
+      Number((await api<SinkAnswer['sink']>('GET', `/${sinkId}`)).body.delivery.deliveredSeq) >= target
+        ? true
+        : undefined,
+    );
+    const event = (await sinkLines(sinkId)).find((line) => line.kind === undefined && line.seq === target);
+    expect(event).toMatchObject({ shown: { actorDisplay: OWNER.email } });
+
+    const off = await api<SinkAnswer>('PATCH', `/${sinkId}`, { personalData: false });
+    expect(off.status).toBe(200);
+    expect(off.body.sink.config).toMatchObject({ personalData: false });
+    const changes = await database.db
+      .selectFrom('audit_events')
+      .select(['action', 'details'])
+      .where('chain_id', '=', orgId)
+      .where('target_id', '=', sinkId)
+      .orderBy('seq')
+      .execute();
+    expect(changes.map((change) => [change.action, JSON.parse(change.details).personalData])).toEqual([
+      ['audit.sink_created', true],
+      ['audit.sink_updated', false],
+    ]);
+
+    // Up to the cap, then a stable 409; the sinks made here are removed again.
+    const made: string[] = [sinkId];
+    const count = async () => (await api<{ sinks: unknown[] }>('GET', '')).body.sinks.length;
+    for (let n = await count(); n < 10; n++) {
+      const more = await api<SinkAnswer>('POST', '', {
+        name: `cap ${n}`,
+        config: { kind: 'file' },
+        from: 'now',
+      });
+      expect(more.status).toBe(201);
+      made.push(more.body.sink.id);
+    }
+    const over = await api<{ error: { code: string } }>('POST', '', {
+      name: 'one too many',
+      config: { kind: 'file' },
+      from: 'now',
+    });
+    expect(over.status).toBe(409);
+    expect(JSON.stringify(over.body)).toContain('audit_sink_limit');
+    for (const id of made) expect((await api('DELETE', `/${id}`)).status).toBe(200);
+  }, 60_000);
+  // Someone with a shell on the server plants a symlink named like a sink's file (or, where the sink
+  // directory is open to them, swaps files in it): the audit stream, with whatever personal data it
+  // holds, would be appended to a file of their choosing. The link is refused at open; a directory
+  // others may write in, or that another user owns, is refused at start.
+  test('a file sink never writes through a planted symlink; an unsafe sink directory is refused', async () => {
+    const here = path.join(otherCa.path, 'planted');
+    await mkdir(here, { mode: 0o700 });
+    const victim = path.join(otherCa.path, 'victim.txt');
+    await writeFile(victim, 'untouched\n');
+    await symlink(victim, path.join(here, 'snk_planted.ndjson'));
+    const transport = createFileTransport({ dir: here, sinkId: 'snk_planted', maxBytes: 1 << 20 });
+    const error = await transport
+      .send([testLine('org_x', 'snk_planted', Date.now())])
+      .catch((e: unknown) => e);
+    expect((error as NodeJS.ErrnoException).code).toBe('ELOOP');
+    expect(await readFile(victim, 'utf8')).toBe('untouched\n');
+
+    expect(() => checkSinkDir(here)).not.toThrow();
+    for (const mode of [0o770, 0o702, 0o777]) {
+      await chmod(here, mode);
+      expect(() => checkSinkDir(here), mode.toString(8)).toThrow(/writable by its group or by everyone/);
+    }
+    await chmod(here, 0o700);
+    expect(() => checkSinkDir(path.join(here, 'missing'))).toThrow(/cannot be used/);
+    // Ownership can only be handed to another user by root (as in CI's container).
+    if (process.getuid?.() === 0) {
+      await chown(here, 1, 1);
+      expect(() => checkSinkDir(here)).toThrow(/not by the server's user/);
+    }
+  });
+  // An org admin points a syslog sink at addresses and ports inside the server's network and reads
+  // the test answer or the stored error: Node's raw `connect ECONNREFUSED 10.0.0.5:6514` versus a
+  // timeout would map which ports are open. Both say only a fixed reason.
+  test('a failed syslog test or delivery says a fixed reason, never the resolved address and port', async () => {
+    const closed = createNetServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const created = await api<SinkAnswer>('POST', '', {
+      name: 'closed port',
+      config: { kind: 'syslog', host: '127.0.0.1', port, caPem: rsyslog.caPem },
+    });
+    expect(created.status).toBe(201);
+    const sinkId = created.body.sink.id;
+    const tested = await api<{ ok: boolean; problem?: string }>('POST', `/${sinkId}/test`);
+    expect(tested.body).toEqual({
+      ok: false,
+      problem: 'connection_refused: the receiver refused the connection',
+    });
+    const failed = await until('the delivery to fail', async () => {
+      const { delivery } = (await api<SinkAnswer['sink']>('GET', `/${sinkId}`)).body;
+      return typeof delivery.lastError === 'string' ? delivery.lastError : undefined;
+    });
+    expect(failed).toBe('connection_refused: the receiver refused the connection');
+    expect(`${tested.body.problem} ${failed}`).not.toContain(String(port));
+    expect((await api('DELETE', `/${sinkId}`)).status).toBe(200);
   }, 60_000);
 });

@@ -12,6 +12,7 @@ import {
   viewOfConfig,
 } from './sinks.config.js';
 import { type SinkTransport, testLine } from './sinks.lines.js';
+import { sinkProblem } from './sinks.problems.js';
 import { type AuditSinkRow, createSinksStore, type SinksStore } from './sinks.store.js';
 import { DEFAULT_SYSLOG_FACILITY } from './sinks.syslog.js';
 
@@ -47,6 +48,9 @@ export interface SinkView {
   createdAt: number;
   updatedAt: number;
 }
+
+/** Sinks one organization may have: each is a delivery loop's worth of work and a connection per pass. */
+export const MAX_SINKS_PER_ORG = 10;
 
 /** Where a sink sends, for the audit event: the host (a URL's path or query may carry a token). */
 function destinationOf(input: SinkInput): string {
@@ -165,20 +169,31 @@ export function createSinksService(deps: {
 
     async create(
       caller: Caller,
-      input: { name: string; config: SinkInput; from: 'start' | 'now' },
+      input: { name: string; config: SinkInput; from: 'start' | 'now'; personalData?: boolean | undefined },
     ): Promise<{ sink: SinkView; signingSecret?: string }> {
       const now = clock();
       const id = newId('snk', now);
-      const { config, signingSecret } = configOf(input.config);
+      const made = configOf(input.config);
+      const signingSecret = made.signingSecret;
+      const personalData = input.personalData === true;
+      const config: SinkConfig = { ...made.config, personalData };
       // Sealed before the transaction: the org's data key may need reading, on a connection of its own.
       const sealed = await seal(caller.org.id, id, config);
       const row = await transact(async (trx, events) => {
         const tx = createSinksStore(trx);
-        if ((await tx.list(caller.org.id)).some((sink) => sink.name === input.name))
+        const sinks = await tx.list(caller.org.id);
+        if (sinks.some((sink) => sink.name === input.name))
           throw new AppError(
             409,
             'audit_sink_exists',
             'An audit sink with this name exists; choose another.',
+          );
+        // Counted inside the transaction, so parallel creations cannot slip past the cap together.
+        if (sinks.length >= MAX_SINKS_PER_ORG)
+          throw new AppError(
+            409,
+            'audit_sink_limit',
+            `An organization may have at most ${MAX_SINKS_PER_ORG} audit sinks; delete one first.`,
           );
         // `now`: from the head as it is (this very event included, it is appended after).
         const start = input.from === 'now' ? await tx.headSeq(caller.org.id) : 0;
@@ -206,7 +221,12 @@ export function createSinksService(deps: {
             caller,
             'audit.sink_created',
             { type: 'audit_sink', id, display: input.name },
-            { kind: config.kind, destination: destinationOf(input.config), from: input.from },
+            {
+              kind: config.kind,
+              destination: destinationOf(input.config),
+              from: input.from,
+              personalData,
+            },
           ),
         );
         return row;
@@ -222,17 +242,23 @@ export function createSinksService(deps: {
         name?: string | undefined;
         enabled?: boolean | undefined;
         rotateSigningSecret?: boolean | undefined;
+        personalData?: boolean | undefined;
       },
     ): Promise<{ sink: SinkView; signingSecret?: string }> {
       const current = await existing(caller.org.id, id);
       let signingSecret: string | undefined;
       let sealed: string | undefined;
-      if (patch.rotateSigningSecret) {
-        const config = await open(current);
-        if (config.kind !== 'webhook')
-          throw new AppError(422, 'not_a_webhook', 'Only a webhook sink has a signing secret to rotate.');
-        signingSecret = generateToken('bwh');
-        sealed = await seal(caller.org.id, id, { ...config, signingSecret });
+      const config = await open(current);
+      const wasPersonal = config.personalData === true;
+      const personalChanged = patch.personalData !== undefined && patch.personalData !== wasPersonal;
+      if (patch.rotateSigningSecret && config.kind !== 'webhook')
+        throw new AppError(422, 'not_a_webhook', 'Only a webhook sink has a signing secret to rotate.');
+      if (patch.rotateSigningSecret || personalChanged) {
+        if (patch.rotateSigningSecret) signingSecret = generateToken('bwh');
+        const next: SinkConfig =
+          config.kind === 'webhook' && signingSecret ? { ...config, signingSecret } : { ...config };
+        next.personalData = patch.personalData ?? wasPersonal;
+        sealed = await seal(caller.org.id, id, next);
       }
       const now = Math.max(clock(), current.updated_at + 1);
       await transact(async (trx, events) => {
@@ -265,6 +291,7 @@ export function createSinksService(deps: {
               ...(patch.name !== undefined ? { renamedFrom: current.name } : {}),
               ...(patch.enabled !== undefined ? { enabled: patch.enabled } : {}),
               ...(patch.rotateSigningSecret ? { signingRotated: true } : {}),
+              ...(personalChanged ? { personalData: patch.personalData === true } : {}),
             },
           ),
         );
@@ -298,7 +325,8 @@ export function createSinksService(deps: {
       try {
         await deps.transportOf(row.id, await open(row)).send([testLine(caller.org.id, row.id, clock())]);
       } catch (error) {
-        problem = (error instanceof Error ? error.message : String(error)).slice(0, 500);
+        // A fixed reason, never Node's message (it names the resolved address and port).
+        problem = sinkProblem(error);
       }
       await transact(async (_trx, events) => {
         events.push(

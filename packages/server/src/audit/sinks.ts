@@ -1,20 +1,15 @@
-import { lookup } from 'node:dns/promises';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import type { RouteDefinition } from '../http/route.js';
-import {
-  createOutboundDecider,
-  type GuardedFetch,
-  OutboundBlockedError,
-  type OutboundPolicy,
-} from '../net/outbound.js';
+import { createCheckedResolver, type GuardedFetch, type OutboundPolicy } from '../net/outbound.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { DataKeyring } from '../secrets/data-keyring.js';
 import type { AuditService } from './audit.service.js';
 import type { Transact } from './audited-transaction.js';
 import { transportOf } from './sinks.config.js';
 import { createSinkDelivery, DEFAULT_DELIVERY } from './sinks.delivery.js';
+import { checkSinkDir } from './sinks.file.js';
 import { createSinkMetrics } from './sinks.metrics.js';
 import { sinksRoutes } from './sinks.routes.js';
 import { createSinksService } from './sinks.service.js';
@@ -31,27 +26,19 @@ export function createAuditSinks(deps: {
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   transact: Transact;
   fetch: GuardedFetch;
-  /** The policy `fetch` enforces, applied to syslog's TCP connections too. */
-  outboundPolicy: Pick<OutboundPolicy, 'allowlist' | 'allowPrivate'>;
+  /** The policy `fetch` enforces (and its resolver), applied to syslog's TCP connections too. */
+  outboundPolicy: Pick<OutboundPolicy, 'allowlist' | 'allowPrivate' | 'dnsServers'>;
   metrics: Pick<Metrics, 'registry'>;
   logger: Logger;
   clock: () => number;
 }): { routes: RouteDefinition[]; start(): void; stop(): Promise<void> } {
   const { config, clock } = deps;
+  // Refused before the server starts, not at the first write: see checkSinkDir.
+  if (config.auditSinks.dir) checkSinkDir(config.auditSinks.dir);
   const store = createSinksStore(deps.database.db);
-  const decider = createOutboundDecider(deps.outboundPolicy);
-  // Resolved once and every answer checked; the connection goes to the address that was checked.
-  const resolveSyslogHost = async (host: string): Promise<string> => {
-    const named = decider.checkName(host);
-    if (!named.allowed) throw new OutboundBlockedError(named.reason ?? 'not_in_allowlist', host);
-    const answers = await lookup(host, { all: true });
-    for (const { address } of answers) {
-      const verdict = decider.checkAddress(host, address);
-      if (!verdict.allowed) throw new OutboundBlockedError(verdict.reason ?? 'address_not_public', host);
-    }
-    if (!answers[0]) throw new Error(`the name "${host}" did not resolve`);
-    return answers[0].address;
-  };
+  // Resolved once, by the guard's own resolver, every answer checked; the connection goes to the
+  // address that was checked.
+  const resolveSyslogHost = createCheckedResolver(deps.outboundPolicy);
   const transports = (sinkId: string, sinkConfig: Parameters<typeof transportOf>[1]) =>
     transportOf(sinkId, sinkConfig, {
       fetch: deps.fetch,
@@ -72,8 +59,8 @@ export function createAuditSinks(deps: {
   });
   delivery = createSinkDelivery({
     store,
-    exportLines: (chainId, filters, limit, afterSeq) =>
-      deps.audit.exportLines(chainId, filters, limit, afterSeq),
+    exportLines: (chainId, filters, limit, afterSeq, personalData) =>
+      deps.audit.exportLines(chainId, filters, limit, afterSeq, personalData),
     open: service.open,
     transportOf: transports,
     metrics: createSinkMetrics(deps.metrics.registry),

@@ -14,15 +14,18 @@
  * (BULWARK_OUTBOUND_ALLOW_PRIVATE).
  */
 import { readFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { createGuardedFetch } from '../net/outbound.js';
 import { OWNER } from '../test-support/org-world.js';
 import { type ServerProcess, startServerProcess } from '../test-support/processes.js';
 import { makeTestCertificates } from '../test-support/rsyslog.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { tempDir } from '../test-support/temp.js';
-import { SIGNATURE_HEADER, verifyWebhookSignature } from './sinks.webhook.js';
+import { testLine } from './sinks.lines.js';
+import { createWebhookTransport, SIGNATURE_HEADER, verifyWebhookSignature } from './sinks.webhook.js';
 
 const METRICS_TOKEN = 'metrics-token-for-the-webhook-sink-test-0123456789';
 
@@ -244,6 +247,7 @@ describe('audit webhook sink', () => {
       kind: 'otlp',
       url: `${origin}/v1/logs`,
       headerNames: ['x-collector-auth'],
+      personalData: false,
     });
     expect(JSON.stringify(await owner.json('GET', '/api/orgs/acme/audit/sinks'))).not.toContain(
       'collector-credential-42',
@@ -262,4 +266,34 @@ describe('audit webhook sink', () => {
     expect(line).toMatchObject({ action: 'team.created', chain: expect.stringMatching(/^org_/) });
     expect(records[0]!.severityNumber).toBe(9);
   }, 60_000);
+});
+
+// A receiver (or something in front of it) answers 2xx with a body over the size limit: the batch was
+// taken, so the sink must count it delivered, not fail on the body and resend the batch for ever.
+describe('audit webhook sink, judged by status', () => {
+  const answers: number[] = [];
+  const big = createHttpServer((request, response) => {
+    request.resume();
+    request.on('end', () => {
+      answers.push(1);
+      const body = 'x'.repeat(256 * 1024);
+      response.writeHead(200, { 'content-type': 'text/html', 'content-length': body.length }).end(body);
+    });
+  });
+  beforeAll(() => new Promise<void>((resolve) => big.listen(0, '127.0.0.1', resolve)));
+  afterAll(async () => {
+    big.closeAllConnections();
+    await new Promise((resolve) => big.close(resolve));
+  });
+
+  test('a 2xx with an oversized body is a delivery', async () => {
+    const transport = createWebhookTransport({
+      url: `http://127.0.0.1:${(big.address() as { port: number }).port}/audit`,
+      signingSecret: 'bwh_test',
+      fetch: createGuardedFetch({ allowlist: [], allowPrivate: ['127.0.0.1'], dnsServers: [] }),
+      clock: Date.now,
+    });
+    await expect(transport.send([testLine('org_x', 'snk_x', Date.now())])).resolves.toBeUndefined();
+    expect(answers).toHaveLength(1);
+  });
 });

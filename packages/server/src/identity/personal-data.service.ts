@@ -1,9 +1,12 @@
 import type { JsonValue } from '@bulwark/protocol';
 import type { Kysely } from 'kysely';
+import { assertCanGrant } from '../access/access.service.js';
+import { createAccessStore } from '../access/access.store.js';
 import type { Caller } from '../access/caller.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
-import { type AuditPii, emailSubject } from '../audit/audit-pii.js';
+import type { AuditPii } from '../audit/audit-pii.js';
+import { DeniedError } from '../audit/audited-transaction.js';
 import type { DB } from '../db/schema.js';
 import { AppError, NotFoundError } from '../errors.js';
 import { describeDevice } from './devices.js';
@@ -50,9 +53,19 @@ export function createPersonalDataService(deps: {
   const { db, audit, pii, clock } = deps;
   const store = createPersonalDataStore(db);
 
-  async function auditEventsOf(userId: string, orgId?: string) {
+  /**
+   * `own`: the person's own export. An event someone else did to them (an admin changing their role)
+   * is theirs to see, but the actor's address, browser and name are that other person's data, not
+   * theirs: left out. An attempt by someone not signed in against their account stays whole (it is
+   * their sign-in history, sealed under their key).
+   */
+  async function auditEventsOf(userId: string, orgId?: string, own = false) {
     const rows = await store.auditEvents(userId, EXPORT_EVENT_LIMIT + 1, orgId);
-    const opened = await pii.openRows(rows.slice(0, EXPORT_EVENT_LIMIT));
+    const opened = (await pii.openRows(rows.slice(0, EXPORT_EVENT_LIMIT))).map((row) =>
+      own && row.actor_type !== 'anonymous' && !(row.actor_type === 'user' && row.actor_id === userId)
+        ? { ...row, ip: null, user_agent: null, actor_display: null }
+        : row,
+    );
     return {
       truncated: rows.length > EXPORT_EVENT_LIMIT,
       events: opened.map((row) => ({
@@ -121,7 +134,7 @@ export function createPersonalDataService(deps: {
     actor: AuditActor;
     context?: AuditRequestContext;
     /** Set when an owner erases: the organization they act in. */
-    byOwnerOf?: { orgId: string; callerId: string };
+    byOwnerOf?: { orgId: string; callerId: string; caller: Caller };
   }): Promise<{ memberships: number; sessionsEnded: number; shredded: number }> {
     const { userId, actor, byOwnerOf } = request;
     const context = request.context ?? {};
@@ -156,52 +169,83 @@ export function createPersonalDataService(deps: {
         );
       }
     }
-    const soleOwnerOf = orgs.filter((org) => org.soleOwner);
-    if (soleOwnerOf.length > 0) {
-      throw new PersonalDataError(
-        409,
-        'last_owner',
-        `This person is the only owner of ${soleOwnerOf.map((org) => org.slug).join(', ')}; make someone else owner first.`,
-      );
-    }
-    const result = await audit.withEvents(async (trx, events) => {
-      const tx = createPersonalDataStore(trx);
-      // Checked again inside the transaction: the person may have joined another organization meanwhile.
-      const orgsNow = await tx.orgsOf(userId);
-      if (byOwnerOf && orgsNow.some((org) => org.orgId !== byOwnerOf.orgId))
-        throw new PersonalDataError(
-          409,
-          'memberships_changed',
-          'This person’s memberships changed; try again.',
-        );
-      const erased = await tx.erase(userId, user.email);
-      const shredded = await pii.shred(trx, { userId, email: user.email });
-      // Each organization's chain shows the member leaving; the events name the user by id only.
-      for (const org of orgsNow) {
+    const result = await audit
+      .withEvents(async (trx, events) => {
+        const tx = createPersonalDataStore(trx);
+        const access = createAccessStore(trx);
+        // Each organization locked as member removal locks it (orgs/members.service.ts), in id order so two
+        // erasures never wait on each other in a cycle: two owners erasing each other at once are then
+        // serialized, and the second sees the first gone. The checks below read what the locks hold still.
+        const locked = [...new Set(orgs.map((org) => org.orgId))].sort();
+        for (const orgId of locked) await access.lockOrg(orgId);
+        const orgsNow = await tx.orgsOf(userId);
+        // The person may have joined another organization meanwhile (one not locked above).
+        if (orgsNow.some((org) => !locked.includes(org.orgId)))
+          throw new PersonalDataError(
+            409,
+            'memberships_changed',
+            'This person’s memberships changed; try again.',
+          );
+        if (byOwnerOf) {
+          // Erasing someone is at least removing them: it needs reach over their role (an `members:erase`
+          // custom role does not reach an owner).
+          const role = orgsNow.find((org) => org.orgId === byOwnerOf.orgId)?.role;
+          if (role === undefined) throw new NotFoundError('No such member.');
+          assertCanGrant(byOwnerOf.caller, 'erase member', role, await access.customRoles(byOwnerOf.orgId));
+        }
+        const soleOwnerOf = orgsNow.filter((org) => org.soleOwner);
+        if (soleOwnerOf.length > 0) {
+          throw new PersonalDataError(
+            409,
+            'last_owner',
+            `This person is the only owner of ${soleOwnerOf.map((org) => org.slug).join(', ')}; make someone else owner first.`,
+          );
+        }
+        // Keys acting for the person are deleted with them: each recorded as revoked, by id only (its
+        // label is free text the person wrote).
+        for (const key of await tx.openApiKeys(userId))
+          events.push({
+            orgId: key.org_id,
+            actor,
+            action: 'apikey.revoked',
+            target: { type: 'api_key', id: key.id },
+            outcome: 'success',
+            context,
+            details: { reason: 'its owner was erased' },
+          });
+        const erased = await tx.erase(userId, user.email);
+        const shredded = await pii.shred(trx, { userId, email: user.email });
+        // Each organization's chain shows the member leaving; the events name the user by id only.
+        for (const org of orgsNow) {
+          events.push({
+            orgId: org.orgId,
+            actor,
+            action: 'member.removed',
+            target: { type: 'user', id: userId },
+            outcome: 'success',
+            context,
+            details: { erased: true },
+          } satisfies AuditInput);
+        }
         events.push({
-          orgId: org.orgId,
+          orgId: byOwnerOf?.orgId ?? null,
           actor,
-          action: 'member.removed',
+          action: 'user.erased',
           target: { type: 'user', id: userId },
           outcome: 'success',
           context,
-          details: { erased: true },
-        } satisfies AuditInput);
-      }
-      events.push({
-        orgId: byOwnerOf?.orgId ?? null,
-        actor,
-        action: 'user.erased',
-        target: { type: 'user', id: userId },
-        outcome: 'success',
-        context,
-        details: { memberships: erased.memberships, sessionsEnded: erased.sessionsEnded, shredded },
+          details: { memberships: erased.memberships, sessionsEnded: erased.sessionsEnded, shredded },
+        });
+        return { ...erased, shredded };
+      })
+      .catch(async (error: unknown) => {
+        // A refusal over rank is recorded on its own (the transaction rolled back).
+        if (error instanceof DeniedError) await audit.record(error.event);
+        throw error;
       });
-      return { ...erased, shredded };
-    });
     // Again after commit: an append that read the key meanwhile must not keep it.
     pii.forget(userId);
-    pii.forget(emailSubject(user.email));
+    pii.forget(pii.emailSubject(user.email));
     return result;
   }
 
@@ -222,7 +266,7 @@ export function createPersonalDataService(deps: {
           apiKeysOf(userId),
           store.ssoIdentities(userId),
           store.notifications(userId),
-          auditEventsOf(userId),
+          auditEventsOf(userId, undefined, true),
         ]);
       return {
         exportedAt: iso(clock())!,
@@ -312,7 +356,7 @@ export function createPersonalDataService(deps: {
         userId,
         actor: caller.actor,
         context: caller.context,
-        byOwnerOf: { orgId: caller.org.id, callerId: caller.userId },
+        byOwnerOf: { orgId: caller.org.id, callerId: caller.userId, caller },
       }),
 
     /** An instance administrator erasing anyone, by email (`bulwark admin erase-user`). */

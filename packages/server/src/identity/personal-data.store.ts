@@ -126,6 +126,15 @@ export function createPersonalDataStore(db: Kysely<DB>) {
       return q.orderBy('ts', 'desc').orderBy('id', 'desc').limit(limit).execute();
     },
 
+    /** The person's keys not yet revoked (what erasure records as revoked when it deletes them). */
+    openApiKeys: (userId: string) =>
+      db
+        .selectFrom('api_keys')
+        .select(['id', 'org_id'])
+        .where('user_id', '=', userId)
+        .where('revoked_at', 'is', null)
+        .execute(),
+
     /** The organizations the person belongs to, with whether they are its only owner. */
     async orgsOf(
       userId: string,

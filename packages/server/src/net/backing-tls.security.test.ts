@@ -1,16 +1,21 @@
+import { spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../config.js';
 import { openPostgres } from '../db/database.js';
+import { createLogger } from '../logging.js';
+import { dumpPostgres, libpqConnection } from '../ops/backup-snapshot.js';
 import {
   type PostgresCluster,
   privateClusterUnavailable,
   startPostgresCluster,
 } from '../test-support/postgres-cluster.js';
 import { type RedisProcess, startTlsRedis } from '../test-support/redis-server.js';
-import { startTestServer, type TestServer } from '../test-support/server.js';
+import { LogCapture, startTestServer, type TestServer } from '../test-support/server.js';
 import { tempDir } from '../test-support/temp.js';
 import { makeTestCa, type TestCa } from '../test-support/test-ca.js';
+import { plaintextBackingServices, warnAboutPlaintextBackingServices } from './backing-tls.js';
 
 /**
  * TLS to backing services (NET-4), against a real `redis-server` that speaks only TLS with a
@@ -174,5 +179,94 @@ describe.skipIf(privateClusterUnavailable() !== null)('TLS to PostgreSQL', () =>
 
   it('connects without verification only when postgres is named in the insecure setting', async () => {
     expect(await connect('verify-full', mitm.caFile, ['postgres'])).toBe(true);
+  });
+
+  it('backs up under the same policy: pg_dump verifies the server with sslmode=require, and refuses another CA', async () => {
+    // The same man in the middle, on the path of a backup, would see the whole database go by. libpq's
+    // own `require` encrypts without checking who answers (and `prefer` may not even encrypt): the
+    // backup's connection and its pg_dump must verify against the configured CA, as the server does.
+    const url = `${cluster.url}?sslmode=require`;
+    const settings = (caFile: string) => ({ caFile, insecureSkipVerify: [] });
+    const database = openPostgres({ url, poolMax: 1, backingTls: settings(right.caFile) });
+    try {
+      await sql`create table if not exists bulwark_migrations (name text primary key)`.execute(database.db);
+    } finally {
+      await database.close();
+    }
+    const backup = async (caFile: string) => {
+      const dump = await dumpPostgres(url, dir.path, settings(caFile));
+      const chunks: Buffer[] = [];
+      for await (const chunk of dump.dump) chunks.push(chunk as Buffer);
+      await dump.finished;
+      return Buffer.concat(chunks);
+    };
+    expect((await backup(right.caFile)).subarray(0, 5).toString()).toBe('PGDMP');
+    await expect(backup(mitm.caFile)).rejects.toThrow(/certificate|self[- ]signed|issuer/i);
+    // pg_dump itself, as the backup runs it: with the CA that did not sign the server's certificate,
+    // it does not talk to the server.
+    const pgDump = (caFile: string) => {
+      const connection = libpqConnection(url, dir.path, settings(caFile));
+      try {
+        return spawnSync('pg_dump', ['--schema-only', `--dbname=${connection.dbname}`], {
+          env: connection.env,
+          encoding: 'utf8',
+        });
+      } finally {
+        connection.done();
+      }
+    };
+    const verified = pgDump(right.caFile);
+    expect(verified.status, verified.stderr).toBe(0);
+    const refused = pgDump(mitm.caFile);
+    expect(refused.status).not.toBe(0);
+    expect(refused.stderr).toMatch(/certificate verify failed/);
+    expect(readdirSync(dir.path).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
+});
+
+describe('plain text to backing services', () => {
+  it('warns at start when PostgreSQL or Redis is reached without TLS over the network, not on loopback', () => {
+    // Without `sslmode` or with `redis://`, password hashes, sealed keys, audit events and the
+    // sign-in counters cross the network readable and changeable by anyone on the path, and nothing
+    // said so. Decided from the URLs alone: nothing here connects to these hosts.
+    const plaintext = {
+      databaseUrl: 'postgres://bulwark@db.internal/bulwark',
+      redisUrl: 'redis://cache.internal:6379',
+    };
+    expect(plaintextBackingServices(plaintext)).toEqual([
+      { service: 'postgres', host: 'db.internal' },
+      { service: 'redis', host: 'cache.internal' },
+    ]);
+    for (const quiet of [
+      { databaseUrl: 'postgres://bulwark@db.internal/bulwark?sslmode=verify-full' },
+      { databaseUrl: 'postgres://bulwark@db.internal/bulwark?sslmode=require' },
+      { databaseUrl: 'postgres://bulwark@127.0.0.1:5432/bulwark' },
+      { databaseUrl: 'postgres://bulwark@[::1]/bulwark' },
+      { databaseUrl: 'postgres://bulwark@localhost/bulwark' },
+      { databaseUrl: 'postgres:///bulwark?host=/var/run/postgresql' },
+      { redisUrl: 'rediss://cache.internal:6379' },
+      { redisUrl: 'redis://127.0.0.1:6379' },
+    ])
+      expect(plaintextBackingServices(quiet), JSON.stringify(quiet)).toEqual([]);
+    expect(
+      plaintextBackingServices({ databaseUrl: 'postgres://bulwark@db.internal/bulwark?sslmode=disable' }),
+    ).toEqual([{ service: 'postgres', host: 'db.internal' }]);
+
+    const logs = new LogCapture();
+    warnAboutPlaintextBackingServices(createLogger({ level: 'info', destination: logs }), plaintext);
+    expect(logs.entries()).toMatchObject([
+      {
+        level: 40,
+        service: 'postgres',
+        host: 'db.internal',
+        msg: expect.stringMatching(/NOT encrypted.*sslmode=verify-full/),
+      },
+      {
+        level: 40,
+        service: 'redis',
+        host: 'cache.internal',
+        msg: expect.stringMatching(/NOT encrypted.*rediss:/),
+      },
+    ]);
   });
 });

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { ConnectionOptions } from 'node:tls';
+import ipaddr from 'ipaddr.js';
 import type { Logger } from 'pino';
 
 /**
@@ -25,6 +26,8 @@ export interface BackingTls {
   options(service: BackingService, caFile?: string): ConnectionOptions;
   /** The PEM text the connection trusts, or undefined for the system's roots. */
   caPem(service: BackingService, caFile?: string): string | undefined;
+  /** The CA file the connection trusts (`caFile`, else the configured one), or undefined for the system's roots. */
+  caFileOf(service: BackingService, caFile?: string): string | undefined;
   verifies(service: BackingService): boolean;
 }
 
@@ -32,6 +35,7 @@ export function createBackingTls(settings: BackingTlsSettings): BackingTls {
   const readCa = (file: string | undefined) => (file ? readFileSync(file, 'utf8') : undefined);
   return {
     caPem: (_service, caFile) => readCa(caFile ?? settings.caFile),
+    caFileOf: (_service, caFile) => caFile ?? settings.caFile,
     verifies: (service) => !settings.insecureSkipVerify.includes(service),
     options(service, caFile) {
       const ca = readCa(caFile ?? settings.caFile);
@@ -57,6 +61,18 @@ export function warnAboutUnverifiedTls(logger: Logger, settings: BackingTlsSetti
 }
 
 /**
+ * The same policy in libpq's words, for pg_dump and pg_restore (backups): `verify-full` against
+ * `sslrootcert` wherever the server itself verifies (`rootCertFile` undefined: the roots Node trusts,
+ * which the caller writes to a file, since libpq 15 has no `sslrootcert=system`); `require` only when
+ * verification is explicitly off for postgres; `disable` where the server uses no TLS. Never libpq's
+ * own `require` or `prefer` for a URL that asks for TLS: libpq would encrypt without verifying, or
+ * fall back to plain text.
+ */
+export type LibpqTls =
+  | { sslmode: 'disable' | 'require' }
+  | { sslmode: 'verify-full'; rootCertFile: string | undefined };
+
+/**
  * The TLS options of a PostgreSQL URL, with the URL's own ssl parameters taken out. `pg` reads
  * `sslmode` and `sslrootcert` from the URL and lets them override the options given beside it, and
  * treats `require` differently across versions; here every mode that asks for TLS (`require`,
@@ -67,7 +83,7 @@ export function warnAboutUnverifiedTls(logger: Logger, settings: BackingTlsSetti
 export function postgresTls(
   url: string,
   tls: BackingTls,
-): { connectionString: string; ssl: ConnectionOptions | false } {
+): { connectionString: string; ssl: ConnectionOptions | false; libpq: LibpqTls } {
   const parsed = new URL(url);
   const mode =
     parsed.searchParams.get('sslmode') ?? (parsed.searchParams.get('ssl') === 'true' ? 'require' : null);
@@ -75,11 +91,70 @@ export function postgresTls(
   for (const name of ['sslmode', 'ssl', 'sslrootcert', 'sslcert', 'sslkey', 'uselibpqcompat'])
     parsed.searchParams.delete(name);
   const connectionString = parsed.toString();
-  if (mode === null || mode === 'disable') return { connectionString, ssl: false };
+  if (mode === null || mode === 'disable')
+    return { connectionString, ssl: false, libpq: { sslmode: 'disable' } };
   if (mode === 'no-verify' || mode === 'allow')
     throw new Error(
       `sslmode=${mode} does not verify the server; use sslmode=verify-full and, only if you must, BULWARK_TLS_INSECURE_SKIP_VERIFY=postgres`,
     );
   // pg sets the server name (SNI and the host name checked) from the host itself.
-  return { connectionString, ssl: tls.options('postgres', rootCert) };
+  return {
+    connectionString,
+    ssl: tls.options('postgres', rootCert),
+    libpq: tls.verifies('postgres')
+      ? { sslmode: 'verify-full', rootCertFile: tls.caFileOf('postgres', rootCert) }
+      : { sslmode: 'require' },
+  };
+}
+
+const isLoopback = (host: string): boolean => {
+  const bare = host.replace(/^\[|\]$/g, '');
+  if (bare === 'localhost' || bare.endsWith('.localhost')) return true;
+  return ipaddr.isValid(bare) && ipaddr.process(bare).range() === 'loopback';
+};
+
+/**
+ * The backing services this configuration reaches in plain text over the network: PostgreSQL
+ * without an sslmode that asks for TLS, `redis://`, to a host that is not loopback (a Unix socket
+ * or 127.0.0.1 never leaves the host). Passwords, hashes and sealed keys cross that path readable.
+ */
+export function plaintextBackingServices(urls: {
+  databaseUrl?: string | undefined;
+  redisUrl?: string | undefined;
+}): Array<{ service: BackingService; host: string }> {
+  const found: Array<{ service: BackingService; host: string }> = [];
+  // Only a warning: a URL this cannot read (several hosts, say) is left to the connection to judge.
+  const parse = (url: string | undefined) => {
+    try {
+      return url ? new URL(url) : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const database = parse(urls.databaseUrl);
+  if (database) {
+    const host = database.searchParams.get('host') ?? database.hostname;
+    const mode =
+      database.searchParams.get('sslmode') ??
+      (database.searchParams.get('ssl') === 'true' ? 'require' : null);
+    // An empty host or a path is a Unix socket.
+    if ((mode === null || mode === 'disable') && host !== '' && !host.startsWith('/') && !isLoopback(host))
+      found.push({ service: 'postgres', host });
+  }
+  const redis = parse(urls.redisUrl);
+  if (redis?.protocol === 'redis:' && redis.hostname !== '' && !isLoopback(redis.hostname))
+    found.push({ service: 'redis', host: redis.hostname });
+  return found;
+}
+
+/** Said at every start, like unverified TLS: plain text on the network is easy to forget once allowed. */
+export function warnAboutPlaintextBackingServices(
+  logger: Logger,
+  urls: { databaseUrl?: string | undefined; redisUrl?: string | undefined },
+): void {
+  for (const { service, host } of plaintextBackingServices(urls))
+    logger.warn(
+      { service, host, setting: service === 'postgres' ? 'BULWARK_DATABASE_URL' : 'BULWARK_REDIS_URL' },
+      `the connection to ${service} at ${host} is NOT encrypted: anyone on the network path can read and change it (${service === 'postgres' ? 'add sslmode=verify-full' : 'use rediss://'})`,
+    );
 }

@@ -5,7 +5,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../config.js';
 import { type DnsServer, startDnsServer } from '../test-support/dns-server.js';
 import {
+  createCheckedResolver,
   createGuardedFetch,
+  createOutboundDecider,
   OutboundBlockedError,
   OutboundLimitError,
   type OutboundPolicy,
@@ -25,7 +27,13 @@ import {
  * the test runs. Size and time limits stop an endpoint that streams forever or never answers.
  */
 
-type Seen = { host: string | undefined; path: string | undefined; authorization?: string | undefined };
+type Seen = {
+  host: string | undefined;
+  path: string | undefined;
+  authorization?: string | undefined;
+  collector?: string | undefined;
+  method?: string | undefined;
+};
 
 interface TestServer {
   server: Server;
@@ -34,11 +42,22 @@ interface TestServer {
 
 function handle(seen: Seen[], label: string) {
   return (req: IncomingMessage, res: ServerResponse) => {
-    seen.push({ host: req.headers.host, path: req.url, authorization: req.headers.authorization });
+    const collector = req.headers['x-collector-key'] as string | undefined;
+    seen.push({
+      host: req.headers.host,
+      path: req.url,
+      authorization: req.headers.authorization,
+      ...(collector !== undefined ? { collector } : {}),
+      ...(req.method !== 'GET' ? { method: req.method } : {}),
+    });
     const url = new URL(req.url ?? '/', 'http://x');
     switch (url.pathname) {
       case '/redirect':
-        res.writeHead(302, { location: url.searchParams.get('to') ?? '/' }).end();
+        res
+          .writeHead(Number(url.searchParams.get('status') ?? 302), {
+            location: url.searchParams.get('to') ?? '/',
+          })
+          .end();
         return;
       case '/loop':
         res.writeHead(302, { location: '/loop' }).end();
@@ -259,6 +278,31 @@ describe('outbound SSRF guard', () => {
       ]);
     });
 
+    // A caller's own API-key header (not only Authorization/Cookie) and its request body were meant
+    // for the first origin: a redirect elsewhere must not carry them there.
+    it('a cross-origin hop drops every caller header and never re-sends a body', async () => {
+      dns.setAddresses('collector.onprem.test', ['127.0.0.1']);
+      const target = encodeURIComponent(`http://collector.onprem.test:${port}/ok`);
+      const followed = await allowLoopback()(`http://127.0.0.1:${port}/redirect?to=${target}`, {
+        headers: { 'x-collector-key': 'for-the-first-origin-only' },
+      });
+      expect(followed.status).toBe(200);
+      expect(victim.seen.map((request) => request.collector)).toEqual([
+        'for-the-first-origin-only',
+        undefined,
+      ]);
+
+      victim.seen.length = 0;
+      const error = await refusal(
+        allowLoopback()(`http://127.0.0.1:${port}/redirect?status=307&to=${target}`, {
+          method: 'POST',
+          body: 'audit lines',
+        }),
+      );
+      expect((error as OutboundBlockedError).reason).toBe('redirect_not_allowed');
+      expect(victim.seen).toHaveLength(1);
+    });
+
     it('allowed redirects are followed, endless ones stop', async () => {
       const response = await allowLoopback()(`http://127.0.0.1:${port}/redirect?to=%2Fok`);
       expect(await response.text()).toBe('hello from victim');
@@ -274,11 +318,43 @@ describe('outbound SSRF guard', () => {
       expect((refused as OutboundBlockedError).reason).toBe('address_not_public');
       expect(victim.seen).toEqual([]);
 
-      const guarded = createGuardedFetch(policy({ allowPrivate: ['idp.onprem.test'] }));
+      // A name entry lifts the block for the LAN only: this host's loopback takes an address entry.
+      const byName = await refusal(
+        createGuardedFetch(policy({ allowPrivate: ['idp.onprem.test'] }))(
+          `http://idp.onprem.test:${port}/ok`,
+        ),
+      );
+      expect((byName as OutboundBlockedError).reason).toBe('address_not_public');
+      expect(victim.seen).toEqual([]);
+
+      const guarded = createGuardedFetch(policy({ allowPrivate: ['127.0.0.1'] }));
       const response = await guarded(`http://idp.onprem.test:${port}/ok`);
       expect(response.status).toBe(200);
       expect(await response.text()).toBe('hello from victim');
       expect(victim.seen).toEqual([{ host: `idp.onprem.test:${port}`, path: '/ok' }]);
+    });
+
+    // An attacker who controls (or poisons) the DNS of an allowed on-prem name points it at the
+    // server's loopback services or the cloud metadata endpoint: a name entry does not reach those.
+    it('a host-name entry reaches private, unique-local and CGNAT addresses, never loopback or link-local', () => {
+      const decider = createOutboundDecider({
+        allowlist: [],
+        allowPrivate: ['idp.onprem.test', '.lan.test'],
+      });
+      const verdict = (host: string, address: string) => decider.checkAddress(host, address).allowed;
+      for (const address of ['10.1.2.3', '192.168.0.9', '172.16.0.1', '100.64.0.1', 'fd00::1'])
+        expect(verdict('idp.onprem.test', address), address).toBe(true);
+      for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '169.254.169.254', 'fe80::1'])
+        expect(verdict('idp.onprem.test', address), address).toBe(false);
+      expect(verdict('x.lan.test', '169.254.169.254')).toBe(false);
+      expect(verdict('other.test', '10.1.2.3')).toBe(false);
+      // An explicit address or CIDR entry still opens loopback or link-local, for any name.
+      const explicit = createOutboundDecider({
+        allowlist: [],
+        allowPrivate: ['127.0.0.1', '169.254.0.0/16'],
+      });
+      expect(explicit.checkAddress('any.test', '127.0.0.1').allowed).toBe(true);
+      expect(explicit.checkAddress('any.test', '169.254.169.254').allowed).toBe(true);
     });
 
     it('the allow-list refuses a host outside it, before asking DNS', async () => {
@@ -313,7 +389,7 @@ describe('outbound SSRF guard', () => {
       const config = loadConfig({
         env: {
           BULWARK_DNS_SERVERS: dns.address,
-          BULWARK_OUTBOUND_ALLOW_PRIVATE: 'idp.configured.test',
+          BULWARK_OUTBOUND_ALLOW_PRIVATE: '127.0.0.1',
           BULWARK_OUTBOUND_ALLOWLIST: '.configured.test',
         },
       });
@@ -321,6 +397,22 @@ describe('outbound SSRF guard', () => {
       expect((await guarded(`http://idp.configured.test:${port}/ok`)).status).toBe(200);
       const error = await refusal(guarded(`http://elsewhere.example:${port}/ok`));
       expect((error as OutboundBlockedError).reason).toBe('not_in_allowlist');
+    });
+
+    // Syslog connects itself: its name must go through the same resolver (BULWARK_DNS_SERVERS) and
+    // checks as HTTP, not the system's lookup, which the operator's DNS setting does not govern.
+    it("clients that connect themselves resolve through the guard's resolver and checks", async () => {
+      dns.setAddresses('syslog.lan.test', ['10.20.30.40']);
+      dns.setAddresses('syslog.evil.test', ['169.254.169.254']);
+      const resolveChecked = createCheckedResolver(policy({ allowPrivate: ['.lan.test'] }));
+      expect(await resolveChecked('syslog.lan.test')).toBe('10.20.30.40');
+      expect(dns.addressQuestions('syslog.lan.test', 'A')).toBe(1);
+      const metadata = await refusal(resolveChecked('syslog.evil.test'));
+      expect((metadata as OutboundBlockedError).reason).toBe('address_not_public');
+      expect((metadata as Error).message).not.toContain('169.254');
+      expect(((await refusal(resolveChecked('127.0.0.1'))) as OutboundBlockedError).reason).toBe(
+        'address_not_public',
+      );
     });
 
     it('refuses entries that are not a host, .domain, IP or CIDR', () => {
@@ -340,6 +432,17 @@ describe('outbound SSRF guard', () => {
       const error = await refusal(response.arrayBuffer());
       expect(error).toBeInstanceOf(OutboundLimitError);
       expect((error as OutboundLimitError).reason).toBe('response_too_large');
+    });
+
+    // A webhook receiver answers 2xx with a body over the limit: a caller judging by status (the
+    // audit sinks) must see the 2xx, or it counts a delivered batch as failed and resends it for ever.
+    it('discardBody: the status of an answer whose body is over the limit, no body read', async () => {
+      const response = await guarded()(`http://127.0.0.1:${port}/declared-huge`, {
+        maxResponseBytes: 1024,
+        discardBody: true,
+      });
+      expect(response.status).toBe(200);
+      expect(response.body).toBeNull();
     });
 
     it('a declared length over the limit is refused without reading', async () => {

@@ -25,6 +25,12 @@ export interface GuardedRequestInit extends RequestInit {
   maxResponseBytes?: number;
   /** The whole exchange (connect, every redirect hop, reading the body) must finish in this time. */
   timeoutMs?: number;
+  /**
+   * The caller judges the answer by its status and headers only: the body is not read (the returned
+   * Response has none), so a receiver's oversized answer cannot turn an accepted delivery into a
+   * failure (and the same batch into an endless resend).
+   */
+  discardBody?: boolean;
 }
 
 export interface OutboundPolicy {
@@ -37,7 +43,9 @@ export interface OutboundPolicy {
   /**
    * BULWARK_OUTBOUND_ALLOW_PRIVATE: destinations that may be non-public (an on-prem IdP, a
    * webhook receiver on the LAN): host names (matched as in `allowlist`), IPs or CIDRs. A host
-   * entry trusts whatever that name resolves to; a CIDR entry trusts those addresses for any name.
+   * entry trusts the private (RFC 1918), unique-local (fc00::/7) and CGNAT (100.64/10) addresses
+   * that name resolves to, never loopback or link-local (the metadata endpoint): those only through
+   * an IP or CIDR entry. A CIDR entry trusts those addresses for any name.
    * It only lifts the private-address block: under an allow-list the destination must be listed
    * there too (the allow-list decides what may be reached at all).
    */
@@ -173,6 +181,13 @@ function isPublic(address: Address): boolean {
   return true;
 }
 
+/**
+ * What a host-name entry of BULWARK_OUTBOUND_ALLOW_PRIVATE may reach: the LAN, never this host
+ * (loopback) or the link (169.254/16 with the cloud metadata endpoint, fe80::/10). A name is only as
+ * trustworthy as its DNS answers; an address entry names exactly what it trusts.
+ */
+const NAME_LIFTABLE = new Set(['private', 'uniqueLocal', 'carrierGradeNat']);
+
 /** Never reachable, whatever the allow entries say: they mean "this host" or "everyone". */
 function isNeverAllowed(address: Address): boolean {
   const range = address.range();
@@ -205,7 +220,11 @@ export function createOutboundDecider(policy: Pick<OutboundPolicy, 'allowlist' |
     if (isNeverAllowed(address)) return { allowed: false, reason: 'address_not_public' };
     if (restricted && !nameMatches(allowlist, host) && !addressMatches(allowlist, address))
       return { allowed: false, reason: 'not_in_allowlist' };
-    if (!isPublic(address) && !nameMatches(allowPrivate, host) && !addressMatches(allowPrivate, address))
+    if (
+      !isPublic(address) &&
+      !addressMatches(allowPrivate, address) &&
+      !(NAME_LIFTABLE.has(address.range()) && nameMatches(allowPrivate, host))
+    )
       return { allowed: false, reason: 'address_not_public' };
     return { allowed: true };
   }
@@ -237,6 +256,41 @@ function createResolve(dnsServers: readonly string[], timeoutMs: number) {
     if (addresses.length === 0)
       throw new OutboundLimitError('dns_failed', `The name "${host}" did not resolve.`);
     return addresses;
+  };
+}
+
+/**
+ * For clients that connect themselves (syslog over TLS): the host resolved once, through the guard's
+ * resolver (BULWARK_DNS_SERVERS when set, as for every HTTP request), every answer checked against
+ * the policy, and the one address to connect to returned (no second lookup to rebind).
+ */
+export function createCheckedResolver(
+  policy: Pick<OutboundPolicy, 'allowlist' | 'allowPrivate' | 'dnsServers' | 'timeoutMs'>,
+): (host: string) => Promise<string> {
+  const decider = createOutboundDecider(policy);
+  const resolve = createResolve(policy.dnsServers, policy.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+  return async (rawHost) => {
+    const host = normalizeHost(rawHost);
+    if (ipaddr.isValid(host)) {
+      const verdict = decider.checkAddress(host, host);
+      if (!verdict.allowed) throw new OutboundBlockedError(verdict.reason ?? 'address_not_public', host);
+      return host;
+    }
+    const named = decider.checkName(host);
+    if (!named.allowed) throw new OutboundBlockedError(named.reason ?? 'not_in_allowlist', host);
+    let answers: LookupAddress[];
+    try {
+      answers = await resolve(host);
+    } catch (error) {
+      if (error instanceof OutboundError) throw error;
+      throw new OutboundLimitError('dns_failed', `The name "${host}" did not resolve.`);
+    }
+    for (const { address } of answers) {
+      const verdict = decider.checkAddress(host, address);
+      if (!verdict.allowed) throw new OutboundBlockedError(verdict.reason ?? 'address_not_public', host);
+    }
+    if (!answers[0]) throw new OutboundLimitError('dns_failed', `The name "${host}" did not resolve.`);
+    return answers[0].address;
   };
 }
 
@@ -309,8 +363,6 @@ function unwrap(error: unknown, timedOut: boolean, timeoutMs: number): unknown {
 
 const REDIRECTS = new Set([301, 302, 303, 307, 308]);
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
-// Credentials meant for one origin never follow a redirect to another (as browsers do).
-const ORIGIN_BOUND_HEADERS = ['authorization', 'cookie', 'proxy-authorization'];
 
 function limitBody(
   body: ReadableStream<Uint8Array>,
@@ -363,7 +415,7 @@ export function createGuardedFetch(policy: OutboundPolicy): GuardedFetch {
   }
 
   return async (input, init = {}) => {
-    const { maxResponseBytes, timeoutMs, signal: callerSignal, redirect, ...rest } = init;
+    const { maxResponseBytes, timeoutMs, discardBody, signal: callerSignal, redirect, ...rest } = init;
     const limitMs = timeoutMs ?? defaultTimeout;
     const maxBytes = maxResponseBytes ?? defaultMaxBytes;
     const timeout = AbortSignal.timeout(limitMs);
@@ -373,7 +425,7 @@ export function createGuardedFetch(policy: OutboundPolicy): GuardedFetch {
     let url = new URL(input);
     let method = (rest.method ?? 'GET').toUpperCase();
     let body = rest.body;
-    const headers = new Headers(rest.headers);
+    let headers = new Headers(rest.headers);
     let response: Awaited<ReturnType<typeof undiciFetch>>;
     for (let hop = 0; ; hop++) {
       precheck(url);
@@ -401,7 +453,6 @@ export function createGuardedFetch(policy: OutboundPolicy): GuardedFetch {
       const next = new URL(location, url);
       if (url.protocol === 'https:' && next.protocol !== 'https:')
         throw new OutboundBlockedError('redirect_downgrade', normalizeHost(next.hostname));
-      if (next.origin !== url.origin) for (const name of ORIGIN_BOUND_HEADERS) headers.delete(name);
       if (
         response.status === 303 ||
         ((response.status === 301 || response.status === 302) && method === 'POST')
@@ -414,9 +465,26 @@ export function createGuardedFetch(policy: OutboundPolicy): GuardedFetch {
         // A streamed body was consumed by the first hop and cannot be sent again.
         throw new OutboundBlockedError('redirect_not_allowed', normalizeHost(next.hostname));
       }
+      if (next.origin !== url.origin) {
+        // What the caller meant for one origin (its body, API keys in any header, not only the
+        // well-known credential headers) never goes to another: a body is refused, headers dropped.
+        if (body !== undefined && body !== null)
+          throw new OutboundBlockedError('redirect_not_allowed', normalizeHost(next.hostname));
+        headers = new Headers();
+      }
       url = next;
     }
 
+    if (discardBody) {
+      await response.body?.cancel().catch(() => undefined);
+      const bare = new Response(null, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers as unknown as HeadersInit,
+      });
+      Object.defineProperty(bare, 'url', { value: url.href });
+      return bare;
+    }
     const declared = Number(response.headers.get('content-length'));
     if (Number.isFinite(declared) && declared > maxBytes) {
       await response.body?.cancel().catch(() => undefined);

@@ -110,6 +110,8 @@ describe('email notifications through a real SMTP server', () => {
       BULWARK_SMTP_POLL_SECONDS: '1',
       BULWARK_SMTP_MAX_ATTEMPTS: '3',
       BULWARK_METRICS_TOKEN: METRICS_TOKEN,
+      // Acme sends four invitations in this file (Nia, Quentin, Olga, Pat); Beta reaches the cap.
+      BULWARK_INVITATION_EMAILS_PER_ORG_PER_DAY: '5',
     };
     world = await startOrgWorld(env);
     reader = openBeside(world.server.config.database);
@@ -184,6 +186,76 @@ describe('email notifications through a real SMTP server', () => {
     }
     // The SMTP password (from its file) is never logged.
     expect(world.server.logs.text).not.toContain(SMTP_PASSWORD);
+  });
+
+  it('names the key owner, not the key label, and stops an inviter mailing one address or a day past the limits', async () => {
+    // An admin, or whoever holds an API key with `members:invite`, turns invitations into a mail
+    // cannon: invite, revoke, invite any address at the write rate limit, each message carrying a key
+    // label of their choosing ("URGENT: verify your account at …") as the inviter's name.
+    expect(
+      (await world.owner.client.send('POST', '/api/auth/reauth', { password: OWNER.password })).status,
+    ).toBeLessThan(300);
+    const label = 'URGENT verify your account at evil.example';
+    const key = await world.owner.client.json<{ token: string }>('POST', '/api/orgs/acme/api-keys', {
+      name: label,
+      // What inviting a viewer needs: the viewer's reads, and `members:invite`.
+      permissions: [
+        'members:invite',
+        'org:read',
+        'members:read',
+        'roles:read',
+        'teams:read',
+        'agents:read',
+        'services:read',
+        'commands:read',
+      ],
+    });
+    expect(key.status).toBe(201);
+    const asKey = async (method: string, url: string, body?: unknown) => {
+      const response = await fetch(`${world.server.url}${url}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${key.body.token}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      return {
+        status: response.status,
+        body: (await response.json()) as { invitation: { id: string }; error: { code: string } },
+      };
+    };
+    const invited = await asKey('POST', '/api/orgs/acme/invitations', {
+      email: 'quentin@acme.test',
+      role: 'viewer',
+    });
+    expect(invited.status).toBe(201);
+    const email = await smtp.next(to('quentin@acme.test', /^Subject: You are invited to Acme/m));
+    expect(bodyOf(email)).toContain(`${OWNER.email} invited you`);
+    expect(email.raw).not.toContain('evil.example');
+
+    // Revoked, then invited again at once: the address was mailed minutes ago.
+    expect((await asKey('DELETE', `/api/orgs/acme/invitations/${invited.body.invitation.id}`)).status).toBe(
+      200,
+    );
+    const again = await asKey('POST', '/api/orgs/acme/invitations', {
+      email: 'quentin@acme.test',
+      role: 'viewer',
+    });
+    expect(again).toMatchObject({ status: 429, body: { error: { code: 'invitation_recently_sent' } } });
+
+    // A day's cap per organization, revoked invitations counted (Beta: five, then no more).
+    await world.createOrg('Beta');
+    const codes: string[] = [];
+    for (let i = 1; i <= 6; i++) {
+      const answer = await world.owner.client.json<{ error?: { code: string } }>(
+        'POST',
+        '/api/orgs/beta/invitations',
+        { email: `cannon${i}@elsewhere.test`, role: 'viewer' },
+      );
+      codes.push(answer.body.error?.code ?? String(answer.status));
+    }
+    expect(codes).toEqual(['201', '201', '201', '201', '201', 'invitation_email_limit']);
   });
 
   it('emails a sign-in from a new device to that person only, once', async () => {

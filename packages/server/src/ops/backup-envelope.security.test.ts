@@ -12,6 +12,7 @@ import {
   createSealer,
   openHeader,
   type Recipients,
+  stanzaTypesOf,
 } from './backup-envelope.js';
 
 /**
@@ -182,5 +183,25 @@ describe('backup envelope', () => {
       Buffer.from(b.toString('latin1').replace(/ 17 /, ' 40 '), 'latin1'),
     );
     await expect(open(costly, { passphrase: PASSPHRASE })).rejects.toThrow(/cost/);
+  });
+
+  it('refuses, as it reads the header and before any scrypt, a cost above what backups use and a second passphrase stanza', async () => {
+    // A forged header within the old bound (2^19, 512 MiB and seconds of scrypt), or the one real
+    // stanza repeated (some eighty fit in a header): each derivation runs before the MAC can say
+    // the header is forged. Both are refused already where the header is parsed, passphrase or not.
+    const above = withBytes(both, (b) => Buffer.from(b.toString('latin1').replace(/ 17 /, ' 19 '), 'latin1'));
+    await expect(stanzaTypesOf(above)).rejects.toThrow(
+      /passphrase cost of 2\^19: backups use 2\^17 to 2\^18/,
+    );
+    await expect(open(above, { passphrase: PASSPHRASE })).rejects.toThrow(/cost of 2\^19/);
+    const doubled = withBytes(both, (b) => {
+      const text = b.toString('latin1');
+      const stanza = /^-> scrypt .*$/m.exec(text)![0];
+      return Buffer.from(text.replace(stanza, `${stanza}\n${stanza}`), 'latin1');
+    });
+    await expect(stanzaTypesOf(doubled)).rejects.toThrow(
+      /2 passphrase \(scrypt\) stanzas: a backup has at most one/,
+    );
+    await refused(open(doubled, { passphrase: PASSPHRASE }));
   });
 });

@@ -33,7 +33,10 @@ import type { MasterKeyProvider } from '../secrets/key-provider.js';
  *
  * Deviation from age: age allows a scrypt stanza only alone. Here a backup may carry both: each
  * recipient is a holder of the whole instance (its master key, or the owner's backup passphrase), so
- * "whoever could open it could have made it" is the authenticity claim either way.
+ * "whoever could open it could have made it" is the authenticity claim either way. But, as in age,
+ * never more than one scrypt stanza, each within the writer's cost range, checked as the header is
+ * parsed: otherwise a forged header of some eighty stanzas would make the reader run scrypt eighty
+ * times before any MAC could be checked.
  */
 
 export const MAGIC = 'bulwark-backup/v1';
@@ -44,8 +47,12 @@ const TAG_BYTES = 16;
 export const CHUNK_BYTES = 64 * 1024;
 /** 2^17 × r 8 = 128 MiB and about half a second per derivation: OWASP's scrypt floor is 2^17. */
 export const SCRYPT_LOG_N = 17;
-/** A header may not make the reader spend more than this (2^22 = 4 GiB of memory): a denial of service. */
-const MAX_SCRYPT_LOG_N = 22;
+/**
+ * The costs a reader accepts: what the writer uses, and one step up for a later writer. Anything more
+ * is a header written to make the reader spend memory and time (2^22 would be 4 GiB) before the MAC
+ * can say it is forged.
+ */
+const MAX_SCRYPT_LOG_N = 18;
 const MIN_SCRYPT_LOG_N = 17;
 const SCRYPT_SALT_BYTES = 16;
 /** Headers are a few hundred bytes; anything past this without the MAC line is not a backup. */
@@ -206,6 +213,19 @@ function parseHeader(text: string): { stanzas: Stanza[]; nonce: Buffer; upToMac:
   const macLine = /^--- ([A-Za-z0-9_-]+)$/.exec(lines[index + 1] ?? '');
   if (!payload || !macLine || stanzas.length === 0)
     throw new BackupAuthenticationError('malformed backup header');
+  const scrypts = stanzas.filter((stanza) => stanza.type === 'scrypt');
+  if (scrypts.length > 1)
+    throw new BackupAuthenticationError(
+      `refusing a backup header with ${scrypts.length} passphrase (scrypt) stanzas: a backup has at most one`,
+    );
+  for (const { args } of scrypts) {
+    const logN = args[1] ?? '';
+    if (args.length !== 3) throw new BackupAuthenticationError('malformed passphrase stanza');
+    if (!/^\d{1,2}$/.test(logN) || Number(logN) < MIN_SCRYPT_LOG_N || Number(logN) > MAX_SCRYPT_LOG_N)
+      throw new BackupAuthenticationError(
+        `refusing a passphrase cost of 2^${logN.slice(0, 10)}: backups use 2^${MIN_SCRYPT_LOG_N} to 2^${MAX_SCRYPT_LOG_N}`,
+      );
+  }
   if (Number(payload[2]) !== CHUNK_BYTES) throw new BackupAuthenticationError('unsupported chunk size');
   const nonce = unb64(payload[1]!);
   if (nonce.length !== PAYLOAD_NONCE_BYTES) throw new BackupAuthenticationError('malformed backup header');
@@ -227,11 +247,9 @@ async function fileKeyFrom(
     }
   }
   if (stanza.type === 'scrypt' && recipients.passphrase !== undefined && stanza.args.length === 3) {
+    // Its cost is within the accepted range: parseHeader checked.
     const [salt, logN, wrapped] = stanza.args as [string, string, string];
-    const cost = Number(logN);
-    if (!/^\d+$/.test(logN) || cost < MIN_SCRYPT_LOG_N || cost > MAX_SCRYPT_LOG_N)
-      throw new BackupAuthenticationError(`refusing a passphrase cost of 2^${logN}`);
-    const key = await scryptKey(recipients.passphrase, unb64(salt), cost);
+    const key = await scryptKey(recipients.passphrase, unb64(salt), Number(logN));
     const fileKey = unwrapOnce(key, unb64(wrapped), PURPOSE);
     return fileKey ? { fileKey, by: 'scrypt' } : undefined;
   }

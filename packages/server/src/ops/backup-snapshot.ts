@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
+import { type BackingTlsSettings, createBackingTls, postgresTls } from '../net/backing-tls.js';
 
 /**
  * The database half of a backup (PLAT-7): a consistent snapshot of SQLite or PostgreSQL without the
@@ -25,11 +27,53 @@ export class BackupTargetError extends Error {
   }
 }
 
-/** A private (0600) scratch file name in `dir`, created empty so nobody else can create it first. */
+/**
+ * A private (0600) scratch file name in `dir`, created empty so nobody else can create it first. Its
+ * name carries the creating process's id, so a sweep at start can tell a live one from a crash's.
+ */
 export function privateScratchFile(dir: string, label: string): string {
-  const file = path.join(dir, `.${label}-${randomBytes(8).toString('hex')}.tmp`);
+  const file = path.join(dir, `.${label}-${process.pid}-${randomBytes(8).toString('hex')}.tmp`);
   closeSync(openSync(file, 'wx', 0o600));
   return file;
+}
+
+/** The scratch files of backups and restores (the id-less form is what earlier versions made). */
+const SCRATCH_NAME = /^\.(?:backup|restore|pgpass|pgroots)-(?:(\d+)-)?[0-9a-f]{16}\.tmp$/;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    // EPERM: it exists, under another user.
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes what a backup or restore that crashed left in `dirs`: plaintext copies of the database
+ * (sessions left out, but every other row) and PGPASSFILEs holding the database password. A file
+ * whose process still runs (a `bulwark backup create` beside the server) is left alone.
+ */
+export function sweepScratchFiles(dirs: string[]): string[] {
+  const removed: string[] = [];
+  for (const dir of new Set(dirs)) {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const match = SCRATCH_NAME.exec(name);
+      if (!match) continue;
+      const pid = match[1] ? Number(match[1]) : undefined;
+      if (pid !== undefined && (pid === process.pid || alive(pid))) continue;
+      rmSync(path.join(dir, name), { force: true });
+      removed.push(path.join(dir, name));
+    }
+  }
+  return removed;
 }
 
 export interface SnapshotFacts {
@@ -112,28 +156,59 @@ export function checkSqliteCopy(file: string, expected: Record<string, number>):
 /**
  * How pg_dump and pg_restore reach the database without its password on their command line, where
  * every user of the host can read it (ps, /proc/<pid>/cmdline): the URL without its password as
- * `--dbname`, and the password in a private PGPASSFILE that exists only while they run.
+ * `--dbname`, and the password in a private PGPASSFILE that exists only while they run. TLS is the
+ * server's own policy (NET-4, net/backing-tls.ts) in libpq's terms: `verify-full` against the CA the
+ * server trusts wherever the server verifies, never libpq's unverified `require` or `prefer`.
  */
 export function libpqConnection(
   url: string,
   scratchDir: string,
+  backingTls: BackingTlsSettings,
 ): { dbname: string; env: NodeJS.ProcessEnv; done(): void } {
-  const parsed = new URL(url);
+  const { connectionString, libpq } = postgresTls(url, createBackingTls(backingTls));
+  const parsed = new URL(connectionString);
   const password = decodeURIComponent(parsed.password);
   parsed.password = '';
-  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin', PGAPPNAME: 'bulwark-backup' };
-  // Always a file of ours: without a password in the URL, libpq must not pick one up from the
-  // operator's own ~/.pgpass instead.
-  const passfile = privateScratchFile(scratchDir, 'pgpass');
-  // .pgpass format: host:port:database:user:password, with `\` and `:` escaped in each field.
-  if (password)
-    writeFileSync(passfile, `*:*:*:*:${password.replaceAll('\\', '\\\\').replaceAll(':', '\\:')}\n`);
-  env.PGPASSFILE = passfile;
-  return {
-    dbname: parsed.toString(),
-    env,
-    done: () => rmSync(passfile, { force: true }),
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    PGAPPNAME: 'bulwark-backup',
+    PGSSLMODE: libpq.sslmode,
   };
+  const scratch: string[] = [];
+  const done = () => {
+    for (const file of scratch) rmSync(file, { force: true });
+  };
+  try {
+    if (libpq.sslmode === 'verify-full') {
+      if (libpq.rootCertFile) {
+        env.PGSSLROOTCERT = libpq.rootCertFile;
+      } else {
+        // No CA configured: the roots Node (and so the server) trusts, as a file for libpq.
+        const roots = privateScratchFile(scratchDir, 'pgroots');
+        scratch.push(roots);
+        writeFileSync(roots, `${rootCertificates.join('\n')}\n`);
+        env.PGSSLROOTCERT = roots;
+      }
+    }
+    // Always a file of ours: without a password in the URL, libpq must not pick one up from the
+    // operator's own ~/.pgpass instead.
+    const passfile = privateScratchFile(scratchDir, 'pgpass');
+    scratch.push(passfile);
+    // .pgpass format: host:port:database:user:password, with `\` and `:` escaped in each field.
+    if (password)
+      writeFileSync(passfile, `*:*:*:*:${password.replaceAll('\\', '\\\\').replaceAll(':', '\\:')}\n`);
+    env.PGPASSFILE = passfile;
+  } catch (error) {
+    done();
+    throw error;
+  }
+  return { dbname: parsed.toString(), env, done };
+}
+
+/** A `pg` client for `url` with the server's own TLS options (NET-4). */
+function backupClient(url: string, backingTls: BackingTlsSettings): pg.Client {
+  const { connectionString, ssl } = postgresTls(url, createBackingTls(backingTls));
+  return new pg.Client({ connectionString, ssl, application_name: 'bulwark-backup' });
 }
 
 /**
@@ -144,10 +219,17 @@ export function libpqConnection(
 export async function dumpPostgres(
   url: string,
   scratchDir: string,
+  backingTls: BackingTlsSettings,
 ): Promise<{ facts: SnapshotFacts; dump: Readable; finished: Promise<void>; stop(): void }> {
-  const client = new pg.Client({ connectionString: url, application_name: 'bulwark-backup' });
+  const client = backupClient(url, backingTls);
   await client.connect();
-  const connection = libpqConnection(url, scratchDir);
+  let connection: ReturnType<typeof libpqConnection>;
+  try {
+    connection = libpqConnection(url, scratchDir, backingTls);
+  } catch (error) {
+    await client.end().catch(() => {});
+    throw error;
+  }
   try {
     await client.query('begin isolation level repeatable read read only');
     const snapshot = (await client.query<{ id: string }>('select pg_export_snapshot() as id')).rows[0]!.id;
@@ -201,8 +283,8 @@ export async function dumpPostgres(
 }
 
 /** Counts the tables of the URL's database in its current schema: a restore goes only into an empty one. */
-async function postgresTables(url: string): Promise<Record<string, number>> {
-  const client = new pg.Client({ connectionString: url, application_name: 'bulwark-backup' });
+async function postgresTables(url: string, backingTls: BackingTlsSettings): Promise<Record<string, number>> {
+  const client = backupClient(url, backingTls);
   await client.connect();
   try {
     const { rows } = await client.query<{ name: string }>(
@@ -218,8 +300,8 @@ async function postgresTables(url: string): Promise<Record<string, number>> {
   }
 }
 
-export async function assertEmptyPostgres(url: string): Promise<void> {
-  const tables = Object.keys(await postgresTables(url));
+export async function assertEmptyPostgres(url: string, backingTls: BackingTlsSettings): Promise<void> {
+  const tables = Object.keys(await postgresTables(url, backingTls));
   if (tables.length > 0)
     throw new BackupTargetError(
       `the database is not empty (it has ${tables.length} tables, e.g. ${tables[0]}); restore into a new, empty database`,
@@ -235,9 +317,10 @@ export async function restorePostgres(
   dumpFile: string,
   scratchDir: string,
   expected: Record<string, number>,
+  backingTls: BackingTlsSettings,
 ): Promise<void> {
-  await assertEmptyPostgres(url);
-  const connection = libpqConnection(url, scratchDir);
+  await assertEmptyPostgres(url, backingTls);
+  const connection = libpqConnection(url, scratchDir, backingTls);
   try {
     const child = spawn(
       'pg_restore',
@@ -265,7 +348,7 @@ export async function restorePostgres(
   } finally {
     connection.done();
   }
-  const found = await postgresTables(url);
+  const found = await postgresTables(url, backingTls);
   for (const [table, rows] of Object.entries(expected))
     if (found[table] !== rows)
       throw new BackupTargetError(`table ${table} has ${found[table] ?? 'no'} rows, the backup said ${rows}`);

@@ -9,6 +9,12 @@ import { type BackupService, NotInstanceOwnerError } from './backup.service.js';
 
 const OrgParams = z.strictObject({ org: OrgSlug });
 
+/**
+ * A download whose client takes nothing for this long is ended: on PostgreSQL, pg_dump holds its
+ * snapshot (and so old row versions, VACUUM held back) until the last byte is read.
+ */
+export const DOWNLOAD_IDLE_TIMEOUT_MS = 60_000;
+
 /** What opens the backup: the installation's master key, or a passphrase the caller chooses now. */
 const BackupRequest = z.discriminatedUnion('recipient', [
   z.strictObject({ recipient: z.literal('keyring') }),
@@ -78,6 +84,7 @@ export function backupRoutes(deps: { backups: BackupService; audit: AuditService
           passphrase: body.recipient === 'passphrase' ? body.passphrase : undefined,
           actor: caller.actor,
           context: caller.context,
+          idleTimeoutMs: DOWNLOAD_IDLE_TIMEOUT_MS,
         });
         const stamp = new Date(backup.manifest.createdAt).toISOString().replace(/[:.]/g, '-');
         reply.type('application/octet-stream');

@@ -29,6 +29,7 @@ import {
   privateScratchFile,
   restorePostgres,
   snapshotSqlite,
+  sweepScratchFiles,
 } from './backup-snapshot.js';
 
 /**
@@ -65,6 +66,11 @@ export interface CreateBackupRequest {
   actor: AuditActor;
   context?: AuditRequestContext;
   onProgress?: (progress: BackupProgress) => void;
+  /**
+   * A download: the stream ends with an error once its reader has taken nothing for this long, so a
+   * client that stops reading cannot hold pg_dump's snapshot (and the scratch copy) open forever.
+   */
+  idleTimeoutMs?: number;
 }
 
 export interface CreatedBackup {
@@ -146,10 +152,34 @@ class ManifestSplitter extends Transform {
 
 const knownMigrations = new Set(Object.keys(migrations));
 
-export class NotInstanceOwnerError extends Error {}
+/**
+ * Says no more than that: the slug of the organization the caller is missing from is not theirs to
+ * learn (it would be in the 403 and in their organization's audit log).
+ */
+export class NotInstanceOwnerError extends Error {
+  constructor() {
+    super(
+      'a backup holds every organization of this installation, and you do not hold backups:manage in all of them',
+    );
+    this.name = 'NotInstanceOwnerError';
+  }
+}
+
+/** Where backups and restores put their scratch files: beside a SQLite database, or in the data directory. */
+function scratchDirsOf(config: Pick<Config, 'database' | 'dataDir'>): string[] {
+  return [config.dataDir, ...(config.database.kind === 'sqlite' ? [path.dirname(config.database.file)] : [])];
+}
+
+/**
+ * At start (server, `bulwark backup create|restore`): removes the scratch files a crashed backup or
+ * restore left behind, a plaintext copy of the database or the database password among them.
+ */
+export function sweepBackupScratch(config: Pick<Config, 'database' | 'dataDir'>): string[] {
+  return sweepScratchFiles(scratchDirsOf(config));
+}
 
 export function createBackupService(deps: {
-  config: Pick<Config, 'database' | 'dataDir'>;
+  config: Pick<Config, 'database' | 'dataDir' | 'backingTls'>;
   masterKeys: MasterKeyProvider;
   audit: AuditService;
   /** For the API: whether a person holds `backups:manage` over the whole of an organization. */
@@ -185,9 +215,7 @@ export function createBackupService(deps: {
       for (const slug of await deps.store.orgSlugs()) {
         const context = await deps.access.load(slug, userId);
         if (!context || !isAllowed(context.access, 'backups:manage', { kind: 'org' }))
-          throw new NotInstanceOwnerError(
-            `a backup holds every organization of this installation; you do not hold backups:manage in all of them (not in ${slug})`,
-          );
+          throw new NotInstanceOwnerError();
       }
     },
 
@@ -224,7 +252,7 @@ export function createBackupService(deps: {
           yield* createReadStream(scratch) as AsyncIterable<Buffer>;
         };
       } else {
-        const dump = await dumpPostgres(config.database.url, config.dataDir);
+        const dump = await dumpPostgres(config.database.url, config.dataDir, config.backingTls);
         manifest = manifestOf(dump.facts);
         release = () => dump.stop();
         database = async function* () {
@@ -259,9 +287,24 @@ export function createBackupService(deps: {
         yield frame(manifest);
         yield* database();
       }
+      // Runs only while the reader holds what it was given (from each yield until it asks for more):
+      // the time pg_dump or the disk takes to produce a chunk never counts against the reader.
+      let idle: NodeJS.Timeout | undefined;
+      const waitForReader = () => {
+        if (request.idleTimeoutMs === undefined) return;
+        const ms = request.idleTimeoutMs;
+        idle = setTimeout(
+          () => stream.destroy(new Error(`the backup's reader took nothing for ${ms / 1000} s; ended`)),
+          ms,
+        );
+      };
+      const readerAsked = () => clearTimeout(idle);
       async function* sealed() {
+        readerAsked();
         try {
+          waitForReader();
           yield sealer.header;
+          readerAsked();
           let written = sealer.header.length;
           // pipeline, not pipe: a failed snapshot (pg_dump exiting non-zero) must fail the stream, and
           // then the last chunk is never written, so the partial file is refused on restore.
@@ -269,16 +312,24 @@ export function createBackupService(deps: {
           for await (const chunk of encrypted as AsyncIterable<Buffer>) {
             written += chunk.length;
             request.onProgress?.({ phase: 'write', bytes: written });
+            waitForReader();
             yield chunk;
+            readerAsked();
           }
         } finally {
+          readerAsked();
           release();
         }
       }
       const stream = Readable.from(sealed(), { objectMode: false });
       // A stream destroyed before its first read (a download aborted at once) never runs the
       // generator's finally: the scratch copy or pg_dump must go all the same.
-      stream.once('close', release);
+      stream.once('close', () => {
+        readerAsked();
+        release();
+      });
+      // A reader that never starts is a stalled one too.
+      waitForReader();
       return { manifest, stream, size };
     },
   };
@@ -292,7 +343,7 @@ export type BackupService = ReturnType<typeof createBackupService>;
  * scratch file first; only then does anything reach the target.
  */
 export async function restoreBackup(
-  config: Pick<Config, 'database' | 'dataDir'>,
+  config: Pick<Config, 'database' | 'dataDir' | 'backingTls'>,
   request: RestoreRequest,
 ): Promise<{ manifest: BackupManifest; openedBy: string }> {
   const opened = await openHeader(request.file, {
@@ -309,7 +360,7 @@ export async function restoreBackup(
         );
     scratchDir = path.dirname(database.file);
   } else {
-    await assertEmptyPostgres(database.url);
+    await assertEmptyPostgres(database.url, config.backingTls);
     scratchDir = config.dataDir;
   }
   mkdirSync(scratchDir, { recursive: true, mode: 0o700 });
@@ -340,7 +391,7 @@ export async function restoreBackup(
       checkSqliteCopy(scratch, manifest.tables);
       renameSync(scratch, database.file);
     } else {
-      await restorePostgres(database.url, scratch, scratchDir, manifest.tables);
+      await restorePostgres(database.url, scratch, scratchDir, manifest.tables, config.backingTls);
     }
     return { manifest, openedBy: opened.openedBy };
   } finally {

@@ -54,6 +54,8 @@ export function createInvitationsService(deps: {
   breached?: BreachedPasswords;
   /** Emails the invitee the link (NOTIFY-1), in the invitation's own transaction, when SMTP is configured. */
   email?: Pick<EmailOutbox, 'invitation'> | undefined;
+  /** How many invitation emails an organization may send (config `invitationEmails`). */
+  limits?: { perOrgPerDay: number; recipientCooldownMinutes: number };
 }) {
   const { invitations, users, passwords, seals, transact, clock } = deps;
 
@@ -107,6 +109,47 @@ export function createInvitationsService(deps: {
     await orgs.insertMembership({ org_id: row.org_id, user_id: userId, role: row.role, created_at: now });
   }
 
+  /**
+   * `members:invite` (admins, API keys) must not make Bulwark a mail cannon aimed at any address:
+   * an organization sends at most so many invitation emails a day, and one address gets one at most
+   * every so often, revoked ones included (invite, revoke, invite would otherwise mail it at the
+   * write rate limit). Under the organization's lock, so concurrent invitations count each other.
+   */
+  async function assertMayMail(
+    trx: Parameters<Parameters<Transact>[0]>[0],
+    orgId: string,
+    email: string,
+    now: number,
+  ) {
+    const limits = deps.limits ?? { perOrgPerDay: 100, recipientCooldownMinutes: 60 };
+    await createAccessStore(trx).lockOrg(orgId);
+    const store = createInvitationsStore(trx);
+    if (
+      limits.recipientCooldownMinutes > 0 &&
+      (await store.invitedSince(orgId, email, now - limits.recipientCooldownMinutes * 60_000))
+    )
+      throw new AppError(
+        429,
+        'invitation_recently_sent',
+        `This address was sent an invitation less than ${limits.recipientCooldownMinutes} minutes ago; try again later.`,
+      );
+    if ((await store.countSince(orgId, now - 86_400_000)) >= limits.perOrgPerDay)
+      throw new AppError(
+        429,
+        'invitation_email_limit',
+        `This organization has sent ${limits.perOrgPerDay} invitation emails in the last 24 hours; try again later.`,
+      );
+  }
+
+  /**
+   * Who the email says invited: a person. An API key's display carries its label, free text anyone
+   * holding `apikeys:manage` wrote, which must not reach a stranger's mailbox: the key's owner instead.
+   */
+  async function inviterName(trx: Parameters<Parameters<Transact>[0]>[0], caller: Caller) {
+    if (caller.actor.type === 'user') return caller.actor.display ?? 'A member';
+    return (await createUsersStore(trx).findById(caller.userId))?.email ?? 'A member';
+  }
+
   async function usable(token: string) {
     if (!isWellFormedToken(token, 'bwi')) throw new InvitationInvalidError();
     const row = await invitations.findUsable(tokenHash(token), clock());
@@ -144,6 +187,7 @@ export function createInvitationsService(deps: {
             'invitation_pending',
             'This person already has a pending invitation; revoke it first.',
           );
+        if (deps.email) await assertMayMail(trx, caller.org.id, email, now);
         const token = generateToken('bwi');
         const invitation: InvitationRow = {
           id: newId('inv', now),
@@ -164,7 +208,7 @@ export function createInvitationsService(deps: {
         await deps.email?.invitation(trx, {
           email,
           orgName: caller.org.name,
-          inviterName: caller.actor.display ?? 'A member',
+          inviterName: await inviterName(trx, caller),
           role: input.role,
           token,
           expiresAt: invitation.expires_at,

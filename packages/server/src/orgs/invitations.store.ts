@@ -75,6 +75,27 @@ export function createInvitationsStore(db: Kysely<DB>) {
         .executeTakeFirst();
       return Number(result.numUpdatedRows) === 1;
     },
+    /** Invitations the organization made since `since`, in any state (revoked ones were mailed too). */
+    async countSince(orgId: string, since: number): Promise<number> {
+      const row = await db
+        .selectFrom('invitations')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('org_id', '=', orgId)
+        .where('created_at', '>', since)
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+    /** Whether the organization invited `email` since `since`, in any state. */
+    async invitedSince(orgId: string, email: string, since: number): Promise<boolean> {
+      const row = await db
+        .selectFrom('invitations')
+        .select('id')
+        .where('org_id', '=', orgId)
+        .where('email', '=', email)
+        .where('created_at', '>', since)
+        .executeTakeFirst();
+      return row !== undefined;
+    },
     async revoke(orgId: string, id: string, now: number): Promise<boolean> {
       const result = await db
         .updateTable('invitations')

@@ -128,7 +128,8 @@ export function createMembersService(deps: {
       const member = await orgs.findMember(caller.org.id, userId);
       if (!member) throw new NotFoundError('No such member.');
       return transact(async (trx, events) => {
-        const reason = `ended by ${caller.actor.display ?? caller.userId}`;
+        // By id, never by address: the row outlives an erasure of the person who ended them.
+        const reason = `ended by ${caller.userId}`;
         const ended = await sessions.inTransaction(trx).endAllOf(userId, reason);
         events.push(
           callerEvent(caller, 'member.sessions_ended', userTarget(member), { sessionsEnded: ended }),

@@ -89,7 +89,8 @@ export function createTeamsService(deps: { teams: TeamsStore; transact: Transact
         await assertReachOverTeam(caller, trx, teamId, 'add team member');
         if (await store.addMember(caller.org.id, teamId, userId, clock()))
           events.push(
-            callerEvent(caller, 'team.member_added', teamTarget(team), { userId, email: member.email }),
+            // The id only: details are never sealed, and an erased person's address must not stay in them.
+            callerEvent(caller, 'team.member_added', teamTarget(team), { userId }),
           );
       });
     },

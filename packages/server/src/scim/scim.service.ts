@@ -269,7 +269,9 @@ export function createScimService(deps: {
         events.push(
           callerEvent(acting(caller), 'user.updated', userTarget({ id: current.id, email: input.email }), {
             via: 'scim',
-            ...(input.email !== current.email ? { previousEmail: current.email } : {}),
+            // Whether it changed, never the old address: details are not sealed (the new one is the
+            // target's display, sealed under the user's PII key).
+            ...(input.email !== current.email ? { emailChanged: true } : {}),
           }),
         );
       }

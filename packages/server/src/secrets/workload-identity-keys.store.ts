@@ -43,6 +43,17 @@ export function createWorkloadIdentityKeysStore(db: Kysely<DB>) {
       await trx.insertInto('workload_identity_keys').values(row).execute();
       return Number(retired.numUpdatedRows);
     },
+    /**
+     * For a leaked key: deletes every key but `row` and adds `row`, in the caller's (audited)
+     * transaction. Deleted, not marked: a retirement time is a column any database writer can clear,
+     * and with it the leaked key would be published again and its holder's tokens verify. Returns how
+     * many keys were deleted.
+     */
+    async revokeAllBut(trx: Transaction<DB>, row: WorkloadIdentityKeyRow): Promise<number> {
+      const deleted = await trx.deleteFrom('workload_identity_keys').executeTakeFirst();
+      await trx.insertInto('workload_identity_keys').values(row).execute();
+      return Number(deleted.numDeletedRows);
+    },
     async insert(row: WorkloadIdentityKeyRow): Promise<void> {
       await db.insertInto('workload_identity_keys').values(row).execute();
     },

@@ -24,7 +24,8 @@ import { tempDir } from '../test-support/temp.js';
  *   organization (another team's cloud, or anything at all) gets no command, so no token;
  * - the token leaking into the command's view, its output, the audit log or the server's logs;
  * - rotation: a token signed just before a rotation still verifies during the overlap (relying
- *   parties keep working), and stops verifying once the old key left the JWKS.
+ *   parties keep working), and stops verifying once the old key left the JWKS;
+ * - revocation of a leaked key: a database writer cannot publish the revoked key again.
  */
 
 const AWS = 'sts.amazonaws.com';
@@ -333,6 +334,32 @@ describe('workload identity, verified as a cloud token service would', () => {
       errors.JWKSNoMatchingKey,
     );
     await verify(second.token, { at: decodeIat(second.token) });
+  });
+
+  it("revokes for good: a database writer who clears a revoked key's retirement does not publish it again", async () => {
+    // The signing key leaked and the operator revoked it. Whoever holds it, and can write the
+    // database but not read the master key, sets the revoked rows' retires_at back to NULL: were the
+    // rows still there, the JWKS would publish the leaked key again and the clouds would accept the
+    // tokens they sign with it. Revoked keys are deleted, so there is nothing to put back.
+    const published = async () =>
+      (
+        (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as { keys: Array<{ kid: string }> }
+      ).keys.map((key) => key.kid);
+    const leaked = await published();
+    const revoked = await world.cli('keys', 'rotate-workload-identity', '--revoke-previous');
+    expect(revoked.code, revoked.stderr).toBe(0);
+    const now = await published();
+    expect(now).toHaveLength(1);
+    expect(leaked).not.toContain(now[0]);
+    const database = world.server.config.database;
+    if (database.kind !== 'sqlite') throw new Error('this test writes the SQLite file');
+    const writer = openSqlite({ file: database.file, busyTimeoutMs: 10_000 });
+    try {
+      await writer.db.updateTable('workload_identity_keys').set({ retires_at: null }).execute();
+    } finally {
+      await writer.db.destroy();
+    }
+    expect(await published()).toEqual(now);
   });
 });
 

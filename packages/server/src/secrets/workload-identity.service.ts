@@ -244,7 +244,9 @@ export function createWorkloadIdentityService(deps: {
      * Makes a new signing key, published at once, signing after `publishDelayMs` (relying parties'
      * cached JWKS have it by then); every older key leaves the JWKS `overlapMs` after the new one
      * starts signing (tokens they signed have expired by then). `revokePrevious`, for a key that
-     * leaked: the new key signs now and the old ones leave at once; tokens they signed stop verifying.
+     * leaked: the new key signs now and the old ones are deleted (not merely retired, which a database
+     * writer could undo); tokens they signed stop verifying. A backup from before still holds them:
+     * after restoring one, revoke again.
      */
     async rotate(options: {
       publishDelayMs: number;
@@ -267,7 +269,9 @@ export function createWorkloadIdentityService(deps: {
       const retiresAt = options.revokePrevious ? now : signsFrom + options.overlapMs;
       const row = await newKeyRow(now, signsFrom);
       const retired = await options.audit.withEvents(async (trx, events) => {
-        const count = await store.rotate(trx, row, retiresAt, now);
+        const count = options.revokePrevious
+          ? await store.revokeAllBut(trx, row)
+          : await store.rotate(trx, row, retiresAt, now);
         events.push({
           actor: options.actor,
           action: 'keys.workload_identity_rotated',
