@@ -21,9 +21,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createGuardedFetch } from '../net/outbound.js';
 import { OWNER } from '../test-support/org-world.js';
 import { type ServerProcess, startServerProcess } from '../test-support/processes.js';
-import { makeTestCertificates } from '../test-support/rsyslog.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { tempDir } from '../test-support/temp.js';
+import { makeTestCa } from '../test-support/test-ca.js';
 import { testLine } from './sinks.lines.js';
 import { createWebhookTransport, SIGNATURE_HEADER, verifyWebhookSignature } from './sinks.webhook.js';
 
@@ -75,7 +75,7 @@ describe('audit webhook sink', () => {
     BULWARK_AUDIT_SINK_BACKOFF_MAX_SECONDS: '1',
     BULWARK_AUDIT_CHECKPOINT_EVERY: '5',
     BULWARK_METRICS_TOKEN: METRICS_TOKEN,
-    NODE_EXTRA_CA_CERTS: path.join(dir.path, 'ca.pem'),
+    NODE_EXTRA_CA_CERTS: path.join(dir.path, 'webhook-ca.pem'),
   });
   const signIn = async () => {
     const client = new SessionClient(server!.url);
@@ -103,11 +103,11 @@ describe('audit webhook sink', () => {
 
   beforeAll(async () => {
     dir = await tempDir('webhook');
-    await makeTestCertificates(dir.path, 'webhook');
+    const certificate = makeTestCa(dir.path, 'webhook').issue('server');
     receiver = createServer(
       {
-        cert: await readFile(path.join(dir.path, 'server.pem')),
-        key: await readFile(path.join(dir.path, 'server.key')),
+        cert: await readFile(certificate.certFile),
+        key: await readFile(certificate.keyFile),
       },
       (request, response) => {
         let body = '';

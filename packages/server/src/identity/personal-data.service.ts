@@ -36,6 +36,27 @@ export class PersonalDataError extends AppError {}
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
+const membershipView = (m: {
+  org_id: string;
+  slug: string;
+  name: string;
+  role: string;
+  created_at: number;
+}) => ({
+  orgId: m.org_id,
+  org: m.slug,
+  orgName: m.name,
+  role: m.role,
+  joinedAt: iso(m.created_at)!,
+});
+
+const teamView = (t: { id: string; org_id: string; name: string; created_at: number }) => ({
+  id: t.id,
+  orgId: t.org_id,
+  name: t.name,
+  joinedAt: iso(t.created_at)!,
+});
+
 function parseJson(text: string): JsonValue {
   try {
     return JSON.parse(text) as JsonValue;
@@ -272,14 +293,8 @@ export function createPersonalDataService(deps: {
         exportedAt: iso(clock())!,
         scope: 'instance' as const,
         profile: profileOf(user),
-        memberships: memberships.map((m) => ({
-          orgId: m.org_id,
-          org: m.slug,
-          orgName: m.name,
-          role: m.role,
-          joinedAt: iso(m.created_at)!,
-        })),
-        teams: teams.map((t) => ({ id: t.id, orgId: t.org_id, name: t.name, joinedAt: iso(t.created_at)! })),
+        memberships: memberships.map(membershipView),
+        teams: teams.map(teamView),
         factors: factors.map((f) => ({
           id: f.id,
           type: f.type,
@@ -334,14 +349,8 @@ export function createPersonalDataService(deps: {
         exportedAt: iso(clock())!,
         scope: 'organization' as const,
         profile: { id: user.id, email: user.email, displayName: user.display_name, status: user.status },
-        memberships: memberships.map((m) => ({
-          orgId: m.org_id,
-          org: m.slug,
-          orgName: m.name,
-          role: m.role,
-          joinedAt: iso(m.created_at)!,
-        })),
-        teams: teams.map((t) => ({ id: t.id, orgId: t.org_id, name: t.name, joinedAt: iso(t.created_at)! })),
+        memberships: memberships.map(membershipView),
+        teams: teams.map(teamView),
         apiKeys,
         auditEvents: audited.events,
         auditEventsTruncated: audited.truncated,

@@ -1,14 +1,13 @@
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
-import { promisify } from 'node:util';
 import { deadPort } from './ports.js';
 import { tempDir } from './temp.js';
+import { makeTestCa } from './test-ca.js';
 
-const run = promisify(execFile);
 const RSYSLOGD = '/usr/sbin/rsyslogd';
 
 export interface Rsyslog {
@@ -21,54 +20,6 @@ export interface Rsyslog {
   stop(): Promise<void>;
 }
 
-const opensslConf = `[req]
-distinguished_name = dn
-prompt = no
-[dn]
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-`;
-
-/** A private CA and a certificate for 127.0.0.1 / localhost signed by it (OpenSSL 3 `req -CA`). */
-export async function makeTestCertificates(dir: string, label: string): Promise<void> {
-  const conf = path.join(dir, 'openssl.cnf');
-  await writeFile(conf, opensslConf);
-  const common = [
-    '-config',
-    conf,
-    '-x509',
-    '-days',
-    '2',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-  ];
-  await run('openssl', [
-    'req',
-    ...common,
-    ...['-extensions', 'ca', '-subj', `/CN=Bulwark test ${label} CA`],
-    ...['-keyout', path.join(dir, 'ca.key'), '-out', path.join(dir, 'ca.pem')],
-  ]);
-  await run('openssl', [
-    'req',
-    ...common,
-    ...['-extensions', 'server', '-subj', '/CN=localhost'],
-    ...['-CA', path.join(dir, 'ca.pem'), '-CAkey', path.join(dir, 'ca.key')],
-    ...['-keyout', path.join(dir, 'server.key'), '-out', path.join(dir, 'server.pem')],
-  ]);
-}
-
 export const rsyslogAvailable = () => existsSync(RSYSLOGD);
 
 /**
@@ -78,7 +29,8 @@ export const rsyslogAvailable = () => existsSync(RSYSLOGD);
  */
 export async function startRsyslog(): Promise<Rsyslog> {
   const dir = await tempDir('rsyslog');
-  await makeTestCertificates(dir.path, 'syslog');
+  const ca = makeTestCa(dir.path, 'syslog');
+  const certificate = ca.issue('server');
   const out = path.join(dir.path, 'received.log');
   const pidFile = path.join(dir.path, 'rsyslogd.pid');
   let child: ChildProcess | undefined;
@@ -88,9 +40,9 @@ global(
   workDirectory="${dir.path}"
   maxMessageSize="256k"
   defaultNetstreamDriver="ossl"
-  defaultNetstreamDriverCAFile="${path.join(dir.path, 'ca.pem')}"
-  defaultNetstreamDriverCertFile="${path.join(dir.path, 'server.pem')}"
-  defaultNetstreamDriverKeyFile="${path.join(dir.path, 'server.key')}"
+  defaultNetstreamDriverCAFile="${ca.caFile}"
+  defaultNetstreamDriverCertFile="${certificate.certFile}"
+  defaultNetstreamDriverKeyFile="${certificate.keyFile}"
 )
 module(load="imtcp" StreamDriver.Name="ossl" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
 input(type="imtcp" port="${listen}" address="127.0.0.1")
@@ -142,7 +94,7 @@ action(type="omfile" file="${out}" template="raw" flushOnTXEnd="on" asyncWriting
       throw new Error(`rsyslogd did not start:\n${stderr}`);
     }
   }
-  const caPem = await readFile(path.join(dir.path, 'ca.pem'), 'utf8');
+  const caPem = ca.caPem;
   const received = async () => {
     const text = await readFile(out, 'utf8').catch(() => '');
     return text.split('\n').filter((line) => line !== '');
