@@ -258,6 +258,7 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
       const w = await world({ batchesPerPass: 1 });
       await w.record(8);
       await w.record(1, 'auth.break_glass_sign_in');
+      await w.record(1, 'keys.workload_identity_rotated');
       await w.record(2);
       await w.delivery().tick();
       const seqs = (await w.delivered())
@@ -265,6 +266,7 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
         .map((line) => [line.seq, line.action]);
       expect(seqs).toEqual([
         [9, 'auth.break_glass_sign_in'],
+        [10, 'keys.workload_identity_rotated'],
         [1, 'team.created'],
         [2, 'team.created'],
         [3, 'team.created'],

@@ -32,6 +32,8 @@ export const PRIORITY_ACTIONS: readonly AuditAction[] = [
   ...CRITICAL_ACTIONS,
   'keys.data_key_rotated',
   'keys.data_keys_rewrapped',
+  // A new signing key for workload tokens: a rotation nobody asked for is how a stolen key is used.
+  'keys.workload_identity_rotated',
   'scim.token_rotated',
   'audit.sink_deleted',
   'audit.sink_updated',

@@ -23,8 +23,9 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Database, openSqlite } from '../db/database.js';
 import { type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
-import { makeTestCertificates, type Rsyslog, startRsyslog } from '../test-support/rsyslog.js';
+import { type Rsyslog, startRsyslog } from '../test-support/rsyslog.js';
 import { tempDir } from '../test-support/temp.js';
+import { makeTestCa } from '../test-support/test-ca.js';
 import { checkSinkDir, createFileTransport } from './sinks.file.js';
 import { testLine } from './sinks.lines.js';
 
@@ -49,6 +50,7 @@ describe('audit sinks', () => {
   let rsyslog: Rsyslog;
   let sinkDir: { path: string; remove(): Promise<void> };
   let otherCa: { path: string; remove(): Promise<void> };
+  let impostorCa: string;
   let database: Database;
   let orgId: string;
 
@@ -86,7 +88,8 @@ describe('audit sinks', () => {
   beforeAll(async () => {
     sinkDir = await tempDir('sinks');
     otherCa = await tempDir('other-ca');
-    [rsyslog] = await Promise.all([startRsyslog(), makeTestCertificates(otherCa.path, 'impostor')]);
+    rsyslog = await startRsyslog();
+    impostorCa = makeTestCa(otherCa.path, 'impostor').caPem;
     world = await startOrgWorld({
       BULWARK_AUDIT_SINK_DIR: sinkDir.path,
       // rsyslog listens on loopback, which the outbound guard refuses unless told.
@@ -208,7 +211,6 @@ describe('audit sinks', () => {
   }, 60_000);
 
   test('syslog goes to rsyslog over TLS (RFC 5424, octet-counted), and never to a receiver the configured CA did not sign', async () => {
-    const impostorCa = await readFile(path.join(otherCa.path, 'ca.pem'), 'utf8');
     const wrong = await api<SinkAnswer>('POST', '', {
       name: 'impostor check',
       config: { kind: 'syslog', host: '127.0.0.1', port: rsyslog.port, caPem: impostorCa },
