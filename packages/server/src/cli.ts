@@ -1,16 +1,26 @@
 #!/usr/bin/env node
 import { createWriteStream, existsSync, openSync } from 'node:fs';
-import { userInfo } from 'node:os';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat } from './audit/audit.export.js';
 import { auditFilters, createAuditStore } from './audit/audit.store.js';
 import { type AuditActor, OUTCOMES, type Outcome } from './audit/audit.types.js';
+import { auditSinksCommands } from './audit/sinks.cli.js';
 import { checkWitness, witnessLines } from './audit/witness.js';
 import { API_KEY_VARIABLE, callApi, SERVER_VARIABLE } from './cli-api.js';
-import { type Config, describeConfig, loadConfig } from './config.js';
-import { openCore } from './core.js';
+import {
+  CliError,
+  cliActor,
+  cliLogger,
+  configFrom,
+  err,
+  out,
+  requireExistingDatabase,
+  withInstallation,
+} from './cli-support.js';
+import { type Config, describeConfig } from './config.js';
+import { type CoreServices, openCore } from './core.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import type { MigrationContext } from './db/migrations/index.js';
@@ -19,7 +29,6 @@ import { AdminError, createAdminService } from './identity/admin.service.js';
 import { createPasswordHasher } from './identity/password-hasher.js';
 import { createPasswords } from './identity/passwords.js';
 import { createPersonalDataService } from './identity/personal-data.service.js';
-import { createLogger } from './logging.js';
 import { backupCommands } from './ops/backup.cli.js';
 import { exitOnUnhandledErrors } from './ops/last-resort.js';
 import { createLocalKeyProvider } from './secrets/key-provider.js';
@@ -41,28 +50,6 @@ import { createWorkloadIdentityKeysStore } from './secrets/workload-identity-key
 import { VERSION } from './version.js';
 
 /** The `bulwark` command (CLI-1). Human output on stdout, progress and errors on stderr, non-zero exit on any failure. */
-
-class CliError extends Error {}
-
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const err = (line: string) => process.stderr.write(`${line}\n`);
-
-function configFrom(command: Command): Config {
-  const { config } = command.optsWithGlobals<{ config?: string }>();
-  return loadConfig(config ? { configFile: config } : {});
-}
-
-/** Commands that read an existing installation must not create an empty database by accident. */
-function requireExistingDatabase(config: Config): void {
-  if (config.database.kind === 'sqlite' && !existsSync(config.database.file)) {
-    throw new CliError(
-      `no database at ${config.database.file}; start the server once or run: bulwark migrate`,
-    );
-  }
-}
-
-/** Quiet logs for one-shot commands: only problems, to stderr, so stdout stays the command's output. */
-const cliLogger = () => createLogger({ level: 'warn', destination: process.stderr, name: 'bulwark-cli' });
 
 function throttled(report: (line: string) => void, everyMs = 1000): (line: string) => void {
   let last = 0;
@@ -243,7 +230,7 @@ async function auditExport(options: ExportOptions, command: Command): Promise<vo
       chainId: options.org,
       filters,
       format: options.format,
-      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
+      actor: cliActor(),
       onProgress: (rows) => {
         total = rows;
         progress(`exported ${rows} events…`);
@@ -260,47 +247,40 @@ async function auditExport(options: ExportOptions, command: Command): Promise<vo
 }
 
 /** Runs an admin operation against the installation's database, with the OS user as the audited actor. */
-async function withAdmin<T>(
+function withAdmin<T>(
   command: Command,
   work: (admin: ReturnType<typeof createAdminService>) => Promise<T>,
 ): Promise<T> {
-  const config = configFrom(command);
-  requireExistingDatabase(config);
-  const core = await openCore(config, cliLogger());
-  try {
-    const admin = createAdminService({
-      db: core.database.db,
-      passwords: createPasswords({ hasher: createPasswordHasher({}), dataKeys: core.dataKeys }),
-      audit: core.audit,
-      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
-    });
-    return await work(admin);
-  } catch (error) {
-    if (error instanceof AdminError) throw new CliError(error.message);
-    throw error;
-  } finally {
-    await core.audit.close();
-    await core.database.close();
-  }
+  return withInstallation(command, async (core, actor) => {
+    try {
+      return await work(
+        createAdminService({
+          db: core.database.db,
+          passwords: createPasswords({ hasher: createPasswordHasher({}), dataKeys: core.dataKeys }),
+          audit: core.audit,
+          actor,
+        }),
+      );
+    } catch (error) {
+      if (error instanceof AdminError) throw new CliError(error.message);
+      throw error;
+    }
+  });
 }
 
 /** Opens the installation for a `bulwark keys` command, with the OS user as the audited actor. */
-async function withKeys<T>(
+function withKeys<T>(
   command: Command,
-  work: (core: Awaited<ReturnType<typeof openCore>>, actor: AuditActor) => Promise<T>,
+  work: (core: CoreServices, actor: AuditActor) => Promise<T>,
 ): Promise<T> {
-  const config = configFrom(command);
-  requireExistingDatabase(config);
-  const core = await openCore(config, cliLogger());
-  try {
-    return await work(core, { type: 'system', id: 'cli', display: `cli:${userInfo().username}` });
-  } catch (error) {
-    if (error instanceof KeyRotationError) throw new CliError(error.message);
-    throw error;
-  } finally {
-    await core.audit.close();
-    await core.database.close();
-  }
+  return withInstallation(command, async (core, actor) => {
+    try {
+      return await work(core, actor);
+    } catch (error) {
+      if (error instanceof KeyRotationError) throw new CliError(error.message);
+      throw error;
+    }
+  });
 }
 
 function keysCommands(program: Command): void {
@@ -525,28 +505,24 @@ function adminCommands(program: Command): void {
       "erase a person (DATA-2): delete their account, sessions and memberships and shred their PII key, so the audit log's record of them can no longer be read; cannot be undone",
     )
     .requiredOption('--email <email>', 'email address')
-    .action(async (options: { email: string }, command: Command) => {
-      const config = configFrom(command);
-      requireExistingDatabase(config);
-      const core = await openCore(config, cliLogger());
-      try {
-        const erased = await createPersonalDataService({
-          db: core.database.db,
-          audit: core.audit,
-          pii: core.pii,
-          clock: Date.now,
-        }).eraseByEmail(options.email, { type: 'system', id: 'cli', display: `cli:${userInfo().username}` });
-        out(
-          `erased ${erased.userId}: ${erased.memberships} membership(s), ${erased.sessionsEnded} session(s) ended, ${erased.shredded} PII key(s) shredded`,
-        );
-      } catch (error) {
-        if (error instanceof AppError) throw new CliError(error.message);
-        throw error;
-      } finally {
-        await core.audit.close();
-        await core.database.close();
-      }
-    });
+    .action((options: { email: string }, command: Command) =>
+      withInstallation(command, async (core, actor) => {
+        try {
+          const erased = await createPersonalDataService({
+            db: core.database.db,
+            audit: core.audit,
+            pii: core.pii,
+            clock: Date.now,
+          }).eraseByEmail(options.email, actor);
+          out(
+            `erased ${erased.userId}: ${erased.memberships} membership(s), ${erased.sessionsEnded} session(s) ended, ${erased.shredded} PII key(s) shredded`,
+          );
+        } catch (error) {
+          if (error instanceof AppError) throw new CliError(error.message);
+          throw error;
+        }
+      }),
+    );
 }
 
 export function buildProgram(): Command {
@@ -596,6 +572,7 @@ export function buildProgram(): Command {
     .option('--target <id>', 'only events on this target id')
     .addOption(new Option('--outcome <outcome>', 'only this outcome').choices(OUTCOMES))
     .action(auditExport);
+  auditSinksCommands(audit);
 
   program
     .command('api')

@@ -11,7 +11,7 @@ import {
 } from './sinks.lines.js';
 import type { SinkMetrics } from './sinks.metrics.js';
 import { sinkProblem } from './sinks.problems.js';
-import type { AuditSinkRow, SinkProgress, SinksStore } from './sinks.store.js';
+import { type AuditSinkRow, chainOfSink, type SinkProgress, type SinksStore } from './sinks.store.js';
 
 export interface DeliveryOptions {
   /** Lines per batch (one POST, one syslog connection, one file write). */
@@ -43,7 +43,7 @@ export function backoffMs(failures: number, base: number, max: number, random: (
 }
 
 /**
- * Delivers every enabled sink's backlog: from its cursor in the org's chain, oldest first, events
+ * Delivers every enabled sink's backlog: from its cursor in its chain (an org's or the instance's), oldest first, events
  * with the signed checkpoints that cover them; critical events of a long backlog are sent ahead (and
  * again in order: receivers dedupe on `id`). Each sink runs on its own: a slow or failing one never
  * holds up another, nor the audit log, which it only reads. One loop per server process; the CLI
@@ -94,9 +94,9 @@ export function createSinkDelivery(deps: {
 
   async function observe(row: AuditSinkRow, deliveredSeq: number): Promise<void> {
     const labels = { sink: row.id, kind: row.kind };
-    const head = await store.headSeq(row.org_id);
+    const head = await store.headSeq(chainOfSink(row));
     metrics.depth.set(labels, Math.max(0, head - deliveredSeq));
-    const oldest = head > deliveredSeq ? await store.oldestAfter(row.org_id, deliveredSeq) : undefined;
+    const oldest = head > deliveredSeq ? await store.oldestAfter(chainOfSink(row), deliveredSeq) : undefined;
     metrics.lagSeconds.set(labels, oldest === undefined ? 0 : Math.max(0, (clock() - oldest) / 1000));
   }
 
@@ -107,7 +107,7 @@ export function createSinkDelivery(deps: {
       checkpoint_seq: row.checkpoint_seq,
       priority_seq: row.priority_seq,
     };
-    const chain = row.org_id;
+    const chain = chainOfSink(row);
     const batch = options.batchSize;
     const move = async (to: SinkProgress, lines: number): Promise<boolean> => {
       if (!(await store.advance(row.id, progress, to, clock()))) return false;

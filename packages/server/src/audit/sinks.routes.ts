@@ -2,90 +2,16 @@ import { z } from 'zod';
 import { callerOf } from '../access/caller.js';
 import { defineRoute, type RouteDefinition } from '../http/route.js';
 import { DisplayText, Done, done, idOf, iso, OrgSlug, Timestamp } from '../http/schemas.js';
-import type { SinksService, SinkView } from './sinks.service.js';
+import { PersonalDataSchema, SinkInputSchema, SinkNameSchema } from './sinks.input.js';
+import { orgSinkOwner, type SinksService, type SinkView } from './sinks.service.js';
 
 const SinkId = idOf('snk');
 
-/** A host name or an IP address (no scheme, no port). */
-const Host = z
-  .string()
-  .trim()
-  .min(1)
-  .max(253)
-  .regex(
-    /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$|^[0-9a-fA-F:.]+$/,
-    'is not a host name or address',
-  );
-
-/** HTTPS only, no credentials in the URL (they would be logged and shown): the secret signs instead. */
-const HttpsUrl = z
-  .url({ protocol: /^https$/ })
-  .max(2048)
-  .refine((value) => {
-    // zod runs refinements after a failed check too: an unparsable value is the url check's to report.
-    if (!URL.canParse(value)) return true;
-    const url = new URL(value);
-    return url.username === '' && url.password === '';
-  }, 'must not hold a user name or password');
-
-/** A header the collector wants (an API key); never one that frames the request itself. */
-const HeaderName = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9-]{0,63}$/, 'is not a header name')
-  .refine(
-    (name) =>
-      !['host', 'content-length', 'content-type', 'transfer-encoding', 'connection'].includes(
-        name.toLowerCase(),
-      ),
-    'is set by the server',
-  );
-const HeaderValue = z
-  .string()
-  .max(4096)
-  .regex(/^[\t\x20-\x7e]*$/, 'must be printable ASCII');
-
-const SinkInput = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('webhook'), url: HttpsUrl }),
-  z.strictObject({
-    kind: z.literal('syslog'),
-    host: Host,
-    port: z.number().int().min(1).max(65_535),
-    caPem: z.string().min(1).max(32_768).describe("PEM of the CA that signed the receiver's certificate"),
-    serverName: Host.nullish().describe('The name the certificate must carry; the host by default'),
-    facility: z
-      .number()
-      .int()
-      .min(0)
-      .max(23)
-      .optional()
-      .describe('RFC 5424 facility; 13 (log audit) by default'),
-    appHostname: z
-      .string()
-      .regex(/^[\x21-\x7e]{1,255}$/)
-      .nullish(),
-  }),
-  z.strictObject({ kind: z.literal('file') }),
-  z.strictObject({
-    kind: z.literal('otlp'),
-    url: HttpsUrl.describe('The collector’s logs endpoint, e.g. https://collector:4318/v1/logs'),
-    headers: z
-      .record(HeaderName, HeaderValue)
-      .optional()
-      .describe('Sent with every request (an API key of the collector); write-only, never returned'),
-  }),
-]);
-
-const PersonalData = z
-  .boolean()
-  .describe(
-    "Lines carry people's opened email/name, IP and user agent (`shown`); off: only the sealed/hashed form, which erasure reaches",
-  );
-
 const ConfigView = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('webhook'), url: z.string(), personalData: PersonalData }),
+  z.object({ kind: z.literal('webhook'), url: z.string(), personalData: PersonalDataSchema }),
   z.object({
     kind: z.literal('syslog'),
-    personalData: PersonalData,
+    personalData: PersonalDataSchema,
     host: z.string(),
     port: z.number(),
     caPem: z.string(),
@@ -96,13 +22,13 @@ const ConfigView = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('file'),
     file: z.string().describe('In BULWARK_AUDIT_SINK_DIR'),
-    personalData: PersonalData,
+    personalData: PersonalDataSchema,
   }),
   z.object({
     kind: z.literal('otlp'),
     url: z.string(),
     headerNames: z.array(z.string()),
-    personalData: PersonalData,
+    personalData: PersonalDataSchema,
   }),
 ]);
 
@@ -173,17 +99,17 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
       rateLimit: 'write',
       params: z.strictObject({ org: OrgSlug }),
       body: z.strictObject({
-        name: DisplayText(100),
-        config: SinkInput,
+        name: SinkNameSchema,
+        config: SinkInputSchema,
         from: z
           .enum(['start', 'now'])
           .default('start')
           .describe('Deliver the chain from its first event, or only what happens from now on'),
-        personalData: PersonalData.default(false),
+        personalData: PersonalDataSchema.default(false),
       }),
       response: { 201: WithSecret },
       handler: async ({ principal, request, body }) => {
-        const created = await sinks.create(callerOf(principal, request), body);
+        const created = await sinks.create(orgSinkOwner(callerOf(principal, request)), body);
         return { ...created, sink: present(created.sink) };
       },
     }),
@@ -210,14 +136,14 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
       rateLimit: 'write',
       params: Params,
       body: z.strictObject({
-        name: DisplayText(100).optional(),
+        name: SinkNameSchema.optional(),
         enabled: z.boolean().optional(),
         rotateSigningSecret: z.literal(true).optional(),
-        personalData: PersonalData.optional(),
+        personalData: PersonalDataSchema.optional(),
       }),
       response: { 200: WithSecret },
       handler: async ({ principal, request, params, body }) => {
-        const updated = await sinks.update(callerOf(principal, request), params.sink, body);
+        const updated = await sinks.update(orgSinkOwner(callerOf(principal, request)), params.sink, body);
         return { ...updated, sink: present(updated.sink) };
       },
     }),
@@ -232,7 +158,7 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
       params: Params,
       response: { 200: Done },
       handler: async ({ principal, request, params }) => {
-        await sinks.remove(callerOf(principal, request), params.sink);
+        await sinks.remove(orgSinkOwner(callerOf(principal, request)), params.sink);
         return done;
       },
     }),
@@ -246,7 +172,8 @@ export function sinksRoutes(sinks: SinksService): RouteDefinition[] {
       rateLimit: 'write',
       params: Params,
       response: { 200: z.object({ ok: z.boolean(), problem: z.string().optional() }) },
-      handler: ({ principal, request, params }) => sinks.test(callerOf(principal, request), params.sink),
+      handler: ({ principal, request, params }) =>
+        sinks.test(orgSinkOwner(callerOf(principal, request)), params.sink),
     }),
   ];
 }

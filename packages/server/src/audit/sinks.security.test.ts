@@ -23,6 +23,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Database, openSqlite } from '../db/database.js';
 import { type OrgWorld, OWNER, startOrgWorld } from '../test-support/org-world.js';
+import { runCli } from '../test-support/processes.js';
 import { type Rsyslog, startRsyslog } from '../test-support/rsyslog.js';
 import { tempDir } from '../test-support/temp.js';
 import { makeTestCa } from '../test-support/test-ca.js';
@@ -208,6 +209,72 @@ describe('audit sinks', () => {
     expect(witness.code).not.toBe(0);
     expect(witness.stdout).toContain(`BROKEN  witness: ${orgId} at seq ${keep + 1}`);
     expect(witness.stdout).toMatch(/its tail was truncated/);
+  }, 60_000);
+
+  test('the instance chain streams to sinks configured on the host, with its checkpoints; no organization reaches them', async () => {
+    // Events of no organization (a workload-identity key rotation, the sink's own configuration) left
+    // the database nowhere: an attacker with database access could rewrite the instance chain's tail
+    // unwitnessed. An operator on the host adds a sink for it; an org owner must not see or change it.
+    // The CLI runs with the server's configuration (file sinks need its sink directory).
+    const { dataDir, database: where } = world.server.config;
+    const hostCli = (...args: string[]) =>
+      runCli(args, {
+        cwd: dataDir,
+        env: {
+          BULWARK_DATA_DIR: dataDir,
+          BULWARK_DATABASE_URL: where.kind === 'sqlite' ? `sqlite:${where.file}` : where.url,
+          BULWARK_AUDIT_SINK_DIR: sinkDir.path,
+        },
+      });
+    const added = await hostCli('audit', 'sinks', 'add', '--name', 'host siem', '--file');
+    expect(added.code, added.stderr).toBe(0);
+    const sinkId = /^(snk_\S+)/.exec(added.stdout)?.[1];
+    expect(sinkId).toBeDefined();
+    const rotated = await world.cli('keys', 'rotate-workload-identity');
+    expect(rotated.code, rotated.stderr).toBe(0);
+    const lines = await until('the instance sink to deliver the rotation and a checkpoint', async () => {
+      const got = await sinkLines(sinkId!);
+      return got.some((line) => line.action === 'keys.workload_identity_rotated') &&
+        got.some((line) => line.kind === 'checkpoint')
+        ? got
+        : undefined;
+    });
+    expect(new Set(lines.map((line) => line.chain))).toEqual(new Set(['instance']));
+    expect(lines.some((line) => line.action === 'audit.sink_created')).toBe(true);
+    const saved = path.join(otherCa.path, 'instance-witness.ndjson');
+    await writeFile(saved, lines.map((line) => `${JSON.stringify(line)}\n`).join(''));
+    const witnessed = await world.cli('audit', 'verify', '--org', 'instance', '--witness', saved);
+    expect(witnessed.code, witnessed.stdout + witnessed.stderr).toBe(0);
+
+    // The organization's API: not in its list, and its id answers 404 to every verb.
+    const listed = await api<{ sinks: Array<{ id: string }> }>('GET', '');
+    expect(listed.body.sinks.map((sink) => sink.id)).not.toContain(sinkId);
+    expect((await api('GET', `/${sinkId}`)).status).toBe(404);
+    expect((await api('PATCH', `/${sinkId}`, { enabled: false })).status).toBe(404);
+    expect((await api('POST', `/${sinkId}/test`)).status).toBe(404);
+    expect((await api('DELETE', `/${sinkId}`)).status).toBe(404);
+
+    // The host's CLI lists it, with its delivery, and removes it; an org's sink id is not the CLI's.
+    const list = await hostCli('audit', 'sinks', 'list');
+    expect(list.stdout).toContain(`${sinkId}  host siem  file  enabled`);
+    const orgSink = await api<SinkAnswer>('POST', '', {
+      name: 'org file',
+      config: { kind: 'file' },
+      from: 'now',
+    });
+    const foreign = await hostCli('audit', 'sinks', 'remove', orgSink.body.sink.id);
+    expect(foreign.code).not.toBe(0);
+    expect(foreign.stderr).toContain('No such audit sink');
+    expect((await api('DELETE', `/${orgSink.body.sink.id}`)).status).toBe(200);
+    const removed = await hostCli('audit', 'sinks', 'remove', sinkId!);
+    expect(removed.code, removed.stderr).toBe(0);
+    const deleted = await database.db
+      .selectFrom('audit_events')
+      .select('action')
+      .where('chain_id', '=', 'instance')
+      .where('action', '=', 'audit.sink_deleted')
+      .execute();
+    expect(deleted).toHaveLength(1);
   }, 60_000);
 
   test('syslog goes to rsyslog over TLS (RFC 5424, octet-counted), and never to a receiver the configured CA did not sign', async () => {

@@ -2,7 +2,8 @@ import { X509Certificate } from 'node:crypto';
 import { generateToken, newId } from '@bulwark/protocol';
 import { type Caller, callerEvent } from '../access/caller.js';
 import { AppError, NotFoundError } from '../errors.js';
-import { type DataKeyring, orgScope } from '../secrets/data-keyring.js';
+import { type DataKeyring, type KeyScope, orgScope } from '../secrets/data-keyring.js';
+import { type AuditActor, type AuditInput, INSTANCE_CHAIN } from './audit.types.js';
 import type { Transact } from './audited-transaction.js';
 import {
   type SinkConfig,
@@ -13,7 +14,13 @@ import {
 } from './sinks.config.js';
 import { type SinkTransport, testLine } from './sinks.lines.js';
 import { sinkProblem } from './sinks.problems.js';
-import { type AuditSinkRow, createSinksStore, type SinksStore } from './sinks.store.js';
+import {
+  type AuditSinkRow,
+  chainOfSink,
+  createSinksStore,
+  type SinkOwnerId,
+  type SinksStore,
+} from './sinks.store.js';
 import { DEFAULT_SYSLOG_FACILITY } from './sinks.syslog.js';
 
 /** What a caller asks for; the server adds the webhook's signing secret. */
@@ -49,7 +56,46 @@ export interface SinkView {
   updatedAt: number;
 }
 
-/** Sinks one organization may have: each is a delivery loop's worth of work and a connection per pass. */
+/**
+ * Who configures sinks, for which chain: a member of an organization through the API (the org's
+ * chain), or an operator on the host through the CLI (the instance chain, `orgId: null`). Each change
+ * is audited in the owner's chain.
+ */
+export interface SinkOwner {
+  orgId: SinkOwnerId;
+  /** Recorded as the sink's creator (null from the CLI). */
+  userId: string | null;
+  event(
+    action: AuditInput['action'],
+    target: AuditInput['target'],
+    details: AuditInput['details'],
+    outcome?: AuditInput['outcome'],
+  ): AuditInput;
+}
+
+export const orgSinkOwner = (caller: Caller): SinkOwner => ({
+  orgId: caller.org.id,
+  userId: caller.userId,
+  event: (action, target, details, outcome) => callerEvent(caller, action, target, details, outcome),
+});
+
+export const instanceSinkOwner = (actor: AuditActor): SinkOwner => ({
+  orgId: null,
+  userId: null,
+  event: (action, target, details = {}, outcome = 'success') => ({
+    orgId: null,
+    actor,
+    action,
+    target,
+    outcome,
+    details,
+  }),
+});
+
+/** The instance's sinks are sealed under the instance's data key, an org's under the org's. */
+const keyScopeOf = (orgId: SinkOwnerId): KeyScope => (orgId === null ? 'instance' : orgScope(orgId));
+
+/** Sinks one organization (or the instance) may have: each is a delivery loop's worth of work and a connection per pass. */
 export const MAX_SINKS_PER_ORG = 10;
 
 /** Where a sink sends, for the audit event: the host (a URL's path or query may carry a token). */
@@ -84,15 +130,15 @@ export function createSinksService(deps: {
 
   async function open(row: AuditSinkRow): Promise<SinkConfig> {
     const opened = await dataKeys.open(
-      orgScope(row.org_id),
+      keyScopeOf(row.org_id),
       row.config_sealed,
-      sinkConfigContext(row.org_id, row.id),
+      sinkConfigContext(chainOfSink(row), row.id),
     );
     return JSON.parse(opened.plaintext.toString('utf8')) as SinkConfig;
   }
 
-  const seal = (orgId: string, id: string, config: SinkConfig) =>
-    dataKeys.seal(orgScope(orgId), JSON.stringify(config), sinkConfigContext(orgId, id));
+  const seal = (orgId: SinkOwnerId, id: string, config: SinkConfig) =>
+    dataKeys.seal(keyScopeOf(orgId), JSON.stringify(config), sinkConfigContext(orgId ?? INSTANCE_CHAIN, id));
 
   async function view(row: AuditSinkRow): Promise<SinkView> {
     return {
@@ -150,7 +196,7 @@ export function createSinksService(deps: {
     }
   }
 
-  async function existing(orgId: string, id: string): Promise<AuditSinkRow> {
+  async function existing(orgId: SinkOwnerId, id: string): Promise<AuditSinkRow> {
     const row = await store.get(orgId, id);
     if (!row) throw new NotFoundError('No such audit sink.');
     return row;
@@ -159,16 +205,16 @@ export function createSinksService(deps: {
   return {
     open,
 
-    async list(orgId: string): Promise<SinkView[]> {
+    async list(orgId: SinkOwnerId): Promise<SinkView[]> {
       return Promise.all((await store.list(orgId)).map(view));
     },
 
-    async get(orgId: string, id: string): Promise<SinkView> {
+    async get(orgId: SinkOwnerId, id: string): Promise<SinkView> {
       return view(await existing(orgId, id));
     },
 
     async create(
-      caller: Caller,
+      owner: SinkOwner,
       input: { name: string; config: SinkInput; from: 'start' | 'now'; personalData?: boolean | undefined },
     ): Promise<{ sink: SinkView; signingSecret?: string }> {
       const now = clock();
@@ -178,10 +224,10 @@ export function createSinksService(deps: {
       const personalData = input.personalData === true;
       const config: SinkConfig = { ...made.config, personalData };
       // Sealed before the transaction: the org's data key may need reading, on a connection of its own.
-      const sealed = await seal(caller.org.id, id, config);
+      const sealed = await seal(owner.orgId, id, config);
       const row = await transact(async (trx, events) => {
         const tx = createSinksStore(trx);
-        const sinks = await tx.list(caller.org.id);
+        const sinks = await tx.list(owner.orgId);
         if (sinks.some((sink) => sink.name === input.name))
           throw new AppError(
             409,
@@ -196,10 +242,10 @@ export function createSinksService(deps: {
             `An organization may have at most ${MAX_SINKS_PER_ORG} audit sinks; delete one first.`,
           );
         // `now`: from the head as it is (this very event included, it is appended after).
-        const start = input.from === 'now' ? await tx.headSeq(caller.org.id) : 0;
+        const start = input.from === 'now' ? await tx.headSeq(owner.orgId ?? INSTANCE_CHAIN) : 0;
         const row: AuditSinkRow = {
           id,
-          org_id: caller.org.id,
+          org_id: owner.orgId,
           name: input.name,
           kind: config.kind,
           config_sealed: sealed,
@@ -211,14 +257,13 @@ export function createSinksService(deps: {
           next_attempt_at: 0,
           last_error: null,
           last_delivered_at: null,
-          created_by: caller.userId,
+          created_by: owner.userId,
           created_at: now,
           updated_at: now,
         };
         await tx.insert(row);
         events.push(
-          callerEvent(
-            caller,
+          owner.event(
             'audit.sink_created',
             { type: 'audit_sink', id, display: input.name },
             {
@@ -236,7 +281,7 @@ export function createSinksService(deps: {
 
     /** Renames, enables or disables a sink, or gives a webhook a new signing secret (shown once). */
     async update(
-      caller: Caller,
+      owner: SinkOwner,
       id: string,
       patch: {
         name?: string | undefined;
@@ -245,7 +290,7 @@ export function createSinksService(deps: {
         personalData?: boolean | undefined;
       },
     ): Promise<{ sink: SinkView; signingSecret?: string }> {
-      const current = await existing(caller.org.id, id);
+      const current = await existing(owner.orgId, id);
       let signingSecret: string | undefined;
       let sealed: string | undefined;
       const config = await open(current);
@@ -258,20 +303,20 @@ export function createSinksService(deps: {
         const next: SinkConfig =
           config.kind === 'webhook' && signingSecret ? { ...config, signingSecret } : { ...config };
         next.personalData = patch.personalData ?? wasPersonal;
-        sealed = await seal(caller.org.id, id, next);
+        sealed = await seal(owner.orgId, id, next);
       }
       const now = Math.max(clock(), current.updated_at + 1);
       await transact(async (trx, events) => {
         const tx = createSinksStore(trx);
         if (patch.name !== undefined && patch.name !== current.name) {
-          if ((await tx.list(caller.org.id)).some((sink) => sink.name === patch.name))
+          if ((await tx.list(owner.orgId)).some((sink) => sink.name === patch.name))
             throw new AppError(
               409,
               'audit_sink_exists',
               'An audit sink with this name exists; choose another.',
             );
         }
-        const updated = await tx.update(caller.org.id, id, {
+        const updated = await tx.update(owner.orgId, id, {
           ...(patch.name !== undefined ? { name: patch.name } : {}),
           ...(patch.enabled !== undefined ? { enabled: patch.enabled ? 1 : 0 } : {}),
           ...(sealed ? { config_sealed: sealed } : {}),
@@ -282,8 +327,7 @@ export function createSinksService(deps: {
         });
         if (!updated) throw new NotFoundError('No such audit sink.');
         events.push(
-          callerEvent(
-            caller,
+          owner.event(
             'audit.sink_updated',
             { type: 'audit_sink', id, display: patch.name ?? current.name },
             {
@@ -297,18 +341,17 @@ export function createSinksService(deps: {
         );
       });
       if (patch.enabled === false) deps.onRemoved?.(id, current.kind);
-      const sink = await view(await existing(caller.org.id, id));
+      const sink = await view(await existing(owner.orgId, id));
       return { sink, ...(signingSecret ? { signingSecret } : {}) };
     },
 
-    async remove(caller: Caller, id: string): Promise<void> {
-      const current = await existing(caller.org.id, id);
+    async remove(owner: SinkOwner, id: string): Promise<void> {
+      const current = await existing(owner.orgId, id);
       await transact(async (trx, events) => {
-        if (!(await createSinksStore(trx).remove(caller.org.id, id)))
+        if (!(await createSinksStore(trx).remove(owner.orgId, id)))
           throw new NotFoundError('No such audit sink.');
         events.push(
-          callerEvent(
-            caller,
+          owner.event(
             'audit.sink_deleted',
             { type: 'audit_sink', id, display: current.name },
             { kind: current.kind, deliveredSeq: current.delivered_seq },
@@ -319,19 +362,18 @@ export function createSinksService(deps: {
     },
 
     /** Sends one test line (`"kind":"test"`) now, outside the stream, and says what went wrong. */
-    async test(caller: Caller, id: string): Promise<{ ok: boolean; problem?: string }> {
-      const row = await existing(caller.org.id, id);
+    async test(owner: SinkOwner, id: string): Promise<{ ok: boolean; problem?: string }> {
+      const row = await existing(owner.orgId, id);
       let problem: string | undefined;
       try {
-        await deps.transportOf(row.id, await open(row)).send([testLine(caller.org.id, row.id, clock())]);
+        await deps.transportOf(row.id, await open(row)).send([testLine(chainOfSink(row), row.id, clock())]);
       } catch (error) {
         // A fixed reason, never Node's message (it names the resolved address and port).
         problem = sinkProblem(error);
       }
       await transact(async (_trx, events) => {
         events.push(
-          callerEvent(
-            caller,
+          owner.event(
             'audit.sink_tested',
             { type: 'audit_sink', id, display: row.name },
             { kind: row.kind, ...(problem ? { problem } : {}) },

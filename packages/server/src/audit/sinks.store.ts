@@ -1,30 +1,36 @@
-import type { Kysely } from 'kysely';
+import type { ExpressionBuilder, Kysely } from 'kysely';
 import type { AuditCheckpointsTable, AuditSinksTable, DB } from '../db/schema.js';
+import { INSTANCE_CHAIN } from './audit.types.js';
 
 export type AuditSinkRow = AuditSinksTable;
 
 /** The delivery columns a pass moves; everything else is the configuration. */
 export type SinkProgress = Pick<AuditSinkRow, 'delivered_seq' | 'checkpoint_seq' | 'priority_seq'>;
 
+/** Whose sinks: an organization's (its id), or the instance's (`null`, the instance chain). */
+export type SinkOwnerId = string | null;
+
 /**
- * Audit sinks and their cursors into the org's chain (the outbox is the chain itself, see
- * docs/audit-sinks.md). Every configuration query names the organization, so another org's sink id
- * answers nothing (404); only the delivery loop reads across organizations.
+ * Audit sinks and their cursors into a chain (the outbox is the chain itself, see
+ * docs/audit-sinks.md). Every configuration query names its owner, so another org's sink id, or an
+ * instance sink, answers nothing to an organization (404); only the delivery loop reads across owners.
  */
 export function createSinksStore(db: Kysely<DB>) {
-  const ofOrg = (orgId: string) => db.selectFrom('audit_sinks').selectAll().where('org_id', '=', orgId);
+  const ownedBy = (orgId: SinkOwnerId) => (eb: ExpressionBuilder<DB, 'audit_sinks'>) =>
+    orgId === null ? eb('org_id', 'is', null) : eb('org_id', '=', orgId);
+  const ofOwner = (orgId: SinkOwnerId) => db.selectFrom('audit_sinks').selectAll().where(ownedBy(orgId));
   return {
-    list: (orgId: string): Promise<AuditSinkRow[]> => ofOrg(orgId).orderBy('id').execute(),
+    list: (orgId: SinkOwnerId): Promise<AuditSinkRow[]> => ofOwner(orgId).orderBy('id').execute(),
 
-    get: (orgId: string, id: string): Promise<AuditSinkRow | undefined> =>
-      ofOrg(orgId).where('id', '=', id).executeTakeFirst(),
+    get: (orgId: SinkOwnerId, id: string): Promise<AuditSinkRow | undefined> =>
+      ofOwner(orgId).where('id', '=', id).executeTakeFirst(),
 
     async insert(row: AuditSinkRow): Promise<void> {
       await db.insertInto('audit_sinks').values(row).execute();
     },
 
     async update(
-      orgId: string,
+      orgId: SinkOwnerId,
       id: string,
       patch: Partial<Pick<AuditSinkRow, 'name' | 'config_sealed' | 'enabled' | 'updated_at'>> &
         Partial<Pick<AuditSinkRow, 'failures' | 'next_attempt_at' | 'last_error'>>,
@@ -32,22 +38,22 @@ export function createSinksStore(db: Kysely<DB>) {
       const result = await db
         .updateTable('audit_sinks')
         .set(patch)
-        .where('org_id', '=', orgId)
+        .where(ownedBy(orgId))
         .where('id', '=', id)
         .executeTakeFirst();
       return Number(result.numUpdatedRows) > 0;
     },
 
-    async remove(orgId: string, id: string): Promise<boolean> {
+    async remove(orgId: SinkOwnerId, id: string): Promise<boolean> {
       const result = await db
         .deleteFrom('audit_sinks')
-        .where('org_id', '=', orgId)
+        .where(ownedBy(orgId))
         .where('id', '=', id)
         .executeTakeFirst();
       return Number(result.numDeletedRows) > 0;
     },
 
-    /** Every enabled sink, of every organization: what the delivery loop looks after. */
+    /** Every enabled sink, of every organization and the instance: what the delivery loop looks after. */
     enabled: (): Promise<AuditSinkRow[]> =>
       db.selectFrom('audit_sinks').selectAll().where('enabled', '=', 1).orderBy('id').execute(),
 
@@ -118,3 +124,6 @@ export function createSinksStore(db: Kysely<DB>) {
 }
 
 export type SinksStore = ReturnType<typeof createSinksStore>;
+
+/** The chain a sink follows: its organization's, or the instance chain. */
+export const chainOfSink = (row: Pick<AuditSinkRow, 'org_id'>): string => row.org_id ?? INSTANCE_CHAIN;

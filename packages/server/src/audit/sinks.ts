@@ -15,27 +15,23 @@ import { sinksRoutes } from './sinks.routes.js';
 import { createSinksService } from './sinks.service.js';
 import { createSinksStore } from './sinks.store.js';
 
-/**
- * Audit sinks (AUD-6) as the server runs them: the routes, and the one delivery loop of this process
- * (started here; the CLI never builds one). docs/audit-sinks.md.
- */
-export function createAuditSinks(deps: {
+/** What the sinks service needs beyond the database, whether the server or the CLI builds it. */
+export interface SinksDeps {
   config: Pick<Config, 'auditSinks'>;
   database: Pick<Database, 'db'>;
-  audit: Pick<AuditService, 'exportLines'>;
   dataKeys: Pick<DataKeyring, 'seal' | 'open'>;
   transact: Transact;
   fetch: GuardedFetch;
   /** The policy `fetch` enforces (and its resolver), applied to syslog's TCP connections too. */
   outboundPolicy: Pick<OutboundPolicy, 'allowlist' | 'allowPrivate' | 'dnsServers'>;
-  metrics: Pick<Metrics, 'registry'>;
-  logger: Logger;
   clock: () => number;
-}): { routes: RouteDefinition[]; start(): void; stop(): Promise<void> } {
+}
+
+/** The sinks service and the transports it tests with: the API's and `bulwark audit sinks`'s. */
+export function createSinksServiceFor(deps: SinksDeps, onRemoved?: (sinkId: string, kind: string) => void) {
   const { config, clock } = deps;
   // Refused before the server starts, not at the first write: see checkSinkDir.
   if (config.auditSinks.dir) checkSinkDir(config.auditSinks.dir);
-  const store = createSinksStore(deps.database.db);
   // Resolved once, by the guard's own resolver, every answer checked; the connection goes to the
   // address that was checked.
   const resolveSyslogHost = createCheckedResolver(deps.outboundPolicy);
@@ -47,18 +43,36 @@ export function createAuditSinks(deps: {
       fileMaxBytes: config.auditSinks.fileMaxBytes,
       clock,
     });
-  let delivery: ReturnType<typeof createSinkDelivery> | undefined;
   const service = createSinksService({
-    store,
+    store: createSinksStore(deps.database.db),
     dataKeys: deps.dataKeys,
     transact: deps.transact,
     clock,
     fileDir: config.auditSinks.dir,
     transportOf: transports,
-    onRemoved: (sinkId, kind) => delivery?.forget(sinkId, kind),
+    ...(onRemoved ? { onRemoved } : {}),
   });
+  return { service, transports };
+}
+
+/**
+ * Audit sinks (AUD-6) as the server runs them: the routes, and the one delivery loop of this process
+ * (started here; the CLI never builds one). docs/audit-sinks.md.
+ */
+export function createAuditSinks(
+  deps: SinksDeps & {
+    audit: Pick<AuditService, 'exportLines'>;
+    metrics: Pick<Metrics, 'registry'>;
+    logger: Logger;
+  },
+): { routes: RouteDefinition[]; start(): void; stop(): Promise<void> } {
+  const { config, clock } = deps;
+  let delivery: ReturnType<typeof createSinkDelivery> | undefined;
+  const { service, transports } = createSinksServiceFor(deps, (sinkId, kind) =>
+    delivery?.forget(sinkId, kind),
+  );
   delivery = createSinkDelivery({
-    store,
+    store: createSinksStore(deps.database.db),
     exportLines: (chainId, filters, limit, afterSeq, personalData) =>
       deps.audit.exportLines(chainId, filters, limit, afterSeq, personalData),
     open: service.open,

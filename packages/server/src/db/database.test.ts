@@ -151,5 +151,6 @@ describe.each(testDatabases())('migrations on $dialect', (target: TestDatabase) 
         if (fresh !== created) await fresh.drop();
       }
     }
-  });
+    // Nine CLI processes starting at once: on a loaded machine that takes far longer than the default.
+  }, 240_000);
 });

@@ -429,7 +429,8 @@ export type BulkRunStatus =
 /** Audit sinks (AUD-6): the configuration sealed; the rest is the delivery cursor into the org's chain. */
 export interface AuditSinksTable {
   id: string;
-  org_id: string;
+  /** NULL: the sink follows the instance chain (configured with `bulwark audit sinks`). */
+  org_id: string | null;
   name: string;
   kind: string;
   config_sealed: string;

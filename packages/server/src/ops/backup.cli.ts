@@ -1,10 +1,9 @@
 import { createWriteStream, existsSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { userInfo } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import type { Command } from 'commander';
-import { type Config, loadConfig } from '../config.js';
+import { cliActor, cliLogger, configFrom, err, out } from '../cli-support.js';
+import type { Config } from '../config.js';
 import { openCore } from '../core.js';
-import { createLogger } from '../logging.js';
 import { createLocalKeyProvider, type MasterKeyProvider } from '../secrets/key-provider.js';
 import { assertPrivateFile, reloadMasterKeys } from '../secrets/master-key.js';
 import {
@@ -26,14 +25,6 @@ export const PASSPHRASE_VARIABLE = 'BULWARK_BACKUP_PASSPHRASE';
 export const MIN_PASSPHRASE_LENGTH = 12;
 
 export class BackupCliError extends Error {}
-
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const err = (line: string) => process.stderr.write(`${line}\n`);
-
-function configFrom(command: Command): Config {
-  const { config } = command.optsWithGlobals<{ config?: string }>();
-  return loadConfig(config ? { configFile: config } : {});
-}
 
 function throttled(report: (line: string) => void, everyMs = 1000): (line: string, force?: boolean) => void {
   let last = 0;
@@ -102,17 +93,14 @@ async function create(
       throw new BackupCliError(`${options.output} already exists; backups never overwrite a file`);
     throw error;
   }
-  const core = await openCore(
-    config,
-    createLogger({ level: 'warn', destination: process.stderr, name: 'bulwark-cli' }),
-  );
+  const core = await openCore(config, cliLogger());
   let done = false;
   try {
     const service = createBackupService({ config, masterKeys: core.masterKeys, audit: core.audit });
     const backup = await service.create({
       keyring: options.keyring,
       passphrase,
-      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
+      actor: cliActor(),
       onProgress: progressReporter(),
     });
     let bytes = 0;
@@ -169,14 +157,11 @@ async function restore(file: string, options: { passphraseFile?: string }, comma
   }
   // Opening the installation proves the master key opens its keys (the audit signing key among
   // them), applies any newer migrations, and records the restore in the restored log.
-  const core = await openCore(
-    config,
-    createLogger({ level: 'warn', destination: process.stderr, name: 'bulwark-cli' }),
-  );
+  const core = await openCore(config, cliLogger());
   try {
     await core.audit.record({
       orgId: null,
-      actor: { type: 'system', id: 'cli', display: `cli:${userInfo().username}` },
+      actor: cliActor(),
       action: 'backup.restored',
       target: { type: 'instance', id: 'instance' },
       outcome: 'success',

@@ -27,6 +27,7 @@ import * as auditSinks from './0025-audit-sinks.js';
 import * as workloadIdentity from './0026-workload-identity.js';
 import * as emailOutbox from './0027-email-outbox.js';
 import * as personalData from './0028-personal-data.js';
+import * as instanceAuditSinks from './0029-instance-audit-sinks.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -66,6 +67,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0026-workload-identity': workloadIdentity,
   '0027-email-outbox': emailOutbox,
   '0028-personal-data': personalData,
+  '0029-instance-audit-sinks': instanceAuditSinks,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
