@@ -11,7 +11,8 @@
 // carries this Node version), and esbuild and postject are dev dependencies already installed.
 //
 // Usage: node scripts/package-agent.mjs [--out DIR]   (default DIR: dist/agent, gitignored)
-// Output: DIR/bulwark-agent; prints its path on the last line of stdout.
+// Output: DIR/bulwark-agent and, next to it, the systemd unit that runs it (DIR/bulwark-agent.service);
+// prints the executable's path on the last line of stdout.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -27,6 +28,8 @@ const executable = path.join(outDir, process.platform === 'win32' ? 'bulwark-age
 const bundle = path.join(outDir, 'bulwark-agent.cjs');
 const blob = path.join(outDir, 'bulwark-agent.blob');
 const seaConfig = path.join(outDir, 'sea-config.json');
+// The unit's install steps copy it from the folder that holds the executable: both ship together.
+const unit = path.join(root, 'packages/agent/bulwark-agent.service');
 // The fuse Node's binary carries for postject to flip; the same string in every Node release.
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
@@ -126,8 +129,10 @@ try {
   console.warn = warn;
 }
 if (process.platform === 'darwin') execFileSync('codesign', ['--sign', '-', executable]);
-// Only the executable ships; the intermediate files would only confuse whoever copies the folder.
+// Only the executable and its unit ship; the intermediate files would only confuse whoever copies
+// the folder.
 for (const file of [bundle, blob, seaConfig]) rmSync(file, { force: true });
+copyFileSync(unit, path.join(outDir, path.basename(unit)));
 
 const version = execFileSync(executable, ['--version'], { encoding: 'utf8' }).trim();
 process.stdout.write(

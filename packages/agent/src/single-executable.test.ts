@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -109,9 +109,14 @@ describe('bulwark-agent as a single executable', () => {
   });
 
   it('is installed where the systemd unit runs it, by a line that never holds the token', () => {
-    const unit = readFileSync(path.join(ROOT, 'packages/agent/bulwark-agent.service'), 'utf8');
+    // The unit ships next to the executable (the folder an operator copies to the host), as written
+    // in packages/agent, and runs that executable by its name; nothing else is left in the folder.
+    expect(readdirSync(path.dirname(executable)).sort()).toEqual(['bulwark-agent', 'bulwark-agent.service']);
+    const unit = readFileSync(path.join(path.dirname(executable), 'bulwark-agent.service'), 'utf8');
+    expect(unit).toBe(readFileSync(path.join(ROOT, 'packages/agent/bulwark-agent.service'), 'utf8'));
     const execStart = /^ExecStart=(\S+) run --config \/etc\/bulwark-agent\/agent\.yaml$/m.exec(unit)?.[1];
     expect(execStart).toBe('/usr/local/bin/bulwark-agent');
+    expect(path.basename(execStart ?? '')).toBe(path.basename(executable));
     // The console's install line (components/install-agent.tsx) puts the executable at that path and
     // registers with --token-stdin: a token in the copied line would end up in `ps` and shell history.
     const dialog = readFileSync(path.join(ROOT, 'packages/console/src/components/install-agent.tsx'), 'utf8');

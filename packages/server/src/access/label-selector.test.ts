@@ -130,14 +130,21 @@ describe('label selector matching', () => {
 describe('the console shows selector examples that parse', () => {
   const pages = fileURLToPath(new URL('../../../console/src/pages/', import.meta.url));
 
-  /** Every hint of an input that takes a selector, as written in the console's page sources. */
-  function selectorHints(): Array<{ file: string; hint: string }> {
-    const found: Array<{ file: string; hint: string }> = [];
+  /**
+   * Every hint of an input that takes a selector, as written in the console's page sources: the
+   * opening tag of an <InputField> or a <Field> (attribute strings and `{…}` expressions may hold
+   * `>`), then its label and hint attributes in either order.
+   */
+  function selectorHints(): Array<{ file: string; hint: string | undefined }> {
+    const found: Array<{ file: string; hint: string | undefined }> = [];
+    const openingTag = /<(?:InputField|Field)\b((?:"[^"]*"|\{(?:[^{}]|\{[^{}]*\})*\}|[^>"{])*)>/g;
     for (const file of readdirSync(pages).filter((name) => name.endsWith('.tsx'))) {
       const source = readFileSync(join(pages, file), 'utf8');
-      for (const field of source.matchAll(/<InputField\b[^>]*?label="([^"]*)"[^>]*?hint="([^"]*)"/gs)) {
-        const [, label = '', hint = ''] = field;
-        if (/selector|agents matching/i.test(label)) found.push({ file, hint });
+      for (const [, attributes = ''] of source.matchAll(openingTag)) {
+        const label = /\blabel="([^"]*)"/.exec(attributes)?.[1] ?? '';
+        // A hint that is not a plain string is reported as missing rather than skipped.
+        if (/selector|agents matching/i.test(label))
+          found.push({ file, hint: /\bhint="([^"]*)"/.exec(attributes)?.[1] });
       }
     }
     return found;
@@ -145,15 +152,16 @@ describe('the console shows selector examples that parse', () => {
 
   it('every selector input ends its hint with an example the server accepts', () => {
     const hints = selectorHints();
-    // Role bindings, API keys and the agent list filter each take a selector.
-    expect(hints.map((h) => h.file).sort()).toEqual(expect.arrayContaining(['api-keys.tsx', 'roles.tsx']));
-    expect(hints.length).toBeGreaterThanOrEqual(2);
+    // Role bindings, API keys, the agent list filter and bulk runs each take a selector.
+    expect(hints.map((h) => h.file).sort()).toEqual(
+      expect.arrayContaining(['agents.tsx', 'api-keys.tsx', 'bulk-runs.tsx', 'roles.tsx']),
+    );
     const examples = new Set<string>();
     for (const { file, hint } of hints) {
-      const example = /for example (.+)$/i.exec(hint)?.[1];
+      const example = /(?:for example|e\.g\.),? (.+)$/i.exec(hint ?? '')?.[1];
       expect(
         example,
-        `${file}: the selector hint "${hint}" ends with "for example <selector>"`,
+        `${file}: the selector hint "${hint}" ends with "for example <selector>" (or "e.g. <selector>")`,
       ).toBeDefined();
       const selector = parseSelector(example as string);
       expect(selector, `${file}: ${example}`).not.toHaveProperty('problem');
@@ -162,5 +170,65 @@ describe('the console shows selector examples that parse', () => {
     // Together the hints show the set-based terms, the part of the grammar people know least.
     expect(examples).toContain('in');
     expect(examples).toContain('not_in');
+  });
+});
+
+describe('the docs show selector examples that parse', () => {
+  const docs = fileURLToPath(new URL('../../../../docs/', import.meta.url));
+  /**
+   * What marks a code span as something else (a path, a URL, JSON, a shell line, a message, a
+   * permission): no selector holds these. Anything else that looks like a term is checked, so a
+   * malformed example (brackets for parentheses, say) fails rather than being passed over.
+   */
+  const NOT_SELECTOR = /[:?"'{}<>%…&*$@#\\]/;
+  /**
+   * At least one term with a key and an operator: a bare word (`key`, `in`, `selector`) or operator
+   * (`!=`) is prose, not an example.
+   */
+  const OPERATOR = /[A-Za-z0-9]\s*!?=|(?:^|,)\s*!\s*[A-Za-z0-9]|[A-Za-z0-9]\s+(?:not)?in\s*[([]/;
+
+  /**
+   * Every selector the docs write: each `code span` that reads as a selector in a paragraph or under
+   * a heading that speaks of selectors, and every `"selector": "…"` or `selector=…` in examples of
+   * requests (code blocks included). Read from the text, so a new or edited example is checked too.
+   */
+  function docExamples(): Array<{ file: string; example: string }> {
+    const found: Array<{ file: string; example: string }> = [];
+    const files = readdirSync(docs, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.md'));
+    for (const file of files) {
+      const text = readFileSync(join(docs, file), 'utf8');
+      for (const [, example = ''] of text.matchAll(/"selector"\s*:\s*"([^"]+)"/g))
+        found.push({ file, example });
+      for (const [, example = ''] of text.matchAll(/[?&]selector=([^&\s`'"#)]+)/g))
+        found.push({ file, example: decodeURIComponent(example.replaceAll('+', ' ')) });
+      // Code blocks hold commands and output, whose backticks are the shell's.
+      const prose = text.replace(/^(```|~~~)[^\n]*\n[\s\S]*?^\1[^\n]*$/gm, '');
+      let heading = '';
+      for (const block of prose.split(/\n[ \t]*\n/)) {
+        for (const line of block.split('\n')) if (/^#{1,6}\s/.test(line)) heading = line;
+        // A table's rows are about different things: each row is judged on its own.
+        const units = block.trimStart().startsWith('|') ? block.split('\n') : [block];
+        for (const unit of units) {
+          if (!/selector/i.test(heading) && !/selector/i.test(unit)) continue;
+          for (const [, span = ''] of unit.matchAll(/`([^`\n]+)`/g))
+            if (!NOT_SELECTOR.test(span) && OPERATOR.test(span)) found.push({ file, example: span });
+        }
+      }
+    }
+    return found;
+  }
+
+  it('every selector example in the docs is one the server accepts', () => {
+    const examples = docExamples();
+    const kinds = new Set<string>();
+    for (const { file, example } of examples) {
+      const selector = parseSelector(example);
+      expect(selector, `docs/${file}: \`${example}\``).not.toHaveProperty('problem');
+      if (file === 'access.md') for (const term of (selector as Selector).terms) kinds.add(term.kind);
+    }
+    // The grammar's own table and example are found (so the reading above does find examples), and
+    // other pages that show a selector are read too.
+    expect([...kinds].sort()).toEqual(['absent', 'equals', 'in', 'not_equals', 'not_in']);
+    expect(new Set(examples.map((e) => e.file)).size).toBeGreaterThan(1);
   });
 });

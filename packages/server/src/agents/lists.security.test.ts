@@ -317,6 +317,22 @@ describe.each(BACKENDS)('lists on %s', (backend: Backend) => {
       });
     });
 
+    it("tells that a revoked agent's service can never run again, and why", async () => {
+      // Registered here, so the lists above stay as they were; revoked while connected.
+      await connectAndReport('romeo-prd', [{ name: 'cache', kind: 'memcached', health: 'up' }]);
+      expect(
+        (await world.owner.client.json('POST', `/api/orgs/acme/agents/${ids['romeo-prd']}/revoke`)).status,
+      ).toBe(200);
+      const cache = await get<ServiceList>(world.owner.client, `services?agent=${ids['romeo-prd']}`);
+      expect(cache.body.services).toHaveLength(1);
+      expect(cache.body.services[0]).toMatchObject({
+        name: 'cache',
+        available: false,
+        agent: { name: 'romeo-prd', status: 'revoked' },
+      });
+      expect(cache.body.services[0]!.unavailableReason).toMatch(/revoked/);
+    });
+
     it('answers 422 for junk query values', async () => {
       for (const query of ['sort=agent_labels', 'health=fine', 'agent=agt_', 'limit=-1', 'after=%00', 'q=']) {
         const answer = await get<ServiceList>(world.owner.client, `services?${query}`);

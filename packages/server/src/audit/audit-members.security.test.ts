@@ -1,3 +1,5 @@
+import { NodeCryptoPlugin } from '@otplib/plugin-crypto-node';
+import { generate } from 'otplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   BACKENDS,
@@ -38,6 +40,7 @@ describe.each(BACKENDS)("members' account events for org auditors on %s", (backe
   let leaver: Member;
   let carol: Member;
   let carolJoinedAt: number;
+  let dana: Member;
 
   /** Invites `email` to beta and accepts with a new account. */
   async function joinBeta(email: string, role: string): Promise<Member> {
@@ -68,8 +71,32 @@ describe.each(BACKENDS)("members' account events for org auditors on %s", (backe
     (await events(auditor.client, query)).filter((e) => e.chain === 'instance');
   const about = (e: Event) => [e.actor.id, e.target.id];
 
+  /** Someone guesses `email`'s password until the account is locked (three failures, as configured). */
+  async function lockOut(email: string) {
+    let status = 401;
+    for (let tries = 0; status === 401 && tries < 4; tries++)
+      status = (await new SessionClient(world.server.url).login(email, 'not-the-password-at-all')).status;
+    expect(status).toBe(429);
+  }
+
+  /** The person adds an authenticator app, then removes it: two factor changes. */
+  async function changeFactors(client: Member['client']) {
+    const started = await client.json<{ factorId: string; secret: string }>('POST', '/api/auth/mfa/totp', {
+      name: 'phone',
+    });
+    expect(started.status).toBe(201);
+    const code = await generate({
+      secret: started.body.secret,
+      crypto: new NodeCryptoPlugin(),
+      epoch: Math.floor(world.clock.now() / 1000),
+    });
+    const factor = `/api/auth/mfa/totp/${started.body.factorId}/confirm`;
+    expect((await client.json('POST', factor, { code })).status).toBe(200);
+    expect((await client.json('DELETE', `/api/auth/mfa/factors/${started.body.factorId}`)).status).toBe(200);
+  }
+
   beforeAll(async () => {
-    world = await startOrgWorld({}, backend);
+    world = await startOrgWorld({ BULWARK_LOGIN_ACCOUNT_FAILURES: '3' }, backend);
     // The owner belongs to acme and to beta.
     await world.createOrg('Beta');
     auditor = await world.join('auditor@acme.test', 'auditor');
@@ -113,6 +140,14 @@ describe.each(BACKENDS)("members' account events for org auditors on %s", (backe
     // The leaver signs in, then is removed from acme.
     await world.signIn(leaver.email);
     expect((await world.owner.client.json('DELETE', `/api/orgs/acme/members/${leaver.id}`)).status).toBe(200);
+
+    // A member of acme is locked out by a password guesser and changes their factors; so does the
+    // stranger, who belongs to beta only.
+    dana = await world.join('dana@acme.test', 'viewer');
+    for (const person of [dana, stranger]) {
+      await lockOut(person.email);
+      await changeFactors(person.client);
+    }
   }, 120_000);
   afterAll(() => world?.close());
 
@@ -125,6 +160,38 @@ describe.each(BACKENDS)("members' account events for org auditors on %s", (backe
     // Found by the member's email, as a person would search.
     const byEmail = await instanceEvents(`&actor=${encodeURIComponent(OWNER.email)}&action=auth.*`);
     expect(byEmail.map((e) => e.action)).toContain('auth.login_succeeded');
+  });
+
+  it("shows acme's auditor a member's lockout and factor changes, and never the stranger's", async () => {
+    const danas = (await instanceEvents()).filter((e) => about(e).includes(dana.id));
+    // The lockout's actor is the anonymous guesser: it is about dana as the account it targets.
+    expect(danas.filter((e) => e.action === 'auth.locked_out').map((e) => [e.target.id, e.details])).toEqual([
+      [dana.id, { scope: 'account', retryAfterSeconds: expect.any(Number) }],
+    ]);
+    expect(
+      danas
+        .filter((e) => e.action.startsWith('mfa.factor_'))
+        .map((e) => [e.actor.id, e.action])
+        .sort(),
+    ).toEqual([
+      [dana.id, 'mfa.factor_added'],
+      [dana.id, 'mfa.factor_removed'],
+    ]);
+    // Attack: the stranger's lockout and factor changes happened (beta's auditor sees them), but
+    // they are beta's business, not acme's.
+    const beta = await betaAuditor.client.json<{ events: Event[] }>(
+      'GET',
+      '/api/orgs/beta/audit/events?limit=500',
+    );
+    const strangers = beta.body.events.filter(
+      (e) => e.chain === 'instance' && about(e).includes(stranger.id),
+    );
+    expect(strangers.map((e) => e.action)).toEqual(
+      expect.arrayContaining(['auth.locked_out', 'mfa.factor_added', 'mfa.factor_removed']),
+    );
+    const acme = await events(auditor.client, `&action=${encodeURIComponent('mfa.*')}`);
+    expect(acme.flatMap(about)).not.toContain(stranger.id);
+    expect((await instanceEvents()).flatMap(about)).not.toContain(stranger.id);
   });
 
   it("never shows the account events of people who are not acme's members", async () => {

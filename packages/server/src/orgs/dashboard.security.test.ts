@@ -12,10 +12,10 @@ import {
  * The dashboard (UI-1) over the real API, with agents played by hand over real connections.
  *
  * Attack: a member trusted only with the staging agents opens the dashboard to learn about production
- * anyway — which production commands failed and who ran them, which production hosts are offline,
- * which production services are down, how many production commands wait for approval — or reads the
- * organization's audit log through its "critical events" without holding audit:read. Every part must
- * be decided exactly as the list it summarizes.
+ * anyway — which production commands failed and who ran them, which production hosts are offline or
+ * disabled, which production services are down, how many production commands wait for approval — or
+ * reads the organization's audit log through its "critical events" without holding audit:read. Every
+ * part must be decided exactly as the list it summarizes.
  */
 
 type Connection = Awaited<ReturnType<typeof handshake>>;
@@ -144,6 +144,16 @@ describe.each(BACKENDS)('the dashboard on %s', (backend: Backend) => {
     await connect('prod-web', 'prod', 'degraded');
     await register('staging-lost', 'staging');
     await register('prod-lost', 'prod');
+    // A disabled agent on each environment is something wrong to show (counted as disabled, never
+    // as offline); a revoked one is gone for good and is counted nowhere.
+    for (const [name, env, verb] of [
+      ['staging-off', 'staging', 'disable'],
+      ['prod-off', 'prod', 'disable'],
+      ['prod-gone', 'prod', 'revoke'],
+    ] as const) {
+      const { id } = await register(name, env);
+      expect((await world.owner.client.json('POST', `/api/orgs/acme/agents/${id}/${verb}`)).status).toBe(200);
+    }
     ids.stagingFailed = await run('staging-web', 'failed');
     ids.prodFailed = await run('prod-web', 'timed_out');
     await run('prod-web', 'succeeded');
@@ -195,8 +205,13 @@ describe.each(BACKENDS)('the dashboard on %s', (backend: Backend) => {
         [ids.stagingFailed, 'staging-web', 'failed', 'owner@acme.test'],
       ].sort(),
     );
-    expect(view.agents).toMatchObject({ online: 2, offline: 2, disabled: 0 });
-    expect(view.agents?.problems.map((a) => a.name).sort()).toEqual(['prod-lost', 'staging-lost']);
+    expect(view.agents).toMatchObject({ online: 2, offline: 2, disabled: 2 });
+    expect(view.agents?.problems.map((a) => [a.name, a.status]).sort()).toEqual([
+      ['prod-lost', 'offline'],
+      ['prod-off', 'disabled'],
+      ['staging-lost', 'offline'],
+      ['staging-off', 'disabled'],
+    ]);
     expect(view.services?.notUp.map((s) => [s.agent.name, s.status]).sort()).toEqual([
       ['prod-web', 'degraded'],
       ['staging-web', 'down'],
@@ -234,8 +249,9 @@ describe.each(BACKENDS)('the dashboard on %s', (backend: Backend) => {
     const view = await dashboard(stager.client);
     expect(view.failed?.commands.map((c) => c.id)).toEqual([ids.stagingFailed]);
     expect(JSON.stringify(view.failed)).not.toContain('prod');
-    expect(view.agents).toMatchObject({ online: 1, offline: 1, disabled: 0 });
-    expect(view.agents?.problems.map((a) => a.name)).toEqual(['staging-lost']);
+    // Attack: production's disabled agent must not show even as a count.
+    expect(view.agents).toMatchObject({ online: 1, offline: 1, disabled: 1 });
+    expect(view.agents?.problems.map((a) => a.name).sort()).toEqual(['staging-lost', 'staging-off']);
     expect(view.services?.notUp.map((s) => s.agent.name)).toEqual(['staging-web']);
     expect(view.approvals).toEqual({ pending: 1 });
     expect(view.critical).toBeNull();
