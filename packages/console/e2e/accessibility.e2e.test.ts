@@ -14,8 +14,10 @@ import {
 /**
  * UI-2: every screen of the console passes axe-core's checks (WCAG 2.x A and AA, and axe's best
  * practices) with no violation of serious or critical impact — at desktop width and at phone width,
- * where tables scroll sideways and a scrollable region must be reachable from the keyboard. Plus the
- * skip link: the first thing Tab reaches, and it moves the focus to the screen's content.
+ * where tables scroll sideways and a scrollable region must be reachable from the keyboard — and in
+ * the states a screen opens into: the notifications panel, the audit event drawer, the create
+ * dialogs, an invitation link signed in and signed out. Plus the skip link: the first thing Tab
+ * reaches, and it moves the focus to the screen's content.
  */
 
 requireChromiumInCi('the accessibility tests');
@@ -80,8 +82,10 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
     org = await signInFirstOwner(world, owner, OWNER_PASSWORD);
 
     // A real agent with an action, and one command run, so the action and command screens exist.
+    // Labelled, so that a bulk run can pick it.
     await owner.goto(`/orgs/${org}/agents`);
     await owner.getByRole('button', { name: 'New registration token' }).click();
+    await owner.getByLabel('Labels for the agents it registers').fill('env=prod');
     await owner.getByRole('button', { name: 'Create token' }).click();
     const token = await owner.getByLabel('Registration token', { exact: true }).inputValue();
     await owner.getByRole('button', { name: 'Done' }).click();
@@ -123,12 +127,50 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
     const runAction = await owner
       .getByRole('link', { name: 'Run hello on web (web-1)' })
       .getAttribute('href');
+    // The run link is /orgs/<org>/services/<agent>/web/hello: the agent's page and the service's
+    // run history are found from it.
+    const agentId = /\/services\/([^/]+)\/web\/hello$/.exec(runAction!)![1];
+    const found: string[] = [];
+
+    // The dialogs are checked at desktop width only (they are one column at any width): a bulk run
+    // over the agent, started from its dialog, checked open and filled in with its preview shown.
+    await visit(owner, `/orgs/${org}/bulk-runs`);
+    await owner.getByRole('button', { name: 'New bulk run' }).click();
+    const form = owner.getByRole('dialog', { name: 'New bulk run' });
+    await form.getByLabel('Agents (label selector)').fill('env=prod');
+    await form.getByLabel('Service').selectOption('web');
+    await form.getByLabel('Action').selectOption('hello');
+    await form.getByLabel('greeting').selectOption('hi');
+    await form.getByText('Matches 1 agent; 1 can run web/hello.').waitFor();
+    found.push(...(await violations(owner)));
+    await form.getByRole('button', { name: 'Run on 1 agent' }).click();
+    await owner.waitForURL(/\/bulk-runs\/blk_/);
+    const bulkRunPage = new URL(owner.url()).pathname;
+    await owner.getByText('1 succeeded of 1').waitFor();
+    // The registration-token dialogs: the form, then the token with its install command.
+    await visit(owner, `/orgs/${org}/agents`);
+    await owner.getByRole('button', { name: 'New registration token' }).click();
+    const tokenForm = owner.getByRole('dialog', { name: 'New registration token' });
+    await tokenForm.getByRole('button', { name: 'Create token' }).waitFor();
+    found.push(...(await violations(owner)));
+    await tokenForm.getByRole('button', { name: 'Create token' }).click();
+    const created = owner.getByRole('dialog', { name: 'Registration token created' });
+    await created.getByLabel('Registration token', { exact: true }).waitFor();
+    found.push(...(await violations(owner)));
+    await created.getByRole('button', { name: 'Done' }).click();
+    await created.waitFor({ state: 'detached' });
+    // An invitation link opened by someone signed in (the token is only read when accepting).
+    await visit(owner, '/invitations/accept#an-invitation-token');
+    await owner.getByRole('button', { name: 'Accept invitation' }).waitFor();
+    found.push(...(await violations(owner)));
+
     const screens = [
       ...[
         '',
         '/agents',
         '/services',
         '/commands',
+        '/bulk-runs',
         '/approvals',
         '/audit',
         '/members',
@@ -141,11 +183,13 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
         '/profile',
         '/no-such-screen',
       ].map((path) => `/orgs/${org}${path}`),
+      `/orgs/${org}/agents/${agentId}`,
+      `/orgs/${org}/services/${agentId}/web`,
       runAction!,
       commandPage,
+      bulkRunPage,
       '/no-such-page',
     ];
-    const found: string[] = [];
     for (const viewport of [{ width: 1280, height: 800 }, PHONE]) {
       await owner.setViewportSize(viewport);
       for (const screen of screens) {
@@ -157,6 +201,17 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
       await owner.getByRole('button', { name: /^Notifications/ }).click();
       await owner.getByRole('heading', { name: 'Notifications' }).waitFor();
       found.push(...(await violations(owner)));
+      // An audit event's detail drawer, open over the scrollable table.
+      await visit(owner, `/orgs/${org}/audit`);
+      await owner
+        .getByRole('button', { name: /^Open event #/ })
+        .first()
+        .click();
+      await owner
+        .getByRole('dialog', { name: /^Event / })
+        .getByText('Position in the chain')
+        .waitFor();
+      found.push(...(await violations(owner)));
     }
     await owner.setViewportSize({ width: 1280, height: 800 });
 
@@ -164,6 +219,13 @@ describe.skipIf(!hasChromium)('the console is accessible', { timeout: 600_000 },
     const { context, page: visitor } = await world.newPage();
     await visitor.goto('/login');
     await visitor.getByRole('button', { name: 'Sign in' }).waitFor();
+    found.push(...(await violations(visitor)));
+    await visitor.setViewportSize(PHONE);
+    found.push(...(await violations(visitor)));
+    // An invitation link opened by someone without an account: the form that creates one.
+    await visitor.setViewportSize({ width: 1280, height: 800 });
+    await visitor.goto('/invitations/accept#an-invitation-token');
+    await visitor.getByRole('button', { name: 'Create account and join' }).waitFor();
     found.push(...(await violations(visitor)));
     await visitor.setViewportSize(PHONE);
     found.push(...(await violations(visitor)));
