@@ -25,9 +25,12 @@ const PASSWORD = 'Dune-Harbor-Quartz-62!';
 /** The dashboard's first load (sign-in page → drawn dashboard), JS and CSS, gzip: issue 20's budget. */
 const FIRST_LOAD_BUDGET = 120 * 1024;
 
+const MEMBER = { email: 'nina@example.test', name: 'Nina Operator', password: 'Harbor-Linden-Quill-47!' };
+
 let world: ConsoleWorld;
 let page: Page;
 let org = '';
+let memberId = '';
 
 const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 30_000, interval: 250 });
 
@@ -37,8 +40,8 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
     page = (await world.newPage()).page;
     org = await signInFirstOwner(world, page, PASSWORD);
 
-    // The fleet, set up through the API: one real agent that runs a failing action, one that
-    // registered and never came back.
+    // The fleet, set up through the API: one real agent that runs a failing action and whose service
+    // reports itself degraded, one that registered and never came back, one revoked.
     const api = new SessionClient(world.server.url);
     expect((await api.login(world.ownerEmail, PASSWORD)).status).toBe(200);
     const token = async () =>
@@ -47,16 +50,31 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
           labels: {},
         })
       ).body.token;
-    await world.startAgent(await token(), 'web-1', [
-      {
-        name: 'check-disk',
-        description: 'Checks the disk',
-        risk: 'low',
-        params: { type: 'object', properties: {}, additionalProperties: false },
-        argv: [process.execPath, '-e', 'console.error("disk almost full"); process.exit(3)'],
-      },
-    ]);
+    await world.startAgent(
+      await token(),
+      'web-1',
+      [
+        {
+          name: 'check-disk',
+          description: 'Checks the disk',
+          risk: 'low',
+          params: { type: 'object', properties: {}, additionalProperties: false },
+          argv: [process.execPath, '-e', 'console.error("disk almost full"); process.exit(3)'],
+        },
+        {
+          name: 'restart',
+          description: 'Restarts the web service',
+          risk: 'high',
+          params: { type: 'object', properties: {}, additionalProperties: false },
+          argv: [process.execPath, '-e', 'console.log("restarted")'],
+        },
+      ],
+      { status: 'degraded', message: 'disk 97% full' },
+    );
     await registerAgent(world.server.url, await token(), 'lost-1');
+    const retired = await registerAgent(world.server.url, await token(), 'retired-1');
+    // A critical audit event: an agent revoked.
+    expect((await api.json('POST', `/api/orgs/${org}/agents/${retired.agentId}/revoke`)).status).toBe(200);
     await waitUntil(async () => {
       const services = await api.json<{ services: unknown[] }>('GET', `/api/orgs/${org}/services`);
       expect(services.body.services).toHaveLength(1);
@@ -80,12 +98,47 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
       );
       expect(command.body.status).toBe('failed');
     });
+
+    // A member, known by name: she signs in (a sign-in of the instance's log) and asks for a high-risk
+    // action, which waits for the owner's approval.
+    const invited = await api.json<{ token: string }>('POST', `/api/orgs/${org}/invitations`, {
+      email: MEMBER.email,
+      role: 'operator',
+    });
+    expect(invited.status).toBe(201);
+    const member = new SessionClient(world.server.url);
+    const joined = await member.json<{ user: { id: string } }>('POST', '/api/invitations/accept', {
+      token: invited.body.token,
+      displayName: MEMBER.name,
+      password: MEMBER.password,
+    });
+    expect(joined.status).toBe(200);
+    memberId = joined.body.user.id;
+    expect((await member.login(MEMBER.email, MEMBER.password)).status).toBe(200);
+    const asked = await member.json<{ status: string }>('POST', `/api/orgs/${org}/commands`, {
+      agent: web.id,
+      service: 'web',
+      action: 'restart',
+      params: {},
+      confirm: true,
+    });
+    expect([asked.status, asked.body.status]).toEqual([201, 'awaiting_approval']);
   }, 120_000);
   afterAll(async () => {
     await world?.close();
   });
 
   it('shows a failed command of the period, by name, and the agent that is offline', async () => {
+    // uPlot draws its axes on the canvas: what it writes there is recorded as it is drawn.
+    await page.addInitScript(() => {
+      const drawn: string[] = [];
+      (window as unknown as { drawnText: string[] }).drawnText = drawn;
+      const fillText = CanvasRenderingContext2D.prototype.fillText;
+      CanvasRenderingContext2D.prototype.fillText = function (text, ...at) {
+        drawn.push(String(text));
+        return fillText.call(this, text, ...at);
+      };
+    });
     await page.goto(`/orgs/${org}`);
     const failed = page.getByRole('list', { name: 'Failed commands' });
     await failed.waitFor();
@@ -94,7 +147,33 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
     const offline = await page.getByRole('list', { name: 'Agents offline or disabled' }).textContent();
     expect(offline).toContain('lost-1');
     expect(offline).toContain('offline');
+
+    // The service that reports itself degraded, with its agent and its word.
+    await page.getByRole('heading', { name: 'Services not up (1)' }).waitFor();
+    const notUp = (await page.getByRole('list', { name: 'Services not up' }).textContent()) ?? '';
+    for (const shown of ['degraded', 'web', 'on web-1', 'disk 97% full']) expect(notUp).toContain(shown);
+    // The member's high-risk request waits for the owner.
+    const approvals = page.getByRole('article', { name: 'Pending approvals' });
+    expect((await approvals.locator('.figure').textContent())?.trim()).toBe('1 waiting for you');
+    await approvals.getByRole('link', { name: 'Open the inbox' }).waitFor();
+    // The revocation, a critical event, by whom and of what.
+    const critical = page.getByRole('list', { name: 'Critical audit events' }).getByRole('listitem');
+    const revoked = critical.filter({ hasText: 'agent.revoked' });
+    expect(await revoked.count()).toBe(1);
+    expect(await revoked.textContent()).toContain('retired-1');
+    expect(await revoked.textContent()).toContain(world.ownerEmail);
+
+    // Real axes: two of them, with the whole-number counts up the side, the hours along the bottom
+    // and the axis named.
     await page.locator('.commands-chart canvas').first().waitFor();
+    expect(await page.locator('.commands-chart .u-axis').count()).toBe(2);
+    await waitUntil(async () => {
+      const drawn = await page.evaluate(() => (window as unknown as { drawnText: string[] }).drawnText);
+      expect(drawn).toContain('Commands');
+      expect(drawn).toEqual(expect.arrayContaining(['0', '1', '2']));
+      const hours = new Set(drawn.filter((text) => /^\d{1,2}(:\d\d)?(am|pm)$/.test(text)));
+      expect(hours.size).toBeGreaterThanOrEqual(3);
+    });
     await world.screenshot(page, 'dashboard-issue-20');
   });
 
@@ -185,6 +264,47 @@ describe.skipIf(!hasChromium)('the dashboard and the audit viewer in Chromium', 
     await world.screenshot(page, 'audit-drawer');
     await drawer.getByRole('button', { name: 'Close' }).click();
     await drawer.waitFor({ state: 'detached' });
+  });
+
+  it("finds a member by her name, with her sign-in from the instance's log when members' events are ticked", async () => {
+    const table = page.getByRole('table', { name: 'Audit events' });
+    const rows = () =>
+      table.locator('tbody tr').evaluateAll((trs) =>
+        (trs as HTMLTableRowElement[]).map((tr) => ({
+          type: tr.cells[2]!.textContent,
+          actor: tr.cells[3]!.textContent,
+          actorId: tr.cells[3]!.querySelector('[title]')?.getAttribute('title'),
+          account: tr.cells[0]!.querySelector('.chain-tag') !== null,
+        })),
+      );
+    const members = page.getByLabel("Include members' sign-ins and factor changes");
+    const search = async (url: (params: URLSearchParams) => boolean) => {
+      await page.getByRole('button', { name: 'Apply filters' }).click();
+      await page.waitForURL((at) => url(at.searchParams));
+    };
+
+    await page.goto(`/orgs/${org}/audit`);
+    await page.getByLabel('Actor', { exact: true }).fill(MEMBER.name);
+    // Without the members' account events first: only what she did in the organization.
+    await members.uncheck();
+    await search((p) => p.get('actor') === MEMBER.name && p.get('members') === 'exclude');
+    await waitUntil(async () => {
+      const shown = await rows();
+      expect(shown.map((r) => r.type)).toContain('command.created');
+      expect(shown.some((r) => r.account || r.type === 'auth.login_succeeded')).toBe(false);
+      // Her name in every row, her id on hover.
+      expect(shown.every((r) => r.actor === MEMBER.name && r.actorId === memberId)).toBe(true);
+    });
+    await members.check();
+    await search((p) => p.get('actor') === MEMBER.name && !p.has('members'));
+    await waitUntil(async () => {
+      const shown = await rows();
+      expect(shown.filter((r) => r.type === 'auth.login_succeeded' && r.account).length).toBeGreaterThan(0);
+      expect(shown.map((r) => r.type)).toContain('command.created');
+      expect(shown.every((r) => r.actor === MEMBER.name && r.actorId === memberId)).toBe(true);
+    });
+    expect(await members.isChecked()).toBe(true);
+    expect(await page.getByLabel('Actor', { exact: true }).inputValue()).toBe(MEMBER.name);
   });
 
   it('shows a refusal in words, naming the field as the screen does', async () => {

@@ -1,5 +1,7 @@
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { AGENT_VERSION } from '../../agent/src/version.js';
+import { SessionClient } from '../../server/src/test-support/session-client.js';
 import {
   type ConsoleWorld,
   hasChromium,
@@ -18,12 +20,15 @@ import {
 requireChromiumInCi('the list console tests');
 
 const OWNER_PASSWORD = 'Lantern-Quarry-Meadow-64!';
+const MEMBER = { email: 'nora@example.test', name: 'Nora Operator', password: 'Willow-Quartz-Beacon-58!' };
 const NODE = process.execPath;
 
 let world: ConsoleWorld;
 let owner: Page;
 let org = '';
 const ids: Record<string, string> = {};
+/** People's user ids: the owner's and the member's. */
+const people: Record<string, string> = {};
 
 const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 60_000, interval: 200 });
 
@@ -73,6 +78,13 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
           params: { type: 'object', properties: {}, additionalProperties: false },
           argv: [NODE, '-e', 'console.log("rotated")'],
         },
+        {
+          name: 'flush-cache',
+          description: 'Flushes the cache',
+          risk: 'low',
+          params: { type: 'object', properties: {}, additionalProperties: false },
+          argv: [NODE, '-e', 'console.log("flushed")'],
+        },
       ]);
     await waitUntil(async () => {
       const listed = await call<{ agents: Array<{ id: string; name: string; status: string }> }>(
@@ -85,6 +97,42 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
     await waitUntil(async () => {
       const services = await call<{ services: unknown[] }>('GET', `/api/orgs/${org}/services`);
       expect(services.body.services).toHaveLength(3);
+    });
+
+    // Commands by two people: the owner on web-alpha and web-bravo, a member on web-bravo.
+    const invited = await call<{ token: string }>('POST', `/api/orgs/${org}/invitations`, {
+      email: MEMBER.email,
+      role: 'operator',
+    });
+    expect(invited.status).toBe(201);
+    const member = new SessionClient(world.server.url);
+    const joined = await member.json<{ user: { id: string } }>('POST', '/api/invitations/accept', {
+      token: invited.body.token,
+      displayName: MEMBER.name,
+      password: MEMBER.password,
+    });
+    expect(joined.status).toBe(200);
+    people.member = joined.body.user.id;
+    people.owner = (await call<{ user: { id: string } }>('GET', '/api/auth/session')).body.user.id;
+    const run = async (agent: string, action: string, by: 'owner' | 'member') => {
+      const body = { agent: ids[agent], service: 'web', action, params: {} };
+      const created =
+        by === 'owner'
+          ? await call<{ id: string }>('POST', `/api/orgs/${org}/commands`, body)
+          : await member.json<{ id: string }>('POST', `/api/orgs/${org}/commands`, body);
+      expect(created.status).toBe(201);
+      return created.body.id;
+    };
+    const commands = [
+      await run('web-alpha', 'rotate-logs', 'owner'),
+      await run('web-bravo', 'flush-cache', 'owner'),
+      await run('web-bravo', 'rotate-logs', 'member'),
+    ];
+    await waitUntil(async () => {
+      for (const id of commands)
+        expect((await call<{ status: string }>('GET', `/api/orgs/${org}/commands/${id}`)).body.status).toBe(
+          'succeeded',
+        );
     });
   }, 180_000);
   afterAll(async () => {
@@ -136,6 +184,86 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
     await world.screenshot(owner, 'agents-list');
   });
 
+  it('keeps the filters of services, commands and members in the URL', async () => {
+    // Services: a link searching "ha" (web-alpha, web-charlie) sorted by agent, Z–A.
+    await owner.goto(`/orgs/${org}/services?q=ha&sort=-agent`);
+    const cards = owner.locator('article.card h2');
+    await waitUntil(async () =>
+      expect(await cards.allTextContents()).toEqual(['web on web-charlie', 'web on web-alpha']),
+    );
+    expect(await owner.getByLabel('Search services').inputValue()).toBe('ha');
+    expect(await owner.getByLabel('Sort by').inputValue()).toBe('-agent');
+    await owner.getByLabel('Health').selectOption('down');
+    await owner.waitForURL((url) => url.searchParams.get('health') === 'down');
+    expect(new URL(owner.url()).searchParams.get('q')).toBe('ha');
+    await owner.getByText('No services match.').waitFor();
+
+    // Commands: a link searching "rotate", sorted by action.
+    await owner.goto(`/orgs/${org}/commands?q=rotate&sort=action`);
+    const commands = owner.getByRole('table', { name: 'Commands' });
+    await waitUntil(async () =>
+      expect((await commands.locator('tbody tr td:first-child').allTextContents()).sort()).toEqual([
+        'web/rotate-logs on web-alpha',
+        'web/rotate-logs on web-bravo',
+      ]),
+    );
+    expect(await owner.getByLabel('Search commands').inputValue()).toBe('rotate');
+    expect(await commands.locator('th[aria-sort="ascending"]').textContent()).toContain('Action');
+    await owner.getByLabel('Status').selectOption('failed');
+    await owner.waitForURL((url) => url.searchParams.get('status') === 'failed');
+    expect(new URL(owner.url()).searchParams.get('q')).toBe('rotate');
+    await owner.getByText('No commands.').waitFor();
+
+    // Members: a link searching "example.test", sorted by email Z–A; then narrowed to operators.
+    await owner.goto(`/orgs/${org}/members?q=example.test&sort=-email`);
+    const members = owner.getByRole('table', { name: 'Members' });
+    await waitUntil(async () =>
+      expect(await members.locator('tbody tr td:nth-child(2)').allTextContents()).toEqual([
+        world.ownerEmail,
+        MEMBER.email,
+      ]),
+    );
+    expect(await owner.getByLabel('Search members').inputValue()).toBe('example.test');
+    expect(await members.locator('th[aria-sort="descending"]').textContent()).toContain('Email');
+    // The member by name, the id on hover.
+    const nora = members.getByRole('cell', { name: MEMBER.name });
+    expect(await nora.getAttribute('title')).toBe(people.member);
+    await owner.getByLabel('Role').selectOption('operator');
+    await owner.waitForURL((url) => url.searchParams.get('role') !== null);
+    expect(new URL(owner.url()).searchParams.get('q')).toBe('example.test');
+    await waitUntil(async () =>
+      expect(await members.locator('tbody tr td:nth-child(2)').allTextContents()).toEqual([MEMBER.email]),
+    );
+  });
+
+  it('shows the commands of several people from one list request, each by name with the id on hover', async () => {
+    // Every API request the page makes while it loads and shows the list.
+    const asked: string[] = [];
+    const record = (request: { url(): string }) => {
+      const url = new URL(request.url());
+      if (url.pathname.startsWith('/api/')) asked.push(`${url.pathname}${url.search}`);
+    };
+    owner.on('request', record);
+    await owner.goto(`/orgs/${org}/commands`);
+    const table = owner.getByRole('table', { name: 'Commands' });
+    const requesters = table.locator('tbody tr td:nth-child(4) .person');
+    await waitUntil(async () => expect(await requesters.count()).toBe(3));
+    // The names are shown: whatever the page needed for them has been asked by now.
+    const shown = await requesters.evaluateAll((spans) =>
+      spans.map((span) => ({ text: span.textContent, id: span.getAttribute('title') })),
+    );
+    owner.off('request', record);
+    expect(shown.filter((p) => p.id === people.member).map((p) => p.text)).toEqual([
+      `${MEMBER.name} (${MEMBER.email})`,
+    ]);
+    expect(shown.filter((p) => p.id === people.owner).map((p) => p.text?.includes(world.ownerEmail))).toEqual(
+      [true, true],
+    );
+    // One request for the rows, and none per row: no person, agent or command fetched one by one.
+    expect(asked.filter((path) => path.startsWith(`/api/orgs/${org}/commands`))).toHaveLength(1);
+    expect(asked.filter((path) => /usr_|agt_|cmd_|\/members|\/users/.test(path))).toEqual([]);
+  });
+
   it("shows an agent's facts on its own page", async () => {
     await owner.goto(`/orgs/${org}/agents?q=alpha`);
     await owner.getByRole('link', { name: 'web-alpha' }).click();
@@ -149,15 +277,34 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
     expect(text).toContain('env=staging');
     expect(text).toContain(ids['web-alpha']);
     expect(text).toMatch(/Connected since.*\(up \d+/);
+    expect(text).toContain(`Agent version${AGENT_VERSION}`);
     expect(text).not.toContain('known while connected');
     expect(await facts.count()).toBeGreaterThan(5);
+    // Its recent commands: the one run on it, not those of the other agents.
+    await owner.getByRole('heading', { name: 'Recent commands' }).waitFor();
+    const recent = owner.getByRole('table', { name: 'Commands' });
+    expect(await recent.locator('tbody tr td:first-child').allTextContents()).toEqual([
+      'web/rotate-logs on web-alpha',
+    ]);
+    expect(await recent.locator('tbody tr').first().textContent()).toContain('succeeded');
     // Its service, and the way to its run history.
     await owner.getByRole('heading', { name: /^web on web-alpha/ }).waitFor();
     await owner.getByRole('link', { name: /Run history of web on web-alpha/ }).click();
     await owner.waitForURL(`**/services/${ids['web-alpha']}/web`);
     await owner.getByRole('heading', { level: 1, name: /Run history of web/ }).waitFor();
-    await owner.getByText('No command has been run on this service.').waitFor();
+    const history = owner.getByRole('table', { name: 'Commands' });
+    await history.waitFor();
+    expect(await history.locator('tbody tr td:first-child').allTextContents()).toEqual([
+      'web/rotate-logs on web-alpha',
+    ]);
+    const row = (await history.locator('tbody tr').first().textContent()) ?? '';
+    expect(row).toContain('succeeded');
+    expect(row).toContain(world.ownerEmail);
     await world.screenshot(owner, 'agent-page');
+    // Narrowed to a state none of its commands is in: said so, in the URL.
+    await owner.getByLabel('Status').selectOption('failed');
+    await owner.waitForURL(/[?&]status=failed/);
+    await owner.getByText('No command has been run on this service in this state.').waitFor();
   });
 
   it("shows a disabled agent's service as unavailable, Run disabled with the reason", async () => {

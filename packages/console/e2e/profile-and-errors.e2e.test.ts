@@ -125,6 +125,54 @@ describe.skipIf(!hasChromium)(
       await owner.getByRole('link', { name: 'Back to the dashboard' }).waitFor();
     });
 
+    it('keeps the frame, and offers the way back, when a member opens a screen their role does not give', async () => {
+      // A viewer joins: the audit log and the API keys are not theirs to see.
+      const invitation = await owner.evaluate(async (org) => {
+        const { csrfToken } = (await (await fetch('/api/auth/session')).json()) as { csrfToken: string };
+        const response = await fetch(`/api/orgs/${org}/invitations`, {
+          method: 'POST',
+          headers: { 'x-csrf-token': csrfToken, 'content-type': 'application/json' },
+          body: JSON.stringify({ email: 'vera@example.test', role: 'viewer' }),
+        });
+        return { status: response.status, body: (await response.json()) as { acceptPath: string } };
+      }, org);
+      expect(invitation.status).toBe(201);
+      const { context, page: viewer } = await world.newPage();
+      await viewer.goto(invitation.body.acceptPath);
+      await viewer.getByLabel('Display name').fill('Vera Viewer');
+      await viewer.getByLabel('Password', { exact: true }).fill('Meadow-Pylon-Harvest-73!');
+      await viewer.getByLabel('Password again').fill('Meadow-Pylon-Harvest-73!');
+      await viewer.getByRole('button', { name: 'Create account and join' }).click();
+      await viewer.waitForURL(`**/orgs/${org}`);
+      await sections(viewer).getByRole('link', { name: 'Agents' }).waitFor();
+      expect(await sections(viewer).getByRole('link', { name: 'Audit log' }).count()).toBe(0);
+
+      // A shared link to the audit log: said in words, inside the frame, without asking the API.
+      const asked: string[] = [];
+      viewer.on('request', (request) => asked.push(new URL(request.url()).pathname));
+      await viewer.goto(`/orgs/${org}/audit?action=command.*`);
+      await viewer.getByRole('heading', { level: 1, name: 'You do not have access to Audit log' }).waitFor();
+      expect(await viewer.locator('main').textContent()).toContain(
+        'does not give the permission “audit:read”',
+      );
+      await sections(viewer).getByRole('link', { name: 'Agents' }).waitFor();
+      await viewer.getByRole('button', { name: 'Sign out' }).waitFor();
+      expect(asked.filter((path) => path.startsWith(`/api/orgs/${org}/audit`))).toEqual([]);
+      await viewer.getByRole('link', { name: 'Back to the dashboard' }).click();
+      await viewer.waitForURL(new RegExp(`/orgs/${org}$`));
+
+      // The same for another section reached by its address.
+      await viewer.goto(`/orgs/${org}/api-keys`);
+      await viewer.getByRole('heading', { level: 1, name: 'You do not have access to API keys' }).waitFor();
+      await viewer.getByRole('link', { name: 'Back to the dashboard' }).waitFor();
+      // What the role does give still opens.
+      await sections(viewer).getByRole('link', { name: 'Security' }).click();
+      await viewer.waitForURL(`**/orgs/${org}/security`);
+      await viewer.getByRole('heading', { level: 1, name: 'Security' }).waitFor();
+      expect(await viewer.getByRole('heading', { name: /^You do not have access/ }).count()).toBe(0);
+      await context.close();
+    });
+
     it('offers the recovery codes to copy and to save as a text file', async () => {
       await owner.goto(`/orgs/${org}/profile`);
       const section = owner.getByRole('region', { name: 'Two-factor authentication' });

@@ -58,7 +58,13 @@ export interface ConsoleWorld {
     viewport?: { width: number; height: number },
     origin?: string,
   ): Promise<{ context: BrowserContext; page: Page }>;
-  startAgent(token: string, name: string, actions: AgentAction[]): Promise<ChildProcess>;
+  /** `health`: what its service `web` reports (up unless said). */
+  startAgent(
+    token: string,
+    name: string,
+    actions: AgentAction[],
+    health?: { status: 'up' | 'degraded' | 'down' | 'unknown'; message?: string },
+  ): Promise<ChildProcess>;
   /**
    * Makes the user's live sessions look as if they signed in `minutes` earlier, by moving the
    * sign-in time in the server's database: what the passing of time would do, without waiting for
@@ -119,7 +125,7 @@ export async function startConsoleWorld(env: Record<string, string> = {}): Promi
       watchPage(page, problems, refusals);
       return { context, page };
     },
-    async startAgent(token, name, actions) {
+    async startAgent(token, name, actions, health = { status: 'up' }) {
       const home = path.join(dir, `agent-${name}`);
       await mkdir(home, { recursive: true });
       const state = path.join(home, 'state.json');
@@ -136,7 +142,7 @@ export async function startConsoleWorld(env: Record<string, string> = {}): Promi
             name: 'web',
             kind: 'http',
             version: '1.4.2',
-            health: { status: 'up' },
+            health,
             config: [{ key: 'listen', value: ':8080' }],
             actions: actions.map(({ argv, ...declared }) => ({
               ...declared,

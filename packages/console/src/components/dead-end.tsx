@@ -37,17 +37,25 @@ export function NotFound({ what = 'page' }: { what?: string }) {
   );
 }
 
+/**
+ * Not yours to open (the person's role lacks the permission): said in words, inside the frame, with
+ * the way back, rather than a screen of refused requests.
+ */
+export function NoAccess({ title, reason }: { title: string; reason: string }) {
+  return (
+    <section className="dead-end">
+      <h1>{title}</h1>
+      <p>{reason} Ask an administrator of the organization if you need it.</p>
+      <WayBack />
+    </section>
+  );
+}
+
 /** What a screen shows when what it is about could not be loaded: never a bare error without a way on. */
 export function LoadFailed({ error, what }: { error: unknown; what: string }) {
   if (error instanceof ApiError && error.status === 404) return <NotFound what={what} />;
   if (error instanceof ApiError && error.status === 403)
-    return (
-      <section className="dead-end">
-        <h1>You do not have access to this {what}</h1>
-        <p>{error.message} Ask an administrator of the organization if you need it.</p>
-        <WayBack />
-      </section>
-    );
+    return <NoAccess title={`You do not have access to this ${what}`} reason={error.message} />;
   return (
     <section className="dead-end">
       <ErrorNote error={error} />

@@ -1,4 +1,4 @@
-import { useId, useState } from 'react';
+import { lazy, Suspense, useId, useState } from 'react';
 import { Link, NavLink, Outlet, useMatch, useNavigate, useParams } from 'react-router';
 import { LiveProvider } from '../live';
 import { AccessProvider, useAccess, useSession, useSignedIn } from '../session';
@@ -53,6 +53,29 @@ const SECTIONS: Array<{ path: string; label: string; permission?: string }> = [
   { path: 'api-keys', label: 'API keys', permission: 'apikeys:read' },
   { path: 'security', label: 'Security', permission: 'org:read' },
 ];
+
+// A chunk of its own, fetched only on a refusal: the first load stays what the dashboard needs.
+const NoAccess = lazy(() => import('./dead-end').then((module) => ({ default: module.NoAccess })));
+
+/**
+ * The screen, or, when the person's role lacks the permission its section needs (an address typed or
+ * shared), a dead end saying so within the frame, with the way back, instead of a screen whose every
+ * request is refused.
+ */
+function SectionScreen() {
+  const access = useAccess();
+  const at = useMatch('/orgs/:org/:section/*')?.params.section;
+  const section = SECTIONS.find((s) => s.path !== '' && s.path === at);
+  if (!section?.permission || access.can(section.permission)) return <Outlet />;
+  return (
+    <Suspense fallback={null}>
+      <NoAccess
+        title={`You do not have access to ${section.label}`}
+        reason={`Your role in this organization does not give the permission “${section.permission}”.`}
+      />
+    </Suspense>
+  );
+}
 
 function OrgSwitcher({ current }: { current: string }) {
   const view = useSignedIn();
@@ -157,7 +180,7 @@ export function OrgLayout() {
               <Navigation org={org} onNavigate={() => setMenuOpen(false)} />
             </aside>
             <main id="main" tabIndex={-1}>
-              <Outlet />
+              <SectionScreen />
             </main>
           </div>
         </LiveProvider>
