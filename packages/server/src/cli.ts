@@ -283,12 +283,23 @@ function withKeys<T>(
   });
 }
 
+/**
+ * The people's PII keys after a re-wrap: an older master key may leave the key file only once none
+ * is left under it (the data keys: `keys status`), or every person's sealed audit fields are lost.
+ */
+const piiKeysLine = (piiKeys: { rewrapped: number; left: number }) =>
+  `${piiKeys.rewrapped} PII keys re-wrapped; ${piiKeys.left} still under an older master key`;
+
 function keysCommands(program: Command): void {
-  const keys = program.command('keys').description('the keyring: master key and data keys (SEC-1, SEC-2)');
+  const keys = program
+    .command('keys')
+    .description(
+      'the keyring: master key, data keys, PII keys and workload-identity keys (SEC-1, SEC-2, SEC-4)',
+    );
   keys
     .command('rotate')
     .description(
-      'make a new master key (kept in the key file above the old ones) and re-wrap every data key with it; safe while servers run',
+      'make a new master key (kept in the key file above the old ones) and re-wrap every data key and PII key with it; safe while servers run',
     )
     .action((_options, command: Command) => {
       const config = configFrom(command);
@@ -300,24 +311,36 @@ function keysCommands(program: Command): void {
         throw error;
       }
       return withKeys(command, async (core, actor) => {
-        const result = await rewrapDataKeys({ dataKeys: core.dataKeys, audit: core.audit, actor });
+        const result = await rewrapDataKeys({
+          dataKeys: core.dataKeys,
+          pii: core.pii,
+          audit: core.audit,
+          actor,
+        });
         out(
           `new master key ${core.masterKeys.currentKeyId()}; ${result.rewrapped} data keys re-wrapped with it`,
         );
+        out(piiKeysLine(result.piiKeys));
         err('The previous master keys stay in the key file: backups made before now need them.');
       });
     });
   keys
     .command('rewrap')
     .description(
-      're-wrap every data key not yet under the current master key (finishes an interrupted rotate)',
+      're-wrap every data key and PII key not yet under the current master key (finishes an interrupted rotate)',
     )
     .action((_options, command: Command) =>
       withKeys(command, async (core, actor) => {
-        const result = await rewrapDataKeys({ dataKeys: core.dataKeys, audit: core.audit, actor });
+        const result = await rewrapDataKeys({
+          dataKeys: core.dataKeys,
+          pii: core.pii,
+          audit: core.audit,
+          actor,
+        });
         out(
           `${result.rewrapped} data keys re-wrapped; ${result.alreadyCurrent} already under ${core.masterKeys.currentKeyId()}`,
         );
+        out(piiKeysLine(result.piiKeys));
       }),
     );
   keys
@@ -395,12 +418,26 @@ function keysCommands(program: Command): void {
     );
   keys
     .command('status')
-    .description('the master key in use and every data key: scope, status, which master key wraps it')
+    .description(
+      'the master key in use, every data key (scope, status, which master key wraps it) and every workload-identity signing key (state, signs from, retires at)',
+    )
     .action((_options, command: Command) =>
       withKeys(command, async (core) => {
         out(`master key: ${core.masterKeys.currentKeyId()} (${core.masterKeys.name})`);
         for (const row of await core.dataKeys.list())
           out(`${row.scope.padEnd(34)} ${row.id}  ${row.status.padEnd(7)}  wrapped by ${row.master_key_id}`);
+        const issuer = createWorkloadIdentityService({
+          store: createWorkloadIdentityKeysStore(core.database.db),
+          dataKeys: core.dataKeys,
+          issuer: undefined,
+          audiences: [],
+          clock: Date.now,
+        });
+        const at = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString());
+        for (const key of await issuer.status())
+          out(
+            `workload-identity ${key.id}  ${key.state.padEnd(8)}  signs from ${at(key.signsFrom)}  retires at ${at(key.retiresAt)}`,
+          );
       }),
     );
 }

@@ -362,6 +362,57 @@ export function createAuditPii(deps: {
 
     forget,
 
+    /**
+     * Wraps again, under the current master key, up to `limit` PII keys that another master key wraps,
+     * taking them in id order after `after` (SEC-2: `bulwark keys rotate`/`rewrap`). Without this, once
+     * an operator removes an old master key from the key file every person's sealed fields would open
+     * nowhere: an erasure of everyone. A row changes only if it still holds the wrapped key read here,
+     * so a key erased meanwhile stays deleted (an update of a missing row writes nothing). The key
+     * material is unchanged, so caches stay valid. Returns the id to continue after, or none when done.
+     */
+    async rewrapKeys(
+      tx: Kysely<DB>,
+      options: { after: string; limit: number },
+    ): Promise<{ rewrapped: number; next: string | undefined }> {
+      const rows = await tx
+        .selectFrom('audit_pii_keys')
+        .selectAll()
+        .where('master_key_id', '<>', provider.currentKeyId())
+        .where('id', '>', options.after)
+        .orderBy('id')
+        .limit(options.limit)
+        .execute();
+      let rewrapped = 0;
+      for (const row of rows) {
+        let key: Buffer;
+        try {
+          key = unwrap(row);
+        } catch (error) {
+          if (!(error instanceof SealedValueError)) throw error;
+          throw new SealedValueError(`PII key ${row.id}: ${error.message}`);
+        }
+        const wrapped_key = provider.wrap(key, wrapContext(row));
+        const updated = await tx
+          .updateTable('audit_pii_keys')
+          .set({ wrapped_key, master_key_id: sealedKeyId(wrapped_key) })
+          .where('id', '=', row.id)
+          .where('wrapped_key', '=', row.wrapped_key)
+          .executeTakeFirst();
+        rewrapped += Number(updated.numUpdatedRows);
+      }
+      return { rewrapped, next: rows.length < options.limit ? undefined : rows.at(-1)!.id };
+    },
+
+    /** How many PII keys another master key than the current one still wraps (0: it alone is needed). */
+    async countUnderOlderMasterKeys(): Promise<number> {
+      const row = await db
+        .selectFrom('audit_pii_keys')
+        .select((eb) => eb.fn.countAll().as('n'))
+        .where('master_key_id', '<>', provider.currentKeyId())
+        .executeTakeFirstOrThrow();
+      return Number(row.n);
+    },
+
     /** The key holder of an address without an account (what erasing that address's account shreds). */
     emailSubject,
   };

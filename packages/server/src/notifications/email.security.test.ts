@@ -109,6 +109,8 @@ describe('email notifications through a real SMTP server', () => {
       BULWARK_SMTP_CA_FILE: trustedCa,
       BULWARK_SMTP_POLL_SECONDS: '1',
       BULWARK_SMTP_MAX_ATTEMPTS: '3',
+      // The API-key expiry sweep runs with the maintenance: every second, not every five minutes.
+      BULWARK_MAINTENANCE_INTERVAL_SECONDS: '1',
       BULWARK_METRICS_TOKEN: METRICS_TOKEN,
       // Acme sends four invitations in this file (Nia, Quentin, Olga, Pat); Beta reaches the cap.
       BULWARK_INVITATION_EMAILS_PER_ORG_PER_DAY: '5',
@@ -256,6 +258,52 @@ describe('email notifications through a real SMTP server', () => {
       codes.push(answer.body.error?.code ?? String(answer.status));
     }
     expect(codes).toEqual(['201', '201', '201', '201', '201', 'invitation_email_limit']);
+  });
+
+  it('emails the owner of an API key about to expire, naming the key and not its token, once', async () => {
+    // The key's owner hears of it a week ahead: a key that stops working unannounced breaks a
+    // deployment, and its owner then mints a broader one in a hurry.
+    expect(
+      (await world.owner.client.send('POST', '/api/auth/reauth', { password: OWNER.password })).status,
+    ).toBeLessThan(300);
+    const mint = async (name: string, expiresInDays: number) => {
+      const created = await world.owner.client.json<{ token: string; apiKey: { expiresAt: string } }>(
+        'POST',
+        '/api/orgs/acme/api-keys',
+        { name, permissions: ['agents:read'], expiresInDays },
+      );
+      expect(created.status).toBe(201);
+      return created.body;
+    };
+    const expiring = /^Subject: Your API key “(.+)” in Acme expires soon$/m;
+    // Made first, ending in a month: outside the week, so the sweep that finds the next one passes it.
+    const monthly = await mint('monthly-report', 30);
+    const deploy = await mint('deploy-prod', 3);
+    const email = await smtp.next(
+      to(OWNER.email, /^Subject: Your API key “deploy-prod” in Acme expires soon$/m),
+    );
+    expect(email.envelope).toMatchObject({ to: [OWNER.email], secure: true });
+    expect(bodyOf(email)).toContain(`It stops working at ${deploy.apiKey.expiresAt}.`);
+    for (const token of [deploy.token, monthly.token]) expect(email.raw).not.toContain(token);
+
+    // The sweep runs every second and sees "deploy-prod" each time: a second key ending within the
+    // week is noticed by a later pass, which does not tell of the first again.
+    const nightly = await mint('nightly-backup', 2);
+    const second = await smtp.next(
+      to(OWNER.email, /^Subject: Your API key “nightly-backup” in Acme expires soon$/m),
+    );
+    expect(second.raw).not.toContain(nightly.token);
+    await vi.waitFor(async () => {
+      const rows = await outbox('api_key_expiring');
+      expect(rows.map((row) => [row.recipient, row.state])).toEqual([
+        [OWNER.email, 'sent'],
+        [OWNER.email, 'sent'],
+      ]);
+    });
+    const told = smtp.received
+      .filter(subjectIs(expiring))
+      .map((received) => expiring.exec(headersOf(received))?.[1]);
+    expect(told).toEqual(['deploy-prod', 'nightly-backup']);
   });
 
   it('emails a sign-in from a new device to that person only, once', async () => {

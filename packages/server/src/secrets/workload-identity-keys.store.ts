@@ -16,11 +16,12 @@ export function createWorkloadIdentityKeysStore(db: Kysely<DB>) {
         .orderBy('id')
         .execute();
     },
+    /** Every key, retired ones too, in signing order (as `published`). */
     list(): Promise<WorkloadIdentityKeyRow[]> {
       return db
         .selectFrom('workload_identity_keys')
         .selectAll()
-        .orderBy('created_at')
+        .orderBy('signs_from')
         .orderBy('id')
         .execute();
     },

@@ -310,6 +310,26 @@ describe('workload identity, verified as a cloud token service would', () => {
     expect(rotated.code, rotated.stderr).toBe(0);
     const publishDelay = 600_000;
     const overlap = 3_600_000;
+    const [, rotatedKid, signsFrom] =
+      /^new workload-identity key (key_\w+): published now, signs from (\S+)$/m.exec(rotated.stdout) ?? [];
+
+    // `bulwark keys status` lists both, as they stand during the publish delay (the CLI's clock is now).
+    const status = await world.cli('keys', 'status');
+    expect(status.code, status.stderr).toBe(0);
+    const listed = status.stdout
+      .split('\n')
+      .filter((line) => line.startsWith('workload-identity '))
+      .map((line) => line.split(/\s+/));
+    expect(listed.map(([, kid, state]) => [kid, state])).toEqual([
+      [oldKid, 'signing'],
+      [rotatedKid, 'next'],
+    ]);
+    // The new key signs from the time the rotation printed; the old one leaves after the overlap.
+    const oldRetires = Date.parse(signsFrom!) + overlap;
+    expect(listed.map(([, , , , , from, , , retires]) => [from, retires])).toEqual([
+      [expect.any(String), new Date(oldRetires).toISOString()],
+      [signsFrom, '-'],
+    ]);
 
     // Published at once, not yet signing: a cached JWKS will hold the new key before it is used.
     const published = (await (await fetch(`${issuer}/.well-known/jwks.json`)).json()) as {

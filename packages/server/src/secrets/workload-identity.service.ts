@@ -55,6 +55,13 @@ export class AudienceNotAllowedError extends AppError {
 
 export class WorkloadKeyRotationError extends Error {}
 
+export interface WorkloadKeyStatus {
+  id: string;
+  state: 'next' | 'signing' | 'retiring' | 'retired' | 'unusable';
+  signsFrom: number;
+  retiresAt: number | null;
+}
+
 /** Who the token speaks for: everything a trust policy may pin, none of it chosen by the agent alone. */
 export interface WorkloadClaims {
   orgSlug: string;
@@ -131,7 +138,11 @@ export function createWorkloadIdentityService(deps: {
     return keys;
   }
 
-  /** The key that signs at `now`: the newest whose signing time has come; the first one made on first use. */
+  /** Of the published keys (in signing order), the one that signs at `now`: the newest whose time has come. */
+  const signerOf = <T extends { row: WorkloadIdentityKeyRow }>(keys: T[], now: number) =>
+    keys.filter((key) => key.row.signs_from <= now).at(-1);
+
+  /** The key that signs at `now`; the first one is made on first use. */
   async function signingKey(now: number) {
     let keys = await trustedKeys(now);
     if (keys.length === 0) {
@@ -139,7 +150,7 @@ export function createWorkloadIdentityService(deps: {
       await store.insert(await newKeyRow(now, now));
       keys = await trustedKeys(now);
     }
-    const signing = keys.filter((key) => key.row.signs_from <= now).at(-1);
+    const signing = signerOf(keys, now);
     if (!signing) throw new Error('no workload-identity key may sign yet');
     return signing;
   }
@@ -289,8 +300,32 @@ export function createWorkloadIdentityService(deps: {
       return { keyId: row.id, signsFrom, previousRetireAt: retiresAt, previousKeys: retired };
     },
 
-    /** Every key with its times, for `bulwark keys status`. */
-    list: () => store.list(),
+    /**
+     * Every key and what it does at `now`, for `bulwark keys status`: `next` (published, signing
+     * from `signsFrom`), `signing`, `retiring` (published until `retiresAt`, no longer signing),
+     * `retired` (out of the JWKS), or `unusable` (its sealed private key does not open, so it is
+     * never published: a row someone wrote into the database, or sealed under a lost key).
+     */
+    async status(now = clock()): Promise<WorkloadKeyStatus[]> {
+      const trusted = await trustedKeys(now);
+      const signer = signerOf(trusted, now)?.row.id;
+      const published = new Set(trusted.map((key) => key.row.id));
+      return (await store.list()).map((row) => ({
+        id: row.id,
+        signsFrom: row.signs_from,
+        retiresAt: row.retires_at,
+        state:
+          row.retires_at !== null && row.retires_at <= now
+            ? 'retired'
+            : !published.has(row.id)
+              ? 'unusable'
+              : row.id === signer
+                ? 'signing'
+                : row.signs_from > now
+                  ? 'next'
+                  : 'retiring',
+      }));
+    },
   };
 }
 

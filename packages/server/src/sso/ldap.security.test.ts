@@ -1,9 +1,13 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database } from '../db/database.js';
 import { openBeside } from '../test-support/databases.js';
 import { BACKENDS, type Backend, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import { SessionClient } from '../test-support/session-client.js';
 import { LDAP_GROUPS, LDAP_USERS, type Slapd, slapdForSuite, startSlapd } from '../test-support/slapd.js';
+import { tempDir } from '../test-support/temp.js';
+import { makeTestCa, type TestCa } from '../test-support/test-ca.js';
 
 /**
  * LDAP / Active Directory sign-in (SSO-3) against a real slapd the test starts with its own
@@ -22,6 +26,12 @@ describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (back
   let slapd: Slapd;
   let connectionId: string;
   let reader: Database;
+  /**
+   * The server's BULWARK_BACKING_TLS_CA_FILE (NET-4), the CA trusted for a connection that names none
+   * of its own. It holds another CA than the directory's (whoever sits on the path would present one
+   * like it), except where a test puts the directory's CA in it: the file is read at each connection.
+   */
+  let sharedCa: { dir: { path: string; remove(): Promise<void> }; file: string; other: TestCa };
 
   const ldapConfig = (overrides: Record<string, unknown> = {}) => ({
     url: slapd.url,
@@ -59,7 +69,13 @@ describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (back
   const withoutRequestId = (body: ErrorBody) => ({ ...body, error: { ...body.error, requestId: undefined } });
 
   beforeAll(async () => {
-    world = await startOrgWorld({ BULWARK_LOGIN_ACCOUNT_FAILURES: '5' }, backend);
+    const dir = await tempDir('ldap-shared-ca');
+    sharedCa = { dir, file: path.join(dir.path, 'backing-ca.pem'), other: makeTestCa(dir.path, 'elsewhere') };
+    writeFileSync(sharedCa.file, sharedCa.other.caPem);
+    world = await startOrgWorld(
+      { BULWARK_LOGIN_ACCOUNT_FAILURES: '5', BULWARK_BACKING_TLS_CA_FILE: sharedCa.file },
+      backend,
+    );
     slapd = await startSlapd();
     const created = await connect('Corporate directory', ldapConfig());
     expect(created.status, JSON.stringify(created.body)).toBe(201);
@@ -71,6 +87,7 @@ describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (back
     await reader?.db.destroy();
     await slapd?.stop();
     await world?.close();
+    await sharedCa?.dir.remove();
   });
 
   it('signs a person in by binding as them over verified TLS, and provisions them with their groups’ role', async () => {
@@ -195,7 +212,7 @@ describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (back
   });
 
   it('refuses a directory whose certificate it cannot verify, and speaks StartTLS on ldap://', async () => {
-    // No CA given: the test directory's own CA is one this machine does not trust.
+    // No CA given: the connection trusts the backing-services CA, and the directory's is not that one.
     const unverified = await connect('Unverified directory', ldapConfig({ caPem: null }));
     expect(unverified.status).toBe(201);
     const refused = await signIn('alice', LDAP_USERS.alice.password, unverified.body.id);
@@ -219,6 +236,29 @@ describe.skipIf(!slapdHere.available).each(BACKENDS)('LDAP sign-in on %s', (back
     expect((await signIn('carol', 'carol-password', startTls.body.id)).status).toBe(200);
     const linked = await signIn('alice', LDAP_USERS.alice.password, startTls.body.id);
     expect(linked.body.error.code).toBe('sso_account_exists');
+  });
+
+  it('trusts the backing-services CA (BULWARK_BACKING_TLS_CA_FILE) for a directory that names no CA of its own', async () => {
+    // The operator's private CA signs the directory's certificate and is configured once for every
+    // backing service; a connection without a CA of its own must verify against it (NET-4), and
+    // against nothing else: while the file holds another CA, the same directory is refused.
+    const shared = await connect('Directory under the shared CA', ldapConfig({ caPem: null }));
+    expect(shared.status).toBe(201);
+    const test = () =>
+      world.owner.client.json<{ ok: boolean; problem?: string }>(
+        'POST',
+        `/api/orgs/acme/sso/connections/${shared.body.id}/test`,
+      );
+    const refused = await test();
+    expect(refused.body).toMatchObject({ ok: false, problem: expect.stringMatching(/certificate/) });
+    writeFileSync(sharedCa.file, slapd.caPem);
+    try {
+      expect((await test()).body).toEqual(expect.objectContaining({ ok: true }));
+      const alice = await signIn('alice', LDAP_USERS.alice.password, shared.body.id);
+      expect([alice.status, alice.body.status]).toEqual([200, 'signed_in']);
+    } finally {
+      writeFileSync(sharedCa.file, sharedCa.other.caPem);
+    }
   });
 
   it('keeps the service account’s password sealed and says in words when it is wrong', async () => {
