@@ -287,8 +287,11 @@ function withKeys<T>(
  * The people's PII keys after a re-wrap: an older master key may leave the key file only once none
  * is left under it (the data keys: `keys status`), or every person's sealed audit fields are lost.
  */
-const piiKeysLine = (piiKeys: { rewrapped: number; left: number }) =>
-  `${piiKeys.rewrapped} PII keys re-wrapped; ${piiKeys.left} still under an older master key`;
+const piiKeysLine = (piiKeys: { rewrapped: number; unopenable: string[]; left: number }) =>
+  `${piiKeys.rewrapped} PII keys re-wrapped; ${piiKeys.left} still under an older master key` +
+  (piiKeys.unopenable.length > 0
+    ? `; ${piiKeys.unopenable.length} open under no master key in the key file (${piiKeys.unopenable.join(', ')}): restore the key file that wrapped them before removing any key`
+    : '');
 
 function keysCommands(program: Command): void {
   const keys = program

@@ -373,7 +373,7 @@ export function createAuditPii(deps: {
     async rewrapKeys(
       tx: Kysely<DB>,
       options: { after: string; limit: number },
-    ): Promise<{ rewrapped: number; next: string | undefined }> {
+    ): Promise<{ rewrapped: number; unopenable: string[]; next: string | undefined }> {
       const rows = await tx
         .selectFrom('audit_pii_keys')
         .selectAll()
@@ -383,13 +383,17 @@ export function createAuditPii(deps: {
         .limit(options.limit)
         .execute();
       let rewrapped = 0;
+      // A key no master key in the key file opens is passed over (and named), not a stop: one bad row
+      // must not leave every key after it under the old master key.
+      const unopenable: string[] = [];
       for (const row of rows) {
         let key: Buffer;
         try {
           key = unwrap(row);
         } catch (error) {
           if (!(error instanceof SealedValueError)) throw error;
-          throw new SealedValueError(`PII key ${row.id}: ${error.message}`);
+          unopenable.push(row.id);
+          continue;
         }
         const wrapped_key = provider.wrap(key, wrapContext(row));
         const updated = await tx
@@ -400,7 +404,7 @@ export function createAuditPii(deps: {
           .executeTakeFirst();
         rewrapped += Number(updated.numUpdatedRows);
       }
-      return { rewrapped, next: rows.length < options.limit ? undefined : rows.at(-1)!.id };
+      return { rewrapped, unopenable, next: rows.length < options.limit ? undefined : rows.at(-1)!.id };
     },
 
     /** How many PII keys another master key than the current one still wraps (0: it alone is needed). */

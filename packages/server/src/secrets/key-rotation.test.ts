@@ -115,6 +115,18 @@ describe.each(testDatabases())('master-key rotation and PII keys on $dialect', (
     const afterErasure = [before[0], [ERASED, ERASED, ERASED], before[2]];
     expect(await personal(open(db, () => keyFile))).toEqual(afterErasure);
 
+    // A key no master key opens (Alice's wrapped key copied onto another row: bound to its row, it
+    // fails to open), first in id order: the rotation must pass over it, not stop at it.
+    const alice = await db.db
+      .selectFrom('audit_pii_keys')
+      .selectAll()
+      .where('user_id', '=', ALICE.id)
+      .executeTakeFirstOrThrow();
+    await db.db
+      .insertInto('audit_pii_keys')
+      .values({ ...alice, user_id: 'usr_broken', id: 'pik_0' })
+      .execute();
+
     // `bulwark keys rotate`: a new master key on top of the file, then the re-wrap (a new process).
     const oldKey = keyFile.current;
     keyFile = { current: randomBytes(32), previous: [oldKey] };
@@ -127,16 +139,21 @@ describe.each(testDatabases())('master-key rotation and PII keys on $dialect', (
     expect(await personal(restarted)).toEqual(afterErasure);
     const opened = await restarted.dataKeys.open('instance', secret, 'test/setting');
     expect(opened.plaintext.toString()).toBe('a sealed setting');
-    expect(result.piiKeys).toEqual({ rewrapped: 2, left: 0 });
+    expect(result.piiKeys).toEqual({ rewrapped: 2, unopenable: ['pik_0'], left: 1 });
     // The re-wrap brought no erased key back, and leaves nothing for a second run.
     const keyRows = await db.db.selectFrom('audit_pii_keys').select('user_id').execute();
-    expect(keyRows.map((row) => row.user_id).sort()).toEqual([expect.stringMatching(/^email:/), ALICE.id]);
+    expect(keyRows.map((row) => row.user_id).sort()).toEqual([
+      expect.stringMatching(/^email:/),
+      ALICE.id,
+      'usr_broken',
+    ]);
     expect((await rewrapDataKeys({ ...restarted, actor: ACTOR })).piiKeys).toEqual({
       rewrapped: 0,
-      left: 0,
+      unopenable: ['pik_0'],
+      left: 1,
     });
 
-    // Audited with counts, never key material: the first batch rides with the data keys' event.
+    // Audited with counts, never key material: the data keys in one event, then one per PII batch.
     const events = await db.db
       .selectFrom('audit_events')
       .select('details')
@@ -144,9 +161,12 @@ describe.each(testDatabases())('master-key rotation and PII keys on $dialect', (
       .orderBy('seq')
       .execute();
     expect(events.map((event) => JSON.parse(event.details!))).toEqual([
-      { rewrapped: 1, alreadyCurrent: 0, piiKeysRewrapped: 1 },
-      { piiKeysRewrapped: 1 },
-      { rewrapped: 0, alreadyCurrent: 1, piiKeysRewrapped: 0 },
+      { rewrapped: 1, alreadyCurrent: 0 },
+      { piiKeysRewrapped: 0, piiKeysUnopenable: 1 },
+      { piiKeysRewrapped: 1, piiKeysUnopenable: 0 },
+      { piiKeysRewrapped: 1, piiKeysUnopenable: 0 },
+      { rewrapped: 0, alreadyCurrent: 1 },
+      { piiKeysRewrapped: 0, piiKeysUnopenable: 1 },
     ]);
     for (const audit of [server.audit, cli.audit, restarted.audit]) await audit.close();
   });

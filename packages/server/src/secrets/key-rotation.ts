@@ -1,11 +1,8 @@
-import type { Kysely } from 'kysely';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor } from '../audit/audit.types.js';
 import type { AuditPii } from '../audit/audit-pii.js';
 import type { Database } from '../db/database.js';
-import type { DB } from '../db/schema.js';
 import { type DataKeyring, type KeyScope, orgScope } from './data-keyring.js';
-import { SealedValueError } from './keyring.js';
 import { generateMasterKey, loadMasterKeys, writeMasterKeyFile } from './master-key.js';
 
 /**
@@ -37,10 +34,11 @@ export const PII_KEYS_PER_BATCH = 500;
 /**
  * Wraps every data key, and every person's PII key (audit-pii.ts), not yet under the current master
  * key again (SEC-2, DATA-2): afterwards only the current master key is needed to open them, as
- * `piiKeys.left` (0) tells. The data keys and the first batch of PII keys are re-wrapped in one
- * transaction with one `keys.data_keys_rewrapped` event; each further batch in its own, with its own
- * event (AUD-7). The events hold counts, never a key. Interrupted, it is resumed by running it again:
- * only keys still under an older master key are taken. An erased person's key is never brought back.
+ * `piiKeys.left` (0) tells. The data keys are re-wrapped in one transaction with one
+ * `keys.data_keys_rewrapped` event, then the PII keys in batches, each in its own transaction with its
+ * own event (AUD-7). The events hold counts, never a key. A PII key no master key in the file opens is
+ * passed over and named in `piiKeys.unopenable`. Interrupted, it is resumed by running it again: only
+ * keys still under an older master key are taken. An erased person's key is never brought back.
  */
 export async function rewrapDataKeys(deps: {
   dataKeys: DataKeyring;
@@ -58,38 +56,33 @@ export async function rewrapDataKeys(deps: {
     outcome: 'success' as const,
     details,
   });
-  const first = await deps.audit.withEvents(async (trx, events) => {
-    const dataKeys = await deps.dataKeys.rewrapAll(trx);
-    const piiKeys = await rewrapPiiBatch(deps.pii, trx, '', limit);
-    events.push(event({ ...dataKeys, piiKeysRewrapped: piiKeys.rewrapped }));
-    return { dataKeys, piiKeys };
+  // The data keys first, on their own: a PII key that will not open cannot hold them back.
+  const dataKeys = await deps.audit.withEvents(async (trx, events) => {
+    const result = await deps.dataKeys.rewrapAll(trx);
+    events.push(event({ ...result }));
+    return result;
   });
-  let piiRewrapped = first.piiKeys.rewrapped;
-  let next = first.piiKeys.next;
-  while (next !== undefined) {
-    const after = next;
+  let rewrapped = 0;
+  const unopenable: string[] = [];
+  let after: string | undefined = '';
+  while (after !== undefined) {
+    const from: string = after;
     const batch = await deps.audit.withEvents(async (trx, events) => {
-      const result = await rewrapPiiBatch(deps.pii, trx, after, limit);
-      if (result.rewrapped > 0) events.push(event({ piiKeysRewrapped: result.rewrapped }));
+      const result = await deps.pii.rewrapKeys(trx, { after: from, limit });
+      if (result.rewrapped > 0 || result.unopenable.length > 0)
+        events.push(
+          event({ piiKeysRewrapped: result.rewrapped, piiKeysUnopenable: result.unopenable.length }),
+        );
       return result;
     });
-    piiRewrapped += batch.rewrapped;
-    next = batch.next;
+    rewrapped += batch.rewrapped;
+    unopenable.push(...batch.unopenable);
+    after = batch.next;
   }
   return {
-    ...first.dataKeys,
-    piiKeys: { rewrapped: piiRewrapped, left: await deps.pii.countUnderOlderMasterKeys() },
+    ...dataKeys,
+    piiKeys: { rewrapped, unopenable, left: await deps.pii.countUnderOlderMasterKeys() },
   };
-}
-
-/** One batch of PII keys; a key under a master key the key file no longer holds is named, with what to do. */
-async function rewrapPiiBatch(pii: AuditPii, trx: Kysely<DB>, after: string, limit: number) {
-  try {
-    return await pii.rewrapKeys(trx, { after, limit });
-  } catch (error) {
-    if (!(error instanceof SealedValueError)) throw error;
-    throw new KeyRotationError(error.message);
-  }
 }
 
 /** The scopes `--org <slug>` or `--all` name: each organization's, and the instance's for `--all`. */
