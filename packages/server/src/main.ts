@@ -71,6 +71,7 @@ import { createNotificationsStore } from './notifications/notifications.store.js
 import { backupRoutes } from './ops/backup.routes.js';
 import { createBackupService, sweepBackupScratch } from './ops/backup.service.js';
 import { createBackupStore } from './ops/backup.store.js';
+import { createLeases, type LeaseName } from './ops/leases.js';
 import { createMaintenanceService } from './ops/maintenance.service.js';
 import { createMaintenanceStore } from './ops/maintenance.store.js';
 import { startMetricsListener } from './ops/metrics-listener.js';
@@ -537,7 +538,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     clock,
   });
 
-  // AUD-6: audit sinks; their one delivery loop of this process starts once the server listens.
+  // PLAT-6: which instance runs each cluster-wide job (ops/leases.ts); always this one on SQLite.
+  const leases = createLeases({ config, metrics: metrics.leases, logger });
+
+  // AUD-6: audit sinks; their one delivery loop of this process starts once the server listens, and
+  // delivers only while this instance holds the sinks' lease.
   const auditSinks = createAuditSinks({
     config,
     database,
@@ -549,6 +554,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     metrics,
     logger,
     clock,
+    leads: () => leases.acquire('audit-sinks'),
   });
 
   const routes: RouteDefinition[] = [
@@ -627,21 +633,28 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     },
   });
   auditSinks.start();
+  // Periodic work, by kind (docs/maintenance.md, "Jobs and leases"):
+  // - cluster-wide, each under its own lease so exactly one instance runs it: the jobs below and the
+  //   audit sink delivery (shared rows and cursors; two runners would send twice or race);
+  // - per instance by nature, no lease: the gateway's heartbeat sweep and misbehaviour flush (this
+  //   instance's own agent connections, which is what marks an agent offline), its last-seen flush
+  //   (heartbeats counted in this process), the audit group commit, live event streams; and the
+  //   checkpoints signed at start and at shutdown of what this instance appended.
+  const leader = (name: LeaseName, ms: number, pass: () => Promise<unknown>) =>
+    every(ms, logger, name, () => leases.runIfLeader(name, pass));
   const jobs = [
-    every(config.audit.checkpointIntervalSeconds * 1000, logger, 'audit-checkpoint', () =>
-      audit.checkpointAll(),
-    ),
-    every(RETENTION_EVERY_MS, logger, 'audit-retention', () => audit.prune()),
-    every(COMMAND_DEADLINES_EVERY_MS, logger, 'command-deadlines', () => commandsService.expireOverdue()),
-    every(COMMAND_DEADLINES_EVERY_MS, logger, 'bulk-runs', () => bulkRuns.advanceAll()),
-    every(config.maintenance.intervalSeconds * 1000, logger, 'maintenance', () => maintenance.runAll()),
-    every(config.maintenance.intervalSeconds * 1000, logger, 'api-key-expiry-notices', () =>
+    leader('audit-checkpoint', config.audit.checkpointIntervalSeconds * 1000, () => audit.checkpointAll()),
+    leader('audit-retention', RETENTION_EVERY_MS, () => audit.prune()),
+    leader('command-deadlines', COMMAND_DEADLINES_EVERY_MS, () => commandsService.expireOverdue()),
+    leader('bulk-runs', COMMAND_DEADLINES_EVERY_MS, () => bulkRuns.advanceAll()),
+    leader('maintenance', config.maintenance.intervalSeconds * 1000, () => maintenance.runAll()),
+    leader('api-key-expiry-notices', config.maintenance.intervalSeconds * 1000, () =>
       core.notifications.noticeExpiringApiKeys(),
     ),
   ];
   const emailWorker = core.email?.worker(logger, metrics.registry);
   if (emailWorker && config.smtp)
-    jobs.push(every(config.smtp.pollSeconds * 1000, logger, 'email-outbox', () => emailWorker.runOnce()));
+    jobs.push(leader('email-outbox', config.smtp.pollSeconds * 1000, () => emailWorker.runOnce()));
   await audit.record({
     actor: { type: 'system', id: 'server', display: 'bulwark server' },
     action: 'system.started',
@@ -660,6 +673,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await Promise.all(jobs.map((job) => job.stop()));
     // What it has not delivered stays behind its cursor for the next start (the chain is the outbox).
     await auditSinks.stop();
+    // With no pass left to run, the leases go at once: another instance's next pass takes them.
+    await leases.close();
     // Agent connections first: they are not HTTP requests, and the listener would wait for them.
     await gateway.close();
     // Live streams last until their reader leaves: ended here, or the wait below would never end.

@@ -47,7 +47,8 @@ export function backoffMs(failures: number, base: number, max: number, random: (
  * with the signed checkpoints that cover them; critical events of a long backlog are sent ahead (and
  * again in order: receivers dedupe on `id`). Each sink runs on its own: a slow or failing one never
  * holds up another, nor the audit log, which it only reads. One loop per server process; the CLI
- * never delivers (several instances each deliver until the lease of a later issue: at least once).
+ * never delivers. With `leads`, a pass delivers only while this instance holds the delivery lease,
+ * so of several instances one delivers (a pass already sending when the lease is lost finishes).
  */
 export function createSinkDelivery(deps: {
   store: SinksStore;
@@ -65,6 +66,8 @@ export function createSinkDelivery(deps: {
   logger: Logger;
   options: DeliveryOptions;
   random?: () => number;
+  /** Whether this instance is the one that delivers (ops/leases.ts); without it, it always is. */
+  leads?: () => Promise<boolean>;
 }) {
   const { store, metrics, clock, logger, options } = deps;
   const random = deps.random ?? Math.random;
@@ -176,6 +179,7 @@ export function createSinkDelivery(deps: {
    * sinks beyond the bound wait for the next pass, longest-waiting first (least recently tried).
    */
   async function tick(): Promise<void> {
+    if (deps.leads && !(await deps.leads())) return;
     const rows = await store.enabled();
     const now = clock();
     const started: Promise<void>[] = [];

@@ -64,6 +64,8 @@ export function createAuditSinks(
     audit: Pick<AuditService, 'exportLines'>;
     metrics: Pick<Metrics, 'registry'>;
     logger: Logger;
+    /** Whether this instance holds the delivery lease now (ops/leases.ts); asked at each pass. */
+    leads?: () => Promise<boolean>;
   },
 ): { routes: RouteDefinition[]; start(): void; stop(): Promise<void> } {
   const { config, clock } = deps;
@@ -80,6 +82,7 @@ export function createAuditSinks(
     metrics: createSinkMetrics(deps.metrics.registry),
     clock,
     logger: deps.logger,
+    ...(deps.leads ? { leads: deps.leads } : {}),
     options: {
       ...DEFAULT_DELIVERY,
       pollMs: config.auditSinks.pollMs,

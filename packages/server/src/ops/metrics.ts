@@ -107,7 +107,16 @@ export function createMetrics() {
     }),
   };
 
-  return { registry, http, audit, agents, commands, credentials, maintenance };
+  const leases = {
+    held: new Gauge({
+      name: 'bulwark_lease_held',
+      help: 'Whether this instance holds the lease of a cluster-wide job (1) or not (0); on PostgreSQL exactly one instance should hold each (PLAT-6).',
+      labelNames: ['lease'] as const,
+      registers,
+    }),
+  };
+
+  return { registry, http, audit, agents, commands, credentials, maintenance, leases };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
@@ -117,3 +126,4 @@ export type AgentMetrics = Metrics['agents'];
 export type CommandMetrics = Metrics['commands'];
 export type MaintenanceMetrics = Metrics['maintenance'];
 export type CredentialMetrics = Metrics['credentials'];
+export type LeaseMetrics = Metrics['leases'];
