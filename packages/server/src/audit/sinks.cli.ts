@@ -114,7 +114,8 @@ function sinkInputOf(options: AddOptions): SinkInput {
   const parsed = SinkInputSchema.safeParse(raw);
   if (!parsed.success)
     throw new CliError(
-      parsed.error.issues.map((issue) => `${issue.path.join('.') || 'sink'}: ${issue.message}`).join('; '),
+      // The field only: a header's name is part of the path, and a misplaced value may be in it.
+      parsed.error.issues.map((issue) => `${String(issue.path[0] ?? 'sink')}: ${issue.message}`).join('; '),
     );
   return parsed.data;
 }

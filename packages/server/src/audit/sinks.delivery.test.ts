@@ -79,33 +79,33 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
     const hooks: { open: (row: AuditSinkRow) => Promise<SinkConfig> } = {
       open: async () => ({ kind: 'file' }),
     };
-    const delivery = () =>
-      createSinkDelivery({
-        store,
-        exportLines: (chainId, filters, limit, afterSeq, personalData) =>
-          audit.exportLines(chainId, filters, limit, afterSeq, personalData),
-        open: (row) => hooks.open(row),
-        transportOf: () => ({
-          async send(lines: SinkLine[]) {
-            receiver.sends++;
-            if (receiver.down) throw new Error('connection refused');
-            await file.send(lines);
-          },
-        }),
-        metrics,
-        clock: clock.now,
-        logger: pino({ level: 'silent' }),
-        options: {
-          batchSize: 3,
-          pollMs: 1000,
-          backoffBaseMs: 1000,
-          backoffMaxMs: 8000,
-          batchesPerPass: 100,
-          concurrency: 4,
-          ...options,
+    const deps = (): Parameters<typeof createSinkDelivery>[0] => ({
+      store,
+      exportLines: (chainId, filters, limit, afterSeq, personalData) =>
+        audit.exportLines(chainId, filters, limit, afterSeq, personalData),
+      open: (row) => hooks.open(row),
+      transportOf: () => ({
+        async send(lines: SinkLine[]) {
+          receiver.sends++;
+          if (receiver.down) throw new Error('connection refused');
+          await file.send(lines);
         },
-        random: () => 0.5,
-      });
+      }),
+      metrics,
+      clock: clock.now,
+      logger: pino({ level: 'silent' }),
+      options: {
+        batchSize: 3,
+        pollMs: 1000,
+        backoffBaseMs: 1000,
+        backoffMaxMs: 8000,
+        batchesPerPass: 100,
+        concurrency: 4,
+        ...options,
+      },
+      random: () => 0.5,
+    });
+    const delivery = () => createSinkDelivery(deps());
     const record = (n: number, action: AuditInput['action'] = 'team.created') =>
       Promise.all(
         Array.from({ length: n }, (_, i) =>
@@ -133,7 +133,7 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
             },
         );
     const row = async () => (await store.get(ORG, SINK))!;
-    return { audit, clock, store, receiver, delivery, record, delivered, row, registry, hooks };
+    return { audit, clock, store, receiver, delivery, deps, record, delivered, row, registry, hooks };
   }
 
   it('an outage loses nothing: the cursor stays, retries back off, and the stream resumes in order', async () => {
@@ -178,6 +178,35 @@ describe.each(testDatabases())('audit sink delivery on $dialect', (target: TestD
     });
     expect(await w.registry.getSingleMetricAsString('bulwark_audit_sink_outbox_depth')).toContain(' 0');
   });
+
+  sqliteOnly(
+    'a sink disabled by another process (the CLI), or delivered by another instance, leaves no stale lag behind',
+    async () => {
+      const w = await world();
+      await w.record(4);
+      let leads = true;
+      const loop = createSinkDelivery({ ...w.deps(), leads: async () => leads });
+      w.receiver.down = true;
+      await loop.tick();
+      const depth = () => w.registry.getSingleMetricAsString('bulwark_audit_sink_outbox_depth');
+      expect(await depth()).toContain(`sink="${SINK}"`);
+      // Disabled in the database by someone else: this loop never hears of it but from its next pass.
+      await w.store.update(ORG, SINK, { enabled: 0 });
+      await loop.tick();
+      expect(await depth()).not.toContain(`sink="${SINK}"`);
+      // Enabled again; then another instance takes the delivery lease: this one's gauges go.
+      await w.store.update(ORG, SINK, { enabled: 1 });
+      w.clock.advance(10_000);
+      await loop.tick();
+      expect(await depth()).toContain(`sink="${SINK}"`);
+      leads = false;
+      await loop.tick();
+      expect(await depth()).not.toContain(`sink="${SINK}"`);
+      leads = true;
+      await loop.tick();
+      expect(await depth()).toContain(`sink="${SINK}"`);
+    },
+  );
 
   sqliteOnly(
     'a process that stops mid-delivery is followed by one that sends the unacknowledged batch again',

@@ -95,8 +95,18 @@ export function createSinkDelivery(deps: {
     return entry;
   }
 
+  /** Sinks this process has metric series for: dropped when they are no longer delivered from here. */
+  const observed = new Map<string, string>();
+
+  function forget(sinkId: string, kind: string): void {
+    for (const metric of [metrics.lagSeconds, metrics.depth]) metric.remove({ sink: sinkId, kind });
+    transports.delete(sinkId);
+    observed.delete(sinkId);
+  }
+
   async function observe(row: AuditSinkRow, deliveredSeq: number): Promise<void> {
     const labels = { sink: row.id, kind: row.kind };
+    observed.set(row.id, row.kind);
     const head = await store.headSeq(chainOfSink(row));
     metrics.depth.set(labels, Math.max(0, head - deliveredSeq));
     const oldest = head > deliveredSeq ? await store.oldestAfter(chainOfSink(row), deliveredSeq) : undefined;
@@ -179,7 +189,11 @@ export function createSinkDelivery(deps: {
    * sinks beyond the bound wait for the next pass, longest-waiting first (least recently tried).
    */
   async function tick(): Promise<void> {
-    if (deps.leads && !(await deps.leads())) return;
+    if (deps.leads && !(await deps.leads())) {
+      // Another instance delivers: its gauges are the true ones, this one's would go stale.
+      for (const [id, kind] of observed) forget(id, kind);
+      return;
+    }
     const rows = await store.enabled();
     const now = clock();
     const started: Promise<void>[] = [];
@@ -197,7 +211,9 @@ export function createSinkDelivery(deps: {
       inFlight.set(row.id, run);
       started.push(run);
     }
+    // Disabled or deleted, here or by another process (the CLI): no stale lag for an alert to fire on.
     const live = new Set(rows.map((row) => row.id));
+    for (const [id, kind] of observed) if (!live.has(id)) forget(id, kind);
     for (const id of transports.keys()) if (!live.has(id)) transports.delete(id);
     for (const id of lastStarted.keys()) if (!live.has(id)) lastStarted.delete(id);
     await Promise.allSettled(started);
@@ -227,10 +243,7 @@ export function createSinkDelivery(deps: {
       await Promise.allSettled([...inFlight.values()]);
     },
     /** Forgets a deleted or disabled sink's metrics. */
-    forget(sinkId: string, kind: string): void {
-      for (const metric of [metrics.lagSeconds, metrics.depth]) metric.remove({ sink: sinkId, kind });
-      transports.delete(sinkId);
-    },
+    forget,
   };
 }
 

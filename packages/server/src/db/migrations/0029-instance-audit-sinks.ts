@@ -1,4 +1,4 @@
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, PostgresAdapter, sql } from 'kysely';
 
 /**
  * Audit sinks for the instance chain (AUD-6): events that belong to no organization (sign-ins before
@@ -6,11 +6,28 @@ import { type Kysely, sql } from 'kysely';
  * follows the instance chain; it is configured on the host with `bulwark audit sinks`, never through
  * an organization's API (whose queries all name their org, so they cannot reach it).
  *
- * SQLite cannot drop a NOT NULL constraint in place: the table is rebuilt (create, copy, drop, rename),
- * the same statements on both dialects. Names stay unique per organization, and among the instance's
- * sinks by a partial index (NULLs are distinct in a unique index).
+ * PostgreSQL drops the NOT NULL in place (under its table lock: a server still running the old
+ * version cannot write in between, and the constraint names stay). SQLite cannot: the table is rebuilt
+ * (create, copy, drop, rename) inside the migration's `BEGIN IMMEDIATE`, which holds every other
+ * writer off. Names stay unique per organization, and among the instance's sinks by a partial index
+ * (NULLs are distinct in a unique index).
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
+  if (db.getExecutor().adapter instanceof PostgresAdapter) {
+    await sql`ALTER TABLE audit_sinks ALTER COLUMN org_id DROP NOT NULL`.execute(db);
+  } else {
+    await rebuildWithNullableOrg(db);
+  }
+  await db.schema
+    .createIndex('audit_sinks_instance_name')
+    .on('audit_sinks')
+    .column('name')
+    .unique()
+    .where(sql.ref('org_id'), 'is', null)
+    .execute();
+}
+
+async function rebuildWithNullableOrg(db: Kysely<unknown>): Promise<void> {
   await db.schema
     .createTable('audit_sinks_next')
     .addColumn('id', 'text', (c) => c.primaryKey())
@@ -40,13 +57,6 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     .on('audit_sinks')
     .columns(['org_id', 'name'])
     .unique()
-    .execute();
-  await db.schema
-    .createIndex('audit_sinks_instance_name')
-    .on('audit_sinks')
-    .column('name')
-    .unique()
-    .where(sql.ref('org_id'), 'is', null)
     .execute();
 }
 
