@@ -82,7 +82,34 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
     await world?.close();
   });
 
+  /** The EventSources open in the requester's tab now (its pages count them as they are made). */
+  const openStreams = () =>
+    requester.evaluate(() =>
+      [...((window as unknown as { liveSources?: Set<EventSource> }).liveSources ?? [])]
+        .filter((source) => source.readyState !== EventSource.CLOSED)
+        .map(
+          (source) => new URL(source.url).pathname + new URL(source.url).search.replace(/ticket=[^&]*&?/, ''),
+        ),
+    );
+  const commandStreams: string[] = [];
+
   it('shows the request in the approver’s badge and inbox as it is made, and not to the requester', async () => {
+    // Every EventSource the requester's tab makes is counted, to show it keeps one.
+    await requester.addInitScript(() => {
+      const Native = window.EventSource;
+      const sources = new Set<EventSource>();
+      (window as unknown as { liveSources: Set<EventSource> }).liveSources = sources;
+      window.EventSource = class extends Native {
+        constructor(url: string | URL, init?: EventSourceInit) {
+          super(url, init);
+          sources.add(this);
+        }
+      };
+    });
+    requester.on('request', (request) => {
+      if (/\/commands\/cmd_\w+\/events/.test(new URL(request.url()).pathname))
+        commandStreams.push(request.url());
+    });
     // The approver's tab opens its one live stream once, and keeps it.
     const streams: string[] = [];
     approver.on('request', (request) => {
@@ -105,6 +132,10 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
     await requester.getByText('You asked for this command').waitFor();
     expect(await requester.getByRole('button', { name: 'Approve' }).count()).toBe(0);
     expect(await requester.getByRole('button', { name: 'Reject' }).count()).toBe(0);
+    // One stream in the tab, focused on this command.
+    await waitUntil(async () =>
+      expect(await openStreams()).toEqual([expect.stringMatching(/\/events\?command=cmd_/)]),
+    );
     // Not started: the page says so rather than "never".
     expect(await requester.locator('dl.summary').textContent()).not.toContain('never');
 
@@ -143,6 +174,9 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
     await waitUntil(async () =>
       expect(await requester.getByLabel('Command output').textContent()).toContain('restarted'),
     );
+    // The output came over the tab's one stream: no second EventSource, no per-command stream.
+    expect(await openStreams()).toEqual([expect.stringMatching(/\/events\?command=cmd_/)]);
+    expect(commandStreams).toEqual([]);
     // Each line of output carries the time it arrived; started and finished say when, the exact time on hover.
     const stamp = requester.getByLabel('Command output').locator('time.stamp').first();
     expect(await stamp.textContent()).toMatch(/\d{1,2}:\d{2}:\d{2}/);

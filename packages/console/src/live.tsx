@@ -1,5 +1,5 @@
 import { createContext, type ReactNode, useContext, useEffect, useRef, useState } from 'react';
-import { api, orgPath } from './api';
+import { ApiError, api, orgPath } from './api';
 import type { CommandStatus } from './types';
 
 /** What the organization's stream says, by event name (the server's `streamOrgEvents`). */
@@ -24,6 +24,14 @@ export interface LiveEvents {
    * what it shows.
    */
   ready: Record<string, never>;
+  /** The focused command's output (its stored output first, then as it arrives). */
+  output: { commandId: string; seq: number; stream: 'stdout' | 'stderr'; data: string; at: string };
+  /** The focused command's status, sent after its stored output and then as it changes. */
+  status: { commandId: string; status: CommandStatus };
+  /** The focused command may no longer be read by this member: nothing more of it will come. */
+  focus_ended: { commandId: string; message: string };
+  /** The focus was refused (the ticket request said why); the stream opened without it. */
+  focus_refused: { commandId: string; message: string };
 }
 type Name = keyof LiveEvents;
 type Listener = (data: never) => void;
@@ -32,6 +40,8 @@ export type LiveState = 'connecting' | 'open' | 'closed';
 
 interface Live {
   subscribe<K extends Name>(name: K, listener: (data: LiveEvents[K]) => void): () => void;
+  /** Focuses the tab's stream on one command (reopening it); the returned function lets go. */
+  focus(commandId: string): () => void;
   state: LiveState;
 }
 
@@ -50,12 +60,19 @@ const LONGEST_RETRY_MS = 30_000;
 export function LiveProvider({ org, children }: { org: string; children: ReactNode }) {
   const listeners = useRef(new Map<Name, Set<Listener>>());
   const [state, setState] = useState<LiveState>('connecting');
+  // The command the stream also carries the output of (the command page's): the stream reopens when
+  // it changes, so that a tab keeps exactly one connection.
+  const [focus, setFocus] = useState<string | undefined>();
   const [live] = useState<Omit<Live, 'state'>>(() => ({
     subscribe(name, listener) {
       const set = listeners.current.get(name) ?? new Set();
       listeners.current.set(name, set);
       set.add(listener as Listener);
       return () => set.delete(listener as Listener);
+    },
+    focus(commandId) {
+      setFocus(commandId);
+      return () => setFocus((current) => (current === commandId ? undefined : current));
     },
   }));
 
@@ -76,23 +93,35 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
       retry = setTimeout(() => void connect(), delay);
     };
 
+    // A focus the server refuses (no such command, no right to read it) is dropped, with the reason
+    // for the page that asked: the rest of the tab's live view must not depend on it.
+    let focused = focus;
     async function connect() {
       let ticket: string;
+      const query = focused === undefined ? '' : `?command=${encodeURIComponent(focused)}`;
       try {
-        ({ ticket } = await api<{ ticket: string }>('POST', orgPath(org, '/events/tickets')));
-      } catch {
+        ({ ticket } = await api<{ ticket: string }>('POST', `${orgPath(org, '/events/tickets')}${query}`));
+      } catch (error) {
+        if (focused !== undefined && error instanceof ApiError && error.status >= 400 && error.status < 500) {
+          emit('focus_refused', { commandId: focused, message: error.message });
+          focused = undefined;
+          void connect();
+          return;
+        }
         again();
         return;
       }
       if (stopped) return;
-      const opened = new EventSource(`${orgPath(org, '/events')}?ticket=${encodeURIComponent(ticket)}`);
+      const opened = new EventSource(
+        `${orgPath(org, '/events')}?ticket=${encodeURIComponent(ticket)}${query.replace('?', '&')}`,
+      );
       source = opened;
       opened.addEventListener('ready', () => {
         failures = 0;
         setState('open');
         emit('ready', {});
       });
-      for (const name of ['command', 'approval', 'agent'] as const)
+      for (const name of ['command', 'approval', 'agent', 'output', 'status', 'focus_ended'] as const)
         opened.addEventListener(name, (event) =>
           emit(name, JSON.parse((event as MessageEvent<string>).data)),
         );
@@ -112,10 +141,20 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
       clearTimeout(retry);
       source?.close();
     };
-  }, [org]);
+  }, [org, focus]);
 
   const value = { ...live, state };
   return <LiveContext.Provider value={value}>{children}</LiveContext.Provider>;
+}
+
+/**
+ * Focuses the tab's one stream on a command while the calling component is mounted: its stored
+ * output, then its live output and status, come as `output` and `status` events.
+ */
+export function useLiveFocus(commandId: string) {
+  const live = useContext(LiveContext);
+  const focus = live?.focus;
+  useEffect(() => focus?.(commandId), [focus, commandId]);
 }
 
 /** Whether the live stream is open; 'closed' when it will not open again. */

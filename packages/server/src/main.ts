@@ -358,6 +358,8 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** How long shutdown waits for open HTTP connections to end on their own before ending them. */
+const SHUTDOWN_GRACE_MS = 5000;
 const RETENTION_EVERY_MS = 6 * 3600_000;
 const LISTEN_BACKLOG = 4096;
 /** Approval and delivery deadlines are checked this often (an indexed query that usually finds nothing). */
@@ -680,7 +682,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     // Live streams last until their reader leaves: ended here, or the wait below would never end.
     orgEvents.close();
     // Fastify stops accepting, answers requests on open connections with 503, and waits for in-flight ones.
+    // A connection whose client went away mid-stream can outlive its ended response; after a grace
+    // period every connection is ended, so a shutdown never waits for ever.
+    const forceClose = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+    forceClose.unref();
     await app.close();
+    clearTimeout(forceClose);
     await metricsListener?.close();
     await audit.record({
       actor: { type: 'system', id: 'server', display: 'bulwark server' },

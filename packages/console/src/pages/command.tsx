@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useState } from 'react';
 import { useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { LoadFailed } from '../components/dead-end';
@@ -6,7 +6,7 @@ import { Decide } from '../components/decide';
 import { AgentName, Person } from '../components/people';
 import { Ago, Elapsed, formatDuration } from '../components/time';
 import { ConfirmDialog, Loading, RiskBadge, StatusBadge, useLoad } from '../components/ui';
-import { useLiveRefresh } from '../live';
+import { type LiveEvents, useLive, useLiveFocus, useLiveRefresh, useLiveState } from '../live';
 import { useAccess } from '../session';
 import { type CommandView, TERMINAL } from '../types';
 
@@ -56,96 +56,41 @@ function OutputLines({ chunks }: { chunks: Chunk[] }) {
   );
 }
 
-/** Reconnections in a row, without a successful one between, before the live view gives up. */
-const MAX_RECONNECTS = 5;
-const RECONNECT_DELAY_MS = 1000;
-
 /**
- * The command's output and status, live: the server's event stream sends what is stored, then what
- * arrives, until the command ends. The stream is same-origin and carries the session cookie, but that
- * alone opens nothing (NET-5): each connection first asks for a single-use ticket (a POST with the
- * CSRF token, which no other site can send) and opens the stream with it. The browser's own
- * reconnection would present the used ticket again, so the page closes a broken stream and opens a
- * new one with a new ticket; the stream sends the stored output again, and chunks already shown are
- * skipped by their sequence number.
+ * The command's output and status, live, over the tab's one stream of the organization (live.tsx),
+ * focused on this command while the page is open: the server sends what is stored, then what
+ * arrives, until the command ends. When the stream reopens it sends the stored output again, and
+ * chunks already shown are skipped by their sequence number.
  */
-function useLiveOutput(org: string, id: string, onStatus: () => void) {
+function useLiveOutput(id: string, onStatus: () => void) {
   const [chunks, setChunks] = useState<Chunk[]>([]);
   const [notice, setNotice] = useState<string | undefined>();
   // Set when the stream reports the end, which it does after it has sent all the stored output: only
   // then does "no chunks" mean "no output" (the command itself may be known to have ended sooner).
   const [finished, setFinished] = useState(false);
-  const statusRef = useRef(onStatus);
-  statusRef.current = onStatus;
+  // biome-ignore lint/correctness/useExhaustiveDependencies: a new command starts empty.
   useEffect(() => {
     setChunks([]);
     setFinished(false);
-    let source: EventSource | undefined;
-    let retry: ReturnType<typeof setTimeout> | undefined;
-    let stopped = false;
-    let failures = 0;
-    const stop = () => {
-      stopped = true;
-      clearTimeout(retry);
-      source?.close();
-    };
-
-    async function connect() {
-      let ticket: string;
-      try {
-        ({ ticket } = await api<{ ticket: string }>('POST', orgPath(org, `/commands/${id}/events/tickets`)));
-      } catch (error) {
-        if (!stopped) setNotice(error instanceof Error ? error.message : 'The live view could not start.');
-        return;
-      }
-      if (stopped) return;
-      const opened = new EventSource(
-        `${orgPath(org, `/commands/${id}/events`)}?ticket=${encodeURIComponent(ticket)}`,
-      );
-      source = opened;
-      opened.onopen = () => {
-        failures = 0;
-      };
-      opened.addEventListener('output', (event) => {
-        const chunk = JSON.parse((event as MessageEvent<string>).data) as Chunk;
-        setChunks((all) => (all.some((c) => c.seq === chunk.seq) ? all : [...all, chunk]));
-      });
-      opened.addEventListener('status', (event) => {
-        const { status } = JSON.parse((event as MessageEvent<string>).data) as {
-          status: CommandView['status'];
-        };
-        statusRef.current();
-        if (TERMINAL.includes(status)) {
-          setFinished(true);
-          stop();
-        }
-      });
-      opened.addEventListener('overflow', () => {
-        setNotice('The live view fell behind; reload the page to read the stored output.');
-        stop();
-      });
-      opened.addEventListener('ended', (event) => {
-        // Access ended while watching (a revoked session, a lost role): the server sent nothing more.
-        setNotice((JSON.parse((event as MessageEvent<string>).data) as { message: string }).message);
-        stop();
-      });
-      opened.onerror = () => {
-        // The stream ends when the command does; one that breaks before is opened again, with a new ticket.
-        opened.close();
-        if (stopped) return;
-        failures += 1;
-        if (failures > MAX_RECONNECTS) {
-          setNotice('The live view stopped. Reload to resume it.');
-          return;
-        }
-        retry = setTimeout(() => void connect(), RECONNECT_DELAY_MS * failures);
-      };
+    setNotice(undefined);
+  }, [id]);
+  useLiveFocus(id);
+  useLive(['output', 'status', 'focus_ended', 'focus_refused'], (data, name) => {
+    if (data.commandId !== id) return;
+    if (name === 'output') {
+      const chunk = data as LiveEvents['output'];
+      setChunks((all) => (all.some((c) => c.seq === chunk.seq) ? all : [...all, chunk]));
+    } else if (name === 'status') {
+      onStatus();
+      if (TERMINAL.includes((data as LiveEvents['status']).status)) setFinished(true);
+    } else {
+      // Access to the command ended while watching, or was refused: the server sends nothing more of it.
+      setNotice((data as LiveEvents['focus_ended']).message);
     }
-
-    void connect();
-    return stop;
-  }, [org, id]);
-  return { chunks, notice, finished };
+  });
+  const state = useLiveState();
+  const stopped = state === 'closed' && !finished ? 'The live view stopped. Reload to resume it.' : undefined;
+  return { chunks, notice: notice ?? stopped, finished };
 }
 
 export default function CommandPage() {
@@ -157,7 +102,7 @@ export default function CommandPage() {
     error,
     reload,
   } = useLoad(() => api<CommandView>('GET', orgPath(org, `/commands/${id}`)), [org, id]);
-  const { chunks, notice, finished } = useLiveOutput(org, id, reload);
+  const { chunks, notice, finished } = useLiveOutput(id, reload);
   // Decisions and changes of state made anywhere, from the organization's live stream.
   useLiveRefresh(['command'], reload, (changed) => changed.id === id);
   if (error) return <LoadFailed error={error} what="command" />;

@@ -8,7 +8,7 @@ import { callerOf } from '../access/caller.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentsStore } from '../agents/agents.store.js';
 import { sortOrderOf, sortValues, visiblePage } from '../db/keyset.js';
-import { NotFoundError, ValidationError } from '../errors.js';
+import { ValidationError } from '../errors.js';
 import { CursorText, cursorFrom, cursorText, SearchText } from '../http/list-query.js';
 import { auditContextOf } from '../http/request-context.js';
 import { defineRoute, type Principal, type RouteDefinition, rawResponse } from '../http/route.js';
@@ -120,7 +120,7 @@ export function commandsRoutes(deps: {
   liveTickets: LiveTicketsService;
   names: CommandNamesStore;
 }): RouteDefinition[] {
-  const { commands, agents, access, liveTickets, names } = deps;
+  const { commands, agents, liveTickets, names } = deps;
   /** The live stream a ticket opens: one command's events. */
   const eventsOf = (commandId: string) => `command:${commandId}`;
   const OrgCommand = z.strictObject({ org: OrgSlug, command: CommandId });
@@ -191,17 +191,9 @@ export function commandsRoutes(deps: {
   }
 
   /** The command, if the caller may read commands on its agent; 404 otherwise (as for a missing one). */
-  async function readable(principal: Principal | undefined, request: FastifyRequest, id: string) {
-    const caller = callerOf(principal, request);
-    const row = await commands.find(caller.org.id, id);
-    if (!row) throw new NotFoundError('No such command.');
-    const agent = await agents.find(caller.org.id, row.agent_id);
-    await access.authorize(caller, 'commands:read', {
-      kind: 'agent',
-      labels: parseLabels(agent?.labels ?? '{}'),
-    });
-    return row;
-  }
+  // The one check of reading a command, shared with the organization stream's focus (org-events.routes.ts).
+  const readable = (principal: Principal | undefined, request: FastifyRequest, id: string) =>
+    commands.readable(callerOf(principal, request), id);
 
   const decision = (verb: 'approve' | 'reject') =>
     defineRoute({

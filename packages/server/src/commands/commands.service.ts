@@ -116,8 +116,11 @@ export function createCommandsService(deps: {
   deliveryTtlMs?: number;
   clock: () => number;
   stepUpMs: number;
-  /** The organization's live event bus: told of every change of a command's status. */
-  events?: Pick<OrgEvents, 'commandChanged'>;
+  /**
+   * The organization's live event bus: told of every change of a command's status; a reader focused
+   * on one command reads its output through this service, which attaches itself.
+   */
+  events?: Pick<OrgEvents, 'commandChanged' | 'attachCommands'>;
   /** The workload-identity issuer (SEC-4): checks an action's audience at creation, mints at dispatch. */
   workloadIdentity: Pick<WorkloadIdentityService, 'assertAllowed' | 'mint'>;
   /** Organizations' slugs, which a workload-identity token names. */
@@ -442,6 +445,28 @@ export function createCommandsService(deps: {
   function assertStepUp(who: Requester, rule: OrgPolicy[CommandRow['risk']]) {
     if (rule.stepUp && clock() - who.authenticatedAt > stepUpMs) throw new StepUpRequiredError();
   }
+
+  /**
+   * The command, if the caller may read it: 404 for none in their organization, 403 (audited) unless
+   * their commands:read covers its agent's labels. Every way of reading a command goes through here.
+   */
+  async function readable(caller: Caller, id: string): Promise<CommandRow> {
+    const row = await commands.find(caller.org.id, id);
+    if (!row) throw new NotFoundError('No such command.');
+    const agent = await agents.find(caller.org.id, row.agent_id);
+    await access.authorize(caller, 'commands:read', {
+      kind: 'agent',
+      labels: parseLabels(agent?.labels ?? '{}'),
+    });
+    return row;
+  }
+
+  deps.events?.attachCommands({
+    readable,
+    find: (orgId, id) => commands.find(orgId, id),
+    output: (id) => commands.output(id),
+    live,
+  });
 
   async function decided(
     caller: Requester,
@@ -811,6 +836,7 @@ export function createCommandsService(deps: {
     },
 
     find: (orgId: string, id: string) => commands.find(orgId, id),
+    readable,
     decisions: (id: string) => commands.decisions(id),
     decisionsOf: (ids: readonly string[]) => commands.decisionsOf(ids),
     output: (id: string, afterSeq?: number) => commands.output(id, afterSeq),

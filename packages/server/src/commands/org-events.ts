@@ -1,10 +1,12 @@
 import { EventEmitter } from 'node:events';
 import { type AccessSnapshot, decide } from '../access/authorize.js';
+import type { Caller } from '../access/caller.js';
 import type { Labels } from '../access/label-selector.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentRow } from '../agents/agents.store.js';
 import type { CommandStatus } from '../db/schema.js';
-import type { CommandRow } from './commands.store.js';
+import type { LiveOutput } from './commands.service.js';
+import type { CommandOutputRow, CommandRow } from './commands.store.js';
 
 /**
  * The organization's event bus: what the console's one live stream per tab shows as it happens —
@@ -15,6 +17,10 @@ import type { CommandRow } from './commands.store.js';
  *
  * Events are delivered in the order they were told, as a list row updated by "running" must never be
  * overwritten by a late "dispatched". Nothing is read or queued for an organization nobody watches.
+ *
+ * A reader may also focus on one command (the console's command page): its output and status then
+ * come on the same stream, so that a tab keeps one connection (browsers allow six per origin over
+ * HTTP/1.1) and one ticket, whatever page it shows.
  */
 
 /** A command's state as a list row shows it. */
@@ -46,6 +52,27 @@ export interface PublishedEvent {
   event: OrgEvent;
 }
 
+/**
+ * Where a focused command's output comes from: the commands service, which attaches itself once
+ * built (it is built after this bus, which it tells of every change).
+ */
+export interface FocusSource {
+  /**
+   * The command, if the caller may read it: the same check as the command's own routes, so a focus
+   * is never easier to get than the command itself — 404 outside the caller's organization, 403
+   * (audited) outside their label scope or without commands:read.
+   */
+  readable(caller: Caller, id: string): Promise<CommandRow>;
+  find(orgId: string, id: string): Promise<CommandRow | undefined>;
+  /** The stored output, in order. */
+  output(id: string): Promise<CommandOutputRow[]>;
+  /** Each command's live output and status changes, emitted under its id. */
+  live: EventEmitter;
+}
+
+/** One item of a reader's queue: an event of the organization, or an update of the command it focuses on. */
+export type Delivery = { kind: 'event'; published: PublishedEvent } | { kind: 'focus'; update: LiveOutput };
+
 /** What a reader must hold, on the event's agent, to see it. */
 const PERMISSION_OF: Record<OrgEvent['type'], string> = {
   command: 'commands:read',
@@ -76,6 +103,11 @@ export function createOrgEvents(deps: {
   // Readers' streams never end on their own: the server's shutdown ends them, or it would wait forever.
   let closed = false;
   const closers = new Set<() => void>();
+  let focusSource: FocusSource | undefined;
+  function sourceOfFocus(): FocusSource {
+    if (!focusSource) throw new Error('the commands service has not attached itself to the event bus');
+    return focusSource;
+  }
 
   function publish(orgId: string, agentId: string, events: OrgEvent[]): void {
     if (closed || bus.listenerCount(orgId) === 0) return;
@@ -135,36 +167,58 @@ export function createOrgEvents(deps: {
       publish(orgId, agentId, [{ type: 'agent', agentId, online, lastSeenAt }]);
     },
 
+    /** The commands service, attached once built: what a focused reader reads. */
+    attachCommands(source: FocusSource): void {
+      focusSource = source;
+    },
+
+    /** What a focused reader reads; absent only while the server is being put together. */
+    focusSource: sourceOfFocus,
+
     /**
      * One reader's subscription to an organization's events, like subscribeLive: events wait in a
      * queue until the reader takes them, and a reader `maxQueued` behind is dropped with `overflow`.
      * Taken in batches, so that a burst costs one check of the reader's access, not one per event.
+     * With `focus`, the live output and status of that command (whose readability the caller has
+     * checked) join the same queue from now on, until `unfocus()`.
      */
-    subscribe(orgId: string, maxQueued: number, signal: AbortSignal) {
-      const queue: PublishedEvent[] = [];
+    subscribe(orgId: string, maxQueued: number, signal: AbortSignal, focus?: string) {
+      const queue: Delivery[] = [];
       let overflowed = false;
       let wake: (() => void) | undefined;
-      const listener = (published: PublishedEvent) => {
+      const take = (delivery: Delivery) => {
         if (queue.length >= maxQueued) {
           overflowed = true;
           bus.off(orgId, listener);
+          unfocus();
         } else {
-          queue.push(published);
+          queue.push(delivery);
         }
         wake?.();
+      };
+      const listener = (published: PublishedEvent) => take({ kind: 'event', published });
+      const focusListener = (update: LiveOutput) => take({ kind: 'focus', update });
+      const live = focus === undefined ? undefined : sourceOfFocus().live;
+      const unfocus = () => {
+        if (focus !== undefined) live?.off(focus, focusListener);
       };
       // Let go when the reader goes, whether or not it ever started reading (a client that left
       // while the first message was on its way).
       const unsubscribe = () => {
         bus.off(orgId, listener);
+        unfocus();
         closers.delete(closer);
         wake?.();
       };
       const closer = () => wake?.();
       bus.on(orgId, listener);
+      // Subscribed at once: whatever the command does after this call is queued, even before the
+      // reader has read its stored output.
+      if (focus !== undefined) live?.on(focus, focusListener);
       closers.add(closer);
       signal.addEventListener('abort', unsubscribe, { once: true });
-      return async function* batches(): AsyncGenerator<PublishedEvent[] | 'overflow'> {
+      return { batches, unfocus };
+      async function* batches(): AsyncGenerator<Delivery[] | 'overflow'> {
         try {
           while (!signal.aborted && !closed) {
             if (queue.length > 0) {
@@ -186,7 +240,7 @@ export function createOrgEvents(deps: {
           signal.removeEventListener('abort', unsubscribe);
           unsubscribe();
         }
-      };
+      }
     },
 
     /** Ends every reader's stream (server shutdown); nothing is published after. */
