@@ -268,6 +268,16 @@ function withAdmin<T>(
   });
 }
 
+/** The workload-identity keys of the installation, for rotating and listing them (no issuer, no audiences). */
+const workloadKeysOf = (core: CoreServices) =>
+  createWorkloadIdentityService({
+    store: createWorkloadIdentityKeysStore(core.database.db),
+    dataKeys: core.dataKeys,
+    issuer: undefined,
+    audiences: [],
+    clock: Date.now,
+  });
+
 /** Opens the installation for a `bulwark keys` command, with the OS user as the audited actor. */
 function withKeys<T>(
   command: Command,
@@ -390,13 +400,7 @@ function keysCommands(program: Command): void {
     .action(
       (options: { publishDelay: number; overlap: number; revokePrevious?: boolean }, command: Command) =>
         withKeys(command, async (core, actor) => {
-          const issuer = createWorkloadIdentityService({
-            store: createWorkloadIdentityKeysStore(core.database.db),
-            dataKeys: core.dataKeys,
-            issuer: undefined,
-            audiences: [],
-            clock: Date.now,
-          });
+          const issuer = workloadKeysOf(core);
           try {
             const result = await issuer.rotate({
               publishDelayMs: options.publishDelay,
@@ -429,13 +433,7 @@ function keysCommands(program: Command): void {
         out(`master key: ${core.masterKeys.currentKeyId()} (${core.masterKeys.name})`);
         for (const row of await core.dataKeys.list())
           out(`${row.scope.padEnd(34)} ${row.id}  ${row.status.padEnd(7)}  wrapped by ${row.master_key_id}`);
-        const issuer = createWorkloadIdentityService({
-          store: createWorkloadIdentityKeysStore(core.database.db),
-          dataKeys: core.dataKeys,
-          issuer: undefined,
-          audiences: [],
-          clock: Date.now,
-        });
+        const issuer = workloadKeysOf(core);
         const at = (ms: number | null) => (ms === null ? '-' : new Date(ms).toISOString());
         for (const key of await issuer.status())
           out(

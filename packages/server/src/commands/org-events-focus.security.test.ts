@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { BACKENDS, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import type { SessionClient } from '../test-support/session-client.js';
+import { collectEvents as collect } from '../test-support/sse.js';
 
 /**
  * The organization's live stream can focus on one command (the console's command page), and then
@@ -20,56 +21,7 @@ import type { SessionClient } from '../test-support/session-client.js';
  */
 
 type Connection = Awaited<ReturnType<typeof handshake>>;
-interface Event {
-  name: string;
-  data: Record<string, unknown>;
-}
 type Refusal = { error: { code: string; message: string } };
-
-/** A reader of an event stream, collecting its events as they come. */
-function collect(response: Response) {
-  expect(response.status).toBe(200);
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  const events: Event[] = [];
-  let buffer = '';
-  let ended = false;
-  let notify: (() => void) | undefined;
-  void (async () => {
-    for (;;) {
-      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let end = buffer.indexOf('\n\n');
-      while (end >= 0) {
-        const frame = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const name = /^event: (.*)$/m.exec(frame)?.[1] ?? 'message';
-        const data = /^data: (.*)$/m.exec(frame)?.[1];
-        events.push({ name, data: data ? (JSON.parse(data) as Record<string, unknown>) : {} });
-        end = buffer.indexOf('\n\n');
-      }
-      notify?.();
-    }
-    ended = true;
-    notify?.();
-  })();
-  return {
-    events,
-    /** Waits (as long as the test may run) until an event matches. */
-    async until(match: (event: Event) => boolean): Promise<Event> {
-      for (;;) {
-        const found = events.find(match);
-        if (found) return found;
-        if (ended) throw new Error(`the stream ended first: ${JSON.stringify(events)}`);
-        await new Promise<void>((resolve) => {
-          notify = resolve;
-        });
-      }
-    },
-    close: () => reader.cancel().catch(() => {}),
-  };
-}
 
 const focusQuery = (command: string | undefined) =>
   command === undefined ? '' : `command=${encodeURIComponent(command)}`;

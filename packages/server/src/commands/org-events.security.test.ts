@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { handshake, registerAgent, reportApp } from '../test-support/agents.js';
 import { BACKENDS, type Member, type OrgWorld, startOrgWorld } from '../test-support/org-world.js';
 import type { SessionClient } from '../test-support/session-client.js';
+import { collectEvents as collect } from '../test-support/sse.js';
 
 /**
  * The organization's live stream (one per console tab) carries every command's status, the approvals
@@ -17,56 +18,6 @@ import type { SessionClient } from '../test-support/session-client.js';
  * Each event is sent only to a reader whose own access, as it is when the event is sent, covers the
  * event's agent with the permission the event needs.
  */
-
-interface Event {
-  name: string;
-  data: Record<string, unknown>;
-}
-
-/** A reader of an event stream, collecting its events as they come. */
-function collect(response: Response) {
-  expect(response.status).toBe(200);
-  const reader = response.body!.getReader();
-  const decoder = new TextDecoder();
-  const events: Event[] = [];
-  let buffer = '';
-  let ended = false;
-  let notify: (() => void) | undefined;
-  void (async () => {
-    for (;;) {
-      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let end = buffer.indexOf('\n\n');
-      while (end >= 0) {
-        const frame = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const name = /^event: (.*)$/m.exec(frame)?.[1] ?? 'message';
-        const data = /^data: (.*)$/m.exec(frame)?.[1];
-        events.push({ name, data: data ? (JSON.parse(data) as Record<string, unknown>) : {} });
-        end = buffer.indexOf('\n\n');
-      }
-      notify?.();
-    }
-    ended = true;
-    notify?.();
-  })();
-  return {
-    events,
-    /** Waits (as long as the test may run) until an event matches. */
-    async until(match: (event: Event) => boolean): Promise<Event> {
-      for (;;) {
-        const found = events.find(match);
-        if (found) return found;
-        if (ended) throw new Error(`the stream ended first: ${JSON.stringify(events)}`);
-        await new Promise<void>((resolve) => {
-          notify = resolve;
-        });
-      }
-    },
-    close: () => reader.cancel().catch(() => {}),
-  };
-}
 
 async function ticket(client: SessionClient, slug: string): Promise<string> {
   const issued = await client.json<{ ticket: string }>('POST', `/api/orgs/${slug}/events/tickets`);

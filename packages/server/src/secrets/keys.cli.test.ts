@@ -95,11 +95,16 @@ describe.each(BACKENDS)('bulwark keys on %s', (backend) => {
     const verify = await runCli(['audit', 'verify'], { cwd: dir.path, env: env() });
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
     const exported = await runCli(['audit', 'export', '--org', 'instance'], { cwd: dir.path, env: env() });
-    const actions = exported.stdout
+    const rewraps = exported.stdout
       .trim()
       .split('\n')
-      .map((line) => (JSON.parse(line) as { action: string }).action);
-    expect(actions.filter((a) => a === 'keys.data_keys_rewrapped')).toHaveLength(2);
+      .map((line) => JSON.parse(line) as { action: string; details: Record<string, number> })
+      .filter((event) => event.action === 'keys.data_keys_rewrapped');
+    // Each rotation: one event for the data keys, then one per batch of people's PII keys it moved.
+    expect(rewraps.filter((event) => 'alreadyCurrent' in event.details)).toHaveLength(2);
+    expect(
+      rewraps.every((event) => 'alreadyCurrent' in event.details || event.details.piiKeysRewrapped! > 0),
+    ).toBe(true);
     // Two server starts and nine CLI processes: on a loaded machine each start alone can take seconds.
   }, 180_000);
 });
