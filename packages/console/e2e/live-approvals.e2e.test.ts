@@ -1,4 +1,8 @@
-import type { Page } from 'playwright-core';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Page, Request } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   type ConsoleWorld,
@@ -13,7 +17,8 @@ import {
  * the approver's badge and inbox show it without a reload; the requester is offered no way to approve
  * it; a rejection without a word is refused, in words; the approval moves the requester's command
  * page, still open, to its end. Everything arrives over each tab's one live stream of the
- * organization: nothing polls.
+ * organization: nothing polls. An agent going and coming back moves its row on the agents list, last
+ * seen included, with no request; a running command counts its time until it ends.
  */
 
 requireChromiumInCi('the live approvals tests');
@@ -26,6 +31,9 @@ let world: ConsoleWorld;
 let requester: Page;
 let approver: Page;
 let org = '';
+let agent: ChildProcess;
+/** The file whose creation lets the `drain` action end: the test says when it finishes. */
+let release = '';
 
 const waitUntil = (check: () => Promise<void>) => vi.waitFor(check, { timeout: 20_000, interval: 200 });
 
@@ -57,7 +65,8 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
     await requester.getByRole('button', { name: 'Create token' }).click();
     const token = await requester.getByLabel('Registration token', { exact: true }).inputValue();
     await requester.getByRole('button', { name: 'Done' }).click();
-    await world.startAgent(token, 'web-1', [
+    release = path.join(world.dir, 'drain-released');
+    agent = await world.startAgent(token, 'web-1', [
       {
         name: 'restart',
         description: 'Restarts the web service',
@@ -71,6 +80,18 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
         risk: 'critical',
         params: { type: 'object', properties: {}, additionalProperties: false },
         argv: [NODE, '-e', 'console.log("wiped")'],
+      },
+      {
+        name: 'drain',
+        description: 'Drains the connections, until told they are gone',
+        risk: 'low',
+        params: { type: 'object', properties: {}, additionalProperties: false },
+        argv: [
+          NODE,
+          '-e',
+          'const fs = require("node:fs"); console.log("draining"); const check = setInterval(() => { if (fs.existsSync(process.argv[1])) { clearInterval(check); console.log("drained"); } }, 50);',
+          release,
+        ],
       },
     ]);
     // The agents list shows it online as it connects: the live stream says so, nobody reloads.
@@ -92,6 +113,14 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
         ),
     );
   const commandStreams: string[] = [];
+  /** Whether the requester's tab's stream is open and has said `ready`. */
+  const streamReady = () =>
+    requester.evaluate(() =>
+      [
+        ...((window as unknown as { liveSources?: Set<EventSource & { readySeen?: true }> }).liveSources ??
+          []),
+      ].some((source) => source.readyState === EventSource.OPEN && source.readySeen),
+    );
 
   it('shows the request in the approver’s badge and inbox as it is made, and not to the requester', async () => {
     // Every EventSource the requester's tab makes is counted, to show it keeps one.
@@ -103,6 +132,8 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
         constructor(url: string | URL, init?: EventSourceInit) {
           super(url, init);
           sources.add(this);
+          // Whether the server said `ready`: the screens' reloads on (re)opening are then under way.
+          this.addEventListener('ready', () => Object.assign(this, { readySeen: true }));
         }
       };
     });
@@ -203,6 +234,88 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
     const dialog = requester.getByRole('dialog', { name: 'Request approval to run wipe?' });
     expect(await dialog.textContent()).toContain('cache poisoned by the bad deploy');
     await dialog.getByRole('button', { name: 'Cancel' }).click();
+  });
+
+  it('shows an agent going and coming back, and its last seen, on the open agents list with no request', async () => {
+    // Within the page, not a reload: the stream said `ready` before the list was there, so the list
+    // has no reload on (re)opening to make.
+    await waitUntil(async () => expect(await streamReady()).toBe(true));
+    await requester
+      .getByRole('navigation', { name: 'Sections' })
+      .getByRole('link', { name: 'Agents' })
+      .click();
+    const row = requester.getByRole('row', { name: /web-1/ });
+    await waitUntil(async () => expect(await row.textContent()).toContain('online'));
+    const lastSeen = row.locator('td').nth(3).locator('time');
+    const seenBefore = await lastSeen.getAttribute('datetime');
+    expect(seenBefore).toBeTruthy();
+    // From here, the tab asks the API nothing of agents and opens no stream: whatever moves arrives
+    // on the stream it has.
+    const asked: string[] = [];
+    const count = (request: Request) => {
+      const url = new URL(request.url());
+      if (
+        url.pathname.startsWith(`/api/orgs/${org}/agents`) ||
+        url.pathname.startsWith(`/api/orgs/${org}/events`)
+      )
+        asked.push(`${request.method()} ${url.pathname}`);
+    };
+    requester.on('request', count);
+    try {
+      expect(await openStreams()).toEqual([`/api/orgs/${org}/events?`]);
+
+      agent.kill('SIGTERM');
+      await once(agent, 'exit');
+      await waitUntil(async () => expect(await row.textContent()).toContain('offline'));
+
+      agent = world.restartAgent('web-1');
+      await waitUntil(async () => expect(await row.textContent()).toContain('online'));
+      // Seen again as it reconnected: later than before, and so shown.
+      await waitUntil(async () =>
+        expect(Date.parse((await lastSeen.getAttribute('datetime')) ?? '')).toBeGreaterThan(
+          Date.parse(seenBefore ?? ''),
+        ),
+      );
+      expect(asked).toEqual([]);
+      expect(await openStreams()).toEqual([`/api/orgs/${org}/events?`]);
+    } finally {
+      requester.off('request', count);
+    }
+  });
+
+  it('counts a running command’s time while it runs, and says how long it took once it ends', async () => {
+    await requester.goto(`/orgs/${org}/services`);
+    await requester.getByRole('link', { name: 'Run drain on web (web-1)' }).click();
+    await requester.getByRole('button', { name: 'Review and run' }).click();
+    await requester
+      .getByRole('dialog', { name: 'Run drain?' })
+      .getByRole('button', { name: 'Run drain' })
+      .click();
+    await requester.waitForURL(/\/commands\/cmd_/);
+    const summary = requester.locator('dl.summary');
+    const status = requester.locator('.toolbar .badge').last();
+    await waitUntil(async () =>
+      expect(await requester.getByLabel('Command output').textContent()).toContain('draining'),
+    );
+    expect(await status.textContent()).toBe('running');
+    // Running: the time so far, ticking, never "Finished: never".
+    await summary.getByText('Running for').waitFor();
+    const elapsed = summary.locator('.elapsed');
+    const first = await elapsed.textContent();
+    expect(first).toMatch(/^\d+ s$/);
+    await waitUntil(async () => expect(await elapsed.textContent()).not.toBe(first));
+    expect(await summary.textContent()).not.toMatch(/Finished|never/);
+
+    // The test lets it end; the page moves to the end by itself.
+    await writeFile(release, '');
+    await waitUntil(async () => expect(await status.textContent()).toBe('succeeded'));
+    await waitUntil(async () =>
+      expect(await requester.getByLabel('Command output').textContent()).toContain('drained'),
+    );
+    const ended = await summary.textContent();
+    expect(ended).toMatch(/Finished.*took \d+ s/s);
+    expect(ended).not.toContain('Running for');
+    expect(await elapsed.count()).toBe(0);
   });
 
   it('saw no console error and only the refusal the test provoked', () => {

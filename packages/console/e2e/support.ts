@@ -65,6 +65,8 @@ export interface ConsoleWorld {
     actions: AgentAction[],
     health?: { status: 'up' | 'degraded' | 'down' | 'unknown'; message?: string },
   ): Promise<ChildProcess>;
+  /** Starts again the process of an agent `startAgent` registered (once stopped): it connects anew. */
+  restartAgent(name: string): ChildProcess;
   /**
    * Makes the user's live sessions look as if they signed in `minutes` earlier, by moving the
    * sign-in time in the server's database: what the passing of time would do, without waiting for
@@ -110,6 +112,18 @@ export async function startConsoleWorld(env: Record<string, string> = {}): Promi
   const refusals: string[] = [];
   const agents: ChildProcess[] = [];
   await mkdir(OUTPUT, { recursive: true });
+  const runAgent = (name: string) => {
+    const home = path.join(dir, `agent-${name}`);
+    const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', path.join(home, 'agent.yaml')], {
+      cwd: home,
+      env: { PATH: process.env.PATH ?? '', HOME: home },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.resume();
+    child.stderr?.resume();
+    agents.push(child);
+    return child;
+  };
 
   return {
     server,
@@ -153,16 +167,9 @@ export async function startConsoleWorld(env: Record<string, string> = {}): Promi
         ],
       };
       await writeFile(path.join(home, 'agent.yaml'), JSON.stringify(config));
-      const child = spawn(process.execPath, [AGENT_CLI, 'run', '--config', path.join(home, 'agent.yaml')], {
-        cwd: home,
-        env: { PATH: process.env.PATH ?? '', HOME: home },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      child.stdout?.resume();
-      child.stderr?.resume();
-      agents.push(child);
-      return child;
+      return runAgent(name);
     },
+    restartAgent: runAgent,
     async ageSignIns(email, minutes) {
       const dataDir = path.join(dir, 'data');
       const config = loadConfig({ env: { BULWARK_DATA_DIR: dataDir }, cwd: dir });

@@ -1,8 +1,9 @@
+import { useEffect, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { LoadFailed } from '../components/dead-end';
 import { Labels, Loading, StatusBadge, useLoad, When } from '../components/ui';
-import { useLiveRefresh } from '../live';
+import { type LiveEvents, useLive, useLiveRefresh } from '../live';
 import { useAccess } from '../session';
 import type { AgentDetailView, CommandView, ServiceView } from '../types';
 import { CommandRows } from './commands';
@@ -54,11 +55,25 @@ export default function AgentPage() {
         : Promise.resolve(undefined),
     [org, agentId],
   );
-  // Online, offline, connection and last seen change as the agent comes and goes.
-  useLiveRefresh(['agent'], agent.reload);
+  // Its heartbeats move "last seen" in place; coming or going changes the connection's facts too,
+  // which only a reload tells (as does the stream reopening).
+  const [heard, setHeard] = useState<LiveEvents['agent'] | undefined>();
+  // biome-ignore lint/correctness/useExhaustiveDependencies: another agent starts afresh.
+  useEffect(() => setHeard(undefined), [agentId]);
+  useLive(['agent'], (event) => {
+    if (event.id === agentId) setHeard(event);
+  });
+  useLiveRefresh(
+    ['agent'],
+    agent.reload,
+    (event) => event.id === agentId && event.status !== (heard?.status ?? agent.data?.status),
+  );
   if (agent.error) return <LoadFailed error={agent.error} what="agent" />;
   if (!agent.data) return <Loading what="the agent" />;
-  const a = agent.data;
+  const a =
+    heard && heard.lastSeenAt !== null && (agent.data.lastSeenAt ?? '') < heard.lastSeenAt
+      ? { ...agent.data, lastSeenAt: heard.lastSeenAt }
+      : agent.data;
   return (
     <section>
       <p>

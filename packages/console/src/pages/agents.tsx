@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { Link, useParams } from 'react-router';
 import { api, orgPath } from '../api';
 import { DataTable, Pager, RowButton, SearchBox, useListParams } from '../components/data-table';
@@ -16,7 +16,7 @@ import {
   useLoad,
   When,
 } from '../components/ui';
-import { useLiveRefresh } from '../live';
+import { type LiveEvents, useLive, useLiveRefresh } from '../live';
 import { useAccess } from '../session';
 import type { AgentView, RegistrationTokenView } from '../types';
 
@@ -189,6 +189,55 @@ function RegistrationTokens({ org }: { org: string }) {
   );
 }
 
+type Presence = LiveEvents['agent'];
+
+const later = (a: string | null, b: string | null) => (a === null ? b : b === null || a >= b ? a : b);
+
+/**
+ * The listed agents with online, offline and last seen as the live stream last said, applied to the
+ * rows in place: connections, disconnections and heartbeats cost no request. What the rows cannot
+ * tell reloads the list: an agent not listed (it may be new; one that then stays off this page or
+ * outside the filters is not reloaded for again), a change of status under a status filter, and the
+ * stream reopening (what happened while it was closed was not sent).
+ */
+function useLivePresence(
+  rows: AgentView[] | undefined,
+  reload: () => void,
+  listKey: string,
+  statusFilter: string,
+): AgentView[] | undefined {
+  const [presence, setPresence] = useState<ReadonlyMap<string, Presence>>(new Map());
+  const passedOver = useRef(new Set<string>());
+  // biome-ignore lint/correctness/useExhaustiveDependencies: another list starts afresh.
+  useEffect(() => {
+    passedOver.current.clear();
+  }, [listKey]);
+  useLive(['ready'], () => {
+    passedOver.current.clear();
+    setPresence(new Map());
+  });
+  useLiveRefresh(['agent'], reload, (event) => {
+    const row = rows?.find((agent) => agent.id === event.id);
+    if (!row) {
+      if (passedOver.current.has(event.id)) return false;
+      passedOver.current.add(event.id);
+      return true;
+    }
+    return statusFilter !== '' && event.status !== (presence.get(event.id)?.status ?? row.status);
+  });
+  useLive(['agent'], (event) => setPresence((known) => new Map(known).set(event.id, event)));
+  return rows?.map((agent) => {
+    const live = presence.get(agent.id);
+    if (!live) return agent;
+    return {
+      ...agent,
+      // Disabled and revoked come from the list: the stream speaks of active agents coming and going.
+      status: agent.status === 'online' || agent.status === 'offline' ? live.status : agent.status,
+      lastSeenAt: later(agent.lastSeenAt, live.lastSeenAt),
+    };
+  });
+}
+
 export default function AgentsPage() {
   const { org = '' } = useParams();
   const access = useAccess();
@@ -207,8 +256,7 @@ export default function AgentsPage() {
     [org, list.key],
   );
   const filtered = Boolean(applied || list.get('q') || list.get('status'));
-  // Online, offline and last seen change as agents come and go: the live stream says when.
-  useLiveRefresh(['agent'], agents.reload);
+  const shown = useLivePresence(agents.data?.agents, agents.reload, list.key, list.get('status'));
   const canManage = access.can('agents:manage');
   return (
     <section>
@@ -263,7 +311,7 @@ export default function AgentsPage() {
             sorting={list.sorting('name')}
             actions={canManage}
             quietActionsHeading
-            rows={data.agents}
+            rows={shown ?? data.agents}
             empty={`No agents${filtered ? ' match' : ''}.`}
           >
             {(agent) => (
