@@ -199,11 +199,16 @@ describe.each(BACKENDS)('focusing the organization stream on one command, on %s'
     const refused = await refusal(await askTicket(scoped.client, 'acme', commands.prod));
     expect(refused).toMatchObject({ status: 403, code: 'forbidden' });
     expect(refused.body).not.toContain('PROD-ONLY');
-    // A ticket for the plain stream, presented with the focus added, opens nothing.
+    // A ticket for the plain stream, presented with a focus added, opens nothing: not on production
+    // (refused as the command itself is), nor even on a staging command the watcher may read (the
+    // ticket was not issued for that focus).
     const plain = await issue(scoped.client, 'acme');
     const widened = await refusal(await open(scoped.client, 'acme', plain, commands.prod));
-    expect(widened).toMatchObject({ status: 401, code: 'live_ticket_invalid' });
+    expect(widened).toMatchObject({ status: 403, code: 'forbidden' });
     expect(widened.body).not.toContain('PROD-ONLY');
+    const unbound = await refusal(await open(scoped.client, 'acme', plain, commands.staging));
+    expect(unbound).toMatchObject({ status: 401, code: 'live_ticket_invalid' });
+    expect(unbound.body).not.toContain('stored line');
   });
 
   it('refuses a focus on another organization’s command as if it did not exist', async () => {

@@ -118,6 +118,11 @@ export function orgEventsRoutes(deps: {
       handler: async ({ principal, request, reply, query, reauthorize }) => {
         const caller = callerOf(principal, request);
         const focus = query.command;
+        // Checked with the reader's access as it is now, by the command's own check (before the
+        // ticket, as the command's own stream does: 404 for another organization's command whatever
+        // the credential); the ticket only proves the same session asked for this focus a moment ago.
+        const source = focus === undefined ? undefined : events.focusSource();
+        const focused = focus === undefined ? undefined : await source?.readable(caller, focus);
         await liveTickets.admit(principal, {
           channel: channelOf(caller.org.id, focus),
           permission: 'org:read',
@@ -126,10 +131,6 @@ export function orgEventsRoutes(deps: {
           route: `${request.method} ${request.routeOptions.url ?? ''}`,
           context: auditContextOf(request),
         });
-        // Checked with the reader's access as it is now, by the command's own check: the ticket
-        // only proves the same session asked for this focus a moment ago.
-        const source = focus === undefined ? undefined : events.focusSource();
-        const focused = focus === undefined ? undefined : await source?.readable(caller, focus);
         const stop = new AbortController();
         request.raw.on('close', () => stop.abort());
         // Subscribed before the stored output is read, so nothing falls between the two.

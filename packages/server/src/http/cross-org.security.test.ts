@@ -128,6 +128,8 @@ const QUERIES: Record<string, Record<string, string>> = {
   listBulkRuns: { before: '$blk' },
   listAuditEvents: { actor: '$any', target: '$any' },
   exportAuditEvents: { actor: '$any', target: '$any' },
+  createOrgStreamTicket: { command: '$cmd' },
+  streamOrgEvents: { command: '$cmd' },
 };
 
 /**
@@ -139,6 +141,9 @@ const QUERIES: Record<string, Record<string, string>> = {
  */
 const SLOT_RULES: Record<string, { use: Use; status: number }> = {
   'explainAccess query:user': { use: 'lookup', status: 404 },
+  // The command a live stream focuses on: the command's own read check, 404 outside the organization.
+  'createOrgStreamTicket query:command': { use: 'lookup', status: 404 },
+  'streamOrgEvents query:command': { use: 'lookup', status: 404 },
   'configureScim body:defaultRole': { use: 'lookup', status: 422 },
   'configureScim body:groupRoles[].role': { use: 'lookup', status: 422 },
   'listServices query:agent': { use: 'filter', status: 200 },
@@ -714,7 +719,8 @@ describe.each(BACKENDS)('cross-organization isolation over ids on %s (ACC-1, QA-
     expect((await beta.member.json('GET', '/api/auth/session')).status).toBe(200);
     const betaKey = new SessionClient(world.server.url, { authorization: `Bearer ${beta.keyToken}` });
     expect((await betaKey.json('GET', '/api/orgs/beta/access/me')).status).toBe(200);
-  });
+    // Hundreds of requests, each through both credentials: far more than the default on a loaded machine.
+  }, 180_000);
 
   it("never grants an action the other organization's secret: it is missing, as a secret that exists nowhere", async () => {
     // acme's agent declared actions that ask for `BETA_TOKEN` (a secret only beta has) and for
