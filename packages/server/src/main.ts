@@ -71,6 +71,7 @@ import { createNotificationsStore } from './notifications/notifications.store.js
 import { backupRoutes } from './ops/backup.routes.js';
 import { createBackupService, sweepBackupScratch } from './ops/backup.service.js';
 import { createBackupStore } from './ops/backup.store.js';
+import { createLocalClusterBus, createRedisClusterBus } from './ops/cluster-bus.js';
 import { createLeases, type LeaseName } from './ops/leases.js';
 import { createMaintenanceService } from './ops/maintenance.service.js';
 import { createMaintenanceStore } from './ops/maintenance.store.js';
@@ -127,6 +128,11 @@ export interface StartOptions {
   clock?: () => number;
   /** Where the first owner's one-time password is shown: the terminal (stderr), never the logs. */
   print?: (line: string) => void;
+  /**
+   * Where this cluster's channels and keys live in Redis (HA-1); instances of one cluster share it,
+   * clusters sharing one Redis each have their own. `bulwark:cluster` by default.
+   */
+  clusterPrefix?: string;
 }
 
 const printToTerminal = (line: string) => process.stderr.write(`${line}\n`);
@@ -459,7 +465,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const services = createServicesService({ services: servicesStore, audit, clock });
   const commandsStore = createCommandsStore(database.db, core.groupCommit);
   const agentKeys = createAgentKeySeals(core.dataKeys);
+  // HA-1: several instances on one PostgreSQL database share Redis for what crosses between them;
+  // alone (SQLite, or no Redis) an instance tells nobody, and everything stays in this process.
+  const cluster =
+    redis && database.dialect === 'postgres'
+      ? await createRedisClusterBus({ redis, prefix: options.clusterPrefix ?? 'bulwark:cluster', logger })
+      : createLocalClusterBus();
   const orgEvents = createOrgEvents({
+    cluster,
     agents: agentsStore,
     onError: (error) => logger.error({ err: error }, 'could not publish a live event'),
   });
@@ -475,6 +488,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     metrics: metrics.agents,
     options: { ...config.agents, tls: config.tls !== undefined, trustedProxies: config.trustedProxies },
     presence: orgEvents.agentPresence,
+    cluster,
+    limiterStore: { redis },
   });
   const agents = createAgentsService({
     agents: agentsStore,
@@ -520,6 +535,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     events: orgEvents,
     workloadIdentity,
     orgs: createOrgsStore(database.db),
+    cluster,
   });
   gateway.attachCommands(commandsService.handlers);
   const bulkRuns = createBulkRunsService({
@@ -606,7 +622,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // After the OpenAPI document: the console's files are not part of the API.
   routes.push(...consoleRoutes(createConsoleFiles(BUILT_CONSOLE_DIR)));
   const app = await createHttpApp(
-    { config, logger, metrics: metrics.http, guard: identity.guard, generation: core.database.generation },
+    {
+      config,
+      logger,
+      metrics: metrics.http,
+      guard: identity.guard,
+      generation: core.database.generation,
+      limiterStore: { redis },
+    },
     routes,
   );
 
@@ -654,6 +677,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       core.notifications.noticeExpiringApiKeys(),
     ),
   ];
+  // Per instance, no lease: each finds the commands waiting for the agents it holds, should the
+  // message telling it so have been lost (HA-1); a lone instance delivers directly and loses none.
+  if (cluster.shared)
+    jobs.push(
+      every(config.agents.heartbeatSeconds * 1000, logger, 'command-delivery-sweep', () =>
+        commandsService.redeliver(gateway.held()),
+      ),
+    );
   const emailWorker = core.email?.worker(logger, metrics.registry);
   if (emailWorker && config.smtp)
     jobs.push(leader('email-outbox', config.smtp.pollSeconds * 1000, () => emailWorker.runOnce()));
@@ -696,6 +727,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       details: { version: VERSION },
     });
     await audit.close();
+    await cluster.close();
     redis?.disconnect();
     await database.close();
     logger.info('bulwark stopped');

@@ -15,11 +15,12 @@ import {
   verifyStatement,
 } from '@bulwark/protocol';
 import type { Logger } from 'pino';
-import { RateLimiterMemory } from 'rate-limiter-flexible';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { type AgentPrincipal, decide } from '../access/authorize.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
+import { createWindowLimiter, type LimiterStore, RateLimitUnavailableError } from '../http/rate-limiters.js';
+import type { ClusterBus } from '../ops/cluster-bus.js';
 import type { AgentMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { AgentKeySeals } from './agent-keys.js';
@@ -36,7 +37,10 @@ import type { ServicesService } from './services.service.js';
  * same, and an agent's state (disabled, revoked) is told only to the holder of its key.
  *
  * Liveness is kept in memory on the instance holding the connection; an agent that misses three
- * heartbeats is closed and offline. Last-seen times reach the database in batches.
+ * heartbeats is closed and offline. Last-seen times reach the database in batches. With several
+ * instances (HA-1), each tells the others over the cluster bus which agents it holds (and keeps a
+ * holder key with the same lifetime in Redis), so that an agent is online on every instance, and the
+ * instance holding it delivers what another was asked to send.
  *
  * Once welcomed, an agent acts as itself and nothing more (invariant 5): whether a command it reports
  * on is its own is decided by `decide` (access/authorize.ts) on the command's owner, before the
@@ -85,6 +89,29 @@ export type AgentCommandMessage = Extract<
 export interface CommandHandlers {
   welcomed(agent: AgentRow): Promise<void>;
   message(agent: AgentRow, message: AgentCommandMessage): Promise<void>;
+}
+
+/** Cluster bus messages (ops/cluster-bus.ts): ids only; the database says the rest. */
+interface PresenceMessage {
+  /** Agents the sender holds, with when each was last heard from. */
+  held?: Array<[agentId: string, at: number]>;
+  /** How long `held` stands unless said again (the sender's heartbeat period, three times). */
+  ttlMs?: number;
+  /** The agents in `held` have just connected to the sender. */
+  welcomed?: boolean;
+  /** Agents the sender no longer holds. */
+  released?: string[];
+}
+interface WorkMessage {
+  agentId: string;
+}
+interface CancelMessage {
+  agentId: string;
+  orgId: string;
+  commandId: string;
+}
+interface DisconnectMessage {
+  agentId: string;
 }
 
 interface Connection {
@@ -140,6 +167,13 @@ export function createAgentGateway(deps: {
   options: GatewayOptions;
   /** Told when an agent comes online, goes offline, or was seen (in the last-seen batches): the console shows it live. */
   presence?: (orgId: string, agentId: string, online: boolean, lastSeenAt: number) => void;
+  /** Where connection attempts are counted: Redis shared by every instance when configured (HA-1). */
+  limiterStore?: LimiterStore;
+  /**
+   * The other instances (HA-1): which agents each holds, and work or a cancel for an agent held here.
+   * Without it (or with a lone instance's bus) the gateway knows only its own connections.
+   */
+  cluster?: ClusterBus;
 }) {
   const { agents, services, commandOwner, agentKeys, serverKeys, audit, logger, clock, metrics, options } =
     deps;
@@ -156,10 +190,36 @@ export function createAgentGateway(deps: {
   // Agent messages being handled: shutdown waits for them (PLAT-8), so that what an agent reported
   // before the server stopped is committed, with its audit events, before the audit log closes.
   const handling = new Set<Promise<void>>();
-  const connectLimiter = new RateLimiterMemory({ points: options.connectsPerMinute, duration: 60 });
+  // Fails closed (503) while Redis is down: this is the channel's unauthenticated front door, where
+  // each attempt costs a signature check and a lookup. Open connections are not affected, and agents
+  // retry with backoff.
+  const connectLimiter = createWindowLimiter(deps.limiterStore ?? {}, {
+    name: 'agent:connect',
+    points: options.connectsPerMinute,
+    windowSeconds: 60,
+    whenStoreDown: 'refuse',
+  });
   const trusted = new Set(options.trustedProxies);
   let commandHandlers: CommandHandlers | undefined;
   const refusedSockets = new WeakSet<WebSocket>();
+  // HA-1: the agents other instances hold, as they last said. An entry lasts as long as an agent
+  // lasts here without a heartbeat, so an instance that died leaves nobody online for longer.
+  const cluster = deps.cluster?.shared ? deps.cluster : undefined;
+  const presenceTtlMs = MISSED_HEARTBEATS * options.heartbeatSeconds * 1000;
+  const remote = new Map<string, { instance: string; at: number; until: number }>();
+  const remoteHolder = (agentId: string) => {
+    const entry = remote.get(agentId);
+    if (!entry || entry.until > clock()) return entry;
+    remote.delete(agentId);
+    return undefined;
+  };
+  const clusterUnsubscribers: Array<() => void> = [];
+  /** Runs `work` as part of the agent messages being handled, so that shutdown waits for it. */
+  const handled = (what: string, work: () => Promise<void>) => {
+    const running = work().catch((error: unknown) => logger.error({ err: error }, what));
+    handling.add(running);
+    void running.finally(() => handling.delete(running));
+  };
 
   function clientAddress(request: IncomingMessage): string {
     const peer = request.socket.remoteAddress ?? '';
@@ -215,6 +275,13 @@ export function createAgentGateway(deps: {
     const now = clock();
     connections.set(agent.id, { socket, agent, lastHeartbeat: now, context, connectedAt: now, agentVersion });
     seen.set(agent.id, now);
+    remote.delete(agent.id);
+    cluster?.hold([[agent.id, now]], presenceTtlMs);
+    cluster?.publish('presence', {
+      held: [[agent.id, now]],
+      ttlMs: presenceTtlMs,
+      welcomed: true,
+    } satisfies PresenceMessage);
     send(socket, {
       v: AGENT_PROTOCOL_VERSION,
       type: 'welcome',
@@ -278,6 +345,8 @@ export function createAgentGateway(deps: {
       if (current?.socket !== socket || !authenticated) return;
       connections.delete(authenticated.id);
       seen.set(authenticated.id, current.lastHeartbeat);
+      cluster?.release([authenticated.id]);
+      cluster?.publish('presence', { released: [authenticated.id] } satisfies PresenceMessage);
       deps.presence?.(authenticated.org_id, authenticated.id, false, current.lastHeartbeat);
       const recorded = audit
         .record(connectionEvent(authenticated, 'agent.disconnected', context))
@@ -434,9 +503,11 @@ export function createAgentGateway(deps: {
       return refuseUpgrade(socket, 403, 'Forbidden');
     }
     try {
-      await connectLimiter.consume(ip);
-    } catch {
-      return refuseUpgrade(socket, 429, 'Too Many Requests');
+      if (!(await connectLimiter.take(ip)).allowed) return refuseUpgrade(socket, 429, 'Too Many Requests');
+    } catch (error) {
+      // The Redis client logs the outage itself; one line per refused agent would flood the log.
+      if (!(error instanceof RateLimitUnavailableError)) throw error;
+      return refuseUpgrade(socket, 503, 'Service Unavailable');
     }
     wss.handleUpgrade(request, socket, head, (ws) => onConnection(ws, context));
   }
@@ -446,6 +517,12 @@ export function createAgentGateway(deps: {
     const deadline = clock() - MISSED_HEARTBEATS * options.heartbeatSeconds * 1000;
     for (const connection of connections.values()) {
       if (connection.lastHeartbeat < deadline) connection.socket.close(CLOSE_OFFLINE, 'missed heartbeats');
+    }
+    // Every agent held here, once per heartbeat period: the holder keys' TTL refreshed, the others told.
+    if (cluster && connections.size > 0) {
+      const held = [...connections.entries()].map(([id, c]) => [id, c.lastHeartbeat] as [string, number]);
+      cluster.hold(held, presenceTtlMs);
+      cluster.publish('presence', { held, ttlMs: presenceTtlMs } satisfies PresenceMessage);
     }
     // What was counted while a misbehaviour's window was open reaches the audit log once it closes.
     misbehaviour
@@ -471,6 +548,64 @@ export function createAgentGateway(deps: {
   }, LAST_SEEN_FLUSH_MS);
   flusher.unref();
 
+  if (cluster) {
+    clusterUnsubscribers.push(
+      cluster.subscribe('presence', (body, from) => {
+        const message = body as PresenceMessage;
+        const until = clock() + (message.ttlMs ?? presenceTtlMs);
+        for (const [agentId, at] of message.held ?? []) {
+          const mine = connections.get(agentId);
+          // The agent connected there after it connected here: what is left here is a dead connection,
+          // which would swallow what is sent to it until its heartbeats were missed.
+          if (mine && message.welcomed && at >= mine.connectedAt)
+            mine.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
+          remote.set(agentId, { instance: from, at, until });
+        }
+        for (const agentId of message.released ?? [])
+          if (remote.get(agentId)?.instance === from) remote.delete(agentId);
+      }),
+      cluster.subscribe('work', (body) => {
+        const connection = connections.get((body as WorkMessage).agentId);
+        const handlers = commandHandlers;
+        if (connection && handlers)
+          handled('could not deliver commands another instance announced', () =>
+            handlers.welcomed(connection.agent),
+          );
+      }),
+      cluster.subscribe('disconnect', (body) => {
+        const { agentId } = body as DisconnectMessage;
+        const connection = connections.get(agentId);
+        if (!connection) return;
+        handled('could not end the connection of an agent disabled elsewhere', async () => {
+          // The agent's state in the database decides, not the message.
+          const row = await agents.findForConnection(agentId);
+          if (row && row.status !== 'active' && connections.get(agentId) === connection)
+            refuse(connection.socket, `agent_${row.status}`, `This agent is ${row.status}.`);
+        });
+      }),
+      cluster.subscribe('cancel', (body) => {
+        const { agentId, orgId, commandId } = body as CancelMessage;
+        const connection = connections.get(agentId);
+        if (!connection || connection.agent.org_id !== orgId) return;
+        handled('could not relay a cancel from another instance', async () => {
+          // Sent only for a cancel the audit log holds: a message on the bus alone cancels nothing.
+          if (await audit.hasEventAbout(orgId, commandId, ['command.cancel_requested']))
+            send(connection.socket, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId });
+        });
+      }),
+    );
+    // What the others held before this instance started; from now on, their messages keep it current.
+    cluster
+      .holders()
+      .then((holders) => {
+        const now = clock();
+        for (const { agentId, instance, at, ttlMs } of holders)
+          if (instance !== cluster.instanceId && !remote.has(agentId))
+            remote.set(agentId, { instance, at, until: Math.min(at, now) + ttlMs });
+      })
+      .catch((error: unknown) => logger.warn({ err: error }, 'could not read which instances hold agents'));
+  }
+
   return {
     attach(server: Server): void {
       server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -491,8 +626,30 @@ export function createAgentGateway(deps: {
       send(connection.socket, message);
       return true;
     },
-    isOnline: (agentId: string) => connections.has(agentId),
-    lastHeartbeat: (agentId: string) => connections.get(agentId)?.lastHeartbeat,
+    /** Whether the agent is connected to any instance (to this one only, without a shared cluster bus). */
+    isOnline: (agentId: string) => connections.has(agentId) || remoteHolder(agentId) !== undefined,
+    /** Whether the agent is connected to this instance: only this instance can send to it. */
+    holds: (agentId: string) => connections.has(agentId),
+    lastHeartbeat: (agentId: string) => connections.get(agentId)?.lastHeartbeat ?? remoteHolder(agentId)?.at,
+    /** The agents connected to this instance. */
+    held: (): Map<string, AgentRow> =>
+      new Map([...connections.entries()].map(([id, connection]) => [id, connection.agent])),
+    /**
+     * Tells the instance holding the agent, if another does, that commands wait for it: that instance
+     * delivers them from the database as it does when the agent connects. Without a shared bus, a no-op.
+     */
+    wakeElsewhere(agentId: string): void {
+      if (!connections.has(agentId)) cluster?.publish('work', { agentId } satisfies WorkMessage);
+    },
+    /**
+     * Asks the instance holding the agent to send it a cancel: false when no instance is known to
+     * hold it. The holder sends it only once the cancel is in the audit log (recorded by the caller).
+     */
+    cancelElsewhere(agentId: string, orgId: string, commandId: string): boolean {
+      if (!cluster || remoteHolder(agentId) === undefined) return false;
+      cluster.publish('cancel', { agentId, orgId, commandId } satisfies CancelMessage);
+      return true;
+    },
     /** The agent's live connection to this instance, as its page shows it. */
     connectionOf(agentId: string) {
       const connection = connections.get(agentId);
@@ -505,14 +662,16 @@ export function createAgentGateway(deps: {
         : undefined;
     },
     onlineCount: () => connections.size,
-    /** Ends an agent's live connection, e.g. when it is disabled or revoked. */
+    /** Ends an agent's live connection, e.g. when it is disabled or revoked, on whichever instance holds it. */
     disconnect(agentId: string, code: string): void {
       const connection = connections.get(agentId);
       if (connection) refuse(connection.socket, code, `This agent is ${code.replace('agent_', '')}.`);
+      else cluster?.publish('disconnect', { agentId } satisfies DisconnectMessage);
     },
     async close(): Promise<void> {
       clearInterval(sweeper);
       clearInterval(flusher);
+      for (const unsubscribe of clusterUnsubscribers.splice(0)) unsubscribe();
       for (const connection of connections.values()) connection.socket.close(1001, 'server shutting down');
       for (const client of wss.clients) client.terminate();
       await new Promise<void>((resolve) => wss.close(() => resolve()));

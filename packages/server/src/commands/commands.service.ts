@@ -25,6 +25,7 @@ import type { AuditInput } from '../audit/audit.types.js';
 import type { CommandStatus, DB } from '../db/schema.js';
 import { AppError, NotFoundError, ValidationError } from '../errors.js';
 import { StepUpRequiredError } from '../identity/session-guard.js';
+import type { ClusterBus } from '../ops/cluster-bus.js';
 import type { CommandMetrics } from '../ops/metrics.js';
 import type { SecretGrant, SecretsService } from '../secrets/secrets.service.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
@@ -125,12 +126,41 @@ export function createCommandsService(deps: {
   workloadIdentity: Pick<WorkloadIdentityService, 'assertAllowed' | 'mint'>;
   /** Organizations' slugs, which a workload-identity token names. */
   orgs: { findOrgById(id: string): Promise<{ slug: string } | undefined> };
+  /**
+   * The other instances (HA-1): a command's live output and status reach its readers wherever they
+   * are connected. Without it, only readers on this instance see them.
+   */
+  cluster?: ClusterBus;
 }) {
   const { commands, agents, services, access, gateway, serverKeys, secrets, audit, sealer, clock, stepUpMs } =
     deps;
   const deliveryTtlMs = deps.deliveryTtlMs ?? DELIVERY_TTL_MS;
   const live = new EventEmitter();
   live.setMaxListeners(0);
+  const cluster = deps.cluster?.shared ? deps.cluster : undefined;
+  // A command's updates from other instances are listened to while someone here reads them: the
+  // instance holding its agent publishes them on the command's own channel.
+  const remoteLive = new Map<string, () => void>();
+  if (cluster) {
+    // Before 'newListener': added after it, this listener would be announced there as an event name.
+    live.on('removeListener', (id: string | symbol) => {
+      if (typeof id !== 'string' || live.listenerCount(id) > 0) return;
+      remoteLive.get(id)?.();
+      remoteLive.delete(id);
+    });
+    live.on('newListener', (id: string | symbol) => {
+      if (typeof id !== 'string' || remoteLive.has(id)) return;
+      remoteLive.set(
+        id,
+        cluster.subscribe(`live:${id}`, (update) => live.emit(id, update as LiveOutput)),
+      );
+    });
+  }
+  /** Tells the command's readers, here and on the other instances. */
+  const emitLive = (id: string, update: LiveOutput) => {
+    live.emit(id, update);
+    cluster?.publish(`live:${id}`, update);
+  };
   /** The bulk runs' scheduler (CMD-8), told when one of a run's targets ends so it releases the next. */
   let bulkTargetEnded: (bulkRunId: string) => void = () => {};
 
@@ -177,7 +207,7 @@ export function createCommandsService(deps: {
       { grouped: true },
     );
     if (moved) {
-      live.emit(row.id, { kind: 'status', status: to } satisfies LiveOutput);
+      emitLive(row.id, { kind: 'status', status: to });
       if (row.bulk_run_id !== null && TERMINAL_STATUSES.includes(to)) bulkTargetEnded(row.bulk_run_id);
       deps.events?.commandChanged(row.status, { ...row, ...changes, status: to });
     }
@@ -423,12 +453,18 @@ export function createCommandsService(deps: {
         details: { reason: 'agent_disconnected' },
       },
     );
+    // It may have connected to another instance meanwhile, after that instance looked for its work.
+    gateway.wakeElsewhere(row.agent_id);
   }
 
-  /** Signs and sends a queued command if its agent is connected here; it stays queued otherwise. */
+  /**
+   * Signs and sends a queued command if its agent is connected here; it stays queued otherwise, and
+   * the instance holding the agent, if another does, is told to deliver it (HA-1).
+   */
   async function dispatch(row: CommandRow): Promise<void> {
     const now = clock();
-    if (row.status !== 'queued' || row.expires_at <= now || !gateway.isOnline(row.agent_id)) return;
+    if (row.status !== 'queued' || row.expires_at <= now) return;
+    if (!gateway.holds(row.agent_id)) return gateway.wakeElsewhere(row.agent_id);
     // Claimed before it is sent: a command on the wire is never still `queued`, so a cancel or an
     // expiry cannot end it as "never ran", and a second dispatch (an approval racing the agent's
     // welcome) finds it taken and sends nothing.
@@ -643,7 +679,7 @@ export function createCommandsService(deps: {
       row.seal = await sealer.sealRequest(row);
       // With its agent connected here, a command that needs no approval is stored as dispatched and
       // sent at once: one write fewer on the way to the agent (each write is a durable commit).
-      const deliverNow = row.status === 'queued' && gateway.isOnline(agent.id);
+      const deliverNow = row.status === 'queued' && gateway.holds(agent.id);
       if (deliverNow) Object.assign(row, { status: 'dispatched', dispatched_at: now });
       try {
         await audit.withEvents(
@@ -725,7 +761,7 @@ export function createCommandsService(deps: {
       // Released or not, the approvals inbox changed: one decision fewer is wanted.
       deps.events?.commandChanged(row.status, released ? queued : row);
       if (released) {
-        live.emit(row.id, { kind: 'status', status: 'queued' } satisfies LiveOutput);
+        emitLive(row.id, { kind: 'status', status: 'queued' });
         await dispatch(queued);
       }
       return (await commands.find(caller.org.id, row.id)) ?? row;
@@ -747,7 +783,7 @@ export function createCommandsService(deps: {
         });
         events.push(callerEvent(caller, 'command.rejected', target(row), { comment }));
       });
-      live.emit(row.id, { kind: 'status', status: 'rejected' } satisfies LiveOutput);
+      emitLive(row.id, { kind: 'status', status: 'rejected' });
       deps.events?.commandChanged(row.status, { ...row, status: 'rejected', finished_at: clock() });
       return (await commands.find(caller.org.id, row.id)) ?? row;
     },
@@ -775,7 +811,10 @@ export function createCommandsService(deps: {
         // Dispatched or running: the agent stops the process group and reports `cancelled` itself.
         // Recorded before it is sent: a cancel that reached an agent is never missing from the log.
         await audit.record(requested);
-        if (!gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id }))
+        if (
+          !gateway.send(row.agent_id, { v: AGENT_PROTOCOL_VERSION, type: 'cancel', commandId: row.id }) &&
+          !gateway.cancelElsewhere(row.agent_id, row.org_id, row.id)
+        )
           throw new AppError(
             409,
             'agent_unavailable',
@@ -918,6 +957,18 @@ export function createCommandsService(deps: {
       return ended;
     },
 
+    /**
+     * The delivery sweep of one instance (HA-1): the agents it holds that have commands waiting get
+     * them, as on connecting. It finds what a lost "agent has work" message left behind.
+     */
+    async redeliver(held: ReadonlyMap<string, AgentRow>): Promise<void> {
+      if (held.size === 0) return;
+      for (const agentId of await commands.agentsWithDeliverable([...held.keys()], clock())) {
+        const agent = held.get(agentId);
+        if (agent) for (const row of await commands.deliverable(agent.id, clock())) await dispatch(row);
+      }
+    },
+
     /** The gateway's side: deliver what waited for an agent, and follow what the agent reports. */
     handlers: {
       async welcomed(agent: AgentRow): Promise<void> {
@@ -1018,13 +1069,7 @@ export function createCommandsService(deps: {
       );
     }
     // Subscribers see everything live; only storage is capped.
-    live.emit(row.id, {
-      kind: 'output',
-      seq: message.seq,
-      stream: message.stream,
-      data: message.data,
-      at,
-    } satisfies LiveOutput);
+    emitLive(row.id, { kind: 'output', seq: message.seq, stream: message.stream, data: message.data, at });
   }
 }
 

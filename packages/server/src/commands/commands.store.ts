@@ -100,6 +100,25 @@ export function createCommandsStore(db: Kysely<DB>, groupCommit: GroupCommit) {
     /** Commands waiting for this agent, oldest first, still deliverable. */
     deliverable: (agentId: string, now: number) => deliverable.all({ agentId, now }),
     /**
+     * Which of these agents have commands waiting to be delivered (the delivery sweep of the agents an
+     * instance holds): one query on (agent_id, status) per thousand agents.
+     */
+    async agentsWithDeliverable(agentIds: readonly string[], now: number): Promise<string[]> {
+      const found: string[] = [];
+      for (let i = 0; i < agentIds.length; i += 1000) {
+        const rows = await db
+          .selectFrom('commands')
+          .select('agent_id')
+          .distinct()
+          .where('agent_id', 'in', agentIds.slice(i, i + 1000))
+          .where('status', '=', 'queued')
+          .where('expires_at', '>', now)
+          .execute();
+        found.push(...rows.map((row) => row.agent_id));
+      }
+      return found;
+    },
+    /**
      * Commands past a deadline: approvals past theirs, deliveries past theirs, and runs past their
      * action's timeout by more than `executionGraceMs`.
      */

@@ -5,6 +5,7 @@ import type { Labels } from '../access/label-selector.js';
 import { parseLabels } from '../agents/agents.service.js';
 import type { AgentRow } from '../agents/agents.store.js';
 import type { CommandStatus } from '../db/schema.js';
+import type { ClusterBus } from '../ops/cluster-bus.js';
 import type { LiveOutput } from './commands.service.js';
 import type { CommandOutputRow, CommandRow } from './commands.store.js';
 
@@ -94,9 +95,35 @@ const touchesInbox = (before: CommandStatus, after: CommandStatus) =>
 export function createOrgEvents(deps: {
   agents: { find(orgId: string, id: string): Promise<AgentRow | undefined> };
   onError: (error: unknown) => void;
+  /**
+   * The other instances (HA-1): what is told on one reaches the readers of every instance. Events
+   * carry states and ids, never parameters or output; each instance reads the labels itself.
+   */
+  cluster?: ClusterBus;
 }) {
   const bus = new EventEmitter();
   bus.setMaxListeners(0);
+  const cluster = deps.cluster?.shared ? deps.cluster : undefined;
+  // An organization's channel is listened to while it has readers here.
+  const remote = new Map<string, () => void>();
+  if (cluster) {
+    // Before 'newListener': added after it, this listener would be announced there as an event name.
+    bus.on('removeListener', (orgId: string | symbol) => {
+      if (typeof orgId !== 'string' || bus.listenerCount(orgId) > 0) return;
+      remote.get(orgId)?.();
+      remote.delete(orgId);
+    });
+    bus.on('newListener', (orgId: string | symbol) => {
+      if (typeof orgId !== 'string' || remote.has(orgId)) return;
+      remote.set(
+        orgId,
+        cluster.subscribe(`org:${orgId}`, (body) => {
+          const { agentId, events } = body as { agentId: string; events: OrgEvent[] };
+          publishHere(orgId, agentId, events);
+        }),
+      );
+    });
+  }
   // One publication at a time per organization: its events reach its readers in the order they were
   // told, and a burst in one organization (a bulk run over thousands of agents) never delays another's.
   const chains = new Map<string, Promise<void>>();
@@ -110,6 +137,11 @@ export function createOrgEvents(deps: {
   }
 
   function publish(orgId: string, agentId: string, events: OrgEvent[]): void {
+    if (!closed) cluster?.publish(`org:${orgId}`, { agentId, events });
+    publishHere(orgId, agentId, events);
+  }
+
+  function publishHere(orgId: string, agentId: string, events: OrgEvent[]): void {
     if (closed || bus.listenerCount(orgId) === 0) return;
     const next = (chains.get(orgId) ?? Promise.resolve())
       .then(async () => {
@@ -246,6 +278,8 @@ export function createOrgEvents(deps: {
     /** Ends every reader's stream (server shutdown); nothing is published after. */
     close(): void {
       closed = true;
+      for (const unsubscribe of remote.values()) unsubscribe();
+      remote.clear();
       bus.removeAllListeners();
       for (const closer of closers) closer();
     },

@@ -12,6 +12,7 @@ import { AccessLog } from './access-log.js';
 import { answerClientError, answerFrameworkError, installErrorHandling } from './error-handler.js';
 import { MAX_JSON_DEPTH, nestedDeeperThan } from './json-depth.js';
 import { createRateLimiter, type RateLimiter } from './rate-limit.js';
+import type { LimiterStore } from './rate-limiters.js';
 import { bearerTokenHashOf, bearerTokenOf } from './request-context.js';
 import { deferredChildLogger } from './request-logger.js';
 import {
@@ -41,6 +42,8 @@ export interface HttpAppOptions {
   guard: RouteGuard;
   /** The database's generation now; see db/read-cache.ts. */
   generation: GenerationReader;
+  /** Where request limits count: Redis shared by every instance when configured, memory otherwise. */
+  limiterStore?: LimiterStore;
 }
 
 const DECLARATION = Symbol.for('bulwark.routeDeclaration');
@@ -296,7 +299,7 @@ export async function createHttpApp(
   await app.register(cookie, { hook: false });
   installErrorHandling(app);
 
-  const limiter = createRateLimiter(config.rateLimits, metrics);
+  const limiter = createRateLimiter(config.rateLimits, metrics, options.limiterStore);
   const answers = new ReadCache<RememberedAnswer>({
     maxEntries: ANSWERS_REMEMBERED,
     maxWeight: ANSWERS_MAX_CHARACTERS,

@@ -41,6 +41,25 @@ export async function startTlsRedis(options: {
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
+  return watch(child, port);
+}
+
+/**
+ * A private plain-text `redis-server` on a loopback port (a fresh one, or `port` to come back where a
+ * stopped one was), no persistence: for tests that take Redis away and bring it back.
+ */
+export async function startRedis(port?: number): Promise<RedisProcess> {
+  const listen = port ?? (await deadPort());
+  const child: ChildProcess = spawn(
+    'redis-server',
+    ['--port', String(listen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  return watch(child, listen);
+}
+
+/** Resolves once the server is ready; its stop() ends it and waits for the exit. */
+async function watch(child: ChildProcess, port: number): Promise<RedisProcess> {
   let output = '';
   await new Promise<void>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`redis-server exited (${code}): ${output}`)));
