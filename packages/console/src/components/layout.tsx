@@ -46,7 +46,7 @@ const SECTIONS: Array<{ path: string; label: string; permission?: string }> = [
   { path: 'approvals', label: 'Approvals', permission: 'approvals:decide' },
   { path: 'audit', label: 'Audit log', permission: 'audit:read' },
   { path: 'members', label: 'Members', permission: 'members:read' },
-  { path: 'invitations', label: 'Invitations', permission: 'members:read' },
+  { path: 'invitations', label: 'Invitations', permission: 'members:invite' },
   { path: 'teams', label: 'Teams', permission: 'teams:read' },
   { path: 'roles', label: 'Roles', permission: 'roles:read' },
   { path: 'secrets', label: 'Secrets', permission: 'secrets:read' },
