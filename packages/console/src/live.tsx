@@ -63,6 +63,9 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
   // The command the stream also carries the output of (the command page's): the stream reopens when
   // it changes, so that a tab keeps exactly one connection.
   const [focus, setFocus] = useState<string | undefined>();
+  // The open stream a focus change replaces: kept until its successor is ready, so that no event
+  // falls between the two and the screens need not reload (a navigation is not a break).
+  const outgoing = useRef<EventSource | undefined>(undefined);
   const [live] = useState<Omit<Live, 'state'>>(() => ({
     subscribe(name, listener) {
       const set = listeners.current.get(name) ?? new Set();
@@ -96,6 +99,13 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
     // A focus the server refuses (no such command, no right to read it) is dropped, with the reason
     // for the page that asked: the rest of the tab's live view must not depend on it.
     let focused = focus;
+    // Handed over by the stream this one replaces, if it was open: no reload is due when this opens.
+    let previous = outgoing.current;
+    outgoing.current = undefined;
+    const letPreviousGo = () => {
+      previous?.close();
+      previous = undefined;
+    };
     async function connect() {
       let ticket: string;
       const query = focused === undefined ? '' : `?command=${encodeURIComponent(focused)}`;
@@ -108,6 +118,7 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
           void connect();
           return;
         }
+        letPreviousGo();
         again();
         return;
       }
@@ -119,7 +130,10 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
       opened.addEventListener('ready', () => {
         failures = 0;
         setState('open');
-        emit('ready', {});
+        // Taken over from an open stream: nothing was missed. Otherwise the screens reload.
+        const seamless = previous !== undefined && previous.readyState === EventSource.OPEN;
+        letPreviousGo();
+        if (!seamless) emit('ready', {});
       });
       for (const name of ['command', 'approval', 'agent', 'output', 'status', 'focus_ended'] as const)
         opened.addEventListener(name, (event) =>
@@ -132,16 +146,33 @@ export function LiveProvider({ org, children }: { org: string; children: ReactNo
         opened.close();
         setState('closed');
       });
-      opened.onerror = again;
+      opened.onerror = () => {
+        letPreviousGo();
+        again();
+      };
     }
 
     void connect();
     return () => {
       stopped = true;
       clearTimeout(retry);
-      source?.close();
+      letPreviousGo();
+      // An open stream stays until its successor (same organization, another focus) is ready.
+      if (source?.readyState === EventSource.OPEN) outgoing.current = source;
+      else source?.close();
     };
   }, [org, focus]);
+
+  // Leaving the organization (or the page): nothing takes over. Its cleanup runs after the stream
+  // effect's (declared before it), which has just handed its open stream over.
+  // biome-ignore lint/correctness/useExhaustiveDependencies: `org` changing is the event, not a value read.
+  useEffect(
+    () => () => {
+      outgoing.current?.close();
+      outgoing.current = undefined;
+    },
+    [org],
+  );
 
   const value = { ...live, state };
   return <LiveContext.Provider value={value}>{children}</LiveContext.Provider>;
