@@ -83,7 +83,7 @@ describe.skipIf(!hasChromium)('lists in the console', { timeout: 180_000 }, () =
           description: 'Flushes the cache',
           risk: 'low',
           params: { type: 'object', properties: {}, additionalProperties: false },
-          argv: [NODE, '-e', 'console.log("flushed")'],
+          argv: [NODE, '-e', 'process.stdout.write("flushed\\n")'],
         },
       ]);
     await waitUntil(async () => {

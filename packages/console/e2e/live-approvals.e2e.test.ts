@@ -72,7 +72,7 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
         description: 'Restarts the web service',
         risk: 'high',
         params: { type: 'object', properties: {}, additionalProperties: false },
-        argv: [NODE, '-e', 'console.log("restarted")'],
+        argv: [NODE, '-e', 'process.stdout.write("restarted\\n")'],
       },
       {
         name: 'wipe',
@@ -89,7 +89,7 @@ describe.skipIf(!hasChromium)('live approvals in Chromium', { timeout: 120_000 }
         argv: [
           NODE,
           '-e',
-          'const fs = require("node:fs"); console.log("draining"); const check = setInterval(() => { if (fs.existsSync(process.argv[1])) { clearInterval(check); console.log("drained"); } }, 50);',
+          'const fs = require("node:fs"); process.stdout.write("draining\\n"); const check = setInterval(() => { if (fs.existsSync(process.argv[1])) { clearInterval(check); process.stdout.write("drained\\n"); } }, 50);',
           release,
         ],
       },

@@ -595,7 +595,6 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ...commandsRoutes({
       commands: commandsService,
       agents: agentsStore,
-      access: identity.access,
       liveTickets,
       names: createCommandNamesStore(database.db),
     }),

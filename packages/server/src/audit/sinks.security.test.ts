@@ -79,6 +79,15 @@ describe('audit sinks', () => {
       for (const text of (await readFile(file, 'utf8')).split('\n')) if (text) lines.push(JSON.parse(text));
     return lines;
   };
+  /** The audit events of the org's chain about one sink, oldest first. */
+  const auditedChanges = (sinkId: string) =>
+    database.db
+      .selectFrom('audit_events')
+      .select(['action', 'details'])
+      .where('chain_id', '=', orgId)
+      .where('target_id', '=', sinkId)
+      .orderBy('seq')
+      .execute();
   const makeEvents = async (n: number, label: string) => {
     for (let i = 0; i < n; i++)
       expect(
@@ -397,13 +406,7 @@ describe('audit sinks', () => {
       ).toBe(404);
 
     expect((await api('DELETE', `/${sinkId}`)).status).toBe(200);
-    const audited = await database.db
-      .selectFrom('audit_events')
-      .select(['action', 'details'])
-      .where('chain_id', '=', orgId)
-      .where('target_id', '=', sinkId)
-      .orderBy('seq')
-      .execute();
+    const audited = await auditedChanges(sinkId);
     expect(audited.map((event) => event.action)).toEqual([
       'audit.sink_created',
       'audit.sink_updated',
@@ -435,13 +438,7 @@ describe('audit sinks', () => {
     const off = await api<SinkAnswer>('PATCH', `/${sinkId}`, { personalData: false });
     expect(off.status).toBe(200);
     expect(off.body.sink.config).toMatchObject({ personalData: false });
-    const changes = await database.db
-      .selectFrom('audit_events')
-      .select(['action', 'details'])
-      .where('chain_id', '=', orgId)
-      .where('target_id', '=', sinkId)
-      .orderBy('seq')
-      .execute();
+    const changes = await auditedChanges(sinkId);
     expect(changes.map((change) => [change.action, JSON.parse(change.details).personalData])).toEqual([
       ['audit.sink_created', true],
       ['audit.sink_updated', false],

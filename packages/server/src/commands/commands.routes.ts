@@ -2,7 +2,6 @@ import { Readable } from 'node:stream';
 import { AgentName } from '@bulwark/protocol';
 import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
-import type { AccessService } from '../access/access.service.js';
 import { isAllowed } from '../access/authorize.js';
 import { callerOf } from '../access/caller.js';
 import { parseLabels } from '../agents/agents.service.js';
@@ -116,7 +115,6 @@ function requesterOf(principal: Principal | undefined, request: FastifyRequest):
 export function commandsRoutes(deps: {
   commands: CommandsService;
   agents: AgentsStore;
-  access: AccessService;
   liveTickets: LiveTicketsService;
   names: CommandNamesStore;
 }): RouteDefinition[] {
