@@ -22,7 +22,7 @@ import {
 import { type Config, describeConfig } from './config.js';
 import { type CoreServices, openCore } from './core.js';
 import { openDatabase } from './db/database.js';
-import { migrateToLatest } from './db/migrate.js';
+import { migrateDatabase } from './db/migrate.js';
 import type { MigrationContext } from './db/migrations/index.js';
 import { AppError } from './errors.js';
 import { AdminError, createAdminService } from './identity/admin.service.js';
@@ -108,7 +108,7 @@ async function migrate(command: Command): Promise<void> {
   const config = configFrom(command);
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database, {
+    const applied = await migrateDatabase(database, config, {
       onWaitForLock: () => err('waiting for another process to finish migrating the database'),
       ...existingMasterKeys(config),
     });

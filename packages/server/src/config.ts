@@ -247,6 +247,12 @@ export const settings = {
     secret: true,
     parse: optional(databaseUrl),
   },
+  databaseOwnerUrl: {
+    env: 'BULWARK_DATABASE_OWNER_URL',
+    doc: 'PostgreSQL only: a `postgres://` URL of the role that owns the schema. Migrations run as it, and it grants the role of `BULWARK_DATABASE_URL` row access only, so the server itself can neither change the schema nor turn row-level security off. Unset: one role does both.',
+    secret: true,
+    parse: optional(databaseUrl),
+  },
   databasePoolMax: {
     env: 'BULWARK_DATABASE_POOL_MAX',
     doc: 'Maximum PostgreSQL connections per instance.',
@@ -637,7 +643,14 @@ type Parsed<K extends SettingKey> = ReturnType<Settings[K]['parse']>;
 
 export interface Config {
   dataDir: string;
-  database: { kind: 'sqlite'; file: string } | { kind: 'postgres'; url: string };
+  database:
+    | { kind: 'sqlite'; file: string }
+    | {
+        kind: 'postgres';
+        url: string;
+        /** The schema owner's URL, when migrations run as another role than the server (HA-2). */
+        ownerUrl?: string;
+      };
   databaseUrl: string;
   databasePoolMax: number;
   sqliteBusyTimeoutMs: number;
@@ -869,7 +882,21 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const databaseUrl = values.databaseUrl ?? `sqlite:${path.join(dataDir, 'bulwark.db')}`;
   const database: Config['database'] = databaseUrl.startsWith('sqlite:')
     ? { kind: 'sqlite', file: path.resolve(cwd, databaseUrl.slice('sqlite:'.length)) }
-    : { kind: 'postgres', url: databaseUrl };
+    : {
+        kind: 'postgres',
+        url: databaseUrl,
+        ...(values.databaseOwnerUrl ? { ownerUrl: values.databaseOwnerUrl } : {}),
+      };
+  if (
+    values.databaseOwnerUrl &&
+    (database.kind !== 'postgres' || values.databaseOwnerUrl.startsWith('sqlite:'))
+  ) {
+    problems.push({
+      setting: settings.databaseOwnerUrl.env,
+      reason:
+        'a schema owner role is for PostgreSQL: both BULWARK_DATABASE_URL and it must be postgres:// URLs',
+    });
+  }
 
   const tlsFiles = [values.tlsCertFile, values.tlsKeyFile].filter((v) => v !== undefined).length;
   if (tlsFiles === 1) {
@@ -1048,6 +1075,10 @@ export function describeConfig(config: Config): string[] {
     configFile: config.configFile ?? '',
     dataDir: config.dataDir,
     databaseUrl: config.database.kind === 'sqlite' ? config.databaseUrl : maskUrlPassword(config.databaseUrl),
+    databaseOwnerUrl:
+      config.database.kind === 'postgres' && config.database.ownerUrl
+        ? maskUrlPassword(config.database.ownerUrl)
+        : '',
     databasePoolMax: String(config.databasePoolMax),
     sqliteBusyTimeoutMs: String(config.sqliteBusyTimeoutMs),
     redisUrl: config.redisUrl ? maskUrlPassword(config.redisUrl) : '',

@@ -5,7 +5,7 @@ import { type AuditPii, createAuditPii, EMAIL_SUBJECT_PURPOSE } from './audit/au
 import type { Config } from './config.js';
 import { type Database, openDatabase } from './db/database.js';
 import { createGroupCommit, type GroupCommit } from './db/group-commit.js';
-import { migrateToLatest } from './db/migrate.js';
+import { migrateDatabase } from './db/migrate.js';
 import { recordUpgradeNotes } from './db/upgrade-notes.js';
 import { type EmailSetup, setUpEmail } from './notifications/email-setup.js';
 import {
@@ -66,7 +66,7 @@ export async function openCore(
   const masterKeys = createLocalKeyProvider(master.keys, () => reloadMasterKeys(masterKeySource));
   const database = openDatabase(config);
   try {
-    const applied = await migrateToLatest(database, {
+    const applied = await migrateDatabase(database, config, {
       onWaitForLock: () => logger.info('waiting for another process to finish migrating the database'),
       context: { credentials: { masterKeys, clock } },
     });

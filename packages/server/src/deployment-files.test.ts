@@ -42,6 +42,7 @@ const bulwarkServices = Object.entries(compose.services).filter(
 /** What `docker compose` would put in for ${VAR}, ${VAR:?…} and ${VAR:-…}, from sample values. */
 const SAMPLE: Record<string, string> = {
   DATABASE_PASSWORD: 'sample-database-password',
+  DATABASE_OWNER_PASSWORD: 'sample-owner-password',
   REDIS_PASSWORD: 'sample-redis-password',
   POSTGRES_PASSWORD: 'sample-postgres-password',
   BULWARK_PUBLIC_URL: 'https://bulwark.example.com',
@@ -117,7 +118,9 @@ describe('deploy/compose.yaml', () => {
         name,
       ).toBe(true);
       const env = service.environment!;
-      expect(env.BULWARK_DATABASE_URL, name).toMatch(/^postgres:\/\//);
+      expect(env.BULWARK_DATABASE_URL, name).toMatch(/^postgres:\/\/bulwark:/);
+      // Migrations as the schema's owner, serving as a role under row-level security (HA-2).
+      expect(env.BULWARK_DATABASE_OWNER_URL, name).toMatch(/^postgres:\/\/bulwark_owner:/);
       expect(env.BULWARK_REDIS_URL, name).toMatch(/^rediss?:\/\//);
       keyFiles.add(env.BULWARK_MASTER_KEY_FILE!);
     }

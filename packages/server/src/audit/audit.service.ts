@@ -1,6 +1,7 @@
 import { type JsonValue, newId } from '@bulwark/protocol';
 import type { Transaction } from 'kysely';
 import type { Logger } from 'pino';
+import { acrossOrgs } from '../db/org-scope.js';
 import type { DB } from '../db/schema.js';
 import { BadRequestError, ServiceUnavailableError } from '../errors.js';
 import type { AuditMetrics } from '../ops/metrics.js';
@@ -353,7 +354,7 @@ export function createAuditService(deps: {
       } while (state.again && !closed);
     };
     track(
-      run().finally(() => checkpointing.delete(chainId)),
+      acrossOrgs(run).finally(() => checkpointing.delete(chainId)),
       'checkpoint',
     );
   }
@@ -403,7 +404,8 @@ export function createAuditService(deps: {
 
   function scheduleDrain(): void {
     if (draining) return;
-    draining = drain().finally(() => {
+    // One writer for every organization's events, whichever request's event started it.
+    draining = acrossOrgs(drain).finally(() => {
       draining = undefined;
       if (queue.length > 0) scheduleDrain();
     });
@@ -766,15 +768,20 @@ export function createAuditService(deps: {
       const sort = page.sort ?? 'time';
       const descending = (page.order ?? 'desc') === 'desc';
       const after = page.cursor === undefined ? undefined : decodeSearchCursor(page.cursor, sort, descending);
-      const rows = await store.search(orgId, filters, {
-        limit: limit + 1,
-        sort,
-        descending,
-        ...(after ? { after } : {}),
-        ...(page.memberSecurity ? { memberSecurity: MEMBER_SECURITY_ACTIONS } : {}),
-      });
+      // Members' events come from the instance chain, which no organization's scope admits: the query
+      // names the organization and its members itself (audit.store.ts), so it runs across organizations.
+      const acrossChains = <T>(read: () => Promise<T>) => (page.memberSecurity ? acrossOrgs(read) : read());
+      const rows = await acrossChains(() =>
+        store.search(orgId, filters, {
+          limit: limit + 1,
+          sort,
+          descending,
+          ...(after ? { after } : {}),
+          ...(page.memberSecurity ? { memberSecurity: MEMBER_SECURITY_ACTIONS } : {}),
+        }),
+      );
       const shown = await pii.openRows(rows.slice(0, limit));
-      const signed = await store.signedThrough(shown.map((row) => row.chain_id));
+      const signed = await acrossChains(() => store.signedThrough(shown.map((row) => row.chain_id)));
       const users = await store.userNames(
         shown.filter((row) => row.actor_type === 'user' && row.actor_id).map((row) => row.actor_id!),
       );

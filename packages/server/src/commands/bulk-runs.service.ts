@@ -155,6 +155,7 @@ export function createBulkRunsService(deps: {
     for (const target of waiting) {
       const row: CommandApprovalRow = {
         command_id: target.id,
+        org_id: target.org_id,
         user_id: caller.userId,
         decision,
         comment,

@@ -174,10 +174,16 @@ describe.each(BACKENDS)('commands sealed by the server on %s', (backend: Backend
     );
     // An approval nobody gave, written in by hand.
     await add('fake-approval', `approval:${approver.id}`, 'guarded', async (id) => {
+      const { org_id } = await attacker.db
+        .selectFrom('commands')
+        .select('org_id')
+        .where('id', '=', id)
+        .executeTakeFirstOrThrow();
       await attacker.db
         .insertInto('command_approvals')
         .values({
           command_id: id,
+          org_id,
           user_id: approver.id,
           decision: 'approved',
           comment: 'ok',

@@ -559,6 +559,7 @@ export function createCommandsService(deps: {
       );
     const decision: CommandApprovalRow = {
       command_id: row.id,
+      org_id: row.org_id,
       user_id: caller.userId,
       decision: verb === 'approve' ? 'approved' : 'rejected',
       comment,
@@ -1063,7 +1064,14 @@ export function createCommandsService(deps: {
     if (!row.output_truncated) {
       const data = fits ? message.data : TRUNCATION_MARKER;
       await commands.appendOutput(
-        { command_id: row.id, seq: message.seq, stream: message.stream, data, created_at: at },
+        {
+          command_id: row.id,
+          org_id: row.org_id,
+          seq: message.seq,
+          stream: message.stream,
+          data,
+          created_at: at,
+        },
         fits ? bytes : 0,
         !fits,
       );

@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { Config } from '../config.js';
 import { DatabaseUnavailableError, StorageFullError } from '../errors.js';
 import { createBackingTls, postgresTls } from '../net/backing-tls.js';
+import { ORG_SETTING, orgSettingNow } from './org-scope.js';
 import { type GenerationReader, noGenerations, sqliteGenerations } from './read-cache.js';
 import type { DB } from './schema.js';
 import { BulwarkSqliteDialect } from './sqlite-driver.js';
@@ -108,6 +109,8 @@ function typedFailure(error: unknown): unknown {
  */
 function typedFailures(pool: pg.Pool): PostgresPool {
   const clients = new WeakMap<pg.PoolClient, PostgresPoolClient>();
+  /** The `bulwark.org_id` each pooled connection holds now, so that it is set only when it changes. */
+  const orgSettings = new WeakMap<pg.PoolClient, string>();
   return {
     async connect() {
       let client: pg.PoolClient;
@@ -117,6 +120,21 @@ function typedFailures(pool: pg.Pool): PostgresPool {
         // Anything that keeps the pool from handing out a connection (refused, starting up, shutting
         // down, too many clients, the pool closed) means the database is unavailable to this request.
         throw new DatabaseUnavailableError(error);
+      }
+      // The organization the row-level-security policies admit (db/org-scope.ts). Set for the session
+      // as the connection is handed out, before any statement of this checkout (one query, or a whole
+      // transaction) runs on it: the pool is this process's alone, so the setting holds until the next
+      // checkout sets it again. A connection whose setting cannot be made is not used.
+      const orgSetting = orgSettingNow();
+      if (orgSettings.get(client) !== orgSetting) {
+        try {
+          await client.query('select set_config($1, $2, false)', [ORG_SETTING, orgSetting]);
+        } catch (error) {
+          orgSettings.delete(client);
+          client.release(error instanceof Error ? error : true);
+          throw typedFailure(error);
+        }
+        orgSettings.set(client, orgSetting);
       }
       let wrapped = clients.get(client);
       if (!wrapped) {

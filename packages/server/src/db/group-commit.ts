@@ -1,4 +1,5 @@
 import type { Kysely, Transaction } from 'kysely';
+import { acrossOrgs } from './org-scope.js';
 import type { DB } from './schema.js';
 
 /** Writes per transaction at most: a batch holds the database, and everyone waits for its commit. */
@@ -75,7 +76,8 @@ export function createGroupCommit(db: Kysely<DB>) {
       queue.push({ write, finish, resolve: resolve as (value: unknown) => void, reject });
       if (!draining) {
         draining = true;
-        void drain();
+        // A batch holds the writes of every organization that queued one, whichever request came first.
+        acrossOrgs(() => void drain());
       }
     });
   };

@@ -1,5 +1,6 @@
 import { type Kysely, type MigrationResult, Migrator, sql } from 'kysely';
-import type { Database } from './database.js';
+import type { Config } from '../config.js';
+import { type Database, openPostgres } from './database.js';
 import { type MigrationContext, migrations, migrationsWith } from './migrations/index.js';
 
 export class MigrationFailedError extends Error {
@@ -69,6 +70,41 @@ export async function migrateToLatest(
       throw error;
     }
   });
+}
+
+/**
+ * Migrates the database `database` is open on. With a schema owner configured
+ * (`BULWARK_DATABASE_OWNER_URL`), the migrations run as that role, which then grants the server's own
+ * role (whoever `database` connects as) row access to every table: reading and writing rows, never
+ * changing the schema or its row-level-security policies (HA-2). Granted at every start, so tables a
+ * new version adds are granted as they appear.
+ */
+export async function migrateDatabase(
+  database: Database,
+  config: Pick<Config, 'database' | 'backingTls'>,
+  options: MigrateOptions = {},
+): Promise<string[]> {
+  if (config.database.kind !== 'postgres' || !config.database.ownerUrl)
+    return migrateToLatest(database, options);
+  const owner = openPostgres({ url: config.database.ownerUrl, poolMax: 1, backingTls: config.backingTls });
+  try {
+    const applied = await migrateToLatest(owner, options);
+    const { rows } = await sql<{ role: string }>`select current_user as role`.execute(database.db);
+    await grantRowAccess(owner, rows[0]!.role);
+    return applied;
+  } finally {
+    await owner.close();
+  }
+}
+
+async function grantRowAccess(owner: Database, role: string): Promise<void> {
+  const grantee = sql.id(role);
+  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(owner.db);
+  const schema = sql.id(rows[0]!.schema);
+  await sql`grant usage on schema ${schema} to ${grantee}`.execute(owner.db);
+  await sql`grant select, insert, update, delete on all tables in schema ${schema} to ${grantee}`.execute(
+    owner.db,
+  );
 }
 
 /**

@@ -100,6 +100,8 @@ export interface SecretsTable {
 
 export interface SecretVersionsTable {
   secret_id: string;
+  /** The organization, as its parent has it: for row-level security (migration 0030). */
+  org_id: string;
   version: number;
   /** Sealed by the organization's data key, bound to `secrets/<org>/<secret>/v<version>`. */
   value_sealed: string;
@@ -522,6 +524,8 @@ export interface BulkRunsTable {
 
 export interface CommandApprovalsTable {
   command_id: string;
+  /** The organization, as its parent has it: for row-level security (migration 0030). */
+  org_id: string;
   user_id: string;
   decision: 'approved' | 'rejected';
   comment: string;
@@ -532,6 +536,8 @@ export interface CommandApprovalsTable {
 
 export interface CommandOutputTable {
   command_id: string;
+  /** The organization, as its parent has it: for row-level security (migration 0030). */
+  org_id: string;
   seq: number;
   stream: 'stdout' | 'stderr';
   data: string;
@@ -577,6 +583,8 @@ export interface SsoSignInsTable {
   /** SHA-256 of the `state` sent to the provider. */
   state_hash: string;
   connection_id: string;
+  /** The organization, as its parent has it: for row-level security (migration 0030). */
+  org_id: string;
   /** SHA-256 of the value in the starting browser's cookie. */
   browser_hash: string;
   nonce: string;
@@ -606,6 +614,8 @@ export interface SsoDomainsTable {
 export interface SamlAssertionsTable {
   assertion_hash: string;
   connection_id: string;
+  /** The organization, as its parent has it: for row-level security (migration 0030). */
+  org_id: string;
   expires_at: number;
 }
 

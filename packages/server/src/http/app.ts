@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
+import { inOrgScope } from '../db/org-scope.js';
 import { type Generation, type GenerationReader, ReadCache } from '../db/read-cache.js';
 import { type FieldProblem, ValidationError } from '../errors.js';
 import type { HttpMetrics } from '../ops/metrics.js';
@@ -148,18 +149,23 @@ function registerRoute(
 
       reply.code(successStatus);
       let stillCurrent: (() => boolean) | undefined;
-      const result = await route.handler({
-        params,
-        query,
-        body,
-        request,
-        reply,
-        principal,
-        reauthorize: () => authorize(readGeneration()),
-        reusableWhile: (check) => {
-          stillCurrent = check;
-        },
-      });
+      const handle = () =>
+        route.handler({
+          params,
+          query,
+          body,
+          request,
+          reply,
+          principal,
+          reauthorize: () => authorize(readGeneration()),
+          reusableWhile: (check) => {
+            stillCurrent = check;
+          },
+        });
+      // An organization's route reaches only that organization's rows, whatever its queries say
+      // (row-level security, db/org-scope.ts): the guard has established which one it acts in.
+      const orgId = principal?.org?.id ?? principal?.scimOrgId;
+      const result = await (orgId === undefined ? handle() : inOrgScope(orgId, handle));
       if (reply.sent) return reply;
       const spec = route.response[reply.statusCode];
       if (!spec)

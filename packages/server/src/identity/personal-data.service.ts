@@ -7,6 +7,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor, AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import type { AuditPii } from '../audit/audit-pii.js';
 import { DeniedError } from '../audit/audited-transaction.js';
+import { acrossOrgs } from '../db/org-scope.js';
 import type { DB } from '../db/schema.js';
 import { AppError, NotFoundError } from '../errors.js';
 import { describeDevice } from './devices.js';
@@ -63,6 +64,14 @@ function parseJson(text: string): JsonValue {
   } catch {
     return text;
   }
+}
+
+interface Erasure {
+  userId: string;
+  actor: AuditActor;
+  context?: AuditRequestContext;
+  /** Set when an owner erases: the organization they act in. */
+  byOwnerOf?: { orgId: string; callerId: string; caller: Caller };
 }
 
 export function createPersonalDataService(deps: {
@@ -150,13 +159,21 @@ export function createPersonalDataService(deps: {
     });
   }
 
-  async function erase(request: {
-    userId: string;
-    actor: AuditActor;
-    context?: AuditRequestContext;
-    /** Set when an owner erases: the organization they act in. */
-    byOwnerOf?: { orgId: string; callerId: string; caller: Caller };
-  }): Promise<{ memberships: number; sessionsEnded: number; shredded: number }> {
+  /**
+   * An erasure reaches every organization the person belongs to: their memberships, keys and events
+   * in each chain. So it runs across organizations (db/org-scope.ts), even when an owner asks from
+   * within theirs; what limits an owner to people no other organization holds is the check below,
+   * which could not see those other organizations otherwise.
+   */
+  function erase(
+    request: Erasure,
+  ): Promise<{ memberships: number; sessionsEnded: number; shredded: number }> {
+    return acrossOrgs(() => eraseEverywhere(request));
+  }
+
+  async function eraseEverywhere(
+    request: Erasure,
+  ): Promise<{ memberships: number; sessionsEnded: number; shredded: number }> {
     const { userId, actor, byOwnerOf } = request;
     const context = request.context ?? {};
     const user = await store.user(userId);

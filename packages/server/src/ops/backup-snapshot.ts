@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
 import BetterSqlite3 from 'better-sqlite3';
 import pg from 'pg';
+import { ALL_ORGS, ORG_SETTING } from '../db/org-scope.js';
 import { type BackingTlsSettings, createBackingTls, postgresTls } from '../net/backing-tls.js';
 
 /**
@@ -154,6 +155,12 @@ export function checkSqliteCopy(file: string, expected: Record<string, number>):
 }
 
 /**
+ * A backup is of every organization: its connections admit every organization's rows under the
+ * row-level-security policies (db/org-scope.ts), as the server's own work for no one organization does.
+ */
+const EVERY_ORG = `-c ${ORG_SETTING}=${ALL_ORGS}`;
+
+/**
  * How pg_dump and pg_restore reach the database without its password on their command line, where
  * every user of the host can read it (ps, /proc/<pid>/cmdline): the URL without its password as
  * `--dbname`, and the password in a private PGPASSFILE that exists only while they run. TLS is the
@@ -173,6 +180,7 @@ export function libpqConnection(
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     PGAPPNAME: 'bulwark-backup',
     PGSSLMODE: libpq.sslmode,
+    PGOPTIONS: EVERY_ORG,
   };
   const scratch: string[] = [];
   const done = () => {
@@ -208,7 +216,7 @@ export function libpqConnection(
 /** A `pg` client for `url` with the server's own TLS options (NET-4). */
 function backupClient(url: string, backingTls: BackingTlsSettings): pg.Client {
   const { connectionString, ssl } = postgresTls(url, createBackingTls(backingTls));
-  return new pg.Client({ connectionString, ssl, application_name: 'bulwark-backup' });
+  return new pg.Client({ connectionString, ssl, application_name: 'bulwark-backup', options: EVERY_ORG });
 }
 
 /**
@@ -249,6 +257,9 @@ export async function dumpPostgres(
       [
         '--format=custom',
         `--snapshot=${snapshot}`,
+        // Dump through the policies (which admit every organization here) rather than fail on them;
+        // they are enabled in the archive's post-data section, after a restore has loaded the rows.
+        '--enable-row-security',
         ...EXCLUDED_TABLES.map((table) => `--exclude-table-data=${schema}.${table}`),
         `--dbname=${connection.dbname}`,
       ],

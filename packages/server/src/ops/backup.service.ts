@@ -352,6 +352,7 @@ export async function restoreBackup(
   });
   const database = config.database;
   let scratchDir: string;
+  let restoreUrl = '';
   if (database.kind === 'sqlite') {
     for (const suffix of ['', '-wal', '-journal'])
       if (existsSync(database.file + suffix))
@@ -360,7 +361,10 @@ export async function restoreBackup(
         );
     scratchDir = path.dirname(database.file);
   } else {
-    await assertEmptyPostgres(database.url, config.backingTls);
+    // The schema's owner creates what it restores, when there is one; the instances' next start grants
+    // their own role row access to it (db/migrate.ts).
+    restoreUrl = database.ownerUrl ?? database.url;
+    await assertEmptyPostgres(restoreUrl, config.backingTls);
     scratchDir = config.dataDir;
   }
   mkdirSync(scratchDir, { recursive: true, mode: 0o700 });
@@ -391,7 +395,7 @@ export async function restoreBackup(
       checkSqliteCopy(scratch, manifest.tables);
       renameSync(scratch, database.file);
     } else {
-      await restorePostgres(database.url, scratch, scratchDir, manifest.tables, config.backingTls);
+      await restorePostgres(restoreUrl, scratch, scratchDir, manifest.tables, config.backingTls);
     }
     return { manifest, openedBy: opened.openedBy };
   } finally {

@@ -92,6 +92,19 @@ export function createLeases(deps: {
   interface Session {
     client: pg.Client;
     held: Set<LeaseName>;
+    /** The last query asked of the connection: jobs ask at once, and one connection runs one at a time. */
+    last: Promise<unknown>;
+  }
+
+  /** Runs `text` on the session's connection after the queries asked before it. */
+  function queryOn<R extends pg.QueryResultRow>(
+    on: Session,
+    text: string,
+    values: unknown[] = [],
+  ): Promise<pg.QueryResult<R>> {
+    const run = on.last.then(() => on.client.query<R>(text, values));
+    on.last = run.catch(() => {});
+    return run;
   }
   let session: Session | undefined;
   let connecting: Promise<Session> | undefined;
@@ -136,7 +149,7 @@ export function createLeases(deps: {
       connectionTimeoutMillis: LEASE_CONNECTION_TIMEOUT_MS,
       query_timeout: LEASE_CONNECTION_TIMEOUT_MS,
     });
-    const opened: Session = { client, held: new Set() };
+    const opened: Session = { client, held: new Set(), last: Promise.resolve() };
     // Without a listener, a connection dropping while idle would be an uncaught exception.
     client.on('error', (error) => void lose(opened, error));
     client.on('end', () => void lose(opened));
@@ -180,11 +193,12 @@ export function createLeases(deps: {
       if (current.held.has(name)) {
         // A round trip proves the session (and so its lock) is still there, even if the notice
         // that it ended has not arrived.
-        await current.client.query('select 1');
+        await queryOn(current, 'select 1');
       } else {
         // Two passes asking at once may both take it: a session lock taken twice is still one
         // lock, and it is only ever released by ending the connection.
-        const { rows } = await current.client.query<{ taken: boolean }>(
+        const { rows } = await queryOn<{ taken: boolean }>(
+          current,
           'select pg_try_advisory_lock($1::bigint) as taken',
           [leaseKey(name).toString()],
         );

@@ -209,7 +209,14 @@ async function insertCommand(
   for (let seq = 0; seq < count; seq++) {
     await database.db
       .insertInto('command_output')
-      .values({ command_id: id, seq, stream: 'stdout', data: `line ${seq}\n`, created_at: times.outputAt })
+      .values({
+        command_id: id,
+        org_id: row.org_id,
+        seq,
+        stream: 'stdout',
+        data: `line ${seq}\n`,
+        created_at: times.outputAt,
+      })
       .execute();
   }
 }

@@ -51,7 +51,7 @@ describe('privilege warnings at start', () => {
 
   describe.skipIf(!postgresUrl())('on PostgreSQL', () => {
     it('say so when the role is a superuser', async () => {
-      const database = await createPostgresDatabase(postgresUrl()!);
+      const database = await createPostgresDatabase(postgresUrl()!, { superuser: true });
       cleanups.push(database.drop);
       server = await startTestServer({ BULWARK_DATABASE_URL: database.url });
       const superuser = warnings(server).filter((line) => SUPERUSER_WARNING.test(line.msg));

@@ -17,14 +17,26 @@ export async function warnAboutPrivileges(logger: Logger, database: Database): P
   }
   if (database.dialect !== 'postgres') return;
   try {
-    const { rows } = await sql<{ role: string; rolsuper: boolean }>`
-      select current_user as role, rolsuper from pg_roles where rolname = current_user
+    const { rows } = await sql<{ role: string; rolsuper: boolean; rolbypassrls: boolean; owns: boolean }>`
+      select current_user as role, rolsuper, rolbypassrls,
+        exists (select 1 from pg_tables where schemaname = current_schema() and tableowner = current_user) as owns
+      from pg_roles where rolname = current_user
     `.execute(database.db);
     const role = rows[0];
     if (role?.rolsuper) {
       logger.warn(
         { role: role.role },
         'the PostgreSQL role is a superuser: give the server a role that owns only its own database; a flaw or a leaked connection string would otherwise reach the whole cluster',
+      );
+    } else if (role?.rolbypassrls) {
+      logger.warn(
+        { role: role.role },
+        'the PostgreSQL role has BYPASSRLS: row-level security does not hold for it, and a query that forgets its organization would reach every organization',
+      );
+    } else if (role?.owns) {
+      logger.info(
+        { role: role.role },
+        'the PostgreSQL role owns the schema: row-level security holds for it, but it could turn it off; set BULWARK_DATABASE_OWNER_URL to migrate as the owner and serve as a role with row access only',
       );
     }
   } catch (error) {

@@ -70,6 +70,7 @@ export function createSecretsService(deps: {
         };
         await store.insert(row, {
           secret_id: id,
+          org_id: caller.org.id,
           version: 1,
           value_sealed,
           created_by: caller.userId,
@@ -100,6 +101,7 @@ export function createSecretsService(deps: {
       return transact(async (trx, events) => {
         const stored = await createSecretsStore(trx).addVersion(current, {
           secret_id: secretId,
+          org_id: caller.org.id,
           version,
           value_sealed,
           created_by: caller.userId,

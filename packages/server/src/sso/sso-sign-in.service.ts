@@ -572,6 +572,7 @@ export function createSsoSignInService(deps: {
       await store.insertSignIn({
         state_hash: stateHash,
         connection_id: connection.id,
+        org_id: connection.orgId,
         browser_hash: tokenHash(browserToken),
         nonce: begun.nonce,
         verifier_sealed: await dataKeys.seal('instance', begun.verifier, verifierContext(stateHash)),
@@ -641,7 +642,7 @@ export function createSsoSignInService(deps: {
         if (
           !(await store.takeAssertion(
             tokenHash(`${connectionId} ${proof.assertionId}`),
-            connectionId,
+            samlConnection,
             proof.validUntil,
             now,
           ))

@@ -66,14 +66,19 @@ export function createSsoStore(db: Kysely<DB>) {
     /** Takes an assertion: true the first time, false for one taken before (a replay). */
     async takeAssertion(
       hash: string,
-      connectionId: string,
+      connection: { id: string; orgId: string },
       expiresAt: number,
       now: number,
     ): Promise<boolean> {
       await db.deleteFrom('saml_assertions').where('expires_at', '<=', now).execute();
       const result = await db
         .insertInto('saml_assertions')
-        .values({ assertion_hash: hash, connection_id: connectionId, expires_at: expiresAt })
+        .values({
+          assertion_hash: hash,
+          connection_id: connection.id,
+          org_id: connection.orgId,
+          expires_at: expiresAt,
+        })
         .onConflict((oc) => oc.column('assertion_hash').doNothing())
         .executeTakeFirst();
       return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;

@@ -33,19 +33,51 @@ const sqlite: TestDatabase = {
   },
 };
 
+/**
+ * The role test databases belong to and the server connects as: neither a superuser nor BYPASSRLS,
+ * so the row-level-security policies (migration 0030) hold in every PostgreSQL test, as in a
+ * deployment that follows docs/deployment.md.
+ */
+export const TEST_OWNER_ROLE = 'bulwark_test_owner';
+
+/** Creates `role` (LOGIN, no superuser, no BYPASSRLS) unless it exists; test files run in parallel. */
+export async function ensureTestRole(admin: pg.Client, role: string): Promise<void> {
+  try {
+    await admin.query(`create role ${role} login nosuperuser nobypassrls`);
+  } catch (error) {
+    // 42710: it exists; 23505: another test file created it at the same moment.
+    const code = (error as { code?: string }).code;
+    if (code !== '42710' && code !== '23505') throw error;
+  }
+}
+
+/**
+ * A fresh database owned by {@link TEST_OWNER_ROLE}, and its URL as that role; `superuser` gives the
+ * admin URL's own role instead (for a test about that role).
+ */
 export async function createPostgresDatabase(
   adminUrl: string,
+  options: { superuser?: boolean } = {},
 ): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
-    await admin.query(`create database ${name}`);
+    if (options.superuser) {
+      await admin.query(`create database ${name}`);
+    } else {
+      await ensureTestRole(admin, TEST_OWNER_ROLE);
+      await admin.query(`create database ${name} owner ${TEST_OWNER_ROLE}`);
+    }
   } finally {
     await admin.end();
   }
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
+  if (!options.superuser) {
+    url.username = TEST_OWNER_ROLE;
+    url.password = '';
+  }
   return {
     url: url.toString(),
     async drop() {

@@ -28,6 +28,7 @@ import * as workloadIdentity from './0026-workload-identity.js';
 import * as emailOutbox from './0027-email-outbox.js';
 import * as personalData from './0028-personal-data.js';
 import * as instanceAuditSinks from './0029-instance-audit-sinks.js';
+import * as rowLevelSecurity from './0030-row-level-security.js';
 
 export interface MigrationContext {
   /** For migrations that seal what they find (0017); without it they refuse a database that has some. */
@@ -68,6 +69,7 @@ export const migrationsWith = (context: MigrationContext = {}): Record<string, M
   '0027-email-outbox': emailOutbox,
   '0028-personal-data': personalData,
   '0029-instance-audit-sinks': instanceAuditSinks,
+  '0030-row-level-security': rowLevelSecurity,
 });
 
 /** The migrations, for counting and listing them (none of them is run from here). */
