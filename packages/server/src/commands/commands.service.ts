@@ -75,6 +75,8 @@ export function paramsHashOf(params: unknown): string {
 /** Stored output per command; beyond it, one truncation marker (CMD-5). */
 export const MAX_STORED_OUTPUT_BYTES = 1024 * 1024;
 const TRUNCATION_MARKER = '\n[output truncated: the server keeps the first 1 MiB]\n';
+/** The most states one `command_states` message carries (the protocol's bound); an agent with more sends several. */
+const MAX_COMMAND_STATES = 1000;
 
 export interface CreateCommand {
   agentId: string;
@@ -470,6 +472,44 @@ export function createCommandsService(deps: {
     // welcome) finds it taken and sends nothing.
     if (!(await move(row, ['queued'], 'dispatched', { dispatched_at: now }, dispatchedEvent(row)))) return;
     await sendOrRequeue({ ...row, status: 'dispatched', dispatched_at: now }, now);
+  }
+
+  /**
+   * HA-1, QA-4: a command claimed for delivery (`dispatched`) whose envelope died with the instance
+   * that claimed it (killed between the claim and the write, or with the envelope still in a socket
+   * buffer) would otherwise wait for its delivery deadline and expire without having run. Right after
+   * each welcome the agent lists every command its journal holds unacknowledged, and each one listed
+   * moves on from `dispatched` (to running, or to its end). Called once the whole list is read: a
+   * command still `dispatched`, claimed before this connection, never reached the journal, so it goes
+   * back to the queue and out again. Should the agent have it after all (its journal write still
+   * under way), it refuses the replay and its own reports say how the command ends: at most once
+   * holds either way (CMD-6).
+   */
+  async function requeueUnreceived(agent: AgentRow): Promise<void> {
+    const connectedAt = gateway.connectionOf(agent.id)?.connectedAt;
+    if (connectedAt === undefined) return;
+    for (const row of await commands.inFlightOf(agent.id)) {
+      if (row.status !== 'dispatched') continue;
+      // Claimed since the welcome: on its way over this very connection.
+      if (row.dispatched_at === null || row.dispatched_at >= connectedAt) continue;
+      // Past its deadline it expires instead (the deadline sweep), never to be sent again.
+      if (row.expires_at <= clock()) continue;
+      const requeued = await move(
+        row,
+        ['dispatched'],
+        'queued',
+        { dispatched_at: null },
+        {
+          orgId: row.org_id,
+          actor: systemActor('dispatcher', 'command dispatcher'),
+          action: 'command.requeued',
+          target: target(row),
+          outcome: 'success',
+          details: { reason: 'not_received' },
+        },
+      );
+      if (requeued) await dispatch({ ...row, status: 'queued', dispatched_at: null });
+    }
   }
 
   /** The organization's policy: the built-in one, or stricter where the organization said so. */
@@ -1009,6 +1049,8 @@ export function createCommandsService(deps: {
           }
           if (acked.length > 0)
             gateway.send(agent.id, { v: AGENT_PROTOCOL_VERSION, type: 'command_ack', commandIds: acked });
+          // A full message may be followed by more: only a shorter one ends the agent's list.
+          if (message.commands.length < MAX_COMMAND_STATES) await requeueUnreceived(agent);
           return;
         }
         // An agent reports only on its own commands: anything else is ignored (and never reveals existence).

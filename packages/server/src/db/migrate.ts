@@ -81,12 +81,16 @@ export async function migrateToLatest(
  */
 export async function migrateDatabase(
   database: Database,
-  config: Pick<Config, 'database' | 'backingTls'>,
+  config: Pick<Config, 'database'> & Partial<Pick<Config, 'backingTls'>>,
   options: MigrateOptions = {},
 ): Promise<string[]> {
   if (config.database.kind !== 'postgres' || !config.database.ownerUrl)
     return migrateToLatest(database, options);
-  const owner = openPostgres({ url: config.database.ownerUrl, poolMax: 1, backingTls: config.backingTls });
+  const owner = openPostgres({
+    url: config.database.ownerUrl,
+    poolMax: 1,
+    ...(config.backingTls ? { backingTls: config.backingTls } : {}),
+  });
   try {
     const applied = await migrateToLatest(owner, options);
     const { rows } = await sql<{ role: string }>`select current_user as role`.execute(database.db);
