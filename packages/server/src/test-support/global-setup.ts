@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { Socket } from 'node:net';
 import type { TestProject } from 'vitest/node';
 
@@ -11,6 +12,8 @@ declare module 'vitest' {
   export interface ProvidedContext {
     postgresUrl: string | null;
     redisUrl: string | null;
+    /** The image built from the Dockerfile (`.ci/docker-image`), when this run has one. */
+    dockerImage: string | null;
   }
 }
 
@@ -41,7 +44,25 @@ async function resolveService(name: string, envVar: string, fallback: string): P
   return null;
 }
 
+/**
+ * The container image its smoke test runs, named by BULWARK_TEST_DOCKER_IMAGE (`.ci/run` builds it
+ * first): null without one, which skips that suite; a named image Docker does not have is an error.
+ */
+async function resolveDockerImage(): Promise<string | null> {
+  const image = process.env.BULWARK_TEST_DOCKER_IMAGE;
+  if (!image) return null;
+  await new Promise<void>((resolve, reject) =>
+    execFile('docker', ['image', 'inspect', image], (error) =>
+      error
+        ? reject(new Error(`BULWARK_TEST_DOCKER_IMAGE=${image}, but Docker does not have it`))
+        : resolve(),
+    ),
+  );
+  return image;
+}
+
 export default async function setup(project: TestProject): Promise<void> {
+  project.provide('dockerImage', await resolveDockerImage());
   project.provide(
     'postgresUrl',
     await resolveService('PostgreSQL', 'BULWARK_TEST_POSTGRES_URL', DEFAULT_POSTGRES),
