@@ -67,6 +67,38 @@ describe('configuration', () => {
     ]);
   });
 
+  it('takes a schema owner for PostgreSQL only, and a Redis key prefix of plain parts', () => {
+    expect(problemsOf({ BULWARK_REDIS_KEY_PREFIX: 'bulwark:prod east' })).toEqual([
+      {
+        setting: 'BULWARK_REDIS_KEY_PREFIX',
+        reason:
+          'must be letters, digits, _ . - in up to four parts joined by ":", e.g. bulwark:prod (got "bulwark:prod east")',
+      },
+    ]);
+    // The default database is SQLite, which has no roles.
+    expect(problemsOf({ BULWARK_DATABASE_OWNER_URL: 'postgres://owner@db/bulwark' })).toEqual([
+      {
+        setting: 'BULWARK_DATABASE_OWNER_URL',
+        reason:
+          'a schema owner role is for PostgreSQL: both BULWARK_DATABASE_URL and it must be postgres:// URLs',
+      },
+    ]);
+    const config = loadConfig({
+      env: {
+        BULWARK_DATABASE_URL: 'postgres://bulwark@db/bulwark',
+        BULWARK_DATABASE_OWNER_URL: 'postgres://owner:secret@db/bulwark',
+        BULWARK_REDIS_KEY_PREFIX: 'bulwark:prod',
+      },
+      cwd: '/srv',
+    });
+    expect(config.database).toEqual({
+      kind: 'postgres',
+      url: 'postgres://bulwark@db/bulwark',
+      ownerUrl: 'postgres://owner:secret@db/bulwark',
+    });
+    expect(config.redisKeyPrefix).toBe('bulwark:prod');
+  });
+
   it('refuses a trusted-proxy range that trusts everyone', () => {
     // Attack: with 0.0.0.0/0 trusted, any client sets X-Forwarded-For to forge its audited address.
     expect(problemsOf({ BULWARK_TRUSTED_PROXIES: '10.0.0.1,0.0.0.0/0' })[0]!.reason).toContain(

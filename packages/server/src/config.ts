@@ -125,6 +125,14 @@ function databaseUrl(raw: unknown): string {
   return fail('must start with sqlite: or postgres://');
 }
 
+/** A Redis key prefix: what one deployment's keys and channels start with. */
+function redisKeyPrefix(raw: unknown): string {
+  const value = nonEmpty(raw);
+  if (!/^[A-Za-z0-9_.-]{1,64}(:[A-Za-z0-9_.-]{1,64}){0,3}$/.test(value))
+    fail('must be letters, digits, _ . - in up to four parts joined by ":", e.g. bulwark:prod');
+  return value;
+}
+
 function redisUrl(raw: unknown): string {
   const value = nonEmpty(raw);
   let url: URL;
@@ -270,6 +278,12 @@ export const settings = {
     doc: '`redis://` or `rediss://` URL. When set, `/readyz` requires Redis to answer. The password is masked.',
     secret: true,
     parse: optional(redisUrl),
+  },
+  redisKeyPrefix: {
+    env: 'BULWARK_REDIS_KEY_PREFIX',
+    doc: 'What every Redis key and channel of this deployment starts with (`<prefix>:login`, `<prefix>:rl`, `<prefix>:cluster`). The instances of one deployment share it; deployments sharing one Redis each need their own.',
+    defaultText: 'bulwark',
+    parse: redisKeyPrefix,
   },
   host: {
     env: 'BULWARK_HOST',
@@ -655,6 +669,7 @@ export interface Config {
   databasePoolMax: number;
   sqliteBusyTimeoutMs: number;
   redisUrl: string | undefined;
+  redisKeyPrefix: string;
   host: string;
   port: number;
   /** The console's origin, when configured (passkeys' relying party). */
@@ -732,6 +747,7 @@ const DEFAULTS: Partial<Record<SettingKey, unknown>> = {
   dataDir: './data',
   databasePoolMax: 10,
   sqliteBusyTimeoutMs: 5000,
+  redisKeyPrefix: 'bulwark',
   host: '127.0.0.1',
   port: 8080,
   tlsMinVersion: 'TLSv1.3',
@@ -931,6 +947,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
     databasePoolMax: values.databasePoolMax,
     sqliteBusyTimeoutMs: values.sqliteBusyTimeoutMs,
     redisUrl: values.redisUrl,
+    redisKeyPrefix: values.redisKeyPrefix,
     host: values.host,
     port: values.port,
     publicUrl: values.publicUrl,
@@ -1082,6 +1099,7 @@ export function describeConfig(config: Config): string[] {
     databasePoolMax: String(config.databasePoolMax),
     sqliteBusyTimeoutMs: String(config.sqliteBusyTimeoutMs),
     redisUrl: config.redisUrl ? maskUrlPassword(config.redisUrl) : '',
+    redisKeyPrefix: config.redisKeyPrefix,
     host: config.host,
     port: String(config.port),
     publicUrl: config.publicUrl ?? '',

@@ -128,11 +128,6 @@ export interface StartOptions {
   clock?: () => number;
   /** Where the first owner's one-time password is shown: the terminal (stderr), never the logs. */
   print?: (line: string) => void;
-  /**
-   * Where this cluster's channels and keys live in Redis (HA-1); instances of one cluster share it,
-   * clusters sharing one Redis each have their own. `bulwark:cluster` by default.
-   */
-  clusterPrefix?: string;
 }
 
 const printToTerminal = (line: string) => process.stderr.write(`${line}\n`);
@@ -185,6 +180,7 @@ async function startIdentity(deps: {
   const csrf = createCsrf(await core.dataKeys.deriveKey('instance', 'csrf'));
   const limiter = createLoginLimiter({
     limits: config.loginLimits,
+    keyPrefix: `${config.redisKeyPrefix}:login`,
     ...(deps.redis ? { redis: deps.redis } : {}),
   });
   // AUTH-1's optional breached-password check, through the SSRF guard; off unless configured.
@@ -469,7 +465,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   // alone (SQLite, or no Redis) an instance tells nobody, and everything stays in this process.
   const cluster =
     redis && database.dialect === 'postgres'
-      ? await createRedisClusterBus({ redis, prefix: options.clusterPrefix ?? 'bulwark:cluster', logger })
+      ? await createRedisClusterBus({ redis, prefix: `${config.redisKeyPrefix}:cluster`, logger })
       : createLocalClusterBus();
   const orgEvents = createOrgEvents({
     cluster,
@@ -489,7 +485,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     options: { ...config.agents, tls: config.tls !== undefined, trustedProxies: config.trustedProxies },
     presence: orgEvents.agentPresence,
     cluster,
-    limiterStore: { redis },
+    limiterStore: { redis, keyPrefix: `${config.redisKeyPrefix}:rl` },
   });
   const agents = createAgentsService({
     agents: agentsStore,
@@ -627,7 +623,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       metrics: metrics.http,
       guard: identity.guard,
       generation: core.database.generation,
-      limiterStore: { redis },
+      limiterStore: { redis, keyPrefix: `${config.redisKeyPrefix}:rl` },
     },
     routes,
   );

@@ -69,7 +69,9 @@ function collect(response: Response) {
 
 describe.skipIf(!postgresUrl() || !redisUrl())('commands across instances', () => {
   const cleanups: Array<() => Promise<unknown> | unknown> = [];
-  const prefix = `bulwark-test:${randomBytes(6).toString('hex')}`;
+  // This run's own keys and channels in the machine's Redis (BULWARK_REDIS_KEY_PREFIX).
+  const keyPrefix = `bulwark-test:${randomBytes(6).toString('hex')}`;
+  const prefix = `${keyPrefix}:cluster`;
   const masterKey = randomBytes(32).toString('base64');
   let databaseUrl = '';
   let dir = '';
@@ -98,6 +100,7 @@ describe.skipIf(!postgresUrl() || !redisUrl())('commands across instances', () =
       BULWARK_BOOTSTRAP_EMAIL: OWNER.email,
       BULWARK_BOOTSTRAP_PASSWORD: OWNER.password,
       BULWARK_BOOTSTRAP_ORG_NAME: 'Acme',
+      BULWARK_REDIS_KEY_PREFIX: keyPrefix,
       // The delivery sweep runs once a heartbeat period: a short one keeps the test short.
       BULWARK_AGENT_HEARTBEAT_SECONDS: '1',
       BULWARK_RATE_LIMIT_WRITE_PER_MINUTE: '10000',
@@ -110,7 +113,6 @@ describe.skipIf(!postgresUrl() || !redisUrl())('commands across instances', () =
     const server = await startServer(loadConfig({ env: testServerEnv(defined), cwd: dataDir }), {
       logDestination: new LogCapture(),
       print: () => {},
-      clusterPrefix: prefix,
     });
     cleanups.push(() => server.close());
     return server;
