@@ -349,7 +349,7 @@ export function agentsRoutes(deps: {
         const caller = callerOf(principal, request);
         const row = await agents.get(caller.org.id, params.agent);
         await access.authorize(caller, 'agents:read', { kind: 'agent', labels: parseLabels(row.labels) });
-        const connection = gateway.connectionOf(row.id);
+        const connection = gateway.connectionAnywhere(row.id);
         return {
           ...agentView(row),
           connection: connection

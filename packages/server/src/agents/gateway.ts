@@ -20,7 +20,7 @@ import { type AgentPrincipal, decide } from '../access/authorize.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { AuditInput, AuditRequestContext } from '../audit/audit.types.js';
 import { createWindowLimiter, type LimiterStore, RateLimitUnavailableError } from '../http/rate-limiters.js';
-import type { ClusterBus } from '../ops/cluster-bus.js';
+import { type ClusterBus, type HeldConnection, heldConnection } from '../ops/cluster-bus.js';
 import type { AgentMetrics } from '../ops/metrics.js';
 import type { ServerKeysService } from '../secrets/server-keys.service.js';
 import type { AgentKeySeals } from './agent-keys.js';
@@ -99,6 +99,8 @@ interface PresenceMessage {
   ttlMs?: number;
   /** The agents in `held` have just connected to the sender. */
   welcomed?: boolean;
+  /** With `welcomed`: each one's connection, for its page on every instance. */
+  connections?: Record<string, HeldConnection>;
   /** Agents the sender no longer holds. */
   released?: string[];
 }
@@ -123,6 +125,12 @@ interface Connection {
   connectedAt: number;
   agentVersion: string;
 }
+
+const shownConnection = (connection: Connection): HeldConnection => ({
+  connectedAt: connection.connectedAt,
+  address: connection.context.ip ?? '',
+  agentVersion: connection.agentVersion,
+});
 
 const isLoopback = (address: string | undefined) =>
   address !== undefined &&
@@ -206,7 +214,10 @@ export function createAgentGateway(deps: {
   // lasts here without a heartbeat, so an instance that died leaves nobody online for longer.
   const cluster = deps.cluster?.shared ? deps.cluster : undefined;
   const presenceTtlMs = MISSED_HEARTBEATS * options.heartbeatSeconds * 1000;
-  const remote = new Map<string, { instance: string; at: number; until: number }>();
+  const remote = new Map<
+    string,
+    { instance: string; at: number; until: number; connection: HeldConnection | undefined }
+  >();
   const remoteHolder = (agentId: string) => {
     const entry = remote.get(agentId);
     if (!entry || entry.until > clock()) return entry;
@@ -276,11 +287,13 @@ export function createAgentGateway(deps: {
     connections.set(agent.id, { socket, agent, lastHeartbeat: now, context, connectedAt: now, agentVersion });
     seen.set(agent.id, now);
     remote.delete(agent.id);
-    cluster?.hold([[agent.id, now]], presenceTtlMs);
+    const shown: HeldConnection = { connectedAt: now, address: context.ip ?? '', agentVersion };
+    cluster?.hold([[agent.id, now, shown]], presenceTtlMs);
     cluster?.publish('presence', {
       held: [[agent.id, now]],
       ttlMs: presenceTtlMs,
       welcomed: true,
+      connections: { [agent.id]: shown },
     } satisfies PresenceMessage);
     send(socket, {
       v: AGENT_PROTOCOL_VERSION,
@@ -521,7 +534,11 @@ export function createAgentGateway(deps: {
     // Every agent held here, once per heartbeat period: the holder keys' TTL refreshed, the others told.
     if (cluster && connections.size > 0) {
       const held = [...connections.entries()].map(([id, c]) => [id, c.lastHeartbeat] as [string, number]);
-      cluster.hold(held, presenceTtlMs);
+      // The keys keep each connection's details for instances that start later; the message, ids only.
+      cluster.hold(
+        [...connections.entries()].map(([id, c]) => [id, c.lastHeartbeat, shownConnection(c)] as const),
+        presenceTtlMs,
+      );
       cluster.publish('presence', { held, ttlMs: presenceTtlMs } satisfies PresenceMessage);
     }
     // What was counted while a misbehaviour's window was open reaches the audit log once it closes.
@@ -559,7 +576,11 @@ export function createAgentGateway(deps: {
           // which would swallow what is sent to it until its heartbeats were missed.
           if (mine && message.welcomed && at >= mine.connectedAt)
             mine.socket.close(CLOSE_REPLACED, 'replaced by a newer connection');
-          remote.set(agentId, { instance: from, at, until });
+          const known = remote.get(agentId);
+          const connection =
+            heldConnection(message.connections?.[agentId]) ??
+            (known?.instance === from ? known.connection : undefined);
+          remote.set(agentId, { instance: from, at, until, connection });
         }
         for (const agentId of message.released ?? [])
           if (remote.get(agentId)?.instance === from) remote.delete(agentId);
@@ -599,9 +620,9 @@ export function createAgentGateway(deps: {
       .holders()
       .then((holders) => {
         const now = clock();
-        for (const { agentId, instance, at, ttlMs } of holders)
+        for (const { agentId, instance, at, ttlMs, connection } of holders)
           if (instance !== cluster.instanceId && !remote.has(agentId))
-            remote.set(agentId, { instance, at, until: Math.min(at, now) + ttlMs });
+            remote.set(agentId, { instance, at, until: Math.min(at, now) + ttlMs, connection });
       })
       .catch((error: unknown) => logger.warn({ err: error }, 'could not read which instances hold agents'));
   }
@@ -650,16 +671,15 @@ export function createAgentGateway(deps: {
       cluster.publish('cancel', { agentId, orgId, commandId } satisfies CancelMessage);
       return true;
     },
-    /** The agent's live connection to this instance, as its page shows it. */
-    connectionOf(agentId: string) {
+    /** The agent's live connection to this instance. */
+    connectionOf(agentId: string): HeldConnection | undefined {
       const connection = connections.get(agentId);
-      return connection
-        ? {
-            connectedAt: connection.connectedAt,
-            address: connection.context.ip ?? '',
-            agentVersion: connection.agentVersion,
-          }
-        : undefined;
+      return connection ? shownConnection(connection) : undefined;
+    },
+    /** The agent's live connection, as its page shows it, on whichever instance holds it (HA-1). */
+    connectionAnywhere(agentId: string): HeldConnection | undefined {
+      const connection = connections.get(agentId);
+      return connection ? shownConnection(connection) : remoteHolder(agentId)?.connection;
     },
     onlineCount: () => connections.size,
     /** Ends an agent's live connection, e.g. when it is disabled or revoked, on whichever instance holds it. */

@@ -205,10 +205,15 @@ describe.skipIf(!postgresUrl() || !redisUrl())('commands across instances', () =
   });
 
   it('delivers a command created on A to the agent on B, streams its output on A, and cancels it from A', async () => {
-    // Online through A, though connected to B.
+    // Online through A, though connected to B, and its page on A shows the connection B holds.
     await vi.waitFor(async () => {
-      const shown = await owner.json<{ status: string }>('GET', `/api/orgs/acme/agents/${agentId}`);
+      const shown = await owner.json<{
+        status: string;
+        connection: { connectedAt: string; address: string; agentVersion: string } | null;
+      }>('GET', `/api/orgs/acme/agents/${agentId}`);
       expect(shown.body.status).toBe('online');
+      expect(shown.body.connection).toMatchObject({ address: '127.0.0.1', agentVersion: expect.any(String) });
+      expect(Date.parse(shown.body.connection!.connectedAt)).toBeGreaterThan(0);
     }, DEADLINE);
 
     const created = await createCommand(owner);

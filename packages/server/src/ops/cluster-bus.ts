@@ -18,6 +18,16 @@ import type { Logger } from 'pino';
  * done directly, without a round trip through Redis.
  */
 
+/** An agent's live connection, as the instance holding it shows it on the agent's page. */
+export interface HeldConnection {
+  connectedAt: number;
+  address: string;
+  agentVersion: string;
+}
+
+/** An agent an instance holds: since when it was last heard from, and its connection when known. */
+export type HeldAgent = readonly [agentId: string, at: number, connection?: HeldConnection];
+
 export interface AgentHolder {
   agentId: string;
   /** The instance holding the agent's connection. */
@@ -26,6 +36,7 @@ export interface AgentHolder {
   at: number;
   /** How long the holder said this stands unless refreshed. */
   ttlMs: number;
+  connection?: HeldConnection;
 }
 
 export interface ClusterBus {
@@ -38,12 +49,34 @@ export interface ClusterBus {
   /** Listens to the other instances on `channel`; returns the unsubscribe. */
   subscribe(channel: string, listener: (body: unknown, from: string) => void): () => void;
   /** Records that this instance holds these agents, each for `ttlMs` unless refreshed. */
-  hold(agents: ReadonlyArray<readonly [agentId: string, at: number]>, ttlMs: number): void;
+  hold(agents: ReadonlyArray<HeldAgent>, ttlMs: number): void;
   /** Lets go of agents this instance held (an agent held meanwhile by another instance stays theirs). */
   release(agentIds: readonly string[]): void;
   /** Every agent some instance holds now (for an instance starting up). */
   holders(): Promise<AgentHolder[]>;
   close(): Promise<void>;
+}
+
+/**
+ * A connection another instance described, when it is one: what Redis or the bus carries is shown on
+ * an agent's page, so anything else (a key written by hand, a future version's shape) is left out.
+ */
+export function heldConnection(value: unknown): HeldConnection | undefined {
+  const candidate = value as Partial<HeldConnection> | null | undefined;
+  if (
+    typeof candidate?.connectedAt === 'number' &&
+    Number.isFinite(candidate.connectedAt) &&
+    typeof candidate.address === 'string' &&
+    candidate.address.length <= 64 &&
+    typeof candidate.agentVersion === 'string' &&
+    candidate.agentVersion.length <= 64
+  )
+    return {
+      connectedAt: candidate.connectedAt,
+      address: candidate.address,
+      agentVersion: candidate.agentVersion,
+    };
+  return undefined;
 }
 
 /** How often a failing Redis is logged by the bus (the client logs its connection errors itself). */
@@ -186,8 +219,13 @@ export async function createRedisClusterBus(deps: {
     hold(agents, ttlMs) {
       if (closed || agents.length === 0) return;
       const pipeline = redis.pipeline();
-      for (const [agentId, at] of agents)
-        pipeline.set(holderKey(agentId), JSON.stringify({ instance: instanceId, at, ttlMs }), 'PX', ttlMs);
+      for (const [agentId, at, connection] of agents)
+        pipeline.set(
+          holderKey(agentId),
+          JSON.stringify({ instance: instanceId, at, ttlMs, connection }),
+          'PX',
+          ttlMs,
+        );
       pipeline.exec().catch(failed('record the agents it holds'));
     },
     release(agentIds) {
@@ -207,8 +245,15 @@ export async function createRedisClusterBus(deps: {
         keys.forEach((key, i) => {
           const value = values[i];
           if (!value) return;
-          const { instance, at, ttlMs } = JSON.parse(value) as Omit<AgentHolder, 'agentId'>;
-          found.push({ agentId: key.slice(holderKey('').length), instance, at, ttlMs });
+          const { instance, at, ttlMs, connection } = JSON.parse(value) as Omit<AgentHolder, 'agentId'>;
+          const shown = heldConnection(connection);
+          found.push({
+            agentId: key.slice(holderKey('').length),
+            instance,
+            at,
+            ttlMs,
+            ...(shown ? { connection: shown } : {}),
+          });
         });
       } while (cursor !== '0');
       return found;
