@@ -469,6 +469,16 @@ export function createAgentGateway(deps: {
             refuse(socket, `agent_${agent.status}`, `This agent is ${agent.status}.`);
             return;
           }
+          // The deadline passed while the proof was being checked (a slow database): the socket is closed
+          // or closing, and registering it would stand for an agent nobody is connected as (shown
+          // online, sent commands that go nowhere, and replacing the agent's live connection).
+          if (handshakeOutcome === 'timeout' || socket.readyState !== socket.OPEN) {
+            logger.info(
+              { ip: context.ip, agentId: agent.id },
+              'agent proof checked after the handshake ended',
+            );
+            return;
+          }
           authenticated = agent;
           handshakeOutcome = 'welcome';
           metrics.handshakes.inc({ outcome: 'welcome' });
