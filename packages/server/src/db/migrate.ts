@@ -101,14 +101,26 @@ export async function migrateDatabase(
   }
 }
 
+/** The advisory lock the grants are made under: the ASCII of `bulwarkg` as one number. */
+const GRANTS_LOCK = '7094696047983881063';
+
 async function grantRowAccess(owner: Database, role: string): Promise<void> {
   const grantee = sql.id(role);
-  const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(owner.db);
-  const schema = sql.id(rows[0]!.schema);
-  await sql`grant usage on schema ${schema} to ${grantee}`.execute(owner.db);
-  await sql`grant select, insert, update, delete on all tables in schema ${schema} to ${grantee}`.execute(
-    owner.db,
-  );
+  await owner.db.transaction().execute(async (trx) => {
+    // Instances starting together all grant, and PostgreSQL refuses concurrent GRANTs on one table
+    // ("tuple concurrently updated"): one instance at a time.
+    await sql`select pg_advisory_xact_lock(${GRANTS_LOCK}::bigint)`.execute(trx);
+    const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(trx);
+    const schema = sql.id(rows[0]!.schema);
+    await sql`grant usage on schema ${schema} to ${grantee}`.execute(trx);
+    await sql`grant select, insert, update, delete on all tables in schema ${schema} to ${grantee}`.execute(
+      trx,
+    );
+    // The schema's version is read, never written, by the serving role.
+    await sql`revoke insert, update, delete on bulwark_migrations, bulwark_migrations_lock from ${grantee}`.execute(
+      trx,
+    );
+  });
 }
 
 /**

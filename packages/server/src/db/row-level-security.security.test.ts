@@ -53,6 +53,13 @@ async function asAdmin<T>(work: (admin: pg.Client) => Promise<T>, database?: str
   }
 }
 
+/** The same database's URL as the owner. */
+const ownerUrlOf = (appUrl: string) => {
+  const url = new URL(appUrl);
+  url.username = owner;
+  return url.toString();
+};
+
 /** A fresh database owned by `owner`, and its URLs as the owner and as the application role. */
 async function createDatabase(): Promise<{ name: string; ownerUrl: string; appUrl: string }> {
   const name = `bulwark_test_${randomBytes(6).toString('hex')}`;
@@ -187,6 +194,18 @@ describe.skipIf(!postgresUrl())('row-level security on PostgreSQL (HA-2, ACC-1)'
       /must be owner/,
     );
     await expect(sql`create table smuggled (id text)`.execute(appDb.db)).rejects.toThrow(/permission denied/);
+    // It reads the schema's version and cannot rewrite it.
+    await expect(sql`delete from bulwark_migrations`.execute(appDb.db)).rejects.toThrow(/permission denied/);
+  });
+
+  it('grants row access once per start, whoever else starts at the same moment', async () => {
+    const { database } = {
+      database: { kind: 'postgres' as const, url: appUrl, ownerUrl: ownerUrlOf(appUrl) },
+    };
+    // PostgreSQL refuses GRANTs on one table at once ("tuple concurrently updated"): instances
+    // starting together must take turns, not fail to start.
+    for (let round = 0; round < 5; round++)
+      await Promise.all([1, 2, 3].map(() => migrateDatabase(appDb, { database })));
   });
 
   it('classifies every table: each org-owned one is forced under a policy, the rest hold no organization', async () => {
@@ -353,6 +372,26 @@ describe.skipIf(!postgresUrl())('row-level security on PostgreSQL (HA-2, ACC-1)'
         return { acme: orgs.rows[0].id as string, settings: settings.rows.map((r) => r.setting) };
       }, name);
       expect(probed.settings).toEqual([probed.acme]);
+
+      // A streamed answer is read after its handler returned: its queries stay in the organization.
+      await asAdmin(async (admin) => {
+        await admin.query('create table read_probe (setting text)');
+        await admin.query(`grant insert on read_probe to ${app}`);
+        await admin.query(`create function probe_read() returns boolean language plpgsql volatile as $$
+          begin insert into read_probe values (current_setting('bulwark.org_id', true)); return true; end $$`);
+        await admin.query(
+          'create policy probe_read on audit_events as restrictive for select using (probe_read())',
+        );
+      }, name);
+      const exported = await world.owner.client.send('GET', '/api/orgs/acme/audit/export?format=ndjson');
+      expect(exported.status).toBe(200);
+      expect((await exported.text()).split('\n').filter(Boolean).length).toBeGreaterThan(0);
+      const streamed = await asAdmin(
+        async (admin) =>
+          (await admin.query('select distinct setting from read_probe')).rows.map((r) => r.setting),
+        name,
+      );
+      expect(streamed).toEqual([probed.acme]);
       expect(world.server.logs.text).not.toMatch(/superuser|BYPASSRLS|owns the schema/);
     } finally {
       await world.close();

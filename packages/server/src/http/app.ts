@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { Readable } from 'node:stream';
 import { newId } from '@bulwark/protocol';
 import cookie from '@fastify/cookie';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
-import { inOrgScope } from '../db/org-scope.js';
+import { inOrgScope, withinOrgScope } from '../db/org-scope.js';
 import { type Generation, type GenerationReader, ReadCache } from '../db/read-cache.js';
 import { type FieldProblem, ValidationError } from '../errors.js';
 import type { HttpMetrics } from '../ops/metrics.js';
@@ -172,7 +173,10 @@ function registerRoute(
         throw new Error(`${route.operationId} answered ${reply.statusCode}, which it does not declare`);
       if (isRawResponse(spec)) {
         if (!reply.hasHeader('content-type')) reply.type(spec.contentType);
-        return result;
+        // A stream is read after the handler returned: in its organization's scope all the same.
+        return orgId !== undefined && result instanceof Readable
+          ? Readable.from(withinOrgScope(orgId, result))
+          : result;
       }
       // Re-parse through the declared schema: fields the schema does not declare never leave.
       const parsed = spec.safeParse(result);

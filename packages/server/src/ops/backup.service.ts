@@ -16,6 +16,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { AuditActor, AuditRequestContext } from '../audit/audit.types.js';
 import type { Config } from '../config.js';
 import { migrations } from '../db/migrations/index.js';
+import { acrossOrgs } from '../db/org-scope.js';
 import type { MasterKeyProvider } from '../secrets/key-provider.js';
 import { VERSION } from '../version.js';
 import type { BackupStore } from './backup.store.js';
@@ -211,12 +212,16 @@ export function createBackupService(deps: {
      * the database and the master key at hand.
      */
     async assertInstanceOwner(userId: string): Promise<void> {
-      if (!deps.access || !deps.store) throw new Error('the backup service was made without access checks');
-      for (const slug of await deps.store.orgSlugs()) {
-        const context = await deps.access.load(slug, userId);
-        if (!context || !isAllowed(context.access, 'backups:manage', { kind: 'org' }))
-          throw new NotInstanceOwnerError();
-      }
+      const { access, store } = deps;
+      if (!access || !store) throw new Error('the backup service was made without access checks');
+      // Every organization's membership, though the request runs in one organization's scope.
+      await acrossOrgs(async () => {
+        for (const slug of await store.orgSlugs()) {
+          const context = await access.load(slug, userId);
+          if (!context || !isAllowed(context.access, 'backups:manage', { kind: 'org' }))
+            throw new NotInstanceOwnerError();
+        }
+      });
     },
 
     /**

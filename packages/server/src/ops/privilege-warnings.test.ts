@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createPostgresDatabase, postgresUrl } from '../test-support/databases.js';
-import { startTestServer, type TestServer } from '../test-support/server.js';
+import { restartTestServer, startTestServer, type TestServer } from '../test-support/server.js';
 
 /**
  * The warnings at start about running with more privilege than the server needs (root on the host, a
@@ -13,6 +13,7 @@ import { startTestServer, type TestServer } from '../test-support/server.js';
 
 const ROOT_WARNING = /^running as root: /;
 const SUPERUSER_WARNING = /^the PostgreSQL role is a superuser: /;
+const RLS_OFF_WARNING = /^row-level security is off on org-owned tables: /;
 
 let server: TestServer | undefined;
 const cleanups: Array<() => Promise<void>> = [];
@@ -74,7 +75,23 @@ describe('privilege warnings at start', () => {
       url.pathname = `/${name}`;
       server = await startTestServer({ BULWARK_DATABASE_URL: url.toString() });
       expect(warnings(server).some((line) => SUPERUSER_WARNING.test(line.msg))).toBe(false);
+      expect(warnings(server).some((line) => RLS_OFF_WARNING.test(line.msg))).toBe(false);
       expect(server.logs.text).toContain('bulwark is listening');
+
+      // The role owns the tables, so it (or anyone holding its password) can turn a policy off: the
+      // next start says so, naming the table.
+      const first = server;
+      await first.stop();
+      cleanups.push(() => first.close());
+      const owning = new pg.Client({ connectionString: url.toString() });
+      await owning.connect();
+      await owning.query('alter table commands no force row level security');
+      await owning.end();
+      server = await restartTestServer(first);
+      const off = server.logs
+        .entries()
+        .filter((entry) => entry.level === 40 && RLS_OFF_WARNING.test(String(entry.msg)));
+      expect(off.map((entry) => entry.tables)).toEqual([['commands']]);
     });
   });
 });

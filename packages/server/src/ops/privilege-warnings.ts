@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database } from '../db/database.js';
+import { ORG_OWNED_TABLES } from '../db/migrations/0030-row-level-security.js';
 
 /**
  * Least privilege at run time (OWASP ASVS 5.0 13.2.2): the server needs neither root on its host nor a
@@ -37,6 +38,21 @@ export async function warnAboutPrivileges(logger: Logger, database: Database): P
       logger.info(
         { role: role.role },
         'the PostgreSQL role owns the schema: row-level security holds for it, but it could turn it off; set BULWARK_DATABASE_OWNER_URL to migrate as the owner and serve as a role with row access only',
+      );
+    }
+    // The policies are the second lock on every org-owned table (HA-2): say so when any is off, as a
+    // role owning the tables could have turned it off.
+    const { rows: unguarded } = await sql<{ table: string }>`
+      select relname as table from pg_class
+      where relnamespace = current_schema()::regnamespace and relkind = 'r'
+        and relname in (${sql.join([...Object.keys(ORG_OWNED_TABLES), 'data_keys'])})
+        and not (relrowsecurity and relforcerowsecurity)
+      order by relname
+    `.execute(database.db);
+    if (unguarded.length > 0) {
+      logger.warn(
+        { tables: unguarded.map((row) => row.table) },
+        'row-level security is off on org-owned tables: a query that forgets its organization would reach every organization; run the migrations again as the schema owner or enable and force it',
       );
     }
   } catch (error) {

@@ -259,6 +259,45 @@ describe.each(BACKENDS)('SCIM provisioning on %s', (backend: Backend) => {
     expect(erinRow).toEqual({ email: 'erin@acme.test', display_name: 'erin' });
   });
 
+  it('leaves alone an account it made once its person belongs to another organization too', async () => {
+    // Acme's SCIM made the account: it was acme's to manage while acme was all the person belonged to.
+    const made = await scim<ScimUserBody>('POST', '/Users', {
+      schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'],
+      userName: 'gina@acme.test',
+      emails: [{ value: 'gina@acme.test', primary: true }],
+      displayName: 'Gina',
+      active: true,
+    });
+    expect(made.status).toBe(201);
+    // Then the person joined beta as well.
+    await reader.db
+      .insertInto('memberships')
+      .values({
+        org_id: (await orgId('beta'))!,
+        user_id: made.body.id,
+        role: 'viewer',
+        created_at: Date.now(),
+      })
+      .execute();
+    // Acme's SCIM renames and deactivates her: the account is beta's member's now too, so neither the
+    // rename nor the disabling reaches it (only her membership of acme ends). The count of her
+    // organizations must see beta, though the request runs in acme's scope (row-level security).
+    const put = await scim('PUT', `/Users/${made.body.id}`, {
+      schemas: ['urn:ietf:params:scim:schemas:core:2.0:User'],
+      userName: 'gina@acme.test',
+      emails: [{ value: 'someone-else@evil.test', primary: true }],
+      displayName: 'Not Gina',
+      active: false,
+    });
+    expect(put.status).toBe(200);
+    const account = await reader.db
+      .selectFrom('users')
+      .select(['email', 'display_name', 'status'])
+      .where('id', '=', made.body.id)
+      .executeTakeFirstOrThrow();
+    expect(account).toEqual({ email: 'gina@acme.test', display_name: 'Gina', status: 'active' });
+  });
+
   it('cannot bring back, with their old role, someone an owner removed in the console', async () => {
     const frank = await world.join('frank@acme.test', 'admin');
     // SCIM has touched him (it keeps a record: userName, the role to give back after a deactivation).

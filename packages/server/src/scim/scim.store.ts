@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { readAcrossOrgs } from '../db/org-scope.js';
 import type { DB, ScimConfigsTable, ScimGroupsTable, ScimUsersTable } from '../db/schema.js';
 
 export type ScimConfigRow = ScimConfigsTable;
@@ -103,13 +104,18 @@ export function createScimStore(db: Kysely<DB>) {
         .where('org_id', '=', orgId)
         .where('owned', '=', 1)
         .execute(),
-    /** How many organizations the person belongs to: SCIM disables an account only when it is theirs alone. */
+    /**
+     * How many organizations the person belongs to, every one of them (not only the SCIM token's,
+     * whose scope the request runs in): SCIM changes or disables an account only when it is theirs alone.
+     */
     async membershipCount(userId: string): Promise<number> {
-      const row = await db
-        .selectFrom('memberships')
-        .select((eb) => eb.fn.countAll<number | string | bigint>().as('n'))
-        .where('user_id', '=', userId)
-        .executeTakeFirstOrThrow();
+      const row = await readAcrossOrgs(db, (across) =>
+        across
+          .selectFrom('memberships')
+          .select((eb) => eb.fn.countAll<number | string | bigint>().as('n'))
+          .where('user_id', '=', userId)
+          .executeTakeFirstOrThrow(),
+      );
       return Number(row.n);
     },
 

@@ -1,4 +1,5 @@
 import type { Kysely } from 'kysely';
+import { readAcrossOrgs } from '../db/org-scope.js';
 import type {
   DB,
   SsoConnectionsTable,
@@ -94,14 +95,17 @@ export function createSsoStore(db: Kysely<DB>) {
         .where('domain', '=', domain)
         .executeTakeFirst(),
     /** The organization that verified a domain, if one has. */
+    /** The organization that verified `domain`, whichever it is (not only the one asking). */
     verifiedOwnerOf: (domain: string) =>
-      db
-        .selectFrom('sso_domains')
-        .innerJoin('orgs', 'orgs.id', 'sso_domains.org_id')
-        .select(['orgs.id', 'orgs.slug'])
-        .where('sso_domains.domain', '=', domain)
-        .where('sso_domains.verified_at', 'is not', null)
-        .executeTakeFirst(),
+      readAcrossOrgs(db, (across) =>
+        across
+          .selectFrom('sso_domains')
+          .innerJoin('orgs', 'orgs.id', 'sso_domains.org_id')
+          .select(['orgs.id', 'orgs.slug'])
+          .where('sso_domains.domain', '=', domain)
+          .where('sso_domains.verified_at', 'is not', null)
+          .executeTakeFirst(),
+      ),
     insertDomain: async (row: SsoDomainsTable) => {
       await db.insertInto('sso_domains').values(row).execute();
     },
