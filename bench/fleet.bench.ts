@@ -1,11 +1,17 @@
 /**
- * fleet: a simulated fleet of agents against the real server, over loopback (issue #4).
+ * fleet: a simulated fleet of agents against the real server, over loopback.
  *
- * The server runs as `bulwark serve` (the build output, SQLite in a temporary directory, logs at
- * info into a pipe this process drains). The fleet runs in another process (fleet.simulator.ts):
- * real registrations, real handshakes (both proofs), one service report each, heartbeats at the
- * server's interval (15 s by default), and the agent's own backoff. The baseline is a bare `ws`
- * server in a third process holding the same number of idle connections from the same simulator.
+ * `npm run bench -- fleet` (one instance, 10,000 agents), `npm run bench -- fleet --single-max` (one
+ * instance, as many agents as one process may hold, up to 50,000) and `npm run bench -- fleet
+ * --cluster` (three instances, 50,000 agents). BENCH_AGENTS and BENCH_SECONDS change the fleet and
+ * the steady-state window.
+ *
+ * One instance (fleet-single.ts): `bulwark serve` from the build output, SQLite in a temporary
+ * directory, logs at info into a pipe this process drains. The fleet runs in another process
+ * (fleet.simulator.ts): real registrations, real handshakes (both proofs), one service report each,
+ * heartbeats at the server's interval (15 s by default), and the agent's own backoff. The baseline
+ * is a bare `ws` server in a third process holding the same number of idle connections from the
+ * same simulator.
  *
  * Memory is the resident set of the server process (/proc/<pid>/status), CPU its user+system time
  * (/proc/<pid>/stat) over a steady-state window. Per-connection memory is the growth of the resident
@@ -15,153 +21,53 @@
  * same data and port, and times until every agent is online again.
  *
  * Goals: 10,000 agents under 1 GiB RSS; per-connection memory <= 2.5x bare ws; steady state under 15%
- * of one core; all back online within 60 s of the restart.
+ * of one core; all back online within 60 s of the restart. With --single-max: 50,000 agents under
+ * 1 GiB and 25% of one core, extrapolated from the fleet one process can hold when that is fewer.
+ *
+ * Several instances (fleet-cluster.ts, --cluster): the same server on PostgreSQL + Redis, three
+ * instances sharing one database and one master key, the fleet in several simulator processes
+ * reaching them through a simulated round-robin balancer. It measures the time to bring the fleet
+ * online, each instance's memory and steady-state CPU, dispatch from one instance's API to agents
+ * held by another beside dispatch on the agent's own instance, and the reconnect storm after one
+ * instance is killed, its agents reconnecting to the others.
  */
-import { fork } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import {
-  handshakeOutcomes,
-  onlineCount,
-  type ServerProcess,
-  startServerProcess,
-  startSimulator,
-  stopProcess,
-} from './fleet-support.js';
-import { fmt, machine, OWNER, registrationTokens, signIn } from './http-support.js';
+import { runClusterFleet } from './fleet-cluster.js';
+import { runSingleFleet } from './fleet-single.js';
+import { connectionsPerProcess } from './process-stats.js';
 
-const AGENTS = Number(process.env.BENCH_AGENTS ?? 10_000);
-const STEADY_SECONDS = Number(process.env.BENCH_SECONDS ?? 30);
-const SETTLE_SECONDS = 5; // after the last connection, before memory is read: in-flight work ends
-const GOALS = { rssBytes: 1024 ** 3, perConnectionRatio: 2.5, cpuShare: 0.15, storm: 60 };
+const GOAL_AGENTS = 50_000;
+const mode = process.argv.slice(2);
+const steadySeconds = Number(process.env.BENCH_SECONDS ?? 30);
+const askedAgents = process.env.BENCH_AGENTS ? Number(process.env.BENCH_AGENTS) : undefined;
 
-const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
-const CLOCK_TICKS = 100; // USER_HZ on Linux
-
-function rssBytes(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return Number(/(\d+)/.exec(line ?? '')?.[1] ?? Number.NaN) * 1024;
-}
-
-/** User + system CPU seconds the process has used. */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-}
-
-const mib = (bytes: number) => `${(bytes / 1024 ** 2).toFixed(0)} MiB`;
-const kib = (bytes: number) => `${(bytes / 1024).toFixed(1)} KiB`;
-
-const simulator = startSimulator();
-const command = simulator.send;
-const until = simulator.until;
-
-const dataDir = mkdtempSync(path.join(tmpdir(), 'bulwark-fleet-'));
-const lines: string[] = [];
-let bulwark: ServerProcess | undefined;
-try {
-  // 1. The baseline: a bare ws server and the same number of idle connections.
-  const bare = fork(here('./fleet.bare-ws.ts'), [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
-  const [{ port: barePort }] = (await once(bare, 'message')) as [{ port: number }];
-  await sleep(1000);
-  const bareBefore = rssBytes(bare.pid!);
-  command({ cmd: 'connect', url: `ws://127.0.0.1:${barePort}`, mode: 'bare', count: AGENTS });
-  await until((r) => onlineCount(r) === AGENTS);
-  await sleep(SETTLE_SECONDS * 1000);
-  const bareAfter = rssBytes(bare.pid!);
-  const barePerConnection = (bareAfter - bareBefore) / AGENTS;
-  bare.send('close');
-  await once(bare, 'exit');
-  command({ cmd: 'disconnect' });
-  await until((r) => r.type === 'disconnected');
-  lines.push(
-    `bare ws:  ${fmt(AGENTS)} idle connections: RSS ${mib(bareBefore)} -> ${mib(bareAfter)}, ${kib(barePerConnection)} per connection`,
-  );
-
-  // 2. Bulwark: register the fleet, then connect it.
-  bulwark = await startServerProcess(dataDir, '0');
-  const owner = await signIn(bulwark.url, OWNER.email, OWNER.password);
-  const tokens = await registrationTokens(bulwark.url, owner, AGENTS);
-  command({ cmd: 'register', url: bulwark.url, tokens, count: AGENTS });
-  const registered = await until((r) => r.type === 'registered');
-  if (registered.type === 'registered') {
-    lines.push(
-      `registered ${fmt(registered.count)} agents in ${registered.seconds.toFixed(1)} s (${fmt(registered.count / registered.seconds)}/s)`,
-    );
-  }
-  // A fresh server process for the memory figures, as the baseline is: the garbage of 10,000
-  // registrations would otherwise leave room in the heap that the connections then seem not to need.
-  const registeredPort = new URL(bulwark.url).port;
-  await stopProcess(bulwark.child, 'SIGTERM');
-  bulwark = await startServerProcess(dataDir, registeredPort);
-  await sleep(SETTLE_SECONDS * 1000);
-  const before = rssBytes(bulwark.child.pid!);
-  const connectStarted = performance.now();
-  simulator.reset();
-  command({ cmd: 'connect', url: bulwark.url, mode: 'bulwark', count: AGENTS });
-  await until((r) => onlineCount(r) === AGENTS);
-  const connectSeconds = (performance.now() - connectStarted) / 1000;
-  await sleep(SETTLE_SECONDS * 1000);
-  const after = rssBytes(bulwark.child.pid!);
-  const perConnection = (after - before) / AGENTS;
-  lines.push(
-    `Bulwark:  ${fmt(AGENTS)} agents online in ${connectSeconds.toFixed(1)} s (handshake, proof, report each): RSS ${mib(before)} -> ${mib(after)}, ${kib(perConnection)} per connection`,
-  );
-
-  // 3. Steady state: heartbeats only.
-  const cpuBefore = cpuSeconds(bulwark.child.pid!);
-  await sleep(STEADY_SECONDS * 1000);
-  const cpuShare = (cpuSeconds(bulwark.child.pid!) - cpuBefore) / STEADY_SECONDS;
-  const steadyRss = rssBytes(bulwark.child.pid!);
-  if (onlineCount(simulator.latest()) !== AGENTS)
-    throw new Error(`agents dropped during the steady state: ${JSON.stringify(simulator.latest())}`);
-  lines.push(
-    `steady state over ${STEADY_SECONDS} s: ${(cpuShare * 100).toFixed(1)}% of one core, RSS ${mib(steadyRss)}`,
-  );
-
-  // 4. The reconnect storm.
-  const port = new URL(bulwark.url).port;
-  const killed = performance.now();
-  await stopProcess(bulwark.child, 'SIGKILL');
-  await until((r) => onlineCount(r) === 0);
-  const restarted = performance.now();
-  bulwark = await startServerProcess(dataDir, port);
-  const listening = performance.now();
-  await until((r) => onlineCount(r) === AGENTS);
-  const allBack = performance.now();
-  const outcomes = await handshakeOutcomes(bulwark.url);
-  const stormSeconds = (allBack - listening) / 1000;
-  lines.push(
-    `reconnect storm: SIGKILL with ${fmt(AGENTS)} online; restarted in ${((listening - restarted) / 1000).toFixed(1)} s; all online again ${stormSeconds.toFixed(1)} s after it listened (${((allBack - killed) / 1000).toFixed(1)} s after the kill); handshakes on the new server: ${JSON.stringify(outcomes)}; failed attempts ${(() => {
-      const last = simulator.latest();
-      return last.type === 'online' ? fmt(last.failures) : '?';
-    })()}`,
-  );
-
-  const ratio = perConnection / barePerConnection;
-  const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
-  process.stdout.write(
-    [
-      `machine: ${machine()}`,
-      `${fmt(AGENTS)} agents in one simulator process over loopback; heartbeat every 15 s (the default)`,
-      ...lines,
-      `goal RSS under 1 GiB with ${fmt(AGENTS)} agents:      ${mib(Math.max(after, steadyRss))}  ${verdict(Math.max(after, steadyRss) < GOALS.rssBytes)}`,
-      perConnection > 0 && barePerConnection > 0
-        ? `goal per-connection memory <= 2.5x bare ws:  ${ratio.toFixed(2)}x  ${verdict(ratio <= GOALS.perConnectionRatio)}`
-        : 'goal per-connection memory <= 2.5x bare ws:  not measurable (growth within the noise at this fleet size)',
-      `goal steady state under 15% of one core:     ${(cpuShare * 100).toFixed(1)}%  ${verdict(cpuShare < GOALS.cpuShare)}`,
-      `goal all back online within 60 s:            ${stormSeconds.toFixed(1)} s  ${verdict(stormSeconds <= GOALS.storm)}`,
-      '',
-    ].join('\n'),
-  );
-} finally {
-  simulator.stop();
-  if (bulwark) await stopProcess(bulwark.child, 'SIGTERM');
-  rmSync(dataDir, { recursive: true, force: true });
+if (mode.includes('--cluster')) {
+  await runClusterFleet({
+    agents: askedAgents ?? GOAL_AGENTS,
+    instances: 3,
+    steadySeconds,
+    dispatchCommands: 300,
+    dispatchRate: 20,
+  });
+} else if (mode.includes('--single-max')) {
+  // One process holds one socket per agent: the most it can hold here is set by its open-files limit.
+  const agents = askedAgents ?? Math.min(GOAL_AGENTS, connectionsPerProcess());
+  await runSingleFleet({
+    agents,
+    steadySeconds,
+    ...(agents < GOAL_AGENTS
+      ? {
+          extrapolateTo: {
+            agents: GOAL_AGENTS,
+            rssBytes: 1024 ** 3,
+            cpuShare: 0.25,
+            why: 'the open-files limit stops one process short of it',
+          },
+        }
+      : {}),
+  });
+} else if (mode.length > 0) {
+  process.stderr.write(`fleet: unknown option(s) ${mode.join(' ')}; use --single-max or --cluster\n`);
+  process.exit(2);
+} else {
+  await runSingleFleet({ agents: askedAgents ?? 10_000, steadySeconds });
 }
