@@ -12,8 +12,12 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { newId } from '@bulwark/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from './config.js';
+import { journalFileFor } from './journal.js';
 import { tempDir } from './test-support/agent-state.js';
 import {
   appConfig,
@@ -222,4 +226,42 @@ describe('a command the agent must not run', () => {
       expect(existsSync(marker + suffix)).toBe(false);
     }
   });
+});
+
+describe('the command states an agent reports as it comes online', () => {
+  it('ends its list with a shorter message, an empty one when the states fill whole messages', async () => {
+    // The server learns that the list has ended from a message shorter than a full one (1,000
+    // states), and only then sends again what the agent's journal never received. 1,000 final
+    // states not yet acknowledged fill exactly one message: an empty one must follow.
+    const own = await tempDir();
+    try {
+      // The journal as the agent left it (its own line format), written at once rather than
+      // through 2,000 synchronous appends.
+      const file = path.join(own.path, 'agent.yaml');
+      const at = Date.now();
+      const lines = Array.from({ length: 1000 }, () => {
+        const commandId = newId('cmd');
+        return [
+          { event: 'started', commandId, expiresAt: at + 3_600_000, at },
+          { event: 'finished', commandId, outcome: 'succeeded', exitCode: 0, message: '', at },
+        ];
+      }).flat();
+      await writeFile(
+        journalFileFor(parseConfig(config(), file).stateFile),
+        lines.map((line) => `${JSON.stringify(line)}\n`).join(''),
+        { mode: 0o600 },
+      );
+      server = await startFakeServer();
+      const since = server.received.length;
+      agent = await startCommandAgent(server, own.path, config());
+      const first = await server.next('command_states', since);
+      const second = await server.next('command_states', server.received.indexOf(first) + 1);
+      const sizes = [first, second].map((m) => (m.message as { commands: unknown[] }).commands.length);
+      expect(sizes).toEqual([1000, 0]);
+    } finally {
+      await agent?.stop();
+      agent = undefined;
+      await own.remove();
+    }
+  }, 60_000);
 });

@@ -226,7 +226,9 @@ export function createCommandRunner(options: CommandRunnerOptions): CommandRunne
     online(sender) {
       send = sender;
       const states = journal?.unacknowledged() ?? [];
-      for (let i = 0; i === 0 || i < states.length; i += STATES_PER_MESSAGE) {
+      // The last message is always shorter than a full one (empty when the list fills whole ones):
+      // that is how the server knows the list has ended.
+      for (let i = 0; i <= states.length; i += STATES_PER_MESSAGE) {
         sender({
           v: AGENT_PROTOCOL_VERSION,
           type: 'command_states',

@@ -437,11 +437,9 @@ export function createCommandsService(deps: {
     details: { agentId: row.agent_id },
   });
 
-  /** Sends a command claimed for delivery; puts it back in the queue if its agent went away meanwhile. */
-  async function sendOrRequeue(row: CommandRow, now: number): Promise<void> {
-    if (await sendEnvelope(row, now)) return;
-    // Not sent: ended by a check (then this finds it no longer dispatched), or the agent is gone.
-    await move(
+  /** Puts a command claimed for delivery back in the queue (audited); false when it was no longer claimed. */
+  function requeue(row: CommandRow, reason: 'agent_disconnected' | 'not_received'): Promise<boolean> {
+    return move(
       row,
       ['dispatched'],
       'queued',
@@ -452,9 +450,16 @@ export function createCommandsService(deps: {
         action: 'command.requeued',
         target: target(row),
         outcome: 'success',
-        details: { reason: 'agent_disconnected' },
+        details: { reason },
       },
     );
+  }
+
+  /** Sends a command claimed for delivery; puts it back in the queue if its agent went away meanwhile. */
+  async function sendOrRequeue(row: CommandRow, now: number): Promise<void> {
+    if (await sendEnvelope(row, now)) return;
+    // Not sent: ended by a check (then this finds it no longer dispatched), or the agent is gone.
+    await requeue(row, 'agent_disconnected');
     // It may have connected to another instance meanwhile, after that instance looked for its work.
     gateway.wakeElsewhere(row.agent_id);
   }
@@ -494,21 +499,8 @@ export function createCommandsService(deps: {
       if (row.dispatched_at === null || row.dispatched_at >= connectedAt) continue;
       // Past its deadline it expires instead (the deadline sweep), never to be sent again.
       if (row.expires_at <= clock()) continue;
-      const requeued = await move(
-        row,
-        ['dispatched'],
-        'queued',
-        { dispatched_at: null },
-        {
-          orgId: row.org_id,
-          actor: systemActor('dispatcher', 'command dispatcher'),
-          action: 'command.requeued',
-          target: target(row),
-          outcome: 'success',
-          details: { reason: 'not_received' },
-        },
-      );
-      if (requeued) await dispatch({ ...row, status: 'queued', dispatched_at: null });
+      if (await requeue(row, 'not_received'))
+        await dispatch({ ...row, status: 'queued', dispatched_at: null });
     }
   }
 

@@ -146,6 +146,12 @@ export async function createRedisClusterBus(deps: {
 }): Promise<ClusterBus> {
   const { redis, prefix, logger } = deps;
   const instanceId = newInstanceId();
+  // The name Redis knows this instance by (holder keys, the subscriber's client name): said once, so
+  // that what Redis shows can be traced to a process.
+  logger.info(
+    { instance: instanceId, prefix },
+    'sharing agents and events with other instances through Redis',
+  );
   // Subscriptions wait for the connection rather than fail: a channel subscribed while Redis is down
   // is subscribed when it comes back (and ioredis subscribes again to all of them after a reconnect).
   const subscriber = redis.duplicate({

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import type { Browser, CDPSession, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -235,19 +236,24 @@ describe.skipIf(!postgresUrl() || !redisUrl() || !hasNginx || !hasChromium)(
       ).body;
 
     /** The instance holding each agent's connection: the only one whose agent page shows it. */
+    /**
+     * Which live instance holds each agent, as Redis says: the holder key names the instance id that
+     * each server logs at start. (Every instance's agent page shows the connection, wherever it is.)
+     */
     const holders = async () => {
       const held = new Map<string, ServerProcess[]>();
-      for (const server of live()) {
-        const direct = new SessionClient(server.url);
-        direct.cookie = owner.cookie;
+      const client = new Redis(redis.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+      try {
         for (const agent of agents) {
-          const shown = await direct.json<{ connection: unknown }>(
-            'GET',
-            `/api/orgs/${ORG}/agents/${agent.id}`,
+          const value = await client.get(`bulwark:cluster:agent:${agent.id}`);
+          const instance = value ? (JSON.parse(value) as { instance: string }).instance : undefined;
+          const holding = live().filter(
+            (server) => instance && server.output().includes(`"instance":"${instance}"`),
           );
-          expect(shown.status).toBe(200);
-          if (shown.body.connection !== null) held.set(agent.id, [...(held.get(agent.id) ?? []), server]);
+          if (holding.length > 0) held.set(agent.id, holding);
         }
+      } finally {
+        client.disconnect();
       }
       return held;
     };
