@@ -691,9 +691,14 @@ describe.skipIf(!hasChromium)('the console in Chromium', { timeout: 120_000 }, (
 
   it('requires two-factor authentication of every member once the owner (who has a factor now) turns it on, and warns when it is off', async () => {
     // The operator's window was signed out when they ended their other sessions: back in, no factor.
-    // The sign-in takes them back where they were going.
+    // The sign-in takes them back where they were going. What that page loads is answered before the
+    // policy changes (a request still on its way after would be refused, and logged as a refusal).
+    const loaded = ['/agents', '/approvals', '/approvals/bulk-runs'].map((path) =>
+      operator.waitForResponse((response) => new URL(response.url()).pathname === `/api/orgs/${org}${path}`),
+    );
     await signIn(operator, OPERATOR.email, OPERATOR.password);
     await operator.waitForURL(`**/orgs/${org}/agents`);
+    await Promise.all(loaded);
     await owner.goto(`/orgs/${org}/security`);
     // This installation started with the policy relaxed: the screen says what that means.
     await owner.getByRole('alert').getByText('Not required.').waitFor();
